@@ -1,0 +1,163 @@
+"""C compile cache: C source -> loaded shared object, compiled once per (source, compiler, flags).
+
+In:  C source text. Out: a ctypes function `lazy_kernel(void*, ...)`.
+
+Invariants
+- Artifacts live in `$LAZY_CACHE_DIR` (default `~/.cache/lazy`) under `c/<key>.so` with the
+  source beside it (`<key>.c`, for debugging and compiler messages). The key hashes the source,
+  the flags and the compiler's `--version`, so a new compiler or flag set never reuses old
+  objects.
+- Writes are atomic: compile into a private temp name in the same directory, then
+  `os.replace`. Two processes compiling the same kernel both produce a complete file and the
+  last rename wins; no reader ever sees half a file.
+- Every object has a sidecar `<key>.sha256` (written after the object). An object whose hash
+  does not match, or that fails to load, is treated as corrupt: removed and rebuilt.
+- No C compiler: `CompilerNotFound` says which command was tried and how to install one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+# -D__FAST_MATH__ makes glibc's <math.h> declare its SIMD (libmvec) variants so gcc vectorizes
+# expf/logf/...; we do NOT pass -ffast-math, so comparisons with NaN/Inf keep IEEE semantics.
+BASE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno",
+              "-D__FAST_MATH__", "-std=gnu11", "-w")
+LIBS = ("-lmvec", "-lm")
+
+
+class CompilerNotFound(RuntimeError):
+    pass
+
+
+class CompileError(RuntimeError):
+    pass
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    rebuilt_corrupt: int = 0
+    compile_seconds: float = 0.0
+
+
+stats = CacheStats()
+_lock = threading.Lock()
+_loaded: dict[str, ctypes.CDLL] = {}
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("LAZY_CACHE_DIR") or Path.home() / ".cache" / "lazy")
+    d = root / "c"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def compiler() -> str:
+    cc = os.environ.get("CC", "cc")
+    path = shutil.which(cc)
+    if path is None:
+        raise CompilerNotFound(
+            f"lazy's C backend needs a C compiler, but {cc!r} was not found on PATH. "
+            "Install one (Debian/Ubuntu: `apt-get install -y gcc`; Fedora: `dnf install gcc`) "
+            "or point the CC environment variable at it.")
+    return path
+
+
+@lru_cache(maxsize=None)
+def compiler_version(cc: str) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        raise CompilerNotFound(f"the C compiler {cc!r} cannot be run: {e}") from e
+    return out.stdout.strip().splitlines()[0] if out.stdout else cc
+
+
+def cache_key(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> str:
+    cc = compiler()
+    h = hashlib.sha256()
+    for part in (source, " ".join(flags + LIBS), compiler_version(cc)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _valid(so: Path) -> bool:
+    sha = so.with_suffix(".sha256")
+    try:
+        return so.exists() and sha.exists() and sha.read_text().strip() == _digest(so)
+    except OSError:
+        return False
+
+
+def _compile(source: str, so: Path, flags: tuple[str, ...]) -> None:
+    import time
+
+    cc = compiler()
+    c_path = so.with_suffix(".c")
+    _atomic_write(c_path, source.encode())
+    fd, tmp = tempfile.mkstemp(dir=so.parent, prefix=so.name + ".", suffix=".tmp")
+    os.close(fd)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([cc, *flags, str(c_path), "-o", tmp, *LIBS], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CompileError(f"C compiler failed on {c_path} (exit {proc.returncode}):\n{proc.stderr.strip()}")
+        digest = _digest(Path(tmp))
+        os.replace(tmp, so)
+        _atomic_write(so.with_suffix(".sha256"), digest.encode())
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    stats.compile_seconds += time.perf_counter() - t0
+
+
+def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] = BASE_FLAGS):
+    """The compiled function for `source`, compiling it only if the disk cache lacks it."""
+    key = cache_key(source, flags)
+    with _lock:
+        lib = _loaded.get(key)
+        if lib is None:
+            so = cache_dir() / f"{key}.so"
+            if _valid(so):
+                try:
+                    lib = ctypes.CDLL(str(so))
+                    stats.hits += 1
+                except OSError:
+                    lib = None
+            if lib is None:
+                if so.exists() or so.with_suffix(".sha256").exists():
+                    stats.rebuilt_corrupt += 1
+                    so.unlink(missing_ok=True)
+                    so.with_suffix(".sha256").unlink(missing_ok=True)
+                stats.misses += 1
+                _compile(source, so, flags)
+                lib = ctypes.CDLL(str(so))
+            _loaded[key] = lib
+    fn = getattr(lib, fn_name)
+    fn.restype = None
+    return fn

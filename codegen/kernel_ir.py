@@ -1,0 +1,143 @@
+"""Kernel IR: the backend-neutral description of one kernel.
+
+In:  built by the scheduler (which knows the graph); consumed by the renderers (C, Triton).
+Out: frozen, hashable values; `Kernel.key()` is a stable content hash used for caches.
+
+A kernel is a loop nest over output variables `x0..x{k-1}` (sizes `Kernel.loops`,
+outermost first). Inside it:
+- `Reduce` stages: an accumulator over its own reduction variables `r{j}` (sizes `rsizes`),
+  placed at `depth` = how many outer loops it sits in (it depends only on `x0..x{depth-1}`).
+  Later expressions refer to it with `Expr("acc", arg=name)`. Several reductions over the same
+  rows that feed each other (softmax: max, then sum of exp) are several stages of one kernel:
+  the row stays in cache, memory is read once.
+- `Store` stages: write `value` at `index` of buffer `buf`, inside all `len(loops)` loops.
+Index expressions are sympy integer expressions over the loop symbols (and `FloorDiv`/`ModIdx`
+atoms from scheduler.indexing, which the renderers print as integer `/` and `%`).
+Dtypes are names ("float32", "bfloat16", ...); arithmetic on 16-bit floats happens in float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+class FloorDiv(sympy.Function):
+    """floor(a / b) for integers, b > 0; kept unevaluated unless both are numbers."""
+
+    is_integer = True
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Integer and b.is_Integer:
+            return sympy.Integer(int(a) // int(b))
+        return None
+
+
+class ModIdx(sympy.Function):
+    """a mod b for integers, b > 0; kept unevaluated unless both are numbers."""
+
+    is_integer = True
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Integer and b.is_Integer:
+            return sympy.Integer(int(a) % int(b))
+        return None
+
+
+# dtype name -> (C storage type, C compute type)
+C_TYPES = {
+    "float32": ("float", "float"),
+    "float64": ("double", "double"),
+    "float16": ("_Float16", "float"),
+    "bfloat16": ("uint16_t", "float"),
+    "int32": ("int32_t", "int32_t"),
+    "int64": ("int64_t", "int64_t"),
+    "int8": ("int8_t", "int32_t"),
+    "uint8": ("uint8_t", "int32_t"),
+    "bool": ("uint8_t", "uint8_t"),
+}
+FLOATS = {"float32", "float64", "float16", "bfloat16"}
+
+
+def compute_dtype(name: str) -> str:
+    """The dtype arithmetic happens in: 16-bit floats widen to float32."""
+    return "float32" if name in ("float16", "bfloat16") else name
+
+
+@dataclass(frozen=True)
+class Expr:
+    """One value in a kernel's expression DAG.
+
+    op: "load" (arg = (buf, index, mask)), "const" (arg = value), "index" (arg = sympy int expr),
+        "acc" (arg = reduce name), "cast" (arg = target dtype), or an elementwise op name
+        ("add", "exp", "where", ...; the graph's op names in lower case).
+    dtype: the value's dtype; loads of 16-bit floats produce their storage dtype and are
+        widened by the renderer, so `dtype` always says what is in memory / what torch sees.
+    mask: for loads, a tuple of conditions ("ge"|"lt", expr, bound) that must all hold,
+        else the load reads 0 and must not touch memory.
+    """
+
+    op: str
+    srcs: tuple[Expr, ...] = ()
+    arg: Any = None
+    dtype: str = "float32"
+
+    def __hash__(self) -> int:  # cached: expression DAGs are deep and hashed often
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.op, self.srcs, repr(self.arg) if self.op == "const" else self.arg, self.dtype))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+
+@dataclass(frozen=True)
+class Reduce:
+    name: str
+    op: str  # "sum" | "max" | "prod"
+    value: Expr
+    dtype: str  # accumulator result dtype (the reduced node's dtype)
+    rsizes: tuple[int, ...]
+    rvars: tuple[str, ...]
+    depth: int
+
+
+@dataclass(frozen=True)
+class Store:
+    buf: int
+    index: sympy.Expr
+    value: Expr
+    dtype: str
+
+
+@dataclass(frozen=True)
+class BufferArg:
+    name: str
+    dtype: str
+    numel: int  # elements the kernel may address (bounds for the renderers / sanity checks)
+    output: bool
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    buffers: tuple[BufferArg, ...]
+    loops: tuple[int, ...]
+    reduces: tuple[Reduce, ...]
+    stores: tuple[Store, ...]
+    meta: dict = field(default_factory=dict, compare=False, hash=False)  # bytes, flops, fusion notes
+
+    def key(self) -> str:
+        """Content hash, independent of the kernel's name."""
+        text = repr((self.buffers, self.loops, self.reduces, self.stores))
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.loops:
+            n *= s
+        return n

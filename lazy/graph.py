@@ -1,0 +1,333 @@
+"""The graph IR: immutable, hash-consed nodes and the dtype table.
+
+In:  nothing (this module imports nothing else of the project).
+Out: `Node` values built with `node(...)` and the op/dtype vocabulary every stage speaks.
+
+Invariants
+- A node is `(op, srcs, arg, dtype, shape)` and is hash-consed: building the same
+  structure twice returns the *same object*, so equality is identity and nodes are cheap
+  dict keys. `node()` is the only constructor.
+- Shapes are tuples of ints (0-d is `()`); the shape rules of every op live in `node()`,
+  so a node that exists is well formed.
+- REDUCE keeps the reduced axes with size 1 (keepdim); the Tensor layer reshapes them away.
+- BUFFER leaves point at realized memory through `arg` (a `Buffer`, compared by identity);
+  `structure_key()` replaces them by their position, dtype, shape and strides, so the same
+  program built twice over different data gives the same key.
+"""
+
+from __future__ import annotations
+
+import enum
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DType:
+    name: str
+    itemsize: int
+    kind: str  # "f" float, "i" signed int, "b" bool
+    ctype: str  # storage type in C
+    tltype: str  # Triton pointer element type, e.g. "fp32"
+
+    def __repr__(self) -> str:
+        return f"lazy.{self.name}"
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind == "f"
+
+
+float32 = DType("float32", 4, "f", "float", "fp32")
+float64 = DType("float64", 8, "f", "double", "fp64")
+float16 = DType("float16", 2, "f", "uint16_t", "fp16")
+bfloat16 = DType("bfloat16", 2, "f", "uint16_t", "bf16")
+int32 = DType("int32", 4, "i", "int32_t", "i32")
+int64 = DType("int64", 8, "i", "int64_t", "i64")
+int8 = DType("int8", 1, "i", "int8_t", "i8")
+uint8 = DType("uint8", 1, "u", "uint8_t", "u8")
+bool_ = DType("bool", 1, "b", "uint8_t", "i1")
+DTYPES = {d.name: d for d in (float32, float64, float16, bfloat16, int32, int64, int8, uint8, bool_)}
+
+
+class Op(enum.Enum):
+    # leaves
+    BUFFER = enum.auto()  # arg: Buffer (realized memory)
+    CONST = enum.auto()  # arg: python scalar, broadcast to `shape`
+    IOTA = enum.auto()  # shape (n,): element i is i (arange without memory)
+    # unary elementwise
+    NEG = enum.auto()
+    EXP = enum.auto()
+    LOG = enum.auto()
+    SQRT = enum.auto()
+    SIN = enum.auto()
+    COS = enum.auto()
+    TANH = enum.auto()
+    ERF = enum.auto()
+    ABS = enum.auto()
+    RECIP = enum.auto()
+    FLOOR = enum.auto()
+    CEIL = enum.auto()
+    TRUNC = enum.auto()
+    NOT = enum.auto()  # logical not (bool) / bitwise not (int)
+    ISNAN = enum.auto()
+    ISINF = enum.auto()
+    CAST = enum.auto()  # arg: target DType (== dtype)
+    # binary elementwise (operands have equal shape and dtype, see node())
+    ADD = enum.auto()
+    SUB = enum.auto()
+    MUL = enum.auto()
+    DIV = enum.auto()  # true division for floats, truncating division for ints
+    FLOORDIV = enum.auto()  # python/torch floor division
+    MOD = enum.auto()  # python/torch remainder (sign of divisor)
+    POW = enum.auto()
+    MAX = enum.auto()  # NaN-propagating like torch.maximum
+    MIN = enum.auto()
+    LT = enum.auto()
+    LE = enum.auto()
+    EQ = enum.auto()
+    NE = enum.auto()
+    AND = enum.auto()
+    OR = enum.auto()
+    XOR = enum.auto()
+    # ternary
+    WHERE = enum.auto()  # srcs: (cond bool, a, b)
+    # reduction: arg = (axes,), keepdim shape
+    SUM = enum.auto()
+    RMAX = enum.auto()  # NaN-propagating max
+    PROD = enum.auto()
+    # movement: never copies, only changes the index map
+    RESHAPE = enum.auto()  # arg: new shape
+    PERMUTE = enum.auto()  # arg: axis order
+    EXPAND = enum.auto()  # arg: new shape (size-1 axes grow)
+    PAD = enum.auto()  # arg: ((before, after), ...) ; padded positions read as 0 / False
+    SHRINK = enum.auto()  # arg: ((start, stop), ...)
+    FLIP = enum.auto()  # arg: tuple of axes
+
+
+UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.SIN, Op.COS, Op.TANH, Op.ERF, Op.ABS, Op.RECIP,
+                   Op.FLOOR, Op.CEIL, Op.TRUNC, Op.NOT, Op.ISNAN, Op.ISINF, Op.CAST})
+BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.FLOORDIV, Op.MOD, Op.POW, Op.MAX, Op.MIN,
+                    Op.LT, Op.LE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.XOR})
+COMPARE = frozenset({Op.LT, Op.LE, Op.EQ, Op.NE, Op.ISNAN, Op.ISINF})
+ELEMENTWISE = UNARY | BINARY | {Op.WHERE}
+REDUCE = frozenset({Op.SUM, Op.RMAX, Op.PROD})
+MOVEMENT = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.PAD, Op.SHRINK, Op.FLIP})
+REDUCE_IDENTITY = {Op.SUM: 0, Op.RMAX: float("-inf"), Op.PROD: 1}
+
+
+class Buffer:
+    """Realized memory: a torch tensor (any strides) owned by one or more BUFFER nodes."""
+
+    __slots__ = ("data", "__weakref__")
+
+    def __init__(self, data: Any):
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Buffer({tuple(self.data.shape)}, {self.data.dtype}, {self.data.device})"
+
+
+class Node:
+    """One immutable graph node. Build with `node()`; compare with `is`."""
+
+    __slots__ = ("op", "srcs", "arg", "dtype", "shape", "_key", "__weakref__")
+    op: Op
+    srcs: tuple[Node, ...]
+    arg: Any
+    dtype: DType
+    shape: tuple[int, ...]
+
+    def __setattr__(self, k, v):  # immutability
+        raise AttributeError("graph nodes are immutable")
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def __repr__(self) -> str:
+        arg = "" if self.arg is None else f", {self.arg!r}"
+        return f"<{self.op.name} {self.dtype.name}{list(self.shape)}{arg}>"
+
+
+_interned: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _arg_key(op: Op, arg: Any) -> Any:
+    if op is Op.BUFFER:
+        return id(arg)
+    if op is Op.CONST:  # 1, 1.0 and True hash alike in python; keep them apart; keep NaN equal
+        return (type(arg).__name__, repr(arg))
+    return arg
+
+
+def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[int, ...]) -> Node:
+    key = (op, tuple(id(s) for s in srcs), _arg_key(op, arg), dtype, shape)
+    n = _interned.get(key)
+    if n is not None:
+        return n
+    n = object.__new__(Node)
+    for name, val in (("op", op), ("srcs", srcs), ("arg", arg), ("dtype", dtype), ("shape", shape)):
+        object.__setattr__(n, name, val)
+    object.__setattr__(n, "_key", key)
+    _interned[key] = n
+    if op is Op.BUFFER:  # keep the id() in the key meaningful: the buffer lives as long as the node
+        object.__setattr__(n, "arg", arg)
+    return n
+
+
+class GraphError(ValueError):
+    """A node that would be malformed. The Tensor layer checks first and gives user-level messages."""
+
+
+def _shape(shape) -> tuple[int, ...]:
+    return tuple(int(s) for s in shape)
+
+
+def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | None = None,
+         shape: tuple[int, ...] | None = None) -> Node:
+    """Build (or find) the node; checks the shape rule of `op` and derives dtype/shape."""
+    srcs = tuple(srcs)
+    if op is Op.BUFFER:
+        assert dtype is not None and shape is not None
+        return _make(op, (), arg, dtype, _shape(shape))
+    if op is Op.CONST:
+        assert dtype is not None and shape is not None
+        return _make(op, (), arg, dtype, _shape(shape))
+    if op is Op.IOTA:
+        assert dtype is not None and shape is not None and len(shape) == 1
+        return _make(op, (), None, dtype, _shape(shape))
+    s0 = srcs[0]
+    if op in UNARY:
+        if op is Op.CAST:
+            return _make(op, srcs, arg, arg, s0.shape)
+        out = bool_ if op in COMPARE else s0.dtype
+        return _make(op, srcs, None, out, s0.shape)
+    if op in BINARY:
+        a, b = srcs
+        if a.shape != b.shape or a.dtype != b.dtype:
+            raise GraphError(f"{op.name}: operands {a} and {b} must match in shape and dtype")
+        return _make(op, srcs, None, bool_ if op in COMPARE else a.dtype, a.shape)
+    if op is Op.WHERE:
+        c, a, b = srcs
+        if not (c.shape == a.shape == b.shape) or c.dtype != bool_ or a.dtype != b.dtype:
+            raise GraphError(f"WHERE: {c}, {a}, {b} must share a shape, cond bool, branches one dtype")
+        return _make(op, srcs, None, a.dtype, a.shape)
+    if op in REDUCE:
+        axes = tuple(sorted(set(int(a) for a in arg)))
+        if any(not 0 <= a < len(s0.shape) for a in axes):
+            raise GraphError(f"{op.name}: axes {axes} out of range for {s0}")
+        shape = tuple(1 if i in axes else s for i, s in enumerate(s0.shape))
+        return _make(op, srcs, axes, s0.dtype, shape)
+    if op is Op.RESHAPE:
+        shape = _shape(arg)
+        if prod(shape) != s0.numel:
+            raise GraphError(f"RESHAPE: {s0.shape} -> {shape} changes the element count")
+        if shape == s0.shape:
+            return s0
+        return _make(op, srcs, shape, s0.dtype, shape)
+    if op is Op.PERMUTE:
+        order = tuple(int(a) for a in arg)
+        if sorted(order) != list(range(len(s0.shape))):
+            raise GraphError(f"PERMUTE: {order} is not a permutation of {len(s0.shape)} axes")
+        if order == tuple(range(len(order))):
+            return s0
+        return _make(op, srcs, order, s0.dtype, tuple(s0.shape[a] for a in order))
+    if op is Op.EXPAND:
+        shape = _shape(arg)
+        if len(shape) != len(s0.shape) or any(a != b and a != 1 for a, b in zip(s0.shape, shape)):
+            raise GraphError(f"EXPAND: {s0.shape} -> {shape}: only size-1 axes may grow")
+        if shape == s0.shape:
+            return s0
+        return _make(op, srcs, shape, s0.dtype, shape)
+    if op is Op.PAD:
+        pads = tuple((int(a), int(b)) for a, b in arg)
+        if len(pads) != len(s0.shape) or any(a < 0 or b < 0 for a, b in pads):
+            raise GraphError(f"PAD: {pads} invalid for {s0.shape}")
+        if all(a == 0 and b == 0 for a, b in pads):
+            return s0
+        return _make(op, srcs, pads, s0.dtype, tuple(s + a + b for s, (a, b) in zip(s0.shape, pads)))
+    if op is Op.SHRINK:
+        bounds = tuple((int(a), int(b)) for a, b in arg)
+        if len(bounds) != len(s0.shape) or any(not 0 <= a <= b <= s for (a, b), s in zip(bounds, s0.shape)):
+            raise GraphError(f"SHRINK: {bounds} invalid for {s0.shape}")
+        if all(a == 0 and b == s for (a, b), s in zip(bounds, s0.shape)):
+            return s0
+        return _make(op, srcs, bounds, s0.dtype, tuple(b - a for a, b in bounds))
+    if op is Op.FLIP:
+        axes = tuple(sorted(set(int(a) for a in arg if s0.shape[int(a)] > 1)))
+        if not axes:
+            return s0
+        return _make(op, srcs, axes, s0.dtype, s0.shape)
+    raise GraphError(f"unknown op {op}")
+
+
+def prod(xs) -> int:
+    n = 1
+    for x in xs:
+        n *= int(x)
+    return n
+
+
+def const(value: Any, dtype: DType, shape: tuple[int, ...] = ()) -> Node:
+    """A constant of `dtype` broadcast to `shape` (stored as a 0-d CONST expanded, so it interns once)."""
+    if dtype.kind == "b":
+        value = bool(value)
+    elif dtype.kind in "iu":
+        value = int(value)
+    else:
+        value = float(value)
+    return node(Op.CONST, (), value, dtype, tuple(shape))
+
+
+def toposort(roots: list[Node]) -> list[Node]:
+    """Nodes reachable from `roots`, every node after its sources (iterative: graphs get deep)."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
+    while stack:
+        n, expanded = stack.pop()
+        if expanded:
+            order.append(n)
+            continue
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        stack.append((n, True))
+        for s in reversed(n.srcs):
+            if id(s) not in seen:
+                stack.append((s, False))
+    return order
+
+
+def buffer_layout(buf: Buffer) -> tuple:
+    d = buf.data
+    return (tuple(d.stride()), int(d.storage_offset()), str(d.device))
+
+
+def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
+    """A key that is equal for structurally equal graphs, and the buffers in key order.
+
+    Buffers are numbered by first appearance, so `a + b` and `a + a` differ while two
+    separately built `a + b` programs over different data are equal.
+    """
+    order = toposort(roots)
+    index = {id(n): i for i, n in enumerate(order)}
+    buffers: list[Buffer] = []
+    buf_slot: dict[int, int] = {}
+    parts = []
+    for n in order:
+        if n.op is Op.BUFFER:
+            slot = buf_slot.setdefault(id(n.arg), len(buffers))
+            if slot == len(buffers):
+                buffers.append(n.arg)
+            arg: Any = ("buf", slot, buffer_layout(n.arg))
+        else:
+            arg = _arg_key(n.op, n.arg)
+        parts.append((n.op, arg, n.dtype.name, n.shape, tuple(index[id(s)] for s in n.srcs)))
+    return (tuple(parts), tuple(index[id(r)] for r in roots)), buffers
+

@@ -1,0 +1,245 @@
+"""Index algebra: movement ops as maps from output coordinates to source coordinates.
+
+In:  an index tuple of sympy integer expressions over loop variables whose ranges are known
+     (`Ranges`: symbol -> size), and a movement node's (kind, arg, shapes).
+Out: the source index tuple, plus a validity condition for PAD.
+
+Invariants
+- Every expression is an integer polynomial in loop symbols and `FloorDiv`/`ModIdx` atoms.
+- `floordiv`/`mod` simplify with the variables' ranges, so merging and splitting contiguous
+  axes (the common reshape) stays affine: `(x0*8 + x1) // 8 -> x0` when `0 <= x1 < 8`.
+  What cannot be simplified stays an atom, printed as integer `/` and `%` by the backends
+  (operands are non-negative wherever the result is used unmasked).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import sympy
+
+from codegen.kernel_ir import FloorDiv, ModIdx
+
+Ranges = dict  # sympy.Symbol -> int size (values lie in [0, size))
+
+
+@lru_cache(maxsize=None)
+def symbol(name: str) -> sympy.Symbol:
+    return sympy.Symbol(name, integer=True, nonnegative=True)
+
+
+def bounds(e: sympy.Expr, ranges: Ranges) -> tuple[int, int]:
+    """Inclusive integer bounds of `e` (a polynomial in ranged symbols and atoms)."""
+    if e.is_Integer:
+        return int(e), int(e)
+    if e.is_Symbol:
+        return 0, max(ranges[e] - 1, 0)
+    if isinstance(e, FloorDiv):
+        lo, hi = bounds(e.args[0], ranges)
+        d = int(e.args[1])
+        return lo // d, hi // d
+    if isinstance(e, ModIdx):
+        lo, hi = bounds(e.args[0], ranges)
+        d = int(e.args[1])
+        if 0 <= lo and hi < d:
+            return lo, hi
+        return 0, d - 1
+    if e.is_Add:
+        lo = hi = 0
+        for t in e.args:
+            a, b = bounds(t, ranges)
+            lo, hi = lo + a, hi + b
+        return lo, hi
+    if e.is_Mul:
+        lo, hi = 1, 1
+        for t in e.args:
+            a, b = bounds(t, ranges)
+            cands = (lo * a, lo * b, hi * a, hi * b)
+            lo, hi = min(cands), max(cands)
+        return lo, hi
+    raise TypeError(f"cannot bound {e!r}")
+
+
+def _terms(e: sympy.Expr) -> list[tuple[int, sympy.Expr]]:
+    """e as [(coefficient, term)], term 1 for the constant."""
+    return [(int(c), t) for t, c in e.as_coefficients_dict().items()]
+
+
+def floordiv(e: sympy.Expr, d: int) -> sympy.Expr:
+    return _floordiv(sympy.sympify(e), int(d))
+
+
+def _floordiv(e, d, ranges=None):
+    if d == 1:
+        return e
+    if e.is_Integer:
+        return sympy.Integer(int(e) // d)
+    whole, rest = sympy.Integer(0), sympy.Integer(0)
+    for c, t in _terms(e):
+        q, r = divmod(c, d)
+        whole += q * t
+        rest += r * t
+    if rest == 0:
+        return whole
+    if isinstance(rest, FloorDiv):  # (a // b) // d == a // (b*d)
+        return whole + FloorDiv(rest.args[0], rest.args[1] * d)
+    return whole + FloorDiv(rest, d)
+
+
+def _mod(e, d):
+    if d == 1:
+        return sympy.Integer(0)
+    if e.is_Integer:
+        return sympy.Integer(int(e) % d)
+    rest = sympy.Integer(0)
+    for c, t in _terms(e):
+        rest += (c % d) * t
+    return ModIdx(rest, d) if rest != 0 else sympy.Integer(0)
+
+
+def simplify(e: sympy.Expr, ranges: Ranges) -> sympy.Expr:
+    """Drop FloorDiv/ModIdx atoms whose argument's range makes them trivial."""
+    if not e.has(FloorDiv, ModIdx):
+        return e
+    reps = {}
+    for atom in sorted(e.atoms(FloorDiv, ModIdx), key=lambda a: sympy.count_ops(a)):
+        a, d = atom.args
+        a = simplify(a, ranges)
+        d = int(d)
+        lo, hi = bounds(a, ranges)
+        if isinstance(atom, FloorDiv):
+            reps[atom] = sympy.Integer(lo // d) if lo // d == hi // d else _split_div(a, d, ranges)
+        else:
+            if lo >= 0 and hi < d:
+                reps[atom] = a
+            elif lo // d == hi // d:
+                reps[atom] = a - d * (lo // d)
+            else:
+                reps[atom] = _split_mod(a, d, ranges)
+    return sympy.expand(e.xreplace(reps))
+
+
+def _split(a, d, ranges):
+    """a == d*q + s where s collects the terms whose coefficient is not a multiple of d."""
+    q, s = sympy.Integer(0), sympy.Integer(0)
+    for c, t in _terms(a):
+        if c % d == 0:
+            q += (c // d) * t
+        else:
+            s += c * t
+    return q, s
+
+
+def _split_div(a, d, ranges):
+    q, s = _split(a, d, ranges)
+    lo, hi = bounds(s, ranges)
+    if lo // d == hi // d:
+        return q + lo // d
+    # try peeling terms with coefficients that are multiples of a divisor g of d: a//d == (a//g)//(d//g)
+    for g in sorted((g for g in range(2, d) if d % g == 0), reverse=True):
+        q2, s2 = _split(s, g, ranges)
+        lo2, hi2 = bounds(s2, ranges)
+        if q2 != 0 and 0 <= lo2 and hi2 < g:
+            return q + _floordiv_simplified(q2, d // g, ranges)
+    return q + FloorDiv(s, d)
+
+
+def _floordiv_simplified(a, d, ranges):
+    lo, hi = bounds(a, ranges)
+    if lo // d == hi // d:
+        return sympy.Integer(lo // d)
+    return _split_div(a, d, ranges)
+
+
+def _split_mod(a, d, ranges):
+    q, s = _split(a, d, ranges)
+    lo, hi = bounds(s, ranges)
+    if lo >= 0 and hi < d:
+        return s
+    for g in sorted((g for g in range(2, d) if d % g == 0), reverse=True):
+        q2, s2 = _split(s, g, ranges)
+        lo2, hi2 = bounds(s2, ranges)
+        if q2 != 0 and 0 <= lo2 and hi2 < g:
+            return g * _mod_simplified(q2, d // g, ranges) + s2
+    return ModIdx(s, d)
+
+
+def _mod_simplified(a, d, ranges):
+    lo, hi = bounds(a, ranges)
+    if lo >= 0 and hi < d:
+        return a
+    return _split_mod(a, d, ranges)
+
+
+def strides_of(shape: tuple[int, ...]) -> tuple[int, ...]:
+    st, acc = [], 1
+    for s in reversed(shape):
+        st.append(acc)
+        acc *= s
+    return tuple(reversed(st))
+
+
+def flat_index(idx: tuple, strides: tuple[int, ...], offset: int = 0) -> sympy.Expr:
+    return sympy.Integer(offset) + sum((i * s for i, s in zip(idx, strides)), sympy.Integer(0))
+
+
+def reshape_index(idx: tuple, new_shape: tuple[int, ...], old_shape: tuple[int, ...], ranges: Ranges) -> tuple:
+    """Index into `old_shape` for index `idx` into `new_shape` (row-major relinearization)."""
+    flat = flat_index(idx, strides_of(new_shape))
+    out = []
+    for size, st in zip(old_shape, strides_of(old_shape)):
+        if size == 1:
+            out.append(sympy.Integer(0))
+            continue
+        out.append(simplify(_mod(_floordiv(flat, st), size), ranges))
+    return tuple(out)
+
+
+def movement_index(kind: str, arg, src_shape: tuple[int, ...], out_shape: tuple[int, ...], idx: tuple,
+                   ranges: Ranges) -> tuple[tuple, list]:
+    """(source index, validity conditions) for a movement op read at `idx`."""
+    if kind == "RESHAPE":
+        return reshape_index(idx, out_shape, src_shape, ranges), []
+    if kind == "PERMUTE":
+        src = [None] * len(arg)
+        for out_axis, src_axis in enumerate(arg):
+            src[src_axis] = idx[out_axis]
+        return tuple(src), []
+    if kind == "EXPAND":
+        return tuple(sympy.Integer(0) if s == 1 and o != 1 else i for i, s, o in zip(idx, src_shape, out_shape)), []
+    if kind == "SHRINK":
+        return tuple(i + a for i, (a, _) in zip(idx, arg)), []
+    if kind == "FLIP":
+        return tuple((s - 1 - i) if ax in arg else i for ax, (i, s) in enumerate(zip(idx, src_shape))), []
+    if kind == "PAD":
+        conds = []
+        src = []
+        for i, (before, after), s in zip(idx, arg, src_shape):
+            j = i - before
+            lo, hi = bounds(j, ranges)
+            if lo < 0:
+                conds.append(("ge", j, 0))
+            if hi > s - 1:
+                conds.append(("lt", j, s))
+            src.append(j)
+        return tuple(src), conds
+    raise ValueError(kind)
+
+
+def linear_coeffs(e: sympy.Expr) -> dict | None:
+    """{symbol: coeff, 1: const} if `e` is affine in plain symbols, else None."""
+    out = {}
+    for t, c in sympy.expand(e).as_coefficients_dict().items():
+        if t == 1 or t.is_Symbol:
+            out[t] = int(c)
+        else:
+            return None
+    return out
+
+
+def gcd_all(xs) -> int:
+    g = 0
+    for x in xs:
+        g = math.gcd(g, int(x))
+    return g

@@ -1,0 +1,120 @@
+"""Scheduling: cut a graph into kernels, order them, plan their buffers.
+
+In:  root nodes to realize and the input `Buffer`s in `graph.structure_key` order.
+Out: a `Schedule`: kernels (Kernel IR, in dependency order), the buffer slots each reads and
+     writes, the allocations to make, and which slot holds each root. A schedule refers to
+     inputs only by slot, so it is cached by the graph's structure key and replayed over new data.
+
+The fusion rules (DESIGN.md) and where they live:
+1. Elementwise ops and views are inlined into their consumer: nothing but realized nodes and
+   BUFFERs is ever loaded (scheduler.lower).
+2-3. A reduction is inlined into its consumer's kernel (prologue, epilogue, and several
+   reductions over the same rows) unless lowering rejects it (`can_fuse` = lowering succeeds;
+   the rejection carries the reason); rejected reductions become kernels of their own.
+4. A node inlined into several kernels is realized once when recomputing it costs more than
+   reading it back (`should_realize`): it holds a reduction, or reads two or more buffers.
+Every decision is recorded in `Schedule.decisions` (printed at LAZY_DEBUG>=2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from codegen.kernel_ir import Kernel
+from lazy.graph import ELEMENTWISE, REDUCE, Buffer, Node, Op, toposort
+from scheduler.lower import REDUCE_NAMES, Lowerer, NotFusable
+
+
+@dataclass
+class Schedule:
+    kernels: list[Kernel]
+    n_inputs: int
+    allocs: list[tuple[tuple[int, ...], str]]  # slot n_inputs + i: (shape, dtype name)
+    outputs: list[int]
+    decisions: list[str] = field(default_factory=list)
+
+
+def _describe(n: Node) -> str:
+    name = REDUCE_NAMES.get(n.op, n.op.name.lower())
+    return f"{name}{list(n.shape)}"
+
+
+def _inlined_nodes(root: Node, realized: set[int]) -> list[Node]:
+    """Nodes computed inside the kernel that stores `root` (stops at realized nodes/buffers)."""
+    out, seen, stack = [], set(), [root]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        out.append(n)
+        for s in n.srcs:
+            if s.op is not Op.BUFFER and id(s) not in realized:
+                stack.append(s)
+    return out
+
+
+def should_realize(n: Node, realized: set[int]) -> tuple[bool, str]:
+    """Profitability of materializing a node that several kernels would otherwise recompute."""
+    inner = _inlined_nodes(n, realized)
+    if any(m.op in REDUCE for m in inner):
+        return True, "holds a reduction; recomputing it would repeat the whole reduction"
+    loads = {id(s) for m in inner for s in m.srcs if s.op is Op.BUFFER or id(s) in realized}
+    if len(loads) >= 2:
+        return True, f"reads {len(loads)} buffers; one write + reads beats {len(loads)} reads per consumer"
+    return False, "cheap to recompute (one buffer read)"
+
+
+def schedule(roots: list[Node], buffers: list[Buffer], max_rounds: int = 10_000) -> Schedule:
+    slot_of: dict[int, int] = {id(b): i for i, b in enumerate(buffers)}
+    decisions: list[str] = []
+    realized: set[int] = {id(r) for r in roots if r.op is not Op.BUFFER}
+    order = toposort(roots)
+
+    for _ in range(max_rounds):
+        kernels_of: dict[int, list[int]] = {}
+        plan = [n for n in order if id(n) in realized]
+        for ki, n in enumerate(plan):
+            for m in _inlined_nodes(n, realized):
+                kernels_of.setdefault(id(m), []).append(ki)
+        grew = False
+        for n in order:
+            if id(n) in realized or n.op is Op.BUFFER or n.op not in ELEMENTWISE | REDUCE:
+                continue
+            if len(set(kernels_of.get(id(n), ()))) >= 2:
+                yes, why = should_realize(n, realized)
+                decisions.append(f"{'realize' if yes else 'recompute'} {_describe(n)} used by "
+                                 f"{len(set(kernels_of[id(n)]))} kernels: {why}")
+                if yes:
+                    realized.add(id(n))
+                    grew = True
+                    break
+        if grew:
+            continue
+        try:
+            return _lower_all(plan, roots, buffers, slot_of, realized, decisions)
+        except NotFusable as e:
+            decisions.append(f"split: {_describe(e.node)} becomes its own kernel: {e.reason}")
+            realized.add(id(e.node))
+    raise RuntimeError("scheduler did not converge")
+
+
+def _lower_all(plan, roots, buffers, slot_of, realized, decisions) -> Schedule:
+    slots = dict(slot_of)
+    allocs = []
+    for n in plan:
+        slots[id(n)] = len(buffers) + len(allocs)
+        allocs.append((n.shape, n.dtype.name))
+    kernels = []
+    for i, n in enumerate(plan):
+        if n.numel == 0:
+            continue  # nothing to compute; the allocation alone is the result
+        lw = Lowerer(f"k{i}_{_describe(n).split('[')[0]}", slots, realized - {id(n)})
+        k = lw.lower(n, slots[id(n)])
+        fused = [_describe(r) for r in _inlined_nodes(n, realized - {id(n)}) if r.op in REDUCE and r is not n]
+        if fused:
+            decisions.append(f"fuse: {', '.join(fused)} into the kernel of {_describe(n)} "
+                             f"({len(k.reduces)} reduction stage(s), loops {list(k.loops)})")
+        kernels.append(k)
+    outputs = [slot_of[id(r.arg)] if r.op is Op.BUFFER else slots[id(r)] for r in roots]
+    return Schedule(kernels, len(buffers), allocs, outputs, decisions)
