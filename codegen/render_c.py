@@ -286,10 +286,12 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             body_lines.append(f"{indent}{t} {r.name} = {_init(r)};")
             if nan:
                 body_lines.append(f"{indent}int {nan} = 0;")
-        if not r.rvars:  # reduction over size-1 axes only
-            inner = Body(k, body_lines, indent, acc_ref)
+        if not r.rvars:  # reduction over size-1 axes only: the value itself, in its own scope
+            body_lines.append(f"{indent}{{")
+            inner = Body(k, body_lines, indent + "  ", acc_ref)
             v = inner.emit(r.value)
-            body_lines.append(f"{indent}{name} = {v};")
+            body_lines.append(f"{indent}  {name} = {v};")
+            body_lines.append(f"{indent}}}")
             return
         red_clause = ""
         if not tiled:

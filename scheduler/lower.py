@@ -141,7 +141,7 @@ class Lowerer:
         xs = sorted((int(d.name[1:]) for d in deps if d.name.startswith("x")))
         depth = xs[-1] + 1 if xs else 0
         missing = [f"x{i}" for i in range(depth) if i not in xs and self.loop_sizes[i] > 1]
-        if missing:
+        if missing and n is not self.root:  # the kernel's own output must be computed where it is stored
             raise NotFusable(n, f"{REDUCE_NAMES[n.op]}{list(n.srcs[0].shape)}->{list(n.shape)} would be "
                                 f"recomputed for every {', '.join(missing)} of the consumer's loops")
         return depth
@@ -170,6 +170,7 @@ class Lowerer:
 
     # -- driver ----------------------------------------------------------------------------
     def lower(self, root: Node, out_slot: int) -> Kernel:
+        self.root = root
         self.dep_memo: dict = {}
         self.acc_deps: dict = {}
         loop_syms = []

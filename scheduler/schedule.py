@@ -94,6 +94,9 @@ def schedule(roots: list[Node], buffers: list[Buffer], max_rounds: int = 10_000)
         try:
             return _lower_all(plan, roots, buffers, slot_of, realized, decisions)
         except NotFusable as e:
+            if id(e.node) in realized:
+                raise RuntimeError(f"scheduler: {_describe(e.node)} cannot be lowered even on its own: "
+                                   f"{e.reason}") from e
             decisions.append(f"split: {_describe(e.node)} becomes its own kernel: {e.reason}")
             realized.add(id(e.node))
     raise RuntimeError("scheduler did not converge")

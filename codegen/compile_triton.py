@@ -1,0 +1,289 @@
+"""Triton compile cache: Kernel IR -> generated module on disk -> launcher; and ahead-of-time compiles.
+
+In:  a `Kernel` (and optionally a `TritonConfig`). Out: `load()` gives `fn(*torch_tensors)` that
+     launches the kernel (buffers in `Kernel.buffers` order); `aot_compile()` gives the PTX and
+     the static resource numbers of a compile for an NVIDIA target, without needing a GPU.
+
+Invariants
+- `@triton.jit` needs its source in a real file: the rendered module is written to
+  `$LAZY_CACHE_DIR/triton/<kernel key>-<source hash>.py` (default `~/.cache/lazy`) and imported
+  from there. The kernel key alone would not do: one kernel renders differently per config and
+  renderer version, and a file name must never be reused for different text.
+- Writes are atomic (temp file in the same directory + `os.replace`): parallel processes
+  never import half a file, and an existing complete file is never rewritten.
+- `TRITON_INTERPRET=1` is read when a module is imported (Triton reads it in `@triton.jit`), so
+  the in-memory cache is keyed by that setting too; set it before calling `load`.
+- A codegen bug (source that is not valid Python/Triton) raises `TritonCompileError` naming the
+  generated file and Triton's message, at import, at the first launch, or in `aot_compile`.
+- `aot_compile` needs `@triton.jit` functions, so under TRITON_INTERPRET=1 it compiles in a
+  subprocess with the variable unset (Triton cannot do both in one process, see
+  shared/notes/toolchain.md). Triton's own compile cache stays in `$TRITON_CACHE_DIR`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from codegen.kernel_ir import Kernel
+from codegen.render_triton import TritonConfig, choose_config, render_triton
+
+H100_SHARED_LIMIT = 232448  # bytes per block with the opt-in maximum (sm_90)
+SHARED_LIMITS = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448}
+
+
+class TritonCompileError(RuntimeError):
+    """Generated Triton source that does not compile (a codegen bug) or does not fit the target."""
+
+    def __init__(self, path: Path | str, message: str):
+        super().__init__(f"Triton kernel in {path} failed: {message}")
+        self.path, self.message = Path(path), message
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0  # modules found on disk or in memory
+    misses: int = 0  # modules written
+    import_seconds: float = 0.0
+
+
+stats = CacheStats()
+_lock = threading.Lock()
+_modules: dict[tuple[str, bool], object] = {}
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("LAZY_CACHE_DIR") or Path.home() / ".cache" / "lazy")
+    d = root / "triton"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def source_path(k: Kernel, source: str) -> Path:
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return cache_dir() / f"{k.key()}-{digest}.py"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_source(k: Kernel, config: TritonConfig | None = None) -> Path:
+    """Render `k` and make sure its module is on disk; returns the path."""
+    source = render_triton(k, config or choose_config(k))
+    path = source_path(k, source)
+    try:
+        ok = path.read_text() == source
+    except OSError:
+        ok = False
+    if ok:
+        stats.hits += 1
+    else:
+        stats.misses += 1
+        _atomic_write(path, source.encode())
+    return path
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def import_module(path: Path):
+    """Import a generated module (fresh name per file and interpreter mode)."""
+    key = (str(path), interpreting())
+    with _lock:
+        mod = _modules.get(key)
+        if mod is not None:
+            return mod
+        t0 = time.perf_counter()
+        name = f"lazy_triton_{path.stem.replace('-', '_')}_{'interp' if key[1] else 'jit'}"
+        try:
+            compile(path.read_text(), str(path), "exec")  # syntax errors with the file's line numbers
+            spec = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        except Exception as e:
+            raise TritonCompileError(path, _short(e)) from e
+        stats.import_seconds += time.perf_counter() - t0
+        _modules[key] = mod
+        return mod
+
+
+def _launch_errors() -> tuple[type, ...]:
+    from triton.compiler.errors import CompilationError
+    from triton.runtime.errors import InterpreterError
+
+    return (CompilationError, InterpreterError)
+
+
+def load(k: Kernel, config: TritonConfig | None = None):
+    """A launcher `fn(*tensors)` for `k`: buffers in `k.buffers` order, torch tensors on the device
+    (CPU tensors under TRITON_INTERPRET=1). Errors from Triton name the generated source file."""
+    path = write_source(k, config)
+    mod = import_module(path)
+    launch = mod.launch
+    errors = _launch_errors()
+    interp = interpreting()
+
+    def fn(*tensors):
+        if len(tensors) != len(k.buffers):
+            raise TypeError(f"{k.name}: expected {len(k.buffers)} buffers, got {len(tensors)}")
+        try:
+            if interp:
+                import numpy as np
+
+                with np.errstate(all="ignore"):  # masked lanes and IEEE results (1/0, 0/0) are expected
+                    return launch(*tensors)
+            return launch(*tensors)
+        except errors as e:
+            raise TritonCompileError(path, _short(e)) from e
+
+    fn.path = path
+    fn.kernel = k
+    return fn
+
+
+# -- ahead-of-time compile --------------------------------------------------------------------
+
+def parse_target(target: str):
+    """"sm_90" / "sm_90a" / "cuda:90" -> (backend, capability)."""
+    m = re.fullmatch(r"(?:sm_|cuda:)?(\d+)a?", target.strip())
+    if not m:
+        raise ValueError(f"target {target!r}: expected something like 'sm_90'")
+    return "cuda", int(m.group(1))
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def resource_usage(cubin: bytes) -> dict:
+    """Registers, stack, local and shared memory (cuobjdump), spill instructions (SASS STL/LDL)."""
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "k.cubin"
+        f.write_bytes(cubin)
+        res = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", str(f)], capture_output=True,
+                             text=True, check=True).stdout
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", str(f)], capture_output=True, text=True,
+                              check=True).stdout
+    out = {}
+    for key in ("REG", "STACK", "SHARED", "LOCAL"):
+        m = re.search(rf"\b{key}:(\d+)", res)
+        out[key.lower()] = int(m.group(1)) if m else 0
+    out["spill_stores"] = len(re.findall(r"\bSTL(?:\.\w+)*\s", sass))
+    out["spill_loads"] = len(re.findall(r"\bLDL(?:\.\w+)*\s", sass))
+    out["registers"] = out.pop("reg")
+    out["static_shared"] = out.pop("shared")
+    out["resource_usage"] = res.strip()
+    return out
+
+
+def aot_compile_file(path: Path | str, target: str = "sm_90") -> dict:
+    """Compile a generated module's kernel for `target` in this process (TRITON_INTERPRET unset)."""
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silences a Triton 3.9 warning
+    if interpreting():
+        raise RuntimeError("aot_compile_file needs TRITON_INTERPRET unset; use aot_compile()")
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    path = Path(path)
+    backend, cap = parse_target(target)
+    mod = import_module(path)
+    t0 = time.perf_counter()
+    try:
+        src = triton.compiler.ASTSource(fn=mod.KERNEL, signature=dict(mod.SIGNATURE), constexprs=dict(mod.CONSTEXPRS))
+        ck = triton.compile(src, target=GPUTarget(backend, cap, 32),
+                            options={"num_warps": mod.NUM_WARPS, "num_stages": mod.NUM_STAGES})
+    except Exception as e:
+        raise TritonCompileError(path, _short(e)) from e
+    seconds = time.perf_counter() - t0
+    shared = int(ck.metadata.shared)
+    out = {
+        "path": str(path),
+        "target": f"sm_{cap}",
+        "kernel": ck.metadata.name,
+        "num_warps": mod.NUM_WARPS,
+        "num_stages": mod.NUM_STAGES,
+        "constexprs": dict(mod.CONSTEXPRS),
+        "grid": list(mod.GRID),
+        "shared": shared,
+        "shared_limit": SHARED_LIMITS.get(cap, H100_SHARED_LIMIT),
+        "ptx": ck.asm["ptx"],
+        "cubin_bytes": len(ck.asm["cubin"]),
+        "compile_seconds": seconds,
+    }
+    out.update(resource_usage(ck.asm["cubin"]))
+    out["spills"] = out["spill_stores"] + out["spill_loads"]
+    if shared > out["shared_limit"]:
+        raise TritonCompileError(path, f"needs {shared} bytes of shared memory; sm_{cap} allows "
+                                       f"{out['shared_limit']} per block")
+    return out
+
+
+def aot_compile(k: Kernel, target: str = "sm_90", config: TritonConfig | None = None) -> dict:
+    """Compile `k` ahead of time for `target` (no GPU needed). Returns a dict with `ptx`,
+    `cubin_bytes`, `registers`, `spills` (`spill_stores` + `spill_loads`, SASS STL/LDL),
+    `local`, `stack`, `shared` (bytes, checked against `shared_limit`), `num_warps`, `path`.
+    Raises TritonCompileError (naming the generated file) when the source does not compile."""
+    path = write_source(k, config)
+    if not interpreting():
+        return aot_compile_file(path, target)
+    env = {key: v for key, v in os.environ.items() if key != "TRITON_INTERPRET"}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-m", "codegen.compile_triton", "aot", str(path), target],
+                          capture_output=True, text=True, env=env, cwd=root)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        result = None
+    if result is None:
+        raise TritonCompileError(path, f"AOT compile subprocess failed (exit {proc.returncode}):\n"
+                                       f"{proc.stderr.strip()[-4000:]}")
+    if "error" in result:
+        raise TritonCompileError(path, result["error"])
+    return result
+
+
+def config_dict(config: TritonConfig) -> dict:
+    return asdict(config)
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "aot":
+        try:
+            out = aot_compile_file(argv[1], argv[2])
+        except TritonCompileError as e:
+            out = {"error": e.message}
+        print(json.dumps(out))
+        return 0
+    print("usage: python -m codegen.compile_triton aot <generated.py> <target>", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

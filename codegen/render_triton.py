@@ -1,0 +1,875 @@
+"""Triton backend renderer: Kernel IR -> one Python module with a `@triton.jit` kernel and a launcher.
+
+In:  a `Kernel` and a `TritonConfig` (block sizes, warps; `choose_config` picks one).
+Out: Python source defining the kernel (named after `Kernel.name`), `launch(b0, b1, ...)` that
+     launches it on torch tensors in `Kernel.buffers` order, and the metadata an ahead-of-time
+     compile needs (`KERNEL`, `SIGNATURE`, `CONSTEXPRS`, `NUM_WARPS`, `NUM_STAGES`, `GRID`).
+
+Mapping (Inductor's `(numel, rnumel)` model)
+- Pointwise kernels (no reductions): the loops flatten into one `xindex` of XBLOCK elements per
+  program, with a tail mask; `x_i` are recovered from `xindex` with `//` and `%`.
+- Kernels with reductions: the loops outside the deepest reduction (`x0..x{D-1}`,
+  D = max depth) form `xindex` ([XBLOCK, 1], one row per lane); the program then runs every
+  stage one after another: each reduction over its own `rindex` ([1, RBLOCK]), and finally the
+  stores, which loop over the remaining loops `x{D}..` in RBLOCK blocks when D < len(loops).
+  A stage whose size fits in RBLOCK is one block ("persistent": no loop); persistent stages of
+  the same shape share their index variables, so softmax's max, sum and output read the row
+  from memory once (the loads are common subexpressions). Larger stages loop with a tail mask.
+  Reductions shallower than D are recomputed per row of the program (correct, rarely emitted).
+- Loads are masked by the IR's conditions and the tail masks of the variables they use,
+  `other=0`; reductions replace masked lanes by the identity.
+- Index arithmetic is int32 unless some index (or a subterm) can exceed 2**31-1; then `xindex`
+  and `rindex` are int64 and everything derived from them is too.
+
+Semantics mirror codegen/render_c.py
+- float16/bfloat16 load as float32 and compute in float32; stores, casts and reduction results
+  round back to the 16-bit type, intermediate results do not (as in C).
+- max/min propagate NaN; floor division and remainder follow torch for floats and ints; integer
+  division by zero gives 0; float32 division and sqrt are IEEE-rounded (`div_rn`, `sqrt_rn`).
+- float sums/products in looped reductions accumulate in float64 (per-lane partial sums over many
+  iterations: the cheap place to lose accuracy); one-block reductions are a tree in float32.
+- Integer arithmetic happens in the storage type, so int8/uint8 wrap like torch (the C backend
+  widens them to int32; the results agree wherever no intermediate overflows).
+- tanh and float pow call libdevice on the GPU; under TRITON_INTERPRET=1 (which cannot call
+  libdevice) they are computed in float64 from exp/log, exact to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import sympy
+
+from codegen.kernel_ir import Expr, FloorDiv, Kernel, ModIdx, Reduce, Store, compute_dtype
+
+INT32_MAX = 2**31 - 1
+
+TL = {"float32": "tl.float32", "float64": "tl.float64", "float16": "tl.float16", "bfloat16": "tl.bfloat16",
+      "int32": "tl.int32", "int64": "tl.int64", "int8": "tl.int8", "uint8": "tl.uint8", "bool": "tl.int1"}
+# pointer element types for triton.compile signatures
+SIG = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "*bf16", "int32": "*i32",
+       "int64": "*i64", "int8": "*i8", "uint8": "*u8", "bool": "*i1"}
+FLOATS = ("float32", "float64")
+INT_MIN = {"int32": -2**31, "int64": -2**63, "int8": -128, "uint8": 0, "bool": 0}
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    """Launch/loop parameters. The structure (which stages loop) follows from these at render time."""
+
+    XBLOCK: int
+    RBLOCK: int = 1
+    num_warps: int = 4
+    num_stages: int = 1
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
+
+
+def row_depth(k: Kernel) -> int:
+    """D: how many outer loops form `xindex` (all of them for pointwise kernels)."""
+    return max((r.depth for r in k.reduces), default=len(k.loops))
+
+
+def stage_sizes(k: Kernel) -> list[int]:
+    """Element counts of the per-row stages: each reduction's rnumel, then the inner store space."""
+    d = row_depth(k)
+    sizes = [_prod(r.rsizes) for r in k.reduces if r.rvars]
+    if k.reduces and d < len(k.loops):
+        sizes.append(_prod(k.loops[d:]))
+    return sizes
+
+
+def _is_outer_reduction(k: Kernel) -> bool:
+    """The innermost row variable is contiguous in memory and the reduction variable is not
+    (a column sum): blocks of many rows keep the loads coalesced."""
+    d = row_depth(k)
+    if d == 0:
+        return False
+    inner = sympy.Symbol(f"x{d - 1}", integer=True, nonnegative=True)
+    for r in k.reduces:
+        if not r.rvars:
+            continue
+        rin = sympy.Symbol(r.rvars[-1], integer=True, nonnegative=True)
+        for e in _walk([r.value]):
+            if e.op == "load":
+                c = e.arg[1].as_coefficients_dict()
+                if int(c.get(inner, 0)) == 1 and int(c.get(rin, 0)) != 1:
+                    return True
+    return False
+
+
+def choose_config(k: Kernel, *, xblock_max: int = 1024, persistent_max: int = 8192, loop_rblock: int = 2048,
+                  row_block_elems: int = 1024) -> TritonConfig:
+    """Default launch parameters (what an autotuner starts from).
+
+    Pointwise: XBLOCK up to `xblock_max`. Reductions: rows up to `persistent_max` elements stay in
+    registers (one block); longer rows loop in `loop_rblock` blocks; short rows are packed
+    several per program up to `row_block_elems` elements; column reductions use 64x64 tiles.
+    """
+    if not k.reduces:
+        xb = min(next_pow2(k.numel), next_pow2(xblock_max))
+        return TritonConfig(XBLOCK=xb, RBLOCK=1, num_warps=max(1, min(8, xb // 256)), num_stages=1)
+    rows = _prod(k.loops[:row_depth(k)])
+    maxr = max(stage_sizes(k), default=1)
+    if _is_outer_reduction(k):
+        xb = min(next_pow2(rows), 64)
+        rb = min(next_pow2(maxr), max(1, 4096 // xb))
+    elif next_pow2(maxr) <= persistent_max:
+        rb = next_pow2(maxr)
+        xb = min(next_pow2(rows), max(1, row_block_elems // rb))
+    else:
+        rb, xb = next_pow2(loop_rblock), 1
+    warps = max(1, min(16, (xb * rb) // 512))
+    return TritonConfig(XBLOCK=xb, RBLOCK=rb, num_warps=warps, num_stages=1)
+
+
+# -- expression walking ------------------------------------------------------------------------
+
+def _walk(roots):
+    seen, out, stack = set(), [], list(roots)
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(e)
+        stack.extend(e.srcs)
+    return out
+
+
+def _cond_syms(conds) -> set:
+    out: set = set()
+    for _, a, _ in conds:
+        out |= sympy.sympify(a).free_symbols
+    return out
+
+
+def _subst(e: Expr, rep: dict, memo: dict) -> Expr:
+    """`e` with index symbols replaced (used to give persistent stages common variables)."""
+    hit = memo.get(id(e))
+    if hit is not None:
+        return hit
+    srcs = tuple(_subst(s, rep, memo) for s in e.srcs)
+    arg = e.arg
+    if e.op == "load":
+        b, index, mask = arg
+        arg = (b, sympy.sympify(index).xreplace(rep), tuple((c, sympy.sympify(a).xreplace(rep), v) for c, a, v in mask))
+    elif e.op == "index":
+        arg = sympy.sympify(arg).xreplace(rep)
+    elif e.op == "valid":
+        arg = tuple((c, sympy.sympify(a).xreplace(rep), v) for c, a, v in arg)
+    out = Expr(e.op, srcs, arg, e.dtype)
+    memo[id(e)] = out
+    return out
+
+
+# -- index printing ----------------------------------------------------------------------------
+
+def index_py(e) -> str:
+    """An integer index expression as Triton integer arithmetic (`//`, `%` on non-negative operands)."""
+    e = sympy.sympify(e)
+    if e.is_Integer:
+        return str(int(e))
+    if e.is_Symbol:
+        return e.name
+    if isinstance(e, FloorDiv):
+        return f"({index_py(e.args[0])} // {index_py(e.args[1])})"
+    if isinstance(e, ModIdx):
+        return f"({index_py(e.args[0])} % {index_py(e.args[1])})"
+    if e.is_Add:
+        terms = sorted(e.args, key=lambda t: (t.is_Integer, str(t)))
+        return "(" + " + ".join(index_py(t) for t in terms) + ")"
+    if e.is_Mul:
+        return "(" + "*".join(index_py(t) for t in e.args) + ")"
+    raise TypeError(f"cannot print index {e!r}")
+
+
+def _max_abs(e, ranges: dict) -> int:
+    """Largest |value| of `e` or of any of its subterms, for symbols in [0, ranges[s])."""
+    worst = 0
+
+    def rec(x) -> tuple[int, int]:
+        nonlocal worst
+        if x.is_Integer:
+            lo = hi = int(x)
+        elif x.is_Symbol:
+            lo, hi = 0, max(int(ranges.get(x.name, 1)) - 1, 0)
+        elif isinstance(x, (FloorDiv, ModIdx)):
+            a_lo, a_hi = rec(x.args[0])
+            d = max(int(x.args[1]), 1)
+            lo, hi = (a_lo // d, a_hi // d) if isinstance(x, FloorDiv) else (0, d - 1)
+        elif x.is_Add:
+            lo = hi = 0
+            for t in x.args:
+                a, b = rec(t)
+                lo, hi = lo + a, hi + b
+        elif x.is_Mul:
+            lo = hi = 1
+            for t in x.args:
+                a, b = rec(t)
+                c = (lo * a, lo * b, hi * a, hi * b)
+                lo, hi = min(c), max(c)
+        else:
+            raise TypeError(f"cannot bound {x!r}")
+        worst = max(worst, abs(lo), abs(hi))
+        return lo, hi
+
+    rec(sympy.sympify(e))
+    return worst
+
+
+def needs_int64(k: Kernel, cfg: TritonConfig) -> bool:
+    """Whether any index, subterm, or block index can exceed int32."""
+    ranges = {f"x{i}": s for i, s in enumerate(k.loops)}
+    for r in k.reduces:
+        ranges.update(zip(r.rvars, r.rsizes))
+    d = row_depth(k)
+    if _prod(k.loops[:d]) + cfg.XBLOCK > INT32_MAX or k.numel > INT32_MAX:
+        return True
+    if any(s + cfg.RBLOCK > INT32_MAX for s in stage_sizes(k)):
+        return True
+    exprs = [s.index for s in k.stores]
+    for e in _walk([r.value for r in k.reduces] + [s.value for s in k.stores]):
+        if e.op == "load":
+            exprs.append(e.arg[1])
+            exprs += [a for _, a, _ in e.arg[2]]
+        elif e.op == "index":
+            exprs.append(e.arg)
+        elif e.op == "valid":
+            exprs += [a for _, a, _ in e.arg]
+    return any(_max_abs(x, ranges) > INT32_MAX for x in exprs)
+
+
+# -- literals ------------------------------------------------------------------------------------
+
+def _lit(value, dtype: str) -> str:
+    if dtype == "bool":
+        return "True" if value else "False"
+    if dtype in FLOATS:
+        v = float(value)
+        if math.isnan(v):
+            return "float('nan')"
+        if math.isinf(v):
+            return "float('inf')" if v > 0 else "float('-inf')"
+        return repr(v)
+    return str(int(value))
+
+
+PRELUDE = '''\
+import os
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+# libdevice cannot run under the interpreter; the jitted helpers below pick a numpy-friendly
+# formula there (read when this module is imported, like @triton.jit itself).
+_INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+@triton.jit
+def _lz_max(a, b):
+    # NaN-propagating maximum (torch.maximum / amax)
+    return tl.where((a > b) | (a != a), a, b)
+
+
+@triton.jit
+def _lz_min(a, b):
+    return tl.where((a < b) | (a != a), a, b)
+
+
+@triton.jit
+def _lz_mul(a, b):
+    return a * b
+
+
+@triton.jit
+def _lz_trunc(x):
+    return tl.where(x < 0, tl.ceil(x), tl.floor(x))
+
+
+@triton.jit
+def _lz_bf16(x):
+    # float32 -> bfloat16, round to nearest even. The interpreter's own conversion truncates.
+    if _INTERPRET:
+        u = x.to(tl.uint32, bitcast=True)
+        r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        r = tl.where(x != x, 0x7FC0, r)
+        return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return x.to(tl.bfloat16)
+
+
+@triton.jit
+def _lz_fdiv(a, b):
+    # IEEE-rounded division (Triton's `/` on float32 is approximate)
+    if a.dtype == tl.float32:
+        return tl.div_rn(a, b)
+    else:
+        return a / b
+
+
+@triton.jit
+def _lz_tanh(x):
+    if _INTERPRET:
+        d = x.to(tl.float64)
+        t = tl.exp(-2.0 * tl.abs(d))
+        y = (1.0 - t) / (1.0 + t)
+        return tl.where(d < 0, -y, y).to(x.dtype)
+    else:
+        return libdevice.tanh(x)
+
+
+@triton.jit
+def _lz_powf(a, b):
+    if _INTERPRET:
+        ad = a.to(tl.float64)
+        bd = b.to(tl.float64)
+        r = tl.exp(bd * tl.log(tl.abs(ad)))
+        isint = tl.floor(bd) == bd
+        odd = isint & ((bd % 2.0) != 0.0)
+        r = tl.where(ad < 0, tl.where(isint, tl.where(odd, -r, r), float('nan')), r)
+        r = tl.where((bd == 0.0) | (ad == 1.0), 1.0, r)
+        return r.to(a.dtype)
+    else:
+        return libdevice.pow(a, b)
+
+
+@triton.jit
+def _lz_floordiv_f(a, b):
+    # torch's div_floor_floating
+    mod = a % b
+    div = _lz_fdiv(a - mod, b)
+    div = tl.where((mod != 0) & ((b < 0) != (mod < 0)), div - 1.0, div)
+    fl = tl.floor(div)
+    fl = tl.where(div - fl > 0.5, fl + 1.0, fl)
+    q = _lz_fdiv(a, b)
+    if q.dtype == tl.float64:
+        neg = q.to(tl.int64, bitcast=True) < 0
+    else:
+        neg = q.to(tl.int32, bitcast=True) < 0
+    zero = tl.where(neg, -0.0, 0.0).to(q.dtype)
+    return tl.where(b == 0, q, tl.where(div != 0, fl, zero))
+
+
+@triton.jit
+def _lz_mod_f(a, b):
+    m = a % b
+    return tl.where((m != 0) & ((b < 0) != (m < 0)), m + b, m)
+
+
+@triton.jit
+def _lz_div_i(a, b):
+    # truncating division, 0 when dividing by 0 (as the C backend)
+    nz = b != 0
+    bs = tl.where(nz, b, 1)
+    return tl.where(nz, a // bs, 0)
+
+
+@triton.jit
+def _lz_floordiv_i(a, b):
+    nz = b != 0
+    bs = tl.where(nz, b, 1)
+    q = a // bs
+    r = a % bs
+    q = tl.where((r != 0) & ((r < 0) != (bs < 0)), q - 1, q)
+    return tl.where(nz, q, 0)
+
+
+@triton.jit
+def _lz_mod_i(a, b):
+    nz = b != 0
+    bs = tl.where(nz, b, 1)
+    r = a % bs
+    r = tl.where((r != 0) & ((r < 0) != (bs < 0)), r + bs, r)
+    return tl.where(nz, r, 0)
+
+
+@triton.jit
+def _lz_pow_i(a, b):
+    base = a + b * 0
+    e = b + a * 0
+    r = base * 0 + 1
+    for _ in range(64):
+        r = tl.where((e & 1) != 0, r * base, r)
+        base = base * base
+        e = e >> 1
+    special = tl.where(a == 1, 1, tl.where(a == -1, tl.where((b & 1) != 0, -1, 1), 0))
+    return tl.where(b < 0, special.to(r.dtype), r)
+
+
+def _base(t):
+    # Kernel IR indices count from the start of a buffer's storage (scheduler.lower adds the
+    # storage offset), so hand Triton the storage base, not the view's first element.
+    if t.storage_offset() == 0:
+        return t
+    return t.as_strided((t.untyped_storage().nbytes() // t.element_size(),), (1,), 0)
+'''
+
+
+def kernel_name(k: Kernel) -> str:
+    name = re.sub(r"\W", "_", k.name) or "kernel"
+    if name[0].isdigit() or name.startswith("_lz_"):
+        name = "k_" + name
+    return name
+
+
+class _Scope:
+    """A list of statements at one indentation; `loop_vars` are defined inside it (a loop body)."""
+
+    def __init__(self, lines: list[str], indent: str, parent: _Scope | None = None, loop_vars=frozenset()):
+        self.lines, self.indent, self.parent, self.loop_vars = lines, indent, parent, frozenset(loop_vars)
+        self.names: dict[Expr, str] = {}
+
+    def add(self, line: str) -> None:
+        self.lines.append(self.indent + line)
+
+
+class _Renderer:
+    def __init__(self, k: Kernel, cfg: TritonConfig):
+        self.k, self.cfg = k, cfg
+        self.pointwise = not k.reduces
+        self.D = row_depth(k)
+        self.i64 = needs_int64(k, cfg)
+        self.itype = "tl.int64" if self.i64 else "tl.int32"
+        self.outer = {f"x{i}" for i in range(self.D)}  # variables derived from xindex
+        self.var_mask: dict[str, str | None] = {}
+        self.deps_memo: dict[int, frozenset] = {}
+        self.ntmp = 0
+        self.acc_names: dict[str, str] = {}
+        # constants are one-element blocks, not 0-d tensors: the interpreter gives a broadcast 0-d
+        # comparison result the dtype of its operands (0-d (1.5 == 0.0) | block fails)
+        self.unit = "[1]" if self.pointwise else "[1, 1]"
+
+    # -- dependencies ----------------------------------------------------------------------
+    def deps(self, e: Expr) -> frozenset:
+        hit = self.deps_memo.get(id(e))
+        if hit is not None:
+            return hit
+        out: set = set()
+        if e.op == "load":
+            out |= {s.name for s in sympy.sympify(e.arg[1]).free_symbols} | {s.name for s in _cond_syms(e.arg[2])}
+        elif e.op == "index":
+            out |= {s.name for s in sympy.sympify(e.arg).free_symbols}
+        elif e.op == "valid":
+            out |= {s.name for s in _cond_syms(e.arg)}
+        for s in e.srcs:
+            out |= self.deps(s)
+        res = frozenset(out)
+        self.deps_memo[id(e)] = res
+        return res
+
+    def shape_of(self, names) -> str:
+        """The block shape of a value that depends on `names`."""
+        if not names:
+            return "[]"
+        if self.pointwise:
+            return "[XBLOCK]"
+        xs = any(n in self.outer for n in names)
+        rs = any(n not in self.outer for n in names)
+        return f"[{'XBLOCK' if xs else 1}, {'RBLOCK' if rs else 1}]"
+
+    def masks_for(self, names) -> list[str]:
+        out = []
+        for n in sorted(names):
+            m = self.var_mask.get(n)
+            if m and m not in out:
+                out.append(m)
+        return out
+
+    # -- conditions ------------------------------------------------------------------------
+    def conds(self, conds) -> list[str] | None:
+        """Printed conditions; None when one is statically false. Statically true ones drop out."""
+        out = []
+        for c, a, b in conds:
+            a = sympy.sympify(a)
+            if not a.free_symbols:
+                ok = int(a) >= int(b) if c == "ge" else int(a) < int(b)
+                if not ok:
+                    return None
+                continue
+            out.append(f"({index_py(a)} >= {int(b)})" if c == "ge" else f"({index_py(a)} < {int(b)})")
+        return out
+
+    # -- expressions -----------------------------------------------------------------------
+    def emit(self, e: Expr, scope: _Scope) -> str:
+        if e.op == "acc":  # reduction results are program-level names already
+            return self.acc_names[e.arg]
+        while scope.parent is not None and not (self.deps(e) & scope.loop_vars):
+            name = scope.names.get(e)
+            if name is not None:
+                return name
+            scope = scope.parent  # loop-invariant: compute it once, before the loop
+        name = scope.names.get(e)
+        if name is not None:
+            return name
+        code = self.code(e, scope)
+        name = f"tmp{self.ntmp}"
+        self.ntmp += 1
+        scope.add(f"{name} = {code}")
+        scope.names[e] = name
+        return name
+
+    def code(self, e: Expr, scope: _Scope) -> str:
+        op, dt = e.op, e.dtype
+        cd = compute_dtype(dt)
+        if op == "const":
+            return f"tl.full({self.unit}, {_lit(e.arg, cd)}, {TL[cd]})"
+        if op == "acc":
+            return self.acc_names[e.arg]
+        if op == "index":
+            idx = sympy.sympify(e.arg)
+            if not idx.free_symbols:
+                return f"tl.full({self.unit}, {int(idx)}, {TL[cd]})"
+            return f"({index_py(idx)}).to({TL[cd]})"
+        if op == "valid":
+            cs = self.conds(e.arg)
+            if cs is None:
+                return f"tl.full({self.unit}, False, tl.int1)"
+            return " & ".join(cs) if cs else f"tl.full({self.unit}, True, tl.int1)"
+        if op == "load":
+            return self.load(e)
+        a = [self.emit(s, scope) for s in e.srcs]
+        sd = compute_dtype(e.srcs[0].dtype) if e.srcs else cd
+        isf = sd in FLOATS
+        if op == "cast":
+            if dt == "bool":
+                return f"{a[0]} != 0"
+            if dt == "float16":
+                return f"{a[0]}.to(tl.float32).to(tl.float16).to(tl.float32)"
+            if dt == "bfloat16":
+                return f"_lz_bf16({a[0]}.to(tl.float32)).to(tl.float32)"
+            return f"{a[0]}.to({TL[cd]})"
+        if op in ("exp", "log", "sin", "cos", "erf", "sqrt", "tanh"):
+            x = a[0] if isf else f"{a[0]}.to(tl.float64)"
+            fdt = sd if isf else "float64"
+            if op == "sqrt":
+                f = f"tl.sqrt_rn({x})" if fdt == "float32" else f"tl.sqrt({x})"
+            elif op == "tanh":
+                f = f"_lz_tanh({x})"
+            else:
+                f = f"tl.{op}({x})"
+            return f if isf else f"{f}.to({TL[cd]})"
+        if op == "abs":
+            return f"tl.abs({a[0]})"
+        if op in ("floor", "ceil", "trunc"):
+            if not isf:
+                return a[0]
+            return f"_lz_trunc({a[0]})" if op == "trunc" else f"tl.{op}({a[0]})"
+        if op == "neg":
+            return f"-{a[0]}"
+        if op == "recip":
+            one = f"tl.full({self.unit}, 1, {TL[sd]})"
+            return f"_lz_fdiv({one}, {a[0]})" if isf else f"_lz_div_i({one}, {a[0]})"
+        if op == "not":
+            return f"{a[0]} == 0" if sd == "bool" else f"~{a[0]}"
+        if op == "isnan":
+            return f"{a[0]} != {a[0]}"
+        if op == "isinf":
+            return f"tl.abs({a[0]}) == float('inf')" if isf else f"{a[0]} != {a[0]}"
+        if op in ("add", "sub", "mul"):
+            if sd == "bool":
+                return f"{a[0]} {'|' if op == 'add' else '&'} {a[1]}"
+            return f"{a[0]} {dict(add='+', sub='-', mul='*')[op]} {a[1]}"
+        if op == "div":
+            return f"_lz_fdiv({a[0]}, {a[1]})" if isf else f"_lz_div_i({a[0]}, {a[1]})"
+        if op == "floordiv":
+            return f"_lz_floordiv_{'f' if isf else 'i'}({a[0]}, {a[1]})"
+        if op == "mod":
+            return f"_lz_mod_{'f' if isf else 'i'}({a[0]}, {a[1]})"
+        if op == "pow":
+            return f"_lz_powf({a[0]}, {a[1]})" if isf else f"_lz_pow_i({a[0]}, {a[1]})"
+        if op in ("max", "min"):
+            if isf:
+                return f"_lz_{op}({a[0]}, {a[1]})"
+            if sd == "bool":
+                return f"{a[0]} {'|' if op == 'max' else '&'} {a[1]}"
+            return f"tl.{op}imum({a[0]}, {a[1]})"
+        if op in ("lt", "le", "eq", "ne"):
+            return f"{a[0]} {dict(lt='<', le='<=', eq='==', ne='!=')[op]} {a[1]}"
+        if op in ("and", "or", "xor"):
+            return f"{a[0]} {dict(and_='&', or_='|', xor_='^')[op + '_']} {a[1]}"
+        if op == "where":
+            return f"tl.where({a[0]}, {a[1]}, {a[2]})"
+        raise NotImplementedError(f"Triton backend: no rendering for op {op!r}")
+
+    def load(self, e: Expr) -> str:
+        b, index, conds = e.arg
+        index = sympy.sympify(index)
+        cd = compute_dtype(e.dtype)
+        cs = self.conds(conds)
+        if cs is None:  # never valid: reads 0 without touching memory
+            return f"tl.full({self.unit}, {_lit(0, cd)}, {TL[cd]})"
+        names = self.deps(e)
+        mask = cs + self.masks_for(names)
+        off = index_py(index)
+        if not index.free_symbols and names:
+            off = f"tl.full({self.shape_of(names)}, {off}, {self.itype})"
+        code = f"tl.load(b{b} + {off}" + (f", mask={' & '.join(mask)}, other=0)" if mask else ")")
+        if e.dtype in ("float16", "bfloat16"):
+            code += ".to(tl.float32)"
+        return code
+
+    def store(self, s: Store, scope: _Scope) -> None:
+        v = self.emit(s.value, scope)
+        if s.dtype == "bfloat16":
+            v = f"_lz_bf16({v})"
+        elif s.dtype != compute_dtype(s.dtype):
+            v = f"{v}.to({TL[s.dtype]})"
+        index = sympy.sympify(s.index)
+        names = {x.name for x in index.free_symbols}
+        off = index_py(index)
+        mask = self.masks_for(names)
+        if not names:  # a single output element: give the pointer the block shape of the program
+            off = f"tl.full({'[XBLOCK]' if self.pointwise else '[XBLOCK, 1]'}, {off}, {self.itype})"
+            mask = [self.xmask] if self.xmask else []
+        scope.add(f"tl.store(b{s.buf} + {off}, {v}" + (f", mask={' & '.join(mask)})" if mask else ")"))
+
+    # -- index variables -------------------------------------------------------------------
+    def define_vars(self, scope: _Scope, index: str, names, sizes, mask: str | None) -> None:
+        """v_i = (index // stride_i) % size_i, row-major over `sizes`."""
+        stride = _prod(sizes)
+        for i, (n, s) in enumerate(zip(names, sizes)):
+            stride //= s
+            x = index if stride == 1 else f"({index} // {stride})"
+            if i > 0:
+                x = f"{x} % {s}"
+            scope.add(f"{n} = {x}")
+            self.var_mask[n] = mask
+
+    # -- reductions -----------------------------------------------------------------------
+    @staticmethod
+    def acc_dtype(r: Reduce, looped: bool) -> str:
+        cd = compute_dtype(r.dtype)
+        if cd in ("bool", "int8", "uint8"):
+            return "int32"
+        if cd == "float32" and looped and r.op in ("sum", "prod"):
+            return "float64"
+        return cd
+
+    @staticmethod
+    def identity(r: Reduce) -> str:
+        cd = compute_dtype(r.dtype)
+        if r.op == "sum":
+            return "0.0" if cd in FLOATS else "0"
+        if r.op == "prod":
+            return "1.0" if cd in FLOATS else "1"
+        return "float('-inf')" if cd in FLOATS else str(INT_MIN[cd])
+
+    def finish(self, r: Reduce, scope: _Scope, value: str, accdt: str) -> None:
+        cd = compute_dtype(r.dtype)
+        if r.dtype == "bool":
+            value = f"{value} != 0"
+        elif r.dtype == "float16":
+            value = f"{value}.to(tl.float32).to(tl.float16).to(tl.float32)"
+        elif r.dtype == "bfloat16":
+            value = f"_lz_bf16({value}.to(tl.float32)).to(tl.float32)"
+        elif accdt != cd:
+            value = f"{value}.to({TL[cd]})"
+        scope.add(f"{r.name} = {value}")
+        self.acc_names[r.name] = r.name
+
+    def combine_block(self, r: Reduce, block: str) -> str:
+        """[XBLOCK, RBLOCK] -> [XBLOCK, 1]."""
+        cd = compute_dtype(r.dtype)
+        if r.op == "sum":
+            return f"tl.sum({block}, 1, keep_dims=True)"
+        if r.op == "prod":
+            return f"tl.reduce({block}, 1, _lz_mul, keep_dims=True)"
+        if cd in FLOATS:
+            return f"tl.reduce({block}, 1, _lz_max, keep_dims=True)"
+        return f"tl.max({block}, 1, keep_dims=True)"
+
+    def step(self, r: Reduce, acc: str, v: str) -> str:
+        cd = compute_dtype(r.dtype)
+        if r.op == "sum":
+            return f"{acc} + {v}"
+        if r.op == "prod":
+            return f"{acc} * {v}"
+        return f"_lz_max({acc}, {v})" if cd in FLOATS else f"tl.maximum({acc}, {v})"
+
+    def reduce_stage(self, r: Reduce, top: _Scope, si: int) -> None:
+        k, cfg = self.k, self.cfg
+        numel = _prod(r.rsizes)
+        ident = self.identity(r)
+        if not r.rvars:  # reduction over size-1 axes only: the value itself
+            v = self.emit(r.value, top)
+            self.finish(r, top, v, compute_dtype(r.dtype))
+            return
+        if numel == 0:
+            accdt = self.acc_dtype(r, False)
+            self.finish(r, top, f"tl.full([XBLOCK, 1], {ident}, {TL[accdt]})", accdt)
+            return
+        looped = numel > cfg.RBLOCK
+        accdt = self.acc_dtype(r, looped)
+        if not looped:
+            mask = self.persistent_vars(top, r.rvars, r.rsizes)
+            v = self.emit(r.value, top)
+            w = f"{v}.to({TL[accdt]})" if accdt != compute_dtype(r.value.dtype) else v
+            w = f"tl.where({mask}, {w}, {ident})" if mask else f"tl.broadcast_to({w}, [XBLOCK, RBLOCK])"
+            self.finish(r, top, self.combine_block(r, w), accdt)
+            return
+        blk = f"_{r.name}_blk"
+        top.add(f"{blk} = tl.full([XBLOCK, RBLOCK], {ident}, {TL[accdt]})")
+        body = self.loop(top, si, numel, r.rvars, r.rsizes)
+        mask = self.var_mask[r.rvars[0]]
+        v = self.emit(r.value, body)
+        w = f"{v}.to({TL[accdt]})" if accdt != compute_dtype(r.value.dtype) else v
+        if mask:
+            w = f"tl.where({mask}, {w}, {ident})"
+        body.add(f"{blk} = {self.step(r, blk, w)}")
+        top.lines.extend(body.lines)
+        self.finish(r, top, self.combine_block(r, blk), accdt)
+
+    def loop(self, top: _Scope, si: int, numel: int, names, sizes) -> _Scope:
+        """Open `for roffset in range(numel)` (returned body is appended by the caller)."""
+        body = _Scope([], top.indent + "    ", top, loop_vars=set(names))
+        body.lines.append(f"{top.indent}for roffset in range(0, {numel}, RBLOCK):")
+        arange = "tl.arange(0, RBLOCK)[None, :]" + (".to(tl.int64)" if self.i64 else "")
+        idx, mask = f"rindex{si}", None
+        body.add(f"{idx} = roffset + {arange}")
+        if numel % self.cfg.RBLOCK:
+            mask = f"rmask{si}"
+            body.add(f"{mask} = {idx} < {numel}")
+        self.define_vars(body, idx, names, sizes, mask)
+        return body
+
+    def persistent_vars(self, top: _Scope, names, sizes) -> str | None:
+        """Define a one-block stage's variables at program level (once); returns its mask."""
+        numel = _prod(sizes)
+        mask = f"rmask_{numel}" if numel < self.cfg.RBLOCK else None
+        if not self.rindex_defined:
+            arange = "tl.arange(0, RBLOCK)[None, :]" + (".to(tl.int64)" if self.i64 else "")
+            top.add(f"rindex = {arange}")
+            self.rindex_defined = True
+        if mask and mask not in self.masks_defined:
+            top.add(f"{mask} = rindex < {numel}")
+            self.masks_defined.add(mask)
+        if names[0] not in self.var_mask:
+            self.define_vars(top, "rindex", names, sizes, mask)
+        return mask
+
+    # -- sharing variables between one-block stages -------------------------------------------
+    def share_persistent(self) -> Kernel:
+        """Give persistent stages of the same shape the same variables, so their loads are CSE'd."""
+        k, d, n = self.k, self.D, len(self.k.loops)
+        store_sizes = tuple(k.loops[d:]) if d < n else None
+        store_vars = tuple(f"x{i}" for i in range(d, n))
+        rep = {}
+        canon: dict[tuple, tuple] = {}
+        if store_sizes and _prod(store_sizes) <= self.cfg.RBLOCK:
+            canon[store_sizes] = store_vars
+        new_meta = []
+        for r in k.reduces:
+            rv = r.rvars
+            if r.rvars and r.depth == d and 0 < _prod(r.rsizes) <= self.cfg.RBLOCK:
+                key = tuple(r.rsizes)
+                if key in canon:
+                    rv = canon[key]
+                    for a, b in zip(r.rvars, rv):
+                        rep[sympy.Symbol(a, integer=True, nonnegative=True)] = sympy.Symbol(b, integer=True,
+                                                                                           nonnegative=True)
+                else:
+                    canon[key] = r.rvars
+            new_meta.append(rv)
+        if not rep:
+            return k
+        memo: dict = {}
+        reduces = tuple(Reduce(r.name, r.op, _subst(r.value, rep, memo), r.dtype, r.rsizes, rv, r.depth)
+                        for r, rv in zip(k.reduces, new_meta))
+        stores = tuple(Store(s.buf, s.index, _subst(s.value, rep, memo), s.dtype) for s in k.stores)
+        return Kernel(k.name, k.buffers, k.loops, reduces, stores, dict(k.meta))
+
+    # -- the kernel -----------------------------------------------------------------------
+    def body(self) -> list[str]:
+        k, cfg = self.k, self.cfg
+        lines: list[str] = []
+        top = _Scope(lines, "    ")
+        pid = "tl.program_id(0).to(tl.int64)" if self.i64 else "tl.program_id(0)"
+        self.rindex_defined = False
+        self.masks_defined: set = set()
+        if self.pointwise:
+            xnumel = k.numel
+            top.add(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)")
+        else:
+            xnumel = _prod(k.loops[:self.D])
+            top.add(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
+        xmask = None
+        if xnumel % cfg.XBLOCK:
+            xmask = "xmask"
+            top.add(f"xmask = xindex < {xnumel}")
+        self.xmask = xmask
+        d = len(k.loops) if self.pointwise else self.D
+        self.define_vars(top, "xindex", [f"x{i}" for i in range(d)], k.loops[:d], xmask)
+        if self.pointwise:
+            for s in k.stores:
+                self.store(s, top)
+            return lines
+        self.k = k = self.share_persistent()
+        for si, r in enumerate(k.reduces):
+            self.reduce_stage(r, top, si)
+        n = len(k.loops)
+        if self.D == n:
+            for s in k.stores:
+                self.store(s, top)
+            return lines
+        names, sizes = [f"x{i}" for i in range(self.D, n)], k.loops[self.D:]
+        numel = _prod(sizes)
+        if numel <= cfg.RBLOCK:
+            self.persistent_vars(top, names, sizes)
+            for s in k.stores:
+                self.store(s, top)
+            return lines
+        body = self.loop(top, len(k.reduces), numel, names, sizes)
+        for s in k.stores:
+            self.store(s, body)
+        top.lines.extend(body.lines)
+        return lines
+
+    def render(self) -> str:
+        k, cfg = self.k, self.cfg
+        name = kernel_name(k)
+        body = self.body()
+        params = [f"b{i}" for i in range(len(k.buffers))]
+        xnumel = k.numel if self.pointwise else _prod(k.loops[:self.D])
+        grid = max(1, -(-xnumel // cfg.XBLOCK))
+        sig = {p: SIG[b.dtype] for p, b in zip(params, k.buffers)}
+        sig.update(XBLOCK="constexpr", RBLOCK="constexpr")
+        out = [f'"""Generated by lazy-triton (codegen/render_triton.py): kernel {k.name}, key {k.key()}.',
+               f"loops {list(k.loops)}, {len(k.reduces)} reduction stage(s), config {cfg}"
+               + (", int64 indices" if self.i64 else "") + '."""', "", PRELUDE, "",
+               "@triton.jit",
+               f"def {name}({', '.join(params + ['XBLOCK: tl.constexpr', 'RBLOCK: tl.constexpr'])}):"]
+        out += body
+        out += ["", "",
+                f"KERNEL = {name}",
+                f"SIGNATURE = {sig!r}",
+                f"CONSTEXPRS = {{'XBLOCK': {cfg.XBLOCK}, 'RBLOCK': {cfg.RBLOCK}}}",
+                f"NUM_WARPS = {cfg.num_warps}",
+                f"NUM_STAGES = {cfg.num_stages}",
+                f"GRID = ({grid},)",
+                "",
+                "",
+                f"def launch({', '.join(params)}):",
+                f'    """Run {k.name} on torch tensors (buffers in Kernel.buffers order)."""',
+                f"    {name}[GRID]({', '.join(f'_base({p})' for p in params)}, XBLOCK={cfg.XBLOCK}, "
+                f"RBLOCK={cfg.RBLOCK}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)",
+                ""]
+        return "\n".join(out)
+
+
+def render_triton(k: Kernel, config: TritonConfig | None = None) -> str:
+    """Python/Triton source for `k` (see the module docstring for what it defines)."""
+    return _Renderer(k, config or choose_config(k)).render()

@@ -1,0 +1,133 @@
+"""Fusion is a tested property: kernel counts and bytes moved per workload (deterministic)."""
+
+import numpy as np
+import pytest
+import torch
+
+import lazy
+
+
+def kernels_of(*tensors):
+    with lazy.profile() as p:
+        lazy.realize(*tensors)
+    return p.kernels
+
+
+def rand(*shape, seed=0):
+    return lazy.tensor(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
+
+
+def test_ten_op_elementwise_chain_is_one_kernel():
+    x = rand(1000)
+    y = ((x * 2 + 1).relu() - 0.5).sigmoid() * 3 + x
+    y = y.tanh().abs() * 0.5 - x.exp()
+    ks = kernels_of(y)
+    assert len(ks) == 1
+    # reads x once, writes y once
+    assert ks[0].bytes_read == 4000 and ks[0].bytes_written == 4000
+    xt = x.torch()
+    ref = torch.abs(torch.tanh(torch.sigmoid(torch.relu(xt * 2 + 1) - 0.5) * 3 + xt)) * 0.5 - xt.exp()
+    torch.testing.assert_close(y.torch(), ref)
+
+
+def test_multiply_add_sum_is_one_kernel():
+    a, b, c = rand(37, 41, seed=1), rand(37, 41, seed=2), rand(37, 41, seed=3)
+    y = (a * b + c).sum()
+    assert len(kernels_of(y)) == 1
+    torch.testing.assert_close(y.torch(), (a.torch() * b.torch() + c.torch()).sum())
+
+
+@pytest.mark.parametrize("shape", [(64, 100), (7, 1), (1, 7), (3, 4097)])
+def test_softmax_is_one_kernel(shape):
+    x = rand(*shape)
+    y = x.softmax(-1)
+    ks = kernels_of(y)
+    assert len(ks) == 1
+    assert ks[0].bytes_read == x.numel() * 4 and ks[0].bytes_written == x.numel() * 4
+    torch.testing.assert_close(y.torch(), torch.softmax(x.torch(), -1))
+
+
+def test_manual_softmax_is_one_kernel():
+    x = rand(33, 65)
+    m = x.max(-1, keepdim=True)
+    e = (x - m).exp()
+    y = e / e.sum(-1, keepdim=True)
+    assert len(kernels_of(y)) == 1
+    torch.testing.assert_close(y.torch(), torch.softmax(x.torch(), -1))
+
+
+def test_log_softmax_and_logsumexp_are_one_kernel_each():
+    x = rand(17, 129)
+    y, z = x.log_softmax(-1), x.logsumexp(-1)
+    assert len(kernels_of(y)) == 1
+    assert len(kernels_of(z)) == 1
+    torch.testing.assert_close(y.torch(), torch.log_softmax(x.torch(), -1))
+    torch.testing.assert_close(z.torch(), torch.logsumexp(x.torch(), -1))
+
+
+def test_layer_norm_is_one_kernel():
+    x, w, b = rand(31, 257, seed=1), rand(257, seed=2), rand(257, seed=3)
+    mean = x.mean(-1, keepdim=True)
+    xc = x - mean
+    var = (xc * xc).mean(-1, keepdim=True)
+    y = xc / (var + 1e-5).sqrt() * w + b
+    ks = kernels_of(y)
+    assert len(ks) == 1
+    ref = torch.nn.functional.layer_norm(x.torch(), (257,), w.torch(), b.torch(), 1e-5)
+    torch.testing.assert_close(y.torch(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_sum_of_permuted_view_is_one_kernel_without_copy(dim):
+    base = rand(300, 200)
+    x = base.permute(1, 0)
+    y = x.sum(dim)
+    ks = kernels_of(y)
+    assert len(ks) == 1
+    assert ks[0].bytes_read == 300 * 200 * 4  # the base buffer, read once: no copy
+    torch.testing.assert_close(y.torch(), base.torch().permute(1, 0).sum(dim), rtol=1e-5, atol=1e-4)
+
+
+def test_reduction_feeding_a_transposed_consumer_is_split_with_reason(capsys):
+    x = rand(40, 50)
+    y = x - x.mean(0)  # column means broadcast along rows: fusing would recompute per row
+    with lazy.debug(2):
+        ks = kernels_of(y)
+    assert len(ks) == 2
+    err = capsys.readouterr().err
+    assert "becomes its own kernel" in err and "recomputed" in err
+    torch.testing.assert_close(y.torch(), x.torch() - x.torch().mean(0))
+
+
+def test_shared_reduction_is_realized_once():
+    x = rand(20, 30)
+    s = x.sum(1, keepdim=True)
+    a, b = (x * s).sum(0), (x + s).max(0).values
+    ks = kernels_of(a, b)
+    assert len(ks) <= 3
+    torch.testing.assert_close(a.torch(), (x.torch() * x.torch().sum(1, keepdim=True)).sum(0), rtol=1e-4, atol=1e-3)
+
+
+def test_same_program_twice_reuses_schedule_and_kernels():
+    from codegen import compile_c
+    from lazy import runtime as R
+
+    def prog(x):
+        return (x.exp() * 2).softmax(-1).sum(0)
+
+    prog(rand(8, 9)).realize()
+    hits, misses, compiles = R.cache_stats["schedule_hits"], R.cache_stats["schedule_misses"], compile_c.stats.misses
+    y = prog(rand(8, 9, seed=5))
+    y.realize()
+    assert R.cache_stats["schedule_hits"] == hits + 1
+    assert R.cache_stats["schedule_misses"] == misses and compile_c.stats.misses == compiles
+    xt = rand(8, 9, seed=5).torch()
+    torch.testing.assert_close(y.torch(), torch.softmax(xt.exp() * 2, -1).sum(0))
+
+
+def test_realize_many_outputs_in_one_schedule():
+    x = rand(16, 16)
+    a, b, c = x.sum(), x.max(), x.exp()
+    with lazy.profile() as p:
+        lazy.realize(a, b, c)
+    assert p.realizes == 1 and len(p.kernels) == 3
