@@ -113,9 +113,9 @@ def literal(value, dtype: str) -> str:
 class Body:
     """Emits the statements of one loop body, one C temporary per distinct expression."""
 
-    def __init__(self, k: Kernel, lines: list[str], indent: str, acc_ref):
+    def __init__(self, k: Kernel, lines: list[str], indent: str, acc_ref, preset: dict | None = None):
         self.k, self.lines, self.indent, self.acc_ref = k, lines, indent, acc_ref
-        self.names: dict[Expr, str] = {}
+        self.names: dict[Expr, str] = dict(preset or {})
 
     def emit(self, e: Expr) -> str:
         name = self.names.get(e)
@@ -274,6 +274,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     parallel = work >= PARALLEL_MIN_WORK
     nt = f" num_threads({threads})" if threads else ""
     interchange = _prefers_interchange(k)
+    row_cache = {} if interchange else _row_cache(k, parallel)
     lines = [PRELUDE, f"void {fn_name}({', '.join(params)}) {{"]
     n = len(k.loops)
 
@@ -317,6 +318,8 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             body_lines.append(f"{indent}const int64_t x{n - 1} = xb + j;")
         inner = Body(k, body_lines, indent, acc_ref)
         val = inner.emit(r.value)
+        for cached, scratch, _ in row_cache.get(r.name, ()):
+            body_lines.append(f"{indent}{scratch}[{r.rvars[0]}] = {inner.names[cached]};")
         if r.op == "sum":
             body_lines.append(f"{indent}{name} += ({t}){val};")
         elif r.op == "prod":
@@ -333,7 +336,8 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             body_lines.append(f"{indent}if ({nan}) {r.name} = ({t})NAN;")
 
     def stores(indent, acc_ref, body_lines):
-        body = Body(k, body_lines, indent, acc_ref)
+        preset = {e: f"{scratch}[x{n - 1}]" for entries in row_cache.values() for _, scratch, e in entries}
+        body = Body(k, body_lines, indent, acc_ref, preset)
         for s in k.stores:
             v = body.emit(s.value)
             if s.dtype == "bfloat16":
@@ -348,6 +352,10 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         return name
 
     def emit_level(d, indent):
+        if d == n - 1:
+            for entries in row_cache.values():
+                for _, scratch, _ in entries:
+                    lines.append(f"{indent}float {scratch}[{k.loops[n - 1]}];")
         for r in k.reduces:
             if r.depth == d:
                 reduction_loop(r, indent, scalar_ref, False, lines)
@@ -401,3 +409,75 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     emit_level(0, "  ")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+# -- row cache ---------------------------------------------------------------------------------
+# softmax's store loop recomputes exp(x - max) that its sum loop already computed. When a
+# reduction runs over exactly the row the following store loop walks, the expensive values the
+# two share are kept in a per-thread row buffer (it stays in L1/L2) instead of being recomputed.
+ROW_CACHE_MAX = 16384
+_EXPENSIVE = {"exp", "log", "tanh", "erf", "sin", "cos", "pow"}
+
+
+def _subst_expr(e: Expr, rep: dict, memo: dict) -> Expr:
+    hit = memo.get(id(e))
+    if hit is not None:
+        return hit
+    srcs = tuple(_subst_expr(s, rep, memo) for s in e.srcs)
+    arg = e.arg
+    if e.op == "load":
+        b, index, mask = arg
+        arg = (b, sympy.expand(index.xreplace(rep)), tuple((c, a.xreplace(rep), v) for c, a, v in mask))
+    elif e.op == "index":
+        arg = sympy.expand(arg.xreplace(rep))
+    elif e.op == "valid":
+        arg = tuple((c, a.xreplace(rep), v) for c, a, v in arg)
+    out = Expr(e.op, srcs, arg, e.dtype)
+    memo[id(e)] = out
+    return out
+
+
+def _subexprs(e: Expr, out: set) -> set:
+    if e not in out:
+        out.add(e)
+        for s in e.srcs:
+            _subexprs(s, out)
+    return out
+
+
+def _expensive(e: Expr, memo: dict) -> bool:
+    hit = memo.get(id(e))
+    if hit is None:
+        hit = e.op in _EXPENSIVE or any(_expensive(s, memo) for s in e.srcs)
+        memo[id(e)] = hit
+    return hit
+
+
+def _row_cache(k: Kernel, parallel: bool) -> dict:
+    """{reduce name: [(expr in the reduce loop, scratch name, same expr in the store loop)]}."""
+    n = len(k.loops)
+    if n < 2 and parallel or n == 0 or k.loops[-1] > ROW_CACHE_MAX:
+        return {}
+    xin = sympy.Symbol(f"x{n - 1}", integer=True, nonnegative=True)
+    out: dict = {}
+    taken: set = set()
+    exp_memo: dict = {}
+    for r in k.reduces:
+        if r.depth != n - 1 or len(r.rvars) != 1 or r.rsizes[0] != k.loops[-1]:
+            continue
+        inside = _subexprs(r.value, set())
+        rep = {xin: sympy.Symbol(r.rvars[0], integer=True, nonnegative=True)}
+        memo: dict = {}
+        stack = [s.value for s in k.stores]
+        while stack:
+            e = stack.pop()
+            if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "acc"):
+                continue
+            moved = _subst_expr(e, rep, memo)
+            if moved in inside and moved.dtype in ("float32", "float16", "bfloat16"):
+                scratch = f"row{len(taken)}"
+                out.setdefault(r.name, []).append((moved, scratch, e))
+                taken.add(e)
+                continue
+            stack.extend(e.srcs)
+    return out

@@ -174,7 +174,7 @@ cache_stats = {"schedule_hits": 0, "schedule_misses": 0}
 
 def _backend() -> str:
     b = os.environ.get("LAZY_BACKEND", "c") or "c"
-    if b not in ("c", "interp"):
+    if b not in ("c", "interp"):  # interp is dispatched by the Tensor layer and never reaches here
         raise ValueError(f"LAZY_BACKEND={b!r}: expected one of 'c', 'interp'")
     return b
 

@@ -62,11 +62,11 @@ class Lowerer:
 
     def _load(self, n: Node, idx: tuple, mask: tuple) -> Expr:
         if n.op is Op.BUFFER:
-            strides, offset, _ = buffer_layout(n.arg)
+            strides, _, _ = buffer_layout(n.arg)
+            offset = 0  # the launcher passes data_ptr(), which already points at the view's first element
             slot = self.slot_of[id(n.arg)]
-            data = n.arg.data
-            extent = offset + sum((s - 1) * st for s, st in zip(n.shape, strides)) + 1 if n.numel else 0
-            b = self._buf(slot, n.dtype.name, max(extent, int(data.numel())), False)
+            extent = sum((s - 1) * st for s, st in zip(n.shape, strides)) + 1 if n.numel else 0
+            b = self._buf(slot, n.dtype.name, extent, False)
         else:
             strides, offset = strides_of(n.shape), 0
             b = self._buf(self.slot_of[id(n)], n.dtype.name, n.numel, False)

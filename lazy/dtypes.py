@@ -1,0 +1,116 @@
+"""User-facing dtypes: names, conversion to/from torch and numpy, and type promotion.
+
+In:  the `DType` values of lazy.graph; torch / numpy dtypes, strings and Python types from users.
+Out: `as_dtype` (anything -> DType), `to_torch`, `result_type` (torch's promotion, exactly),
+     `can_cast` (torch's in-place rule).
+
+Invariants
+- `lazy.float32 is lazy.graph.float32`: the user names *are* the IR dtypes.
+- Promotion is delegated to `torch.result_type` on tiny dummy operands, so dimensioned tensors,
+  0-d tensors and Python scalars promote exactly as in torch; answers are cached by key.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lazy.graph import DTYPES, DType, bfloat16, bool_, float16, float32, float64, int8, int32, int64, uint8
+
+__all__ = ["DType", "DTypeError", "bfloat16", "bool_", "float16", "float32", "float64", "get_default_dtype", "int8",
+           "int32", "int64", "uint8"]
+
+# torch's short names (lazy.float, lazy.long, ...); exported by lazy/__init__.py, not defined here
+# because they would shadow the builtins in this module.
+ALIASES = {"bool": bool_, "float": float32, "half": float16, "double": float64, "int": int32,
+           "long": int64}
+
+_TO_TORCH = {float32: torch.float32, float64: torch.float64, float16: torch.float16,
+             bfloat16: torch.bfloat16, int32: torch.int32, int64: torch.int64, int8: torch.int8,
+             uint8: torch.uint8, bool_: torch.bool}
+_FROM_TORCH = {v: k for k, v in _TO_TORCH.items()}
+_PY_TYPES = {bool: bool_, int: int64, float: float32}
+
+
+class DTypeError(TypeError, RuntimeError):
+    """An op got (or would produce) a dtype it does not support. Both a TypeError (Pythonic) and a
+    RuntimeError (what torch raises for the same mistakes), so either `except` clause catches it."""
+
+
+def get_default_dtype() -> DType:
+    """The dtype of float data without an explicit dtype (torch's default, float32)."""
+    return float32
+
+
+def to_torch(d: DType) -> torch.dtype:
+    return _TO_TORCH[d]
+
+
+def as_dtype(x, op: str = "dtype") -> DType:
+    """Any dtype spelling (lazy, torch, numpy, name string, Python type) -> DType, or TypeError."""
+    if isinstance(x, DType):
+        return x
+    if isinstance(x, torch.dtype) and x in _FROM_TORCH:
+        return _FROM_TORCH[x]
+    if isinstance(x, str) and x.removeprefix("torch.").removeprefix("lazy.") in DTYPES | ALIASES:
+        name = x.removeprefix("torch.").removeprefix("lazy.")
+        return DTYPES.get(name) or ALIASES[name]
+    if isinstance(x, type) and x in _PY_TYPES:
+        return _PY_TYPES[x]
+    try:  # numpy dtypes and scalar types
+        npd = np.dtype(x) if x is not None and not isinstance(x, (str, torch.dtype)) else None
+    except (TypeError, ValueError):
+        npd = None
+    if npd is not None and npd.name in DTYPES:
+        return DTYPES[npd.name]
+    raise TypeError(f"{op}: unknown or unsupported dtype {x!r} (expected one of "
+                    f"{', '.join('lazy.' + n for n in DTYPES)})")
+
+
+def _dummy(key):
+    kind, v = key
+    if kind == "scalar":
+        return v(1)  # a Python scalar of that type
+    return torch.empty((1,) if kind == "tensor" else (), dtype=_TO_TORCH[v])
+
+
+_RANK = {"scalar": 0, "0d": 1, "tensor": 2}
+_result_cache: dict[tuple, DType] = {}
+
+
+def result_type(*keys: tuple[str, object], op: str = "result_type") -> DType:
+    """Promoted dtype of operands given as keys ("tensor"|"0d", DType) or ("scalar", python type).
+
+    torch.result_type takes two operands; we fold left, keeping the key of the highest category
+    (dimensioned tensor > 0-d tensor > scalar), which is how torch's n-ary promotion combines.
+    """
+    hit = _result_cache.get(keys)
+    if hit is not None:
+        return hit
+    acc = keys[0]
+    if acc[0] == "scalar" and len(keys) == 1:
+        out = _PY_TYPES[acc[1]]
+    else:
+        for k in keys[1:]:
+            if acc[0] == k[0] == "scalar":  # two Python scalars: the wider Python type wins
+                acc = max(acc, k, key=lambda kk: [bool, int, float].index(kk[1]))
+                continue
+            td = torch.result_type(_dummy(acc), _dummy(k))
+            if td not in _FROM_TORCH:
+                raise DTypeError(f"{op}: promoting {acc[1]} and {k[1]} gives {td}, which lazy does not support")
+            d = _FROM_TORCH[td]
+            acc = (max(acc[0], k[0], key=_RANK.__getitem__), d)
+        out = acc[1] if acc[0] != "scalar" else _PY_TYPES[acc[1]]
+    _result_cache[keys] = out
+    return out
+
+
+_cast_cache: dict[tuple, bool] = {}
+
+
+def can_cast(frm: DType, to: DType) -> bool:
+    """torch.can_cast: may an in-place op store a `frm` result into a `to` tensor?"""
+    k = (frm, to)
+    if k not in _cast_cache:
+        _cast_cache[k] = torch.can_cast(_TO_TORCH[frm], _TO_TORCH[to])
+    return _cast_cache[k]

@@ -1,0 +1,111 @@
+"""Reference evaluator: the executable definition of every IR op, in torch eager ops.
+
+In:  a list of graph nodes (any mix of roots; shared subgraphs are evaluated once per call).
+Out: one torch tensor per node, with exactly the node's shape and torch dtype.
+
+This is the oracle the compiled backend is tested against, so it states the semantics
+plainly rather than quickly: where torch's default behaviour differs from the IR's contract
+(sum of ints widening to int64, `dim=()` meaning "all dims", amax refusing empty axes), the
+code below pins the IR's meaning explicitly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lazy.dtypes import to_torch
+from lazy.graph import REDUCE_IDENTITY, Node, Op, toposort
+
+_UNARY = {
+    Op.NEG: torch.neg, Op.EXP: torch.exp, Op.LOG: torch.log, Op.SQRT: torch.sqrt, Op.SIN: torch.sin,
+    Op.COS: torch.cos, Op.TANH: torch.tanh, Op.ERF: torch.erf, Op.ABS: torch.abs,
+    Op.RECIP: torch.reciprocal, Op.FLOOR: torch.floor, Op.CEIL: torch.ceil, Op.TRUNC: torch.trunc,
+    Op.ISNAN: torch.isnan, Op.ISINF: torch.isinf,
+    # logical not for bool, bitwise not for ints (torch.bitwise_not does both)
+    Op.NOT: torch.bitwise_not,
+}
+
+_BINARY = {
+    Op.ADD: torch.add, Op.SUB: torch.sub, Op.MUL: torch.mul, Op.FLOORDIV: torch.floor_divide,
+    Op.MOD: torch.remainder, Op.POW: torch.pow, Op.MAX: torch.maximum, Op.MIN: torch.minimum,
+    Op.LT: torch.lt, Op.LE: torch.le, Op.EQ: torch.eq, Op.NE: torch.ne,
+    Op.AND: torch.bitwise_and, Op.OR: torch.bitwise_or, Op.XOR: torch.bitwise_xor,
+}
+
+
+def _div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if a.dtype.is_floating_point:
+        return torch.div(a, b)
+    return torch.div(a, b, rounding_mode="trunc")
+
+
+def _reduce(n: Node, x: torch.Tensor) -> torch.Tensor:
+    axes, td = n.arg, to_torch(n.dtype)
+    if not axes:
+        return x
+    if any(x.shape[a] == 0 for a in axes):  # empty reduction: the identity (torch refuses for max)
+        ident = REDUCE_IDENTITY[n.op]
+        if n.op is Op.RMAX and not td.is_floating_point:
+            ident = False if td == torch.bool else torch.iinfo(td).min
+        return torch.full(n.shape, ident, dtype=td)
+    if n.op is Op.SUM:
+        if td == torch.bool:  # a bool sum stays bool: "any"
+            return x.any(dim=axes, keepdim=True)
+        return torch.sum(x, dim=axes, keepdim=True, dtype=td)  # dtype=: ints must not widen
+    if n.op is Op.RMAX:
+        return torch.amax(x, dim=axes, keepdim=True)  # propagates NaN
+    for a in axes:  # torch.prod takes one dim at a time
+        x = torch.prod(x, dim=a, keepdim=True, dtype=td)
+    return x
+
+
+def _pad(x: torch.Tensor, pads) -> torch.Tensor:
+    out = torch.zeros([s + a + b for s, (a, b) in zip(x.shape, pads)], dtype=x.dtype)
+    out[tuple(slice(a, a + s) for s, (a, _) in zip(x.shape, pads))] = x
+    return out
+
+
+def _eval(n: Node, srcs: list[torch.Tensor]) -> torch.Tensor:
+    op = n.op
+    if op is Op.BUFFER:
+        return n.arg.data
+    if op is Op.CONST:
+        return torch.full(n.shape, n.arg, dtype=to_torch(n.dtype))
+    if op is Op.IOTA:
+        return torch.arange(n.shape[0], dtype=to_torch(n.dtype))
+    if op is Op.CAST:  # float->int truncates toward zero; ->bool is x != 0 (torch's .to)
+        return srcs[0].to(to_torch(n.dtype))
+    if op in _UNARY:
+        return _UNARY[op](srcs[0])
+    if op is Op.DIV:
+        return _div(*srcs)
+    if op in _BINARY:
+        return _BINARY[op](*srcs)
+    if op is Op.WHERE:
+        return torch.where(*srcs)
+    if op in (Op.SUM, Op.RMAX, Op.PROD):
+        return _reduce(n, srcs[0])
+    x = srcs[0]
+    if op is Op.RESHAPE:
+        return x.reshape(n.arg)
+    if op is Op.PERMUTE:
+        return x.permute(n.arg)
+    if op is Op.EXPAND:
+        return x.expand(n.arg)
+    if op is Op.PAD:
+        return _pad(x, n.arg)
+    if op is Op.SHRINK:
+        return x[tuple(slice(a, b) for a, b in n.arg)]
+    if op is Op.FLIP:
+        return torch.flip(x, n.arg)
+    raise NotImplementedError(f"interpret: no rule for {op}")
+
+
+def interpret(nodes: list[Node]) -> list[torch.Tensor]:
+    """Evaluate `nodes` with torch eager ops; each result has the node's shape and dtype."""
+    vals: dict[int, torch.Tensor] = {}
+    for n in toposort(list(nodes)):
+        out = _eval(n, [vals[id(s)] for s in n.srcs])
+        assert tuple(out.shape) == n.shape and out.dtype == to_torch(n.dtype), (n, out.shape, out.dtype)
+        vals[id(n)] = out
+    return [vals[id(n)] for n in nodes]

@@ -1,0 +1,1554 @@
+"""The user-facing lazy Tensor: PyTorch names and semantics over the immutable graph IR.
+
+In:  Python scalars/lists, numpy arrays, torch tensors (wrapped zero-copy as BUFFER leaves).
+Out: `Tensor` values that only build graph nodes; `_realize` runs a graph when a value is
+     needed (`.numpy() .item() .tolist() .torch() repr bool .realize() lazy.realize(...)`).
+
+Invariants
+- A Tensor is a mutable handle on an immutable node. Every op builds nodes through four
+  internal constructors (`_ew` elementwise, `_mv` movement copy, `_red` reduce, `_view`),
+  so autograd can later hook in at a few places.
+- Argument checking happens here, with messages naming the op, shapes/dtypes and the
+  expectation; `GraphError` from the IR never reaches the user.
+- Aliasing follows torch. A view keeps its root `_base`, the IR movement steps that rebuild its
+  node from the base node, and torch-style strides (only to decide, like torch, whether
+  `reshape` is a view or a copy and when `view` must fail). In-place writes are functional: a
+  write to a view rebuilds the base as `where(mask, scatter(value), base)` from the inverse
+  steps (movement ops only) and bumps the base's version; views rebuild lazily on a version
+  change. Readers that captured an older node keep the old value: nodes are immutable.
+- After realization a tensor's node is replaced by a BUFFER node of the result.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import os
+import warnings
+from collections import namedtuple
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
+from lazy.graph import (
+    Buffer,
+    DType,
+    GraphError,
+    Node,
+    Op,
+    bfloat16,
+    bool_,
+    const,
+    float16,
+    float32,
+    float64,
+    int8,
+    int32,
+    int64,
+    node,
+    prod,
+    uint8,
+)
+
+__all__ = ["Tensor", "arange", "cat", "concat", "empty", "empty_like", "eye", "full",
+           "full_like", "linspace", "manual_seed", "ones", "ones_like", "rand", "rand_like", "randint",
+           "randn", "randn_like", "realize", "return_types", "stack", "tensor", "where", "zeros", "zeros_like"]
+
+
+# ---------------------------------------------------------------- argument normalization, once
+
+def _fmt(shape) -> str:
+    return str(tuple(shape))
+
+
+def _dim(op: str, d, ndim: int, new: int = 0) -> int:
+    """Normalize one dim; 0-d tensors accept dim 0 and -1 like torch; `new` dims may be inserted."""
+    try:
+        d = operator.index(d)
+    except TypeError:
+        raise TypeError(f"{op}: dim must be an int, got {type(d).__name__}") from None
+    n = max(ndim + new, 1)
+    if not -n <= d < n:
+        raise IndexError(f"{op}: dim {d} out of range for a {ndim}-d tensor (expected {-n}..{n - 1})")
+    return d % n
+
+
+def _dims(op: str, dim, ndim: int) -> tuple[int, ...]:
+    """dim=None/()/[] means all dims (torch); else an int or a sequence; sorted, no repeats."""
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        return tuple(range(ndim))
+    ds = [_dim(op, d, ndim) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))]
+    if len(set(ds)) != len(ds):
+        raise RuntimeError(f"{op}: dim {dim} names a dim more than once")
+    return tuple(sorted(ds)) if ndim else ()
+
+
+def _sizes(op: str, size) -> tuple[int, ...]:
+    """Shape given as varargs or as one tuple/list/torch.Size, like torch."""
+    if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
+        size = size[0]
+    try:
+        return tuple(operator.index(s) for s in size)
+    except TypeError:
+        raise TypeError(f"{op}: sizes must be ints, got {tuple(size)!r}") from None
+
+
+def _new_shape(op: str, size) -> tuple[int, ...]:
+    shape = _sizes(op, size)
+    if any(s < 0 for s in shape):
+        raise RuntimeError(f"{op}: negative dimension in size {shape}")
+    return shape
+
+
+def _broadcast(op: str, *shapes) -> tuple[int, ...]:
+    """NumPy broadcasting of all `shapes`; the error names every shape and the first bad dim."""
+    out: tuple[int, ...] = ()
+    for s in shapes:
+        n = max(len(out), len(s))
+        a, b = (1,) * (n - len(out)) + out, (1,) * (n - len(s)) + tuple(s)
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y and x != 1 and y != 1:
+                raise RuntimeError(f"{op}: shapes {' and '.join(_fmt(t) for t in shapes)} cannot broadcast: "
+                                   f"dim {i - n} has sizes {x} and {y} (expected equal sizes or 1)")
+        out = tuple(y if x == 1 else x for x, y in zip(a, b))
+    return out
+
+
+def _device(op: str, device) -> None:
+    if device is None or str(device) in ("cpu", "cpu:0"):
+        return
+    raise RuntimeError(f"{op}: device {str(device)!r} is not supported (expected 'cpu'; "
+                       "lazy runs CPU buffers for now)")
+
+
+def _contig(shape) -> tuple[int, ...]:
+    st, acc = [], 1
+    for s in reversed(shape):
+        st.append(acc)
+        acc *= max(s, 1)
+    return tuple(reversed(st))
+
+
+def _view_strides(old, stride, new):
+    """torch's computeStride: strides of `new` as a view of (old, stride), or None if it must copy."""
+    if not old:
+        return (1,) * len(new)
+    if prod(old) == 0:
+        return tuple(stride) if tuple(old) == tuple(new) else _contig(new)
+    out, view_d = [0] * len(new), len(new) - 1
+    chunk, tnum, vnum = stride[-1], 1, 1
+    for td in range(len(old) - 1, -1, -1):
+        tnum *= old[td]
+        if td == 0 or (old[td - 1] != 1 and stride[td - 1] != tnum * chunk):
+            while view_d >= 0 and (vnum < tnum or new[view_d] == 1):
+                out[view_d] = vnum * chunk
+                vnum *= new[view_d]
+                view_d -= 1
+            if vnum != tnum:
+                return None
+            if td > 0:
+                chunk, tnum, vnum = stride[td - 1], 1, 1
+    return tuple(out) if view_d == -1 else None
+
+
+def _mk(op: Op, srcs: tuple[Node, ...], arg=None) -> Node:
+    try:
+        return node(op, srcs, arg)
+    except GraphError as e:  # a missed check here is our bug, still reported as a RuntimeError
+        raise RuntimeError(f"lazy internal error (please report): {e}") from e
+
+
+def _pyscalar(x):
+    """A Python bool/int/float for scalar-like inputs (numpy scalars included), else None."""
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x)
+    return None
+
+
+def _operand(op: str, x, seq: bool = False):
+    """Tensor or Python scalar for an op input; torch/numpy arrays (and lists if seq) become Tensors."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (return_types.max, return_types.min)):
+        # a (values, indices) result stands for its values in arithmetic, so the natural
+        # `x - x.max(-1, keepdim=True)` works (torch raises a TypeError there)
+        return x.values
+    if isinstance(x, (torch.Tensor, np.ndarray)) or (seq and isinstance(x, (list, tuple))):
+        return tensor(x)
+    s = _pyscalar(x)
+    if s is None:
+        raise TypeError(f"{op}: expected a tensor or a Python number, got {type(x).__name__}")
+    return s
+
+
+def _key(x):
+    if isinstance(x, Tensor):
+        return ("tensor" if x._node.shape else "0d", x.dtype)
+    return ("scalar", type(x))
+
+
+def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor]:
+    """Operands -> Tensors of one dtype (torch promotion, or `dtype`) and one broadcast shape."""
+    ops = [_operand(op, x) for x in xs]
+    dt = dtype or result_type(*map(_key, ops), op=op)
+    shape = _broadcast(op, *[o._node.shape for o in ops if isinstance(o, Tensor)], *shapes)
+    return [o._cast(dt)._expand_to(shape) if isinstance(o, Tensor) else Tensor._new(const(o, dt, shape))
+            for o in ops]
+
+
+def _need(op: str, kinds: str, *ts: Tensor, what: str) -> None:
+    bad = [t.dtype for t in ts if t.dtype.kind not in kinds]
+    if bad:
+        raise DTypeError(f"{op}: expected {what}, got {', '.join(str(t.dtype) for t in ts)}")
+
+
+return_types = SimpleNamespace(max=namedtuple("max", ["values", "indices"]),
+                               min=namedtuple("min", ["values", "indices"]))
+
+
+# ---------------------------------------------------------------- realization
+
+def _realize(nodes: list[Node]) -> list[Buffer]:
+    """Run `nodes`; one Buffer per node with exactly its shape and dtype."""
+    if os.environ.get("LAZY_BACKEND") == "interp":
+        from lazy.interpret import interpret
+        # clone: results must not alias the inputs' memory (interpret returns views of buffers)
+        return [Buffer(t.clone(memory_format=torch.contiguous_format)) for t in interpret(nodes)]
+    from lazy.runtime import realize_nodes
+    return realize_nodes(nodes)
+
+
+def realize(*tensors: Tensor):
+    """Realize several tensors in one schedule (e.g. all parameters after an optimizer step)."""
+    todo: dict[int, Node] = {}
+    for t in tensors:
+        if t._node.op is not Op.BUFFER:
+            todo.setdefault(id(t._node), t._node)
+    if todo:
+        bufs = dict(zip(todo, _realize(list(todo.values()))))
+        for t in tensors:
+            n = t._node
+            if id(n) in bufs:
+                t._set_realized(node(Op.BUFFER, (), bufs[id(n)], n.dtype, n.shape))
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+# ---------------------------------------------------------------- the Tensor
+
+def _float_op(op: Op, doc: str):
+    def f(self: Tensor) -> Tensor:
+        return self._floating()._ew(op)
+    f.__doc__ = doc
+    return f
+
+
+def _composite(fn):
+    """A float op composed of several nodes: ints compute in float32, halves in float32 with one
+    rounding at the end (torch's kernels upcast halves internally too)."""
+    @functools.wraps(fn)
+    def g(self, *args, **kw):
+        x, out = self._floating()._acc(None)
+        return fn(x, *args, **kw)._cast(out)
+    return g
+
+
+def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str = "", no_bool: bool = False):
+    """A torch binary op: promotion, broadcasting, then one IR node (GT/GE come from swapping)."""
+    def f(self, other):
+        if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
+                        (isinstance(other, Tensor) and other.dtype is bool_)):
+            raise DTypeError(f"{name}: subtraction, the `-` operator, with a bool tensor is not supported; "
+                             "for masks use `^` or logical_xor()")
+        a, b = _promote(name, other, self) if reverse else _promote(name, self, other)
+        if kinds:
+            _need(name, kinds, a, b, what=what)
+        return a._ew(op, b)
+    f.__name__ = name
+    return f
+
+
+def _inplace_op(name: str, method: str):
+    """x.op_(...): compute x.op(...), check torch's in-place cast rule, write the result into x."""
+    def f(self, *args, **kw):
+        return self._inplace(name, getattr(self, method)(*args, **kw))
+    f.__name__ = name
+    return f
+
+
+def _to(dt: DType):
+    def f(self) -> Tensor:
+        return self.to(dt)
+    f.__name__ = dt.name
+    return f
+
+
+def _dunder(f):
+    """Operator form of `f`: NotImplemented for operand types we do not know (so == None is False)."""
+    def g(self, other):
+        return f(self, other) if _is_operand(other) else NotImplemented
+    return g
+
+
+_INTS = "biu"  # bool and integer kinds: what bitwise ops accept
+
+
+class Tensor:
+    """A lazy tensor. Build with `lazy.tensor`, `lazy.zeros`, ...; see the module docstring."""
+
+    __slots__ = ("__weakref__", "_base", "_cur", "_seen", "_steps", "_stride", "_version")
+    __array_ufunc__ = None  # numpy defers `ndarray + Tensor` to our reflected operators
+    __hash__ = object.__hash__  # identity, like torch (== is elementwise)
+
+    def __init__(self, data, dtype=None, device=None):
+        """`lazy.Tensor(data)`: like torch.Tensor(data), float32 unless `dtype` says otherwise."""
+        src = tensor(data, dtype=dtype or get_default_dtype(), device=device)
+        for s in Tensor.__slots__:
+            if s != "__weakref__":
+                object.__setattr__(self, s, getattr(src, s))
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """torch defers too: `torch_tensor + Tensor` runs our reflected operator (lazily); torch
+        functions on lazy tensors raise TypeError instead of silently reading them element by element."""
+        return NotImplemented
+
+    def __deepcopy__(self, memo) -> Tensor:
+        return Tensor._new(self._node, self._stride)  # nodes are immutable: sharing them is a copy
+
+    def __reduce__(self):
+        return tensor, (self.torch().clone(),)
+
+    # ---- the four internal constructors (all ops go through these)
+    @staticmethod
+    def _new(n: Node, stride=None) -> Tensor:
+        t = object.__new__(Tensor)
+        t._cur, t._base, t._steps, t._seen, t._version = n, None, (), 0, 0
+        t._stride = _contig(n.shape) if stride is None else tuple(stride)
+        return t
+
+    def _ew(self, op: Op, *others: Tensor, arg=None) -> Tensor:
+        return Tensor._new(_mk(op, (self._node, *(o._node for o in others)), arg))
+
+    def _mv(self, op: Op, arg) -> Tensor:
+        """A movement op with copy semantics: the result does not alias self."""
+        return Tensor._new(_mk(op, (self._node,), arg))
+
+    def _red(self, op: Op, axes) -> Tensor:
+        """Reduce `axes`, keeping them with size 1 (no axes: self, never an empty REDUCE node)."""
+        return Tensor._new(_mk(op, (self._node,), tuple(axes))) if axes else self
+
+    def _view(self, steps, stride) -> Tensor:
+        """A view of self's root base: the IR `steps` rebuild it from self's node."""
+        base = self if self._base is None else self._base
+        n, rec = self._node, []
+        for op, arg in steps:
+            new = _mk(op, (n,), arg)
+            if new is not n:
+                rec.append((op, new.arg, n.shape))
+                n = new
+        t = Tensor._new(n, stride)
+        t._base, t._steps, t._seen = base, self._steps + tuple(rec), base._version
+        return t
+
+    @property
+    def _node(self) -> Node:
+        b = self._base
+        if b is not None and self._seen != b._version:  # the base was written: rebuild lazily
+            n = b._node
+            for op, arg, _ in self._steps:
+                n = _mk(op, (n,), arg)
+            self._cur, self._seen = n, b._version
+        return self._cur
+
+    def _set_realized(self, bn: Node) -> None:
+        self._cur = bn
+        if self._base is None:
+            self._version += 1  # views rebuild on top of the buffer
+
+    def _cast(self, dt: DType) -> Tensor:
+        return self if self.dtype is dt else self._ew(Op.CAST, arg=dt)
+
+    def _expand_to(self, shape) -> Tensor:
+        n = self._node
+        if n.shape == tuple(shape):
+            return self
+        n = _mk(Op.RESHAPE, (n,), (1,) * (len(shape) - len(n.shape)) + n.shape)
+        return Tensor._new(_mk(Op.EXPAND, (n,), tuple(shape)))
+
+    def _const(self, value, dtype: DType | None = None) -> Tensor:
+        return Tensor._new(const(value, dtype or self.dtype, self._node.shape))
+
+    def _floating(self) -> Tensor:
+        """Float ops on int/bool inputs compute in the default float dtype, like torch."""
+        return self if self.dtype.is_float else self._cast(get_default_dtype())
+
+    # ---- metadata
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self._node.shape)
+
+    @property
+    def dtype(self) -> DType:
+        return self._cur.dtype  # a view's dtype never changes: no rebuild needed
+
+    @property
+    def ndim(self) -> int:
+        return len(self._cur.shape)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self._cur.shape[_dim("size", dim, self.ndim)]
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def numel(self) -> int:
+        return self._cur.numel
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+    def stride(self, dim=None):
+        """torch's strides for this tensor (what torch would report; buffers may differ)."""
+        return self._stride if dim is None else self._stride[_dim("stride", dim, self.ndim)]
+
+    def is_contiguous(self) -> bool:
+        if self.numel() == 0:
+            return True
+        return all(a == b for a, b, s in zip(self._stride, _contig(self._cur.shape), self._cur.shape) if s != 1)
+
+    def __len__(self) -> int:
+        if not self.ndim:
+            raise TypeError("len() of a 0-d tensor")
+        return self._cur.shape[0]
+
+    # ---- realization and interop
+    def realize(self) -> Tensor:
+        return realize(self)
+
+    def torch(self) -> torch.Tensor:
+        """The realized value as a torch tensor. Shares memory with lazy's buffer: do not write to it."""
+        self.realize()
+        return self._node.arg.data
+
+    def numpy(self) -> np.ndarray:
+        if self.dtype is bfloat16:
+            raise DTypeError("numpy: bfloat16 has no numpy dtype; convert first, e.g. x.float().numpy()")
+        return self.torch().numpy()
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def tolist(self):
+        return self.torch().tolist()
+
+    def _one(self, what: str):
+        n = self.numel()
+        if n != 1:
+            raise RuntimeError(f"{what}: a tensor with {n} elements cannot be converted to a scalar "
+                               "(expected exactly one element)")
+        return self.torch().item()
+
+    def item(self):
+        return self._one("item")
+
+    def __bool__(self) -> bool:
+        if self.numel() != 1:
+            what = "no values" if not self.numel() else "more than one value"
+            raise RuntimeError(f"Boolean value of Tensor with {what} is ambiguous")
+        return bool(self.torch().item())
+
+    def __float__(self) -> float:
+        return float(self._one("float"))
+
+    def __int__(self) -> int:
+        return int(self._one("int"))
+
+    def __index__(self) -> int:
+        if self.dtype.kind not in "iu" or self.numel() != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self._one("index"))
+
+    def __iter__(self):
+        if not self.ndim:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._cur.shape[0]))
+
+    def __contains__(self, value) -> bool:
+        return bool((self == value).any())
+
+    def __repr__(self) -> str:
+        return repr(self.torch()).replace("torch.", "lazy.")
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return format(self.item(), spec) if self.ndim == 0 and spec else str(self)
+
+    # ---- dtype / device conversion
+    def to(self, *args, dtype=None, device=None, copy: bool = False) -> Tensor:
+        """to(dtype) / to(device) / to(device, dtype) / to(other): same object if nothing changes."""
+        for a in args:
+            if isinstance(a, Tensor):
+                dtype = a.dtype
+            elif isinstance(a, (str, torch.device)):
+                device = a
+            else:
+                dtype = a
+        _device("to", device)
+        out = self if dtype is None else self._cast(as_dtype(dtype, "to"))
+        return Tensor._new(out._node) if copy and out is self else out
+
+    def type(self, dtype=None):
+        return str(self.dtype) if dtype is None else self.to(dtype)
+
+    def cpu(self) -> Tensor:
+        return self
+
+    def clone(self) -> Tensor:
+        return Tensor._new(self._node)
+
+    def detach(self) -> Tensor:
+        return self._view([], self._stride)  # an alias, like torch
+
+    # ---- elementwise: arithmetic
+    _add = _binary(Op.ADD, "add")
+    _sub = _binary(Op.SUB, "sub", no_bool=True)
+    mul = multiply = _binary(Op.MUL, "mul")
+    floor_divide = _binary(Op.FLOORDIV, "floor_divide")
+    remainder = _binary(Op.MOD, "remainder")
+    maximum = _binary(Op.MAX, "maximum")
+    minimum = _binary(Op.MIN, "minimum")
+    __add__, __sub__, __mul__ = _dunder(_add), _dunder(_sub), _dunder(mul)
+    __floordiv__, __mod__ = _dunder(floor_divide), _dunder(remainder)
+    __radd__ = _dunder(_binary(Op.ADD, "add", reverse=True))
+    __rsub__ = rsub = _dunder(_binary(Op.SUB, "sub", reverse=True, no_bool=True))
+    __rmul__ = _dunder(_binary(Op.MUL, "mul", reverse=True))
+    __rfloordiv__ = _dunder(_binary(Op.FLOORDIV, "floor_divide", reverse=True))
+    __rmod__ = _dunder(_binary(Op.MOD, "remainder", reverse=True))
+
+    def add(self, other, alpha=1) -> Tensor:
+        return self._add(other if alpha == 1 else _operand("add", other) * alpha)
+
+    def sub(self, other, alpha=1) -> Tensor:
+        return self._sub(other if alpha == 1 else _operand("sub", other) * alpha)
+
+    subtract = sub
+
+    def div(self, other, rounding_mode: str | None = None) -> Tensor:
+        """True division (ints give floats, like torch); rounding_mode 'trunc' or 'floor'."""
+        return _divide(self, other, rounding_mode)
+
+    divide = true_divide = div
+    __truediv__ = _dunder(div)
+    __rtruediv__ = _dunder(lambda self, other: _divide(other, self, None))
+
+    def pow(self, exponent) -> Tensor:
+        e = _pyscalar(exponent)
+        if e is not None and not isinstance(e, bool):
+            dt = result_type(_key(self), ("scalar", type(e)))
+            if dt.kind in "iu" and e < 0:
+                raise RuntimeError("pow: integers to negative integer powers are not allowed")
+            x = self._cast(dt)
+            if e == 2:  # torch special-cases these too (exact x*x, sqrt)
+                return x._ew(Op.MUL, x)
+            if e == 0.5 and dt.is_float:
+                return x._ew(Op.SQRT)
+        a, b = _promote("pow", self, exponent)
+        return a._ew(Op.POW, b)
+
+    __pow__ = _dunder(pow)
+    __rpow__ = _dunder(_binary(Op.POW, "pow", reverse=True))
+
+    def __neg__(self) -> Tensor:
+        if self.dtype is bool_:
+            raise DTypeError("neg: negation, the `-` operator, on a bool tensor is not supported; "
+                             "to invert a mask use `~` or logical_not()")
+        return self._ew(Op.NEG)
+
+    neg = negative = __neg__
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __abs__(self) -> Tensor:
+        return self.clone() if self.dtype.kind in "bu" else self._ew(Op.ABS)
+
+    abs = absolute = __abs__
+
+    # ---- elementwise: comparisons (the IR has LT/LE only: gt/ge swap the operands)
+    lt = less = _binary(Op.LT, "lt")
+    le = less_equal = _binary(Op.LE, "le")
+    gt = greater = _binary(Op.LT, "gt", reverse=True)
+    ge = greater_equal = _binary(Op.LE, "ge", reverse=True)
+    eq = _binary(Op.EQ, "eq")
+    ne = not_equal = _binary(Op.NE, "ne")
+    __lt__, __le__, __gt__, __ge__ = _dunder(lt), _dunder(le), _dunder(gt), _dunder(ge)
+    __eq__, __ne__ = _dunder(eq), _dunder(ne)
+
+    # ---- elementwise: bitwise and logical
+    bitwise_and = _binary(Op.AND, "bitwise_and", kinds=_INTS, what="integer or bool tensors")
+    bitwise_or = _binary(Op.OR, "bitwise_or", kinds=_INTS, what="integer or bool tensors")
+    bitwise_xor = _binary(Op.XOR, "bitwise_xor", kinds=_INTS, what="integer or bool tensors")
+    __and__, __or__, __xor__ = _dunder(bitwise_and), _dunder(bitwise_or), _dunder(bitwise_xor)
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__  # commutative
+
+    def bitwise_not(self) -> Tensor:
+        _need("bitwise_not", _INTS, self, what="an integer or bool tensor")
+        return self._ew(Op.NOT)
+
+    __invert__ = bitwise_not
+
+    def _logical(self, op: Op, other) -> Tensor:
+        a, b = _promote(op.name.lower(), self, other, dtype=bool_)
+        return a._ew(op, b)
+
+    def logical_and(self, other) -> Tensor:
+        return self._logical(Op.AND, other)
+
+    def logical_or(self, other) -> Tensor:
+        return self._logical(Op.OR, other)
+
+    def logical_xor(self, other) -> Tensor:
+        return self._logical(Op.XOR, other)
+
+    def logical_not(self) -> Tensor:
+        return self._cast(bool_)._ew(Op.NOT)
+
+    # ---- elementwise: math
+    exp = _float_op(Op.EXP, "e**x")
+    log = _float_op(Op.LOG, "natural logarithm")
+    sqrt = _float_op(Op.SQRT, "square root")
+    sin = _float_op(Op.SIN, "sine")
+    cos = _float_op(Op.COS, "cosine")
+    tanh = _float_op(Op.TANH, "hyperbolic tangent")
+    erf = _float_op(Op.ERF, "error function")
+    reciprocal = _float_op(Op.RECIP, "1 / x")
+
+    @_composite
+    def rsqrt(self) -> Tensor:
+        return self.sqrt()._ew(Op.RECIP)
+
+    @_composite
+    def tan(self) -> Tensor:
+        return self.sin() / self.cos()
+
+    def exp2(self) -> Tensor:
+        x = self._floating()
+        return x._const(2.0)._ew(Op.POW, x)
+
+    @_composite
+    def log2(self) -> Tensor:
+        return self.log() * (1 / math.log(2))
+
+    @_composite
+    def log10(self) -> Tensor:
+        return self.log() * (1 / math.log(10))
+
+    @_composite
+    def log1p(self) -> Tensor:
+        """log(1+x) without cancellation for small x (Goldberg: log(u) * x / (u - 1), u = 1 + x)."""
+        u = self + 1
+        return where((u == 1) | u.isinf(), self, u.log() * (self / (u - 1)))
+
+    @_composite
+    def expm1(self) -> Tensor:
+        """exp(x)-1 without cancellation for small x (Kahan: (u - 1) * x / log(u), u = exp(x))."""
+        u = self.exp()
+        r = where(u == 1, self, (u - 1) * (self / u.log()))
+        # tiny u (denormal: log(u) is inexact) rounds to -1 anyway; inf / inf would be NaN
+        return where(u.isinf(), u, where(u - 1 == -1, -1.0, r))
+
+    @_composite
+    def sigmoid(self) -> Tensor:
+        return ((-self).exp() + 1)._ew(Op.RECIP)
+
+    def relu(self) -> Tensor:
+        return self._ew(Op.MAX, self._const(0))
+
+    @_composite
+    def silu(self) -> Tensor:
+        return self * self.sigmoid()
+
+    @_composite
+    def gelu(self, approximate: str = "none") -> Tensor:
+        x = self
+        if approximate == "tanh":
+            return x * 0.5 * ((x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)).tanh().add(1)
+        if approximate != "none":
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        return x * 0.5 * (x * (1 / math.sqrt(2))).erf().add(1)
+
+    def square(self) -> Tensor:
+        return self.pow(2) if self.dtype is not bool_ else self._cast(int64).pow(2)
+
+    def _int_identity(self, op: Op) -> Tensor:
+        return self.clone() if self.dtype.kind in _INTS else self._ew(op)
+
+    def floor(self) -> Tensor:
+        return self._int_identity(Op.FLOOR)
+
+    def ceil(self) -> Tensor:
+        return self._int_identity(Op.CEIL)
+
+    def trunc(self) -> Tensor:
+        return self._int_identity(Op.TRUNC)
+
+    fix = trunc
+
+    def round(self) -> Tensor:
+        """Round half to even, like torch (decimals= not supported)."""
+        if self.dtype.kind in _INTS:
+            return self.clone()
+        f = self.floor()
+        d = self - f
+        return where(d > 0.5, f + 1, where(d == 0.5, f + f.remainder(2), f))
+
+    def isnan(self) -> Tensor:
+        return self._ew(Op.ISNAN) if self.dtype.is_float else self._const(False, bool_)
+
+    def isinf(self) -> Tensor:
+        return self._ew(Op.ISINF) if self.dtype.is_float else self._const(False, bool_)
+
+    def isfinite(self) -> Tensor:
+        return (self.isnan() | self.isinf()).logical_not() if self.dtype.is_float else self._const(True, bool_)
+
+    def sign(self) -> Tensor:
+        if self.dtype is bool_:
+            return self.clone()
+        return (self > 0)._cast(self.dtype) - (self < 0)._cast(self.dtype)
+
+    sgn = sign
+
+    def clamp(self, min=None, max=None) -> Tensor:
+        """min(max(x, min), max), torch promotion; NaN in x propagates; min > max gives max."""
+        if min is None and max is None:
+            raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+        bounds = [b for b in (min, max) if b is not None]
+        x, *bs = _promote("clamp", self, *bounds)
+        if min is not None:
+            x = x._ew(Op.MAX, bs.pop(0))
+        if max is not None:
+            x = x._ew(Op.MIN, bs.pop(0))
+        return x
+
+    clip = clamp
+
+    def clamp_min(self, min) -> Tensor:
+        return self.clamp(min=min)
+
+    def clamp_max(self, max) -> Tensor:
+        return self.clamp(max=max)
+
+    def where(self, condition, other) -> Tensor:
+        return where(condition, self, other)
+
+    def masked_fill(self, mask, value) -> Tensor:
+        return where(mask, _promote("masked_fill", value, dtype=self.dtype)[0], self)
+
+    def lerp(self, end, weight) -> Tensor:
+        """torch's two-sided formula: exact at both ends."""
+        d, w = end - self, _operand("lerp", weight)
+        if not isinstance(w, Tensor):
+            return self + d * w if w < 0.5 else end - d * (1 - w)
+        return where(w < 0.5, self + d * w, end - d * (1 - w))
+
+    # ---- in-place (functional underneath: see the module docstring)
+    def _write(self, value: Tensor, op: str) -> Tensor:
+        """Store `value` (broadcast to self, cast to self.dtype) into self, through views."""
+        shape = self._node.shape
+        if _broadcast(op, shape, value._node.shape) != shape:
+            raise RuntimeError(f"{op}: output with shape {_fmt(shape)} doesn't match the broadcast shape "
+                               f"{_fmt(_broadcast(op, shape, value._node.shape))}")
+        if any(st == 0 and s > 1 for st, s in zip(self._stride, shape)):
+            raise RuntimeError(f"{op}: more than one element of the written-to tensor refers to a single "
+                               "memory location (an expanded tensor); clone() it first")
+        v = v0 = value._cast(self.dtype)._expand_to(shape)._node
+        base = self._base
+        if base is None or not self._steps:  # a base, or a full alias of one (detach, x[...])
+            target = self if base is None else base
+            target._cur, target._version = v, target._version + 1
+            return self
+        if not self._node.numel:
+            return self
+        if any(op_ is Op.EXPAND for op_, _, _ in self._steps):
+            raise RuntimeError(f"{op}: writing through a view of an expanded tensor is not supported; "
+                               "clone() it first")
+        m = const(True, bool_, shape)
+        for sop, arg, in_shape in reversed(self._steps):  # invert each movement step
+            if sop is Op.RESHAPE:
+                inv = (Op.RESHAPE, in_shape)
+            elif sop is Op.PERMUTE:
+                inv = (Op.PERMUTE, tuple(sorted(range(len(arg)), key=arg.__getitem__)))
+            elif sop is Op.SHRINK:
+                inv = (Op.PAD, tuple((a, s - b) for (a, b), s in zip(arg, in_shape)))
+            else:  # PAD (strided slicing pads a partial last group): keep the original extent
+                inv = (Op.SHRINK, tuple((a, a + s) for (a, _), s in zip(arg, in_shape)))
+            v, m = _mk(inv[0], (v,), inv[1]), _mk(inv[0], (m,), inv[1])
+        base._cur, base._version = _mk(Op.WHERE, (m, v, base._node)), base._version + 1
+        self._cur, self._seen = v0, base._version
+        return self
+
+    def _inplace(self, op: str, result: Tensor) -> Tensor:
+        if not can_cast(result.dtype, self.dtype):
+            raise DTypeError(f"{op}: result type {result.dtype} can't be cast to the desired output "
+                             f"type {self.dtype}")
+        return self._write(result, op)
+
+    add_ = _inplace_op("add_", "add")
+    sub_ = _inplace_op("sub_", "sub")
+    mul_ = _inplace_op("mul_", "mul")
+    div_ = _inplace_op("div_", "div")
+    pow_ = _inplace_op("pow_", "pow")
+    clamp_ = clip_ = _inplace_op("clamp_", "clamp")
+    masked_fill_ = _inplace_op("masked_fill_", "masked_fill")
+    __iadd__, __isub__, __imul__, __itruediv__, __ipow__ = add_, sub_, mul_, div_, pow_
+    __ifloordiv__ = _inplace_op("floor_divide_", "floor_divide")
+    __imod__ = _inplace_op("remainder_", "remainder")
+    __iand__ = _inplace_op("bitwise_and_", "bitwise_and")
+    __ior__ = _inplace_op("bitwise_or_", "bitwise_or")
+    __ixor__ = _inplace_op("bitwise_xor_", "bitwise_xor")
+
+    def zero_(self) -> Tensor:
+        return self.fill_(0)
+
+    def fill_(self, value) -> Tensor:
+        v = _operand("fill_", value)
+        return self._write(v if isinstance(v, Tensor) else self._const(v), "fill_")
+
+    def copy_(self, src) -> Tensor:
+        v = _operand("copy_", src, seq=True)
+        return self._write(v if isinstance(v, Tensor) else self._const(v), "copy_")
+
+    # ---- reductions
+    def _reduce(self, op: Op, name: str, dim, keepdim: bool) -> Tensor:
+        axes = _dims(name, dim, self.ndim)
+        return self._red(op, axes)._drop(axes, keepdim)
+
+    def _drop(self, axes, keepdim: bool) -> Tensor:
+        """Remove the (size-1) reduced `axes` unless keepdim."""
+        if keepdim:
+            return self
+        return self._mv(Op.RESHAPE, tuple(s for i, s in enumerate(self._node.shape) if i not in axes))
+
+    def _acc(self, dtype) -> tuple[Tensor, DType]:
+        """(input cast for accumulation, result dtype): ints sum as int64; halves accumulate in fp32."""
+        x = self._cast(as_dtype(dtype, "sum")) if dtype is not None else self
+        if dtype is None and x.dtype.kind in _INTS:
+            x = x._cast(int64)
+        out = x.dtype
+        return (x._cast(get_default_dtype()) if out in (float16, bfloat16) else x), out
+
+    def sum(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+        x, out = self._acc(dtype)
+        return x._reduce(Op.SUM, "sum", dim, keepdim)._cast(out)
+
+    def prod(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+        x, out = self._acc(dtype)
+        return x._reduce(Op.PROD, "prod", dim, keepdim)._cast(out)
+
+    def mean(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+        if dtype is None and not self.dtype.is_float:
+            raise DTypeError(f"mean: expected a floating point tensor (or dtype=), got {self.dtype}")
+        x, out = self._acc(dtype)
+        return (x._reduce(Op.SUM, "mean", dim, keepdim) / self._count("mean", dim))._cast(out)
+
+    def _count(self, name: str, dim) -> int:
+        return prod(self._node.shape[a] for a in _dims(name, dim, self.ndim))
+
+    def _moment(self, name: str, dim, unbiased, keepdim: bool, correction, root: bool) -> Tensor:
+        if isinstance(dim, bool):  # legacy torch: var(unbiased)
+            dim, unbiased = None, dim
+        if not self.dtype.is_float:
+            raise DTypeError(f"{name}: expected a floating point tensor, got {self.dtype}")
+        c = correction if correction is not None else (1 if unbiased in (None, True) else 0)
+        x, out = self._acc(None)
+        d = x - x.mean(dim, keepdim=True)
+        v = (d * d)._reduce(Op.SUM, name, dim, keepdim) / max(0, self._count(name, dim) - c)
+        return (v.sqrt() if root else v)._cast(out)
+
+    def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+        """Variance with `correction` (default 1) or `unbiased`; divides by max(0, N - correction)."""
+        return self._moment("var", dim, unbiased, keepdim, correction, root=False)
+
+    def std(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+        return self._moment("std", dim, unbiased, keepdim, correction, root=True)
+
+    def _nonempty(self, name: str, axes) -> None:
+        for a in axes:
+            if self._node.shape[a] == 0:
+                raise IndexError(f"{name}: cannot reduce over dim {a} of size 0 in a tensor of shape "
+                                 f"{_fmt(self._node.shape)} (expected a non-empty dim)")
+
+    def amax(self, dim=(), keepdim: bool = False) -> Tensor:
+        self._nonempty("amax", _dims("amax", dim, self.ndim))
+        return self._reduce(Op.RMAX, "amax", dim, keepdim)
+
+    def amin(self, dim=(), keepdim: bool = False) -> Tensor:
+        self._nonempty("amin", _dims("amin", dim, self.ndim))
+        if self.dtype.is_float:
+            return -((-self)._reduce(Op.RMAX, "amin", dim, keepdim))
+        # ~x = -x-1 reverses the order of ints (and bools) without overflow
+        return self._ew(Op.NOT)._reduce(Op.RMAX, "amin", dim, keepdim)._ew(Op.NOT)
+
+    def _maxmin(self, name: str, dim, keepdim: bool):
+        if isinstance(dim, (Tensor, torch.Tensor, np.ndarray)):
+            return self.maximum(dim) if name == "max" else self.minimum(dim)
+        if dim is None:
+            if self.numel() == 0:
+                raise RuntimeError(f"{name}: cannot take the {name} of an empty tensor of shape "
+                                   f"{_fmt(self._node.shape)}; specify dim=")
+            return self.amax() if name == "max" else self.amin()
+        values = self.amax(dim, keepdim) if name == "max" else self.amin(dim, keepdim)
+        indices = self.argmax(dim, keepdim) if name == "max" else self.argmin(dim, keepdim)
+        return getattr(return_types, name)(values, indices)
+
+    def max(self, dim=None, keepdim: bool = False):
+        """max() -> 0-d max; max(dim) -> (values, indices); max(other) -> maximum."""
+        return self._maxmin("max", dim, keepdim)
+
+    def min(self, dim=None, keepdim: bool = False):
+        return self._maxmin("min", dim, keepdim)
+
+    def _arg(self, name: str, dim, keepdim: bool) -> Tensor:
+        """First index of the max/min along dim, composed from IOTA, EQ, WHERE and RMAX."""
+        x = self.reshape(-1) if dim is None else self
+        if x.ndim == 0:
+            return Tensor._new(const(0, int64, ()))
+        d = _dim(name, dim if dim is not None else 0, x.ndim)
+        n = x._node.shape[d]
+        if n == 0:
+            raise IndexError(f"{name}: cannot reduce over dim {d} of size 0 in a tensor of shape "
+                             f"{_fmt(self._node.shape)} (expected a non-empty dim)")
+        m = x.amax(d, keepdim=True) if name == "argmax" else x.amin(d, keepdim=True)
+        hit = x == m
+        if x.dtype.is_float:  # NaN wins like in torch: the first NaN if the row has one
+            hit = where(m.isnan(), x.isnan(), hit)
+        shape = [1] * x.ndim
+        shape[d] = n
+        idx = Tensor._new(node(Op.IOTA, (), None, int64, (n,)))._mv(Op.RESHAPE, tuple(shape))
+        first = n - where(hit, n - idx, 0)._reduce(Op.RMAX, name, d, keepdim)
+        if dim is None and keepdim:
+            return first._mv(Op.RESHAPE, (1,) * self.ndim)
+        return first
+
+    def argmax(self, dim=None, keepdim: bool = False) -> Tensor:
+        return self._arg("argmax", dim, keepdim)
+
+    def argmin(self, dim=None, keepdim: bool = False) -> Tensor:
+        return self._arg("argmin", dim, keepdim)
+
+    def any(self, dim=None, keepdim: bool = False) -> Tensor:
+        out = self._cast(bool_)._cast(int64).sum(dim, keepdim) > 0
+        return out._cast(uint8) if self.dtype is uint8 else out  # torch keeps uint8 here
+
+    def all(self, dim=None, keepdim: bool = False) -> Tensor:
+        out = self.logical_not().any(dim, keepdim).logical_not()
+        return out._cast(uint8) if self.dtype is uint8 else out
+
+    def logsumexp(self, dim=None, keepdim: bool = False) -> Tensor:
+        """log(sum(exp(x))) around the max; rows of -inf (or empty) give -inf, +inf gives +inf."""
+        x, out = self._floating()._acc(None)
+        axes = _dims("logsumexp", dim, x.ndim)
+        m = x._red(Op.RMAX, axes)
+        m = where(m.isinf(), 0.0, m)  # an infinite max would turn x - m into NaN
+        return ((x - m).exp()._red(Op.SUM, axes).log() + m)._drop(axes, keepdim)._cast(out)
+
+    def _shifted(self, name: str, dim, dtype):
+        """(x - rowmax, axes, result dtype) for softmax and log_softmax; halves compute in fp32."""
+        x, out = (self if dtype is None else self.to(dtype))._floating()._acc(None)
+        axes = (_dim(name, dim, x.ndim),) if x.ndim else ()
+        return x - x._red(Op.RMAX, axes), axes, out
+
+    def softmax(self, dim, dtype=None) -> Tensor:
+        s, axes, out = self._shifted("softmax", dim, dtype)
+        e = s.exp()
+        return (e / e._red(Op.SUM, axes))._cast(out)
+
+    def log_softmax(self, dim, dtype=None) -> Tensor:
+        s, axes, out = self._shifted("log_softmax", dim, dtype)
+        return (s - s.exp()._red(Op.SUM, axes).log())._cast(out)
+
+    def matmul(self, other) -> Tensor:
+        """Batched matmul with torch's 1-d rules, composed as broadcast multiply + sum
+        (the IR has no MATMUL op yet)."""
+        b = _operand("matmul", other)
+        if not isinstance(b, Tensor) or not self.ndim or not b.ndim:
+            raise RuntimeError("matmul: both arguments need at least 1 dimension")
+        if self.dtype is not b.dtype:
+            raise DTypeError(f"matmul: expected both operands to have the same dtype, got {self.dtype} and {b.dtype}")
+        x = self.unsqueeze(0) if self.ndim == 1 else self
+        y = b.unsqueeze(-1) if b.ndim == 1 else b
+        if x._node.shape[-1] != y._node.shape[-2]:
+            raise RuntimeError(f"matmul: shapes {_fmt(self._node.shape)} and {_fmt(b._node.shape)} cannot be "
+                               f"multiplied ({x._node.shape[-1]} != {y._node.shape[-2]})")
+        out = (x.unsqueeze(-1) * y.unsqueeze(-3)).sum(-2)._cast(self.dtype)  # int32 @ int32 stays int32
+        if self.ndim == 1:
+            out = out.squeeze(-2)
+        return out.squeeze(-1) if b.ndim == 1 else out
+
+    __matmul__ = _dunder(matmul)
+
+    def __rmatmul__(self, other):
+        return tensor(other).matmul(self) if isinstance(other, (torch.Tensor, np.ndarray)) else NotImplemented
+
+    # ---- movement: views
+    def _reshape(self, name: str, shape, view_only: bool = False) -> Tensor:
+        old, numel = self._node.shape, self._node.numel
+        neg = [i for i, s in enumerate(shape) if s == -1]
+        if len(neg) > 1 or any(s < -1 for s in shape):
+            raise RuntimeError(f"{name}: invalid shape {_fmt(shape)} (sizes must be >= 0, at most one -1)")
+        known = prod(s for s in shape if s != -1)
+        if neg:
+            if known == 0:
+                raise RuntimeError(f"{name}: cannot reshape a tensor of {numel} elements into shape {_fmt(shape)}: "
+                                   "the -1 dim is ambiguous")
+            shape = tuple(numel // known if s == -1 else s for s in shape)
+        if prod(shape) != numel:
+            raise RuntimeError(f"{name}: cannot reshape a tensor of shape {_fmt(old)} ({numel} elements) "
+                               f"into shape {_fmt(shape)} ({prod(shape)} elements)")
+        st = _view_strides(old, self._stride, shape)
+        if st is None:
+            if view_only:
+                raise RuntimeError(f"{name}: view size {_fmt(shape)} is not compatible with the size "
+                                   f"{_fmt(old)} and stride {self._stride} of the input (a dim spans two "
+                                   "non-contiguous subspaces); use .reshape(...) instead")
+            return self._mv(Op.RESHAPE, shape)
+        return self._view([(Op.RESHAPE, shape)], st)
+
+    def reshape(self, *shape) -> Tensor:
+        """A view when torch would make one (see `stride`), else a copy."""
+        return self._reshape("reshape", _sizes("reshape", shape))
+
+    def view(self, *shape) -> Tensor:
+        if len(shape) == 1 and not isinstance(shape[0], (tuple, list, torch.Size, int, np.integer)):
+            raise TypeError(f"view: reinterpreting as dtype {shape[0]!r} is not supported")
+        return self._reshape("view", _sizes("view", shape), view_only=True)
+
+    def view_as(self, other: Tensor) -> Tensor:
+        return self.view(other.shape)
+
+    def reshape_as(self, other: Tensor) -> Tensor:
+        return self.reshape(other.shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = _dim("flatten", start_dim, self.ndim), _dim("flatten", end_dim, self.ndim)
+        if s > e:
+            raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+        sh = self._node.shape
+        return self._reshape("flatten", sh[:s] + (prod(sh[s:e + 1]),) + sh[e + 1:])
+
+    def unflatten(self, dim: int, sizes) -> Tensor:
+        d, sh = _dim("unflatten", dim, self.ndim), self._node.shape
+        return self._reshape("unflatten", sh[:d] + _sizes("unflatten", (sizes,)) + sh[d + 1:])
+
+    def squeeze(self, dim=None) -> Tensor:
+        sh = self._node.shape
+        drop = _dims("squeeze", dim, self.ndim) if dim is not None else range(self.ndim)
+        return self._reshape("squeeze", tuple(s for i, s in enumerate(sh) if not (i in drop and s == 1)))
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        d, sh = _dim("unsqueeze", dim, self.ndim, new=1), self._node.shape
+        return self._reshape("unsqueeze", sh[:d] + (1,) + sh[d:])
+
+    def permute(self, *dims) -> Tensor:
+        dims = _sizes("permute", dims)
+        if len(dims) != self.ndim:
+            raise RuntimeError(f"permute: dims {dims} has {len(dims)} entries for a {self.ndim}-d tensor of "
+                               f"shape {_fmt(self._node.shape)} (expected a permutation of {self.ndim} dims)")
+        order = tuple(_dim("permute", d, self.ndim) for d in dims) if self.ndim else ()
+        if len(set(order)) != len(order):
+            raise RuntimeError(f"permute: dims {dims} repeat a dim (expected a permutation of {self.ndim} dims)")
+        return self._view([(Op.PERMUTE, order)], tuple(self._stride[d] for d in order))
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        order = list(range(self.ndim))
+        a, b = _dim("transpose", dim0, self.ndim), _dim("transpose", dim1, self.ndim)
+        if self.ndim:
+            order[a], order[b] = order[b], order[a]
+        return self.permute(order)
+
+    swapaxes = swapdims = transpose
+
+    def movedim(self, source, destination) -> Tensor:
+        src = [_dim("movedim", d, self.ndim) for d in (source if isinstance(source, (tuple, list)) else [source])]
+        dst = [_dim("movedim", d, self.ndim) for d in
+               (destination if isinstance(destination, (tuple, list)) else [destination])]
+        if len(src) != len(dst):
+            raise RuntimeError(f"movedim: source {source} and destination {destination} differ in length")
+        rest = iter(d for d in range(self.ndim) if d not in src)
+        where_ = dict(zip(dst, src))
+        return self.permute([where_[i] if i in where_ else next(rest) for i in range(self.ndim)])
+
+    moveaxis = movedim
+
+    @property
+    def T(self) -> Tensor:
+        return self.permute(tuple(reversed(range(self.ndim))))
+
+    @property
+    def mT(self) -> Tensor:
+        if self.ndim < 2:
+            raise RuntimeError(f"mT: expected a tensor with at least 2 dims, got shape {_fmt(self._node.shape)}")
+        return self.transpose(-2, -1)
+
+    def t(self) -> Tensor:
+        if self.ndim > 2:
+            raise RuntimeError(f"t: expected a tensor with <= 2 dims, got shape {_fmt(self._node.shape)}")
+        return self.T
+
+    def expand(self, *sizes) -> Tensor:
+        sizes, sh = _sizes("expand", sizes), self._node.shape
+        lead = len(sizes) - len(sh)
+        if lead < 0:
+            raise RuntimeError(f"expand: {len(sizes)} sizes given for a {len(sh)}-d tensor "
+                               f"(expected at least {len(sh)})")
+        new, st = [], []
+        for i, s in enumerate(sizes):
+            old = sh[i - lead] if i >= lead else None
+            if s == -1 and old is not None:
+                s = old
+            if s < 0 or (old is not None and old != 1 and s != old):
+                raise RuntimeError(f"expand: cannot expand shape {_fmt(sh)} to {_fmt(sizes)}: size {s} at dim {i} "
+                                   "(expected the existing size, or any size where it is 1)")
+            new.append(s)
+            st.append(self._stride[i - lead] if old is not None and old == s else 0)
+        return self._view([(Op.RESHAPE, (1,) * lead + sh), (Op.EXPAND, tuple(new))], st)
+
+    def expand_as(self, other: Tensor) -> Tensor:
+        return self.expand(other.shape)
+
+    def contiguous(self) -> Tensor:
+        """self if already contiguous (an alias, like torch), else a non-aliasing copy."""
+        return self if self.is_contiguous() else Tensor._new(self._node)
+
+    def __getitem__(self, idx) -> Tensor:
+        """Basic indexing (ints, slices with step > 0, None, ...) as a view built from movement ops."""
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        sh, nd = self._node.shape, self.ndim
+        if sum(i is Ellipsis for i in idx) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        used = sum(i is not None and i is not Ellipsis for i in idx)
+        if used > nd:
+            raise IndexError(f"too many indices for tensor of dimension {nd}: {used} given")
+        k = idx.index(Ellipsis) if Ellipsis in idx else len(idx)
+        idx = idx[:k] + (slice(None),) * (nd - used) + idx[k + 1:]
+        bounds, out, st, split, pick, pads = [], [], [], [], [], []
+        d = 0
+        for i in idx:
+            if i is None:
+                out.append(1)
+                st.append(sh[d] * self._stride[d] if d < nd else 1)
+                continue
+            n, stride = sh[d], self._stride[d]
+            if isinstance(i, slice):
+                step = 1 if i.step is None else operator.index(i.step)
+                if step <= 0:
+                    raise ValueError("step must be greater than zero")
+                start, _, _ = i.indices(n)
+                m = len(range(*i.indices(n)))
+                start = start if m else 0
+                # every step-th: shrink to m*step elements (pad the last group if short), split
+                # into (m, step) and keep column 0; a plain slice is just the shrink
+                end = min(start + m * step, n) if step > 1 and m > 1 else start + m
+                bounds.append((start, end))
+                out.append(m)
+                st.append(stride * step)
+                if m > 1 and step > 1:
+                    pads.append((0, m * step - (end - start)))
+                    split += [m, step]
+                    pick += [(0, m), (0, 1)]
+                else:
+                    pads.append((0, 0))
+                    split.append(end - start)
+                    pick.append((0, end - start))
+            else:
+                try:
+                    if isinstance(i, (bool, np.bool_)):
+                        raise TypeError
+                    j = operator.index(i)
+                except TypeError:
+                    raise IndexError(f"index: only ints, slices, None and ... are supported as indices, got "
+                                     f"{type(i).__name__} (tensor/list/bool indexing is not supported yet)") from None
+                if not -n <= j < n:
+                    raise IndexError(f"index {j} is out of bounds for dimension {d} with size {n}")
+                j %= n
+                bounds.append((j, j + 1))
+                pads.append((0, 0))
+                split.append(1)
+                pick.append((0, 1))
+            d += 1
+        steps = [(Op.SHRINK, tuple(bounds)), (Op.PAD, tuple(pads)), (Op.RESHAPE, tuple(split)),
+                 (Op.SHRINK, tuple(pick)), (Op.RESHAPE, tuple(out))]
+        return self._view(steps, st)
+
+    def __setitem__(self, idx, value) -> None:
+        view = self[idx]
+        if isinstance(value, Tensor) and value._base is view._base and value._steps == view._steps:
+            return  # `x[i] += 1` already wrote through the view; Python stores it back here
+        view.copy_(value)
+
+    def select(self, dim: int, index: int) -> Tensor:
+        d = _dim("select", dim, self.ndim)
+        return self[(slice(None),) * d + (index,)]
+
+    def narrow(self, dim: int, start: int, length: int) -> Tensor:
+        d = _dim("narrow", dim, self.ndim)
+        n = self._node.shape[d]
+        s = start + n if start < 0 else start
+        if not 0 <= s <= n or length < 0 or s + length > n:
+            raise RuntimeError(f"narrow: start {start} + length {length} exceeds dim {d} of size {n}")
+        return self[(slice(None),) * d + (slice(s, s + length),)]
+
+    def split(self, split_size, dim: int = 0) -> tuple[Tensor, ...]:
+        d = _dim("split", dim, self.ndim)
+        n = self._node.shape[d]
+        if isinstance(split_size, (list, tuple)):
+            if sum(split_size) != n:
+                raise RuntimeError(f"split: sizes {list(split_size)} must sum to {n}, the size of dim {d}")
+            sizes = list(split_size)
+        else:
+            if split_size <= 0 and n:
+                raise RuntimeError(f"split: split_size must be positive, got {split_size}")
+            sizes = [min(split_size, n - i) for i in range(0, n, split_size)] if n else [0]
+        offs = [sum(sizes[:i]) for i in range(len(sizes))]
+        return tuple(self.narrow(d, o, s) for o, s in zip(offs, sizes))
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        if chunks <= 0:
+            raise RuntimeError(f"chunk: chunks must be greater than 0, got {chunks}")
+        n = self._node.shape[_dim("chunk", dim, self.ndim)]
+        if n == 0:
+            return tuple(self.narrow(dim, 0, 0) for _ in range(chunks))
+        return self.split(-(-n // chunks), dim)
+
+    def unbind(self, dim: int = 0) -> tuple[Tensor, ...]:
+        d = _dim("unbind", dim, self.ndim)
+        return tuple(self.select(d, i) for i in range(self._node.shape[d]))
+
+    # ---- movement: copies (torch copies for these too)
+    def flip(self, *dims) -> Tensor:
+        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        return self._mv(Op.FLIP, _dims("flip", list(dims), self.ndim) if dims else ())
+
+    def pad(self, pad, value=0) -> Tensor:
+        """torch.nn.functional.pad (constant mode): `pad` pairs from the last dim backwards;
+        negative amounts crop."""
+        pad, sh = list(pad), self._node.shape
+        if len(pad) % 2 or len(pad) > 2 * self.ndim:
+            raise RuntimeError(f"pad: {pad} must have an even length of at most {2 * self.ndim} for shape {_fmt(sh)}")
+        pairs = [(0, 0)] * (self.ndim - len(pad) // 2) + [(pad[i], pad[i + 1]) for i in range(len(pad) - 2, -1, -2)]
+        if any(s + a + b < 0 for s, (a, b) in zip(sh, pairs)):
+            raise RuntimeError(f"pad: {pad} would give a negative size for shape {_fmt(sh)}")
+        x = self._mv(Op.SHRINK, tuple((-min(a, 0), s + min(b, 0)) for s, (a, b) in zip(sh, pairs)))
+        grow = tuple((max(a, 0), max(b, 0)) for a, b in pairs)
+        out = x._mv(Op.PAD, grow)
+        if value != 0:
+            mask = x._const(True, bool_)._mv(Op.PAD, grow)
+            out = where(mask, out, _promote("pad", value, dtype=self.dtype)[0])
+        return out
+
+    def repeat(self, *sizes) -> Tensor:
+        reps, sh = _sizes("repeat", sizes), self._node.shape
+        if len(reps) < len(sh):
+            raise RuntimeError(f"repeat: {len(reps)} repeat counts for a {len(sh)}-d tensor "
+                               f"(expected at least {len(sh)})")
+        sh = (1,) * (len(reps) - len(sh)) + sh
+        x = self._mv(Op.RESHAPE, tuple(v for s in sh for v in (1, s)))
+        x = x._mv(Op.EXPAND, tuple(v for r, s in zip(reps, sh) for v in (r, s)))
+        return x._mv(Op.RESHAPE, tuple(r * s for r, s in zip(reps, sh)))
+
+    # ---- dtype shortcuts
+    float, double, half, bfloat16 = _to(float32), _to(float64), _to(float16), _to(bfloat16)
+    int, long, bool, byte, char = _to(int32), _to(int64), _to(bool_), _to(uint8), _to(int8)
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_float
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
+
+
+def _is_operand(x) -> bool:
+    return (isinstance(x, (Tensor, torch.Tensor, np.ndarray, return_types.max, return_types.min))
+            or _pyscalar(x) is not None)
+
+
+# ---------------------------------------------------------------- module-level ops
+
+def _divide(x, y, rounding_mode: str | None) -> Tensor:
+    a, b = _promote("div", x, y)
+    if rounding_mode == "floor":
+        return a._ew(Op.FLOORDIV, b)
+    if rounding_mode == "trunc":
+        return a._ew(Op.DIV, b) if not a.dtype.is_float else a._ew(Op.DIV, b).trunc()
+    if rounding_mode is not None:
+        raise ValueError(f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
+    a, b = a._floating(), b._floating()  # ints divide as floats, like torch
+    return a._ew(Op.DIV, b)
+
+
+def where(condition, input, other) -> Tensor:
+    """torch.where(condition, input, other): condition must be bool; input/other promote."""
+    c = _operand("where", condition)
+    if not isinstance(c, Tensor) or c.dtype is not bool_:
+        raise DTypeError(f"where: expected a bool condition tensor, got "
+                         f"{c.dtype if isinstance(c, Tensor) else type(c).__name__}")
+    a, b = _promote("where", input, other, shapes=[c._node.shape])
+    return c._expand_to(a._node.shape)._ew(Op.WHERE, a, b)
+
+
+def cat(tensors, dim: int = 0) -> Tensor:
+    """Concatenate along `dim` (torch promotion); each input is padded into place and selected
+    with WHERE, so the result never copies eagerly."""
+    ts = [_operand("cat", t) for t in tensors]
+    if not ts or not all(isinstance(t, Tensor) for t in ts):
+        raise ValueError("cat: expected a non-empty list of tensors")
+    ts = [t for t in ts if t._node.shape != (0,)] or ts[:1]  # torch skips legacy 1-d empties
+    ref = ts[0]
+    if ref.ndim == 0:
+        raise RuntimeError("cat: zero-dimensional tensors cannot be concatenated")
+    d = _dim("cat", dim, ref.ndim)
+    for i, t in enumerate(ts):
+        sh = t._node.shape
+        if len(sh) != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(sh, ref._node.shape)) if j != d):
+            raise RuntimeError(f"cat: shapes {' and '.join(_fmt(t._node.shape) for t in ts)} must match except in "
+                               f"dim {d}; tensor {i} has shape {_fmt(sh)}")
+    dt = result_type(*map(_key, ts))
+    total = sum(t._node.shape[d] for t in ts)
+    out, off = None, 0
+    for t in ts:
+        k = t._node.shape[d]
+        pads = tuple((off, total - off - k) if j == d else (0, 0) for j in range(ref.ndim))
+        piece = t._cast(dt)._mv(Op.PAD, pads)
+        out = piece if out is None else where(t._const(True, bool_)._mv(Op.PAD, pads), piece, out)
+        off += k
+    return out
+
+
+concat = cat
+
+
+def stack(tensors, dim: int = 0) -> Tensor:
+    ts = [_operand("stack", t) for t in tensors]
+    if not ts or not all(isinstance(t, Tensor) for t in ts):
+        raise ValueError("stack: expected a non-empty list of tensors")
+    for i, t in enumerate(ts):
+        if t._node.shape != ts[0]._node.shape:
+            raise RuntimeError(f"stack: expects each tensor to be equal size, but got {_fmt(ts[0]._node.shape)} "
+                               f"at entry 0 and {_fmt(t._node.shape)} at entry {i}")
+    d = _dim("stack", dim, ts[0].ndim, new=1)
+    return cat([t.unsqueeze(d) for t in ts], d)
+
+
+# ---------------------------------------------------------------- creation
+
+def _from_torch(t: torch.Tensor) -> Tensor:
+    """Zero-copy: the torch tensor becomes a BUFFER leaf (reads share its memory; lazy never writes it)."""
+    t = t.detach()
+    _device("tensor", t.device)
+    dt = as_dtype(t.dtype, "tensor")
+    return Tensor._new(node(Op.BUFFER, (), Buffer(t), dt, tuple(t.shape)), t.stride())
+
+
+def tensor(data, dtype=None, device=None) -> Tensor:
+    """From Python scalars/lists, numpy arrays (zero-copy when possible), torch tensors (zero-copy)
+    or lazy tensors (a new tensor with the same value). `dtype` casts lazily.
+
+    Zero-copy means shared memory, as with torch.from_numpy: in-place changes the caller makes to
+    the torch tensor or array show up until this tensor is realized; lazy never writes to it."""
+    _device("tensor", device)
+    dt = None if dtype is None else as_dtype(dtype, "tensor")
+    if isinstance(data, Tensor):
+        out = Tensor._new(data._node)
+    elif isinstance(data, torch.Tensor):
+        out = _from_torch(data)
+    elif isinstance(data, np.ndarray):
+        try:
+            with warnings.catch_warnings():  # read-only arrays are fine: lazy never writes its inputs
+                warnings.simplefilter("ignore", UserWarning)
+                t = torch.from_numpy(data)
+        except (TypeError, ValueError):  # negative strides, odd byte order: one host copy
+            t = torch.tensor(np.ascontiguousarray(data).astype(data.dtype.newbyteorder("=")))
+        out = _from_torch(t)
+    else:
+        try:
+            t = torch.tensor(_host(data), dtype=None if dt is None else to_torch(dt))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"tensor: cannot build a tensor from {type(data).__name__}: {e}") from None
+        out = _from_torch(t)
+    return out if dt is None else out._cast(dt)
+
+
+def _host(data):
+    """Nested lists may hold lazy tensors (like torch's lists of 0-d tensors): realize them."""
+    if isinstance(data, (list, tuple)):
+        return [_host(d) for d in data]
+    return data.torch() if isinstance(data, Tensor) else data
+
+
+def _full(op: str, size, value, dtype, device) -> Tensor:
+    """A lazy constant: no memory until realized. The dtype defaults from the value, like torch."""
+    _device(op, device)
+    v = _pyscalar(value)
+    if v is None:
+        raise TypeError(f"{op}: fill_value must be a Python number, got {type(value).__name__}")
+    dt = as_dtype(dtype, op) if dtype is not None else result_type(("scalar", type(v)))
+    return Tensor._new(const(v, dt, _new_shape(op, size)))
+
+
+def full(size, fill_value, *, dtype=None, device=None) -> Tensor:
+    return _full("full", (size,), fill_value, dtype, device)
+
+
+def zeros(*size, dtype=None, device=None) -> Tensor:
+    return _full("zeros", size, 0, dtype or get_default_dtype(), device)
+
+
+def ones(*size, dtype=None, device=None) -> Tensor:
+    return _full("ones", size, 1, dtype or get_default_dtype(), device)
+
+
+def empty(*size, dtype=None, device=None) -> Tensor:
+    """Like torch.empty, but the contents are zeros (a lazy constant costs nothing)."""
+    return zeros(*size, dtype=dtype, device=device)
+
+
+def zeros_like(t: Tensor, *, dtype=None, device=None) -> Tensor:
+    return zeros(t.shape, dtype=dtype or t.dtype, device=device)
+
+
+def ones_like(t: Tensor, *, dtype=None, device=None) -> Tensor:
+    return ones(t.shape, dtype=dtype or t.dtype, device=device)
+
+
+def empty_like(t: Tensor, *, dtype=None, device=None) -> Tensor:
+    return zeros_like(t, dtype=dtype, device=device)
+
+
+def full_like(t: Tensor, fill_value, *, dtype=None, device=None) -> Tensor:
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device)
+
+
+def arange(start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
+    """Lazy IOTA * step + start, length ceil((end - start) / step). Ints give int64; floats are
+    computed in float64 and cast, which is what torch's CPU kernel does."""
+    _device("arange", device)
+    if end is None:
+        start, end = 0, start
+    vals = [_pyscalar(v) for v in (start, end, step)]
+    if any(v is None for v in vals):
+        raise TypeError(f"arange: start, end and step must be numbers, got {(start, end, step)}")
+    start, end, step = vals
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    n = math.ceil((end - start) / step)
+    if n < 0:
+        raise RuntimeError(f"arange: upper bound {end} and lower bound {start} inconsistent with step sign {step}")
+    is_int = all(isinstance(v, int) for v in vals)
+    dt = as_dtype(dtype, "arange") if dtype is not None else (int64 if is_int else get_default_dtype())
+    x = Tensor._new(node(Op.IOTA, (), None, int64 if is_int and dt.kind in "iu" else float64, (n,)))
+    if step != 1:
+        x = x * step
+    if start != 0:
+        x = x + start
+    return x._cast(dt)
+
+
+def linspace(start, end, steps: int, *, dtype=None, device=None) -> Tensor:
+    """torch's CPU formula: start + i*step for the first half, end - (steps-1-i)*step after."""
+    _device("linspace", device)
+    if steps < 0:
+        raise RuntimeError(f"linspace: number of steps must be non-negative, got {steps}")
+    dt = as_dtype(dtype, "linspace") if dtype is not None else get_default_dtype()
+    if steps <= 1:
+        return full((steps,), start, dtype=dt)
+    cdt = dt if dt.is_float and dt.itemsize >= 4 else (float64 if not dt.is_float else get_default_dtype())
+    i = Tensor._new(node(Op.IOTA, (), None, cdt, (steps,)))
+    step = (float(end) - float(start)) / (steps - 1)
+    lo, hi = i * step + float(start), float(end) - (steps - 1 - i) * step
+    return where(i < steps // 2, lo, hi)._cast(dt)
+
+
+def eye(n: int, m: int | None = None, *, dtype=None, device=None) -> Tensor:
+    """Lazy identity: IOTA(n)[:, None] == IOTA(m)[None, :], cast."""
+    _device("eye", device)
+    m = n if m is None else m
+    if n < 0 or m < 0:
+        raise RuntimeError(f"eye: n and m must be non-negative, got {n}, {m}")
+    r = Tensor._new(node(Op.IOTA, (), None, int64, (n,)))._mv(Op.RESHAPE, (n, 1))._expand_to((n, m))
+    c = Tensor._new(node(Op.IOTA, (), None, int64, (m,)))._mv(Op.RESHAPE, (1, m))._expand_to((n, m))
+    return (r == c)._cast(as_dtype(dtype, "eye") if dtype is not None else get_default_dtype())
+
+
+# random data: generated eagerly on the host by one torch.Generator, then wrapped as a BUFFER
+_gen = torch.Generator()  # torch's default seed until manual_seed
+
+
+def manual_seed(seed: int) -> torch.Generator:
+    """Seed lazy's generator. The same seed gives the same numbers as torch.manual_seed + torch.rand."""
+    return _gen.manual_seed(seed)
+
+
+def _random(name: str, fn, size, dtype, device, generator, *args) -> Tensor:
+    _device(name, device)
+    dt = as_dtype(dtype, name) if dtype is not None else get_default_dtype()
+    if name in ("rand", "randn") and not dt.is_float:
+        raise DTypeError(f"{name}: expected a floating point dtype, got {dt}")
+    t = fn(*args, _new_shape(name, size), generator=generator or _gen, dtype=to_torch(dt))
+    return _from_torch(t)
+
+
+def rand(*size, dtype=None, device=None, generator=None) -> Tensor:
+    """Uniform [0, 1): generated eagerly on the host by lazy's torch.Generator (see manual_seed),
+    or by `generator`, and wrapped as a BUFFER."""
+    return _random("rand", torch.rand, size, dtype, device, generator)
+
+
+def randn(*size, dtype=None, device=None, generator=None) -> Tensor:
+    """Standard normal: generated eagerly on the host, like `rand`."""
+    return _random("randn", torch.randn, size, dtype, device, generator)
+
+
+def randint(*args, size=None, dtype=None, device=None, generator=None) -> Tensor:
+    """randint([low=0,] high, size): generated eagerly on the host, like `rand`."""
+    if size is None:
+        *args, size = args
+    low, high = (0, args[0]) if len(args) == 1 else args
+    return _random("randint", torch.randint, (size,), dtype or int64, device, generator, low, high)
+
+
+def rand_like(t: Tensor, *, dtype=None, device=None) -> Tensor:
+    return rand(t.shape, dtype=dtype or t.dtype, device=device)
+
+
+def randn_like(t: Tensor, *, dtype=None, device=None) -> Tensor:
+    return randn(t.shape, dtype=dtype or t.dtype, device=device)
+
+
+# torch-style functions mirroring methods (lazy.exp(x), lazy.sum(x, 1), ...). Collected in a dict
+# for lazy/__init__.py: defining `max`, `sum`, ... here would shadow builtins in this module.
+FUNCTIONS = {name: getattr(Tensor, name) for name in (
+    "add", "sub", "mul", "div", "true_divide", "floor_divide", "remainder", "pow", "maximum", "minimum",
+    "neg", "abs", "exp", "exp2", "log", "log2", "log10", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
+    "tan", "tanh", "sigmoid", "relu", "gelu", "silu", "erf", "clamp", "clip", "isnan", "isinf", "isfinite",
+    "sign", "reciprocal", "square", "floor", "ceil", "trunc", "round", "eq", "ne", "lt", "le", "gt", "ge",
+    "logical_and", "logical_or", "logical_xor", "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor",
+    "bitwise_not", "sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
+    "logsumexp", "softmax", "log_softmax", "any", "all", "matmul", "reshape", "permute", "transpose",
+    "swapaxes", "squeeze", "unsqueeze", "flatten", "unflatten", "flip", "narrow", "split", "chunk", "unbind",
+    "movedim", "masked_fill", "lerp", "clone", "pad",
+)}
