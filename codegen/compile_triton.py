@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.kernel_ir import Kernel
@@ -159,7 +159,7 @@ def load(k: Kernel, config: TritonConfig | None = None):
         except errors as e:
             raise TritonCompileError(path, _short(e)) from e
 
-    fn.path = path
+    fn.path = path  # the generated module (LAZY_DEBUG=3 can print it)
     fn.kernel = k
     return fn
 
@@ -248,40 +248,46 @@ def aot_compile(k: Kernel, target: str = "sm_90", config: TritonConfig | None = 
     `cubin_bytes`, `registers`, `spills` (`spill_stores` + `spill_loads`, SASS STL/LDL),
     `local`, `stack`, `shared` (bytes, checked against `shared_limit`), `num_warps`, `path`.
     Raises TritonCompileError (naming the generated file) when the source does not compile."""
-    path = write_source(k, config)
+    return aot_compile_many([k], target, [config])[0]
+
+
+def aot_compile_many(kernels: list[Kernel], target: str = "sm_90",
+                     configs: list[TritonConfig | None] | None = None) -> list[dict]:
+    """`aot_compile` for several kernels; under TRITON_INTERPRET=1 they share one subprocess."""
+    configs = configs or [None] * len(kernels)
+    paths = [write_source(k, c) for k, c in zip(kernels, configs)]
     if not interpreting():
-        return aot_compile_file(path, target)
+        return [aot_compile_file(p, target) for p in paths]
     env = {key: v for key, v in os.environ.items() if key != "TRITON_INTERPRET"}
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "codegen.compile_triton", "aot", str(path), target],
-                          capture_output=True, text=True, env=env, cwd=root)
+    proc = subprocess.run([sys.executable, "-m", "codegen.compile_triton", "aot", target, *map(str, paths)],
+                          capture_output=True, text=True, env=env, cwd=root, check=False)
     lines = proc.stdout.strip().splitlines()
     try:
-        result = json.loads(lines[-1]) if lines else None
+        results = json.loads(lines[-1]) if lines else None
     except json.JSONDecodeError:
-        result = None
-    if result is None:
-        raise TritonCompileError(path, f"AOT compile subprocess failed (exit {proc.returncode}):\n"
-                                       f"{proc.stderr.strip()[-4000:]}")
-    if "error" in result:
-        raise TritonCompileError(path, result["error"])
-    return result
-
-
-def config_dict(config: TritonConfig) -> dict:
-    return asdict(config)
+        results = None
+    if not isinstance(results, list) or len(results) != len(paths):
+        raise TritonCompileError(paths[0], f"AOT compile subprocess failed (exit {proc.returncode}):\n"
+                                           f"{proc.stderr.strip()[-4000:]}")
+    for p, r in zip(paths, results):
+        if "error" in r:
+            raise TritonCompileError(p, r["error"])
+    return results
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "aot":
-        try:
-            out = aot_compile_file(argv[1], argv[2])
-        except TritonCompileError as e:
-            out = {"error": e.message}
+    if len(argv) >= 3 and argv[0] == "aot":
+        out = []
+        for path in argv[2:]:
+            try:
+                out.append(aot_compile_file(path, argv[1]))
+            except TritonCompileError as e:
+                out.append({"error": e.message})
         print(json.dumps(out))
         return 0
-    print("usage: python -m codegen.compile_triton aot <generated.py> <target>", file=sys.stderr)
+    print("usage: python -m codegen.compile_triton aot <target> <generated.py>...", file=sys.stderr)
     return 2
 
 

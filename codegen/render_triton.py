@@ -30,8 +30,13 @@ Semantics mirror codegen/render_c.py
   iterations: the cheap place to lose accuracy); one-block reductions are a tree in float32.
 - Integer arithmetic happens in the storage type, so int8/uint8 wrap like torch (the C backend
   widens them to int32; the results agree wherever no intermediate overflows).
-- tanh and float pow call libdevice on the GPU; under TRITON_INTERPRET=1 (which cannot call
-  libdevice) they are computed in float64 from exp/log, exact to float32 rounding.
+- tanh, float pow and fmod call libdevice on the GPU. The interpreter cannot call libdevice and
+  has its own flaws (float32->bfloat16 truncates; custom reductions run element by element), so
+  a few jitted helpers branch on the module-level constexpr `_INTERPRET`: tanh/pow in float64
+  from exp/log, bfloat16 rounding by bit arithmetic, max-reduction as tl.max plus a NaN count.
+  Constants are one-element blocks rather than 0-d tensors (the interpreter mistypes broadcast
+  0-d comparisons).
+- Index 0 of a buffer is the launcher argument's `data_ptr()` (the view's first element).
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ SIG = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "
        "int64": "*i64", "int8": "*i8", "uint8": "*u8", "bool": "*i1"}
 FLOATS = ("float32", "float64")
 INT_MIN = {"int32": -2**31, "int64": -2**63, "int8": -128, "uint8": 0, "bool": 0}
+_BINOP = {"add": "+", "sub": "-", "mul": "*", "lt": "<", "le": "<=", "eq": "==", "ne": "!=", "and": "&", "or": "|",
+          "xor": "^"}
 
 
 @dataclass(frozen=True)
@@ -269,7 +276,6 @@ def _lit(value, dtype: str) -> str:
 PRELUDE = '''\
 import os
 
-import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
@@ -288,6 +294,18 @@ def _lz_max(a, b):
 @triton.jit
 def _lz_min(a, b):
     return tl.where((a < b) | (a != a), a, b)
+
+
+@triton.jit
+def _lz_rowmax(x):
+    # NaN-propagating max over axis 1. The interpreter runs custom combines element by element
+    # in Python, so there it is tl.max plus a NaN count.
+    if _INTERPRET:
+        m = tl.max(x, 1, keep_dims=True)
+        nan = tl.sum((x != x).to(tl.int32), 1, keep_dims=True) > 0
+        return tl.where(nan, float('nan'), m).to(x.dtype)
+    else:
+        return tl.reduce(x, 1, _lz_max, keep_dims=True)
 
 
 @triton.jit
@@ -348,9 +366,18 @@ def _lz_powf(a, b):
 
 
 @triton.jit
+def _lz_fmod(a, b):
+    # C fmod. On the GPU `%` on floats is x - y*trunc(x/y), inexact for large quotients.
+    if _INTERPRET:
+        return a % b
+    else:
+        return libdevice.fmod(a, b)
+
+
+@triton.jit
 def _lz_floordiv_f(a, b):
     # torch's div_floor_floating
-    mod = a % b
+    mod = _lz_fmod(a, b)
     div = _lz_fdiv(a - mod, b)
     div = tl.where((mod != 0) & ((b < 0) != (mod < 0)), div - 1.0, div)
     fl = tl.floor(div)
@@ -366,7 +393,7 @@ def _lz_floordiv_f(a, b):
 
 @triton.jit
 def _lz_mod_f(a, b):
-    m = a % b
+    m = _lz_fmod(a, b)
     return tl.where((m != 0) & ((b < 0) != (m < 0)), m + b, m)
 
 
@@ -409,13 +436,6 @@ def _lz_pow_i(a, b):
     special = tl.where(a == 1, 1, tl.where(a == -1, tl.where((b & 1) != 0, -1, 1), 0))
     return tl.where(b < 0, special.to(r.dtype), r)
 
-
-def _base(t):
-    # Kernel IR indices count from the start of a buffer's storage (scheduler.lower adds the
-    # storage offset), so hand Triton the storage base, not the view's first element.
-    if t.storage_offset() == 0:
-        return t
-    return t.as_strided((t.untyped_storage().nbytes() // t.element_size(),), (1,), 0)
 '''
 
 
@@ -452,6 +472,9 @@ class _Renderer:
         # constants are one-element blocks, not 0-d tensors: the interpreter gives a broadcast 0-d
         # comparison result the dtype of its operands (0-d (1.5 == 0.0) | block fails)
         self.unit = "[1]" if self.pointwise else "[1, 1]"
+        self.xmask: str | None = None
+        self.rindex_defined = False  # the shared `rindex` of one-block stages
+        self.masks_defined: set = set()
 
     # -- dependencies ----------------------------------------------------------------------
     def deps(self, e: Expr) -> frozenset:
@@ -582,7 +605,7 @@ class _Renderer:
         if op in ("add", "sub", "mul"):
             if sd == "bool":
                 return f"{a[0]} {'|' if op == 'add' else '&'} {a[1]}"
-            return f"{a[0]} {dict(add='+', sub='-', mul='*')[op]} {a[1]}"
+            return f"{a[0]} {_BINOP[op]} {a[1]}"
         if op == "div":
             return f"_lz_fdiv({a[0]}, {a[1]})" if isf else f"_lz_div_i({a[0]}, {a[1]})"
         if op == "floordiv":
@@ -598,9 +621,9 @@ class _Renderer:
                 return f"{a[0]} {'|' if op == 'max' else '&'} {a[1]}"
             return f"tl.{op}imum({a[0]}, {a[1]})"
         if op in ("lt", "le", "eq", "ne"):
-            return f"{a[0]} {dict(lt='<', le='<=', eq='==', ne='!=')[op]} {a[1]}"
+            return f"{a[0]} {_BINOP[op]} {a[1]}"
         if op in ("and", "or", "xor"):
-            return f"{a[0]} {dict(and_='&', or_='|', xor_='^')[op + '_']} {a[1]}"
+            return f"{a[0]} {_BINOP[op]} {a[1]}"
         if op == "where":
             return f"tl.where({a[0]}, {a[1]}, {a[2]})"
         raise NotImplementedError(f"Triton backend: no rendering for op {op!r}")
@@ -689,7 +712,7 @@ class _Renderer:
         if r.op == "prod":
             return f"tl.reduce({block}, 1, _lz_mul, keep_dims=True)"
         if cd in FLOATS:
-            return f"tl.reduce({block}, 1, _lz_max, keep_dims=True)"
+            return f"_lz_rowmax({block})"
         return f"tl.max({block}, 1, keep_dims=True)"
 
     def step(self, r: Reduce, acc: str, v: str) -> str:
@@ -701,7 +724,7 @@ class _Renderer:
         return f"_lz_max({acc}, {v})" if cd in FLOATS else f"tl.maximum({acc}, {v})"
 
     def reduce_stage(self, r: Reduce, top: _Scope, si: int) -> None:
-        k, cfg = self.k, self.cfg
+        cfg = self.cfg
         numel = _prod(r.rsizes)
         ident = self.identity(r)
         if not r.rvars:  # reduction over size-1 axes only: the value itself
@@ -798,8 +821,6 @@ class _Renderer:
         lines: list[str] = []
         top = _Scope(lines, "    ")
         pid = "tl.program_id(0).to(tl.int64)" if self.i64 else "tl.program_id(0)"
-        self.rindex_defined = False
-        self.masks_defined: set = set()
         if self.pointwise:
             xnumel = k.numel
             top.add(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)")
@@ -863,9 +884,9 @@ class _Renderer:
                 "",
                 "",
                 f"def launch({', '.join(params)}):",
-                f'    """Run {k.name} on torch tensors (buffers in Kernel.buffers order)."""',
-                f"    {name}[GRID]({', '.join(f'_base({p})' for p in params)}, XBLOCK={cfg.XBLOCK}, "
-                f"RBLOCK={cfg.RBLOCK}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)",
+                f'    """Run {k.name} on torch tensors (Kernel.buffers order; indices count from data_ptr())."""',
+                (f"    {name}[GRID]({', '.join(params)}, XBLOCK={cfg.XBLOCK}, "
+                 f"RBLOCK={cfg.RBLOCK}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)"),
                 ""]
         return "\n".join(out)
 
