@@ -340,7 +340,9 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         body = Body(k, body_lines, indent, acc_ref, preset)
         for s in k.stores:
             v = body.emit(s.value)
-            if s.dtype == "bfloat16":
+            if s.dtype == "bool":
+                v = f"({v} != 0)"
+            elif s.dtype == "bfloat16":
                 v = f"f32_to_bf16({v})"
             elif s.dtype == "float16":
                 v = f"(_Float16)({v})"

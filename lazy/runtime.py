@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -156,7 +157,14 @@ class Launch:
     kernel: Kernel
     fn: object
     slots: tuple[int, ...]
-    source: str
+    source: str  # C source, or the path of the generated Triton module
+    backend: str
+
+    def __call__(self, slots: list) -> None:
+        if self.backend == "c":
+            self.fn(*[slots[s].data_ptr() for s in self.slots])
+        else:
+            self.fn(*[slots[s] for s in self.slots])
 
 
 @dataclass
@@ -166,71 +174,120 @@ class Program:
     allocs: list
     outputs: list[int]
     decisions: list[str]
+    compiled: bool = False
 
 
 _programs: dict = {}
 cache_stats = {"schedule_hits": 0, "schedule_misses": 0}
+kernel_listeners: list = []  # callables(Kernel, backend): `lazy kernels` collects kernels this way
+BACKENDS = ("c", "triton", "interp")
 
 
-def _backend() -> str:
-    b = os.environ.get("LAZY_BACKEND", "c") or "c"
-    if b not in ("c", "interp"):  # interp is dispatched by the Tensor layer and never reaches here
-        raise ValueError(f"LAZY_BACKEND={b!r}: expected one of 'c', 'interp'")
-    return b
+def backend_for(device: str) -> str:
+    """LAZY_BACKEND when set, else Triton for CUDA buffers and C for CPU buffers."""
+    b = os.environ.get("LAZY_BACKEND", "")
+    if b and b not in BACKENDS:
+        raise ValueError(f"LAZY_BACKEND={b!r}: expected one of {', '.join(BACKENDS)}")
+    if b in ("c", "triton"):
+        if b == "c" and device != "cpu":
+            raise RuntimeError(f"LAZY_BACKEND=c runs on CPU buffers only, got buffers on {device}")
+        return b
+    return "triton" if device.startswith("cuda") else "c"
 
 
-def _build(nodes: list[Node], buffers: list[Buffer]) -> Program:
-    sched = schedule(nodes, buffers)
-    launches = []
+def _compile(k: Kernel, backend: str) -> Launch:
     level = debug_level()
-    for k in sched.kernels:
+    if backend == "c":
         src = render_c.render_c(k)
         if level >= 3:
             _log(f"--- {k.name} ({k.key()}) ---\n{src}")
         fn = compile_c.load(src)
         fn.argtypes = [ctypes.c_void_p] * len(k.buffers)
-        launches.append(Launch(k, fn, k.meta["slots"], src))
-    if level >= 2:
-        _log(f"schedule: {len(sched.kernels)} kernel(s)")
+        return Launch(k, fn, k.meta["slots"], src, "c")
+    from codegen import compile_triton
+
+    if not torch.cuda.is_available():
+        # Triton on CPU tensors runs under its interpreter (numerics only: how the tests use it)
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    fn = compile_triton.load(k)
+    if level >= 3:
+        _log(f"--- {k.name} ({k.key()}) {fn.path} ---\n{Path(fn.path).read_text()}")
+    return Launch(k, fn, k.meta["slots"], str(fn.path), "triton")
+
+
+def _build(nodes: list[Node], buffers: list[Buffer], backend: str) -> Program:
+    sched = schedule(nodes, buffers)
+    misses = compile_c.stats.misses
+    launches = []
+    for k in sched.kernels:
+        for listener in kernel_listeners:
+            listener(k, backend)
+        launches.append(_compile(k, backend))
+    if debug_level() >= 2:
+        _log(f"schedule: {len(sched.kernels)} kernel(s) [{backend}]")
         for d in sched.decisions:
             _log(f"  {d}")
-    return Program(launches, sched.n_inputs, sched.allocs, sched.outputs, sched.decisions)
+    return Program(launches, sched.n_inputs, sched.allocs, sched.outputs, sched.decisions,
+                   compile_c.stats.misses > misses or backend == "triton")
 
 
-def program_for(nodes: list[Node]) -> tuple[Program, list[Buffer], bool]:
+def _device_of(buffers: list[Buffer], device: str | None) -> str:
+    devices = {str(b.data.device) for b in buffers}
+    if device is not None:
+        devices.add(str(device))
+    if len(devices) > 1:
+        raise RuntimeError(f"realize: buffers live on several devices ({', '.join(sorted(devices))}); "
+                           "move them to one device with .to(device) first")
+    return devices.pop() if devices else "cpu"
+
+
+def program_for(nodes: list[Node], device: str | None = None) -> tuple[Program, list[Buffer], bool, str]:
     key, buffers = structure_key(nodes)
-    prog = _programs.get(key)
+    dev = _device_of(buffers, device)
+    backend = backend_for(dev)
+    full_key = (key, backend, dev)
+    prog = _programs.get(full_key)
     fresh = prog is None
     if fresh:
         cache_stats["schedule_misses"] += 1
-        misses = compile_c.stats.misses
-        prog = _build(nodes, buffers)
-        prog.compiled = compile_c.stats.misses > misses
-        _programs[key] = prog
+        prog = _build(nodes, buffers, backend)
+        _programs[full_key] = prog
     else:
         cache_stats["schedule_hits"] += 1
-    return prog, buffers, fresh
+    return prog, buffers, fresh, dev
 
 
-def realize_nodes(nodes: list[Node]) -> list[Buffer]:
-    """Compute `nodes` (one schedule for all of them) and return their buffers."""
+def _alloc(shape, dtype: str, device: str):
+    if device == "cpu":
+        return pool.alloc(shape, dtype)
+    return torch.empty(shape, dtype=TORCH_DTYPES[dtype], device=device)
+
+
+def realize_nodes(nodes: list[Node], device: str | None = None) -> list[Buffer]:
+    """Compute `nodes` (one schedule for all of them) and return their buffers.
+
+    `device` is where results go when no input buffer says so (e.g. `lazy.zeros(3)`).
+    """
     level = debug_level()
     if level >= 4:
         for n in toposort(nodes):
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
-    prog, buffers, fresh = program_for(nodes)
+    prog, buffers, fresh, dev = program_for(nodes, device)
     slots: list = [b.data for b in buffers]
-    slots += [pool.alloc(shape, dt) for shape, dt in prog.allocs]
+    slots += [_alloc(shape, dt, dev) for shape, dt in prog.allocs]
+    timed = bool(_profiles) or level >= 1
+    sync = torch.cuda.synchronize if dev.startswith("cuda") and timed else (lambda: None)
     recs = []
     for ln in prog.launches:
-        args = [slots[s].data_ptr() for s in ln.slots]
+        sync()
         t = time.perf_counter()
-        ln.fn(*args)
+        ln(slots)
+        sync()
         dt = time.perf_counter() - t
         m = ln.kernel.meta
-        recs.append(KernelRecord(ln.kernel.name, "c", "cpu", dt, m["bytes_read"], m["bytes_written"],
-                                 fresh and getattr(prog, "compiled", False)))
+        recs.append(KernelRecord(ln.kernel.name, ln.backend, dev, dt, m["bytes_read"], m["bytes_written"],
+                                 fresh and prog.compiled))
     for p in _profiles:
         p.kernels.extend(recs)
         p.realizes += 1
@@ -240,10 +297,4 @@ def realize_nodes(nodes: list[Node]) -> list[Buffer]:
              + ("" if not fresh else " (scheduled and compiled)"))
         for r in recs:
             _log(f"  {r.name:<24} {r.seconds * 1e3:9.3f} ms {r.gbps:8.2f} GB/s")
-    out = []
-    for n, s in zip(nodes, prog.outputs):
-        if s < prog.n_inputs:
-            out.append(buffers[s])
-        else:
-            out.append(Buffer(slots[s]))
-    return out
+    return [buffers[s] if s < prog.n_inputs else Buffer(slots[s]) for s in prog.outputs]

@@ -26,6 +26,7 @@ import math
 import operator
 import os
 import warnings
+import weakref
 from collections import namedtuple
 from types import SimpleNamespace
 
@@ -53,7 +54,7 @@ from lazy.graph import (
     uint8,
 )
 
-__all__ = ["Tensor", "arange", "cat", "concat", "empty", "empty_like", "eye", "full",
+__all__ = ["Tensor", "arange", "cat", "concat", "default_device", "empty", "empty_like", "eye", "full",
            "full_like", "linspace", "manual_seed", "ones", "ones_like", "rand", "rand_like", "randint",
            "randn", "randn_like", "realize", "return_types", "stack", "tensor", "where", "zeros", "zeros_like"]
 
@@ -117,11 +118,59 @@ def _broadcast(op: str, *shapes) -> tuple[int, ...]:
     return out
 
 
-def _device(op: str, device) -> None:
-    if device is None or str(device) in ("cpu", "cpu:0"):
-        return
-    raise RuntimeError(f"{op}: device {str(device)!r} is not supported (expected 'cpu'; "
-                       "lazy runs CPU buffers for now)")
+def default_device() -> str:
+    """'cuda' when torch sees a GPU (kernels are Triton), else 'cpu' (kernels are C)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _device(op: str, device) -> str:
+    """A validated device name ('cpu' or 'cuda[:n]'); None means the default device."""
+    if device is None:
+        return default_device()
+    try:
+        d = torch.device(device) if isinstance(device, (str, torch.device)) else None
+    except RuntimeError:  # torch does not know the name either
+        d = None
+    if d is not None and d.type == "cpu":
+        return "cpu"
+    if d is not None and d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"{op}: device {str(device)!r} requested, but torch sees no CUDA GPU "
+                               "(torch.cuda.is_available() is False); expected 'cpu' on this machine")
+        return str(d) if d.index is not None else "cuda"
+    raise RuntimeError(f"{op}: device {str(device)!r} is not supported (expected 'cpu' or 'cuda')")
+
+
+_node_devices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def node_device(n: Node) -> str | None:
+    """The device of the buffers under `n` (None for graphs of constants only, which go anywhere)."""
+    hit = _node_devices.get(n, False)
+    if hit is not False:
+        return hit
+    stack, order = [n], []
+    while stack:  # iterative: graphs of long training loops are deep
+        m = stack.pop()
+        if m in _node_devices:
+            continue
+        order.append(m)
+        stack.extend(s for s in m.srcs if s not in _node_devices)
+    for m in reversed(order):
+        if m.op is Op.BUFFER:
+            dev = str(m.arg.data.device)
+        else:
+            devs = {_node_devices[s] for s in m.srcs} - {None}
+            dev = devs.pop() if len(devs) == 1 else (None if not devs else "mixed")
+        _node_devices[m] = dev
+    return _node_devices[n]
+
+
+def _same_device(op: str, *ts) -> None:
+    devs = {node_device(t._node) for t in ts if isinstance(t, Tensor)} - {None}
+    if len(devs) > 1:
+        raise RuntimeError(f"{op}: expected all tensors on one device, got {', '.join(sorted(devs))} "
+                           "(move them with .to(device) first)")
 
 
 def _contig(shape) -> tuple[int, ...]:
@@ -197,6 +246,7 @@ def _key(x):
 def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor]:
     """Operands -> Tensors of one dtype (torch promotion, or `dtype`) and one broadcast shape."""
     ops = [_operand(op, x) for x in xs]
+    _same_device(op, *ops)
     dt = dtype or result_type(*map(_key, ops), op=op)
     shape = _broadcast(op, *[o._node.shape for o in ops if isinstance(o, Tensor)], *shapes)
     return [o._cast(dt)._expand_to(shape) if isinstance(o, Tensor) else Tensor._new(const(o, dt, shape))
@@ -404,7 +454,7 @@ class Tensor:
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cpu")
+        return torch.device(node_device(self._node) or "cpu")
 
     def size(self, dim=None):
         return self.shape if dim is None else self._cur.shape[_dim("size", dim, self.ndim)]
@@ -506,15 +556,21 @@ class Tensor:
                 device = a
             else:
                 dtype = a
-        _device("to", device)
         out = self if dtype is None else self._cast(as_dtype(dtype, "to"))
+        if device is not None:
+            dev = _device("to", device)
+            if torch.device(dev) != self.device:  # a real copy between devices, as in torch
+                return _from_torch(out.torch().to(dev))
         return Tensor._new(out._node) if copy and out is self else out
 
     def type(self, dtype=None):
         return str(self.dtype) if dtype is None else self.to(dtype)
 
     def cpu(self) -> Tensor:
-        return self
+        return self.to("cpu")
+
+    def cuda(self) -> Tensor:
+        return self.to("cuda")
 
     def clone(self) -> Tensor:
         return Tensor._new(self._node)
@@ -1308,6 +1364,7 @@ def where(condition, input, other) -> Tensor:
         raise DTypeError(f"where: expected a bool condition tensor, got "
                          f"{c.dtype if isinstance(c, Tensor) else type(c).__name__}")
     a, b = _promote("where", input, other, shapes=[c._node.shape])
+    _same_device("where", c, a, b)
     return c._expand_to(a._node.shape)._ew(Op.WHERE, a, b)
 
 
@@ -1317,6 +1374,7 @@ def cat(tensors, dim: int = 0) -> Tensor:
     ts = [_operand("cat", t) for t in tensors]
     if not ts or not all(isinstance(t, Tensor) for t in ts):
         raise ValueError("cat: expected a non-empty list of tensors")
+    _same_device("cat", *ts)
     ts = [t for t in ts if t._node.shape != (0,)] or ts[:1]  # torch skips legacy 1-d empties
     ref = ts[0]
     if ref.ndim == 0:
@@ -1359,7 +1417,8 @@ def stack(tensors, dim: int = 0) -> Tensor:
 def _from_torch(t: torch.Tensor) -> Tensor:
     """Zero-copy: the torch tensor becomes a BUFFER leaf (reads share its memory; lazy never writes it)."""
     t = t.detach()
-    _device("tensor", t.device)
+    if t.device.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"tensor: torch tensors on {t.device} are not supported (expected cpu or cuda)")
     dt = as_dtype(t.dtype, "tensor")
     return Tensor._new(node(Op.BUFFER, (), Buffer(t), dt, tuple(t.shape)), t.stride())
 
@@ -1370,7 +1429,6 @@ def tensor(data, dtype=None, device=None) -> Tensor:
 
     Zero-copy means shared memory, as with torch.from_numpy: in-place changes the caller makes to
     the torch tensor or array show up until this tensor is realized; lazy never writes to it."""
-    _device("tensor", device)
     dt = None if dtype is None else as_dtype(dtype, "tensor")
     if isinstance(data, Tensor):
         out = Tensor._new(data._node)
@@ -1402,7 +1460,6 @@ def _host(data):
 
 def _full(op: str, size, value, dtype, device) -> Tensor:
     """A lazy constant: no memory until realized. The dtype defaults from the value, like torch."""
-    _device(op, device)
     v = _pyscalar(value)
     if v is None:
         raise TypeError(f"{op}: fill_value must be a Python number, got {type(value).__name__}")
@@ -1446,7 +1503,6 @@ def full_like(t: Tensor, fill_value, *, dtype=None, device=None) -> Tensor:
 def arange(start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
     """Lazy IOTA * step + start, length ceil((end - start) / step). Ints give int64; floats are
     computed in float64 and cast, which is what torch's CPU kernel does."""
-    _device("arange", device)
     if end is None:
         start, end = 0, start
     vals = [_pyscalar(v) for v in (start, end, step)]
@@ -1470,7 +1526,6 @@ def arange(start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
 
 def linspace(start, end, steps: int, *, dtype=None, device=None) -> Tensor:
     """torch's CPU formula: start + i*step for the first half, end - (steps-1-i)*step after."""
-    _device("linspace", device)
     if steps < 0:
         raise RuntimeError(f"linspace: number of steps must be non-negative, got {steps}")
     dt = as_dtype(dtype, "linspace") if dtype is not None else get_default_dtype()
@@ -1485,7 +1540,6 @@ def linspace(start, end, steps: int, *, dtype=None, device=None) -> Tensor:
 
 def eye(n: int, m: int | None = None, *, dtype=None, device=None) -> Tensor:
     """Lazy identity: IOTA(n)[:, None] == IOTA(m)[None, :], cast."""
-    _device("eye", device)
     m = n if m is None else m
     if n < 0 or m < 0:
         raise RuntimeError(f"eye: n and m must be non-negative, got {n}, {m}")
@@ -1504,7 +1558,6 @@ def manual_seed(seed: int) -> torch.Generator:
 
 
 def _random(name: str, fn, size, dtype, device, generator, *args) -> Tensor:
-    _device(name, device)
     dt = as_dtype(dtype, name) if dtype is not None else get_default_dtype()
     if name in ("rand", "randn") and not dt.is_float:
         raise DTypeError(f"{name}: expected a floating point dtype, got {dt}")
@@ -1537,6 +1590,26 @@ def rand_like(t: Tensor, *, dtype=None, device=None) -> Tensor:
 
 def randn_like(t: Tensor, *, dtype=None, device=None) -> Tensor:
     return randn(t.shape, dtype=dtype or t.dtype, device=device)
+
+
+def _placed(fn):
+    """Creation on a device: build lazily on the host graph, then move when the device is not the CPU.
+    `lazy.tensor(torch_tensor)` keeps the data where it is unless `device=` says otherwise."""
+    keep_data_device = fn.__name__ == "tensor"
+
+    @functools.wraps(fn)
+    def create(*args, device=None, **kw):
+        if keep_data_device and device is None:
+            return fn(*args, **kw)
+        dev = _device(fn.__name__, device)
+        t = fn(*args, **kw)
+        return t if torch.device(dev) == t.device else t.to(dev)
+    return create
+
+
+for _name in ("tensor", "full", "zeros", "ones", "empty", "zeros_like", "ones_like", "empty_like", "full_like",
+              "arange", "linspace", "eye", "rand", "randn", "randint", "rand_like", "randn_like"):
+    globals()[_name] = _placed(globals()[_name])
 
 
 # torch-style functions mirroring methods (lazy.exp(x), lazy.sum(x, 1), ...). Collected in a dict

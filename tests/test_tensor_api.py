@@ -16,7 +16,7 @@ import lazy
 from lazy.graph import Op, toposort
 
 
-@pytest.fixture(autouse=True, params=["c", "interp"])
+@pytest.fixture(autouse=True, params=["c", "triton", "interp"])
 def backend(request, monkeypatch):
     """Every test runs on the compiled C backend and on the reference interpreter."""
     monkeypatch.setenv("LAZY_BACKEND", request.param)
@@ -769,9 +769,13 @@ def test_error_messages():
         (TypeError, r"bitwise_not: expected an integer or bool tensor, got lazy.float32", lambda: ~x),
         (TypeError, r"zeros: unknown or unsupported dtype 'foo'", lambda: lazy.zeros(2, dtype="foo")),
         (TypeError, r"to: unknown or unsupported dtype", lambda: x.to(torch.complex64)),
-        (RuntimeError, r"zeros: device 'cuda' is not supported", lambda: lazy.zeros(2, device="cuda")),
-        (RuntimeError, r"to: device 'cuda:0' is not supported", lambda: x.to("cuda:0")),
-        (RuntimeError, r"tensor: device 'meta' is not supported", lambda: lazy.tensor(torch.ones(2, device="meta"))),
+        *([] if torch.cuda.is_available() else [
+            (RuntimeError, r"zeros: device 'cuda' requested, but torch sees no CUDA GPU",
+             lambda: lazy.zeros(2, device="cuda")),
+            (RuntimeError, r"to: device 'cuda:0' requested, but torch sees no CUDA GPU", lambda: x.to("cuda:0"))]),
+        (RuntimeError, r"zeros: device 'tpu' is not supported \(expected 'cpu' or 'cuda'\)",
+         lambda: lazy.zeros(2, device="tpu")),
+        (RuntimeError, r"tensor: torch tensors on meta are not supported", lambda: lazy.tensor(torch.ones(2, device="meta"))),
         (IndexError, r"index 5 is out of bounds for dimension 0 with size 3", lambda: x[5]),
         (IndexError, r"index -6 is out of bounds for dimension 1 with size 4", lambda: x[0, -6]),
         (IndexError, r"too many indices for tensor of dimension 2", lambda: x[0, 0, 0]),
@@ -926,3 +930,20 @@ def test_copy_and_pickle():
     same(x, torch.arange(4.0))
     same(y, torch.arange(4.0) + 1)
     same(pickle.loads(pickle.dumps(x * 2)), torch.arange(4.0) * 2)
+
+
+def test_mixed_devices_raise_at_the_op():
+    from lazy.graph import Buffer, Op, node
+    # a buffer on another device (torch's meta device stands in for a GPU here)
+    other = lazy.Tensor._new(node(Op.BUFFER, (), Buffer(torch.empty(3, device="meta")), lazy.float32, (3,)))
+    assert other.device == torch.device("meta")
+    with pytest.raises(RuntimeError, match=r"add: expected all tensors on one device, got cpu, meta"):
+        other + lazy.ones(3) + lazy.tensor([1.0, 2.0, 3.0])
+    with pytest.raises(RuntimeError, match=r"where: expected all tensors on one device"):
+        lazy.where(lazy.tensor([True, False, True]), other, 0.0)
+
+
+def test_default_device_follows_torch():
+    assert lazy.default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert lazy.zeros(2).device == torch.device(lazy.default_device())
+    assert lazy.tensor(torch.ones(2)).device == torch.device("cpu")  # data stays where it is
