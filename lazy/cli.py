@@ -1,8 +1,10 @@
 """The `lazy` command.
 
 Subcommands:
-  demo   run a few workloads, print their fused kernels, time and speedup against torch eager
-  bench  the benchmark table against numpy, torch eager and torch.compile (perf/run.py)
+  demo       run a few workloads, print their fused kernels, time and speedup against torch eager
+  bench      the benchmark suite against numpy, torch eager, torch.compile and tinygrad (perf/run.py):
+             a table (or JSON), a record appended to the history, the HTML dashboard
+  dashboard  re-render the HTML dashboard from a history file (perf/dashboard.py)
 Exit codes: 0 success, 1 a workload failed, 2 bad usage.
 """
 
@@ -38,14 +40,38 @@ def _demo(args) -> int:
 
 
 def _bench(args) -> int:
-    from perf.run import main as bench_main
+    from perf.run import run_from_args
 
-    argv = ["--size", args.size]
-    if args.filter:
-        argv += ["--filter", args.filter]
-    if args.no_compile:
-        argv.append("--no-compile")
-    return bench_main(argv)
+    return run_from_args(args)
+
+
+def _dashboard(args) -> int:
+    from pathlib import Path
+
+    from perf import dashboard, history
+
+    src = Path(args.history) if args.history else history.default_history()
+    out = Path(args.output) if args.output else src.with_name("dashboard.html")
+    try:
+        records, problems = history.load(src)
+    except FileNotFoundError:
+        print(f"lazy dashboard: no history file at {src} (run `lazy bench` first, or name the file)", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"lazy dashboard: cannot read {src}: {e}", file=sys.stderr)
+        return 2
+    for p in problems:
+        print(f"lazy dashboard: {p}", file=sys.stderr)
+    if not records:
+        print(f"lazy dashboard: {src} holds no valid run record", file=sys.stderr)
+        return 2
+    try:
+        dashboard.write(records, out)
+    except OSError as e:
+        print(f"lazy dashboard: cannot write {out}: {e}", file=sys.stderr)
+        return 2
+    print(f"dashboard: {out} ({len(records)} run(s) from {src})")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -55,11 +81,25 @@ def main(argv=None) -> int:
     d.add_argument("--size", choices=["small", "medium", "large"], default="medium")
     d.add_argument("--repeat", type=int, default=5)
     d.set_defaults(fn=_demo)
-    b = sub.add_parser("bench", help="benchmark against numpy, torch eager and torch.compile")
-    b.add_argument("--size", choices=["small", "medium", "large"], default="large")
-    b.add_argument("--filter", default="")
-    b.add_argument("--no-compile", action="store_true")
+    from perf.run import add_arguments
+
+    b = sub.add_parser("bench", help="benchmark suite against peers: table, history record, HTML dashboard",
+                       description="Run the benchmark suite (perf/workloads.py) against numpy, torch eager, "
+                                   "torch.compile and tinygrad (when installed) in one process; print a table "
+                                   "(or --json), append the run to the history file and write the dashboard. "
+                                   "Progress goes to stderr. Exit codes: 0 ok, 1 a workload failed or "
+                                   "mismatched torch, 2 bad usage.")
+    add_arguments(b)
     b.set_defaults(fn=_bench)
+    h = sub.add_parser("dashboard", help="render the HTML dashboard from a benchmark history file",
+                       description="Render the self-contained HTML dashboard (no network needed to view it) from "
+                                   "a history file written by `lazy bench`. Exit codes: 0 ok, 2 no usable history "
+                                   "or unwritable output.")
+    h.add_argument("history", nargs="?", default=None,
+                   help="the history file (default: the one `lazy bench` writes by default)")
+    h.add_argument("--output", default=None, metavar="HTML", help="where to write (default: dashboard.html beside "
+                                                                   "the history file)")
+    h.set_defaults(fn=_dashboard)
     args = ap.parse_args(argv)
     return args.fn(args)
 

@@ -74,6 +74,7 @@ class Op(enum.Enum):
     ISNAN = enum.auto()
     ISINF = enum.auto()
     CAST = enum.auto()  # arg: target DType (== dtype)
+    DETACH = enum.auto()  # identity for values, a wall for gradients
     # binary elementwise (operands have equal shape and dtype, see node())
     ADD = enum.auto()
     SUB = enum.auto()
@@ -107,7 +108,7 @@ class Op(enum.Enum):
 
 
 UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.SIN, Op.COS, Op.TANH, Op.ERF, Op.ABS, Op.RECIP,
-                   Op.FLOOR, Op.CEIL, Op.TRUNC, Op.NOT, Op.ISNAN, Op.ISINF, Op.CAST})
+                   Op.FLOOR, Op.CEIL, Op.TRUNC, Op.NOT, Op.ISNAN, Op.ISINF, Op.CAST, Op.DETACH})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.FLOORDIV, Op.MOD, Op.POW, Op.MAX, Op.MIN,
                     Op.LT, Op.LE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.XOR})
 COMPARE = frozenset({Op.LT, Op.LE, Op.EQ, Op.NE, Op.ISNAN, Op.ISINF})

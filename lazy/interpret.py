@@ -23,6 +23,7 @@ _UNARY = {
     Op.ISNAN: torch.isnan, Op.ISINF: torch.isinf,
     # logical not for bool, bitwise not for ints (torch.bitwise_not does both)
     Op.NOT: torch.bitwise_not,
+    Op.DETACH: lambda t: t,
 }
 
 _BINARY = {

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
+from lazy import autograd
 from lazy.graph import (
     Buffer,
     DType,
@@ -203,6 +204,40 @@ def _view_strides(old, stride, new):
     return tuple(out) if view_d == -1 else None
 
 
+class _IdentityWeakSet:
+    """A weak set compared by identity (WeakSet compares with ==, which is elementwise for tensors)."""
+
+    def __init__(self):
+        self._refs: dict[int, weakref.ref] = {}
+
+    def add(self, x) -> None:
+        key = id(x)
+        self._refs[key] = weakref.ref(x, lambda _, k=key: self._refs.pop(k, None))
+
+    def discard(self, x) -> None:
+        r = self._refs.get(id(x))
+        if r is not None and r() is x:
+            del self._refs[id(x)]
+
+    def __contains__(self, x) -> bool:
+        r = self._refs.get(id(x))
+        return r is not None and r() is x
+
+    def __iter__(self):
+        return iter([x for x in (r() for r in list(self._refs.values())) if x is not None])
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+_leaf_tensors = _IdentityWeakSet()  # tensors with requires_grad=True that are leaves
+
+
+def _tracked(n: Node) -> Node:
+    """Under no_grad, results carry a DETACH so no gradient flows through them later."""
+    return n if autograd.grad_enabled() else _mk(Op.DETACH, (n,))
+
+
 def _mk(op: Op, srcs: tuple[Node, ...], arg=None) -> Node:
     try:
         return node(op, srcs, arg)
@@ -352,7 +387,7 @@ _INTS = "biu"  # bool and integer kinds: what bitwise ops accept
 class Tensor:
     """A lazy tensor. Build with `lazy.tensor`, `lazy.zeros`, ...; see the module docstring."""
 
-    __slots__ = ("__weakref__", "_base", "_cur", "_seen", "_steps", "_stride", "_version")
+    __slots__ = ("__weakref__", "_base", "_cur", "_seen", "_steps", "_stride", "_version", "_grad", "_graph_freed")
     __array_ufunc__ = None  # numpy defers `ndarray + Tensor` to our reflected operators
     __hash__ = object.__hash__  # identity, like torch (== is elementwise)
 
@@ -380,19 +415,20 @@ class Tensor:
     def _new(n: Node, stride=None) -> Tensor:
         t = object.__new__(Tensor)
         t._cur, t._base, t._steps, t._seen, t._version = n, None, (), 0, 0
+        t._grad, t._graph_freed = None, False
         t._stride = _contig(n.shape) if stride is None else tuple(stride)
         return t
 
     def _ew(self, op: Op, *others: Tensor, arg=None) -> Tensor:
-        return Tensor._new(_mk(op, (self._node, *(o._node for o in others)), arg))
+        return Tensor._new(_tracked(_mk(op, (self._node, *(o._node for o in others)), arg)))
 
     def _mv(self, op: Op, arg) -> Tensor:
         """A movement op with copy semantics: the result does not alias self."""
-        return Tensor._new(_mk(op, (self._node,), arg))
+        return Tensor._new(_tracked(_mk(op, (self._node,), arg)))
 
     def _red(self, op: Op, axes) -> Tensor:
         """Reduce `axes`, keeping them with size 1 (no axes: self, never an empty REDUCE node)."""
-        return Tensor._new(_mk(op, (self._node,), tuple(axes))) if axes else self
+        return Tensor._new(_tracked(_mk(op, (self._node,), tuple(axes)))) if axes else self
 
     def _view(self, steps, stride) -> Tensor:
         """A view of self's root base: the IR `steps` rebuild it from self's node."""
@@ -576,7 +612,65 @@ class Tensor:
         return Tensor._new(self._node)
 
     def detach(self) -> Tensor:
-        return self._view([], self._stride)  # an alias, like torch
+        return self._view([(Op.DETACH, None)], self._stride)  # an alias, like torch, with no gradient
+
+    def detach_(self) -> Tensor:
+        if self._base is None:
+            _leaf_tensors.discard(self)
+        self._cur = _mk(Op.DETACH, (self._node,))
+        return self
+
+    # ---- autograd (rules in lazy/autograd.py)
+    @property
+    def requires_grad(self) -> bool:
+        if self in _leaf_tensors:
+            return True
+        leaves = {id(t._node) for t in _leaf_tensors}
+        return bool(leaves) and id(self._node) in autograd.differentiable_nodes(self._node, leaves)[1]
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        self.requires_grad_(flag)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if not requires_grad:
+            if self not in _leaf_tensors and self.requires_grad:
+                raise RuntimeError("requires_grad_: you can only change requires_grad flags of leaf variables; "
+                                   "use detach() to get a tensor without gradient")
+            _leaf_tensors.discard(self)
+            return self
+        if not self.dtype.is_float:
+            raise RuntimeError(f"requires_grad_: only tensors of floating point dtype can require gradients, "
+                               f"got {self.dtype}")
+        if self not in _leaf_tensors and self.requires_grad:
+            return self  # already tracked through its graph, like a torch non-leaf
+        if self._node.op is not Op.BUFFER:  # a leaf needs an identity of its own: its buffer
+            self.realize()
+        _leaf_tensors.add(self)
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self in _leaf_tensors or not self.requires_grad
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"grad: expected a lazy Tensor or None, got {type(value).__name__}")
+        if value is not None and tuple(value.shape) != tuple(self.shape):
+            raise RuntimeError(f"grad: assigned grad has shape {_fmt(value.shape)}, expected {_fmt(self.shape)}")
+        self._grad = value
+
+    def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False,
+                 inputs=None) -> None:
+        """Accumulate d self / d leaf into each leaf's `.grad`, as lazy graph (nothing runs yet)."""
+        from lazy.transforms import accumulate_backward
+
+        accumulate_backward(self, gradient, retain_graph, create_graph, inputs)
 
     # ---- elementwise: arithmetic
     _add = _binary(Op.ADD, "add")
@@ -830,8 +924,11 @@ class Tensor:
         if any(st == 0 and s > 1 for st, s in zip(self._stride, shape)):
             raise RuntimeError(f"{op}: more than one element of the written-to tensor refers to a single "
                                "memory location (an expanded tensor); clone() it first")
-        v = v0 = value._cast(self.dtype)._expand_to(shape)._node
         base = self._base
+        if autograd.grad_enabled() and (self if base is None else base) in _leaf_tensors:
+            raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place operation "
+                               "(wrap it in `with lazy.no_grad():`)")
+        v = v0 = value._cast(self.dtype)._expand_to(shape)._node
         if base is None or not self._steps:  # a base, or a full alias of one (detach, x[...])
             target = self if base is None else base
             target._cur, target._version = v, target._version + 1
@@ -843,6 +940,8 @@ class Tensor:
                                "clone() it first")
         m = const(True, bool_, shape)
         for sop, arg, in_shape in reversed(self._steps):  # invert each movement step
+            if sop is Op.DETACH:
+                continue
             if sop is Op.RESHAPE:
                 inv = (Op.RESHAPE, in_shape)
             elif sop is Op.PERMUTE:

@@ -1,0 +1,220 @@
+"""Symbolic reverse-mode differentiation of the graph IR.
+
+In:  a root node, the cotangent node for it, and the set of leaf nodes to differentiate for.
+Out: {leaf node: gradient node}: gradients are more graph, so they fuse with the forward pass
+     and the optimizer update, and can be differentiated again (higher order).
+
+`VJP` below is the whole of autograd: one vector-Jacobian rule per primitive op, each taking
+the node, its output cotangent `g` and returning one cotangent per source (None: no gradient).
+Nothing numeric is saved: a rule that needs the forward value uses the node itself (`EXP`: g * n).
+DETACH stops gradients. Forward mode (`jvp`) is the transpose of reverse mode: the VJP is linear
+in its cotangent, so differentiating it again with respect to that cotangent gives J @ t.
+"""
+
+from __future__ import annotations
+
+import math
+
+from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Node, Op, const, node, toposort
+
+
+def _k(v, like: Node) -> Node:
+    return const(v, like.dtype, like.shape)
+
+
+def _b(op: Op, a: Node, b: Node) -> Node:
+    return node(op, (a, b))
+
+
+def add(a, b): return _b(Op.ADD, a, b)
+def sub(a, b): return _b(Op.SUB, a, b)
+def mul(a, b): return _b(Op.MUL, a, b)
+def div(a, b): return _b(Op.DIV, a, b)
+def neg(a): return node(Op.NEG, (a,))
+def where(c, a, b): return node(Op.WHERE, (c, a, b))
+
+
+def _zeros_like(a: Node) -> Node:
+    return _k(0, a)
+
+
+def _sum_to(g: Node, shape: tuple[int, ...]) -> Node:
+    """Undo an EXPAND: sum the axes that were broadcast (keeping them, as the source had size 1)."""
+    axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
+    return node(Op.SUM, (g,), axes) if axes else g
+
+
+def _expand(g: Node, shape) -> Node:
+    return node(Op.EXPAND, (g,), shape)
+
+
+def _max_vjp(n: Node, g: Node):
+    """Ties share the gradient evenly, like torch.amax."""
+    a = n.srcs[0]
+    big = _expand(n, a.shape)
+    hit = node(Op.CAST, (node(Op.EQ, (a, big)),), a.dtype)
+    count = _expand(node(Op.SUM, (hit,), n.arg), a.shape)
+    return (div(mul(hit, _expand(g, a.shape)), count),)
+
+
+def _minmax_vjp(mine: Op):
+    """torch.maximum/minimum: the winner takes the gradient, ties split it in half."""
+    def rule(n: Node, g: Node):
+        a, b = n.srcs
+        eq = node(Op.EQ, (a, b))
+        a_wins = node(Op.LT, (b, a)) if mine is Op.MAX else node(Op.LT, (a, b))
+        half = mul(g, _k(0.5, g))
+        ga = where(eq, half, where(a_wins, g, _zeros_like(g)))
+        gb = where(eq, half, where(a_wins, _zeros_like(g), g))
+        return ga, gb
+    return rule
+
+
+def _pow_vjp(n: Node, g: Node):
+    a, b = n.srcs
+    da = mul(g, mul(b, node(Op.POW, (a, sub(b, _k(1, b))))))
+    # d/db a**b = a**b * log(a); torch defines it as 0 where a == 0 and b >= 0
+    zero_base = node(Op.EQ, (a, _zeros_like(a)))
+    db = where(zero_base, _zeros_like(g), mul(g, mul(n, node(Op.LOG, (a,)))))
+    return da, db
+
+
+def _sign(a: Node) -> Node:
+    pos = node(Op.CAST, (node(Op.LT, (_zeros_like(a), a)),), a.dtype)
+    negv = node(Op.CAST, (node(Op.LT, (a, _zeros_like(a))),), a.dtype)
+    return sub(pos, negv)
+
+
+def _inverse_perm(order):
+    return tuple(sorted(range(len(order)), key=order.__getitem__))
+
+
+def _no_grad(n: Node, g: Node):
+    return (None,) * len(n.srcs)
+
+
+VJP = {
+    Op.ADD: lambda n, g: (g, g),
+    Op.SUB: lambda n, g: (g, neg(g)),
+    Op.MUL: lambda n, g: (mul(g, n.srcs[1]), mul(g, n.srcs[0])),
+    Op.DIV: lambda n, g: (div(g, n.srcs[1]), neg(div(mul(g, n), n.srcs[1]))),
+    Op.NEG: lambda n, g: (neg(g),),
+    Op.EXP: lambda n, g: (mul(g, n),),
+    Op.LOG: lambda n, g: (div(g, n.srcs[0]),),
+    Op.SQRT: lambda n, g: (div(g, mul(n, _k(2, n))),),
+    Op.SIN: lambda n, g: (mul(g, node(Op.COS, n.srcs)),),
+    Op.COS: lambda n, g: (neg(mul(g, node(Op.SIN, n.srcs))),),
+    Op.TANH: lambda n, g: (mul(g, sub(_k(1, n), mul(n, n))),),
+    Op.ERF: lambda n, g: (mul(g, mul(_k(2 / math.sqrt(math.pi), n),
+                                     node(Op.EXP, (neg(mul(n.srcs[0], n.srcs[0])),)))),),
+    Op.ABS: lambda n, g: (mul(g, _sign(n.srcs[0])),),
+    Op.RECIP: lambda n, g: (neg(mul(g, mul(n, n))),),
+    Op.POW: _pow_vjp,
+    Op.MAX: _minmax_vjp(Op.MAX),
+    Op.MIN: _minmax_vjp(Op.MIN),
+    Op.WHERE: lambda n, g: (None, where(n.srcs[0], g, _zeros_like(g)), where(n.srcs[0], _zeros_like(g), g)),
+    Op.CAST: lambda n, g: (node(Op.CAST, (g,), n.srcs[0].dtype) if n.srcs[0].dtype.is_float else None,),
+    Op.MOD: lambda n, g: (g, None),  # d/db of a - floor(a/b)*b is -floor(a/b): torch returns it; rare
+    Op.SUM: lambda n, g: (_expand(g, n.srcs[0].shape),),
+    Op.RMAX: _max_vjp,
+    Op.PROD: lambda n, g: (div(mul(_expand(g, n.srcs[0].shape), _expand(n, n.srcs[0].shape)), n.srcs[0]),),
+    Op.RESHAPE: lambda n, g: (node(Op.RESHAPE, (g,), n.srcs[0].shape),),
+    Op.PERMUTE: lambda n, g: (node(Op.PERMUTE, (g,), _inverse_perm(n.arg)),),
+    Op.EXPAND: lambda n, g: (_sum_to(g, n.srcs[0].shape),),
+    Op.PAD: lambda n, g: (node(Op.SHRINK, (g,), tuple((a, a + s) for (a, _), s in zip(n.arg, n.srcs[0].shape))),),
+    Op.SHRINK: lambda n, g: (node(Op.PAD, (g,), tuple((a, s - b) for (a, b), s in zip(n.arg, n.srcs[0].shape))),),
+    Op.FLIP: lambda n, g: (node(Op.FLIP, (g,), n.arg),),
+}
+# Piecewise-constant and boolean ops have zero (or no) gradient.
+for _op in (Op.FLOOR, Op.CEIL, Op.TRUNC, Op.NOT, Op.ISNAN, Op.ISINF, Op.FLOORDIV, Op.LT, Op.LE, Op.EQ, Op.NE,
+            Op.AND, Op.OR, Op.XOR, Op.DETACH):
+    VJP[_op] = _no_grad
+assert set(VJP) >= (ELEMENTWISE | REDUCE | MOVEMENT) - {Op.DETACH} - set(), "every op needs a rule"
+
+
+def differentiable_nodes(root: Node, leaves: set[int]) -> tuple[list[Node], set[int]]:
+    """Topological order under `root`, and the ids of nodes that depend on a leaf (not through DETACH)."""
+    order = toposort([root])
+    live: set[int] = set()
+    for n in order:
+        if id(n) in leaves:
+            live.add(id(n))
+        elif n.op is not Op.DETACH and any(id(s) in live for s in n.srcs):
+            live.add(id(n))
+    return order, live
+
+
+def backward(root: Node, grad_root: Node, leaves: set[int]) -> dict[int, Node]:
+    """{id(leaf): d root / d leaf contracted with grad_root} for the leaves `root` depends on."""
+    order, live = differentiable_nodes(root, leaves)
+    grads: dict[int, Node] = {id(root): grad_root}
+    out: dict[int, Node] = {}
+    for n in reversed(order):
+        g = grads.pop(id(n), None)
+        if g is None or id(n) not in live:
+            continue
+        if id(n) in leaves:
+            out[id(n)] = g
+            continue
+        for s, gs in zip(n.srcs, VJP[n.op](n, g)):
+            if gs is None or id(s) not in live:
+                continue
+            prev = grads.get(id(s))
+            grads[id(s)] = gs if prev is None else add(prev, gs)
+    return out
+
+
+# -- grad mode ---------------------------------------------------------------------------------
+_grad_enabled: list[bool] = [True]
+
+
+def grad_enabled() -> bool:
+    return _grad_enabled[-1]
+
+
+class _GradMode:
+    """Context manager and decorator, like torch.no_grad / enable_grad / set_grad_enabled."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = bool(enabled)
+
+    def __enter__(self):
+        _grad_enabled.append(self.enabled)
+        return self
+
+    def __exit__(self, *exc):
+        _grad_enabled.pop()
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapped(*args, **kw):
+            with _GradMode(self.enabled):
+                return fn(*args, **kw)
+        return wrapped
+
+
+def no_grad() -> _GradMode:
+    return _GradMode(False)
+
+
+def enable_grad() -> _GradMode:
+    return _GradMode(True)
+
+
+def set_grad_enabled(mode: bool) -> _GradMode:
+    return _GradMode(mode)
+
+
+def is_grad_enabled() -> bool:
+    return grad_enabled()
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bool = False,
+         allow_unused: bool = False):
+    """torch.autograd.grad: d outputs / d inputs as a tuple of lazy tensors (nothing runs yet)."""
+    from lazy.transforms import grad_of
+
+    return grad_of(outputs, inputs, grad_outputs, create_graph, allow_unused)
