@@ -143,7 +143,7 @@ class Lowerer:
         xs = sorted((int(d.name[1:]) for d in deps if d.name.startswith("x")))
         depth = xs[-1] + 1 if xs else 0
         missing = [f"x{i}" for i in range(depth) if i not in xs and self.loop_sizes[i] > 1]
-        if missing and n is not self.root:  # the kernel's own output must be computed where it is stored
+        if missing and id(n) not in self.roots:  # the kernel's own output is computed where it is stored
             raise NotFusable(n, f"{REDUCE_NAMES[n.op]}{list(n.srcs[0].shape)}->{list(n.shape)} would be "
                                 f"recomputed for every {', '.join(missing)} of the consumer's loops")
         return depth
@@ -171,30 +171,34 @@ class Lowerer:
         return out
 
     # -- driver ----------------------------------------------------------------------------
-    def lower(self, root: Node, out_slot: int) -> Kernel:
-        self.root = root
+    def lower(self, roots: list[Node], out_slots: list[int]) -> Kernel:
+        """One kernel storing every root (all of one shape) at the same loop index."""
+        self.roots = {id(r) for r in roots}
         self.dep_memo: dict = {}
         self.acc_deps: dict = {}
-        loop_syms = []
+        shape = roots[0].shape
+        assert all(r.shape == shape for r in roots), "a kernel's outputs share one iteration space"
         idx = []
         self.loop_sizes = []
-        for s in root.shape:
+        for s in shape:
             if s == 1:
                 idx.append(sympy.Integer(0))
                 continue
-            x = symbol(f"x{len(loop_syms)}")
+            x = symbol(f"x{len(self.loop_sizes)}")
             self.ranges[x] = s
-            loop_syms.append(x)
             self.loop_sizes.append(s)
             idx.append(x)
-        value = self.render(root, tuple(idx), ())
-        ob = self._buf(out_slot, root.dtype.name, root.numel, True)
-        store = Store(ob, sympy.expand(flat_index(tuple(idx), strides_of(root.shape))), value, root.dtype.name)
+        out_index = sympy.expand(flat_index(tuple(idx), strides_of(shape)))
+        stores = []
+        for root, slot in zip(roots, out_slots):
+            value = self.render(root, tuple(idx), ())
+            ob = self._buf(slot, root.dtype.name, root.numel, True)
+            stores.append(Store(ob, out_index, value, root.dtype.name))
         k = Kernel(self.name, tuple(b for _, b in self.buf_list), tuple(self.loop_sizes), tuple(self.reduces),
-                   (store,))
+                   tuple(stores))
         k = merge_loops(k, self.ranges)
         k.meta["bytes_read"] = sum(self.loads.values())
-        k.meta["bytes_written"] = root.numel * root.dtype.itemsize
+        k.meta["bytes_written"] = sum(r.numel * r.dtype.itemsize for r in roots)
         k.meta["slots"] = tuple(slot for slot, _ in self.buf_list)
         return k
 

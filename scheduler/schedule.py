@@ -102,6 +102,34 @@ def schedule(roots: list[Node], buffers: list[Buffer], max_rounds: int = 10_000)
     raise RuntimeError("scheduler did not converge")
 
 
+def _group_outputs(plan: list[Node], realized: set[int]) -> list[list[Node]]:
+    """Horizontal fusion: realized nodes of one shape share a kernel (an optimizer's parameter,
+    moment and variance updates; several reductions of one tensor), which reads their common
+    inputs once. A member that reads another member computes it inline (at the same index that
+    is CSE'd with the other's store), so `p - lr * m / sqrt(v)` stores p, m and v in one pass.
+    A node joins the latest group of its shape that comes after everything else it reads."""
+    group_of: dict[int, int] = {}
+    groups: list[list[Node]] = []
+    for n in plan:
+        deps = {id(s) for m in _inlined_nodes(n, realized - {id(n)}) for s in m.srcs
+                if id(s) in realized and s is not n}
+        target = None
+        for gi in range(len(groups) - 1, -1, -1):
+            members = {id(m) for m in groups[gi]}
+            if max((group_of[d] for d in deps - members if d in group_of), default=-1) >= gi:
+                break  # n reads something computed in this group's position or later
+            if groups[gi][0].shape == n.shape and n.numel > 0:
+                target = gi
+                break
+        if target is None:
+            groups.append([n])
+            target = len(groups) - 1
+        else:
+            groups[target].append(n)
+        group_of[id(n)] = target
+    return groups
+
+
 def _lower_all(plan, roots, buffers, slot_of, realized, decisions) -> Schedule:
     slots = dict(slot_of)
     allocs = []
@@ -109,15 +137,31 @@ def _lower_all(plan, roots, buffers, slot_of, realized, decisions) -> Schedule:
         slots[id(n)] = len(buffers) + len(allocs)
         allocs.append((n.shape, n.dtype.name))
     kernels = []
-    for i, n in enumerate(plan):
-        if n.numel == 0:
+    for group in _group_outputs(plan, realized):
+        if group[0].numel == 0:
             continue  # nothing to compute; the allocation alone is the result
-        lw = Lowerer(f"k{i}_{_describe(n).split('[')[0]}", slots, realized - {id(n)})
-        k = lw.lower(n, slots[id(n)])
-        fused = [_describe(r) for r in _inlined_nodes(n, realized - {id(n)}) if r.op in REDUCE and r is not n]
+        try:
+            parts = [_lower_group(group, len(kernels), slots, realized, decisions)]
+        except NotFusable:
+            if len(group) == 1:
+                raise
+            decisions.append(f"ungroup: {', '.join(map(_describe, group))} lower as separate kernels")
+            parts = [_lower_group([n], len(kernels) + i, slots, realized, decisions) for i, n in enumerate(group)]
+        kernels.extend(parts)
+    outputs = [slot_of[id(r.arg)] if r.op is Op.BUFFER else slots[id(r)] for r in roots]
+    return Schedule(kernels, len(buffers), allocs, outputs, decisions)
+
+
+def _lower_group(group: list[Node], index: int, slots, realized, decisions) -> Kernel:
+    ids = {id(n) for n in group}
+    lw = Lowerer(f"k{index}_{_describe(group[0]).split('[')[0]}", slots, realized - ids)
+    k = lw.lower(group, [slots[id(n)] for n in group])
+    if len(group) > 1:
+        decisions.append(f"group: {', '.join(map(_describe, group))} share one kernel "
+                         "(one iteration space, independent outputs)")
+    for n in group:
+        fused = [_describe(r) for r in _inlined_nodes(n, realized - ids) if r.op in REDUCE and r is not n]
         if fused:
             decisions.append(f"fuse: {', '.join(fused)} into the kernel of {_describe(n)} "
                              f"({len(k.reduces)} reduction stage(s), loops {list(k.loops)})")
-        kernels.append(k)
-    outputs = [slot_of[id(r.arg)] if r.op is Op.BUFFER else slots[id(r)] for r in roots]
-    return Schedule(kernels, len(buffers), allocs, outputs, decisions)
+    return k

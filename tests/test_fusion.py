@@ -130,4 +130,24 @@ def test_realize_many_outputs_in_one_schedule():
     a, b, c = x.sum(), x.max(), x.exp()
     with lazy.profile() as p:
         lazy.realize(a, b, c)
-    assert p.realizes == 1 and len(p.kernels) == 3
+    # sum and max reduce the same tensor to one scalar: one kernel stores both; exp is [16, 16]
+    assert p.realizes == 1 and len(p.kernels) == 2
+    torch.testing.assert_close(a.torch(), x.torch().sum())
+    torch.testing.assert_close(b.torch(), x.torch().max())
+
+
+def test_optimizer_style_update_is_one_kernel():
+    """Adam's moment, variance and parameter updates: three outputs of one pass over p, g, m, v."""
+    p, g, m = rand(50, 30, seed=1), rand(50, 30, seed=2), rand(50, 30, seed=3)
+    v = rand(50, 30, seed=4).abs()
+    m2 = m * 0.9 + g * 0.1
+    v2 = v * 0.99 + g * g * 0.01
+    p2 = p - 0.01 * m2 / (v2.sqrt() + 1e-8)
+    ks = kernels_of(p2, m2, v2)
+    assert len(ks) == 1
+    assert ks[0].bytes_read == 4 * 50 * 30 * 4 and ks[0].bytes_written == 3 * 50 * 30 * 4
+    pt, gt, mt, vt = (t.torch() for t in (p, g, m, v))
+    m2t, v2t = mt * 0.9 + gt * 0.1, vt * 0.99 + gt * gt * 0.01
+    torch.testing.assert_close(p2.torch(), pt - 0.01 * m2t / (v2t.sqrt() + 1e-8))
+    torch.testing.assert_close(m2.torch(), m2t)
+    torch.testing.assert_close(v2.torch(), v2t)
