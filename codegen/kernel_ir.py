@@ -141,3 +141,28 @@ class Kernel:
         for s in self.loops:
             n *= s
         return n
+
+
+@dataclass(frozen=True)
+class StridedView:
+    """How an extern kernel sees one buffer: element strides and offset from the buffer's start."""
+
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int
+
+
+@dataclass(frozen=True)
+class ExternCall:
+    """A kernel we do not generate: a vendor library call (GEMM) on strided views of buffers.
+
+    `buffers[0]` is the output (contiguous); the others are inputs seen through `views`."""
+
+    name: str
+    op: str  # "matmul"
+    buffers: tuple[BufferArg, ...]
+    views: tuple[StridedView, ...]
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def key(self) -> str:
+        return hashlib.sha256(repr((self.op, self.buffers, self.views)).encode()).hexdigest()[:24]

@@ -85,6 +85,13 @@ def _sign(a: Node) -> Node:
     return sub(pos, negv)
 
 
+def _mT(a: Node) -> Node:
+    """Swap the last two axes (a view, so the GEMM reads it transposed without a copy)."""
+    order = list(range(len(a.shape)))
+    order[-2], order[-1] = order[-1], order[-2]
+    return node(Op.PERMUTE, (a,), tuple(order))
+
+
 def _inverse_perm(order):
     return tuple(sorted(range(len(order)), key=order.__getitem__))
 
@@ -118,6 +125,7 @@ VJP = {
     Op.SUM: lambda n, g: (_expand(g, n.srcs[0].shape),),
     Op.RMAX: _max_vjp,
     Op.PROD: lambda n, g: (div(mul(_expand(g, n.srcs[0].shape), _expand(n, n.srcs[0].shape)), n.srcs[0]),),
+    Op.MATMUL: lambda n, g: (node(Op.MATMUL, (g, _mT(n.srcs[1]))), node(Op.MATMUL, (_mT(n.srcs[0]), g))),
     Op.RESHAPE: lambda n, g: (node(Op.RESHAPE, (g,), n.srcs[0].shape),),
     Op.PERMUTE: lambda n, g: (node(Op.PERMUTE, (g,), _inverse_perm(n.arg)),),
     Op.EXPAND: lambda n, g: (_sum_to(g, n.srcs[0].shape),),

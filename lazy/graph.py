@@ -105,6 +105,8 @@ class Op(enum.Enum):
     PAD = enum.auto()  # arg: ((before, after), ...) ; padded positions read as 0 / False
     SHRINK = enum.auto()  # arg: ((start, stop), ...)
     FLIP = enum.auto()  # arg: tuple of axes
+    # contraction: (a [..., M, K], b [..., K, N]) -> [..., M, N], batch dims equal; its own kernel
+    MATMUL = enum.auto()
 
 
 UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.SIN, Op.COS, Op.TANH, Op.ERF, Op.ABS, Op.RECIP,
@@ -224,6 +226,12 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
             raise GraphError(f"{op.name}: axes {axes} out of range for {s0}")
         shape = tuple(1 if i in axes else s for i, s in enumerate(s0.shape))
         return _make(op, srcs, axes, s0.dtype, shape)
+    if op is Op.MATMUL:
+        a, b = srcs
+        if (len(a.shape) < 2 or len(a.shape) != len(b.shape) or a.shape[:-2] != b.shape[:-2]
+                or a.shape[-1] != b.shape[-2] or a.dtype != b.dtype):
+            raise GraphError(f"MATMUL: {a} and {b} must be [..., M, K] and [..., K, N] of one dtype")
+        return _make(op, srcs, None, a.dtype, a.shape[:-1] + b.shape[-1:])
     if op is Op.RESHAPE:
         shape = _shape(arg)
         if prod(shape) != s0.numel:

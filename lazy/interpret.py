@@ -74,6 +74,8 @@ def _eval(n: Node, srcs: list[torch.Tensor]) -> torch.Tensor:
         return torch.full(n.shape, n.arg, dtype=to_torch(n.dtype))
     if op is Op.IOTA:
         return torch.arange(n.shape[0], dtype=to_torch(n.dtype))
+    if op is Op.MATMUL:
+        return torch.matmul(*srcs)
     if op is Op.CAST:  # float->int truncates toward zero; ->bool is x != 0 (torch's .to)
         return srcs[0].to(to_torch(n.dtype))
     if op in _UNARY:

@@ -24,8 +24,9 @@ def collect_kernels(script: str, args: list[str]) -> list[Kernel]:
 
     seen: dict[str, Kernel] = {}
 
-    def listen(k: Kernel, backend: str) -> None:
-        seen.setdefault(k.key(), k)
+    def listen(k, backend: str) -> None:
+        if isinstance(k, Kernel):  # extern calls (GEMM) are library code, not generated kernels
+            seen.setdefault(k.key(), k)
 
     runtime.kernel_listeners.append(listen)
     saved = sys.argv

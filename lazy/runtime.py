@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codegen import compile_c, render_c
-from codegen.kernel_ir import Kernel
+from codegen import compile_c, extern, render_c
+from codegen.kernel_ir import ExternCall, Kernel
 from lazy.graph import Buffer, Node, structure_key, toposort
 from scheduler import schedule
 
@@ -154,14 +154,16 @@ pool = BufferPool()
 # -- compiled schedules ------------------------------------------------------------------------
 @dataclass
 class Launch:
-    kernel: Kernel
+    kernel: Kernel | ExternCall
     fn: object
     slots: tuple[int, ...]
     source: str  # C source, or the path of the generated Triton module
     backend: str
 
     def __call__(self, slots: list) -> None:
-        if self.backend == "c":
+        if self.backend == "extern":
+            extern.run(self.kernel, [slots[s] for s in self.slots])
+        elif self.backend == "c":
             self.fn(*[slots[s].data_ptr() for s in self.slots])
         else:
             self.fn(*[slots[s] for s in self.slots])
@@ -195,8 +197,12 @@ def backend_for(device: str) -> str:
     return "triton" if device.startswith("cuda") else "c"
 
 
-def _compile(k: Kernel, backend: str) -> Launch:
+def _compile(k: Kernel | ExternCall, backend: str) -> Launch:
     level = debug_level()
+    if isinstance(k, ExternCall):
+        if level >= 3:
+            _log(f"--- {k.name}: extern {k.op} {[(v.shape, v.strides, v.offset) for v in k.views]} ---")
+        return Launch(k, None, k.meta["slots"], "", "extern")
     if backend == "c":
         src = render_c.render_c(k)
         if level >= 3:

@@ -1136,8 +1136,8 @@ class Tensor:
         return (s - s.exp()._red(Op.SUM, axes).log())._cast(out)
 
     def matmul(self, other) -> Tensor:
-        """Batched matmul with torch's 1-d rules, composed as broadcast multiply + sum
-        (the IR has no MATMUL op yet)."""
+        """Batched matmul with torch's 1-d and batch-broadcasting rules: one MATMUL node, which the
+        scheduler hands to a GEMM (BLAS on the CPU) with strided views of its operands."""
         b = _operand("matmul", other)
         if not isinstance(b, Tensor) or not self.ndim or not b.ndim:
             raise RuntimeError("matmul: both arguments need at least 1 dimension")
@@ -1148,7 +1148,13 @@ class Tensor:
         if x._node.shape[-1] != y._node.shape[-2]:
             raise RuntimeError(f"matmul: shapes {_fmt(self._node.shape)} and {_fmt(b._node.shape)} cannot be "
                                f"multiplied ({x._node.shape[-1]} != {y._node.shape[-2]})")
-        out = (x.unsqueeze(-1) * y.unsqueeze(-3)).sum(-2)._cast(self.dtype)  # int32 @ int32 stays int32
+        if self.dtype is bool_:
+            raise DTypeError("matmul: bool operands are not supported (like torch); cast them first")
+        _same_device("matmul", x, y)
+        batch = _broadcast("matmul", x._node.shape[:-2], y._node.shape[:-2])
+        x = x._expand_to(batch + x._node.shape[-2:])
+        y = y._expand_to(batch + y._node.shape[-2:])
+        out = x._ew(Op.MATMUL, y)
         if self.ndim == 1:
             out = out.squeeze(-2)
         return out.squeeze(-1) if b.ndim == 1 else out

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from codegen.kernel_ir import Kernel
-from lazy.graph import ELEMENTWISE, REDUCE, Buffer, Node, Op, toposort
+import sympy
+
+from codegen.kernel_ir import BufferArg, ExternCall, Kernel, StridedView
+from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Buffer, Node, Op, buffer_layout, toposort
+from scheduler.indexing import flat_index, linear_coeffs, movement_index, strides_of, symbol
 from scheduler.lower import REDUCE_NAMES, Lowerer, NotFusable
 
 
 @dataclass
 class Schedule:
-    kernels: list[Kernel]
+    kernels: list[Kernel | ExternCall]
     n_inputs: int
     allocs: list[tuple[tuple[int, ...], str]]  # slot n_inputs + i: (shape, dtype name)
     outputs: list[int]
@@ -70,6 +73,15 @@ def schedule(roots: list[Node], buffers: list[Buffer], max_rounds: int = 10_000)
     decisions: list[str] = []
     realized: set[int] = {id(r) for r in roots if r.op is not Op.BUFFER}
     order = toposort(roots)
+    for n in order:  # rule 5: a contraction is its own (extern) kernel, reading strided views
+        if n.op is Op.MATMUL:
+            realized.add(id(n))
+    for n in order:
+        if n.op is Op.MATMUL:
+            for s in n.srcs:
+                if strided_view(s, realized) is None:
+                    decisions.append(f"realize: {_describe(s)} feeds a GEMM and is not a strided view of a buffer")
+                    realized.add(id(s))
 
     for _ in range(max_rounds):
         kernels_of: dict[int, list[int]] = {}
@@ -118,7 +130,8 @@ def _group_outputs(plan: list[Node], realized: set[int]) -> list[list[Node]]:
             members = {id(m) for m in groups[gi]}
             if max((group_of[d] for d in deps - members if d in group_of), default=-1) >= gi:
                 break  # n reads something computed in this group's position or later
-            if groups[gi][0].shape == n.shape and n.numel > 0:
+            if (groups[gi][0].shape == n.shape and n.numel > 0 and n.op is not Op.MATMUL
+                    and groups[gi][0].op is not Op.MATMUL):
                 target = gi
                 break
         if target is None:
@@ -152,7 +165,9 @@ def _lower_all(plan, roots, buffers, slot_of, realized, decisions) -> Schedule:
     return Schedule(kernels, len(buffers), allocs, outputs, decisions)
 
 
-def _lower_group(group: list[Node], index: int, slots, realized, decisions) -> Kernel:
+def _lower_group(group: list[Node], index: int, slots, realized, decisions) -> Kernel | ExternCall:
+    if group[0].op is Op.MATMUL:
+        return _extern_matmul(group[0], index, slots, realized)
     ids = {id(n) for n in group}
     lw = Lowerer(f"k{index}_{_describe(group[0]).split('[')[0]}", slots, realized - ids)
     k = lw.lower(group, [slots[id(n)] for n in group])
@@ -165,3 +180,57 @@ def _lower_group(group: list[Node], index: int, slots, realized, decisions) -> K
             decisions.append(f"fuse: {', '.join(fused)} into the kernel of {_describe(n)} "
                              f"({len(k.reduces)} reduction stage(s), loops {list(k.loops)})")
     return k
+
+
+def strided_view(n: Node, realized: set[int]) -> tuple[Node, tuple[int, ...], int] | None:
+    """(base, strides, offset) when `n` is movement ops over a BUFFER or realized node whose index
+    map is affine (permute, expand, shrink, flip, reshapes that split/merge cleanly); else None."""
+    chain = []
+    base = n
+    while base.op is not Op.BUFFER and id(base) not in realized:
+        if base.op not in MOVEMENT:
+            return None
+        chain.append(base)
+        base = base.srcs[0]
+    ranges = {}
+    idx = []
+    for i, size in enumerate(n.shape):
+        x = symbol(f"v{i}")
+        ranges[x] = size
+        idx.append(x if size > 1 else sympy.Integer(0))
+    idx = tuple(idx)
+    for m in chain:
+        idx, conds = movement_index(m.op.name, m.arg, m.srcs[0].shape, m.shape, idx, ranges)
+        if conds:
+            return None  # padding has no stride
+    if base.op is Op.BUFFER:
+        strides = buffer_layout(base.arg)[0]
+    else:
+        strides = strides_of(base.shape)
+    flat = flat_index(tuple(i if s > 1 else 0 for i, s in zip(idx, base.shape)), strides)
+    coeffs = linear_coeffs(flat)
+    if coeffs is None:
+        return None
+    out = tuple(coeffs.get(symbol(f"v{i}"), 0) if size > 1 else 0 for i, size in enumerate(n.shape))
+    return base, out, coeffs.get(1, 0)
+
+
+def _extern_matmul(n: Node, index: int, slots, realized) -> ExternCall:
+    bufs, views = [BufferArg("b0", n.dtype.name, n.numel, True)], [StridedView(n.shape, strides_of(n.shape), 0)]
+    slot_list = [slots[id(n)]]
+    read = 0
+    for i, s in enumerate(n.srcs):
+        base, strides, offset = strided_view(s, realized)
+        slot = slots[id(base.arg)] if base.op is Op.BUFFER else slots[id(base)]
+        bufs.append(BufferArg(f"b{i + 1}", s.dtype.name, base.numel, False))
+        views.append(StridedView(s.shape, strides, offset))
+        slot_list.append(slot)
+        read += base.numel * base.dtype.itemsize
+    a, b = n.srcs
+    batch = 1
+    for d in n.shape[:-2]:
+        batch *= d
+    call = ExternCall(f"k{index}_matmul", "matmul", tuple(bufs), tuple(views))
+    call.meta.update(slots=tuple(slot_list), bytes_read=read, bytes_written=n.numel * n.dtype.itemsize,
+                     flops=2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1])
+    return call

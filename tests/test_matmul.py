@@ -1,0 +1,87 @@
+"""Matmul: one MATMUL node, run as a BLAS call on strided views, with its epilogue fused."""
+
+import numpy as np
+import pytest
+import torch
+
+import lazy
+
+
+def rand(*shape, seed=0, dtype=np.float32):
+    return lazy.tensor(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
+
+
+def kernels_of(*ts):
+    with lazy.profile() as p:
+        lazy.realize(*ts)
+    return p.kernels
+
+
+@pytest.mark.parametrize("sa,sb", [((5, 7), (7, 3)), ((1, 7), (7, 1)), ((7,), (7, 3)), ((5, 7), (7,)), ((7,), (7,)),
+                                   ((2, 5, 7), (7, 3)), ((2, 1, 5, 7), (3, 7, 4)), ((4, 33, 65), (4, 65, 17))])
+def test_matmul_shapes_match_torch(sa, sb):
+    a, b = rand(*sa, seed=1), rand(*sb, seed=2)
+    torch.testing.assert_close((a @ b).torch(), a.torch() @ b.torch(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2), (torch.float64, 1e-10),
+                                       (torch.int64, 0)])
+def test_matmul_dtypes(dtype, tol):
+    a = torch.randint(-3, 4, (9, 13)).to(dtype)
+    b = torch.randint(-3, 4, (13, 6)).to(dtype)
+    out = (lazy.tensor(a) @ lazy.tensor(b)).torch()
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, a @ b, rtol=tol, atol=tol)
+
+
+def test_transposed_operand_is_read_in_place():
+    x, w = rand(64, 32, seed=1), rand(48, 32, seed=2)
+    (k,) = kernels_of(x @ w.T)
+    assert k.backend == "extern" and k.bytes_read == (64 * 32 + 48 * 32) * 4  # no copy of w.T
+    torch.testing.assert_close((x @ w.T).torch(), x.torch() @ w.torch().T)
+
+
+def test_gelu_linear_is_gemm_plus_one_epilogue_kernel():
+    x, w, b = rand(32, 64, seed=1), rand(64, 48, seed=2), rand(48, seed=3)
+    y = (x @ w + b).gelu()
+    ks = kernels_of(y)
+    assert [k.backend for k in ks] == ["extern", "c"]
+    ref = torch.nn.functional.gelu(x.torch() @ w.torch() + b.torch())
+    torch.testing.assert_close(y.torch(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_is_at_most_three_kernels():
+    q, k, v = rand(2, 16, 32, seed=1), rand(2, 16, 32, seed=2), rand(2, 16, 32, seed=3)
+    y = ((q @ k.transpose(-2, -1)) / 32 ** 0.5).softmax(-1) @ v
+    ks = kernels_of(y)
+    assert len(ks) <= 3
+    qt, kt, vt = q.torch(), k.torch(), v.torch()
+    torch.testing.assert_close(y.torch(), torch.softmax(qt @ kt.transpose(-2, -1) / 32 ** 0.5, -1) @ vt,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_computed_operand_is_realized_first():
+    x, w = rand(8, 16, seed=1), rand(16, 4, seed=2)
+    with lazy.debug(2):
+        ks = kernels_of(x.relu() @ w)
+    assert [k.backend for k in ks] == ["c", "extern"]
+    torch.testing.assert_close((x.relu() @ w).torch(), x.torch().relu() @ w.torch())
+
+
+def test_matmul_gradients_match_torch():
+    a = rand(3, 5, 7, seed=1).requires_grad_()
+    b = rand(7, 4, seed=2).requires_grad_()
+    ((a @ b).tanh() * 2).sum().backward()
+    at, bt = a.torch().clone().requires_grad_(), b.torch().clone().requires_grad_()
+    ((at @ bt).tanh() * 2).sum().backward()
+    torch.testing.assert_close(a.grad.torch(), at.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.grad.torch(), bt.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_shape_errors_name_both_operands():
+    with pytest.raises(RuntimeError, match=r"matmul: shapes \(3, 4\) and \(5, 6\) cannot be multiplied"):
+        rand(3, 4) @ rand(5, 6)
+    with pytest.raises(RuntimeError, match="matmul: .*cannot broadcast"):
+        rand(2, 3, 4) @ rand(3, 4, 5)
+    with pytest.raises(RuntimeError, match="matmul: both arguments need at least 1 dimension"):
+        lazy.tensor(2.0) @ rand(3)
