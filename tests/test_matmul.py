@@ -45,7 +45,7 @@ def test_gelu_linear_is_gemm_plus_one_epilogue_kernel():
     x, w, b = rand(32, 64, seed=1), rand(64, 48, seed=2), rand(48, seed=3)
     y = (x @ w + b).gelu()
     ks = kernels_of(y)
-    assert [k.backend for k in ks] == ["extern", "c"]
+    assert [k.backend == "extern" for k in ks] == [True, False]  # GEMM, then one generated kernel
     ref = torch.nn.functional.gelu(x.torch() @ w.torch() + b.torch())
     torch.testing.assert_close(y.torch(), ref, rtol=1e-5, atol=1e-5)
 
@@ -64,7 +64,7 @@ def test_computed_operand_is_realized_first():
     x, w = rand(8, 16, seed=1), rand(16, 4, seed=2)
     with lazy.debug(2):
         ks = kernels_of(x.relu() @ w)
-    assert [k.backend for k in ks] == ["c", "extern"]
+    assert [k.backend == "extern" for k in ks] == [False, True]
     torch.testing.assert_close((x.relu() @ w).torch(), x.torch().relu() @ w.torch())
 
 
