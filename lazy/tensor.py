@@ -55,7 +55,7 @@ from lazy.graph import (
     uint8,
 )
 
-__all__ = ["Tensor", "arange", "cat", "concat", "default_device", "empty", "empty_like", "eye", "full",
+__all__ = ["Tensor", "arange", "cat", "concat", "default_device", "einsum", "empty", "empty_like", "eye", "full",
            "full_like", "linspace", "manual_seed", "ones", "ones_like", "rand", "rand_like", "randint",
            "randn", "randn_like", "realize", "return_types", "stack", "tensor", "where", "zeros", "zeros_like"]
 
@@ -1161,6 +1161,20 @@ class Tensor:
 
     __matmul__ = _dunder(matmul)
 
+    def mm(self, other) -> Tensor:
+        b = _operand("mm", other)
+        if self.ndim != 2 or not isinstance(b, Tensor) or b.ndim != 2:
+            raise RuntimeError(f"mm: expected two 2-d tensors, got {_fmt(self.shape)} and "
+                               f"{_fmt(b.shape) if isinstance(b, Tensor) else type(b).__name__}")
+        return self.matmul(b)
+
+    def bmm(self, other) -> Tensor:
+        b = _operand("bmm", other)
+        if self.ndim != 3 or not isinstance(b, Tensor) or b.ndim != 3 or self.shape[0] != b.shape[0]:
+            raise RuntimeError(f"bmm: expected two 3-d tensors with the same batch size, got {_fmt(self.shape)} "
+                               f"and {_fmt(b.shape) if isinstance(b, Tensor) else type(b).__name__}")
+        return self.matmul(b)
+
     def __rmatmul__(self, other):
         return tensor(other).matmul(self) if isinstance(other, (torch.Tensor, np.ndarray)) else NotImplemented
 
@@ -1473,6 +1487,66 @@ def where(condition, input, other) -> Tensor:
     return c._expand_to(a._node.shape)._ew(Op.WHERE, a, b)
 
 
+def einsum(equation: str, *operands) -> Tensor:
+    """torch.einsum for explicit or implicit output, any number of operands, without `...` or
+    repeated labels within one operand. Each pairwise contraction is one MATMUL on permuted and
+    reshaped views (batch labels, free labels, contracted labels)."""
+    ops = list(operands[0]) if len(operands) == 1 and isinstance(operands[0], (list, tuple)) else list(operands)
+    ops = [_operand("einsum", o) for o in ops]
+    eq = equation.replace(" ", "")
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    if "." in eq or len(terms) != len(ops) or not all(isinstance(o, Tensor) for o in ops):
+        raise RuntimeError(f"einsum: equation {equation!r} does not fit {len(ops)} tensor operand(s) "
+                           "(ellipsis is not supported)")
+    for t, o in zip(terms, ops):
+        if len(t) != o.ndim or len(set(t)) != len(t) or not t.isalpha() and t:
+            raise RuntimeError(f"einsum: term {t!r} does not fit an operand of shape {_fmt(o.shape)} "
+                               "(one letter per dim, no repeats)")
+    if not arrow:
+        counts = {c: lhs.count(c) for c in set(lhs) if c.isalpha()}
+        out = "".join(sorted(c for c, k in counts.items() if k == 1))
+    sizes: dict[str, int] = {}
+    for t, o in zip(terms, ops):
+        for c, n in zip(t, o.shape):
+            if sizes.setdefault(c, n) != n and n != 1 and sizes[c] != 1:
+                raise RuntimeError(f"einsum: label {c!r} has sizes {sizes[c]} and {n}")
+            sizes[c] = max(sizes[c], n)
+    acc, acc_t = ops[0], terms[0]
+    for i in range(1, len(ops)):
+        later = set(out) | set("".join(terms[i + 1:]))
+        acc, acc_t = _contract(acc, acc_t, ops[i], terms[i], later, sizes)
+    keep = [c for c in acc_t if c in out]
+    dropped = [k for k, c in enumerate(acc_t) if c not in out]
+    if dropped:
+        acc = acc.sum(tuple(dropped))
+    return acc.permute(*[keep.index(c) for c in out]) if keep else acc
+
+
+def _contract(a: Tensor, ta: str, b: Tensor, tb: str, later: set, sizes: dict) -> tuple[Tensor, str]:
+    # labels only one side has and nobody needs later are summed away first
+    for side in (0, 1):
+        t, other = (ta, tb) if side == 0 else (tb, ta)
+        gone = [k for k, c in enumerate(t) if c not in other and c not in later]
+        if gone:
+            x = (a if side == 0 else b).sum(tuple(gone))
+            t = "".join(c for c in t if c not in [t[k] for k in gone])
+            a, ta = (x, t) if side == 0 else (a, ta)
+            b, tb = (b, tb) if side == 0 else (x, t)
+    batch = [c for c in ta if c in tb and c in later]
+    con = [c for c in ta if c in tb and c not in later]
+    fa = [c for c in ta if c not in tb]
+    fb = [c for c in tb if c not in ta]
+    a = a.permute(*[ta.index(c) for c in batch + fa + con])
+    b = b.permute(*[tb.index(c) for c in batch + con + fb])
+    bs = [sizes[c] for c in batch]
+    a = a.expand(*bs, *a.shape[len(bs):]) if bs else a
+    b = b.expand(*bs, *b.shape[len(bs):]) if bs else b
+    m, k, n = prod(sizes[c] for c in fa), prod(sizes[c] for c in con), prod(sizes[c] for c in fb)
+    y = a.reshape(*bs, m, k) @ b.reshape(*bs, k, n)
+    return y.reshape(*bs, *[sizes[c] for c in fa], *[sizes[c] for c in fb]), "".join(batch + fa + fb)
+
+
 def cat(tensors, dim: int = 0) -> Tensor:
     """Concatenate along `dim` (torch promotion); each input is padded into place and selected
     with WHERE, so the result never copies eagerly."""
@@ -1728,5 +1802,5 @@ FUNCTIONS = {name: getattr(Tensor, name) for name in (
     "bitwise_not", "sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
     "logsumexp", "softmax", "log_softmax", "any", "all", "matmul", "reshape", "permute", "transpose",
     "swapaxes", "squeeze", "unsqueeze", "flatten", "unflatten", "flip", "narrow", "split", "chunk", "unbind",
-    "movedim", "masked_fill", "lerp", "clone", "pad",
+    "movedim", "masked_fill", "lerp", "clone", "pad", "mm", "bmm",
 )}

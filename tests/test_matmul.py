@@ -85,3 +85,35 @@ def test_shape_errors_name_both_operands():
         rand(2, 3, 4) @ rand(3, 4, 5)
     with pytest.raises(RuntimeError, match="matmul: both arguments need at least 1 dimension"):
         lazy.tensor(2.0) @ rand(3)
+
+
+@pytest.mark.parametrize("eq,shapes", [
+    ("ij,jk->ik", [(3, 4), (4, 5)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("bhqd,bhkd->bhqk", [(2, 3, 5, 8), (2, 3, 6, 8)]), ("i,i->", [(7,), (7,)]), ("ij->ji", [(3, 4)]),
+    ("ij->", [(3, 4)]), ("i,j->ij", [(3,), (4,)]), ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)]),
+    ("ij,jk", [(3, 4), (4, 5)]), ("bij,jk->bik", [(2, 3, 4), (4, 5)]), ("ijk,ik->j", [(2, 3, 4), (2, 4)]),
+])
+def test_einsum_matches_torch(eq, shapes):
+    g = torch.Generator().manual_seed(0)
+    ts = [torch.randn(s, generator=g) for s in shapes]
+    out = lazy.einsum(eq, *[lazy.tensor(t) for t in ts])
+    torch.testing.assert_close(out.torch(), torch.einsum(eq, *ts), rtol=1e-5, atol=1e-5)
+
+
+def test_einsum_contraction_is_one_gemm():
+    q, k = rand(2, 3, 5, 8, seed=1), rand(2, 3, 6, 8, seed=2)
+    ks = kernels_of(lazy.einsum("bhqd,bhkd->bhqk", q, k))
+    assert [k.backend for k in ks] == ["extern"]
+
+
+def test_mm_bmm_and_errors():
+    a, b = rand(3, 4, seed=1), rand(4, 5, seed=2)
+    torch.testing.assert_close(a.mm(b).torch(), a.torch().mm(b.torch()))
+    x, y = rand(2, 3, 4, seed=3), rand(2, 4, 5, seed=4)
+    torch.testing.assert_close(lazy.bmm(x, y).torch(), torch.bmm(x.torch(), y.torch()))
+    with pytest.raises(RuntimeError, match=r"mm: expected two 2-d tensors, got \(2, 3, 4\)"):
+        x.mm(b)
+    with pytest.raises(RuntimeError, match=r"bmm: expected two 3-d tensors with the same batch size"):
+        x.bmm(rand(3, 4, 5))
+    with pytest.raises(RuntimeError, match=r"einsum: term 'ijk' does not fit an operand of shape \(3, 4\)"):
+        lazy.einsum("ijk,jk->i", a, b)
