@@ -24,7 +24,7 @@ def _demo(args) -> int:
     for name, w in WORKLOADS.items():
         try:
             r = run_workload(w, SIZES[args.size], args.repeat, ["lazy", "torch"], log=lambda *_: None)
-        except Exception as e:  # a demo keeps going and reports
+        except Exception as e:  # noqa: BLE001 (a demo keeps going and reports)
             print(f"{name:<18} FAILED: {type(e).__name__}: {e}")
             failed += 1
             continue

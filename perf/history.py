@@ -1,0 +1,100 @@
+"""Benchmark history: one JSON record per `lazy bench` run, appended to a JSON-lines file.
+
+In:  run records from `perf.run.run_bench`. Out: the file, and the records read back (oldest first).
+
+A record (schema 1) has:
+- `schema`, `date` (UTC, ISO 8601), `git` {commit, dirty, branch}, `machine` {load_avg_1min, hostname,
+  platform, cpu, cpu_count, cpus_usable, torch_threads, memory_gb, gpu, device}, `versions` {python, lazy-triton,
+  numpy, torch, triton, tinygrad, plotly, cc} (None: not installed),
+- `size`, `numel`, `device`, `backend`, `settings` {repeat, warmup, budget_s, cold_compile},
+- `peers` (what ran, lazy first), `peers_unavailable` {peer: why},
+- `bandwidth` {copy_gbps, triad_gbps (the best of start and end), copy_gbps_start/_end,
+  triad_gbps_start/_end, array_bytes, method}, `matmul` {gflops (best of start
+  and end), gflops_start/_end, shape, method},
+  `torch_compile_startup_s`, `wall_s`,
+- `results`: one per workload: `workload`, `group`, `description`, `status` (ok | missing | failed |
+  mismatch), `missing`/`error` (why), `shapes`, `bytes`, `flops` (None: bandwidth-bound), `metric`
+  (gbps | gflops), `kernels`, `expected_kernels`, `kernel_names`, `kernel_detail` [{name, seconds,
+  bytes, gbps, roof_fraction}], `max_abs_err`, `rel_err`, `overhead_us`, `compile` {lazy_cold_s,
+  lazy_warm_s, lazy_compiler_s, torch.compile_cold_s, torch.compile_warm_s}, `wall_s`, and `peers`
+  {peer: {status (ok | n/a | missing | failed), median_s, min_s, max_s, q1_s, q3_s, samples, gbps,
+  gflops, roof_fraction, rel_err, kernels (torch.compile), error}}.
+
+Invariants
+- A line is written whole with one `write` under an exclusive lock: concurrent runs never
+  interleave half lines. A reader skips (and reports) lines it cannot parse instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+REQUIRED = ("schema", "date", "git", "machine", "versions", "size", "device", "peers", "bandwidth", "matmul",
+            "results")
+RESULT_REQUIRED = ("workload", "status", "peers")
+
+
+def default_dir() -> Path:
+    """`$LAZY_BENCH_DIR`, else `$XDG_DATA_HOME/lazy/bench` (default `~/.local/share/lazy/bench`)."""
+    if os.environ.get("LAZY_BENCH_DIR"):
+        return Path(os.environ["LAZY_BENCH_DIR"])
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "lazy" / "bench"
+
+
+def default_history() -> Path:
+    return default_dir() / "history.jsonl"
+
+
+def validate(record) -> list[str]:
+    """What is wrong with a record (empty: nothing)."""
+    if not isinstance(record, dict):
+        return ["not a JSON object"]
+    problems = [f"missing field {k!r}" for k in REQUIRED if k not in record]
+    if record.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
+        problems.append(f"schema {record['schema']} is newer than this reader ({SCHEMA_VERSION})")
+    for i, r in enumerate(record.get("results") or []):
+        if not isinstance(r, dict):
+            problems.append(f"results[{i}] is not an object")
+            continue
+        problems += [f"results[{i}] misses {k!r}" for k in RESULT_REQUIRED if k not in r]
+    return problems
+
+
+def append(path: str | Path, record: dict) -> None:
+    line = json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        f.write(line)
+        f.flush()
+
+
+def load(path: str | Path) -> tuple[list[dict], list[str]]:
+    """(records, problems): every valid record in file order, and one message per skipped line.
+    A missing file raises FileNotFoundError."""
+    records, problems = [], []
+    with open(path, encoding="utf-8") as f:
+        for no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(f"{path}:{no}: not JSON ({e.msg}); line skipped")
+                continue
+            bad = validate(rec)
+            if bad:
+                problems.append(f"{path}:{no}: {'; '.join(bad)}; line skipped")
+                continue
+            records.append(rec)
+    return records, problems

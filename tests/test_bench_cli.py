@@ -1,0 +1,189 @@
+"""`lazy bench` and `lazy dashboard` on the command line: options, exit codes, the files they write and
+the run record's schema. Benchmarks are never timed assertions: nothing here checks a speed.
+
+The bench runs at `--size tiny` with one timed call and no torch.compile (~20 s of startup): the
+whole suite in this process without the cold-compile measurement (compiled kernels come from the
+disk cache after the first run), and two workloads through the console script with it.
+"""
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lazy.cli import main
+from perf import history
+from perf.run import format_table
+from perf.workloads import SUITE, WORKLOADS
+
+FIXTURE = Path(__file__).parent / "fixtures" / "bench_history.jsonl"
+STATUSES = {"ok", "missing", "failed", "mismatch"}
+
+
+def _cli(*args, timeout=300):  # the installed entry point's module, in a fresh process
+    return subprocess.run([sys.executable, "-m", "lazy.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def _main(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(args))
+        except SystemExit as e:  # argparse's usage errors
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One `lazy bench --size tiny --json` appended to a copy of the fixture history."""
+    d = tmp_path_factory.mktemp("bench")
+    hist = d / "history.jsonl"
+    shutil.copy(FIXTURE, hist)
+    rc, out, err = _main("bench", "--size", "tiny", "--repeat", "1", "--warmup", "0", "--no-compile", "--no-cold",
+                         "--peers", "numpy,torch,tinygrad", "--json", "--output", str(hist),
+                         "--dashboard", str(d / "dash.html"))
+    return {"rc": rc, "out": out, "err": err, "hist": hist, "dash": d / "dash.html"}
+
+
+def test_help_names_every_option():
+    rc, out, _ = _main("bench", "--help")
+    assert rc == 0
+    for opt in ("--size", "--filter", "--json", "--output", "--dashboard", "--no-compile", "--repeat", "--list"):
+        assert opt in out
+    assert "Exit codes" in out
+    rc, out, _ = _main("dashboard", "--help")
+    assert rc == 0 and "--output" in out
+
+
+def test_unknown_workload_is_a_usage_error_listing_the_valid_ones():
+    rc, out, err = _main("bench", "--filter", "no_such_workload", "--no-save")
+    assert rc == 2 and out == ""
+    assert "no_such_workload" in err
+    for name in SUITE:
+        assert name in err
+
+
+def test_other_usage_errors_exit_2():
+    assert _main("bench", "--peers", "numpy,pandas", "--no-save")[0] == 2
+    assert _main("bench", "--size", "enormous")[0] == 2
+    assert _main("bench", "--repeat", "0", "--no-save")[0] == 2
+
+
+def test_list_shows_every_workload_and_what_is_missing():
+    rc, out, _ = _main("bench", "--list")
+    assert rc == 0
+    for name, w in SUITE.items():
+        assert name in out
+        if w.missing():
+            assert f"missing: {w.missing()}" in out
+
+
+def test_suite_covers_the_issue_and_keeps_the_demo_set():
+    groups = {w.group for w in SUITE.values()}
+    assert {"elementwise", "normalization", "reduction", "broadcast", "matmul", "training"} <= groups
+    assert list(WORKLOADS) == ["elementwise_chain", "softmax", "layernorm", "sum_of_squares"]
+    for w in WORKLOADS.values():
+        assert w.lazy and w.torch and w.numpy and w.missing() is None
+
+
+def test_tiny_run_exit_code_json_and_history(tiny_run):
+    assert tiny_run["rc"] == 0, tiny_run["err"]
+    rec = json.loads(tiny_run["out"])  # strict JSON: no NaN
+    assert history.validate(rec) == []
+    assert [r["workload"] for r in rec["results"]] == list(SUITE)
+    assert rec["size"] == "tiny" and rec["device"] == "cpu" and rec["peers"][0] == "lazy"
+    assert rec["peers_unavailable"]["torch.compile"] == "not requested"
+    assert "tinygrad" in rec["peers"] or "tinygrad" in rec["peers_unavailable"]
+    for key in ("commit", "dirty"):
+        assert key in rec["git"]
+    for key in ("numpy", "torch", "python", "tinygrad", "cc"):
+        assert key in rec["versions"]
+    assert rec["bandwidth"]["copy_gbps"] > 0 and rec["bandwidth"]["triad_gbps"] > 0 and rec["matmul"]["gflops"] > 0
+    assert "cpu" in rec["machine"]
+
+    records, problems = history.load(tiny_run["hist"])
+    fixture_records, _ = history.load(FIXTURE)
+    assert problems == [] and len(records) == len(fixture_records) + 1  # appended, nothing rewritten
+    assert records[-1]["date"] == rec["date"] and records[-1]["results"] == rec["results"]
+    assert tiny_run["dash"].exists() and "chart-speedup" in tiny_run["dash"].read_text()
+    assert f"[{len(SUITE)}/{len(SUITE)}]" in tiny_run["err"] and "history:" in tiny_run["err"]  # progress
+
+
+def test_tiny_run_rows(tiny_run):
+    rec = json.loads(tiny_run["out"])
+    for r in rec["results"]:
+        w = SUITE[r["workload"]]
+        assert r["status"] in STATUSES
+        assert r["peers"]["torch"]["median_s"] > 0  # every workload has a torch implementation
+        if w.missing():  # shown as missing, not hidden, and its peers still ran
+            assert r["status"] == "missing" and r["missing"] == w.missing()
+            assert r["peers"]["lazy"]["status"] == "missing"
+            continue
+        assert r["status"] == "ok", r.get("error")
+        lz = r["peers"]["lazy"]
+        assert lz["median_s"] > 0 and lz["samples"] >= 1
+        assert (lz["gflops"] if r["flops"] else lz["gbps"]) > 0
+        assert 0 < lz["roof_fraction"]
+        assert r["kernels"] >= 1 and len(r["kernel_names"]) == r["kernels"]
+        assert r["expected_kernels"] is None or r["kernels"] == r["expected_kernels"]
+        assert r["compile"]["lazy_first_call_s"] > 0
+        assert r["overhead_us"] >= 0 and r["rel_err"] <= w.rtol
+        assert all(k["gbps"] is None or k["gbps"] > 0 for k in r["kernel_detail"])
+
+
+def test_table_shows_every_row_and_missing_features(tiny_run):
+    rec = json.loads(tiny_run["out"])
+    table = format_table(rec)
+    for name in SUITE:
+        assert name in table
+    for r in rec["results"]:
+        if r["status"] == "missing":
+            assert f"missing: {r['missing']}" in table
+    assert "x numpy" in table and "x torch" in table
+    assert f"triad {rec['bandwidth']['triad_gbps']:.1f} GB/s" in table
+
+
+def test_console_script_prints_the_table_and_measures_compile_times(tmp_path):
+    r = _cli("bench", "--size", "tiny", "--filter", "softmax,sum_inner", "--repeat", "1", "--no-compile",
+             "--peers", "torch", "--output", str(tmp_path / "h.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert "softmax" in r.stdout and "sum_inner_permuted" in r.stdout and "x torch" in r.stdout
+    assert "GB/s" in r.stdout and "cold s" in r.stdout
+    assert "[1/3] softmax" in r.stderr and "[3/3] sum_inner_permuted" in r.stderr  # progress goes to stderr
+    assert (tmp_path / "dashboard.html").exists()  # default: beside the history
+    records, problems = history.load(tmp_path / "h.jsonl")
+    assert problems == [] and len(records) == 1
+    for row in records[0]["results"]:
+        c = row["compile"]
+        assert c["lazy_cold_s"] > 0 and c["lazy_warm_s"] > 0 and c["lazy_compiler_s"] >= 0
+
+
+def test_dashboard_command_renders_the_fixture(tmp_path):
+    rc, out, err = _main("dashboard", str(FIXTURE), "--output", str(tmp_path / "d.html"))
+    assert rc == 0, err
+    assert (tmp_path / "d.html").read_text().startswith("<!DOCTYPE html>")
+    assert "d.html" in out
+
+
+def test_dashboard_command_errors(tmp_path):
+    rc, _, err = _main("dashboard", str(tmp_path / "none.jsonl"), "--output", str(tmp_path / "d.html"))
+    assert rc == 2 and "no history file" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n{\"schema\": 1}\n")
+    rc, _, err = _main("dashboard", str(bad), "--output", str(tmp_path / "d.html"))
+    assert rc == 2 and "bad.jsonl:1" in err and "bad.jsonl:2" in err and "no valid run record" in err
+    assert not (tmp_path / "d.html").exists()
+
+
+def test_dashboard_skips_a_corrupt_line_and_says_so(tmp_path):
+    hist = tmp_path / "h.jsonl"
+    hist.write_text(FIXTURE.read_text() + "{truncated\n")
+    rc, _, err = _main("dashboard", str(hist), "--output", str(tmp_path / "d.html"))
+    assert rc == 0 and "line skipped" in err and (tmp_path / "d.html").exists()
