@@ -5,6 +5,7 @@ Subcommands:
   bench      the benchmark suite against numpy, torch eager, torch.compile and tinygrad (perf/run.py):
              a table (or JSON), a record appended to the history, the HTML dashboard
   dashboard  re-render the HTML dashboard from a history file (perf/dashboard.py)
+  kernels    run a script and compile every kernel it makes for a GPU target, ahead of time
 Exit codes: 0 success, 1 a workload failed, 2 bad usage.
 """
 
@@ -74,6 +75,12 @@ def _dashboard(args) -> int:
     return 0
 
 
+def _kernels(args) -> int:
+    from lazy import kernels_report
+
+    return kernels_report.main(args.script, args.args, args.target)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="lazy", description="lazy-triton: lazy tensors fused into few kernels")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -100,6 +107,15 @@ def main(argv=None) -> int:
     h.add_argument("--output", default=None, metavar="HTML", help="where to write (default: dashboard.html beside "
                                                                    "the history file)")
     h.set_defaults(fn=_dashboard)
+    k = sub.add_parser("kernels", help="run a script and compile every kernel it makes for a GPU target (no GPU needed)",
+                       description="Run SCRIPT (with ARGS) as __main__, collect every distinct kernel the scheduler "
+                                   "makes, render each as Triton and compile it ahead of time for --target; print "
+                                   "registers, spills, shared memory and PTX size per kernel. Exit codes: 0 all "
+                                   "compiled and fit, 1 a kernel failed to compile or does not fit, 2 bad usage.")
+    k.add_argument("script", help="the Python script to run")
+    k.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    k.add_argument("--target", default="sm_90", help="NVIDIA target, e.g. sm_80, sm_90 (default), sm_100")
+    k.set_defaults(fn=_kernels)
     args = ap.parse_args(argv)
     return args.fn(args)
 

@@ -102,3 +102,15 @@ def test_kernels_report_compiles_every_kernel_for_sm90(tmp_path, capsys):
 
 if os.environ.get("LAZY_BACKEND") == "interp":  # these tests are about the compiled path
     pytestmark = pytest.mark.skip("the compiled runtime is not used under LAZY_BACKEND=interp")
+
+
+def test_lazy_kernels_cli(tmp_path, capsys):
+    from lazy.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["kernels", "--help"])
+    assert e.value.code == 0 and "--target" in capsys.readouterr().out
+    script = tmp_path / "prog.py"
+    script.write_text("import sys, lazy\nn = int(sys.argv[1])\nlazy.randn(4, n).logsumexp(-1).realize()\n")
+    assert main(["kernels", str(script), "100", "--target", "sm_90"]) == 0
+    assert "1 kernel(s) compiled for sm_90" in capsys.readouterr().out
