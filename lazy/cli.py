@@ -78,7 +78,21 @@ def _dashboard(args) -> int:
 def _kernels(args) -> int:
     from lazy import kernels_report
 
-    return kernels_report.main(args.script, args.args, args.target)
+    # `lazy kernels SCRIPT.py --target sm_80`: a --target after the script is ours, unless the
+    # script's arguments come after a `--`
+    rest, target = list(args.args), args.target
+    cut = rest.index("--") if "--" in rest else len(rest)
+    head, tail = rest[:cut], rest[cut + 1:]
+    for i, a in enumerate(head):
+        if a == "--target" and i + 1 < len(head):
+            target = head[i + 1]
+            head = head[:i] + head[i + 2:]
+            break
+        if a.startswith("--target="):
+            target = a.split("=", 1)[1]
+            head = head[:i] + head[i + 1:]
+            break
+    return kernels_report.main(args.script, head + tail, target)
 
 
 def main(argv=None) -> int:

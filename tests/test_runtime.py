@@ -112,5 +112,7 @@ def test_lazy_kernels_cli(tmp_path, capsys):
     assert e.value.code == 0 and "--target" in capsys.readouterr().out
     script = tmp_path / "prog.py"
     script.write_text("import sys, lazy\nn = int(sys.argv[1])\nlazy.randn(4, n).logsumexp(-1).realize()\n")
-    assert main(["kernels", str(script), "100", "--target", "sm_90"]) == 0
+    assert main(["kernels", str(script), "100", "--target", "sm_80"]) == 0
+    assert "1 kernel(s) compiled for sm_80" in capsys.readouterr().out
+    assert main(["kernels", "--target", "sm_90", str(script), "100"]) == 0
     assert "1 kernel(s) compiled for sm_90" in capsys.readouterr().out
