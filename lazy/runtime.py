@@ -226,8 +226,6 @@ def _build(nodes: list[Node], buffers: list[Buffer], backend: str) -> Program:
     misses = compile_c.stats.misses
     launches = []
     for k in sched.kernels:
-        for listener in kernel_listeners:
-            listener(k, backend)
         launches.append(_compile(k, backend))
     if debug_level() >= 2:
         _log(f"schedule: {len(sched.kernels)} kernel(s) [{backend}]")
@@ -280,6 +278,9 @@ def realize_nodes(nodes: list[Node], device: str | None = None) -> list[Buffer]:
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
     prog, buffers, fresh, dev = program_for(nodes, device)
+    for listener in kernel_listeners:  # every launch, cached or not (`lazy kernels` collects them)
+        for ln in prog.launches:
+            listener(ln.kernel, ln.backend)
     slots: list = [b.data for b in buffers]
     slots += [_alloc(shape, dt, dev) for shape, dt in prog.allocs]
     timed = bool(_profiles) or level >= 1
