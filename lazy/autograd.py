@@ -79,6 +79,22 @@ def _pow_vjp(n: Node, g: Node):
     return da, db
 
 
+def _prod_vjp(n: Node, g: Node):
+    """d prod / d a_i = product of the others: prod / a_i where no zero is involved; where a_i is
+    the only zero, the product of the rest; where two or more are zero, 0."""
+    a = n.srcs[0]
+    zero = node(Op.EQ, (a, _zeros_like(a)))
+    zf = node(Op.CAST, (zero,), a.dtype)
+    nonzero = where(zero, _k(1, a), a)
+    rest = _expand(node(Op.PROD, (nonzero,), n.arg), a.shape)  # product of the nonzero entries
+    zeros = _expand(node(Op.SUM, (zf,), n.arg), a.shape)
+    ge = _expand(g, a.shape)
+    no_zero = div(mul(ge, _expand(n, a.shape)), nonzero)
+    one_zero = where(zero, mul(ge, rest), _zeros_like(a))
+    return (where(node(Op.EQ, (zeros, _zeros_like(a))), no_zero,
+                  where(node(Op.EQ, (zeros, _k(1, a))), one_zero, _zeros_like(a))),)
+
+
 def _sign(a: Node) -> Node:
     pos = node(Op.CAST, (node(Op.LT, (_zeros_like(a), a)),), a.dtype)
     negv = node(Op.CAST, (node(Op.LT, (a, _zeros_like(a))),), a.dtype)
@@ -121,10 +137,11 @@ VJP = {
     Op.MIN: _minmax_vjp(Op.MIN),
     Op.WHERE: lambda n, g: (None, where(n.srcs[0], g, _zeros_like(g)), where(n.srcs[0], _zeros_like(g), g)),
     Op.CAST: lambda n, g: (node(Op.CAST, (g,), n.srcs[0].dtype) if n.srcs[0].dtype.is_float else None,),
-    Op.MOD: lambda n, g: (g, None),  # d/db of a - floor(a/b)*b is -floor(a/b): torch returns it; rare
+    Op.MOD: lambda n, g: (g, neg(mul(g, node(Op.FLOORDIV, n.srcs)))),  # a - floor(a/b) * b
     Op.SUM: lambda n, g: (_expand(g, n.srcs[0].shape),),
     Op.RMAX: _max_vjp,
-    Op.PROD: lambda n, g: (div(mul(_expand(g, n.srcs[0].shape), _expand(n, n.srcs[0].shape)), n.srcs[0]),),
+    Op.PROD: _prod_vjp,
+    Op.STORED: lambda n, g: (None,),  # the gradient goes to n.arg: see _children
     Op.MATMUL: lambda n, g: (node(Op.MATMUL, (g, _mT(n.srcs[1]))), node(Op.MATMUL, (_mT(n.srcs[0]), g))),
     Op.RESHAPE: lambda n, g: (node(Op.RESHAPE, (g,), n.srcs[0].shape),),
     Op.PERMUTE: lambda n, g: (node(Op.PERMUTE, (g,), _inverse_perm(n.arg)),),
@@ -133,21 +150,45 @@ VJP = {
     Op.SHRINK: lambda n, g: (node(Op.PAD, (g,), tuple((a, s - b) for (a, b), s in zip(n.arg, n.srcs[0].shape))),),
     Op.FLIP: lambda n, g: (node(Op.FLIP, (g,), n.arg),),
 }
-# Piecewise-constant and boolean ops have zero (or no) gradient.
-for _op in (Op.FLOOR, Op.CEIL, Op.TRUNC, Op.NOT, Op.ISNAN, Op.ISINF, Op.FLOORDIV, Op.LT, Op.LE, Op.EQ, Op.NE,
-            Op.AND, Op.OR, Op.XOR, Op.DETACH):
+# Piecewise-constant float ops have a zero gradient (as in torch); boolean/integer results none.
+for _op in (Op.FLOOR, Op.CEIL, Op.TRUNC):
+    VJP[_op] = lambda n, g: (_zeros_like(n.srcs[0]),)
+for _op in (Op.NOT, Op.ISNAN, Op.ISINF, Op.FLOORDIV, Op.LT, Op.LE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.XOR, Op.DETACH):
     VJP[_op] = _no_grad
 assert set(VJP) >= (ELEMENTWISE | REDUCE | MOVEMENT) - {Op.DETACH} - set(), "every op needs a rule"
 
 
+def _children(n: Node) -> tuple[Node, ...]:
+    """Where gradients go: the sources, except for STORED, whose value was realized from `arg`."""
+    return (n.arg,) if n.op is Op.STORED else n.srcs
+
+
+def _grad_order(root: Node) -> list[Node]:
+    order: list[Node] = []
+    seen: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            order.append(n)
+            continue
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        stack.append((n, True))
+        stack.extend((s, False) for s in reversed(_children(n)) if id(s) not in seen)
+    return order
+
+
 def differentiable_nodes(root: Node, leaves: set[int]) -> tuple[list[Node], set[int]]:
-    """Topological order under `root`, and the ids of nodes that depend on a leaf (not through DETACH)."""
-    order = toposort([root])
+    """Topological order under `root` (through STORED nodes to what they store), and the ids of
+    the floating-point nodes that depend on a leaf other than through DETACH."""
+    order = _grad_order(root)
     live: set[int] = set()
     for n in order:
-        if id(n) in leaves:
-            live.add(id(n))
-        elif n.op is not Op.DETACH and any(id(s) in live for s in n.srcs):
+        if not n.dtype.is_float:
+            continue
+        if id(n) in leaves or (n.op is not Op.DETACH and any(id(s) in live for s in _children(n))):
             live.add(id(n))
     return order, live
 
@@ -162,7 +203,13 @@ def backward(root: Node, grad_root: Node, leaves: set[int]) -> dict[int, Node]:
         if g is None or id(n) not in live:
             continue
         if id(n) in leaves:
-            out[id(n)] = g
+            out[id(n)] = g  # and keep going: a leaf may depend on another leaf
+        if not _children(n):
+            continue
+        if n.op is Op.STORED:
+            s = n.arg
+            if id(s) in live:
+                grads[id(s)] = g if id(s) not in grads else add(grads[id(s)], g)
             continue
         for s, gs in zip(n.srcs, VJP[n.op](n, g)):
             if gs is None or id(s) not in live:

@@ -75,6 +75,7 @@ class Op(enum.Enum):
     ISINF = enum.auto()
     CAST = enum.auto()  # arg: target DType (== dtype)
     DETACH = enum.auto()  # identity for values, a wall for gradients
+    STORED = enum.auto()  # value of srcs[0] (a realized BUFFER); gradients flow to arg, the node it stores
     # binary elementwise (operands have equal shape and dtype, see node())
     ADD = enum.auto()
     SUB = enum.auto()
@@ -165,6 +166,8 @@ def _arg_key(op: Op, arg: Any) -> Any:
         return id(arg)
     if op is Op.CONST:  # 1, 1.0 and True hash alike in python; keep them apart; keep NaN equal
         return (type(arg).__name__, repr(arg))
+    if op is Op.STORED:  # the stored node only matters to autograd, never to values or schedules
+        return None
     return arg
 
 
@@ -204,6 +207,11 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
     if op is Op.IOTA:
         assert dtype is not None and shape is not None and len(shape) == 1
         return _make(op, (), None, dtype, _shape(shape))
+    if op is Op.STORED:
+        (b,) = srcs
+        if b.op is not Op.BUFFER or arg.shape != b.shape or arg.dtype != b.dtype:
+            raise GraphError(f"STORED: {b} must be the BUFFER holding the value of {arg}")
+        return _make(op, srcs, arg, b.dtype, b.shape)
     s0 = srcs[0]
     if op in UNARY:
         if op is Op.CAST:

@@ -24,6 +24,7 @@ _UNARY = {
     # logical not for bool, bitwise not for ints (torch.bitwise_not does both)
     Op.NOT: torch.bitwise_not,
     Op.DETACH: lambda t: t,
+    Op.STORED: lambda t: t,
 }
 
 _BINARY = {

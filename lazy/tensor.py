@@ -231,6 +231,8 @@ class _IdentityWeakSet:
 
 
 _leaf_tensors = _IdentityWeakSet()  # tensors with requires_grad=True that are leaves
+_leaf_owner: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # leaf node -> the tensor it was made for
+_REALIZED = (Op.BUFFER, Op.STORED)
 
 
 def _tracked(n: Node) -> Node:
@@ -314,14 +316,18 @@ def realize(*tensors: Tensor):
     """Realize several tensors in one schedule (e.g. all parameters after an optimizer step)."""
     todo: dict[int, Node] = {}
     for t in tensors:
-        if t._node.op is not Op.BUFFER:
+        if t._node.op not in _REALIZED:
             todo.setdefault(id(t._node), t._node)
     if todo:
         bufs = dict(zip(todo, _realize(list(todo.values()))))
+        leaves = {id(t._node) for t in _leaf_tensors}
         for t in tensors:
             n = t._node
             if id(n) in bufs:
-                t._set_realized(node(Op.BUFFER, (), bufs[id(n)], n.dtype, n.shape))
+                bn = node(Op.BUFFER, (), bufs[id(n)], n.dtype, n.shape)
+                if leaves and id(n) in autograd.differentiable_nodes(n, leaves)[1]:
+                    bn = node(Op.STORED, (bn,), n)  # the value is stored; gradients still reach the graph
+                t._set_realized(bn)
     return tensors[0] if len(tensors) == 1 else tensors
 
 
@@ -525,7 +531,8 @@ class Tensor:
     def torch(self) -> torch.Tensor:
         """The realized value as a torch tensor. Shares memory with lazy's buffer: do not write to it."""
         self.realize()
-        return self._node.arg.data
+        n = self._node
+        return (n.srcs[0] if n.op is Op.STORED else n).arg.data
 
     def numpy(self) -> np.ndarray:
         if self.dtype is bfloat16:
@@ -644,8 +651,14 @@ class Tensor:
                                f"got {self.dtype}")
         if self not in _leaf_tensors and self.requires_grad:
             return self  # already tracked through its graph, like a torch non-leaf
-        if self._node.op is not Op.BUFFER:  # a leaf needs an identity of its own: its buffer
-            self.realize()
+        if self._node.op is not Op.BUFFER or self._base is not None:
+            self.realize() if self._base is None else self._set_realized(self.clone().realize()._node)
+        n = self._node
+        if self._base is None and _leaf_owner.get(n) is not self:
+            # a node of its own (a new Buffer over the same memory), so a clone sharing the old node
+            # does not become a leaf with it; kept across requires_grad toggles
+            self._cur = n = node(Op.BUFFER, (), Buffer(n.arg.data), n.dtype, n.shape)
+            _leaf_owner[n] = self
         _leaf_tensors.add(self)
         return self
 
@@ -810,22 +823,27 @@ class Tensor:
     def log1p(self) -> Tensor:
         """log(1+x) without cancellation for small x (Goldberg: log(u) * x / (u - 1), u = 1 + x)."""
         u = self + 1
-        return where((u == 1) | u.isinf(), self, u.log() * (self / (u - 1)))
+        small = (u == 1) | u.isinf()
+        # the unselected branch must stay finite: its gradient is multiplied by 0, and 0 * inf is NaN
+        return where(small, self, u.log() * (self / where(small, self._const(1), u - 1)))
 
     @_composite
     def expm1(self) -> Tensor:
         """exp(x)-1 without cancellation for small x (Kahan: (u - 1) * x / log(u), u = exp(x))."""
         u = self.exp()
-        r = where(u == 1, self, (u - 1) * (self / u.log()))
+        one = u == 1
+        r = where(one, self, (u - 1) * (self / where(one, self._const(1), u.log())))
         # tiny u (denormal: log(u) is inexact) rounds to -1 anyway; inf / inf would be NaN
         return where(u.isinf(), u, where(u - 1 == -1, -1.0, r))
 
     @_composite
     def sigmoid(self) -> Tensor:
-        return ((-self).exp() + 1)._ew(Op.RECIP)
+        # exp(-|x|) never overflows, so neither the value nor the gradient of either branch is inf
+        e = (-self.abs()).exp()
+        return where(self >= 0, (e + 1)._ew(Op.RECIP), e / (e + 1))
 
     def relu(self) -> Tensor:
-        return self._ew(Op.MAX, self._const(0))
+        return where(self <= 0, self._const(0), self)  # NaN stays NaN; relu'(0) = 0 as in torch
 
     @_composite
     def silu(self) -> Tensor:
@@ -887,10 +905,13 @@ class Tensor:
             raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
         bounds = [b for b in (min, max) if b is not None]
         x, *bs = _promote("clamp", self, *bounds)
+        # where() rather than maximum/minimum: at x == bound the gradient flows to x, like torch
         if min is not None:
-            x = x._ew(Op.MAX, bs.pop(0))
+            lo = bs.pop(0)
+            x = where((x < lo) | lo.isnan(), lo, x)
         if max is not None:
-            x = x._ew(Op.MIN, bs.pop(0))
+            hi = bs.pop(0)
+            x = where((x > hi) | hi.isnan(), hi, x)
         return x
 
     clip = clamp
@@ -925,10 +946,11 @@ class Tensor:
             raise RuntimeError(f"{op}: more than one element of the written-to tensor refers to a single "
                                "memory location (an expanded tensor); clone() it first")
         base = self._base
-        if autograd.grad_enabled() and (self if base is None else base) in _leaf_tensors:
+        detached = any(op_ is Op.DETACH for op_, _, _ in self._steps)  # x.detach().add_(1) is allowed
+        if autograd.grad_enabled() and not detached and (self if base is None else base) in _leaf_tensors:
             raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place operation "
                                "(wrap it in `with lazy.no_grad():`)")
-        v = v0 = value._cast(self.dtype)._expand_to(shape)._node
+        v = v0 = _tracked(value._cast(self.dtype)._expand_to(shape)._node)
         if base is None or not self._steps:  # a base, or a full alias of one (detach, x[...])
             target = self if base is None else base
             target._cur, target._version = v, target._version + 1
@@ -1610,7 +1632,8 @@ def tensor(data, dtype=None, device=None) -> Tensor:
     the torch tensor or array show up until this tensor is realized; lazy never writes to it."""
     dt = None if dtype is None else as_dtype(dtype, "tensor")
     if isinstance(data, Tensor):
-        out = Tensor._new(data._node)
+        n = data._node  # a new tensor with the same value and no gradient history, like torch.tensor(t)
+        out = Tensor._new(n if n.op is Op.BUFFER and not data.requires_grad else _mk(Op.DETACH, (n,)))
     elif isinstance(data, torch.Tensor):
         out = _from_torch(data)
     elif isinstance(data, np.ndarray):
@@ -1777,12 +1800,14 @@ def _placed(fn):
     keep_data_device = fn.__name__ == "tensor"
 
     @functools.wraps(fn)
-    def create(*args, device=None, **kw):
+    def create(*args, device=None, requires_grad: bool = False, **kw):
         if keep_data_device and device is None:
-            return fn(*args, **kw)
-        dev = _device(fn.__name__, device)
-        t = fn(*args, **kw)
-        return t if torch.device(dev) == t.device else t.to(dev)
+            t = fn(*args, **kw)
+        else:
+            dev = _device(fn.__name__, device)
+            t = fn(*args, **kw)
+            t = t if torch.device(dev) == t.device else t.to(dev)
+        return t.requires_grad_() if requires_grad else t
     return create
 
 

@@ -48,7 +48,7 @@ def accumulate_backward(root: Tensor, gradient, retain_graph, create_graph: bool
     for t in targets:
         by_node.setdefault(id(t._node), []).append(t)
     grads = autograd.backward(root._node, _cotangent(root, gradient, "backward"), set(by_node))
-    with autograd.no_grad():
+    with autograd.set_grad_enabled(create_graph):  # accumulated grads stay differentiable with create_graph
         for nid, g in grads.items():
             if not create_graph:
                 g = node(Op.DETACH, (g,))
@@ -95,6 +95,8 @@ def _fresh(x, op: str) -> Tensor:
     Not DETACH, so an outer transform still sees through it (grad of grad)."""
     t = _operand(op, x)
     t = t if isinstance(t, Tensor) else tensor(t)
+    if not t.dtype.is_float:
+        raise RuntimeError(f"{op}: only floating point inputs can be differentiated, got {t.dtype}")
     n = t._node
     return Tensor._new(node(Op.ADD, (n, const(0, n.dtype, n.shape))))
 

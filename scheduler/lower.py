@@ -91,7 +91,7 @@ class Lowerer:
             return Expr("const", arg=n.arg, dtype=n.dtype.name)
         if n.op is Op.IOTA:
             return Expr("index", arg=idx[0], dtype=n.dtype.name)
-        if n.op is Op.DETACH:
+        if n.op in (Op.DETACH, Op.STORED):
             return self.render(n.srcs[0], idx, mask)
         if n.op is Op.CAST:
             return Expr("cast", (self.render(n.srcs[0], idx, mask),), n.dtype.name, n.dtype.name)

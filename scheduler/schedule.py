@@ -209,8 +209,8 @@ def strided_view(n: Node, realized: set[int]) -> tuple[Node, tuple[int, ...], in
         strides = strides_of(base.shape)
     flat = flat_index(tuple(i if s > 1 else 0 for i, s in zip(idx, base.shape)), strides)
     coeffs = linear_coeffs(flat)
-    if coeffs is None:
-        return None
+    if coeffs is None or any(c < 0 for k, c in coeffs.items() if k != 1):
+        return None  # not affine, or flipped (BLAS takes no negative strides)
     out = tuple(coeffs.get(symbol(f"v{i}"), 0) if size > 1 else 0 for i, size in enumerate(n.shape))
     return base, out, coeffs.get(1, 0)
 
