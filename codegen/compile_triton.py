@@ -15,6 +15,11 @@ Invariants
   the in-memory cache is keyed by that setting too; set it before calling `load`.
 - A codegen bug (source that is not valid Python/Triton) raises `TritonCompileError` naming the
   generated file and Triton's message, at import, at the first launch, or in `aot_compile`.
+- Triton's own library functions (`tl.sum`, `tl.max`, `tl.zeros`, `tl.cdiv`, ...) are `@triton.jit`
+  functions decorated when triton is first imported: if that happened before TRITON_INTERPRET=1
+  was set (torch imports triton on its own), they stay compiled-mode and interpreted kernels
+  cannot call them. Generated code uses builtins only (render_triton's `_INTERPRET` helpers);
+  the error for a kernel that does not says so.
 - `aot_compile` needs `@triton.jit` functions, so under TRITON_INTERPRET=1 it compiles in a
   subprocess with the variable unset (Triton cannot do both in one process, see
   shared/notes/toolchain.md). Triton's own compile cache stays in `$TRITON_CACHE_DIR`.
@@ -105,8 +110,19 @@ def write_source(k: Kernel, config: TritonConfig | None = None) -> Path:
     return path
 
 
+_STDLIB_CALL = "Cannot call @triton.jit'd outside of the scope of a kernel"
+_STDLIB_HINT = ("\n(under the interpreter: the kernel called one of Triton's own @triton.jit library functions, "
+                "e.g. tl.sum, tl.max, tl.zeros, tl.cdiv, in a process that imported triton before "
+                "TRITON_INTERPRET=1 was set (torch.func / torch._dynamo import it), which leaves them "
+                "compiled-mode; generated code must call builtins instead: tl.reduce with "
+                "tl.standard's combine functions, tl.full)")
+
+
 def _short(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
+    msg = f"{type(e).__name__}: {e}"
+    if _STDLIB_CALL in msg and interpreting():
+        msg += _STDLIB_HINT
+    return msg
 
 
 def import_module(path: Path):

@@ -33,9 +33,14 @@ Semantics mirror codegen/render_c.py
 - tanh, float pow and fmod call libdevice on the GPU. The interpreter cannot call libdevice and
   has its own flaws (float32->bfloat16 truncates; custom reductions run element by element), so
   a few jitted helpers branch on the module-level constexpr `_INTERPRET`: tanh/pow in float64
-  from exp/log, bfloat16 rounding by bit arithmetic, max-reduction as tl.max plus a NaN count.
-  Constants are one-element blocks rather than 0-d tensors (the interpreter mistypes broadcast
-  0-d comparisons).
+  from exp/log, bfloat16 rounding by bit arithmetic, max-reduction as a max plus a NaN count,
+  and row sums/maxes through the builtin `tl.reduce` with Triton's combine functions rather than
+  `tl.sum`/`tl.max` (@triton.jit functions themselves, compiled-mode if triton was imported before
+  TRITON_INTERPRET was set), so generated code runs whenever triton was first imported.
+  Constants and loads at a fixed index (0-d and size-1 operands) are one-element blocks rather
+  than 0-d tensors: the interpreter types a 0-d comparison as its operands' dtype and broadcasts
+  it as a float array, so `(a > b) | (a != a)` in `_lz_max` fails. On the GPU the one-element
+  block lowers to the same scalar load (identical PTX).
 - Index 0 of a buffer is the launcher argument's `data_ptr()` (the view's first element).
 """
 
@@ -296,13 +301,34 @@ def _lz_min(a, b):
     return tl.where((a < b) | (a != a), a, b)
 
 
+# Row reductions under the interpreter call the builtin tl.reduce with Triton's own combine
+# functions (run there as one numpy call) instead of tl.sum / tl.max: those are themselves
+# @triton.jit functions, interpreted only if TRITON_INTERPRET was set when triton was first
+# imported (torch imports it on its own), else "Cannot call @triton.jit'd outside of the scope
+# of a kernel". On the GPU they are tl.sum / tl.max.
+@triton.jit
+def _lz_rowsum(x):
+    if _INTERPRET:
+        return tl.reduce(x, 1, tl.standard._sum_combine, keep_dims=True)
+    else:
+        return tl.sum(x, 1, keep_dims=True)
+
+
+@triton.jit
+def _lz_rowmax_i(x):
+    if _INTERPRET:
+        return tl.reduce(x, 1, tl.standard._elementwise_max, keep_dims=True)
+    else:
+        return tl.max(x, 1, keep_dims=True)
+
+
 @triton.jit
 def _lz_rowmax(x):
     # NaN-propagating max over axis 1. The interpreter runs custom combines element by element
-    # in Python, so there it is tl.max plus a NaN count.
+    # in Python, so there it is a (NaN-ignoring) max plus a NaN count.
     if _INTERPRET:
-        m = tl.max(x, 1, keep_dims=True)
-        nan = tl.sum((x != x).to(tl.int32), 1, keep_dims=True) > 0
+        m = tl.reduce(x, 1, tl.standard._elementwise_max, keep_dims=True)
+        nan = tl.reduce((x != x).to(tl.int32), 1, tl.standard._sum_combine, keep_dims=True) > 0
         return tl.where(nan, float('nan'), m).to(x.dtype)
     else:
         return tl.reduce(x, 1, _lz_max, keep_dims=True)
@@ -638,8 +664,11 @@ class _Renderer:
         names = self.deps(e)
         mask = cs + self.masks_for(names)
         off = index_py(index)
-        if not index.free_symbols and names:
-            off = f"tl.full({self.shape_of(names)}, {off}, {self.itype})"
+        if not index.free_symbols:
+            # a fixed element: the pointer gets a block shape (one element when nothing else sets
+            # it), never 0-d, for the same reason constants are one-element blocks
+            shape = self.shape_of(names) if names else self.unit
+            off = f"tl.full({shape}, {off}, {self.itype})"
         code = f"tl.load(b{b} + {off}" + (f", mask={' & '.join(mask)}, other=0)" if mask else ")")
         if e.dtype in ("float16", "bfloat16"):
             code += ".to(tl.float32)"
@@ -708,12 +737,12 @@ class _Renderer:
         """[XBLOCK, RBLOCK] -> [XBLOCK, 1]."""
         cd = compute_dtype(r.dtype)
         if r.op == "sum":
-            return f"tl.sum({block}, 1, keep_dims=True)"
+            return f"_lz_rowsum({block})"
         if r.op == "prod":
             return f"tl.reduce({block}, 1, _lz_mul, keep_dims=True)"
         if cd in FLOATS:
             return f"_lz_rowmax({block})"
-        return f"tl.max({block}, 1, keep_dims=True)"
+        return f"_lz_rowmax_i({block})"
 
     def step(self, r: Reduce, acc: str, v: str) -> str:
         cd = compute_dtype(r.dtype)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from pathlib import Path
 
 import pytest
 import sympy
@@ -186,6 +188,62 @@ def test_bool_logic_and_iota():
     check(ys)
 
 
+# -- fixed-index loads (0-d and one-element operands) ---------------------------------------------
+
+def _scalar_ops(X, S):
+    """S (same shape as X, broadcast from one element) through every helper that compares its
+    operands: NaN-propagating max/min (relu, clamp), float pow."""
+    return [b(Op.MAX, X, S), b(Op.MIN, S, X), b(Op.MAX, S, c(0.0, S)), b(Op.POW, c(2.0, X), S),
+            b(Op.POW, u(Op.ABS, X), S), b(Op.ADD, b(Op.MAX, S, S), b(Op.MIN, X, c(0.25, X)))]
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1023,)])
+def test_fixed_index_loads_are_one_element_blocks(shape):
+    # A 0-d tensor (or any size-1 operand) is a load at a constant index. Rendered as a 0-d load,
+    # the helpers' comparisons on it were 0-d too, and the interpreter broadcasts a 0-d comparison
+    # as a float array: `(a > b) | (a != a)` failed with "ufunc 'bitwise_or' not supported"
+    # (exp2/relu on 0-d tensors, maximum/minimum/pow with a 0-d operand).
+    x = randn(*shape, seed=21) if shape else randn(1, seed=21).reshape(())
+    for s in (torch.tensor(1.5), torch.tensor(float("nan"))):
+        X, S0 = buf(x), buf(s)
+        S = S0 if shape == () else ex(node(Op.RESHAPE, (S0,), (1,) * len(shape)), shape)
+        outs, sched = check(_scalar_ops(X, S), rtol=1e-5, atol=1e-5)
+        src = "".join(render_triton.render_triton(k) for k in sched.kernels)
+        assert not re.search(r"tl\.load\(b\d+ \+ \d+\)", src), "a 0-d load"
+        if math.isnan(s):
+            assert all(torch.isnan(o).all() for o in outs[:3])
+
+
+def test_fixed_index_loads_in_reduction_kernels():
+    # the same in row kernels: a one-element operand is a [1, 1] block there
+    x, s = randn(5, 300, seed=22), torch.tensor([0.25])
+    X, S = buf(x), buf(s)
+    SX = ex(node(Op.RESHAPE, (S,), (1, 1)), X.shape)
+    y = red(Op.SUM, b(Op.MAX, X, SX), [1])
+    z = red(Op.RMAX, b(Op.POW, u(Op.ABS, X), SX), [1])
+    g = red(Op.SUM, b(Op.MIN, X, SX), [0, 1])  # a global reduction: no row variable at all
+    w = b(Op.MAX, red(Op.SUM, S, [0]), c(0.0, red(Op.SUM, S, [0])))  # size-1 reduction of a 0-d load
+    for loop in ({}, {"persistent_max": 64, "loop_rblock": 64}):
+        check([y, z, g, w], rtol=1e-5, atol=1e-5, **loop)
+
+
+@pytest.mark.skipif(os.environ.get("LAZY_SKIP_AOT") == "1", reason="LAZY_SKIP_AOT=1")
+def test_fixed_index_load_kernels_compile_for_sm90():
+    # the one-element block is only a shape: on the GPU it lowers to the same scalar load
+    x, s = torch.empty(4096), torch.empty(())
+    X, S = buf(x), buf(s)
+    S1 = ex(node(Op.RESHAPE, (S,), (1,)), X.shape)
+    nodes = [b(Op.POW, X, S1), b(Op.MAX, S, c(0.0, S)), red(Op.SUM, b(Op.MAX, X, S1), [0])]
+    kernels = []
+    for y in nodes:
+        _, bufs = structure_key([y])
+        kernels += schedule([y], bufs).kernels
+    for res in compile_triton.aot_compile_many(kernels, "sm_90"):
+        assert ".target sm_90a" in res["ptx"] and res["cubin_bytes"] > 0 and res["spills"] == 0
+        src = Path(res["path"]).read_text()
+        assert re.search(r"tl\.load\(b\d+ \+ tl\.full\(\[1(, 1)?\], 0, tl\.int32\)\)", src)
+
+
 # -- views -----------------------------------------------------------------------------------------
 
 def test_broadcast_and_views():
@@ -293,6 +351,47 @@ def test_several_kernels_in_one_schedule():
     y = softmax(b(Op.SUB, X, ex(col, X.shape)))
     _, sched = check([y, col], rtol=1e-5, atol=1e-5)
     assert len(sched.kernels) >= 2
+
+
+_EARLY_IMPORT = """
+import os, sys
+import triton  # first import with TRITON_INTERPRET unset (torch._dynamo does this on its own)
+os.environ["TRITON_INTERPRET"] = "1"
+sys.path.insert(0, os.getcwd())
+import torch
+from tests.test_triton_backend import Op, buf, check, randn, red, softmax
+x = randn(6, 300, seed=31)
+x[2, 5] = float("nan")
+n = torch.randint(-9, 9, (6, 300), dtype=torch.int32, generator=torch.Generator().manual_seed(32))
+X, N = buf(x), buf(n)
+ys = [red(Op.SUM, X, [1]), red(Op.RMAX, X, [1]), red(Op.RMAX, N, [1]), red(Op.SUM, N, [1]),
+      red(Op.PROD, X, [1]), softmax(X), red(Op.SUM, X, [0, 1])]
+for cfg in ({}, {"persistent_max": 64, "loop_rblock": 64}):
+    check(ys, rtol=1e-4, atol=1e-4, **cfg)
+print("OK")
+"""
+
+
+def test_reductions_run_when_triton_was_imported_before_interpret_was_set(tmp_path):
+    # Triton's own tl.sum / tl.max are @triton.jit functions, interpreted only if TRITON_INTERPRET
+    # was set when triton was first imported. Generated reductions called them, so a process that
+    # imported triton first (torch.func / torch._dynamo do) failed every reduction under the
+    # interpreter: "Cannot call @triton.jit'd outside of the scope of a kernel".
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["LAZY_CACHE_DIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", _EARLY_IMPORT], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_calling_a_compiled_mode_library_function_explains_itself():
+    e = RuntimeError("Cannot call @triton.jit'd outside of the scope of a kernel")
+    msg = compile_triton._short(e)
+    assert "imported triton before TRITON_INTERPRET=1" in msg and "tl.zeros" in msg
 
 
 # -- rendering details, caching, errors -------------------------------------------------------------
