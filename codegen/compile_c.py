@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 # -D__FAST_MATH__ makes glibc's <math.h> declare its SIMD (libmvec) variants so gcc vectorizes
@@ -74,10 +74,10 @@ def compiler() -> str:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def compiler_version(cc: str) -> str:
     try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=False)
     except OSError as e:
         raise CompilerNotFound(f"the C compiler {cc!r} cannot be run: {e}") from e
     return out.stdout.strip().splitlines()[0] if out.stdout else cc
@@ -96,7 +96,8 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory and os.replace: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -120,17 +121,18 @@ def _compile(source: str, so: Path, flags: tuple[str, ...]) -> None:
 
     cc = compiler()
     c_path = so.with_suffix(".c")
-    _atomic_write(c_path, source.encode())
+    atomic_write(c_path, source.encode())
     fd, tmp = tempfile.mkstemp(dir=so.parent, prefix=so.name + ".", suffix=".tmp")
     os.close(fd)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([cc, *flags, str(c_path), "-o", tmp, *LIBS], capture_output=True, text=True)
+        proc = subprocess.run([cc, *flags, str(c_path), "-o", tmp, *LIBS], capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:
             raise CompileError(f"C compiler failed on {c_path} (exit {proc.returncode}):\n{proc.stderr.strip()}")
         digest = _digest(Path(tmp))
         os.replace(tmp, so)
-        _atomic_write(so.with_suffix(".sha256"), digest.encode())
+        atomic_write(so.with_suffix(".sha256"), digest.encode())
     finally:
         Path(tmp).unlink(missing_ok=True)
     stats.compile_seconds += time.perf_counter() - t0

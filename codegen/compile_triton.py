@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from codegen.compile_c import atomic_write
 from codegen.kernel_ir import Kernel
 from codegen.render_triton import TritonConfig, choose_config, render_triton
 
@@ -83,17 +84,6 @@ def source_path(k: Kernel, source: str) -> Path:
     return cache_dir() / f"{k.key()}-{digest}.py"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_source(k: Kernel, config: TritonConfig | None = None) -> Path:
     """Render `k` and make sure its module is on disk; returns the path."""
     source = render_triton(k, config or choose_config(k))
@@ -106,7 +96,7 @@ def write_source(k: Kernel, config: TritonConfig | None = None) -> Path:
         stats.hits += 1
     else:
         stats.misses += 1
-        _atomic_write(path, source.encode())
+        atomic_write(path, source.encode())
     return path
 
 
@@ -274,10 +264,16 @@ def aot_compile_many(kernels: list[Kernel], target: str = "sm_90",
     paths = [write_source(k, c) for k, c in zip(kernels, configs)]
     if not interpreting():
         return [aot_compile_file(p, target) for p in paths]
+    return aot_in_subprocess("codegen.compile_triton", paths, target)
+
+
+def aot_in_subprocess(module: str, paths: list[Path], target: str) -> list[dict]:
+    """Run `python -m <module> aot <target> <paths...>` with TRITON_INTERPRET unset (Triton cannot
+    interpret and compile in one process) and return its per-file results."""
     env = {key: v for key, v in os.environ.items() if key != "TRITON_INTERPRET"}
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "codegen.compile_triton", "aot", target, *map(str, paths)],
+    proc = subprocess.run([sys.executable, "-m", module, "aot", target, *map(str, paths)],
                           capture_output=True, text=True, env=env, cwd=root, check=False)
     lines = proc.stdout.strip().splitlines()
     try:

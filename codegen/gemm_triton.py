@@ -43,13 +43,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from codegen import compile_triton
+from codegen.compile_c import atomic_write
 from codegen.compile_triton import H100_SHARED_LIMIT, SHARED_LIMITS, TritonCompileError
 from codegen.kernel_ir import ExternCall, StridedView
 
@@ -479,7 +479,7 @@ def write_source(call: ExternCall, cfg: GemmConfig | None = None, *, target: str
         compile_triton.stats.hits += 1
     else:
         compile_triton.stats.misses += 1
-        compile_triton._atomic_write(path, source.encode())
+        atomic_write(path, source.encode())
     return path
 
 
@@ -558,23 +558,7 @@ def aot_compile_many(calls: list[ExternCall], target: str = "sm_90",
     paths = [write_source(c, cfg, target=target, check=check) for c, cfg in zip(calls, configs)]
     if not compile_triton.interpreting():
         return [aot_compile_file(p, target) for p in paths]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "codegen.gemm_triton", "aot", target, *map(str, paths)],
-                          capture_output=True, text=True, env=env, cwd=root, check=False)
-    lines = proc.stdout.strip().splitlines()
-    try:
-        results = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        results = None
-    if not isinstance(results, list) or len(results) != len(paths):
-        raise TritonCompileError(paths[0], f"AOT compile subprocess failed (exit {proc.returncode}):\n"
-                                           f"{proc.stderr.strip()[-4000:]}")
-    for p, r in zip(paths, results):
-        if "error" in r:
-            raise TritonCompileError(p, r["error"])
-    return results
+    return compile_triton.aot_in_subprocess("codegen.gemm_triton", paths, target)
 
 
 def aot_compile(call: ExternCall, target: str = "sm_90", config: GemmConfig | None = None, *,

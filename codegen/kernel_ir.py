@@ -24,6 +24,7 @@ from typing import Any
 
 import sympy
 
+
 class FloorDiv(sympy.Function):
     """floor(a / b) for integers, b > 0; kept unevaluated unless both are numbers."""
 
@@ -166,3 +167,25 @@ class ExternCall:
 
     def key(self) -> str:
         return hashlib.sha256(repr((self.op, self.buffers, self.views)).encode()).hexdigest()[:24]
+
+
+def subst_expr(e: Expr, rep: dict, memo: dict | None = None) -> Expr:
+    """`e` with index symbols replaced in every load index, mask, `index` and `valid` argument.
+    `memo` (by id) keeps shared sub-expressions shared; pass one dict for one substitution."""
+    memo = {} if memo is None else memo
+    hit = memo.get(id(e))
+    if hit is not None:
+        return hit
+    srcs = tuple(subst_expr(s, rep, memo) for s in e.srcs)
+    arg = e.arg
+    if e.op == "load":
+        b, index, mask = arg
+        arg = (b, sympy.expand(sympy.sympify(index).xreplace(rep)),
+               tuple((c, sympy.sympify(a).xreplace(rep), v) for c, a, v in mask))
+    elif e.op == "index":
+        arg = sympy.expand(sympy.sympify(arg).xreplace(rep))
+    elif e.op == "valid":
+        arg = tuple((c, sympy.sympify(a).xreplace(rep), v) for c, a, v in arg)
+    out = Expr(e.op, srcs, arg, e.dtype)
+    memo[id(e)] = out
+    return out

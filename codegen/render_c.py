@@ -23,7 +23,7 @@ import math
 
 import sympy
 
-from codegen.kernel_ir import C_TYPES, Expr, FloorDiv, Kernel, ModIdx, compute_dtype
+from codegen.kernel_ir import C_TYPES, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, subst_expr
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
 PARALLEL_MIN_WORK = 1 << 15  # elements touched; below this one thread is faster than waking others
@@ -189,7 +189,7 @@ class Body:
         if op in ("add", "sub", "mul"):
             if src_dt == "bool":
                 return f"({a[0]} {'|' if op == 'add' else '&'} {a[1]})"
-            return f"({a[0]} {dict(add='+', sub='-', mul='*')[op]} {a[1]})"
+            return f"({a[0]} { {'add': '+', 'sub': '-', 'mul': '*'}[op]} {a[1]})"
         if op == "div":
             return f"({a[0]} / {a[1]})" if isf else f"div_{st}({a[0]}, {a[1]})"
         if op == "floordiv":
@@ -203,9 +203,9 @@ class Body:
             nan = f" || {a[0]} != {a[0]}" if isf else ""
             return f"(({a[0]} {cmp} {a[1]}{nan}) ? {a[0]} : {a[1]})"
         if op in ("lt", "le", "eq", "ne"):
-            return f"({a[0]} {dict(lt='<', le='<=', eq='==', ne='!=')[op]} {a[1]})"
+            return f"({a[0]} { {'lt': '<', 'le': '<=', 'eq': '==', 'ne': '!='}[op]} {a[1]})"
         if op in ("and", "or", "xor"):
-            return f"({a[0]} {dict(and_='&', or_='|', xor_='^')[op + '_']} {a[1]})"
+            return f"({a[0]} { {'and_': '&', 'or_': '|', 'xor_': '^'}[op + '_']} {a[1]})"
         if op == "where":
             return f"({a[0]} ? {a[1]} : {a[2]})"
         raise NotImplementedError(f"C backend: no rendering for op {op!r}")
@@ -421,24 +421,6 @@ ROW_CACHE_MAX = 16384
 _EXPENSIVE = {"exp", "log", "tanh", "erf", "sin", "cos", "pow"}
 
 
-def _subst_expr(e: Expr, rep: dict, memo: dict) -> Expr:
-    hit = memo.get(id(e))
-    if hit is not None:
-        return hit
-    srcs = tuple(_subst_expr(s, rep, memo) for s in e.srcs)
-    arg = e.arg
-    if e.op == "load":
-        b, index, mask = arg
-        arg = (b, sympy.expand(index.xreplace(rep)), tuple((c, a.xreplace(rep), v) for c, a, v in mask))
-    elif e.op == "index":
-        arg = sympy.expand(arg.xreplace(rep))
-    elif e.op == "valid":
-        arg = tuple((c, a.xreplace(rep), v) for c, a, v in arg)
-    out = Expr(e.op, srcs, arg, e.dtype)
-    memo[id(e)] = out
-    return out
-
-
 def _subexprs(e: Expr, out: set) -> set:
     if e not in out:
         out.add(e)
@@ -475,7 +457,7 @@ def _row_cache(k: Kernel, parallel: bool) -> dict:
             e = stack.pop()
             if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "acc"):
                 continue
-            moved = _subst_expr(e, rep, memo)
+            moved = subst_expr(e, rep, memo)
             if moved in inside and moved.dtype in ("float32", "float16", "bfloat16"):
                 scratch = f"row{len(taken)}"
                 out.setdefault(r.name, []).append((moved, scratch, e))

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from codegen.kernel_ir import Expr, FloorDiv, Kernel, ModIdx, Reduce, Store, compute_dtype
+from codegen.kernel_ir import Expr, FloorDiv, Kernel, ModIdx, Reduce, Store, compute_dtype, subst_expr
 
 INT32_MAX = 2**31 - 1
 
@@ -164,25 +164,6 @@ def _cond_syms(conds) -> set:
     out: set = set()
     for _, a, _ in conds:
         out |= sympy.sympify(a).free_symbols
-    return out
-
-
-def _subst(e: Expr, rep: dict, memo: dict) -> Expr:
-    """`e` with index symbols replaced (used to give persistent stages common variables)."""
-    hit = memo.get(id(e))
-    if hit is not None:
-        return hit
-    srcs = tuple(_subst(s, rep, memo) for s in e.srcs)
-    arg = e.arg
-    if e.op == "load":
-        b, index, mask = arg
-        arg = (b, sympy.sympify(index).xreplace(rep), tuple((c, sympy.sympify(a).xreplace(rep), v) for c, a, v in mask))
-    elif e.op == "index":
-        arg = sympy.sympify(arg).xreplace(rep)
-    elif e.op == "valid":
-        arg = tuple((c, sympy.sympify(a).xreplace(rep), v) for c, a, v in arg)
-    out = Expr(e.op, srcs, arg, e.dtype)
-    memo[id(e)] = out
     return out
 
 
@@ -839,9 +820,9 @@ class _Renderer:
         if not rep:
             return k
         memo: dict = {}
-        reduces = tuple(Reduce(r.name, r.op, _subst(r.value, rep, memo), r.dtype, r.rsizes, rv, r.depth)
+        reduces = tuple(Reduce(r.name, r.op, subst_expr(r.value, rep, memo), r.dtype, r.rsizes, rv, r.depth)
                         for r, rv in zip(k.reduces, new_meta))
-        stores = tuple(Store(s.buf, s.index, _subst(s.value, rep, memo), s.dtype) for s in k.stores)
+        stores = tuple(Store(s.buf, s.index, subst_expr(s.value, rep, memo), s.dtype) for s in k.stores)
         return Kernel(k.name, k.buffers, k.loops, reduces, stores, dict(k.meta))
 
     # -- the kernel -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Node, Op, const, node, toposort
+from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Node, Op, const, node
 
 
 def _k(v, like: Node) -> Node:

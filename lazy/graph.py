@@ -124,7 +124,7 @@ REDUCE_IDENTITY = {Op.SUM: 0, Op.RMAX: float("-inf"), Op.PROD: 1}
 class Buffer:
     """Realized memory: a torch tensor (any strides) owned by one or more BUFFER nodes."""
 
-    __slots__ = ("data", "__weakref__")
+    __slots__ = ("__weakref__", "data")
 
     def __init__(self, data: Any):
         self.data = data
@@ -136,7 +136,7 @@ class Buffer:
 class Node:
     """One immutable graph node. Build with `node()`; compare with `is`."""
 
-    __slots__ = ("op", "srcs", "arg", "dtype", "shape", "_key", "__weakref__")
+    __slots__ = ("__weakref__", "_key", "arg", "dtype", "op", "shape", "srcs")
     op: Op
     srcs: tuple[Node, ...]
     arg: Any
@@ -229,7 +229,7 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
             raise GraphError(f"WHERE: {c}, {a}, {b} must share a shape, cond bool, branches one dtype")
         return _make(op, srcs, None, a.dtype, a.shape)
     if op in REDUCE:
-        axes = tuple(sorted(set(int(a) for a in arg)))
+        axes = tuple(sorted({int(a) for a in arg}))
         if any(not 0 <= a < len(s0.shape) for a in axes):
             raise GraphError(f"{op.name}: axes {axes} out of range for {s0}")
         shape = tuple(1 if i in axes else s for i, s in enumerate(s0.shape))
@@ -276,7 +276,7 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
             return s0
         return _make(op, srcs, bounds, s0.dtype, tuple(b - a for a, b in bounds))
     if op is Op.FLIP:
-        axes = tuple(sorted(set(int(a) for a in arg if s0.shape[int(a)] > 1)))
+        axes = tuple(sorted({int(a) for a in arg if s0.shape[int(a)] > 1}))
         if not axes:
             return s0
         return _make(op, srcs, axes, s0.dtype, s0.shape)

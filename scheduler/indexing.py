@@ -15,7 +15,7 @@ Invariants
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import sympy
 
@@ -24,7 +24,7 @@ from codegen.kernel_ir import FloorDiv, ModIdx
 Ranges = dict  # sympy.Symbol -> int size (values lie in [0, size))
 
 
-@lru_cache(maxsize=None)
+@cache
 def symbol(name: str) -> sympy.Symbol:
     return sympy.Symbol(name, integer=True, nonnegative=True)
 
@@ -153,7 +153,7 @@ def _floordiv_simplified(a, d, ranges):
 
 
 def _split_mod(a, d, ranges):
-    q, s = _split(a, d, ranges)
+    _q, s = _split(a, d, ranges)
     lo, hi = bounds(s, ranges)
     if lo >= 0 and hi < d:
         return s

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sympy
 
-from codegen.kernel_ir import BufferArg, Expr, Kernel, Reduce, Store
+from codegen.kernel_ir import BufferArg, Expr, Kernel, Reduce, Store, subst_expr
 from lazy.graph import BINARY, MOVEMENT, REDUCE, UNARY, Node, Op, buffer_layout
 from scheduler.indexing import bounds, flat_index, movement_index, strides_of, symbol
 
@@ -140,7 +140,7 @@ class Lowerer:
         return Expr("acc", arg=name, dtype=n.dtype.name)
 
     def _depth(self, n: Node, deps: set) -> int:
-        xs = sorted((int(d.name[1:]) for d in deps if d.name.startswith("x")))
+        xs = sorted(int(d.name[1:]) for d in deps if d.name.startswith("x"))
         depth = xs[-1] + 1 if xs else 0
         missing = [f"x{i}" for i in range(depth) if i not in xs and self.loop_sizes[i] > 1]
         if missing and id(n) not in self.roots:  # the kernel's own output is computed where it is stored
@@ -252,29 +252,11 @@ def _can_merge(a: sympy.Symbol, b: sympy.Symbol, size_b: int, affine, rigid) -> 
     return True
 
 
-def _subst(e: Expr, rep: dict, memo: dict) -> Expr:
-    hit = memo.get(id(e))
-    if hit is not None:
-        return hit
-    srcs = tuple(_subst(s, rep, memo) for s in e.srcs)
-    arg = e.arg
-    if e.op == "load":
-        b, index, mask = arg
-        arg = (b, sympy.expand(index.xreplace(rep)), tuple((c, a.xreplace(rep), v) for c, a, v in mask))
-    elif e.op == "index":
-        arg = sympy.expand(arg.xreplace(rep))
-    elif e.op == "valid":
-        arg = tuple((c, a.xreplace(rep), v) for c, a, v in arg)
-    out = Expr(e.op, srcs, arg, e.dtype)
-    memo[id(e)] = out
-    return out
-
-
 def _rebuild(k: Kernel, rep: dict, loops, reduces_meta) -> Kernel:
     memo: dict = {}
-    reduces = tuple(Reduce(r.name, r.op, _subst(r.value, rep, memo), r.dtype, rs, rv, d)
+    reduces = tuple(Reduce(r.name, r.op, subst_expr(r.value, rep, memo), r.dtype, rs, rv, d)
                     for r, (rs, rv, d) in zip(k.reduces, reduces_meta))
-    stores = tuple(Store(s.buf, sympy.expand(s.index.xreplace(rep)), _subst(s.value, rep, memo), s.dtype)
+    stores = tuple(Store(s.buf, sympy.expand(s.index.xreplace(rep)), subst_expr(s.value, rep, memo), s.dtype)
                    for s in k.stores)
     return Kernel(k.name, k.buffers, tuple(loops), reduces, stores, dict(k.meta))
 
