@@ -59,7 +59,7 @@ C_TYPES = {
     "int64": ("int64_t", "int64_t"),
     "int8": ("int8_t", "int32_t"),
     "uint8": ("uint8_t", "int32_t"),
-    "bool": ("uint8_t", "uint8_t"),
+    "bool": ("uint8_t", "int"),  # computed as int: the width of float lanes, so masks vectorize
 }
 FLOATS = {"float32", "float64", "float16", "bfloat16"}
 

@@ -840,7 +840,8 @@ class Tensor:
     def sigmoid(self) -> Tensor:
         # exp(-|x|) never overflows, so neither the value nor the gradient of either branch is inf
         e = (-self.abs()).exp()
-        return where(self >= 0, (e + 1)._ew(Op.RECIP), e / (e + 1))
+        r = (e + 1)._ew(Op.RECIP)
+        return where(self >= 0, r, e * r)  # one division for both branches
 
     def relu(self) -> Tensor:
         return where(self <= 0, self._const(0), self)  # NaN stays NaN; relu'(0) = 0 as in torch
