@@ -17,3 +17,5 @@ from lazy.runtime import debug, profile  # noqa: F401
 from lazy import autograd  # noqa: E402,F401
 from lazy.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402,F401
 from lazy.transforms import grad, jvp, value_and_grad  # noqa: E402,F401
+from lazy import nn  # noqa: F401
+from lazy import optim  # noqa: F401

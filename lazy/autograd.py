@@ -163,10 +163,11 @@ def _children(n: Node) -> tuple[Node, ...]:
     return (n.arg,) if n.op is Op.STORED else n.srcs
 
 
-def _grad_order(root: Node) -> list[Node]:
+def _grad_order(roots) -> list[Node]:
+    """Post-order under `roots` along gradient edges; nothing below a DETACH is visited."""
     order: list[Node] = []
     seen: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(root, False)]
+    stack: list[tuple[Node, bool]] = [(r, False) for r in roots]
     while stack:
         n, done = stack.pop()
         if done:
@@ -176,14 +177,15 @@ def _grad_order(root: Node) -> list[Node]:
             continue
         seen.add(id(n))
         stack.append((n, True))
-        stack.extend((s, False) for s in reversed(_children(n)) if id(s) not in seen)
+        if n.op is not Op.DETACH:
+            stack.extend((s, False) for s in reversed(_children(n)) if id(s) not in seen)
     return order
 
 
-def differentiable_nodes(root: Node, leaves: set[int]) -> tuple[list[Node], set[int]]:
-    """Topological order under `root` (through STORED nodes to what they store), and the ids of
-    the floating-point nodes that depend on a leaf other than through DETACH."""
-    order = _grad_order(root)
+def differentiable_nodes(root: Node | list[Node], leaves: set[int]) -> tuple[list[Node], set[int]]:
+    """Topological order under `root` (or several roots; through STORED nodes to what they store),
+    and the ids of the floating-point nodes that depend on a leaf other than through DETACH."""
+    order = _grad_order(root if isinstance(root, list) else [root])
     live: set[int] = set()
     for n in order:
         if not n.dtype.is_float:

@@ -150,14 +150,18 @@ def node_device(n: Node) -> str | None:
     hit = _node_devices.get(n, False)
     if hit is not False:
         return hit
-    stack, order = [n], []
-    while stack:  # iterative: graphs of long training loops are deep
-        m = stack.pop()
-        if m in _node_devices:
+    stack, order, seen = [(n, False)], [], set()
+    while stack:  # iterative post-order: graphs of long training loops are deep and share subgraphs
+        m, done = stack.pop()
+        if done:
+            order.append(m)
             continue
-        order.append(m)
-        stack.extend(s for s in m.srcs if s not in _node_devices)
-    for m in reversed(order):
+        if id(m) in seen or m in _node_devices:
+            continue
+        seen.add(id(m))
+        stack.append((m, True))
+        stack.extend((s, False) for s in m.srcs if id(s) not in seen and s not in _node_devices)
+    for m in order:
         if m.op is Op.BUFFER:
             dev = str(m.arg.data.device)
         else:
@@ -321,11 +325,14 @@ def realize(*tensors: Tensor):
     if todo:
         bufs = dict(zip(todo, _realize(list(todo.values()))))
         leaves = {id(t._node) for t in _leaf_tensors}
+        live = autograd.differentiable_nodes(list(todo.values()), leaves)[1] if leaves else set()
         for t in tensors:
             n = t._node
             if id(n) in bufs:
                 bn = node(Op.BUFFER, (), bufs[id(n)], n.dtype, n.shape)
-                if leaves and id(n) in autograd.differentiable_nodes(n, leaves)[1]:
+                if t in _leaf_tensors:  # a leaf's new value (an optimizer step) starts a new history
+                    _leaf_owner[bn] = t
+                elif id(n) in live:
                     bn = node(Op.STORED, (bn,), n)  # the value is stored; gradients still reach the graph
                 t._set_realized(bn)
     return tensors[0] if len(tensors) == 1 else tensors

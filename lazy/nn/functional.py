@@ -1,0 +1,475 @@
+"""torch.nn.functional for lazy tensors: layers, activations and losses composed from Tensor ops.
+
+In:  lazy tensors (torch tensors and numpy arrays are wrapped); torch's names, argument names
+     and defaults.
+Out: lazy tensors (nothing runs until realized). Every function is a composition of the
+     primitive ops, so autograd differentiates it for free and the scheduler fuses it.
+
+Choices, and why
+- Index lookups (cross_entropy/nll_loss targets, embedding) compare the indices with an IOTA
+  row (a one-hot mask built in-kernel, never in memory) and reduce: the IR has no gather. This
+  costs O(N*C) instead of O(N), fine for the class counts and vocabularies we train here.
+- Pooling and conv2d cut windows out of the input with movement ops only (one shifted view
+  per kernel offset, stacked: the "im2col" matrix is an index map, not a copy), then reduce.
+- Dropout masks come from `lazy.rand` (eager, host generator, see lazy.manual_seed).
+- Max pooling shares the gradient evenly between tied maxima (like `amax`), where torch gives it
+  to the first one; ties need equal floats, so this only matters for constant windows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lazy
+from lazy.tensor import Tensor, _operand, where
+
+__all__ = [
+    "avg_pool2d", "binary_cross_entropy_with_logits", "conv2d", "cross_entropy", "dropout", "elu", "embedding",
+    "gelu", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax", "max_pool2d", "mse_loss", "nll_loss",
+    "one_hot", "pad", "relu", "rms_norm", "scaled_dot_product_attention", "sigmoid", "silu", "softmax",
+    "softplus", "tanh",
+]
+
+
+def _t(op: str, x) -> Tensor:
+    v = _operand(op, x)
+    if not isinstance(v, Tensor):
+        raise TypeError(f"{op}: expected a tensor, got {type(x).__name__}")
+    return v
+
+
+def _pair(op: str, v, name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(v)
+    if len(v) != 2 or not all(isinstance(a, int) for a in v):
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+    return v
+
+
+# ---------------------------------------------------------------- activations
+
+def relu(input, inplace: bool = False) -> Tensor:
+    return _t("relu", input).relu()
+
+
+def gelu(input, approximate: str = "none") -> Tensor:
+    return _t("gelu", input).gelu(approximate=approximate)
+
+
+def silu(input, inplace: bool = False) -> Tensor:
+    return _t("silu", input).silu()
+
+
+def tanh(input) -> Tensor:
+    return _t("tanh", input).tanh()
+
+
+def sigmoid(input) -> Tensor:
+    return _t("sigmoid", input).sigmoid()
+
+
+def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    x = _t("leaky_relu", input)
+    return where(x > 0, x, x * negative_slope)
+
+
+def elu(input, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    x = _t("elu", input)
+    return where(x > 0, x, x.expm1() * alpha)
+
+
+def softplus(input, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """log(1 + exp(beta x)) / beta, linear above `threshold` like torch."""
+    x = _t("softplus", input)
+    bx = x * beta
+    return where(bx > threshold, x, (bx.exp().log1p()) / beta)
+
+
+def softmax(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    x = _t("softmax", input)
+    return x.softmax(_implicit_dim("softmax", dim, x), dtype=dtype)
+
+
+def log_softmax(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    x = _t("log_softmax", input)
+    return x.log_softmax(_implicit_dim("log_softmax", dim, x), dtype=dtype)
+
+
+def _implicit_dim(op: str, dim, x: Tensor) -> int:
+    if dim is not None:
+        return dim
+    # torch's legacy rule (with a deprecation warning there): dim 0 for 0-, 1- and 3-d inputs, else 1
+    return 0 if x.ndim in (0, 1, 3) else 1
+
+
+# ---------------------------------------------------------------- layers
+
+def linear(input, weight, bias=None) -> Tensor:
+    """input @ weight.T + bias, weight of shape (out_features, in_features)."""
+    x, w = _t("linear", input), _t("linear", weight)
+    y = x @ w.t() if w.ndim == 2 else x @ w
+    return y if bias is None else y + bias
+
+
+def embedding(input, weight, padding_idx: int | None = None, max_norm=None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
+    """weight[input] as one-hot(input) @ weight; the padding row receives no gradient."""
+    idx, w = _t("embedding", input), _t("embedding", weight)
+    if idx.dtype.kind not in "iu":
+        raise RuntimeError(f"embedding: expected integer indices (int32 or int64), got {idx.dtype}")
+    if w.ndim != 2:
+        raise RuntimeError(f"embedding: weight must be 2-d (num_embeddings, embedding_dim), got shape {tuple(w.shape)}")
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: max_norm, scale_grad_by_freq and sparse are not supported")
+    n = w.shape[0]
+    rows = lazy.arange(n)
+    if padding_idx is not None:
+        pad = padding_idx + n if padding_idx < 0 else padding_idx
+        w = where((rows == pad).unsqueeze(-1), w.detach(), w)
+    hot = (idx.unsqueeze(-1) == rows).to(w.dtype)
+    return hot @ w
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    x = _t("layer_norm", input)
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(x.shape[x.ndim - len(shape):]) != shape:
+        raise RuntimeError(f"layer_norm: input of shape {tuple(x.shape)} does not end with normalized_shape "
+                           f"{shape}")
+    dims = tuple(range(x.ndim - len(shape), x.ndim))
+    mean = x.mean(dims, keepdim=True)
+    xc = x - mean
+    y = xc * ((xc * xc).mean(dims, keepdim=True) + eps).rsqrt()
+    if weight is not None:
+        y = y * weight
+    return y if bias is None else y + bias
+
+
+def rms_norm(input, normalized_shape, weight=None, eps: float | None = None) -> Tensor:
+    """x / sqrt(mean(x**2) + eps) * weight; eps defaults to the dtype's machine epsilon, like torch."""
+    x = _t("rms_norm", input)
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(x.shape[x.ndim - len(shape):]) != shape:
+        raise RuntimeError(f"rms_norm: input of shape {tuple(x.shape)} does not end with normalized_shape {shape}")
+    if eps is None:
+        import torch
+
+        from lazy.dtypes import to_torch
+        eps = torch.finfo(to_torch(x.dtype)).eps
+    dims = tuple(range(x.ndim - len(shape), x.ndim))
+    y = x * ((x * x).mean(dims, keepdim=True) + eps).rsqrt()
+    return y if weight is None else y * weight
+
+
+def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero each element with probability p (mask from lazy.rand) and scale the rest by 1/(1-p)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: probability has to be between 0 and 1, but got {p}")
+    x = _t("dropout", input)
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = lazy.rand(tuple(x.shape), dtype=x.dtype if x.dtype.is_float else None) < (1.0 - p)
+    out = where(keep, x * (1.0 / (1.0 - p)), 0.0)
+    if inplace:
+        return x.copy_(out)
+    return out
+
+
+def pad(input, pad, mode: str = "constant", value: float | None = None) -> Tensor:
+    if mode != "constant":
+        raise NotImplementedError(f"pad: mode {mode!r} is not supported (only 'constant')")
+    return _t("pad", input).pad(pad, 0 if value is None else value)
+
+
+def one_hot(tensor, num_classes: int = -1) -> Tensor:
+    t = _t("one_hot", tensor)
+    if t.dtype.kind not in "iu":
+        raise RuntimeError(f"one_hot: expected an integer tensor, got {t.dtype}")
+    if num_classes < 0:  # needs the data, like torch (which also reads the max)
+        num_classes = int(t.max().item()) + 1
+    return (t.unsqueeze(-1) == lazy.arange(num_classes)).long()
+
+
+# ---------------------------------------------------------------- windows: conv and pooling
+
+def _windows(x: Tensor, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int]) -> Tensor:
+    """[..., H, W] -> [..., OH, OW, KH, KW] with out[.., i, j, a, b] = x[.., i*sH + a*dH, j*sW + b*dW].
+
+    im2col through views: one shifted (and, for strides, subsampled) view of x per kernel offset,
+    stacked. Strides never use step slicing: x is split once into (H/s, s) and each offset's rows
+    are a plain shrink of it, so every index stays affine (step slices and tinygrad's
+    repeat-and-fold trick give index maps full of // and % whose backward graphs take the
+    scheduler seconds to simplify)."""
+    h, w = x.shape[-2:]
+    oh, ow = (h - d[0] * (k[0] - 1) - 1) // s[0] + 1, (w - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    lead = (slice(None),) * (x.ndim - 2)
+    if s == k and d == (1, 1):  # non-overlapping windows (pooling): one split of each dim
+        x = x[lead + (slice(0, oh * k[0]), slice(0, ow * k[1]))].reshape(*x.shape[:-2], oh, k[0], ow, k[1])
+        n = x.ndim
+        return x.permute(*range(n - 4), n - 4, n - 2, n - 3, n - 1)
+    if s == (1, 1):
+        pieces = [x[lead + (slice(a * d[0], a * d[0] + oh), slice(b * d[1], b * d[1] + ow))]
+                  for a in range(k[0]) for b in range(k[1])]
+    else:
+        # rows/cols up to the last offset's block, in whole blocks of s (the padding is never read)
+        hn = max(-(-h // s[0]), (k[0] - 1) * d[0] // s[0] + oh) * s[0]
+        wn = max(-(-w // s[1]), (k[1] - 1) * d[1] // s[1] + ow) * s[1]
+        xs = x.pad((0, wn - w, 0, hn - h)).reshape(*x.shape[:-2], hn // s[0], s[0], wn // s[1], s[1])
+        pieces = []
+        for a in range(k[0]):
+            r0, r = divmod(a * d[0], s[0])
+            for b in range(k[1]):
+                c0, c = divmod(b * d[1], s[1])
+                pieces.append(xs[lead + (slice(r0, r0 + oh), r, slice(c0, c0 + ow), c)])
+    return lazy.stack(pieces, -1).reshape(*x.shape[:-2], oh, ow, k[0], k[1])
+
+
+def _out_size(op: str, n: int, k: int, s: int, d: int, p: int, ceil_mode: bool) -> int:
+    span = n + 2 * p - d * (k - 1) - 1
+    if span < 0:
+        raise RuntimeError(f"{op}: kernel size {k} (dilation {d}) is larger than the padded input size {n + 2 * p}")
+    if not ceil_mode:
+        return span // s + 1
+    o = -(-span // s) + 1
+    return o - 1 if (o - 1) * s >= n + p else o  # the last window must start inside the input or left pad
+
+
+def _batched(op: str, x: Tensor) -> tuple[Tensor, bool]:
+    if x.ndim == 3:
+        return x.unsqueeze(0), True
+    if x.ndim != 4:
+        raise RuntimeError(f"{op}: expected a 3-d (C, H, W) or 4-d (N, C, H, W) input, got shape {tuple(x.shape)}")
+    return x, False
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:
+    """Cross-correlation like torch: windows of the padded input (views) times the weight, summed
+    over (in_channels/groups, KH, KW) in one reduction."""
+    x, unbatched = _batched("conv2d", _t("conv2d", input))
+    w = _t("conv2d", weight)
+    s, d = _pair("conv2d", stride, "stride"), _pair("conv2d", dilation, "dilation")
+    oc, icg, kh, kw = w.shape
+    n, c = x.shape[:2]
+    if c != icg * groups or oc % groups:
+        raise RuntimeError(f"conv2d: input with {c} channels, weight of shape {tuple(w.shape)} and groups={groups} "
+                           f"do not match (expected input channels = {icg} * {groups}, out channels divisible by "
+                           "groups)")
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = ((0, 0), (0, 0))
+        elif padding == "same":
+            if s != (1, 1):
+                raise RuntimeError("conv2d: padding='same' is not supported for strided convolutions")
+            tot = (d[0] * (kh - 1), d[1] * (kw - 1))
+            pads = ((tot[0] // 2, tot[0] - tot[0] // 2), (tot[1] // 2, tot[1] - tot[1] // 2))
+        else:
+            raise ValueError(f"conv2d: padding must be 'valid', 'same', an int or a pair, got {padding!r}")
+    else:
+        p = _pair("conv2d", padding, "padding")
+        pads = ((p[0], p[0]), (p[1], p[1]))
+    if any(a or b for a, b in pads):
+        x = x.pad((pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
+    win = _windows(x, (kh, kw), s, d)  # [N, C, OH, OW, KH, KW]
+    oh, ow = win.shape[2], win.shape[3]
+    g = groups
+    win = win.reshape(n, g, 1, icg, oh, ow, kh, kw)
+    wg = w.reshape(1, g, oc // g, icg, 1, 1, kh, kw)
+    y = (win * wg).sum((3, 6, 7)).reshape(n, oc, oh, ow)
+    if bias is not None:
+        y = y + _t("conv2d", bias).reshape(1, oc, 1, 1)
+    return y.squeeze(0) if unbatched else y
+
+
+def _pool_args(op: str, x: Tensor, kernel_size, stride, padding, dilation, ceil_mode):
+    k = _pair(op, kernel_size, "kernel_size")
+    s = k if stride is None or stride == [] or stride == () else _pair(op, stride, "stride")
+    p, d = _pair(op, padding, "padding"), _pair(op, dilation, "dilation")
+    if p[0] * 2 > k[0] or p[1] * 2 > k[1]:
+        raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, got padding={p} "
+                           f"and kernel_size={k}")
+    h, w = x.shape[-2:]
+    o = (_out_size(op, h, k[0], s[0], d[0], p[0], ceil_mode), _out_size(op, w, k[1], s[1], d[1], p[1], ceil_mode))
+    # right padding: the left pad, plus whatever the last (ceil_mode) window needs beyond it
+    extra = tuple(max(0, (o[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1 - (n + 2 * p[i])) for i, n in enumerate((h, w)))
+    return k, s, p, d, o, extra
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Tensor:
+    if return_indices:
+        raise NotImplementedError("max_pool2d: return_indices=True is not supported")
+    x, unbatched = _batched("max_pool2d", _t("max_pool2d", input))
+    k, s, p, d, _, extra = _pool_args("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
+    if any(p) or any(extra):
+        x = x.pad((p[1], p[1] + extra[1], p[0], p[0] + extra[0]), value=-math.inf)
+    y = _windows(x, k, s, d).amax((-2, -1))
+    return y.squeeze(0) if unbatched else y
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> Tensor:
+    x, unbatched = _batched("avg_pool2d", _t("avg_pool2d", input))
+    k, s, p, d, _, extra = _pool_args("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
+    h, w = x.shape[-2:]
+    grow = (p[1], p[1] + extra[1], p[0], p[0] + extra[0])
+    if any(grow):
+        x = x.pad(grow)
+    total = _windows(x, k, s, d).sum((-2, -1))
+    if divisor_override is not None:
+        y = total / divisor_override
+    elif not any(grow):
+        y = total / (k[0] * k[1])
+    else:  # count what torch counts: the padded input (count_include_pad) or the input, never the ceil overhang
+        if count_include_pad:
+            ones = lazy.ones(h + 2 * p[0], w + 2 * p[1], dtype=x.dtype).pad((0, extra[1], 0, extra[0]))
+        else:
+            ones = lazy.ones(h, w, dtype=x.dtype).pad(grow)
+        y = total / _windows(ones, k, s, d).sum((-2, -1))
+    return y.squeeze(0) if unbatched else y
+
+
+# ---------------------------------------------------------------- attention
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None, enable_gqa: bool = False) -> Tensor:
+    """softmax(q @ k^T * scale + mask) @ v; `is_causal` masks keys after the query position
+    (top-left aligned, like torch); a bool mask keeps True, a float mask is added."""
+    q, k, v = (_t("scaled_dot_product_attention", a) for a in (query, key, value))
+    L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
+    if enable_gqa and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+        rep = q.shape[-3] // k.shape[-3]
+        k, v = (t.unsqueeze(-3).expand(*t.shape[:-2], rep, *t.shape[-2:]).reshape(
+            *t.shape[:-3], t.shape[-3] * rep, *t.shape[-2:]) for t in (k, v))
+    s = (1.0 / math.sqrt(E)) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * s
+    if is_causal:
+        if attn_mask is not None:
+            raise RuntimeError("scaled_dot_product_attention: pass either attn_mask or is_causal, not both")
+        keep = lazy.arange(L).unsqueeze(-1) >= lazy.arange(S)
+        scores = scores.masked_fill(keep.logical_not(), -math.inf)
+    elif attn_mask is not None:
+        m = _t("scaled_dot_product_attention", attn_mask)
+        scores = scores.masked_fill(m.logical_not(), -math.inf) if m.dtype is lazy.bool else scores + m
+    attn = scores.softmax(-1)
+    if dropout_p > 0.0:
+        attn = dropout(attn, dropout_p, training=True)
+    return attn @ v
+
+
+# ---------------------------------------------------------------- losses
+
+def _reduce(op: str, loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _class_rows(op: str, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(hit, classes): hit[n, c, ...] = target[n, ...] == c, the one-hot mask as a bool graph."""
+    if x.ndim < 1:
+        raise RuntimeError(f"{op}: expected an input with a class dim, got a 0-d tensor")
+    if target.dtype.kind not in "iu":
+        raise RuntimeError(f"{op}: expected class indices of an integer dtype (int64), got {target.dtype}")
+    batch = tuple(x.shape[:1]) + tuple(x.shape[2:]) if x.ndim > 1 else ()
+    if tuple(target.shape) != batch:
+        raise RuntimeError(f"{op}: input of shape {tuple(x.shape)} needs a target of shape {batch} "
+                           f"(the input without its class dim 1), got {tuple(target.shape)}")
+    c = x.shape[1] if x.ndim > 1 else x.shape[0]
+    cls = lazy.arange(c).reshape((c,) + (1,) * (x.ndim - 2)) if x.ndim > 1 else lazy.arange(c)
+    t = target.unsqueeze(1) if x.ndim > 1 else target.unsqueeze(0)
+    return t == cls, cls
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+             reduction: str = "mean") -> Tensor:
+    """-input[n, target[n]] * weight[target[n]]; 'mean' divides by the summed weights of the
+    targets that are not `ignore_index` (the count when weight is None), like torch."""
+    x, target = _t("nll_loss", input), _t("nll_loss", target)
+    hit, cls = _class_rows("nll_loss", x, target)
+    cdim = 1 if x.ndim > 1 else 0
+    valid = target != ignore_index
+    picked = where(hit, x, 0.0).sum(cdim)
+    if weight is None:
+        w = valid.to(x.dtype)
+    else:
+        wt = _t("nll_loss", weight).to(x.dtype)
+        w = where(valid, where(hit, wt.reshape(cls.shape), 0.0).sum(cdim), 0.0)
+    loss = -(picked * w)
+    if reduction == "mean":
+        return loss.sum() / w.sum()
+    return _reduce("nll_loss", loss, reduction)
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """log_softmax over the class dim (1, or 0 for an unbatched input) + nll_loss; targets are
+    class indices or class probabilities (a float tensor shaped like the input)."""
+    x, target = _t("cross_entropy", input), _t("cross_entropy", target)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    cdim = 1 if x.ndim > 1 else 0
+    c = x.shape[cdim]
+    logp = x.log_softmax(cdim)
+    wshape = (c,) + (1,) * (x.ndim - 2) if x.ndim > 1 else (c,)
+    if target.dtype.is_float:  # class probabilities
+        if tuple(target.shape) != tuple(x.shape):
+            raise RuntimeError(f"cross_entropy: probability targets must have the input's shape {tuple(x.shape)}, "
+                               f"got {tuple(target.shape)}")
+        p = target if label_smoothing == 0 else target * (1 - label_smoothing) + label_smoothing / c
+        terms = logp * p
+        if weight is not None:
+            terms = terms * _t("cross_entropy", weight).reshape(wshape)
+        loss = -terms.sum(cdim)
+        if reduction == "mean":
+            return loss.sum() / (loss.numel() if loss.ndim else 1)
+        return _reduce("cross_entropy", loss, reduction)
+    nll = nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
+    if label_smoothing == 0:
+        return nll
+    valid = target != ignore_index
+    if weight is None:
+        smooth = -logp.sum(cdim)
+        denom = valid.to(x.dtype).sum()
+    else:
+        wt = _t("cross_entropy", weight).to(x.dtype)
+        smooth = -(logp * wt.reshape(wshape)).sum(cdim)
+        hit, _ = _class_rows("cross_entropy", x, target)
+        denom = where(valid, where(hit, wt.reshape(wshape), 0.0).sum(cdim), 0.0).sum()
+    smooth = where(valid, smooth, 0.0)
+    if reduction == "mean":
+        smooth = smooth.sum() / denom
+    else:
+        smooth = _reduce("cross_entropy", smooth, reduction)
+    return nll * (1 - label_smoothing) + smooth * (label_smoothing / c)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> Tensor:
+    d = _t("mse_loss", input) - target
+    return _reduce("mse_loss", d * d, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
+    return _reduce("l1_loss", (_t("l1_loss", input) - target).abs(), reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction: str = "mean", pos_weight=None) -> Tensor:
+    """torch's stable form: (1 - y) x + (1 + (pw - 1) y) * log(1 + exp(-x)), log term around max(-x, 0)."""
+    x = _t("binary_cross_entropy_with_logits", input)
+    y = target
+    softplus_neg = (-x).clamp_min(0) + ((-x.abs()).exp()).log1p()  # log(1 + exp(-x)), stable
+    if pos_weight is not None:
+        lw = (pos_weight - 1) * y + 1
+        loss = (1 - y) * x + lw * softplus_neg
+    else:
+        loss = (1 - y) * x + softplus_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduce("binary_cross_entropy_with_logits", loss, reduction)
