@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Node, Op, const, node
+from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Node, Op, const, node, toposort
 
 
 def _k(v, like: Node) -> Node:
@@ -163,29 +163,14 @@ def _children(n: Node) -> tuple[Node, ...]:
     return (n.arg,) if n.op is Op.STORED else n.srcs
 
 
-def _grad_order(roots) -> list[Node]:
-    """Post-order under `roots` along gradient edges; nothing below a DETACH is visited."""
-    order: list[Node] = []
-    seen: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(r, False) for r in roots]
-    while stack:
-        n, done = stack.pop()
-        if done:
-            order.append(n)
-            continue
-        if id(n) in seen:
-            continue
-        seen.add(id(n))
-        stack.append((n, True))
-        if n.op is not Op.DETACH:
-            stack.extend((s, False) for s in reversed(_children(n)) if id(s) not in seen)
-    return order
+def _grad_edges(n: Node) -> tuple[Node, ...]:
+    return () if n.op is Op.DETACH else _children(n)  # nothing below a DETACH can carry a gradient
 
 
 def differentiable_nodes(root: Node | list[Node], leaves: set[int]) -> tuple[list[Node], set[int]]:
     """Topological order under `root` (or several roots; through STORED nodes to what they store),
     and the ids of the floating-point nodes that depend on a leaf other than through DETACH."""
-    order = _grad_order(root if isinstance(root, list) else [root])
+    order = toposort(root if isinstance(root, list) else [root], _grad_edges)
     live: set[int] = set()
     for n in order:
         if not n.dtype.is_float:

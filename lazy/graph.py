@@ -301,8 +301,9 @@ def const(value: Any, dtype: DType, shape: tuple[int, ...] = ()) -> Node:
     return node(Op.CONST, (), value, dtype, tuple(shape))
 
 
-def toposort(roots: list[Node]) -> list[Node]:
-    """Nodes reachable from `roots`, every node after its sources (iterative: graphs get deep)."""
+def toposort(roots: list[Node], children=None) -> list[Node]:
+    """Nodes reachable from `roots`, every node after its sources (iterative: graphs get deep).
+    `children(n)` overrides which edges are followed (autograd follows gradient edges)."""
     order: list[Node] = []
     seen: set[int] = set()
     stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
@@ -315,7 +316,7 @@ def toposort(roots: list[Node]) -> list[Node]:
             continue
         seen.add(id(n))
         stack.append((n, True))
-        for s in reversed(n.srcs):
+        for s in reversed(n.srcs if children is None else children(n)):
             if id(s) not in seen:
                 stack.append((s, False))
     return order
