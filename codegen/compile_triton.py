@@ -289,18 +289,23 @@ def aot_in_subprocess(module: str, paths: list[Path], target: str) -> list[dict]
     return results
 
 
-def _main(argv: list[str]) -> int:
+def aot_cli(argv: list[str], compile_file, module: str) -> int:
+    """`python -m <module> aot <target> <generated.py>...`: the subprocess side of aot_in_subprocess."""
     if len(argv) >= 3 and argv[0] == "aot":
         out = []
         for path in argv[2:]:
             try:
-                out.append(aot_compile_file(path, argv[1]))
+                out.append(compile_file(path, argv[1]))
             except TritonCompileError as e:
                 out.append({"error": e.message})
         print(json.dumps(out))
         return 0
-    print("usage: python -m codegen.compile_triton aot <target> <generated.py>...", file=sys.stderr)
+    print(f"usage: python -m {module} aot <target> <generated.py>...", file=sys.stderr)
     return 2
+
+
+def _main(argv: list[str]) -> int:
+    return aot_cli(argv, aot_compile_file, "codegen.compile_triton")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ anything is compiled (`GemmConfigError`), and `aot_compile` checks the compiler'
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -567,17 +566,7 @@ def aot_compile(call: ExternCall, target: str = "sm_90", config: GemmConfig | No
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) >= 3 and argv[0] == "aot":
-        out = []
-        for path in argv[2:]:
-            try:
-                out.append(aot_compile_file(path, argv[1]))
-            except TritonCompileError as e:
-                out.append({"error": e.message})
-        print(json.dumps(out))
-        return 0
-    print("usage: python -m codegen.gemm_triton aot <target> <generated.py>...", file=sys.stderr)
-    return 2
+    return compile_triton.aot_cli(argv, aot_compile_file, "codegen.gemm_triton")
 
 
 if __name__ == "__main__":
