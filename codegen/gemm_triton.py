@@ -51,6 +51,7 @@ from codegen import compile_triton
 from codegen.compile_c import atomic_write
 from codegen.compile_triton import H100_SHARED_LIMIT, SHARED_LIMITS, TritonCompileError
 from codegen.kernel_ir import ExternCall, StridedView
+from codegen.render_triton import BF16_HELPER
 
 INT32_MAX = 2**31 - 1
 DTYPES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}  # supported dtype -> bytes
@@ -297,17 +298,7 @@ import triton.language as tl
 _INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 
 
-@triton.jit
-def _lz_to_bf16(x):
-    # float32 -> bfloat16, round to nearest even (the interpreter's own conversion truncates)
-    if _INTERPRET:
-        u = x.to(tl.uint32, bitcast=True)
-        r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-        r = tl.where(x != x, 0x7FC0, r)
-        return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        return x.to(tl.bfloat16)
-'''
+''' + BF16_HELPER
 
 
 def _max_offset(op: tuple, p: Problem, rows: int, cols: int) -> int:
@@ -420,7 +411,7 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
     if k_tiles > 1 and sbk:
         w(f"        b_ptrs += {term('BLOCK_K', sbk)}")
     if p.dtype == "bfloat16":
-        w("    out = _lz_to_bf16(acc)")
+        w("    out = _lz_bf16(acc)")
     elif p.dtype in ("float16",):
         w(f"    out = acc.to({TL[p.dtype]})")
     else:

@@ -189,3 +189,35 @@ def subst_expr(e: Expr, rep: dict, memo: dict | None = None) -> Expr:
     out = Expr(e.op, srcs, arg, e.dtype)
     memo[id(e)] = out
     return out
+
+
+def walk_exprs(roots) -> list[Expr]:
+    """Every distinct expression under `roots` (by identity), each once."""
+    seen, out, stack = set(), [], list(roots)
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(e)
+        stack.extend(e.srcs)
+    return out
+
+
+def kernel_exprs(k: Kernel) -> list[Expr]:
+    return walk_exprs([r.value for r in k.reduces] + [s.value for s in k.stores])
+
+
+def index_exprs(k: Kernel) -> tuple[list, list]:
+    """(addresses: store and load indices, conditions: masks, `valid` bounds and `index` values):
+    every integer expression of a kernel, split by whether it only computes an address."""
+    addresses, conditions = [s.index for s in k.stores], []
+    for e in kernel_exprs(k):
+        if e.op == "load":
+            addresses.append(e.arg[1])
+            conditions += [a for _, a, _ in e.arg[2]]
+        elif e.op == "index":
+            conditions.append(e.arg)
+        elif e.op == "valid":
+            conditions += [a for _, a, _ in e.arg]
+    return addresses, conditions

@@ -52,7 +52,18 @@ from dataclasses import dataclass
 
 import sympy
 
-from codegen.kernel_ir import Expr, FloorDiv, Kernel, ModIdx, Reduce, Store, compute_dtype, subst_expr
+from codegen.kernel_ir import (
+    Expr,
+    FloorDiv,
+    Kernel,
+    ModIdx,
+    Reduce,
+    Store,
+    compute_dtype,
+    index_exprs,
+    subst_expr,
+    walk_exprs,
+)
 
 INT32_MAX = 2**31 - 1
 
@@ -113,7 +124,7 @@ def _is_outer_reduction(k: Kernel) -> bool:
         if not r.rvars:
             continue
         rin = sympy.Symbol(r.rvars[-1], integer=True, nonnegative=True)
-        for e in _walk([r.value]):
+        for e in walk_exprs([r.value]):
             if e.op == "load":
                 c = e.arg[1].as_coefficients_dict()
                 if int(c.get(inner, 0)) == 1 and int(c.get(rin, 0)) != 1:
@@ -144,20 +155,6 @@ def choose_config(k: Kernel, *, xblock_max: int = 1024, persistent_max: int = 81
         rb, xb = next_pow2(loop_rblock), 1
     warps = max(1, min(16, (xb * rb) // 512))
     return TritonConfig(XBLOCK=xb, RBLOCK=rb, num_warps=warps, num_stages=1)
-
-
-# -- expression walking ------------------------------------------------------------------------
-
-def _walk(roots):
-    seen, out, stack = set(), [], list(roots)
-    while stack:
-        e = stack.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        out.append(e)
-        stack.extend(e.srcs)
-    return out
 
 
 def _cond_syms(conds) -> set:
@@ -232,16 +229,8 @@ def needs_int64(k: Kernel, cfg: TritonConfig) -> bool:
         return True
     if any(s + cfg.RBLOCK > INT32_MAX for s in stage_sizes(k)):
         return True
-    exprs = [s.index for s in k.stores]
-    for e in _walk([r.value for r in k.reduces] + [s.value for s in k.stores]):
-        if e.op == "load":
-            exprs.append(e.arg[1])
-            exprs += [a for _, a, _ in e.arg[2]]
-        elif e.op == "index":
-            exprs.append(e.arg)
-        elif e.op == "valid":
-            exprs += [a for _, a, _ in e.arg]
-    return any(_max_abs(x, ranges) > INT32_MAX for x in exprs)
+    addresses, conditions = index_exprs(k)
+    return any(_max_abs(x, ranges) > INT32_MAX for x in addresses + conditions)
 
 
 # -- literals ------------------------------------------------------------------------------------
@@ -258,6 +247,20 @@ def _lit(value, dtype: str) -> str:
         return repr(v)
     return str(int(value))
 
+
+# source of the bfloat16 rounding helper; the GEMM template (gemm_triton.py) includes it too
+BF16_HELPER = '''\
+@triton.jit
+def _lz_bf16(x):
+    # float32 -> bfloat16, round to nearest even. The interpreter's own conversion truncates.
+    if _INTERPRET:
+        u = x.to(tl.uint32, bitcast=True)
+        r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        r = tl.where(x != x, 0x7FC0, r)
+        return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return x.to(tl.bfloat16)
+'''
 
 PRELUDE = '''\
 import os
@@ -325,17 +328,7 @@ def _lz_trunc(x):
     return tl.where(x < 0, tl.ceil(x), tl.floor(x))
 
 
-@triton.jit
-def _lz_bf16(x):
-    # float32 -> bfloat16, round to nearest even. The interpreter's own conversion truncates.
-    if _INTERPRET:
-        u = x.to(tl.uint32, bitcast=True)
-        r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-        r = tl.where(x != x, 0x7FC0, r)
-        return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        return x.to(tl.bfloat16)
-
+''' + BF16_HELPER + '''
 
 @triton.jit
 def _lz_fdiv(a, b):

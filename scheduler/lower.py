@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sympy
 
-from codegen.kernel_ir import BufferArg, Expr, Kernel, Reduce, Store, subst_expr
+from codegen.kernel_ir import BufferArg, Expr, Kernel, Reduce, Store, index_exprs, kernel_exprs, subst_expr
 from lazy.graph import BINARY, MOVEMENT, REDUCE, UNARY, Node, Op, buffer_layout
 from scheduler.indexing import bounds, flat_index, movement_index, strides_of, symbol
 
@@ -205,39 +205,6 @@ class Lowerer:
 
 # -- loop merging --------------------------------------------------------------------------
 
-def _walk(e: Expr, seen: set, out: list):
-    if id(e) in seen:
-        return
-    seen.add(id(e))
-    for s in e.srcs:
-        _walk(s, seen, out)
-    out.append(e)
-
-
-def _exprs(k: Kernel) -> list[Expr]:
-    seen: set = set()
-    out: list[Expr] = []
-    for r in k.reduces:
-        _walk(r.value, seen, out)
-    for s in k.stores:
-        _walk(s.value, seen, out)
-    return out
-
-
-def _index_terms(k: Kernel) -> tuple[list, list]:
-    """(affine index expressions, expressions that must keep loop vars apart: masks/conditions)."""
-    affine, rigid = [s.index for s in k.stores], []
-    for e in _exprs(k):
-        if e.op == "load":
-            affine.append(e.arg[1])
-            rigid += [a for _, a, _ in e.arg[2]]
-        elif e.op == "index":
-            rigid.append(e.arg)
-        elif e.op == "valid":
-            rigid += [a for _, a, _ in e.arg]
-    return affine, rigid
-
-
 def _can_merge(a: sympy.Symbol, b: sympy.Symbol, size_b: int, affine, rigid) -> bool:
     for e in rigid:
         if a in e.free_symbols or b in e.free_symbols:
@@ -266,7 +233,7 @@ def merge_loops(k: Kernel, ranges: dict) -> Kernel:
     changed = True
     while changed:
         changed = False
-        affine, rigid = _index_terms(k)
+        affine, rigid = index_exprs(k)
         n = len(k.loops)
         for i in range(n - 1):
             if any(r.depth == i + 1 for r in k.reduces):
@@ -312,7 +279,7 @@ def bytes_bounds_ok(k: Kernel, ranges: dict) -> bool:
     for r in k.reduces:
         for v, s in zip(r.rvars, r.rsizes):
             full[symbol(v)] = s
-    for e in _exprs(k):
+    for e in kernel_exprs(k):
         if e.op == "load" and not e.arg[2]:
             lo, hi = bounds(e.arg[1], full)
             if lo < 0 or hi >= k.buffers[e.arg[0]].numel:
