@@ -47,11 +47,11 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from codegen import compile_triton
+from codegen import compile_triton, render_triton
 from codegen.compile_c import atomic_write
 from codegen.compile_triton import H100_SHARED_LIMIT, SHARED_LIMITS, TritonCompileError
 from codegen.kernel_ir import ExternCall, StridedView
-from codegen.render_triton import BF16_HELPER
+from codegen.render_triton import BF16_HELPER, epilogue_needs_int64
 
 INT32_MAX = 2**31 - 1
 DTYPES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}  # supported dtype -> bytes
@@ -176,6 +176,19 @@ def problem_of(call: ExternCall) -> Problem:
                    a=(va.offset, bst[1], va.strides[-2], va.strides[-1]),
                    b=(vb.offset, bst[2], vb.strides[-2], vb.strides[-1]),
                    c=(vc.offset, bst[0], vc.strides[-2], vc.strides[-1]))
+
+
+def epilogue_buffers(call: ExternCall) -> list[int]:
+    """Indices of the epilogue kernel's buffers passed after (out, a, b): all but its output."""
+    if call.epilogue is None:
+        return []
+    out = call.epilogue.stores[0].buf
+    return [i for i in range(len(call.epilogue.buffers)) if i != out]
+
+
+def epilogue_slots(call: ExternCall) -> tuple[int, ...]:
+    slots = call.epilogue.meta["slots"]
+    return tuple(slots[i] for i in epilogue_buffers(call))
 
 
 def supports(call: ExternCall) -> bool:
@@ -318,6 +331,37 @@ def needs_int64(p: Problem, cfg: GemmConfig) -> bool:
     return worst > INT32_MAX
 
 
+def _epilogue_lines(call: ExternCall, p: Problem, mask_m: bool, mask_n: bool, i64: bool) -> list[str]:
+    """Statements that replace the tile `out` by the epilogue's value: the epilogue's loop
+    variables are the output dims of size > 1 (batch dims from the flat batch id, then rows
+    `rm`, then columns `rn`), the GEMM result is `out` rounded to the GEMM's dtype."""
+    shape = call.views[0].shape
+    itype = "tl.int64" if i64 else "tl.int32"
+    lines = ["    acc_out = out" + (".to(tl.float32)" if p.dtype in ("float16", "bfloat16") else "")]
+    var_masks: dict = {}
+    j = 0
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        v = f"x{j}"
+        j += 1
+        if d == len(shape) - 2:
+            lines.append(f"    {v} = rm[:, None]")
+            var_masks[v] = "m_ok" if mask_m else None
+        elif d == len(shape) - 1:
+            lines.append(f"    {v} = rn[None, :]")
+            var_masks[v] = "n_ok" if mask_n else None
+        else:
+            inner = 1
+            for s in shape[d + 1:-2]:
+                inner *= s
+            x = "batch_id" if inner == 1 else f"(batch_id // {inner})"
+            lines.append(f"    {v} = tl.full([1, 1], 0, {itype}) + {x} % {size}")
+            var_masks[v] = None
+    body, value = render_triton.render_tile_epilogue(call.epilogue, var_masks, "acc_out", i64)
+    return lines + body + [f"    out = {value}"]
+
+
 def kernel_name(call: ExternCall) -> str:
     return f"gemm_{call.name}"
 
@@ -332,7 +376,8 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
     if check:
         check_config(cfg, p.dtype, target)
     name = kernel_name(call)
-    i64 = needs_int64(p, cfg)
+    epi = call.epilogue
+    i64 = needs_int64(p, cfg) or (epi is not None and epilogue_needs_int64(epi))
     BM, BN, BK = cfg.BLOCK_M, cfg.BLOCK_N, cfg.BLOCK_K
     tiles_m, tiles_n = _cdiv(p.M, BM), _cdiv(p.N, BN)
     tiles = tiles_m * tiles_n
@@ -351,6 +396,8 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
     a_base, b_base, c_base = [str(a_off)], [str(b_off)], [str(c_off)]
     if p.batch:
         w(f"    bid = pid // {tiles}")
+        if epi is not None:
+            w("    batch_id = bid")
         w(f"    pid = pid % {tiles}")
         for d in range(len(p.batch) - 1, -1, -1):
             size = p.batch[d]
@@ -416,21 +463,27 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
         w(f"    out = acc.to({TL[p.dtype]})")
     else:
         w("    out = acc")
-    w(f"    c_ptrs = c_ptr + {base(c_base)}{term('rm[:, None]', scm)} + {term('rn[None, :]', scn)}")
     c_mask = ([] if not mask_m else ["m_ok"]) + ([] if not mask_n else ["n_ok"])
+    if epi is not None:
+        L.extend(_epilogue_lines(call, p, mask_m, mask_n, i64))
+    w(f"    c_ptrs = c_ptr + {base(c_base)}{term('rm[:, None]', scm)} + {term('rn[None, :]', scn)}")
     w("    tl.store(c_ptrs, out" + (f", mask={' & '.join(c_mask)})" if c_mask else ")"))
 
     consts = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": cfg.GROUP_M}
     sig = {"c_ptr": SIG[p.dtype], "a_ptr": SIG[p.dtype], "b_ptr": SIG[p.dtype]}
+    extras = [f"b{i}" for i in epilogue_buffers(call)]
+    sig.update({e: render_triton.SIG[epi.buffers[i].dtype] for e, i in zip(extras, epilogue_buffers(call))})
     sig.update({k: "constexpr" for k in consts})
     shape_doc = (f"batch {list(p.batch)} x [{p.M}, {p.K}] @ [{p.K}, {p.N}] {p.dtype}; a strides "
                  f"{list(a_bst)}+({sam}, {sak}) @{a_off}, b {list(b_bst)}+({sbk}, {sbn}) @{b_off}, "
                  f"c {list(c_bst)}+({scm}, {scn}) @{c_off}")
     out = [f'"""Generated by lazy-triton (codegen/gemm_triton.py): {call.name}, key {call.key()}.',
-           f"{shape_doc}.", f"config {cfg}" + (", int64 indices" if i64 else "") + '."""', "", PRELUDE, "",
+           f"{shape_doc}" + ("" if epi is None else f", epilogue {epi.name} fused") + ".",
+           f"config {cfg}" + (", int64 indices" if i64 else "") + '."""', "",
+           PRELUDE if epi is None else render_triton.PRELUDE, "",
            "@triton.jit",
-           (f"def {name}(c_ptr, a_ptr, b_ptr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, "
-            "BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):")]
+           (f"def {name}(c_ptr, a_ptr, b_ptr, {''.join(e + ', ' for e in extras)}BLOCK_M: tl.constexpr, "
+            "BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):")]
     out += L
     out += ["", "",
             f"KERNEL = {name}",
@@ -444,12 +497,12 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
             f"CONFIG = {asdict(cfg)!r}",
             "",
             "",
-            "def launch(c, a, b):",
-            f'    """Run {call.name} on torch tensors (out, a, b; offsets count from data_ptr())."""',
+            f"def launch(c, a, b{''.join(', ' + e for e in extras)}):",
+            f'    """Run {call.name} on torch tensors (out, a, b, epilogue inputs; offsets count from data_ptr())."""',
             "    if GRID[0] == 0:",
             "        return",
-            (f"    {name}[GRID](c, a, b, BLOCK_M={BM}, BLOCK_N={BN}, BLOCK_K={BK}, GROUP_M={cfg.GROUP_M}, "
-             "num_warps=NUM_WARPS, num_stages=NUM_STAGES)"),
+            (f"    {name}[GRID](c, a, b, {''.join(e + ', ' for e in extras)}BLOCK_M={BM}, BLOCK_N={BN}, "
+             f"BLOCK_K={BK}, GROUP_M={cfg.GROUP_M}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)"),
             ""]
     return "\n".join(out)
 
@@ -482,9 +535,11 @@ def load(call: ExternCall, cfg: GemmConfig | None = None):
     errors = compile_triton._launch_errors()
     interp = compile_triton.interpreting()
 
+    nbuf = 3 + len(epilogue_buffers(call))
+
     def fn(*tensors):
-        if len(tensors) != 3:
-            raise TypeError(f"{call.name}: expected 3 buffers (out, a, b), got {len(tensors)}")
+        if len(tensors) != nbuf:
+            raise TypeError(f"{call.name}: expected {nbuf} buffers (out, a, b, epilogue inputs), got {len(tensors)}")
         try:
             if interp:
                 import numpy as np

@@ -155,18 +155,57 @@ class StridedView:
 
 @dataclass(frozen=True)
 class ExternCall:
-    """A kernel we do not generate: a vendor library call (GEMM) on strided views of buffers.
+    """A contraction: a vendor library call (GEMM) or a GEMM template, on strided views of buffers.
 
-    `buffers[0]` is the output (contiguous); the others are inputs seen through `views`."""
+    `buffers[0]` is the output (contiguous); the others are inputs seen through `views`.
+    `epilogue`, when set, is the elementwise kernel that consumes the GEMM result: its loops are
+    the output's dims of size > 1 (batch dims, then M, then N; never merged), its one store writes
+    `buffers[0]`'s slot at the output index, and `Expr("acc", arg="gemm")` (with the GEMM's dtype)
+    stands for the GEMM result at that index. The GEMM result itself is never stored: a backend
+    either evaluates the epilogue on the accumulator tile (one kernel) or runs the GEMM into the
+    output buffer and then `epilogue_in_place(call)` over it. `meta["slots"]` lists the slots of
+    out, a, b; the epilogue's own buffers are `epilogue.meta["slots"]`."""
 
     name: str
     op: str  # "matmul"
     buffers: tuple[BufferArg, ...]
     views: tuple[StridedView, ...]
+    epilogue: Kernel | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def key(self) -> str:
-        return hashlib.sha256(repr((self.op, self.buffers, self.views)).encode()).hexdigest()[:24]
+        epi = self.epilogue.key() if self.epilogue is not None else None
+        return hashlib.sha256(repr((self.op, self.buffers, self.views, epi)).encode()).hexdigest()[:24]
+
+    def without_epilogue(self) -> ExternCall:
+        """The bare GEMM, writing its result into `buffers[0]`."""
+        if self.epilogue is None:
+            return self
+        meta = dict(self.meta)
+        meta["bytes_read"] = meta["gemm_bytes_read"]
+        return ExternCall(self.name, self.op, self.buffers, self.views, None, meta)
+
+
+def epilogue_in_place(call: ExternCall) -> Kernel:
+    """`call.epilogue` as a kernel of its own that reads the GEMM result from the output buffer
+    and overwrites it (each element is read before it is written, at the same index)."""
+    k = call.epilogue
+    (store,) = k.stores
+    result = Expr("load", (), (store.buf, store.index, ()), call.buffers[0].dtype)
+    memo: dict = {}
+
+    def swap(e: Expr) -> Expr:
+        hit = memo.get(id(e))
+        if hit is None:
+            hit = result if e.op == "acc" and e.arg == "gemm" else Expr(e.op, tuple(swap(s) for s in e.srcs),
+                                                                          e.arg, e.dtype)
+            memo[id(e)] = hit
+        return hit
+
+    meta = dict(k.meta)
+    meta["bytes_read"] = k.meta["bytes_read"] + k.meta["bytes_written"]
+    return Kernel(f"{k.name}_epilogue", k.buffers, k.loops, k.reduces,
+                  (Store(store.buf, store.index, swap(store.value), store.dtype),), meta)
 
 
 def subst_expr(e: Expr, rep: dict, memo: dict | None = None) -> Expr:

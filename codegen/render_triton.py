@@ -894,6 +894,46 @@ class _Renderer:
         return "\n".join(out)
 
 
+class _TileRenderer(_Renderer):
+    """A pointwise kernel's single store value, evaluated on a [BLOCK_M, BLOCK_N] tile (a GEMM
+    epilogue): the caller defines every loop variable as a [BLOCK_M, 1], [1, BLOCK_N] or [1, 1]
+    block, with its tail mask; the GEMM result is the block named `acc`."""
+
+    def __init__(self, k: Kernel, var_masks: dict, acc: str, i64: bool):
+        super().__init__(k, TritonConfig(XBLOCK=1, RBLOCK=1, num_warps=1, num_stages=1))
+        self.pointwise = False
+        self.i64, self.itype = i64, "tl.int64" if i64 else "tl.int32"
+        self.unit = "[1, 1]"
+        self.var_mask = dict(var_masks)
+        self.acc_names = {"gemm": acc}
+
+    def shape_of(self, names) -> str:
+        return "[BLOCK_M, BLOCK_N]" if names else "[1, 1]"
+
+
+def render_tile_epilogue(k: Kernel, var_masks: dict, acc: str, i64: bool, indent: str = "    ") -> tuple[list[str], str]:
+    """(lines, name): statements computing `k`'s one store value on a GEMM tile, converted to the
+    store's dtype (see `_TileRenderer`). Loads name buffer i `b{i}`."""
+    if k.reduces or len(k.stores) != 1:
+        raise ValueError(f"{k.name}: a GEMM epilogue is one store with no reductions")
+    r = _TileRenderer(k, var_masks, acc, i64)
+    lines: list[str] = []
+    (s,) = k.stores
+    v = r.emit(s.value, _Scope(lines, indent))
+    if s.dtype == "bfloat16":
+        v = f"_lz_bf16({v})"
+    elif s.dtype != compute_dtype(s.dtype) or s.dtype == "bool":
+        v = f"{v}.to({TL[s.dtype]})"
+    return lines, v
+
+
+def epilogue_needs_int64(k: Kernel) -> bool:
+    """Whether an epilogue's (unmerged) index arithmetic can pass int32."""
+    ranges = {f"x{i}": s for i, s in enumerate(k.loops)}
+    addresses, conditions = index_exprs(k)
+    return any(_max_abs(x, ranges) > INT32_MAX for x in addresses + conditions)
+
+
 def render_triton(k: Kernel, config: TritonConfig | None = None) -> str:
     """Python/Triton source for `k` (see the module docstring for what it defines)."""
     return _Renderer(k, config or choose_config(k)).render()

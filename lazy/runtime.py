@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from codegen import compile_c, extern, render_c
-from codegen.kernel_ir import ExternCall, Kernel
+from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place
 from lazy.graph import Buffer, Node, structure_key, toposort
 from scheduler import schedule
 
@@ -197,7 +197,9 @@ def backend_for(device: str) -> str:
     return "triton" if device.startswith("cuda") else "c"
 
 
-def _compile(k: Kernel | ExternCall, backend: str) -> Launch:
+def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
+    """The launches that run `k`: one, or for a GEMM whose epilogue the backend cannot fuse into
+    it, the GEMM into the output buffer and then the epilogue over it in place."""
     level = debug_level()
     if isinstance(k, ExternCall):
         if level >= 3:
@@ -205,7 +207,9 @@ def _compile(k: Kernel | ExternCall, backend: str) -> Launch:
         from codegen import gemm_triton
 
         if backend != "triton" or not gemm_triton.supports(k):  # C backend, int GEMMs: BLAS via torch
-            return Launch(k, None, k.meta["slots"], "", "extern")
+            if k.epilogue is None:
+                return [Launch(k, None, k.meta["slots"], "", "extern")]
+            return _compile(k.without_epilogue(), backend) + _compile(epilogue_in_place(k), backend)
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")
         gemm = gemm_triton.load(k)
@@ -218,14 +222,15 @@ def _compile(k: Kernel | ExternCall, backend: str) -> Launch:
             def __call__(self, slots: list) -> None:
                 self.fn(*[slots[s] for s in self.slots])
 
-        return TritonGemmLaunch(k, gemm, k.meta["slots"], str(gemm.path), "extern")
+        slots = k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k))
+        return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern")]
     if backend == "c":
         src = render_c.render_c(k)
         if level >= 3:
             _log(f"--- {k.name} ({k.key()}) ---\n{src}")
         fn = compile_c.load(src)
         fn.argtypes = [ctypes.c_void_p] * len(k.buffers)
-        return Launch(k, fn, k.meta["slots"], src, "c")
+        return [Launch(k, fn, k.meta["slots"], src, "c")]
     from codegen import compile_triton
 
     if not torch.cuda.is_available():
@@ -234,7 +239,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> Launch:
     fn = compile_triton.load(k)
     if level >= 3:
         _log(f"--- {k.name} ({k.key()}) {fn.path} ---\n{Path(fn.path).read_text()}")
-    return Launch(k, fn, k.meta["slots"], str(fn.path), "triton")
+    return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton")]
 
 
 def _build(nodes: list[Node], buffers: list[Buffer], backend: str) -> Program:
@@ -242,7 +247,7 @@ def _build(nodes: list[Node], buffers: list[Buffer], backend: str) -> Program:
     misses = compile_c.stats.misses
     launches = []
     for k in sched.kernels:
-        launches.append(_compile(k, backend))
+        launches += _compile(k, backend)
     if debug_level() >= 2:
         _log(f"schedule: {len(sched.kernels)} kernel(s) [{backend}]")
         for d in sched.decisions:

@@ -171,8 +171,9 @@ class Lowerer:
         return out
 
     # -- driver ----------------------------------------------------------------------------
-    def lower(self, roots: list[Node], out_slots: list[int]) -> Kernel:
-        """One kernel storing every root (all of one shape) at the same loop index."""
+    def lower(self, roots: list[Node], out_slots: list[int], merge: bool = True) -> Kernel:
+        """One kernel storing every root (all of one shape) at the same loop index; `merge=False`
+        keeps one loop per dim of size > 1 (a GEMM epilogue maps them onto its tile)."""
         self.roots = {id(r) for r in roots}
         self.dep_memo: dict = {}
         self.acc_deps: dict = {}
@@ -188,6 +189,7 @@ class Lowerer:
             self.ranges[x] = s
             self.loop_sizes.append(s)
             idx.append(x)
+        self.root_index = tuple(idx)
         out_index = sympy.expand(flat_index(tuple(idx), strides_of(shape)))
         stores = []
         for root, slot in zip(roots, out_slots):
@@ -196,7 +198,8 @@ class Lowerer:
             stores.append(Store(ob, out_index, value, root.dtype.name))
         k = Kernel(self.name, tuple(b for _, b in self.buf_list), tuple(self.loop_sizes), tuple(self.reduces),
                    tuple(stores))
-        k = merge_loops(k, self.ranges)
+        if merge:
+            k = merge_loops(k, self.ranges)
         k.meta["bytes_read"] = sum(self.loads.values())
         k.meta["bytes_written"] = sum(r.numel * r.dtype.itemsize for r in roots)
         k.meta["slots"] = tuple(slot for slot, _ in self.buf_list)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from codegen.kernel_ir import BufferArg, ExternCall, Kernel, StridedView
+from codegen.kernel_ir import BufferArg, Expr, ExternCall, Kernel, StridedView
 from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Buffer, Node, Op, buffer_layout, toposort
 from scheduler.indexing import flat_index, linear_coeffs, movement_index, strides_of, symbol
 from scheduler.lower import REDUCE_NAMES, Lowerer, NotFusable
@@ -143,16 +143,91 @@ def _group_outputs(plan: list[Node], realized: set[int]) -> list[list[Node]]:
     return groups
 
 
+def gemm_epilogues(plan: list[Node], groups: list[list[Node]], roots: list[Node], realized: set[int],
+                   decisions: list[str]) -> dict[int, Node]:
+    """Epilogue fusion (rule 5): {id(E): M} for each GEMM M whose only reader is the realized node E,
+    an elementwise kernel of M's shape and dtype that reads M at the output index. Then M is never
+    stored: the GEMM kernel computes E (DESIGN.md: a contraction is a kernel boundary with a
+    fusible epilogue)."""
+    readers: dict[int, list[Node]] = {}
+    for n in plan:
+        for m in _inlined_nodes(n, realized - {id(n)}):
+            for s in m.srcs:
+                if s.op is Op.MATMUL and id(s) in realized and s is not n:
+                    lst = readers.setdefault(id(s), [])
+                    if n not in lst:
+                        lst.append(n)
+    alone = {id(g[0]) for g in groups if len(g) == 1}
+    root_ids = {id(r) for r in roots}
+    out: dict[int, Node] = {}
+    for m in plan:
+        if m.op is not Op.MATMUL or id(m) in root_ids or m.numel == 0:
+            continue
+        users = readers.get(id(m), [])
+        if len(users) != 1:
+            continue
+        e = users[0]
+        why = None
+        if e.op is Op.MATMUL:
+            why = "its reader is another GEMM"
+        elif (e.shape, e.dtype) != (m.shape, m.dtype):
+            why = f"its reader is {_describe(e)} {e.dtype.name}, not {_describe(m)} {m.dtype.name}"
+        elif id(e) not in alone:
+            why = f"{_describe(e)} shares a kernel with other outputs"
+        elif any(x.op in REDUCE for x in _inlined_nodes(e, realized - {id(e)})):
+            why = f"{_describe(e)} holds a reduction"
+        else:
+            try:
+                _EpilogueLowerer(m, "probe", _AnySlot(), realized - {id(e)}).lower([e], [0], merge=False)
+            except NotFusable as err:
+                why = err.reason
+        if why is None:
+            out[id(e)] = m
+            decisions.append(f"fuse: {_describe(e)} is the epilogue of GEMM {_describe(m)}")
+        else:
+            decisions.append(f"no epilogue fusion for GEMM {_describe(m)}: {why}")
+    return out
+
+
+class _AnySlot(dict):
+    def __missing__(self, key):
+        return 0
+
+
+class _EpilogueLowerer(Lowerer):
+    """Lowers an epilogue: the GEMM node `gemm` becomes the accumulator, readable only at the
+    output index (anything else would need other tiles' results)."""
+
+    def __init__(self, gemm: Node, *args):
+        super().__init__(*args)
+        self.gemm = gemm
+
+    def _load(self, n: Node, idx: tuple, mask: tuple) -> Expr:
+        if n is not self.gemm:
+            return super()._load(n, idx, mask)
+        if mask or tuple(idx) != self.root_index:
+            raise NotFusable(n, "the epilogue reads the GEMM result at another index (a view of it)")
+        return Expr("acc", arg="gemm", dtype=n.dtype.name)
+
+
 def _lower_all(plan, roots, buffers, slot_of, realized, decisions) -> Schedule:
+    groups = _group_outputs(plan, realized)
+    epilogues = gemm_epilogues(plan, groups, roots, realized, decisions)
+    fused = {id(m) for m in epilogues.values()}
     slots = dict(slot_of)
     allocs = []
     for n in plan:
-        slots[id(n)] = len(buffers) + len(allocs)
-        allocs.append((n.shape, n.dtype.name))
+        if id(n) not in fused:  # a fused GEMM's result lives only in registers / the output
+            slots[id(n)] = len(buffers) + len(allocs)
+            allocs.append((n.shape, n.dtype.name))
     kernels = []
-    for group in _group_outputs(plan, realized):
-        if group[0].numel == 0:
-            continue  # nothing to compute; the allocation alone is the result
+    for group in groups:
+        if group[0].numel == 0 or id(group[0]) in fused:
+            continue  # nothing to compute (the allocation alone is the result), or done with its epilogue
+        if id(group[0]) in epilogues:
+            e = group[0]
+            kernels.append(_extern_matmul(epilogues[id(e)], len(kernels), slots, realized, epilogue=e))
+            continue
         try:
             parts = [_lower_group(group, len(kernels), slots, realized, decisions)]
         except NotFusable:
@@ -215,9 +290,10 @@ def strided_view(n: Node, realized: set[int]) -> tuple[Node, tuple[int, ...], in
     return base, out, coeffs.get(1, 0)
 
 
-def _extern_matmul(n: Node, index: int, slots, realized) -> ExternCall:
+def _extern_matmul(n: Node, index: int, slots, realized, epilogue: Node | None = None) -> ExternCall:
+    out = n if epilogue is None else epilogue
     bufs, views = [BufferArg("b0", n.dtype.name, n.numel, True)], [StridedView(n.shape, strides_of(n.shape), 0)]
-    slot_list = [slots[id(n)]]
+    slot_list = [slots[id(out)]]
     read = 0
     for i, s in enumerate(n.srcs):
         base, strides, offset = strided_view(s, realized)
@@ -230,7 +306,16 @@ def _extern_matmul(n: Node, index: int, slots, realized) -> ExternCall:
     batch = 1
     for d in n.shape[:-2]:
         batch *= d
-    call = ExternCall(f"k{index}_matmul", "matmul", tuple(bufs), tuple(views))
-    call.meta.update(slots=tuple(slot_list), bytes_read=read, bytes_written=n.numel * n.dtype.itemsize,
+    epi = None
+    if epilogue is not None:
+        name = f"k{index}_{_describe(epilogue).split('[')[0]}"
+        epi = _EpilogueLowerer(n, name, slots, realized - {id(epilogue)}).lower([epilogue], [slots[id(epilogue)]],
+                                                                                 merge=False)
+    call = ExternCall(f"k{index}_matmul" + ("" if epi is None else "_" + epi.name.split("_", 1)[1]), "matmul",
+                      tuple(bufs), tuple(views), epi)
+    call.meta.update(slots=tuple(slot_list), bytes_read=read, gemm_bytes_read=read,
+                     bytes_written=n.numel * n.dtype.itemsize,
                      flops=2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1])
+    if epi is not None:
+        call.meta["bytes_read"] = read + epi.meta["bytes_read"]
     return call

@@ -7,6 +7,8 @@ spills, shared memory within the H100's 232448 bytes per block).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,8 @@ import lazy
 from codegen import compile_triton, extern, gemm_triton
 from codegen.gemm_triton import GemmConfig, GemmConfigError
 from codegen.kernel_ir import BufferArg, ExternCall, StridedView
+from lazy.graph import structure_key
+from scheduler import schedule
 
 TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 NAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float64: "float64"}
@@ -229,9 +233,65 @@ def test_linear_relu_end_to_end(triton_backend):
     y = (x @ w.T + b).relu()
     with lazy.profile() as p:
         got = y.torch()
-    assert [k.name.endswith("matmul") for k in p.kernels][:1] == [True]
+    assert [k.backend for k in p.kernels] == ["extern"]  # bias + relu run on the GEMM's tile: one kernel
     ref = torch.relu(x.torch() @ w.torch().T + b.torch())
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+# -- epilogue fusion: the elementwise consumer of a GEMM runs on its accumulator tile ---------------
+
+def _fused(fn, *ts, kernels=1):
+    with lazy.profile() as p:
+        got = fn(*ts).torch()
+    assert len(p.kernels) == kernels, [k.name for k in p.kernels]
+    return got
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 33, 65), (64, 64, 64), (65, 17, 3)])
+def test_gelu_linear_is_one_kernel(triton_backend, m, k, n):
+    x, w, b = rand(m, k, seed=1), rand(k, n, seed=2), rand(n, seed=3)
+    got = _fused(lambda x, w, b: (x @ w + b).gelu(), x, w, b)
+    ref = torch.nn.functional.gelu(x.torch() @ w.torch() + b.torch())
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_epilogue_reads_a_residual_and_a_transposed_weight(triton_backend):
+    x, w, r = rand(3, 9, 20, seed=1), rand(30, 20, seed=2), rand(3, 9, 30, seed=3)
+    got = _fused(lambda x, w, r: ((x @ w.T) * 0.5 + r).silu(), x, w, r)
+    ref = torch.nn.functional.silu((x.torch() @ w.torch().T) * 0.5 + r.torch())
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_epilogue_with_broadcast_batch_dims(triton_backend):
+    # out [2, 3, 7, 5]: the epilogue's batch indices come from the flat batch id
+    x, w, s = rand(2, 1, 7, 6, seed=1), rand(3, 6, 5, seed=2), rand(2, 3, 1, 1, seed=3)
+    got = _fused(lambda x, w, s: (x @ w) * s - 1.0, x, w, s)
+    torch.testing.assert_close(got, (x.torch() @ w.torch()) * s.torch() - 1.0, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 3e-2)])
+def test_half_precision_epilogue_rounds_the_gemm_result_first(triton_backend, dtype, tol):
+    x = lazy.tensor(torch.randn(33, 40, generator=torch.Generator().manual_seed(1)).to(dtype))
+    w = lazy.tensor(torch.randn(40, 17, generator=torch.Generator().manual_seed(2)).to(dtype))
+    b = lazy.tensor(torch.randn(17, generator=torch.Generator().manual_seed(3)).to(dtype))
+    got = _fused(lambda x, w, b: (x @ w + b).relu(), x, w, b)
+    assert got.dtype == dtype
+    ref = torch.relu((x.torch().float() @ w.torch().float()).to(dtype) + b.torch())
+    torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+
+
+def test_gemm_result_read_elsewhere_is_stored(triton_backend):
+    x, w = rand(8, 16, seed=1), rand(16, 8, seed=2)
+    xt, wt = x.torch(), w.torch()
+    y = x @ w
+    got = _fused(lambda y: y.relu() + y.T, y, kernels=2)  # the transposed read needs other tiles
+    torch.testing.assert_close(got, (xt @ wt).relu() + (xt @ wt).T)
+    z = x @ w
+    with lazy.profile() as p:
+        e, s = lazy.realize(z.exp(), z.sum(0))  # two readers in one schedule: z is stored once
+    assert len(p.kernels) == 3
+    torch.testing.assert_close(e.torch(), (xt @ wt).exp())
+    torch.testing.assert_close(s.torch(), (xt @ wt).sum(0), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 3e-2)])
@@ -310,6 +370,17 @@ def test_fp16_bf16_gemms_compile_for_sm90_with_wgmma_and_no_spills():
         assert 0 < r["shared"] <= 232448 and r["shared"] <= gemm_triton.shared_bytes(want, dtype)
         assert r["registers"] <= 255
     assert results[0]["config"]["BLOCK_M"] == 128 and results[0]["config"]["BLOCK_N"] == 256
+
+
+def test_fused_epilogue_compiles_for_sm90_with_wgmma():
+    x, w, b = (lazy.tensor(torch.randn(*s).half()) for s in ((512, 256), (256, 384), (384,)))
+    roots = [(x @ w + b).gelu()._node]
+    _, buffers = structure_key(roots)
+    (call,) = schedule(roots, buffers).kernels
+    assert call.epilogue is not None
+    (r,) = gemm_triton.aot_compile_many([call], "sm_90")
+    assert r["wgmma"] and r["spills"] == 0 and r["registers"] <= 255
+    assert "erf" in Path(r["path"]).read_text()
 
 
 def test_aot_rejects_a_config_over_the_shared_memory_limit():

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 import lazy
+from lazy.graph import structure_key
+from scheduler import schedule
 
 
 def rand(*shape, seed=0, dtype=np.float32):
@@ -48,6 +50,33 @@ def test_gelu_linear_is_gemm_plus_one_epilogue_kernel():
     assert [k.backend == "extern" for k in ks] == [True, False]  # GEMM, then one generated kernel
     ref = torch.nn.functional.gelu(x.torch() @ w.torch() + b.torch())
     torch.testing.assert_close(y.torch(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_writes_into_the_epilogue_output_no_temporary():
+    # the GEMM's result is never a buffer of its own: BLAS writes the output, the epilogue
+    # rewrites it in place (reading bias and residual), so one allocation serves both
+    x, w, b, r = rand(32, 64, seed=1), rand(48, 64, seed=2), rand(48, seed=3), rand(32, 48, seed=4)
+    y = ((x @ w.T + b).relu() + r) * 0.5
+    _, buffers = structure_key([y._node])
+    sched = schedule([y._node], buffers)
+    assert len(sched.allocs) == 1 and sched.kernels[0].epilogue is not None
+    ks = kernels_of(y)
+    assert [k.backend for k in ks] == ["extern", "c"]
+    assert ks[1].bytes_read == (32 * 48 + 48 + 32 * 48) * 4  # GEMM result, bias, residual
+    ref = ((x.torch() @ w.torch().T + b.torch()).relu() + r.torch()) * 0.5
+    torch.testing.assert_close(y.torch(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_epilogue_of_another_dtype_or_index_is_not_fused():
+    x, w = rand(16, 8, seed=1), rand(8, 16, seed=2)
+    xt, wt = x.torch(), w.torch()
+    for y, ref in [((x @ w).to(lazy.float16) * 2, (xt @ wt).half() * 2),
+                   ((x @ w).T + (x @ w), (xt @ wt).T + xt @ wt)]:
+        _, buffers = structure_key([y._node])
+        sched = schedule([y._node], buffers)
+        assert sched.kernels[0].epilogue is None and len(sched.allocs) == 2
+        assert any(d.startswith("no epilogue fusion") for d in sched.decisions)
+        torch.testing.assert_close(y.torch(), ref, rtol=1e-3, atol=1e-3)
 
 
 def test_attention_is_at_most_three_kernels():
