@@ -1,0 +1,411 @@
+"""C GEMM template for `ExternCall(op="matmul")` on the CPU: out = epilogue(a @ b), one launch.
+
+In:  an `ExternCall` (buffers out, a, b; `views` give each operand's shape, element strides and
+     offset, batch dims included, stride 0 for a broadcast batch) and a `GemmCConfig`
+     (`choose_config` picks one; `CONFIGS` is the declared search space for an autotuner).
+Out: `render_gemm_c(call, cfg)` is C source defining `void lazy_kernel(out, a, b, e0, e1, ...)`
+     (pointers, like every C kernel; e* are the epilogue's other buffers, in
+     `gemm_triton.epilogue_buffers` order); `load(call)` compiles it through codegen/compile_c.
+
+Structure (GotoBLAS / BLIS)
+- Loops, outermost first: batch, jc (NC columns of B), pc (KC of the reduction), then the
+  (MC rows of A) x (NR-column micro-panels of B) work items, then MR x NR micro-tiles.
+- Packing: per (jc, pc) the KC x NC panel of B is copied into a shared buffer as NR-wide
+  micro-panels (k-major, zero-padded to NR), the team splitting the micro-panels; per work item
+  a thread packs its MC x KC block of A into its own buffer as MR-tall micro-panels. Packing is
+  the only copy; it reads each operand through its strides, so transposed, sliced and batch-
+  broadcast operands cost nothing extra (the loop order of a pack follows the unit stride).
+- Micro-kernel: MR x (NV vectors) accumulators in registers (GCC vector extensions, so the same
+  source is AVX-512 zmm, AVX2 ymm or SSE/NEON 128-bit; the branch is chosen by the compiler's
+  target macros, each with its own MR/NV so accumulators fit the register file). Per k it loads
+  NV vectors of B and multiplies them by broadcast elements of A (fused multiply-add). The packed
+  buffers live in a thread-local workspace that grows on demand and is reused between calls.
+- Threads: one OpenMP team for the whole call. The B panel is packed cooperatively (barrier);
+  the work items (A row blocks x ranges of B micro-panels) are split statically, ic-major, so a
+  thread packs each A block it needs once. Row blocks are shrunk until there are at least as
+  many as threads; when M is too small for that, the B micro-panels are split too.
+- Epilogue: partial sums of earlier KC panels live in the output buffer (it has the GEMM's dtype:
+  the scheduler only fuses epilogues of the GEMM's shape and dtype). On the last KC panel each
+  micro-tile goes to an L1 tile buffer, and the epilogue (render_c's expression emitter, with the
+  accumulator as `Expr("acc", "gemm")`) reads it with the tile's other inputs (bias, residual) at
+  the tile's indices and writes the final value: the output is written once more, never re-read.
+
+Dtypes: float32 and float64 (accumulating in the same type, like the BLAS). float16/bfloat16
+stay on codegen/extern.py (`supports()` says so): their partial sums would need a float32 copy
+of the output.
+
+`choose_impl(call)` says whether the CPU runs this template ("c") or BLAS + an in-place epilogue
+kernel ("blas"), from measurements on the development machine (see its docstring);
+LAZY_GEMM=blas|c|auto overrides it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+
+from codegen import compile_c, render_c
+from codegen.gemm_triton import Problem, epilogue_buffers, problem_of
+from codegen.kernel_ir import C_TYPES, ExternCall
+from codegen.render_c import Body, index_c
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class GemmCConfig:
+    """Blocking of the C GEMM. MR x NV is the AVX-512 micro-tile (rows x vectors of 64 bytes);
+    narrower targets use their own (see `ISA_TILES`). MC/NC are rounded down to multiples of
+    MR/NR in the C source. `threads` None: the OpenMP default (OMP_NUM_THREADS / the cores)."""
+
+    MC: int = 144
+    KC: int = 256
+    NC: int = 4096
+    MR: int = 6
+    NV: int = 2
+    threads: int | None = None
+
+
+# Vector bytes -> (MR, NV) for the fallback targets: 12 accumulators + NV loads + 1 broadcast
+# within AVX2's 16 ymm registers; 8 within SSE's 16 xmm.
+ISA_TILES = {32: (6, 2), 16: (4, 2)}
+
+# The declared search space for an autotuner (the micro-tile must fit 32 zmm registers:
+# MR * NV accumulators + NV + 1).
+CONFIGS: tuple[GemmCConfig, ...] = tuple(
+    GemmCConfig(MC=mc, KC=kc, NC=nc, MR=mr, NV=nv)
+    for mr, nv in ((6, 2), (8, 2), (12, 2), (14, 1))
+    for mc, kc, nc in ((96, 256, 4096), (144, 256, 4096), (192, 384, 4096), (96, 512, 2048), (48, 256, 1024)))
+
+
+def supports(call: ExternCall) -> bool:
+    """float32/float64 matmuls whose operands and output share one dtype."""
+    return (isinstance(call, ExternCall) and call.op == "matmul" and len(call.buffers) == 3
+            and len({b.dtype for b in call.buffers}) == 1 and call.buffers[0].dtype in DTYPES
+            and (call.epilogue is None or not call.epilogue.reduces))
+
+
+def choose_config(call: ExternCall) -> GemmCConfig:
+    return GemmCConfig()
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+def _lit(n: int) -> str:
+    return f"{int(n)}LL" if abs(int(n)) > 2**31 - 1 else str(int(n))
+
+
+def _ukernel(t: str, mr: int, nv: int) -> str:
+    """The MR x (NV vectors) micro-kernel, fully unrolled: C[0:MR, 0:NR] (+)= A_panel @ B_panel,
+    A packed MR per k, B packed NR per k; C has row stride ldc and unit column stride."""
+    L = [("static inline __attribute__((always_inline)) void ukernel(int64_t kc, const T* restrict A, "
+          "const T* restrict B, T* restrict C, int64_t ldc, int beta) {")]
+    accs = [[f"c{r}_{v}" for v in range(nv)] for r in range(mr)]
+    L.append("  vt " + ", ".join(f"{c} = {{0}}" for row in accs for c in row) + ";")
+    L.append("  for (int64_t k = 0; k < kc; k++) {")
+    for v in range(nv):
+        L.append(f"    const vt b{v} = *(const vt*)(B + {v} * VL);")
+    for r in range(mr):
+        L.append(f"    {{ const T a = A[{r}]; " + " ".join(f"{accs[r][v]} += a * b{v};" for v in range(nv)) + " }")
+    L.append("    A += MR; B += NR;")
+    L.append("  }")
+    L.append("  if (beta) {")
+    for r in range(mr):
+        L.append("    " + " ".join(f"{accs[r][v]} += *(const vtu*)(C + {r} * ldc + {v} * VL);" for v in range(nv)))
+    L.append("  }")
+    for r in range(mr):
+        L.append("  " + " ".join(f"*(vtu*)(C + {r} * ldc + {v} * VL) = {accs[r][v]};" for v in range(nv)))
+    L.append("}")
+    return "\n".join(L)
+
+
+def _isa_block(t: str, cfg: GemmCConfig) -> str:
+    parts = []
+    branches = [("defined(__AVX512F__)", 64, (cfg.MR, cfg.NV)), ("defined(__AVX__)", 32, ISA_TILES[32]),
+                (None, 16, ISA_TILES[16])]
+    for i, (cond, vb, (mr, nv)) in enumerate(branches):
+        head = "#if" if i == 0 else "#elif" if cond else "#else"
+        parts.append(f"{head} {cond or ''}".rstrip())
+        parts.append(f"#define VB {vb}\n#define MR {mr}\n#define NV {nv}")
+        parts.append(f"typedef {t} vt __attribute__((vector_size(VB)));")
+        parts.append(f"typedef {t} vtu __attribute__((vector_size(VB), aligned(sizeof({t}))));")
+        parts.append("#define VL ((int64_t)(VB / sizeof(T)))\n#define NR (NV * VL)")
+        parts.append(_ukernel(t, mr, nv))
+    parts.append("#endif")
+    return "\n".join(parts)
+
+
+HEADER = r"""
+#include <stdlib.h>
+#include <omp.h>
+#include <sys/mman.h>
+#define CDIV(a, b) (((a) + (b) - 1) / (b))
+#define RUP(a, b) (CDIV(a, b) * (b))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* Packing buffers: one per calling thread (two Python threads may run the same kernel), grown on
+   demand and kept, so steady-state calls neither allocate nor fault in fresh pages. */
+static _Thread_local T* ws_buf;
+static _Thread_local size_t ws_cap;
+static T* workspace(size_t n) {
+  if (n > ws_cap) {
+    free(ws_buf);
+    size_t bytes = n * sizeof(T);
+    bytes = (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+    void* p = NULL;
+    if (posix_memalign(&p, 2u << 20, bytes)) return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE);
+    ws_buf = (T*)p; ws_cap = bytes / sizeof(T);
+  }
+  return ws_buf;
+}
+"""
+
+
+def _pack_b(p: Problem) -> list[str]:
+    """Copy B[pc:pc+kc, j:j+nr] (from `bsrc` = its first element) into the micro-panel `bp`
+    (kc rows of NR, zero beyond nr). The loop order follows B's unit stride."""
+    _, _, sbk, sbn = p.b
+    L = ["static inline void pack_b(T* restrict bp, const S* restrict bsrc, int64_t kc, int64_t nr) {",
+         "  if (nr == NR) {"]
+    if sbn == 1 or sbk != 1:
+        L += ["    for (int64_t k = 0; k < kc; k++) {",
+              "      #pragma omp simd",
+              f"      for (int64_t c = 0; c < NR; c++) bp[k * NR + c] = LD(bsrc[k * {_lit(sbk)} + c * {_lit(sbn)}]);",
+              "    }"]
+    else:  # B transposed (columns contiguous): read along k
+        L += ["    for (int64_t c = 0; c < NR; c++)",
+              f"      for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = LD(bsrc[k + c * {_lit(sbn)}]);"]
+    L += ["  } else {",
+          "    for (int64_t k = 0; k < kc; k++)",
+          "      for (int64_t c = 0; c < NR; c++)",
+          f"        bp[k * NR + c] = c < nr ? LD(bsrc[k * {_lit(sbk)} + c * {_lit(sbn)}]) : (T)0;",
+          "  }",
+          "}"]
+    return L
+
+
+def _pack_a(p: Problem) -> list[str]:
+    """Copy A[i:i+mc, pc:pc+kc] (from `asrc`) into MR-tall micro-panels at `ap` (each kc x MR,
+    rows beyond mc zero)."""
+    _, _, sam, sak = p.a
+    L = ["static inline void pack_a(T* restrict ap, const S* restrict asrc, int64_t mc, int64_t kc) {",
+         "  for (int64_t ir = 0; ir < mc; ir += MR) {",
+         "    T* restrict dst = ap + ir * kc;",
+         "    const int64_t mr = MIN(MR, mc - ir);",
+         "    if (mr == MR) {"]
+    if sak == 1 and sam != 1:  # row-major A: read along k
+        L += ["      for (int64_t r = 0; r < MR; r++)",
+              "        for (int64_t k = 0; k < kc; k++)",
+              f"          dst[k * MR + r] = LD(asrc[(ir + r) * {_lit(sam)} + k]);"]
+    else:
+        L += ["      for (int64_t k = 0; k < kc; k++)",
+              "        #pragma omp simd",
+              "        for (int64_t r = 0; r < MR; r++)",
+              f"          dst[k * MR + r] = LD(asrc[(ir + r) * {_lit(sam)} + k * {_lit(sak)}]);"]
+    L += ["    } else {",
+          "      for (int64_t k = 0; k < kc; k++)",
+          "        for (int64_t r = 0; r < MR; r++)",
+          f"          dst[k * MR + r] = r < mr ? LD(asrc[(ir + r) * {_lit(sam)} + k * {_lit(sak)}]) : (T)0;",
+          "    }",
+          "  }",
+          "}"]
+    return L
+
+
+def _batch_bases(p: Problem) -> list[str]:
+    """Statements giving a_base/b_base/c_base for the (merged) batch index `bat`."""
+    offs = {"a": [str(p.a[0])], "b": [str(p.b[0])], "c": [str(p.c[0])]}
+    L = []
+    if p.batch:
+        L.append("      int64_t brem = bat;")
+        for d in range(len(p.batch) - 1, -1, -1):
+            L.append(f"      const int64_t bi{d} = brem % {p.batch[d]}; brem /= {p.batch[d]};")
+            for name, op in (("a", p.a), ("b", p.b), ("c", p.c)):
+                if op[1][d]:
+                    offs[name].append(f"bi{d} * {_lit(op[1][d])}")
+    for name in ("a", "b", "c"):
+        L.append(f"      const int64_t {name}_base = {' + '.join(offs[name])};")
+    return L
+
+
+def _epilogue_block(call: ExternCall, p: Problem, indent: str) -> list[str]:
+    """The last-panel store of a micro-tile `tile` (mr x nr valid, row stride NR) at rows i..,
+    columns j..: value = epilogue(partial sum in the output + tile), written by the epilogue's
+    own store. The epilogue's loop variables are the output dims of size > 1 (batch dims from the
+    flat batch index `bat`, then rows, then columns)."""
+    k = call.epilogue
+    (store,) = k.stores
+    shape = call.views[0].shape
+    _, _, scm, scn = p.c
+    L = []
+    var = {}
+    j = 0
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        var[d] = f"x{j}"
+        j += 1
+    for d, size in enumerate(shape[:-2]):
+        if d in var:
+            inner = 1
+            for s in shape[d + 1:-2]:
+                inner *= s
+            x = "bat" if inner == 1 else f"(bat / {_lit(inner)})"
+            L.append(f"{indent}const int64_t {var[d]} = {x} % {_lit(size)};")
+    row, col = len(shape) - 2, len(shape) - 1
+    L.append(f"{indent}for (int64_t r = 0; r < mr; r++) {{")
+    ind = indent + "  "
+    if row in var:
+        L.append(f"{ind}const int64_t {var[row]} = i + r;")
+    L.append(f"{ind}#pragma omp simd")
+    L.append(f"{ind}for (int64_t cc = 0; cc < nr; cc++) {{")
+    ind2 = ind + "  "
+    if col in var:
+        L.append(f"{ind2}const int64_t {var[col]} = j + cc;")
+    L.append(f"{ind2}const int64_t g_ci = c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)};")
+    L.append(f"{ind2}const T g_acc = tile[r * NR + cc] + (first ? (T)0 : gc[g_ci]);")
+    body = Body(k, L, ind2, lambda name: "g_acc")
+    v = body.emit(store.value)
+    if C_TYPES[store.dtype][0] != render_c.ctype(store.dtype):
+        v = f"({C_TYPES[store.dtype][0]})({v})"
+    L.append(f"{ind2}b{store.buf}[{index_c(store.index)}] = {v};")
+    L.append(f"{ind}}}")
+    L.append(f"{indent}}}")
+    return L
+
+
+def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str = "lazy_kernel") -> str:
+    """C source of `call` as one function `fn_name(out, a, b, epilogue inputs...)`."""
+    if not supports(call):
+        raise ValueError(f"gemm_c: {call.name} is not a float32/float64 matmul with one dtype")
+    p = problem_of(call)
+    cfg = cfg or choose_config(call)
+    t = C_TYPES[p.dtype][0]
+    epi = call.epilogue
+    M, N, K = p.M, p.N, p.K
+    _, _, scm, scn = p.c
+    direct = scn == 1  # full tiles of a row-major output are written by the micro-kernel itself
+    params = [f"{t}* restrict gc", f"const {t}* restrict ga", f"const {t}* restrict gb"]
+    if epi is not None:
+        for i in epilogue_buffers(call):
+            params.append(f"const {C_TYPES[epi.buffers[i].dtype][0]}* restrict b{i}")
+    threads = f"{int(cfg.threads)}" if cfg.threads else "omp_get_max_threads()"
+    src = [f"/* {call.name}: batch {list(p.batch)} x [{M}, {K}] @ [{K}, {N}] {p.dtype}; a {p.a}, b {p.b}, c {p.c}"
+           + ("" if epi is None else f"; epilogue {epi.name} fused") + f"; {cfg} */",
+           render_c.PRELUDE,
+           f"typedef {t} T;\ntypedef {t} S;\n#define LD(x) ((T)(x))",
+           _isa_block(t, cfg),
+           HEADER,
+           f"#define MCB ({cfg.MC} / MR * MR)\n#define KCB {cfg.KC}\n#define NCB ({cfg.NC} / NR * NR)"]
+    src += _pack_b(p) + _pack_a(p)
+    L = [f"void {fn_name}({', '.join(params)}) {{"]
+    w = L.append
+    if epi is not None:
+        w(f"  {t}* const b{epi.stores[0].buf} = gc;")
+    w(f"  const int64_t M = {M}, N = {N}, K = {K};")
+    w("  if (M == 0 || N == 0) return;")
+    w(f"  const int nth = {threads};")
+    w("  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(N, NR)), mce = MIN(MCB, RUP(M, MR));")
+    w("  T* const ws = workspace((size_t)kce * nce + (size_t)nth * mce * kce + 64);")
+    w("  if (!ws) return;")
+    w("  T* const bp_all = ws;")
+    w("  T* const ap_all = ws + RUP((size_t)kce * nce, 64);")
+    w("  /* row blocks: at least one per thread when M allows, balanced, multiples of MR */")
+    w("  int64_t n_ic = CDIV(M, MCB);")
+    w("  if (n_ic % nth && M >= (int64_t)nth * MR) n_ic = RUP(n_ic, nth);")
+    w("  const int64_t mcb = RUP(CDIV(M, n_ic), MR);")
+    w("  n_ic = CDIV(M, mcb);")
+    w("  #pragma omp parallel num_threads(nth)")
+    w("  {")
+    w("    T* const ap = ap_all + (size_t)omp_get_thread_num() * mce * kce;")
+    w("    T tile[MR * NR] __attribute__((aligned(64)));")
+    w(f"    for (int64_t bat = 0; bat < {p.batch_count}; bat++) {{")
+    L += _batch_bases(p)
+    w("      for (int64_t jc = 0; jc < N; jc += NCB) {")
+    w("        const int64_t nc = MIN(NCB, N - jc), n_jr = CDIV(nc, NR);")
+    w("        const int64_t nj = MIN(n_jr, n_ic >= omp_get_num_threads() ? 1 : CDIV(omp_get_num_threads(), n_ic));")
+    if K == 0:  # empty reduction: the GEMM is zero, the epilogue still runs
+        w("        for (int64_t pc = 0; pc < 1; pc++) {")
+        w("          const int64_t kc = 0;")
+    else:
+        w("        for (int64_t pc = 0; pc < K; pc += KCB) {")
+        w("          const int64_t kc = MIN(KCB, K - pc);")
+    w("          const int first = pc == 0, last = pc + kc >= K;")
+    w("          #pragma omp for schedule(static)")
+    w("          for (int64_t jr = 0; jr < n_jr; jr++) {")
+    w("            const int64_t j = jc + jr * NR;")
+    w(f"            pack_b(bp_all + jr * NR * kc, gb + b_base + pc * {_lit(p.b[2])} + j * {_lit(p.b[3])}, kc, "
+      "MIN(NR, N - j));")
+    w("          }")
+    w("          int64_t packed = -1;")
+    w("          #pragma omp for schedule(static)")
+    w("          for (int64_t item = 0; item < n_ic * nj; item++) {")
+    w("            const int64_t ic = (item / nj) * mcb, mc = MIN(mcb, M - ic);")
+    w("            if (ic != packed) {")
+    w(f"              pack_a(ap, ga + a_base + ic * {_lit(p.a[2])} + pc * {_lit(p.a[3])}, mc, kc);")
+    w("              packed = ic;")
+    w("            }")
+    w("            const int64_t jr0 = (item % nj) * n_jr / nj, jr1 = (item % nj + 1) * n_jr / nj;")
+    w("            for (int64_t jr = jr0; jr < jr1; jr++) {")
+    w("              const int64_t j = jc + jr * NR, nr = MIN(NR, N - j);")
+    w("              const T* const bpp = bp_all + jr * NR * kc;")
+    w("              for (int64_t ir = 0; ir < mc; ir += MR) {")
+    w("                const int64_t i = ic + ir, mr = MIN(MR, mc - ir);")
+    w("                const T* const app = ap + ir * kc;")
+    ind = "                "
+    c_at = f"gc + c_base + i * {_lit(scm)} + j"
+    if epi is not None:
+        w(f"{ind}if (last) {{")
+        w(f"{ind}  ukernel(kc, app, bpp, tile, NR, 0);")
+        L += _epilogue_block(call, p, ind + "  ")
+        w(f"{ind}  continue;")
+        w(f"{ind}}}")
+    if direct:
+        w(f"{ind}if (mr == MR && nr == NR) {{")
+        w(f"{ind}  ukernel(kc, app, bpp, {c_at}, {_lit(scm)}, !first);")
+        w(f"{ind}  continue;")
+        w(f"{ind}}}")
+    w(f"{ind}ukernel(kc, app, bpp, tile, NR, 0);")
+    w(f"{ind}for (int64_t r = 0; r < mr; r++)")
+    w(f"{ind}  for (int64_t cc = 0; cc < nr; cc++) {{")
+    w(f"{ind}    T* const dst = gc + c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)};")
+    w(f"{ind}    *dst = (first ? (T)0 : *dst) + tile[r * NR + cc];")
+    w(f"{ind}  }}")
+    w("              }")
+    w("            }")
+    w("          }")
+    w("        }")
+    w("      }")
+    w("    }")
+    w("  }")
+    w("}")
+    return "\n".join(src + L) + "\n"
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+def load(call: ExternCall, cfg: GemmCConfig | None = None):
+    """The compiled kernel: `fn(out_ptr, a_ptr, b_ptr, *epilogue_ptrs)` (data pointers of the
+    buffers; views' offsets count from them). `fn.source` is the C source."""
+    src = render_gemm_c(call, cfg)
+    fn = compile_c.load(src)
+    fn.argtypes = [ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
+    fn.source = src
+    return fn
+
+
+# -- BLAS or C, per shape ------------------------------------------------------------------------
+
+def choose_impl(call: ExternCall) -> str:
+    """"c" (this template, epilogue fused: one launch) or "blas" (torch's BLAS, then the epilogue
+    in place: two launches). LAZY_GEMM=blas|c forces one; auto (default) uses the rule below."""
+    mode = os.environ.get("LAZY_GEMM", "auto") or "auto"
+    if mode not in ("auto", "blas", "c"):
+        raise ValueError(f"LAZY_GEMM={mode!r}: expected blas, c or auto")
+    if mode != "auto":
+        return mode if supports(call) or mode == "blas" else "blas"
+    if not supports(call):
+        return "blas"
+    return "c"
