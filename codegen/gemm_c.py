@@ -255,23 +255,32 @@ def _epilogue_block(call: ExternCall, p: Problem, indent: str) -> list[str]:
             x = "bat" if inner == 1 else f"(bat / {_lit(inner)})"
             L.append(f"{indent}const int64_t {var[d]} = {x} % {_lit(size)};")
     row, col = len(shape) - 2, len(shape) - 1
-    L.append(f"{indent}for (int64_t r = 0; r < mr; r++) {{")
-    ind = indent + "  "
-    if row in var:
-        L.append(f"{ind}const int64_t {var[row]} = i + r;")
-    L.append(f"{ind}#pragma omp simd")
-    L.append(f"{ind}for (int64_t cc = 0; cc < nr; cc++) {{")
-    ind2 = ind + "  "
-    if col in var:
-        L.append(f"{ind2}const int64_t {var[col]} = j + cc;")
-    L.append(f"{ind2}const int64_t g_ci = c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)};")
-    L.append(f"{ind2}const T g_acc = tile[r * NR + cc] + (first ? (T)0 : gc[g_ci]);")
-    body = Body(k, L, ind2, lambda name: "g_acc")
-    v = body.emit(store.value)
-    if C_TYPES[store.dtype][0] != render_c.ctype(store.dtype):
-        v = f"({C_TYPES[store.dtype][0]})({v})"
-    L.append(f"{ind2}b{store.buf}[{index_c(store.index)}] = {v};")
-    L.append(f"{ind}}}")
+    # partial sums of earlier KC panels join the tile first, so the epilogue loop reads one array
+    L.append(f"{indent}if (!first)")
+    L.append(f"{indent}  for (int64_t r = 0; r < mr; r++)")
+    L.append(f"{indent}    for (int64_t cc = 0; cc < nr; cc++)")
+    L.append(f"{indent}      tile[r * NR + cc] += gc[c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)}];")
+    # full tiles get constant trip counts: whole vectors, no tail code
+    for k_rows, k_cols, head in (("MR", "NR", "if (mr == MR && nr == NR) {"), ("mr", "nr", "} else {")):
+        L.append(f"{indent}{head}")
+        ind = indent + "  "
+        L.append(f"{ind}for (int64_t r = 0; r < {k_rows}; r++) {{")
+        ind1 = ind + "  "
+        if row in var:
+            L.append(f"{ind1}const int64_t {var[row]} = i + r;")
+        L.append(f"{ind1}#pragma omp simd")
+        L.append(f"{ind1}for (int64_t cc = 0; cc < {k_cols}; cc++) {{")
+        ind2 = ind1 + "  "
+        if col in var:
+            L.append(f"{ind2}const int64_t {var[col]} = j + cc;")
+        L.append(f"{ind2}const T g_acc = tile[r * NR + cc];")
+        body = Body(k, L, ind2, lambda name: "g_acc")
+        v = body.emit(store.value)
+        if C_TYPES[store.dtype][0] != render_c.ctype(store.dtype):
+            v = f"({C_TYPES[store.dtype][0]})({v})"
+        L.append(f"{ind2}b{store.buf}[{index_c(store.index)}] = {v};")
+        L.append(f"{ind1}}}")
+        L.append(f"{ind}}}")
     L.append(f"{indent}}}")
     return L
 
