@@ -8,22 +8,29 @@ Out: `render_gemm_c(call, cfg)` is C source defining `void lazy_kernel(out, a, b
      `gemm_triton.epilogue_buffers` order); `load(call)` compiles it through codegen/compile_c.
 
 Structure (GotoBLAS / BLIS)
-- Loops, outermost first: batch, jc (NC columns of B), pc (KC of the reduction), then the
-  (MC rows of A) x (NR-column micro-panels of B) work items, then MR x NR micro-tiles.
-- Packing: per (jc, pc) the KC x NC panel of B is copied into a shared buffer as NR-wide
-  micro-panels (k-major, zero-padded to NR), the team splitting the micro-panels; per work item
-  a thread packs its MC x KC block of A into its own buffer as MR-tall micro-panels. Packing is
-  the only copy; it reads each operand through its strides, so transposed, sliced and batch-
-  broadcast operands cost nothing extra (the loop order of a pack follows the unit stride).
+- Work is cut into units: whole GEMMs of the batch, or (too few of them) blocks of rows and/or
+  columns of one GEMM, tm x tn per GEMM, so that there is a multiple of the thread count. The cut
+  is the one that packs the least (a block packs its own rows of A and columns of B: tn copies of
+  A and tm of B in all), e.g. rows for a tall output, columns for a wide one.
+- A unit is a single-threaded GotoBLAS loop nest over its block, outermost first: jc (NC columns
+  of B), pc (KC of the reduction; the KC x NC panel of B is packed), ic (MC rows of A; the
+  MC x KC block of A is packed, it stays in L2), jr (an NR-wide micro-panel of B, in L1), ir
+  (an MR-tall micro-panel of A): one MR x NR micro-tile.
+- Packing copies into NR-wide (B) and MR-tall (A) micro-panels, k-major, zero-padded at the edges.
+  It is the only copy; it reads each operand through its strides, so transposed, sliced and
+  batch-broadcast operands cost nothing extra (the loop order of a pack follows the unit stride;
+  a row-major A goes through 16-column blocks so both its reads and the writes are contiguous).
 - Micro-kernel: MR x (NV vectors) accumulators in registers (GCC vector extensions, so the same
   source is AVX-512 zmm, AVX2 ymm or SSE/NEON 128-bit; the branch is chosen by the compiler's
   target macros, each with its own MR/NV so accumulators fit the register file). Per k it loads
   NV vectors of B and multiplies them by broadcast elements of A (fused multiply-add). The packed
   buffers live in a thread-local workspace that grows on demand and is reused between calls.
-- Threads: one OpenMP team for the whole call. The B panel is packed cooperatively (barrier);
-  the work items (A row blocks x ranges of B micro-panels) are split statically, ic-major, so a
-  thread packs each A block it needs once. Row blocks are shrunk until there are at least as
-  many as threads; when M is too small for that, the B micro-panels are split too.
+- Threads: one `omp parallel for` over the units, static, each thread with its own packing
+  buffers and no barrier. Sharing one packed B panel between threads would pack less, but every
+  barrier then waits for the slowest thread: on a machine where another process holds a core
+  for a few milliseconds, each barrier costs that much (measured: 16x4096x4096 went from 10 ms
+  to 128 ms with one busy neighbour; without barriers it stays at 10 ms). Problems under
+  `MIN_FLOPS_PER_THREAD` per thread use fewer threads.
 - Epilogue: partial sums of earlier KC panels live in the output buffer (it has the GEMM's dtype:
   the scheduler only fuses epilogues of the GEMM's shape and dtype). On the last KC panel each
   micro-tile goes to an L1 tile buffer, and the epilogue (render_c's expression emitter, with the
@@ -143,6 +150,7 @@ HEADER = r"""
 #define CDIV(a, b) (((a) + (b) - 1) / (b))
 #define RUP(a, b) (CDIV(a, b) * (b))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+static inline int64_t gcd64(int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; }
 
 /* Packing buffers: one per calling thread (two Python threads may run the same kernel), grown on
    demand and kept, so steady-state calls neither allocate nor fault in fresh pages. */
@@ -164,25 +172,45 @@ static T* workspace(size_t n) {
 
 
 def _pack_b(p: Problem) -> list[str]:
-    """Copy B[pc:pc+kc, j:j+nr] (from `bsrc` = its first element) into the micro-panel `bp`
-    (kc rows of NR, zero beyond nr). The loop order follows B's unit stride."""
+    """Copy the micro-panels of B[pc:pc+kc, jc:jc+nc] (from `bsrc` = B[pc, jc]) into `bp`:
+    panel jr at bp + jr*NR*kc, kc rows of NR, zero beyond nc. The loop order follows B's unit
+    stride: a row-major B is read along its rows (16 rows at a time), a transposed one along its
+    columns."""
     _, _, sbk, sbn = p.b
-    L = ["static inline void pack_b(T* restrict bp, const S* restrict bsrc, int64_t kc, int64_t nr) {",
-         "  if (nr == NR) {"]
+    L = ["static inline void pack_b(T* restrict bp, const S* restrict bsrc, int64_t kc, int64_t nc) {",
+         "  const int64_t n_jr = CDIV(nc, NR);"]
     if sbn == 1 or sbk != 1:
-        L += ["    for (int64_t k = 0; k < kc; k++) {",
-              "      #pragma omp simd",
-              f"      for (int64_t c = 0; c < NR; c++) bp[k * NR + c] = LD(bsrc[k * {_lit(sbk)} + c * {_lit(sbn)}]);",
-              "    }"]
+        # 16 rows at a time: 16 read streams, and 16 * NR contiguous values written per panel (one
+        # row at a time across all panels would write at a stride of NR * kc: cache-set conflicts)
+        L += ["  for (int64_t k0 = 0; k0 < kc; k0 += 16) {",
+              "    const int64_t kn = MIN(16, kc - k0);",
+              "    for (int64_t jr = 0; jr < n_jr; jr++) {",
+              "      const int64_t c0 = jr * NR, nr = MIN(NR, nc - c0);",
+              "      for (int64_t k = k0; k < k0 + kn; k++) {",
+              "        T* restrict dst = bp + jr * NR * kc + k * NR;",
+              f"        const S* restrict row = bsrc + k * {_lit(sbk)} + c0 * {_lit(sbn)};",
+              "        if (nr == NR) {",
+              "          #pragma omp simd",
+              f"          for (int64_t c = 0; c < NR; c++) dst[c] = LD(row[c * {_lit(sbn)}]);",
+              "        } else {",
+              f"          for (int64_t c = 0; c < NR; c++) dst[c] = c < nr ? LD(row[c * {_lit(sbn)}]) : (T)0;",
+              "        }",
+              "      }",
+              "    }",
+              "  }"]
     else:  # B transposed (columns contiguous): read along k
-        L += ["    for (int64_t c = 0; c < NR; c++)",
-              f"      for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = LD(bsrc[k + c * {_lit(sbn)}]);"]
-    L += ["  } else {",
-          "    for (int64_t k = 0; k < kc; k++)",
-          "      for (int64_t c = 0; c < NR; c++)",
-          f"        bp[k * NR + c] = c < nr ? LD(bsrc[k * {_lit(sbk)} + c * {_lit(sbn)}]) : (T)0;",
-          "  }",
-          "}"]
+        L += ["  for (int64_t jr = 0; jr < n_jr; jr++) {",
+              "    T* restrict dst = bp + jr * NR * kc;",
+              "    const int64_t c0 = jr * NR, nr = MIN(NR, nc - c0);",
+              "    for (int64_t c = 0; c < NR; c++) {",
+              f"      const S* restrict col = bsrc + (c0 + c) * {_lit(sbn)};",
+              "      if (c < nr)",
+              "        for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = LD(col[k]);",
+              "      else",
+              "        for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = (T)0;",
+              "    }",
+              "  }"]
+    L.append("}")
     return L
 
 
@@ -195,9 +223,22 @@ def _pack_a(p: Problem) -> list[str]:
          "    T* restrict dst = ap + ir * kc;",
          "    const int64_t mr = MIN(MR, mc - ir);",
          "    if (mr == MR) {"]
-    if sak == 1 and sam != 1:  # row-major A: read along k
-        L += ["      for (int64_t r = 0; r < MR; r++)",
-              "        for (int64_t k = 0; k < kc; k++)",
+    if sak == 1 and sam != 1:  # row-major A: 16 k at a time, read as MR rows, written k-major
+        L += ["      int64_t k0 = 0;",
+              "      for (; k0 + 16 <= kc; k0 += 16) {",
+              "        T blk[MR][16];",
+              "        for (int64_t r = 0; r < MR; r++)",
+              "          #pragma omp simd",
+              "          for (int64_t kk = 0; kk < 16; kk++)",
+              f"            blk[r][kk] = LD(asrc[(ir + r) * {_lit(sam)} + k0 + kk]);",
+              "        #pragma GCC unroll 16",
+              "        for (int64_t kk = 0; kk < 16; kk++)",
+              "          #pragma GCC unroll 16",
+              "          for (int64_t r = 0; r < MR; r++)",
+              "            dst[(k0 + kk) * MR + r] = blk[r][kk];",
+              "      }",
+              "      for (int64_t k = k0; k < kc; k++)",
+              "        for (int64_t r = 0; r < MR; r++)",
               f"          dst[k * MR + r] = LD(asrc[(ir + r) * {_lit(sam)} + k]);"]
     else:
         L += ["      for (int64_t k = 0; k < kc; k++)",
@@ -219,14 +260,14 @@ def _batch_bases(p: Problem) -> list[str]:
     offs = {"a": [str(p.a[0])], "b": [str(p.b[0])], "c": [str(p.c[0])]}
     L = []
     if p.batch:
-        L.append("      int64_t brem = bat;")
+        L.append("  int64_t brem = bat;")
         for d in range(len(p.batch) - 1, -1, -1):
-            L.append(f"      const int64_t bi{d} = brem % {p.batch[d]}; brem /= {p.batch[d]};")
+            L.append(f"  const int64_t bi{d} = brem % {p.batch[d]}; brem /= {p.batch[d]};")
             for name, op in (("a", p.a), ("b", p.b), ("c", p.c)):
                 if op[1][d]:
                     offs[name].append(f"bi{d} * {_lit(op[1][d])}")
     for name in ("a", "b", "c"):
-        L.append(f"      const int64_t {name}_base = {' + '.join(offs[name])};")
+        L.append(f"  const int64_t {name}_base = {' + '.join(offs[name])};")
     return L
 
 
@@ -285,6 +326,9 @@ def _epilogue_block(call: ExternCall, p: Problem, indent: str) -> list[str]:
     return L
 
 
+MIN_FLOPS_PER_THREAD = 1 << 21  # below ~20 us of work per thread, waking another costs more than it gives
+
+
 def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str = "lazy_kernel") -> str:
     """C source of `call` as one function `fn_name(out, a, b, epilogue inputs...)`."""
     if not supports(call):
@@ -297,74 +341,52 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
     _, _, scm, scn = p.c
     direct = scn == 1  # full tiles of a row-major output are written by the micro-kernel itself
     params = [f"{t}* restrict gc", f"const {t}* restrict ga", f"const {t}* restrict gb"]
+    args = ["gc", "ga", "gb"]
     if epi is not None:
         for i in epilogue_buffers(call):
             params.append(f"const {C_TYPES[epi.buffers[i].dtype][0]}* restrict b{i}")
-    threads = f"{int(cfg.threads)}" if cfg.threads else "omp_get_max_threads()"
+            args.append(f"b{i}")
+    flops = 2 * p.batch_count * M * N * K
+    work_threads = max(1, flops // MIN_FLOPS_PER_THREAD)
+    threads = f"{int(cfg.threads)}" if cfg.threads else f"MIN(omp_get_max_threads(), {_lit(min(work_threads, 1 << 16))})"
     src = [f"/* {call.name}: batch {list(p.batch)} x [{M}, {K}] @ [{K}, {N}] {p.dtype}; a {p.a}, b {p.b}, c {p.c}"
            + ("" if epi is None else f"; epilogue {epi.name} fused") + f"; {cfg} */",
            render_c.PRELUDE,
            f"typedef {t} T;\ntypedef {t} S;\n#define LD(x) ((T)(x))",
            _isa_block(t, cfg),
            HEADER,
-           f"#define MCB ({cfg.MC} / MR * MR)\n#define KCB {cfg.KC}\n#define NCB ({cfg.NC} / NR * NR)"]
+           f"#define MCB ({cfg.MC} / MR * MR)\n#define KCB {cfg.KC}\n#define NCB ({cfg.NC} / NR * NR)",
+           f"#define M {_lit(M)}\n#define N {_lit(N)}\n#define K {_lit(K)}"]
     src += _pack_b(p) + _pack_a(p)
-    L = [f"void {fn_name}({', '.join(params)}) {{"]
+
+    # one block [m0, m1) x [n0, n1) of one GEMM of the batch, by one thread with its own buffers
+    L = [(f"static void gemm_block({', '.join(params)}, int64_t bat, int64_t m0, int64_t m1, int64_t n0, "
+          "int64_t n1, T* restrict bp, T* restrict ap) {")]
     w = L.append
     if epi is not None:
         w(f"  {t}* const b{epi.stores[0].buf} = gc;")
-    w(f"  const int64_t M = {M}, N = {N}, K = {K};")
-    w("  if (M == 0 || N == 0) return;")
-    w(f"  const int nth = {threads};")
-    w("  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(N, NR)), mce = MIN(MCB, RUP(M, MR));")
-    w("  T* const ws = workspace((size_t)kce * nce + (size_t)nth * mce * kce + 64);")
-    w("  if (!ws) return;")
-    w("  T* const bp_all = ws;")
-    w("  T* const ap_all = ws + RUP((size_t)kce * nce, 64);")
-    w("  /* row blocks: at least one per thread when M allows, balanced, multiples of MR */")
-    w("  int64_t n_ic = CDIV(M, MCB);")
-    w("  if (n_ic % nth && M >= (int64_t)nth * MR) n_ic = RUP(n_ic, nth);")
-    w("  const int64_t mcb = RUP(CDIV(M, n_ic), MR);")
-    w("  n_ic = CDIV(M, mcb);")
-    w("  #pragma omp parallel num_threads(nth)")
-    w("  {")
-    w("    T* const ap = ap_all + (size_t)omp_get_thread_num() * mce * kce;")
-    w("    T tile[MR * NR] __attribute__((aligned(64)));")
-    w(f"    for (int64_t bat = 0; bat < {p.batch_count}; bat++) {{")
+    w("  T tile[MR * NR] __attribute__((aligned(64)));")
     L += _batch_bases(p)
-    w("      for (int64_t jc = 0; jc < N; jc += NCB) {")
-    w("        const int64_t nc = MIN(NCB, N - jc), n_jr = CDIV(nc, NR);")
-    w("        const int64_t nj = MIN(n_jr, n_ic >= omp_get_num_threads() ? 1 : CDIV(omp_get_num_threads(), n_ic));")
+    w("  for (int64_t jc = n0; jc < n1; jc += NCB) {")
+    w("    const int64_t nc = MIN(NCB, n1 - jc), n_jr = CDIV(nc, NR);")
     if K == 0:  # empty reduction: the GEMM is zero, the epilogue still runs
-        w("        for (int64_t pc = 0; pc < 1; pc++) {")
-        w("          const int64_t kc = 0;")
+        w("    for (int64_t pc = 0; pc < 1; pc++) {")
+        w("      const int64_t kc = 0;")
     else:
-        w("        for (int64_t pc = 0; pc < K; pc += KCB) {")
-        w("          const int64_t kc = MIN(KCB, K - pc);")
-    w("          const int first = pc == 0, last = pc + kc >= K;")
-    w("          #pragma omp for schedule(static)")
-    w("          for (int64_t jr = 0; jr < n_jr; jr++) {")
-    w("            const int64_t j = jc + jr * NR;")
-    w(f"            pack_b(bp_all + jr * NR * kc, gb + b_base + pc * {_lit(p.b[2])} + j * {_lit(p.b[3])}, kc, "
-      "MIN(NR, N - j));")
-    w("          }")
-    w("          int64_t packed = -1;")
-    w("          #pragma omp for schedule(static)")
-    w("          for (int64_t item = 0; item < n_ic * nj; item++) {")
-    w("            const int64_t ic = (item / nj) * mcb, mc = MIN(mcb, M - ic);")
-    w("            if (ic != packed) {")
-    w(f"              pack_a(ap, ga + a_base + ic * {_lit(p.a[2])} + pc * {_lit(p.a[3])}, mc, kc);")
-    w("              packed = ic;")
-    w("            }")
-    w("            const int64_t jr0 = (item % nj) * n_jr / nj, jr1 = (item % nj + 1) * n_jr / nj;")
-    w("            for (int64_t jr = jr0; jr < jr1; jr++) {")
-    w("              const int64_t j = jc + jr * NR, nr = MIN(NR, N - j);")
-    w("              const T* const bpp = bp_all + jr * NR * kc;")
-    w("              for (int64_t ir = 0; ir < mc; ir += MR) {")
-    w("                const int64_t i = ic + ir, mr = MIN(MR, mc - ir);")
-    w("                const T* const app = ap + ir * kc;")
-    ind = "                "
-    c_at = f"gc + c_base + i * {_lit(scm)} + j"
+        w("    for (int64_t pc = 0; pc < K; pc += KCB) {")
+        w("      const int64_t kc = MIN(KCB, K - pc);")
+    w("      const int first = pc == 0, last = pc + kc >= K;")
+    w(f"      pack_b(bp, gb + b_base + pc * {_lit(p.b[2])} + jc * {_lit(p.b[3])}, kc, nc);")
+    w("      for (int64_t ic = m0; ic < m1; ic += MCB) {")
+    w("        const int64_t mc = MIN(MCB, m1 - ic);")
+    w(f"        pack_a(ap, ga + a_base + ic * {_lit(p.a[2])} + pc * {_lit(p.a[3])}, mc, kc);")
+    w("        for (int64_t jr = 0; jr < n_jr; jr++) {")
+    w("          const int64_t j = jc + jr * NR, nr = MIN(NR, jc + nc - j);")
+    w("          const T* const bpp = bp + jr * NR * kc;")
+    w("          for (int64_t ir = 0; ir < mc; ir += MR) {")
+    w("            const int64_t i = ic + ir, mr = MIN(MR, mc - ir);")
+    w("            const T* const app = ap + ir * kc;")
+    ind = "            "
     if epi is not None:
         w(f"{ind}if (last) {{")
         w(f"{ind}  ukernel(kc, app, bpp, tile, NR, 0);")
@@ -373,7 +395,7 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
         w(f"{ind}}}")
     if direct:
         w(f"{ind}if (mr == MR && nr == NR) {{")
-        w(f"{ind}  ukernel(kc, app, bpp, {c_at}, {_lit(scm)}, !first);")
+        w(f"{ind}  ukernel(kc, app, bpp, gc + c_base + i * {_lit(scm)} + j, {_lit(scm)}, !first);")
         w(f"{ind}  continue;")
         w(f"{ind}}}")
     w(f"{ind}ukernel(kc, app, bpp, tile, NR, 0);")
@@ -382,14 +404,44 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
     w(f"{ind}    T* const dst = gc + c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)};")
     w(f"{ind}    *dst = (first ? (T)0 : *dst) + tile[r * NR + cc];")
     w(f"{ind}  }}")
-    w("              }")
-    w("            }")
     w("          }")
     w("        }")
     w("      }")
     w("    }")
     w("  }")
     w("}")
+
+    B = p.batch_count
+    L += [f"void {fn_name}({', '.join(params)}) {{",
+          "  if (M == 0 || N == 0) return;",
+          f"  const int nth = {threads};",
+          "  /* Units of work: whole GEMMs of the batch, each cut into tm x tn blocks so that there are",
+          "     a multiple of nth units. A thread runs its units alone, packing into its own buffers: no",
+          "     barriers, so a thread that the OS preempts delays only its own share. A block of a",
+          "     tm x tn cut packs its rows of A and its columns of B: the cut minimises tn*M + tm*N. */",
+          f"  const int64_t parts = nth / gcd64({B}, nth);",
+          "  int64_t tm = 1, tn = 1, cost = -1;",
+          "  for (int64_t d = 1; d <= parts; d++) {",
+          "    if (parts % d || d > CDIV(M, MR) || parts / d > CDIV(N, NR)) continue;",
+          "    const int64_t c = (parts / d) * M + d * N;",
+          "    if (cost < 0 || c < cost) { cost = c; tm = d; tn = parts / d; }",
+          "  }",
+          "  if (cost < 0) { tm = MIN(parts, CDIV(M, MR)); tn = 1; }  /* a tiny GEMM: fewer units than threads */",
+          f"  const int64_t units = {B} * tm * tn, tiles_m = CDIV(M, MR), tiles_n = CDIV(N, NR);",
+          "  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
+          "  const size_t per_thread = RUP((size_t)kce * nce, 64) + RUP((size_t)mce * kce, 64);",
+          "  T* const ws = workspace(nth * per_thread + 64);",
+          "  if (!ws) return;",
+          "  #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)",
+          "  for (int64_t u = 0; u < units; u++) {",
+          "    T* const bp = ws + omp_get_thread_num() * per_thread;",
+          "    T* const ap = bp + RUP((size_t)kce * nce, 64);",
+          "    const int64_t bat = u / (tm * tn), mi = u / tn % tm, ni = u % tn;",
+          "    const int64_t m0 = mi * tiles_m / tm * MR, m1 = MIN(M, (mi + 1) * tiles_m / tm * MR);",
+          "    const int64_t n0 = ni * tiles_n / tn * NR, n1 = MIN(N, (ni + 1) * tiles_n / tn * NR);",
+          f"    if (m0 < m1 && n0 < n1) gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, ap);",
+          "  }",
+          "}"]
     return "\n".join(src + L) + "\n"
 
 

@@ -26,6 +26,7 @@ from lazy.graph import structure_key
 from scheduler import schedule
 
 SMALL = GemmCConfig(MC=12, KC=16, NC=64)
+THREADS3 = GemmCConfig(MC=12, KC=16, NC=64, threads=3)  # small problems alone would run on one thread
 
 
 @pytest.fixture(autouse=True)
@@ -118,9 +119,15 @@ def test_odd_shapes_match_torch(m, k, n, cfg):
 def test_transposed_operands_and_offsets(ta, tb):
     a = matrix((), 33, 65, seed=3, transposed=ta, offset=5)
     b = matrix((), 65, 70, seed=4, transposed=tb, offset=3)
-    for cfg in (SMALL, None):
+    for cfg in (SMALL, THREADS3, None):
         out, ref = run_plain(a, b, cfg=cfg)
         close(out, ref, 65)
+
+
+def test_few_rows_split_columns_across_threads():
+    # 7 rows for three threads: each one takes a third of the columns
+    out, ref = run_plain(matrix((), 7, 40, seed=1), matrix((), 40, 300, seed=2), cfg=THREADS3)
+    close(out, ref, 40)
 
 
 def test_general_strides():
@@ -134,11 +141,12 @@ def test_general_strides():
 
 
 def test_batched_and_broadcast_batch():
-    # batch (2, 3): a broadcasts over dim 1, b over dim 0 (stride 0), b transposed, offsets
+    # batch (2, 3): a broadcasts over dim 1, b over dim 0 (stride 0), b transposed, offsets.
+    # 3 threads on 6 GEMMs: each thread runs whole GEMMs; 4 threads: 12 units of half a GEMM
     a = matrix((2, 3), 7, 33, seed=5, broadcast=(1,), offset=2)
     b = matrix((2, 3), 33, 65, seed=6, transposed=True, broadcast=(0,))
     assert a[1].strides[1] == 0 and b[1].strides[0] == 0
-    for cfg in (SMALL, None):
+    for cfg in (SMALL, THREADS3, GemmCConfig(MC=12, KC=16, NC=64, threads=4), None):
         out, ref = run_plain(a, b, cfg=cfg)
         close(out, ref, 33)
 
@@ -181,9 +189,10 @@ def epilogue_cases():
 @pytest.mark.parametrize("case", list(epilogue_cases()))
 def test_fused_epilogue_matches_torch(case):
     y, ref = epilogue_cases()[case]
-    out, call = run_scheduled(y, SMALL)  # K=45 over KC=16: the epilogue adds partial sums from the output
-    assert call.epilogue is not None
-    close(out, ref, 45)
+    for cfg in (SMALL, THREADS3):  # K=45 over KC=16: the epilogue adds partial sums from the output
+        out, call = run_scheduled(y, cfg)
+        assert call.epilogue is not None
+        close(out, ref, 45)
     out, _ = run_scheduled(y)
     close(out, ref, 45)
 
