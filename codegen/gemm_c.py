@@ -24,7 +24,7 @@ Structure (GotoBLAS / BLIS)
   source is AVX-512 zmm, AVX2 ymm or SSE/NEON 128-bit; the branch is chosen by the compiler's
   target macros, each with its own MR/NV so accumulators fit the register file). Per k it loads
   NV vectors of B and multiplies them by broadcast elements of A (fused multiply-add). The packed
-  buffers live in a thread-local workspace that grows on demand and is reused between calls.
+  buffers live in one workspace per calling thread, shared by all GEMM kernels (WORKSPACE_SRC).
 - Threads: one `omp parallel for` over the units, static, each thread with its own packing
   buffers and no barrier. Sharing one packed B panel between threads would pack less, but every
   barrier then waits for the slowest thread: on a machine where another process holds a core
@@ -155,23 +155,49 @@ HEADER = r"""
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 static inline int64_t gcd64(int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; }
 
-/* Packing buffers: one per calling thread (two Python threads may run the same kernel), grown on
-   demand and kept, so steady-state calls neither allocate nor fault in fresh pages. */
-static _Thread_local T* ws_buf;
+/* Packing buffers come from the process-wide workspace library (WORKSPACE_SRC): one buffer per
+   calling thread shared by every GEMM kernel, grown on demand and kept. */
+void* lazy_gemm_workspace(size_t bytes);
+static T* workspace(size_t n) { return (T*)lazy_gemm_workspace(n * sizeof(T)); }
+"""
+
+
+# One library per process (loaded RTLD_GLOBAL by `ensure_runtime`, so every GEMM .so binds its
+# undefined `lazy_gemm_workspace` to it): the packing buffers of all GEMM kernels are one
+# allocation per calling thread, not one per kernel (a training step has a dozen GEMMs, several
+# MiB of packed panels each). Kept between calls: steady-state calls neither allocate nor fault in
+# fresh pages; 2 MiB-aligned with a huge-page hint (the B panel is streamed once per micro-panel).
+WORKSPACE_SRC = r"""
+#include <stdlib.h>
+#include <sys/mman.h>
+static _Thread_local void* ws_buf;
 static _Thread_local size_t ws_cap;
-static T* workspace(size_t n) {
-  if (n > ws_cap) {
+void* lazy_gemm_workspace(size_t bytes) {
+  if (bytes > ws_cap) {
     free(ws_buf);
-    size_t bytes = n * sizeof(T);
-    bytes = (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+    ws_buf = NULL;
+    ws_cap = 0;
+    const size_t huge = (size_t)2 << 20;
+    bytes = (bytes + huge - 1) & ~(huge - 1);
     void* p = NULL;
-    if (posix_memalign(&p, 2u << 20, bytes)) return NULL;
+    if (posix_memalign(&p, huge, bytes)) return NULL;
     madvise(p, bytes, MADV_HUGEPAGE);
-    ws_buf = (T*)p; ws_cap = bytes / sizeof(T);
+    ws_buf = p;
+    ws_cap = bytes;
   }
   return ws_buf;
 }
 """
+_runtime: list = []
+
+
+def ensure_runtime() -> None:
+    """Load the workspace library into the global symbol scope (once per process); call it before
+    loading a generated GEMM .so by other means than `load`."""
+    if not _runtime:
+        compile_c.load(WORKSPACE_SRC, "lazy_gemm_workspace")
+        path = compile_c.cache_dir() / f"{compile_c.cache_key(WORKSPACE_SRC)}.so"
+        _runtime.append(ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL | os.RTLD_NOW))
 
 
 def _pack_b(p: Problem) -> list[str]:
@@ -454,6 +480,7 @@ def load(call: ExternCall, cfg: GemmCConfig | None = None):
     """The compiled kernel: `fn(out_ptr, a_ptr, b_ptr, *epilogue_ptrs)` (data pointers of the
     buffers; views' offsets count from them). `fn.source` is the C source."""
     src = render_gemm_c(call, cfg)
+    ensure_runtime()
     fn = compile_c.load(src)
     fn.argtypes = [ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
     fn.source = src

@@ -268,6 +268,7 @@ def test_fallback_targets_compile_and_match(march):
     call, inputs = scheduled_call((x @ w + b).gelu())
     src = gemm_c.render_gemm_c(call, SMALL)
     flags = tuple(f"-march={march}" if f == "-march=native" else f for f in compile_c.BASE_FLAGS)
+    gemm_c.ensure_runtime()  # the packing workspace every GEMM kernel links against
     fn = compile_c.load(src, flags=flags)
     fn.argtypes = [ctypes.c_void_p] * 4
     out = torch.full((37, 70), float("nan"))
