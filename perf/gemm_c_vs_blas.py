@@ -209,7 +209,7 @@ def grid(repeat: int) -> None:
                    "blas": _program(y, "blas"), "c": _program(y, "c")}
             os.environ.pop("LAZY_GEMM", None)
             inner = max(1, int(2e-3 / max(flops / 150e9, 1e-7)))  # batch tiny calls to ~2 ms
-            batched = {kk: (lambda f=f: [f() for _ in range(inner)]) for kk, f in fns.items()}
+            batched = {kk: (lambda f=f, n=inner: [f() for _ in range(n)]) for kk, f in fns.items()}
             rounds = max(3, min(repeat, int(1.0 / max(inner * flops / 150e9, 1e-6))))
             t = {kk: v / inner for kk, v in _rounds(batched, rounds).items()}
             gf = {kk: flops / v / 1e9 for kk, v in t.items()}
