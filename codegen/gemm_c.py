@@ -91,9 +91,15 @@ CONFIGS: tuple[GemmCConfig, ...] = tuple(
 
 def supports(call: ExternCall) -> bool:
     """float32/float64 matmuls whose operands and output share one dtype."""
-    return (isinstance(call, ExternCall) and call.op == "matmul" and len(call.buffers) == 3
+    if not (isinstance(call, ExternCall) and call.op == "matmul" and len(call.buffers) == 3
             and len({b.dtype for b in call.buffers}) == 1 and call.buffers[0].dtype in DTYPES
-            and (call.epilogue is None or not call.epilogue.reduces))
+            and (call.epilogue is None or not call.epilogue.reduces)):
+        return False
+    try:
+        problem_of(call)
+    except ValueError:
+        return False
+    return True
 
 
 def choose_config(call: ExternCall) -> GemmCConfig:
@@ -441,8 +447,8 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
     w("}")
 
     B = p.batch_count
-    L += [f"void {fn_name}({', '.join(params)}) {{",
-          "  if (M == 0 || N == 0) return;",
+    L += [f"int {fn_name}({', '.join(params)}) {{  /* 0, or 1: no memory for the packing buffers */",
+          "  if (M == 0 || N == 0) return 0;",
           f"  const int nth = {threads};",
           "  /* Units of work: whole GEMMs of the batch, each cut into tm x tn blocks so that there are",
           "     a multiple of nth units. A thread runs its units alone, packing into its own buffers: no",
@@ -460,7 +466,7 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
           "  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
           "  const size_t per_thread = RUP((size_t)kce * nce, 64) + RUP((size_t)mce * kce, 64);",
           "  T* const ws = workspace(nth * per_thread + 64);",
-          "  if (!ws) return;",
+          "  if (!ws) return 1;",
           "  #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)",
           "  for (int64_t u = 0; u < units; u++) {",
           "    T* const bp = ws + omp_get_thread_num() * per_thread;",
@@ -470,6 +476,7 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
           "    const int64_t n0 = ni * tiles_n / tn * NR, n1 = MIN(N, (ni + 1) * tiles_n / tn * NR);",
           f"    if (m0 < m1 && n0 < n1) gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, ap);",
           "  }",
+          "  return 0;",
           "}"]
     return "\n".join(src + L) + "\n"
 
@@ -481,8 +488,14 @@ def load(call: ExternCall, cfg: GemmCConfig | None = None):
     buffers; views' offsets count from them). `fn.source` is the C source."""
     src = render_gemm_c(call, cfg)
     ensure_runtime()
-    fn = compile_c.load(src)
-    fn.argtypes = [ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
+    raw = compile_c.load(src)
+    raw.argtypes = [ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
+    raw.restype = ctypes.c_int
+
+    def fn(*pointers):
+        if raw(*pointers):
+            raise MemoryError(f"{call.name}: the C GEMM could not allocate its packing buffers")
+
     fn.source = src
     return fn
 

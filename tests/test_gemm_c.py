@@ -270,10 +270,10 @@ def test_fallback_targets_compile_and_match(march):
     flags = tuple(f"-march={march}" if f == "-march=native" else f for f in compile_c.BASE_FLAGS)
     gemm_c.ensure_runtime()  # the packing workspace every GEMM kernel links against
     fn = compile_c.load(src, flags=flags)
-    fn.argtypes = [ctypes.c_void_p] * 4
+    fn.argtypes, fn.restype = [ctypes.c_void_p] * 4, ctypes.c_int
     out = torch.full((37, 70), float("nan"))
     slots = list(call.meta["slots"][1:]) + [call.epilogue.meta["slots"][i] for i in epilogue_buffers(call)]
-    fn(out.data_ptr(), *[inputs[s].data_ptr() for s in slots])
+    assert fn(out.data_ptr(), *[inputs[s].data_ptr() for s in slots]) == 0
     close(out, torch.nn.functional.gelu(x.torch() @ w.torch() + b.torch()), 45)
 
 
