@@ -108,9 +108,12 @@ def kernels_of(y):
 
 # -- plain GEMM numerics -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 7, 33), (7, 1, 5), (33, 65, 130), (65, 130, 7), (13, 17, 65)])
-@pytest.mark.parametrize("cfg", [THREADS3, None], ids=["small-blocks-3-threads", "default"])
+@pytest.mark.parametrize("m,k,n,cfg", [(1, 1, 1, None), (1, 7, 33, THREADS3), (7, 1, 5, THREADS3),
+                                       (33, 65, 130, THREADS3), (33, 65, 130, None), (65, 130, 7, THREADS3),
+                                       (13, 17, 65, None), (130, 600, 70, None)])
 def test_odd_shapes_match_torch(m, k, n, cfg):
+    # THREADS3: blocks of 12 x 16 x 64 on 3 threads, so every edge and block boundary is crossed;
+    # None: the default blocking (130 x 600: two KC panels of 512 and a row of edge tiles)
     out, ref = run_plain(matrix((), m, k, seed=1), matrix((), k, n, seed=2), cfg=cfg)
     close(out, ref, k)
 
