@@ -37,9 +37,11 @@ Structure (GotoBLAS / BLIS)
   accumulator as `Expr("acc", "gemm")`) reads it with the tile's other inputs (bias, residual) at
   the tile's indices and writes the final value: the output is written once more, never re-read.
 
-Dtypes: float32 and float64 (accumulating in the same type, like the BLAS). float16/bfloat16
-stay on codegen/extern.py (`supports()` says so): their partial sums would need a float32 copy
-of the output.
+Dtypes: float32 and float64 accumulate in their own type, like the BLAS. float16/bfloat16 are
+converted to float32 while packing, summed in float32 over all of K and rounded once when stored
+(`_render_16bit`: their partial sums cannot wait in a 16-bit output, so the loop nest keeps them
+in a float32 block instead). gcc 12 vectorizes no _Float16 conversion without AVX512-FP16, so a
+float16 epilogue runs scalar (bfloat16's bit-level conversions vectorize).
 
 `choose_impl(call)` says whether the CPU runs this template ("c") or BLAS + an in-place epilogue
 kernel ("blas"), from measurements on the development machine (see its docstring);
@@ -57,7 +59,7 @@ from codegen.gemm_triton import Problem, epilogue_buffers, problem_of
 from codegen.kernel_ir import C_TYPES, ExternCall
 from codegen.render_c import Body, index_c
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ CONFIGS: tuple[GemmCConfig, ...] = tuple(
 
 
 def supports(call: ExternCall) -> bool:
-    """float32/float64 matmuls whose operands and output share one dtype."""
+    """Floating-point matmuls (float32/64, float16/bfloat16) whose operands and output share one dtype."""
     if not (isinstance(call, ExternCall) and call.op == "matmul" and len(call.buffers) == 3
             and len({b.dtype for b in call.buffers}) == 1 and call.buffers[0].dtype in DTYPES
             and (call.epilogue is None or not call.epilogue.reduces)):
@@ -159,6 +161,7 @@ HEADER = r"""
 #define CDIV(a, b) (((a) + (b) - 1) / (b))
 #define RUP(a, b) (CDIV(a, b) * (b))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 static inline int64_t gcd64(int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; }
 
 /* Packing buffers come from the process-wide workspace library (WORKSPACE_SRC): one buffer per
@@ -306,11 +309,21 @@ def _batch_bases(p: Problem) -> list[str]:
     return L
 
 
-def _epilogue_block(call: ExternCall, p: Problem, indent: str) -> list[str]:
-    """The last-panel store of a micro-tile `tile` (mr x nr valid, row stride NR) at rows i..,
+def _store_c(dtype: str, v: str) -> str:
+    """A float32/float64 value `v` converted for storing as `dtype` (16-bit: rounded to nearest)."""
+    if dtype == "bfloat16":
+        return f"f32_to_bf16({v})"
+    if dtype == "float16":
+        return f"(_Float16)({v})"
+    return v if C_TYPES[dtype][0] == render_c.ctype(dtype) else f"({C_TYPES[dtype][0]})({v})"
+
+
+def _epilogue_block(call: ExternCall, p: Problem, indent: str, ld: str = "NR", partial: bool = True) -> list[str]:
+    """The last-panel store of a micro-tile `tile` (mr x nr valid, row stride `ld`) at rows i..,
     columns j..: value = epilogue(partial sum in the output + tile), written by the epilogue's
-    own store. The epilogue's loop variables are the output dims of size > 1 (batch dims from the
-    flat batch index `bat`, then rows, then columns)."""
+    own store (`partial` False: the tile holds the whole sum). The epilogue's loop variables are
+    the output dims of size > 1 (batch dims from the flat batch index `bat`, then rows, then
+    columns)."""
     k = call.epilogue
     (store,) = k.stores
     shape = call.views[0].shape
@@ -331,11 +344,11 @@ def _epilogue_block(call: ExternCall, p: Problem, indent: str) -> list[str]:
             x = "bat" if inner == 1 else f"(bat / {_lit(inner)})"
             L.append(f"{indent}const int64_t {var[d]} = {x} % {_lit(size)};")
     row, col = len(shape) - 2, len(shape) - 1
-    # partial sums of earlier KC panels join the tile first, so the epilogue loop reads one array
-    L.append(f"{indent}if (!first)")
-    L.append(f"{indent}  for (int64_t r = 0; r < mr; r++)")
-    L.append(f"{indent}    for (int64_t cc = 0; cc < nr; cc++)")
-    L.append(f"{indent}      tile[r * NR + cc] += gc[c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)}];")
+    if partial:  # partial sums of earlier KC panels join the tile first: the epilogue reads one array
+        L.append(f"{indent}if (!first)")
+        L.append(f"{indent}  for (int64_t r = 0; r < mr; r++)")
+        L.append(f"{indent}    for (int64_t cc = 0; cc < nr; cc++)")
+        L.append(f"{indent}      tile[r * NR + cc] += gc[c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)}];")
     # full tiles get constant trip counts: whole vectors, no tail code
     for k_rows, k_cols, head in (("MR", "NR", "if (mr == MR && nr == NR) {"), ("mr", "nr", "} else {")):
         L.append(f"{indent}{head}")
@@ -349,11 +362,9 @@ def _epilogue_block(call: ExternCall, p: Problem, indent: str) -> list[str]:
         ind2 = ind1 + "  "
         if col in var:
             L.append(f"{ind2}const int64_t {var[col]} = j + cc;")
-        L.append(f"{ind2}const T g_acc = tile[r * NR + cc];")
+        L.append(f"{ind2}const T g_acc = tile[r * {ld} + cc];")
         body = Body(k, L, ind2, lambda name: "g_acc")
-        v = body.emit(store.value)
-        if C_TYPES[store.dtype][0] != render_c.ctype(store.dtype):
-            v = f"({C_TYPES[store.dtype][0]})({v})"
+        v = _store_c(store.dtype, body.emit(store.value))
         L.append(f"{ind2}b{store.buf}[{index_c(store.index)}] = {v};")
         L.append(f"{ind1}}}")
         L.append(f"{ind}}}")
@@ -367,10 +378,10 @@ MIN_FLOPS_PER_THREAD = 1 << 15  # measured: a second thread already pays off at 
 def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str = "lazy_kernel") -> str:
     """C source of `call` as one function `fn_name(out, a, b, epilogue inputs...)`."""
     if not supports(call):
-        raise ValueError(f"gemm_c: {call.name} is not a float32/float64 matmul with one dtype")
+        raise ValueError(f"gemm_c: {call.name} is not a floating-point matmul with one dtype")
     p = problem_of(call)
     cfg = cfg or choose_config(call)
-    t = C_TYPES[p.dtype][0]
+    t, ct = C_TYPES[p.dtype]  # storage type, compute type (16-bit floats compute in float32)
     epi = call.epilogue
     M, N, K = p.M, p.N, p.K
     _, _, scm, scn = p.c
@@ -387,12 +398,14 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
     src = [f"/* {call.name}: batch {list(p.batch)} x [{M}, {K}] @ [{K}, {N}] {p.dtype}; a {p.a}, b {p.b}, c {p.c}"
            + ("" if epi is None else f"; epilogue {epi.name} fused") + f"; {cfg} */",
            render_c.PRELUDE,
-           f"typedef {t} T;\ntypedef {t} S;\n#define LD(x) ((T)(x))",
-           _isa_block(t, cfg),
+           f"typedef {ct} T;\ntypedef {t} S;\n#define LD(x) {'bf16_to_f32(x)' if p.dtype == 'bfloat16' else '((T)(x))'}",
+           _isa_block(ct, cfg),
            HEADER,
            f"#define MCB ({cfg.MC} / MR * MR)\n#define KCB {cfg.KC}\n#define NCB ({cfg.NC} / NR * NR)",
            f"#define M {_lit(M)}\n#define N {_lit(N)}\n#define K {_lit(K)}"]
     src += _pack_b(p) + _pack_a(p)
+    if t != ct:
+        return "\n".join(src + _render_16bit(call, p, params, args, threads, fn_name)) + "\n"
 
     # one block [m0, m1) x [n0, n1) of one GEMM of the batch, by one thread with its own buffers
     L = [(f"static void gemm_block({', '.join(params)}, int64_t bat, int64_t m0, int64_t m1, int64_t n0, "
@@ -450,19 +463,7 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
     L += [f"int {fn_name}({', '.join(params)}) {{  /* 0, or 1: no memory for the packing buffers */",
           "  if (M == 0 || N == 0) return 0;",
           f"  const int nth = {threads};",
-          "  /* Units of work: whole GEMMs of the batch, each cut into tm x tn blocks so that there are",
-          "     a multiple of nth units. A thread runs its units alone, packing into its own buffers: no",
-          "     barriers, so a thread that the OS preempts delays only its own share. A block of a",
-          "     tm x tn cut packs its rows of A and its columns of B: the cut minimises tn*M + tm*N. */",
-          f"  const int64_t parts = nth / gcd64({B}, nth);",
-          "  int64_t tm = 1, tn = 1, cost = -1;",
-          "  for (int64_t d = 1; d <= parts; d++) {",
-          "    if (parts % d || d > CDIV(M, MR) || parts / d > CDIV(N, NR)) continue;",
-          "    const int64_t c = (parts / d) * M + d * N;",
-          "    if (cost < 0 || c < cost) { cost = c; tm = d; tn = parts / d; }",
-          "  }",
-          "  if (cost < 0) { tm = MIN(parts, CDIV(M, MR)); tn = 1; }  /* a tiny GEMM: fewer units than threads */",
-          f"  const int64_t units = {B} * tm * tn, tiles_m = CDIV(M, MR), tiles_n = CDIV(N, NR);",
+          *_units_c(B),
           "  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
           "  const size_t per_thread = RUP((size_t)kce * nce, 64) + RUP((size_t)mce * kce, 64);",
           "  T* const ws = workspace(nth * per_thread + 64);",
@@ -471,14 +472,111 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
           "  for (int64_t u = 0; u < units; u++) {",
           "    T* const bp = ws + omp_get_thread_num() * per_thread;",
           "    T* const ap = bp + RUP((size_t)kce * nce, 64);",
-          "    const int64_t bat = u / (tm * tn), mi = u / tn % tm, ni = u % tn;",
-          "    const int64_t m0 = mi * tiles_m / tm * MR, m1 = MIN(M, (mi + 1) * tiles_m / tm * MR);",
-          "    const int64_t n0 = ni * tiles_n / tn * NR, n1 = MIN(N, (ni + 1) * tiles_n / tn * NR);",
+          *_unit_bounds_c(),
           f"    if (m0 < m1 && n0 < n1) gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, ap);",
           "  }",
           "  return 0;",
           "}"]
     return "\n".join(src + L) + "\n"
+
+
+NC16_BYTES = 8 << 20  # 16-bit operands: the packed B block (all of K) per thread
+CS16_BYTES = 512 << 10  # 16-bit operands: the float32 sums of one MC x NC block (stays in L2)
+
+
+def _render_16bit(call: ExternCall, p: Problem, params: list[str], args: list[str], threads: str,
+                  fn_name: str) -> list[str]:
+    """float16/bfloat16 operands: converted to float32 while packing, summed in float32 over the
+    whole K, rounded once when stored. The sums cannot wait in the 16-bit output between KC panels,
+    so the pc loop moves inside ic: the B block [all K, NC columns] is packed once per jc, and an
+    MC x NC float32 block `cs` holds the sums until its last panel; then the epilogue (or the
+    rounding store) runs over it tile by tile. NC is cut so that the B block fits NC16_BYTES and
+    `cs` CS16_BYTES."""
+    epi = call.epilogue
+    K = p.K
+    _, _, scm, scn = p.c
+    L = [f"#define NC16 MIN(NCB, MAX(NR, MIN({NC16_BYTES} / (4 * MAX(K, 1)), {CS16_BYTES} / (4 * MCB)) / NR * NR))",
+         (f"static void gemm_block({', '.join(params)}, int64_t bat, int64_t m0, int64_t m1, int64_t n0, "
+          "int64_t n1, T* restrict bp, T* restrict ap, T* restrict cs) {")]
+    w = L.append
+    if epi is not None:
+        w(f"  S* const b{epi.stores[0].buf} = gc;")
+    L += _batch_bases(p)
+    w("  for (int64_t jc = n0; jc < n1; jc += NC16) {")
+    w("    const int64_t nc = MIN(NC16, n1 - jc), n_jr = CDIV(nc, NR), ncp = n_jr * NR;")
+    w("    for (int64_t pc = 0; pc < K; pc += KCB)")
+    w(f"      pack_b(bp + pc * ncp, gb + b_base + pc * {_lit(p.b[2])} + jc * {_lit(p.b[3])}, MIN(KCB, K - pc), nc);")
+    w("    for (int64_t ic = m0; ic < m1; ic += MCB) {")
+    w("      const int64_t mc = MIN(MCB, m1 - ic);")
+    w(f"      for (int64_t pc = 0; pc < {'1' if K == 0 else 'K'}; pc += KCB) {{")
+    w("        const int64_t kc = MIN(KCB, K - pc);")
+    w(f"        pack_a(ap, ga + a_base + ic * {_lit(p.a[2])} + pc * {_lit(p.a[3])}, mc, kc);")
+    w("        for (int64_t jr = 0; jr < n_jr; jr++)")
+    w("          for (int64_t ir = 0; ir < mc; ir += MR)")
+    w("            ukernel(kc, ap + ir * kc, bp + pc * ncp + jr * NR * kc, cs + ir * ncp + jr * NR, ncp, pc > 0);")
+    w("      }")
+    w("      for (int64_t jr = 0; jr < n_jr; jr++) {")
+    w("        const int64_t j = jc + jr * NR, nr = MIN(NR, jc + nc - j);")
+    w("        for (int64_t ir = 0; ir < mc; ir += MR) {")
+    w("          const int64_t i = ic + ir, mr = MIN(MR, mc - ir);")
+    w("          const T* const tile = cs + ir * ncp + jr * NR;")
+    if epi is not None:
+        L += _epilogue_block(call, p, "          ", ld="ncp", partial=False)
+    else:
+        w("          for (int64_t r = 0; r < mr; r++)")
+        w("            for (int64_t cc = 0; cc < nr; cc++)")
+        w(f"              gc[c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)}] = "
+          f"{_store_c(p.dtype, 'tile[r * ncp + cc]')};")
+    w("        }")
+    w("      }")
+    w("    }")
+    w("  }")
+    w("}")
+    B = p.batch_count
+    L += [f"int {fn_name}({', '.join(params)}) {{  /* 0, or 1: no memory for the packing buffers */",
+          "  if (M == 0 || N == 0) return 0;",
+          f"  const int nth = {threads};",
+          *_units_c(B),
+          "  const int64_t nce = MIN(NC16, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
+          "  const size_t bsz = RUP((size_t)MAX(K, 1) * nce, 64), asz = RUP((size_t)mce * MIN(KCB, MAX(K, 1)), 64);",
+          "  const size_t per_thread = bsz + asz + RUP((size_t)mce * nce, 64);",
+          "  T* const ws = workspace(nth * per_thread + 64);",
+          "  if (!ws) return 1;",
+          "  #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)",
+          "  for (int64_t u = 0; u < units; u++) {",
+          "    T* const bp = ws + omp_get_thread_num() * per_thread;",
+          *_unit_bounds_c(),
+          (f"    if (m0 < m1 && n0 < n1) gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, bp + bsz, "
+           "bp + bsz + asz);"),
+          "  }",
+          "  return 0;",
+          "}"]
+    return L
+
+
+def _units_c(B: int) -> list[str]:
+    """C statements choosing the units of work: tm x tn blocks per GEMM of the batch (see the
+    module docstring), `units` in all."""
+    return [
+        "  /* Units of work: whole GEMMs of the batch, each cut into tm x tn blocks so that there are",
+        "     a multiple of nth units. A thread runs its units alone, packing into its own buffers: no",
+        "     barriers, so a thread that the OS preempts delays only its own share. A block of a",
+        "     tm x tn cut packs its rows of A and its columns of B: the cut minimises tn*M + tm*N. */",
+        f"  const int64_t parts = nth / gcd64({B}, nth);",
+        "  int64_t tm = 1, tn = 1, cost = -1;",
+        "  for (int64_t d = 1; d <= parts; d++) {",
+        "    if (parts % d || d > CDIV(M, MR) || parts / d > CDIV(N, NR)) continue;",
+        "    const int64_t c = (parts / d) * M + d * N;",
+        "    if (cost < 0 || c < cost) { cost = c; tm = d; tn = parts / d; }",
+        "  }",
+        "  if (cost < 0) { tm = MIN(parts, CDIV(M, MR)); tn = 1; }  /* a tiny GEMM: fewer units than threads */",
+        f"  const int64_t units = {B} * tm * tn, tiles_m = CDIV(M, MR), tiles_n = CDIV(N, NR);"]
+
+
+def _unit_bounds_c() -> list[str]:
+    return ["    const int64_t bat = u / (tm * tn), mi = u / tn % tm, ni = u % tn;",
+            "    const int64_t m0 = mi * tiles_m / tm * MR, m1 = MIN(M, (mi + 1) * tiles_m / tm * MR);",
+            "    const int64_t n0 = ni * tiles_n / tn * NR, n1 = MIN(N, (ni + 1) * tiles_n / tn * NR);"]
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -503,6 +601,7 @@ def load(call: ExternCall, cfg: GemmCConfig | None = None):
 # -- BLAS or C, per shape ------------------------------------------------------------------------
 
 GEMV_BLAS_MIN = 1 << 14  # K * max(M, N) of a matrix-vector product from which BLAS is faster
+BF16_C_MAX_FLOPS = 1 << 23  # bfloat16 GEMMs up to ~160^3 are faster here than oneDNN's
 
 
 def choose_impl(call: ExternCall) -> str:
@@ -511,15 +610,21 @@ def choose_impl(call: ExternCall) -> str:
     default, applies the rule below.
 
     The rule, from `python -m perf.gemm_c_vs_blas --grid` on the development machine (2 Zen 4
-    cores, torch 2.13's MKL; kernel times of both lazy paths, with and without a bias + gelu
-    epilogue): the C GEMM was as fast or faster on every shape but one kind. Square 32..4096: 1.05-4.7x
-    (the small ones gain most: one launch and no separate epilogue pass); the issue's shapes and
-    transposed weights 1.06-1.2x; batched (32x1024x64x1024, 256x64x64x64, ...) 1.04-1.2x; skinny
-    M or N of 2..128: 1.05-3.4x (MKL is slow at M = 4..8). The exception is a matrix-vector
-    product (M or N == 1), where BLAS streams the matrix once while the template packs it and
-    fills one row (or column) of each micro-tile: 1x4096x4096 0.73x, 1x1024x1024 0.6-0.7x,
-    4096x4096x1 0.15x; so those go to BLAS unless tiny (1x64x64: 3x faster in C, launch cost).
-    float64 behaves the same (512^3 1.37x, 2048^3 1.12x, 1x1024x1024 0.58x)."""
+    cores, torch 2.13: MKL for float32/64, oneDNN for bfloat16; kernel times of both lazy paths,
+    with and without a bias + gelu epilogue):
+    - float32/float64: the C GEMM was as fast or faster on every shape but one kind. Square
+      32..4096: 1.05-4.7x (small ones gain most: one launch, no separate epilogue pass); the
+      issue's shapes and transposed weights 1.06-1.2x; batched (32x1024x64x1024, 256x64x64x64)
+      1.04-1.2x; M or N of 2..128: 1.05-3.4x (MKL is slow at M = 4..8). The exception is a
+      matrix-vector product (M or N == 1): BLAS streams the matrix once while the template packs
+      it and fills one row (or column) of each micro-tile: 1x4096x4096 0.73x, 1x1024x1024
+      0.6-0.7x, 4096x4096x1 0.15x; those go to BLAS unless tiny (1x64x64: 3x faster in C).
+      float64 alike (512^3 1.37x, 2048^3 1.12x, 1x1024x1024 0.58x).
+    - float16: always C. torch's CPU float16 matmul is a reference loop here (0.4-3 GFLOP/s);
+      the template converts while packing and runs at float32 speed (2048^3: 134 GFLOP/s, 330x).
+    - bfloat16: oneDNN uses the AVX512-BF16 dot products, twice the float32 peak (365 GFLOP/s at
+      2048^3 against 184 for the template), so BLAS unless small: 64^3 3.8x, 128^3 2.0x, 160^3
+      1.6x, 192^3 0.98x and 8x1024x1024 0.9x (with epilogue) for the template."""
     mode = os.environ.get("LAZY_GEMM", "auto") or "auto"
     if mode not in ("auto", "blas", "c"):
         raise ValueError(f"LAZY_GEMM={mode!r}: expected blas, c or auto")
@@ -528,6 +633,10 @@ def choose_impl(call: ExternCall) -> str:
     if mode != "auto":
         return mode
     p = problem_of(call)
+    if p.dtype == "float16":
+        return "c"
+    if p.dtype == "bfloat16":
+        return "c" if 2 * p.batch_count * p.M * p.N * p.K < BF16_C_MAX_FLOPS else "blas"
     if min(p.M, p.N) == 1 and p.K * max(p.M, p.N) >= GEMV_BLAS_MIN:
         return "blas"
     return "c"

@@ -161,6 +161,27 @@ def test_float64():
         close(out, ref, 40, torch.float64)
 
 
+@pytest.mark.parametrize("dtype,rtol", [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
+def test_half_precision_sums_in_float32(dtype, rtol):
+    # converted while packing, summed in float32 over all of K (600: two KC panels of the
+    # default blocking), rounded once: within an ulp of torch's float32 product rounded
+    a, b = matrix((2,), 33, 600, dtype, seed=1), matrix((), 600, 70, dtype, seed=2, transposed=True)
+    for cfg in (THREADS3, None):
+        out, _ = run_plain(a, b, dtype, cfg=cfg)
+        ref = (a[2].float() @ b[2].float()).to(dtype)
+        torch.testing.assert_close(out, ref, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
+def test_half_precision_epilogue(monkeypatch, dtype, tol):
+    monkeypatch.setenv("LAZY_GEMM", "c")
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(s, generator=g).to(dtype) for s in ((37, 45), (45, 70), (70,)))
+    y = (lazy.tensor(x) @ lazy.tensor(w) + lazy.tensor(b)).gelu()
+    assert [k.backend for k in kernels_of(y)] == ["c"]
+    torch.testing.assert_close(y.torch(), torch.nn.functional.gelu(x @ w + b), rtol=tol, atol=tol)
+
+
 def test_empty_reduction_is_zero():
     out, _ = run_plain(matrix((), 5, 0, seed=1), matrix((), 0, 7, seed=2))
     assert torch.equal(out, torch.zeros(5, 7))
@@ -250,6 +271,14 @@ def test_choose_impl(monkeypatch):
     assert gemm_c.choose_impl(call(1, 1024, 1024)) == "blas"  # matrix-vector: BLAS streams the matrix
     assert gemm_c.choose_impl(call(1024, 1024, 1, epilogue=False)) == "blas"
     assert gemm_c.choose_impl(call(1, 64, 64)) == "c"  # tiny: launch cost dominates
+
+    def call16(n, dtype):
+        x = lazy.tensor(torch.ones(n, n, dtype=dtype))
+        return scheduled_call(x @ x)[0]
+
+    assert gemm_c.choose_impl(call16(512, torch.float16)) == "c"  # torch's float16 CPU matmul is slow
+    assert gemm_c.choose_impl(call16(512, torch.bfloat16)) == "blas"  # oneDNN's bf16 dot products
+    assert gemm_c.choose_impl(call16(64, torch.bfloat16)) == "c"
     monkeypatch.setenv("LAZY_GEMM", "blas")
     assert gemm_c.choose_impl(small) == "blas"
     monkeypatch.setenv("LAZY_GEMM", "c")
