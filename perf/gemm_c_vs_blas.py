@@ -17,7 +17,8 @@ shapes, the kernel time of the two lazy paths (launches only, no graph building)
 an epilogue, next to torch.mm.
 
 How it measures: one process; each timed round calls every contender once, in rotated order, so a
-burst of load from another process hits all of them alike; the median of the rounds is reported
+burst of load from another process hits all of them alike (numpy apart, after the others: its
+OpenBLAS threads keep spinning after a call and would slow the next contender); the median of the rounds is reported
 (`--stat min`: the best round, the machine's capability when other processes share the cores).
 lazy is timed end to end (graph building, schedule lookup, allocation, launches), like torch eager.
 Progress goes to stderr, the table to stdout.
@@ -127,24 +128,35 @@ def _gemm_call_of(y) -> ExternCall:
     return next(k for k in schedule([y._node], bufs).kernels if isinstance(k, ExternCall))
 
 
+def _compile_all(cases: list[Case]) -> dict[str, Callable]:
+    """torch.compile of every case, compiled before anything is timed (Inductor's compile workers
+    would otherwise share the cores with the first timed case)."""
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    out = {}
+    for case in cases:
+        tt = [torch.from_numpy(a) for a in case.inputs]
+        try:
+            t0 = time.perf_counter()
+            compiled = torch.compile(case.torch)
+            compiled(*tt)
+            _log(f"{case.name}: torch.compile first call {time.perf_counter() - t0:.1f} s")
+            out[case.name] = compiled
+        except Exception as e:  # noqa: BLE001 (a peer that cannot run is reported, not fatal)
+            _log(f"{case.name}: torch.compile failed: {type(e).__name__}: {e}")
+    return out
+
+
 def bench_cases(cases: list[Case], repeat: int, compile_: bool, stat: str = "median") -> list[dict]:
     rows = []
+    compiled = _compile_all(cases) if compile_ else {}
     for case in cases:
         _log(f"{case.name}: preparing")
         tt = [torch.from_numpy(a) for a in case.inputs]
         lt = [lazy.tensor(a) for a in case.inputs]
         fns = {"blas roof": lambda tt=tt, c=case: c.roof(*tt),
-               "numpy": lambda c=case: c.numpy(*c.inputs),
                "torch": lambda tt=tt, c=case: c.torch(*tt)}
-        if compile_:
-            try:
-                t0 = time.perf_counter()
-                compiled = torch.compile(case.torch)
-                compiled(*tt)
-                _log(f"  torch.compile: first call {time.perf_counter() - t0:.1f} s")
-                fns["torch.compile"] = lambda tt=tt, f=compiled: f(*tt)
-            except Exception as e:  # noqa: BLE001 (a peer that cannot run is reported, not fatal)
-                _log(f"  torch.compile failed: {type(e).__name__}: {e}")
+        if case.name in compiled:
+            fns["torch.compile"] = lambda tt=tt, f=compiled[case.name]: f(*tt)
         kernels: dict[str, list] = {"blas+epi kernels": [], "c fused kernel": []}
         fns["lazy blas+epi"] = _lazy_call(case.lazy, "blas", lt, kernels["blas+epi kernels"])
         fns["lazy c fused"] = _lazy_call(case.lazy, "c", lt, kernels["c fused kernel"])
@@ -160,6 +172,10 @@ def bench_cases(cases: list[Case], repeat: int, compile_: bool, stat: str = "med
         n = max(3, min(repeat, int(2.0 / max(case.flops / 150e9, 1e-6))))
         _log(f"  timing {len(fns)} contenders x {n} rounds")
         t = _rounds(fns, n, stat=stat)
+        # numpy's OpenBLAS keeps its own threads spinning for a while after each call, which would
+        # slow whatever runs next on the two cores: it is timed on its own, after the others
+        t.update(_rounds({"numpy": lambda c=case: c.numpy(*c.inputs)}, n, stat=stat))
+        time.sleep(0.5)
         t.update({k: STAT[stat](v[1:]) for k, v in kernels.items()})  # [0]: the warm-up call
         os.environ.pop("LAZY_GEMM", None)
         rows.append({"case": case.name, "flops": case.flops, "seconds": t, "pick": pick})
