@@ -206,7 +206,11 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
             _log(f"--- {k.name}: extern {k.op} {[(v.shape, v.strides, v.offset) for v in k.views]} ---")
         from codegen import gemm_c, gemm_triton
 
-        if backend == "c" and gemm_c.choose_impl(k) == "c":  # the C GEMM, epilogue fused: one launch
+        impl = gemm_c.choose_impl(k) if backend == "c" else None
+        if level >= 2 and impl is not None:
+            _log(f"  {k.name}: " + ("C GEMM template, epilogue fused" if impl == "c" else "BLAS")
+                 + f" (LAZY_GEMM={os.environ.get('LAZY_GEMM') or 'auto'}; rule: codegen/gemm_c.choose_impl)")
+        if impl == "c":  # the C GEMM, epilogue fused: one launch
             fn = gemm_c.load(k)
             if level >= 3:
                 _log(f"--- {k.name} C GEMM ({k.key()}) ---\n{fn.source}")

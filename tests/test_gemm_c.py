@@ -231,14 +231,16 @@ def test_epilogue_vector_matrix():
 
 # -- runtime: one launch, BLAS or C --------------------------------------------------------------
 
-def test_lazy_gemm_c_is_one_kernel_and_blas_two(monkeypatch):
+def test_lazy_gemm_c_is_one_kernel_and_blas_two(monkeypatch, capsys):
     x, w, b = rand(40, 64, seed=1), rand(64, 48, seed=2), rand(48, seed=3)
     ref = torch.nn.functional.gelu(x.torch() @ w.torch() + b.torch())
-    for mode, backends in (("c", ["c"]), ("blas", ["extern", "c"])):
+    for mode, backends, says in (("c", ["c"], "C GEMM template"), ("blas", ["extern", "c"], "BLAS")):
         monkeypatch.setenv("LAZY_GEMM", mode)
         y = (x @ w + b).gelu()
-        ks = kernels_of(y)
+        with lazy.debug(2):
+            ks = kernels_of(y)
         assert [k.backend for k in ks] == backends, mode
+        assert f"matmul_mul: {says}" in capsys.readouterr().err
         close(y.torch(), ref, 64)
     assert ks[0].bytes_read == (40 * 64 + 64 * 48) * 4 and ks[1].bytes_read == (40 * 48 + 48) * 4
 
