@@ -105,6 +105,8 @@ def supports(call: ExternCall) -> bool:
 
 
 def choose_config(call: ExternCall) -> GemmCConfig:
+    """The default blocking for every shape: MC/KC/NC only cap the blocks (small problems get
+    smaller ones) and the thread count follows the work; an autotuner picks from `CONFIGS`."""
     return GemmCConfig()
 
 
