@@ -338,8 +338,10 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     def stores(indent, acc_ref, body_lines):
         preset = {e: f"{scratch}[x{n - 1}]" for entries in row_cache.values() for _, scratch, e in entries}
         body = Body(k, body_lines, indent, acc_ref, preset)
-        for s in k.stores:
-            v = body.emit(s.value)
+        # every value before any store: an output may overwrite an input in place (an optimizer
+        # step), which the other outputs of this iteration still read
+        values = [body.emit(s.value) for s in k.stores]
+        for s, v in zip(k.stores, values):
             if s.dtype == "bool":
                 v = f"({v} != 0)"
             elif s.dtype == "bfloat16":

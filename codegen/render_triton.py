@@ -648,8 +648,14 @@ class _Renderer:
             code += ".to(tl.float32)"
         return code
 
-    def store(self, s: Store, scope: _Scope) -> None:
-        v = self.emit(s.value, scope)
+    def stores(self, scope: _Scope) -> None:
+        """Every value before any store: an output may overwrite an input in place (an optimizer
+        step), which the other outputs still read."""
+        values = [self.emit(s.value, scope) for s in self.k.stores]
+        for s, v in zip(self.k.stores, values):
+            self.store(s, scope, v)
+
+    def store(self, s: Store, scope: _Scope, v: str) -> None:
         if s.dtype == "bfloat16":
             v = f"_lz_bf16({v})"
         elif s.dtype != compute_dtype(s.dtype):
@@ -838,27 +844,23 @@ class _Renderer:
         d = len(k.loops) if self.pointwise else self.D
         self.define_vars(top, "xindex", [f"x{i}" for i in range(d)], k.loops[:d], xmask)
         if self.pointwise:
-            for s in k.stores:
-                self.store(s, top)
+            self.stores(top)
             return lines
         self.k = k = self.share_persistent()
         for si, r in enumerate(k.reduces):
             self.reduce_stage(r, top, si)
         n = len(k.loops)
         if self.D == n:
-            for s in k.stores:
-                self.store(s, top)
+            self.stores(top)
             return lines
         names, sizes = [f"x{i}" for i in range(self.D, n)], k.loops[self.D:]
         numel = _prod(sizes)
         if numel <= cfg.RBLOCK:
             self.persistent_vars(top, names, sizes)
-            for s in k.stores:
-                self.store(s, top)
+            self.stores(top)
             return lines
         body = self.loop(top, len(k.reduces), numel, names, sizes)
-        for s in k.stores:
-            self.store(s, body)
+        self.stores(body)
         top.lines.extend(body.lines)
         return lines
 

@@ -3,9 +3,17 @@
 In:  parameters whose `.grad` holds lazy gradient graphs (from `loss.backward()`).
 Out: `step()` computes each parameter's and each state tensor's new value, realizes them all in
      ONE schedule, together with the gradients and the losses `backward()` left pending
-     (`lazy.transforms.pending_roots`), and assigns them in place (the Tensor objects stay, their
-     nodes become the new buffers; no copy kernel). So forward, backward and update of a training
+     (`lazy.transforms.pending_roots`), and writes them in place: the kernels store the new values
+     into the parameters' and the state's own memory (the Tensor objects and their buffers stay;
+     no copy kernel, no new allocation per step). So forward, backward and update of a training
      step are one program, and a later `loss.item()` reads a buffer.
+
+In-place writes and lazy reads
+- A write goes into the old buffer only when nothing but this step's graph refers to it
+  (`_in_place_targets`: a lazy tensor built from the old value earlier and realized later must
+  still see the old value, as it would have in torch), and only where the scheduler finds no
+  read of the old value after the write (scheduler.schedule `_in_place_hazards`). Otherwise the
+  value gets a fresh buffer that the tensor takes over, as a plain assignment.
 
 Why the pieces look the way they do
 - Per-step numbers (lr, Adam's bias corrections) go into the graph as a small host BUFFER, never
@@ -30,13 +38,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import defaultdict
+import sys
+from collections import Counter, defaultdict
 
 import torch
 
 from lazy.autograd import enable_grad, no_grad
 from lazy.dtypes import to_torch
-from lazy.graph import Node, Op, const, node
+from lazy.graph import Node, Op, const, node, toposort
 from lazy.nn.init import _assign
 from lazy.tensor import Tensor, realize, tensor
 
@@ -265,12 +274,35 @@ def _realize_step(updates: list[tuple[Tensor, Tensor]], grads: list[tuple[Tensor
     # grouped by the parameter's device: asking a fresh gradient graph for its device walks it
     for p, t in [*updates, *grads, *((t, t) for t in pending)]:
         by_device[str(p.device)].append(t)
+    into = _in_place_targets(updates, [t._node for ts in by_device.values() for t in ts])
     for ts in by_device.values():
-        realize(*ts)
+        realize(*ts, _into=into)
     for target, value in updates:
-        _assign(target, value)  # the tensor object stays; its node becomes the realized buffer
+        # the tensor object stays; its node becomes the realized buffer, which is its own buffer
+        # when the update was written in place
+        _assign(target, value)
     for t in pending:
         transforms.pending_roots.discard(t)
+
+
+def _in_place_targets(updates: list[tuple[Tensor, Tensor]], roots: list[Node]) -> dict:
+    """{id(new value): the buffer it may overwrite}: a parameter's (or state tensor's) own buffer,
+    when nothing but this step's graph refers to the buffer's node, so no lazy tensor built
+    earlier can read the old value after the step. (torch updates in place too; there every
+    earlier result is computed already.) The scheduler then checks the order within the step."""
+    order = toposort(roots)
+    uses = Counter(id(s) for m in order for s in m.srcs)
+    listed = {id(m) for m in order}
+    into = {}
+    for target, value in updates:
+        n = target._node
+        if n.op is not Op.BUFFER:
+            continue
+        # references to n: target's tensor, this frame's `n`, getrefcount's argument, `order` (if
+        # listed) and one per use as a source in this step's graph; anything more is someone else's
+        if sys.getrefcount(n) == 3 + (id(n) in listed) + uses[id(n)]:
+            into[id(value)] = n.arg
+    return into
 
 
 def _check(name: str, value: float, low: float = 0.0) -> None:

@@ -242,8 +242,8 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton")]
 
 
-def _build(nodes: list[Node], buffers: list[Buffer], backend: str) -> Program:
-    sched = schedule(nodes, buffers)
+def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None) -> Program:
+    sched = schedule(nodes, buffers, into)
     misses = compile_c.stats.misses
     launches = []
     for k in sched.kernels:
@@ -266,16 +266,21 @@ def _device_of(buffers: list[Buffer], device: str | None) -> str:
     return devices.pop() if devices else "cpu"
 
 
-def program_for(nodes: list[Node], device: str | None = None) -> tuple[Program, list[Buffer], bool, str]:
+def program_for(nodes: list[Node], device: str | None = None,
+                into: list[Buffer | None] | None = None) -> tuple[Program, list[Buffer], bool, str]:
     key, buffers = structure_key(nodes)
     dev = _device_of(buffers, device)
     backend = backend_for(dev)
-    full_key = (key, backend, dev)
+    slots = None
+    if into is not None:
+        where = {id(b): i for i, b in enumerate(buffers)}
+        slots = tuple(None if b is None else where.get(id(b)) for b in into)
+    full_key = (key, backend, dev, slots)
     prog = _programs.get(full_key)
     fresh = prog is None
     if fresh:
         cache_stats["schedule_misses"] += 1
-        prog = _build(nodes, buffers, backend)
+        prog = _build(nodes, buffers, backend, slots)
         _programs[full_key] = prog
     else:
         cache_stats["schedule_hits"] += 1
@@ -288,17 +293,20 @@ def _alloc(shape, dtype: str, device: str):
     return torch.empty(shape, dtype=TORCH_DTYPES[dtype], device=device)
 
 
-def realize_nodes(nodes: list[Node], device: str | None = None) -> list[Buffer]:
+def realize_nodes(nodes: list[Node], device: str | None = None,
+                  into: list[Buffer | None] | None = None) -> list[Buffer]:
     """Compute `nodes` (one schedule for all of them) and return their buffers.
 
     `device` is where results go when no input buffer says so (e.g. `lazy.zeros(3)`).
+    `into[i]`: an input buffer node i may overwrite in place (when no other read sees the old
+    value; the scheduler decides): then buffer `into[i]` itself is returned for node i.
     """
     level = debug_level()
     if level >= 4:
         for n in toposort(nodes):
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
-    prog, buffers, fresh, dev = program_for(nodes, device)
+    prog, buffers, fresh, dev = program_for(nodes, device, into)
     for listener in kernel_listeners:  # every launch, cached or not (`lazy kernels` collects them)
         for ln in prog.launches:
             listener(ln.kernel, ln.backend)

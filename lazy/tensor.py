@@ -306,24 +306,31 @@ return_types = SimpleNamespace(max=namedtuple("max", ["values", "indices"]),
 
 # ---------------------------------------------------------------- realization
 
-def _realize(nodes: list[Node]) -> list[Buffer]:
-    """Run `nodes`; one Buffer per node with exactly its shape and dtype."""
+def _realize(nodes: list[Node], into: list[Buffer | None] | None = None) -> list[Buffer]:
+    """Run `nodes`; one Buffer per node with exactly its shape and dtype (`into`: see realize)."""
     if os.environ.get("LAZY_BACKEND") == "interp":
         from lazy.interpret import interpret
         # clone: results must not alias the inputs' memory (interpret returns views of buffers)
         return [Buffer(t.clone(memory_format=torch.contiguous_format)) for t in interpret(nodes)]
     from lazy.runtime import realize_nodes
-    return realize_nodes(nodes)
+    return realize_nodes(nodes, into=into)
 
 
-def realize(*tensors: Tensor):
-    """Realize several tensors in one schedule (e.g. all parameters after an optimizer step)."""
+def realize(*tensors: Tensor, _into: dict | None = None):
+    """Realize several tensors in one schedule (e.g. all parameters after an optimizer step).
+
+    `_into` (for optimizers): {id(tensor): Buffer} the tensor's value may overwrite in place when
+    nothing else in the schedule reads that buffer afterwards; the result then *is* that buffer."""
     todo: dict[int, Node] = {}
+    targets: dict[int, Buffer] = {}
     for t in tensors:
         if t._node.op not in _REALIZED:
             todo.setdefault(id(t._node), t._node)
+            if _into and id(t) in _into:
+                targets.setdefault(id(t._node), _into[id(t)])
     if todo:
-        bufs = dict(zip(todo, _realize(list(todo.values()))))
+        into = [targets.get(k) for k in todo] if targets else None
+        bufs = dict(zip(todo, _realize(list(todo.values()), into)))
         leaves = {id(t._node) for t in _leaf_tensors}
         live = autograd.differentiable_nodes(list(todo.values()), leaves)[1] if leaves else set()
         for t in tensors:
