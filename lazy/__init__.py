@@ -19,3 +19,4 @@ from lazy.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enable
 from lazy.transforms import grad, jvp, value_and_grad  # noqa: E402,F401
 from lazy import nn  # noqa: F401
 from lazy import optim  # noqa: F401
+from lazy.jit import jit  # noqa: E402,F401

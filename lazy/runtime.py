@@ -151,6 +151,18 @@ class BufferPool:
 pool = BufferPool()
 
 
+# -- capture (lazy.jit) -------------------------------------------------------------------------
+_recorders: list = []  # active captures (lazy.jit.Capture): each sees every realize and host effect
+
+
+def record_host_effect(fn) -> None:
+    """Tell an active capture about host state that a step changes outside the graph (an
+    optimizer's step count and learning-rate numbers): a replay calls `fn` before its kernels.
+    The caller has already done the work for this call."""
+    for r in _recorders:
+        r.host_effect(fn)
+
+
 # -- compiled schedules ------------------------------------------------------------------------
 @dataclass
 class Launch:
@@ -307,6 +319,18 @@ def realize_nodes(nodes: list[Node], device: str | None = None,
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
     prog, buffers, fresh, dev = program_for(nodes, device, into)
+    outs = run_program(prog, buffers, dev, fresh, t0)
+    for r in _recorders:
+        r.realized(prog, buffers, outs, dev)
+    return outs
+
+
+def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = False,
+                t0: float | None = None) -> list[Buffer]:
+    """Launch a program's kernels over `buffers` (its inputs, in structure-key order) and fresh
+    allocations; the buffers of its outputs."""
+    level = debug_level()
+    t0 = time.perf_counter() if t0 is None else t0
     for listener in kernel_listeners:  # every launch, cached or not (`lazy kernels` collects them)
         for ln in prog.launches:
             listener(ln.kernel, ln.backend)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
-from lazy import autograd
+from lazy import autograd, runtime
 from lazy.graph import (
     Buffer,
     DType,
@@ -342,6 +342,8 @@ def realize(*tensors: Tensor, _into: dict | None = None):
                 elif id(n) in live:
                     bn = node(Op.STORED, (bn,), n)  # the value is stored; gradients still reach the graph
                 t._set_realized(bn)
+                for r in runtime._recorders:  # lazy.jit: a replay gives this tensor its new buffer
+                    r.bound(t, bufs[id(n)])
     return tensors[0] if len(tensors) == 1 else tensors
 
 
