@@ -1104,8 +1104,19 @@ class Tensor:
                 raise RuntimeError(f"{name}: cannot take the {name} of an empty tensor of shape "
                                    f"{_fmt(self._node.shape)}; specify dim=")
             return self.amax() if name == "max" else self.amin()
-        values = self.amax(dim, keepdim) if name == "max" else self.amin(dim, keepdim)
         indices = self.argmax(dim, keepdim) if name == "max" else self.argmin(dim, keepdim)
+        if self.ndim and self.dtype.is_float and self.requires_grad and autograd.grad_enabled():
+            # torch sends the gradient to the returned index only, not shared among ties as amax
+            # does: read the value at that index (every other element masked by -inf / +inf)
+            d = _dim(name, dim, self.ndim)
+            shape = [1] * self.ndim
+            shape[d] = self._node.shape[d]
+            iota = Tensor._new(node(Op.IOTA, (), None, int64, (shape[d],)))._mv(Op.RESHAPE, tuple(shape))
+            pick = iota == (indices if keepdim else indices.unsqueeze(d))
+            masked = where(pick, self, float("-inf") if name == "max" else float("inf"))
+            values = masked.amax(d, keepdim) if name == "max" else masked.amin(d, keepdim)
+        else:
+            values = self.amax(dim, keepdim) if name == "max" else self.amin(dim, keepdim)
         return getattr(return_types, name)(values, indices)
 
     def max(self, dim=None, keepdim: bool = False):
