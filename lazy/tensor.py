@@ -854,10 +854,12 @@ class Tensor:
 
     @_composite
     def sigmoid(self) -> Tensor:
-        # exp(-|x|) never overflows, so neither the value nor the gradient of either branch is inf
-        e = (-self.abs()).exp()
+        # exp(-|x|) never overflows, so neither the value nor the gradient of either branch is inf;
+        # -|x| is written as a WHERE (not abs) so that x = 0 keeps its one-sided derivative
+        pos = self >= 0
+        e = where(pos, -self, self).exp()
         r = (e + 1)._ew(Op.RECIP)
-        return where(self >= 0, r, e * r)  # one division for both branches
+        return where(pos, r, e * r)  # one division for both branches
 
     def relu(self) -> Tensor:
         return where(self <= 0, self._const(0), self)  # NaN stays NaN; relu'(0) = 0 as in torch
@@ -912,7 +914,12 @@ class Tensor:
     def sign(self) -> Tensor:
         if self.dtype is bool_:
             return self.clone()
-        return (self > 0)._cast(self.dtype) - (self < 0)._cast(self.dtype)
+        s = (self > 0)._cast(self.dtype) - (self < 0)._cast(self.dtype)
+        if self.dtype.is_float and self.requires_grad and autograd.grad_enabled():
+            # a zero gradient, as in torch (comparisons alone carry none): a WHERE whose condition
+            # is never true routes g * 0 to self and leaves the value untouched
+            s = where(self._const(False, bool_), self, s)
+        return s
 
     sgn = sign
 
