@@ -43,7 +43,7 @@ from lazy.dtypes import as_dtype
 from lazy.graph import Buffer, Op, node
 from lazy.tensor import Tensor, realize
 
-__all__ = ["jit", "Jit", "JitWarning"]
+__all__ = ["Jit", "JitWarning", "jit"]
 
 
 class JitWarning(UserWarning):

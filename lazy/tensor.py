@@ -142,37 +142,13 @@ def _device(op: str, device) -> str:
     raise RuntimeError(f"{op}: device {str(device)!r} is not supported (expected 'cpu' or 'cuda')")
 
 
-_node_devices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def node_device(n: Node) -> str | None:
     """The device of the buffers under `n` (None for graphs of constants only, which go anywhere)."""
-    hit = _node_devices.get(n, False)
-    if hit is not False:
-        return hit
-    stack, order, seen = [(n, False)], [], set()
-    while stack:  # iterative post-order: graphs of long training loops are deep and share subgraphs
-        m, done = stack.pop()
-        if done:
-            order.append(m)
-            continue
-        if id(m) in seen or m in _node_devices:
-            continue
-        seen.add(id(m))
-        stack.append((m, True))
-        stack.extend((s, False) for s in m.srcs if id(s) not in seen and s not in _node_devices)
-    for m in order:
-        if m.op is Op.BUFFER:
-            dev = str(m.arg.data.device)
-        else:
-            devs = {_node_devices[s] for s in m.srcs} - {None}
-            dev = devs.pop() if len(devs) == 1 else (None if not devs else "mixed")
-        _node_devices[m] = dev
-    return _node_devices[n]
+    return n.device
 
 
 def _same_device(op: str, *ts) -> None:
-    devs = {node_device(t._node) for t in ts if isinstance(t, Tensor)} - {None}
+    devs = {t._node.device for t in ts if isinstance(t, Tensor)} - {None}
     if len(devs) > 1:
         raise RuntimeError(f"{op}: expected all tensors on one device, got {', '.join(sorted(devs))} "
                            "(move them with .to(device) first)")
@@ -369,6 +345,11 @@ def _composite(fn):
 def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str = "", no_bool: bool = False):
     """A torch binary op: promotion, broadcasting, then one IR node (GT/GE come from swapping)."""
     def f(self, other):
+        if type(other) in (float, int) and not kinds and self.dtype.is_float:
+            # the common `x * 2.0`: torch keeps a float tensor's dtype for a Python number, so
+            # promotion, broadcasting and device checks have nothing to do (same nodes as _promote)
+            c = Tensor._new(const(other, self.dtype, self._node.shape))
+            return c._ew(op, self) if reverse else self._ew(op, c)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
             raise DTypeError(f"{name}: subtraction, the `-` operator, with a bool tensor is not supported; "

@@ -93,7 +93,7 @@ def test_a_buffer_made_anew_every_call_is_not_replayed():
     with pytest.warns(JitWarning, match="new buffer each call"):
         outs = [f(x).numpy() for _ in range(4)]
     assert [o[0] for o in outs] == [1.0, 2.0, 3.0, 4.0]  # still correct: it keeps running as Python
-    assert list(f.stats.values())[0].startswith("failed")
+    assert next(iter(f.stats.values())).startswith("failed")
 
 
 def test_signatures_are_recorded_separately_and_results_are_fresh():
