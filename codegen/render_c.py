@@ -78,7 +78,6 @@ def search_space(k: Kernel) -> dict[str, tuple]:
     """Per knob of `CConfig`, the values worth trying for `k`, in increasing order where they have
     one (a tuner walks ordered knobs step by step). Knobs that cannot change `k`'s code are left out."""
     n = len(k.loops)
-    work = max(k.numel, 1) * max((math.prod(r.rsizes) for r in k.reduces), default=1)
     reduces = any(r.rvars for r in k.reduces)
     tiles = n >= 1 and any(r.depth == n and r.rvars for r in k.reduces)
     cpus = os.cpu_count() or 1
@@ -87,7 +86,10 @@ def search_space(k: Kernel) -> dict[str, tuple]:
         space["interchange"] = (None, True, False)
     elif _interchange_legal(k):
         space["interchange"] = (None, True)
-    if reduces and work >= 2:
+    outer = k.loops[0] if n else 0  # iterations of the loop the threads share by default
+    if tiles and _prefers_interchange(k):
+        outer = -(-outer // TILE)
+    if reduces and n and outer < 16 * cpus:  # few, long rows: split the reduction instead
         space["rsplit"] = (False, True)
     space["parallel_min_work"] = (PARALLEL_MIN_WORK, 0, NEVER_PARALLEL)
     space["threads"] = (None, *[t for t in (1, 2, 4, 8, 16, 32, 64) if t < cpus])
