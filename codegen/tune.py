@@ -515,6 +515,17 @@ class TuneResult:
                 "tried": self.tried, "rejected": len(self.rejected), "tuning_s": self.seconds}
 
 
+def _span_copy(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a private flat copy of the memory `t` spans, the copy seen with `t`'s strides). Kernels
+    index from data_ptr() with the buffer's own strides, so a copy must keep the layout."""
+    t = t.detach()
+    if t.numel() == 0:
+        return t.clone(), t.clone()
+    span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+    flat = torch.as_strided(t, (span,), (1,)).clone()
+    return flat, torch.as_strided(flat, t.shape, t.stride())
+
+
 def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor], *, budget_s: float = 10.0,
                 max_configs: int = 40, min_gain: float = 0.03,
                 bench: Callable[[Kernel | ExternCall, object], float] | None = None,
@@ -526,8 +537,9 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
     t_start = time.perf_counter()
     ad = adapter_for(k, backend)
     outputs = [i for i, b in enumerate(k.buffers) if b.output]
-    snapshot = [t.detach().clone() for t in tensors]
-    ws = [t.clone() for t in snapshot]
+    snapshot = [_span_copy(t)[0] for t in tensors]  # what the buffers held: never written
+    flats, ws = zip(*(_span_copy(t) for t in tensors)) if tensors else ((), ())
+    ws = list(ws)
     sync = _sync(ws)
     ref: list[torch.Tensor] = []
 
@@ -535,7 +547,7 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
         return replace(ad.default, **point)
 
     def restore() -> None:
-        for w, s in zip(ws, snapshot):
+        for w, s in zip(flats, snapshot):
             w.copy_(s)
 
     fastest = [float("inf")]

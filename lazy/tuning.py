@@ -129,6 +129,7 @@ class Session:
         self.progress = progress if isinstance(progress, Progress) else Progress(bool(progress))
         self.report = TuneReport()
         self.done: dict[tuple[str, str], object] = {}  # (kernel key, kind) -> config in use
+        self.kinds: dict[int, tuple] = {}  # id(kernel) -> (kernel, kind, key): no hashing per launch
         self.t0 = time.perf_counter()
 
     @staticmethod
@@ -141,10 +142,13 @@ class Session:
     def __call__(self, ln, slots):
         backend = self._backend(ln)
         k = ln.kernel
-        kind = _tune.kind_of(k, backend)
+        known = self.kinds.get(id(k))
+        if known is None:  # the kernel is kept in the entry, so its id is not reused
+            kind = _tune.kind_of(k, backend)
+            known = self.kinds[id(k)] = (k, kind, (k.key(), kind))
+        _, kind, key = known
         if kind is None:
             return ln
-        key = (k.key(), kind)
         if key not in self.done:
             self.done[key] = self._settle(k, kind, backend, [slots[s] for s in ln.slots], ln.config)
         cfg = self.done[key]

@@ -356,6 +356,15 @@ def test_user_buffers_are_untouched_and_results_are_right():
     np.testing.assert_allclose(ss.numpy(), (a.astype(np.float64) ** 2).sum(), rtol=1e-5)
 
 
+def test_strided_buffers_are_copied_with_their_layout():
+    t = torch.randn(300, 400)
+    col = t[:, 3]  # a buffer whose kernel addresses 119601 elements from data_ptr()
+    x = lazy.tensor(col)
+    report = lazy.tune(lambda: (x * 2.0).sum(), bench=lambda _k, cfg: 1.0, max_configs=3)
+    assert report.kernels[0].rejected == []
+    torch.testing.assert_close(report.output.torch(), (col.double() * 2).sum().float())
+
+
 def test_a_kernel_whose_tuning_fails_runs_with_its_default(monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("benchmark exploded")
