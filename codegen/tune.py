@@ -202,10 +202,6 @@ class Search:
     seconds: float
 
 
-class _OutOfBudget(Exception):
-    pass
-
-
 def _ordered(values: tuple) -> bool:
     return len(values) > 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
@@ -226,7 +222,7 @@ def coordinate_descent(space: dict[str, tuple], start: dict, evaluate: Callable[
     results: dict = {}  # identity -> seconds | None
     trials: list[Trial] = []
     spent: list[float] = []
-    state = {"evaluated": 0, "stop": "converged"}
+    state = {"evaluated": 0, "stop": "converged", "halted": False}  # halted: out of budget, stop asking
 
     def ident(p: dict):
         return identity(p) if identity else tuple(sorted(p.items(), key=lambda kv: kv[0]))
@@ -248,8 +244,9 @@ def coordinate_descent(space: dict[str, tuple], start: dict, evaluate: Callable[
         if key in results:
             trials.append(Trial(dict(p), results[key], "same code as an earlier candidate"))
             return results[key]
-        if out_of_budget():
-            raise _OutOfBudget
+        if state["halted"] or out_of_budget():
+            state["halted"] = True
+            return None
         t = clock()
         try:
             s = evaluate(p)
@@ -280,45 +277,44 @@ def coordinate_descent(space: dict[str, tuple], start: dict, evaluate: Callable[
 
     def batch(points: list[dict]) -> list[dict]:
         points = [p for p in points if (valid is None or valid(p)) and ident(p) not in results]
-        if prefetch is not None and points:
+        if prefetch is not None and points and not state["halted"]:
             prefetch(points)
         return points
 
-    try:
-        for _ in range(max_rounds):
-            improved = False
-            for knob, values in space.items():
-                cur = best.get(knob)
-                if _ordered(values) and cur in values:
-                    i = values.index(cur)
-                    near = [dict(best, **{knob: values[j]}) for j in (i - 1, i + 1) if 0 <= j < len(values)]
-                    batch(near)
-                    scored = [(run(p), p) for p in near]
-                    ok = [(s, p) for s, p in scored if better(s, best_s)]
-                    if not ok:
-                        continue
-                    s, p = min(ok, key=lambda sp: sp[0])
-                    step = 1 if values.index(p[knob]) > i else -1
-                    best, best_s, improved = p, s, True
-                    j = values.index(p[knob]) + step
-                    while 0 <= j < len(values):  # keep walking while it pays
-                        q = dict(best, **{knob: values[j]})
-                        s = run(q)
-                        if not better(s, best_s):
-                            break
-                        best, best_s = q, s
-                        j += step
-                else:
-                    cands = batch([dict(best, **{knob: v}) for v in values if v != cur])
-                    scored = [(run(p), p) for p in cands]
-                    ok = [(s, p) for s, p in scored if better(s, best_s)]
-                    if ok:
-                        best_s, best = min(ok, key=lambda sp: sp[0])
-                        improved = True
-            if not improved:
+    for _ in range(max_rounds):
+        improved = False
+        for knob, values in space.items():
+            if state["halted"]:
                 break
-    except _OutOfBudget:
-        pass
+            cur = best.get(knob)
+            if _ordered(values) and cur in values:
+                i = values.index(cur)
+                near = [dict(best, **{knob: values[j]}) for j in (i - 1, i + 1) if 0 <= j < len(values)]
+                batch(near)
+                scored = [(run(p), p) for p in near]
+                ok = [(s, p) for s, p in scored if better(s, best_s)]
+                if not ok:
+                    continue
+                s, p = min(ok, key=lambda sp: sp[0])
+                step = 1 if values.index(p[knob]) > i else -1
+                best, best_s, improved = p, s, True
+                j = values.index(p[knob]) + step
+                while 0 <= j < len(values):  # keep walking while it pays
+                    q = dict(best, **{knob: values[j]})
+                    s = run(q)
+                    if not better(s, best_s):
+                        break
+                    best, best_s = q, s
+                    j += step
+            else:
+                cands = batch([dict(best, **{knob: v}) for v in values if v != cur])
+                scored = [(run(p), p) for p in cands]
+                ok = [(s, p) for s, p in scored if better(s, best_s)]
+                if ok:
+                    best_s, best = min(ok, key=lambda sp: sp[0])
+                    improved = True
+        if not improved:
+            break
     return Search(best, best_s, start_s, trials, state["evaluated"], state["stop"], clock() - t0)
 
 
