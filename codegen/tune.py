@@ -1,7 +1,7 @@
 """Kernel autotuning: search a backend's config space for one kernel, verify, time, store the winner.
 
 In:  a kernel (`Kernel`, or a GEMM `ExternCall` on the Triton backend), the backend, and the
-     torch tensors it runs on (its real buffers: they are copied, never written).
+     torch tensors it runs on (its real buffers: they hold the same values afterwards).
 Out: a `TuneResult` (default and best config, their times, what was tried and rejected), stored
      in the tuning database (codegen/tunedb.py); `tuned_config(kernel, backend)` gives the stored
      winner to the runtime when it compiles the kernel.
@@ -19,9 +19,9 @@ until one improves nothing (early stop), or the budget (wall seconds per kernel,
 kernel) runs out: a new candidate starts only when the time it is expected to take still fits.
 Candidates that render the same source as one already tried are free (not rebuilt, not counted).
 
-Every candidate is verified before it may win: default and candidate run on the same copies of
-the kernel's buffers (restored before each run, so in-place kernels see the same inputs), and
-their outputs must agree (exactly for integers and bools, within `TOLERANCES` for floats). A
+Every candidate is verified before it may win: default and candidate run on the same inputs
+(the real buffers, read only; outputs restored before each run and after tuning; in-place
+kernels on private copies), and their outputs must agree (exactly for integers and bools, within `TOLERANCES` for floats). A
 candidate that fails to build or differs is rejected and reported. Timing: the verification run
 is the warm-up, then the fastest of several runs (tiny kernels timed in batches of calls); on a
 GPU the median of `triton.testing.do_bench`. A winner is confirmed against the default in interleaved runs and
@@ -511,14 +511,24 @@ class TuneResult:
                 "tried": self.tried, "rejected": len(self.rejected), "tuning_s": self.seconds}
 
 
+def _span(t: torch.Tensor) -> int:
+    """Elements from t's first to its last addressable one."""
+    return 0 if t.numel() == 0 else 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+
+
+def _span_view(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the memory `t` spans, flat, t itself)."""
+    t = t.detach()
+    return torch.as_strided(t, (_span(t),), (1,)), t
+
+
 def _span_copy(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(a private flat copy of the memory `t` spans, the copy seen with `t`'s strides). Kernels
     index from data_ptr() with the buffer's own strides, so a copy must keep the layout."""
     t = t.detach()
     if t.numel() == 0:
         return t.clone(), t.clone()
-    span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
-    flat = torch.as_strided(t, (span,), (1,)).clone()
+    flat = torch.as_strided(t, (_span(t),), (1,)).clone()
     return flat, torch.as_strided(flat, t.shape, t.stride())
 
 
@@ -526,27 +536,21 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
                 max_configs: int = 40, min_gain: float = 0.03,
                 bench: Callable[[Kernel | ExternCall, object], float] | None = None,
                 progress: Callable[[int, float, float], None] | None = None, store: bool = True) -> TuneResult:
-    """Search `k`'s config space on copies of `tensors` (its buffers in `k.buffers` order).
+    """Search `k`'s config space, running candidates on `tensors` (its buffers in `k.buffers`
+    order; what they hold is the same afterwards, see `_workspace`).
 
     `bench(kernel, config) -> seconds` replaces timing (tests, cost models); candidates still run
     once to be verified. The result is stored in the tuning database unless `store=False`."""
     t_start = time.perf_counter()
     ad = adapter_for(k, backend)
     outputs = [i for i, b in enumerate(k.buffers) if b.output]
-    snapshot = [_span_copy(t)[0] for t in tensors]  # what the buffers held: never written
-    flats, ws = zip(*(_span_copy(t) for t in tensors)) if tensors else ((), ())
-    ws = list(ws)
+    ws, restore, put_back = _workspace(k, tensors, outputs)
     sync = _sync(ws)
     ref: list[torch.Tensor] = []
+    fastest = [float("inf")]
 
     def config(point: dict):
         return replace(ad.default, **point)
-
-    def restore() -> None:
-        for w, s in zip(flats, snapshot):
-            w.copy_(s)
-
-    fastest = [float("inf")]
 
     def evaluate(point: dict) -> float | None:
         cfg = config(point)
@@ -571,26 +575,63 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
         fastest[0] = min(fastest[0], s)
         return s
 
-    start = {name: getattr(ad.default, name) for name in ad.space}
-    search = coordinate_descent(  # the rest of the budget is for the confirmation below
-        ad.space, start, evaluate, budget_s=budget_s * (0.85 if bench is None else 1.0), max_configs=max_configs, min_gain=min_gain,
-        identity=lambda p: ad.source(config(p)), valid=lambda p: ad.valid(config(p)),
-        prefetch=(lambda ps: ad.prefetch([config(p) for p in ps])) if ad.prefetch else None, progress=progress)
-    best = config(search.best)
-    default_s, best_s = search.start_s, search.best_s
-    if best != ad.default and bench is None:
-        # confirm against the default, interleaved: a winner by noise is not stored
-        default_s, best_s = measure_pair(ad.bind(ad.default, ws), ad.bind(best, ws), ws)
-        if not best_s < default_s * (1.0 - min_gain):
-            best, best_s = ad.default, default_s
+    try:
+        search = coordinate_descent(  # the rest of the budget is for the confirmation below
+            ad.space, {name: getattr(ad.default, name) for name in ad.space}, evaluate,
+            budget_s=budget_s * (0.85 if bench is None else 1.0), max_configs=max_configs, min_gain=min_gain,
+            identity=lambda p: ad.source(config(p)), valid=lambda p: ad.valid(config(p)),
+            prefetch=(lambda ps: ad.prefetch([config(p) for p in ps])) if ad.prefetch else None, progress=progress)
+        best = config(search.best)
+        default_s, best_s = search.start_s, search.best_s
+        if best != ad.default and bench is None:
+            # confirm against the default, interleaved: a winner by noise is not stored
+            default_s, best_s = measure_pair(ad.bind(ad.default, ws), ad.bind(best, ws), ws)
+            if not best_s < default_s * (1.0 - min_gain):
+                best, best_s = ad.default, default_s
+    finally:
+        put_back()
+    rejected = [t for t in search.trials if t.seconds is None and t.note and not t.note.startswith("same code")]
     res = TuneResult(k.name, k.key(), ad.kind, device_name(ad.kind), ad.default, best, default_s, best_s,
-                     search.evaluated, [t for t in search.trials if t.seconds is None and t.note != ""
-                                        and not t.note.startswith("same code")],
-                     time.perf_counter() - t_start, search.stop)
+                     search.evaluated, rejected, time.perf_counter() - t_start, search.stop)
     if store:
         tunedb.put([res.row()])
     remember(k, ad.kind, best)
     return res
+
+
+def _workspace(k, tensors: list[torch.Tensor], outputs: list[int]):
+    """(buffers to run candidates on, restore() before each verified run, put_back() when done).
+
+    Inputs are the real buffers: candidates only read them, and timing on the real memory (its
+    pages, its alignment) is what the kernel will see. Outputs are the real buffers too, saved
+    first and put back after tuning (a wrong candidate may have written anywhere in them; the real
+    launch writes them next). A kernel that reads what it writes (in place), or buffers that
+    overlap, run on private copies of everything: every run must see the same inputs, and the
+    program's buffers are never written."""
+    spans = [(t.data_ptr(), t.data_ptr() + _span(t) * t.element_size()) for t in tensors]
+    overlap = any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for (b0, b1) in spans[i + 1:])
+    loaded = set()
+    if isinstance(k, Kernel):
+        from codegen.kernel_ir import kernel_exprs
+
+        loaded = {e.arg[0] for e in kernel_exprs(k) if e.op == "load"}
+    private = overlap or any(i in loaded for i in outputs)
+    if private:
+        pairs = [_span_copy(t) for t in tensors]
+        flats, ws = [f for f, _ in pairs], [v for _, v in pairs]
+    else:
+        flats, ws = [_span_view(tensors[i])[0] for i in outputs], list(tensors)
+    saved = [f.clone() for f in flats]
+
+    def restore() -> None:
+        for f, s in zip(flats, saved):
+            f.copy_(s)
+
+    def put_back() -> None:
+        if not private:
+            restore()
+
+    return ws, restore, put_back
 
 
 class WrongResult(RuntimeError):
