@@ -323,6 +323,10 @@ def main(args) -> int:
     if args.budget_s <= 0 or args.max_configs < 1:
         print("lazy tune: --budget-s must be > 0 and --max-configs >= 1", file=sys.stderr)
         return 2
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cpus / 2:
+        print(f"lazy tune: load average {load:.1f} on {cpus} CPUs: other processes are busy, so timings are noisy "
+              "and may favour fewer threads than an idle machine would", file=sys.stderr)
     code, report = run_script(args.script, list(args.args), {
         "budget_s": args.budget_s, "max_configs": args.max_configs, "force": args.force, "progress": True})
     if report.kernels or report.failed:

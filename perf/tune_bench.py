@@ -77,6 +77,7 @@ def bench_one(name: str, size: str, *, budget_s: float, max_configs: int, rounds
             samples[tuned] += _time_calls(call, repeat)
     use(False)
     d, t = statistics.median(samples[False]), statistics.median(samples[True])
+    dmin, tmin = min(samples[False]), min(samples[True])
     kernels = []
     for k in report.kernels:
         kernels.append({"name": k.name, "key": k.key, "default_ms": k.default_s * 1e3, "tuned_ms": k.best_s * 1e3,
@@ -84,6 +85,8 @@ def bench_one(name: str, size: str, *, budget_s: float, max_configs: int, rounds
                         "rejected": len(k.rejected),
                         "changed": {f: v for f, v in asdict(k.best).items() if getattr(k.default, f) != v}})
     res = {"workload": name, "size": size, "default_ms": d * 1e3, "tuned_ms": t * 1e3, "speedup": d / t,
+           "default_min_ms": dmin * 1e3, "tuned_min_ms": tmin * 1e3, "speedup_min": dmin / tmin,
+           "same_code": not any(k["changed"] for k in kernels),
            "default_iqr_ms": _iqr(samples[False]) * 1e3, "tuned_iqr_ms": _iqr(samples[True]) * 1e3,
            "tuning_s": tuning_s, "kernels": kernels, "failed": report.failed}
     log(f"{name:<24} default {d * 1e3:9.3f} ms  tuned {t * 1e3:9.3f} ms  {d / t:5.2f}x  "
@@ -99,15 +102,18 @@ def _iqr(ts: list[float]) -> float:
 
 
 def format_table(results: list[dict]) -> str:
-    head = (f"{'workload':<24} {'default ms':>11} {'tuned ms':>10} {'speedup':>8} {'tuning s':>9} {'kernels':>7} "
-            f"{'s/kernel':>8}  changed configs")
+    head = (f"{'workload':<24} {'default ms':>11} {'tuned ms':>10} {'speedup':>8} {'min/min':>8} {'tuning s':>9} "
+            f"{'kernels':>7} {'s/kernel':>8}  changed configs")
     out = [head, "-" * len(head)]
     for r in results:
         n = max(len(r["kernels"]), 1)
         changed = "; ".join(f"{k['name']}: " + " ".join(f"{f}={v}" for f, v in k["changed"].items())
                             for k in r["kernels"] if k["changed"])
         out.append(f"{r['workload']:<24} {r['default_ms']:>11.3f} {r['tuned_ms']:>10.3f} {r['speedup']:>7.2f}x "
-                   f"{r['tuning_s']:>9.1f} {len(r['kernels']):>7} {r['tuning_s'] / n:>8.1f}  {changed or '-'}")
+                   f"{r['speedup_min']:>7.2f}x {r['tuning_s']:>9.1f} {len(r['kernels']):>7} {r['tuning_s'] / n:>8.1f}  "
+                   f"{changed or '- (same code: differences are noise)'}")
+    out.append("default/tuned ms: medians of all timed calls; speedup: their ratio; min/min: ratio of the fastest "
+               "calls (other processes only add time)")
     return "\n".join(out)
 
 
@@ -117,8 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--filter", default="", metavar="NAMES", help="comma-separated substrings of workload names")
     ap.add_argument("--budget-s", type=float, default=10.0, help="tuning wall time per kernel (default 10)")
     ap.add_argument("--max-configs", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=6, help="alternating default/tuned timing rounds (default 6)")
-    ap.add_argument("--repeat", type=int, default=5, help="timed calls per round (default 5)")
+    ap.add_argument("--rounds", type=int, default=10, help="alternating default/tuned timing rounds (default 10)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed calls per round (default 3)")
     ap.add_argument("--db", default=None, help="tuning database to use (default: a fresh temporary one)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
@@ -128,6 +134,10 @@ def main(argv=None) -> int:
         print(e, file=sys.stderr)
         return 2
     results = []
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cpus / 2:
+        print(f"warning: load average {load:.1f} on {cpus} CPUs: other processes are busy, timings (and thread "
+              "counts chosen by tuning) reflect that", file=sys.stderr)
     with contextlib.ExitStack() as stack:
         if args.db:
             db = Path(args.db)
