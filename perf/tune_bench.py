@@ -5,9 +5,8 @@ Usage: `python -m perf.tune_bench [--size large] [--filter NAMES] [--budget-s 10
 For each workload of perf/workloads.py (lazy side only): run it once (compile), tune every
 kernel it launches with `lazy.tune` into a private tuning database, then time the whole workload
 end to end (like `lazy bench`) with the default configs and with the tuned ones, alternating the
-two in several rounds so that drift and other processes hit both alike. Switching is done by
-pointing LAZY_TUNE_DB at the tuned database or at none and dropping the in-memory programs
-(kernels come back from the disk compile cache). Prints per workload: default ms, tuned ms,
+two in several rounds so that drift and other processes hit both alike (each side keeps its own
+compiled programs, swapped in whole). Prints per workload: default ms, tuned ms,
 speedup, tuning seconds (total and per kernel), and the kernels whose config changed.
 """
 
@@ -59,23 +58,31 @@ def bench_one(name: str, size: str, *, budget_s: float, max_configs: int, rounds
     def call():
         return lazy.realize(*_seq(w.lazy(*args)))
 
-    def use(tuned: bool) -> None:
-        os.environ["LAZY_TUNE_DB"] = str(db if tuned else db.with_name("no-such-db.sqlite"))
-        tune.forget()
-        runtime._programs.clear()
+    # one set of compiled programs per side, swapped in whole: switching rebuilds nothing
+    programs: dict[bool, dict] = {False: {}, True: {}}
+    saved = runtime._programs
 
-    use(False)
-    call()  # compile the defaults
-    t0 = time.perf_counter()
-    use(True)
-    report = lazy.tune(lambda: w.lazy(*args), budget_s=budget_s, max_configs=max_configs, progress=True)
-    tuning_s = time.perf_counter() - t0
-    samples: dict[bool, list[float]] = {False: [], True: []}
-    for r in range(rounds):
-        for tuned in ((False, True) if r % 2 == 0 else (True, False)):
-            use(tuned)
-            samples[tuned] += _time_calls(call, repeat)
-    use(False)
+    def use(tuned: bool) -> None:
+        runtime._programs = programs[tuned]
+
+    try:
+        with _env("LAZY_TUNE_DB", str(db.with_name("no-such-db.sqlite"))):
+            tune.forget()
+            use(False)
+            call()  # compile the defaults
+        tune.forget()
+        use(True)
+        t0 = time.perf_counter()
+        report = lazy.tune(lambda: w.lazy(*args), budget_s=budget_s, max_configs=max_configs, progress=True)
+        tuning_s = time.perf_counter() - t0
+        samples: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(rounds):
+            for tuned in ((False, True) if r % 2 == 0 else (True, False)):
+                use(tuned)
+                samples[tuned] += _time_calls(call, repeat)
+    finally:
+        runtime._programs = saved
+        tune.forget()
     d, t = statistics.median(samples[False]), statistics.median(samples[True])
     dmin, tmin = min(samples[False]), min(samples[True])
     kernels = []
