@@ -91,7 +91,7 @@ def search_space(k: Kernel) -> dict[str, tuple]:
         outer = -(-outer // TILE)
     if reduces and n and outer < 16 * cpus:  # few, long rows: split the reduction instead
         space["rsplit"] = (False, True)
-    space["parallel_min_work"] = (PARALLEL_MIN_WORK, 0, NEVER_PARALLEL)
+    space["parallel_min_work"] = (0, PARALLEL_MIN_WORK, NEVER_PARALLEL)
     space["threads"] = (None, *[t for t in (1, 2, 4, 8, 16, 32, 64) if t < cpus])
     if n == 1 and k.loops[0] > 1024 and not tiles:
         space["chunk"] = (None, *[c for c in (1024, 4096, 16384, 65536) if c < k.loops[0]])

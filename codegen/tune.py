@@ -204,7 +204,9 @@ class Search:
 
 
 def _ordered(values: tuple) -> bool:
-    return len(values) > 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    """Numbers in increasing order: walked step by step. Anything else: every value is tried."""
+    return (len(values) > 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+            and list(values) == sorted(values))
 
 
 def coordinate_descent(space: dict[str, tuple], start: dict, evaluate: Callable[[dict], float | None], *,

@@ -127,6 +127,16 @@ def test_search_honours_the_wall_budget_and_the_config_cap():
     assert s.stop == "max_configs" and s.evaluated == 5
 
 
+def test_every_value_of_a_knob_is_reachable_from_the_default():
+    space = {"n": (1, 4, 16, 64), "u": (64, 1, 4)}  # n is walked (unimodal cost); u is not in order: a set
+    for n in space["n"]:
+        for u in space["u"]:
+            def cost(p, n=n, u=u):
+                return 1 + abs(space["n"].index(p["n"]) - space["n"].index(n)) + (p["u"] != u)
+
+            assert tune.coordinate_descent(space, {"n": 4, "u": 64}, cost).best == {"n": n, "u": u}
+
+
 def test_rejected_candidates_never_win():
     s = tune.coordinate_descent(SPACE, START, lambda p: None if p["c"] else synthetic(p), min_gain=0.0)
     assert s.best["c"] is False and s.best["a"] == 32
