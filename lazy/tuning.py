@@ -33,7 +33,7 @@ DEFAULT_MAX_CONFIGS = 40
 
 # -- report ----------------------------------------------------------------------------------------
 def _ms(s: float | None) -> str:
-    return "-" if s is None else f"{s * 1e3:.3f}"
+    return "-" if s is None else f"{s * 1e3:.3f}" if s >= 1e-4 else f"{s * 1e3:.2g}"
 
 
 def _changes(default: dict, config: dict) -> str:
