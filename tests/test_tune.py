@@ -178,6 +178,11 @@ def test_c_knobs_appear_in_the_source():
     x = lazy.tensor(rand(1 << 16))
     (k1,) = kernels_of(lambda: x.exp())
     assert "x0c += 4096" in render_c.render_c(k1, config=CConfig(chunk=4096))
+    y = lazy.tensor(rand(256, 300))
+    (k2,) = kernels_of(lambda: y.softmax(-1))
+    src = render_c.render_c(k2, config=CConfig(row_fn=True))
+    assert "static inline void lazy_kernel_row(int64_t x0, const float* restrict b0" in src
+    assert "x0++) lazy_kernel_row(x0, b0, b1);" in src
 
 
 # -- verification --------------------------------------------------------------------------------
