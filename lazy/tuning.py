@@ -153,7 +153,8 @@ class Session:
             self.done[key] = self._settle(k, kind, backend, [slots[s] for s in ln.slots], ln.config)
         cfg = self.done[key]
         if cfg is not None and ln.config != cfg:
-            return runtime._compile(k, backend)  # codegen.tune remembers the winner for this kernel
+            (rebuilt,) = runtime._compile(k, backend)  # with the winner (codegen.tune remembers it)
+            return rebuilt
         return ln
 
     def _settle(self, k, kind: str, backend: str, tensors: list, current):
