@@ -5,8 +5,8 @@ Usage: `python -m perf.tune_bench [--size large] [--filter NAMES] [--budget-s 10
 For each workload of perf/workloads.py (lazy side only): run it once (compile), tune every
 kernel it launches with `lazy.tune` into a private tuning database, then time the whole workload
 end to end (like `lazy bench`) with the default configs and with the tuned ones, alternating the
-two in several rounds so that drift and other processes hit both alike (each side keeps its own
-compiled programs, swapped in whole). Prints per workload: default ms, tuned ms,
+two in several rounds so that drift and other processes hit both alike (each program keeps both
+lists of launches, swapped in place: lazy.jit's replays of the training steps switch with them). Prints per workload: default ms, tuned ms,
 speedup, tuning seconds (total and per kernel), and the kernels whose config changed.
 """
 
@@ -58,31 +58,32 @@ def bench_one(name: str, size: str, *, budget_s: float, max_configs: int, rounds
     def call():
         return lazy.realize(*_seq(w.lazy(*args)))
 
-    # one set of compiled programs per side, swapped in whole: switching rebuilds nothing
-    programs: dict[bool, dict] = {False: {}, True: {}}
-    saved = runtime._programs
+    runtime._programs.clear()  # only this workload's programs below
+    call()  # compile the defaults (the database has nothing for these kernels yet)
+    t0 = time.perf_counter()
+    report = lazy.tune(lambda: w.lazy(*args), budget_s=budget_s, max_configs=max_configs, progress=True)
+    tuning_s = time.perf_counter() - t0
+    # each program's launches on both sides; switching swaps the lists in place, which also
+    # switches what lazy.jit replays (it holds the same Program objects)
+    progs = list(runtime._programs.values())
+    sides = {True: [list(pr.launches) for pr in progs]}
+    with _env("LAZY_TUNE_DB", str(db.with_name("no-such-db.sqlite"))):
+        tune.forget()
+        sides[False] = [[_default_launch(ln) for ln in pr.launches] for pr in progs]
+    tune.forget()
 
     def use(tuned: bool) -> None:
-        runtime._programs = programs[tuned]
+        for pr, launches in zip(progs, sides[tuned]):
+            pr.launches[:] = launches
 
+    samples: dict[bool, list[float]] = {False: [], True: []}
     try:
-        with _env("LAZY_TUNE_DB", str(db.with_name("no-such-db.sqlite"))):
-            tune.forget()
-            use(False)
-            call()  # compile the defaults
-        tune.forget()
-        use(True)
-        t0 = time.perf_counter()
-        report = lazy.tune(lambda: w.lazy(*args), budget_s=budget_s, max_configs=max_configs, progress=True)
-        tuning_s = time.perf_counter() - t0
-        samples: dict[bool, list[float]] = {False: [], True: []}
         for r in range(rounds):
             for tuned in ((False, True) if r % 2 == 0 else (True, False)):
                 use(tuned)
                 samples[tuned] += _time_calls(call, repeat)
     finally:
-        runtime._programs = saved
-        tune.forget()
+        use(True)
     d, t = statistics.median(samples[False]), statistics.median(samples[True])
     dmin, tmin = min(samples[False]), min(samples[True])
     kernels = []
@@ -99,6 +100,17 @@ def bench_one(name: str, size: str, *, budget_s: float, max_configs: int, rounds
     log(f"{name:<24} default {d * 1e3:9.3f} ms  tuned {t * 1e3:9.3f} ms  {d / t:5.2f}x  "
         f"tuning {tuning_s:6.1f} s for {len(kernels)} kernel(s)")
     return res
+
+
+def _default_launch(ln):
+    """`ln` as compiled without a tuned config (itself when it has none)."""
+    from lazy import runtime
+
+    if ln.config is None:
+        return ln
+    backend = "triton" if ln.backend == "extern" else ln.backend  # a Triton GEMM: C-backend GEMMs have no config
+    (default,) = runtime._compile(ln.kernel, backend)
+    return default
 
 
 def _iqr(ts: list[float]) -> float:
