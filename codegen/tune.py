@@ -7,9 +7,9 @@ Out: a `TuneResult` (default and best config, their times, what was tried and re
      winner to the runtime when it compiles the kernel.
 
 Search spaces are declared beside each backend: `render_c.search_space` (threads, parallel
-threshold, tile, simdlen, unroll, chunk, loop order, reduction split), `render_triton.search_space`
-(XBLOCK, RBLOCK, num_warps, num_stages), `gemm_triton.search_space` (BLOCK_M/N/K, GROUP_M,
-num_warps, num_stages). Each knob's values are ordered where they have an order.
+threshold, tile, simdlen, unroll, chunk, loop order, reduction split, row functions),
+`render_triton.search_space` (XBLOCK, RBLOCK, num_warps, num_stages), `gemm_triton.search_space`
+(BLOCK_M/N/K, GROUP_M, num_warps, num_stages). Each knob's values are ordered where they have one.
 
 Strategy (`coordinate_descent`): start from the heuristic default; change one knob at a time,
 keeping the others at the best point so far. An ordered knob tries its two neighbours and keeps
@@ -21,12 +21,13 @@ Candidates that render the same source as one already tried are free (not rebuil
 
 Every candidate is verified before it may win: default and candidate run on the same inputs
 (the real buffers, read only; outputs restored before each run and after tuning; in-place
-kernels on private copies), and their outputs must agree (exactly for integers and bools, within `TOLERANCES` for floats). A
-candidate that fails to build or differs is rejected and reported. Timing: the verification run
-is the warm-up, then the fastest of several runs (tiny kernels timed in batches of calls); on a
-GPU the median of `triton.testing.do_bench`. A winner is confirmed against the default in
-alternating runs and kept only if still faster by `min_gain`, in its fastest and in its median
-run: a config that wins only on an idle machine, or only on a busy one, is not stored.
+kernels on private copies), and their outputs must agree (exactly for integers and bools,
+within `TOLERANCES` for floats). A candidate that fails to build or differs is rejected and
+reported. Timing: the verification run is the warm-up, then the fastest of several runs (tiny
+kernels timed in batches of calls); on a GPU the median of `triton.testing.do_bench`. A winner is
+confirmed against the default in alternating runs and kept only if still faster by `min_gain`,
+in its fastest and in its median run: a config that wins only on an idle machine, or only on a
+busy one, is not stored.
 """
 
 from __future__ import annotations
@@ -59,12 +60,12 @@ SCHEMA = 1  # of stored configs: bump when a knob's meaning changes, so old winn
 # atol scales with the output's largest magnitude: a row sum that cancels to ~0 carries the
 # rounding of its largest terms. 16-bit results round once more at the end, so one flipped
 # rounding (1 ulp: 2^-8 bfloat16, 2^-11 float16) must pass.
+TOLERANCES = {"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-14), "float16": (2e-3, 1e-5),
+              "bfloat16": (1e-2, 1e-4)}
+
 # A candidate whose first (verification) run takes this many times the best time so far is not
 # timed further: it cannot win, and a slow candidate would eat the budget of the good ones.
 SLOW_CUTOFF = 3.0
-
-TOLERANCES = {"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-14), "float16": (2e-3, 1e-5),
-              "bfloat16": (1e-2, 1e-4)}
 
 
 # -- where winners are keyed -------------------------------------------------------------------
