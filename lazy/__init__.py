@@ -29,3 +29,4 @@ from lazy.transforms import grad, jvp, value_and_grad  # noqa: E402,F401
 from lazy import nn  # noqa: F401
 from lazy import optim  # noqa: F401
 from lazy.jit import jit  # noqa: E402,F401
+from lazy.tuning import tune  # noqa: F401

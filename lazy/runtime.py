@@ -8,6 +8,9 @@ Invariants
   scheduling, no sympy and no compiling: it allocates and launches.
 - Large buffers come from a pool of huge-page-backed numpy allocations, reused once no tensor
   refers to them any more: fresh 4 KiB pages cost more than the kernels that fill them.
+- Kernels compile with their tuned config when the tuning database has one for this device
+  (codegen/tune.py: one lookup per distinct kernel per process); while a tuning session is on
+  (lazy/tuning.py) each new kernel is tuned on its real buffers just before its first launch.
 - Debug output only under LAZY_DEBUG (1: kernels and times, 2: fusion decisions, 3: generated
   source, 4: the graph); `lazy.debug(level)` sets it for one block.
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codegen import compile_c, extern, render_c
+from codegen import compile_c, extern, render_c, tune
 from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place
 from lazy.graph import Buffer, Node, structure_key, toposort
 from scheduler import schedule
@@ -171,6 +174,7 @@ class Launch:
     slots: tuple[int, ...]
     source: str  # C source, or the path of the generated Triton module
     backend: str
+    config: object = None  # the tuned config it was built with (None: the backend's heuristics)
 
     def __call__(self, slots: list) -> None:
         if self.backend == "extern":
@@ -194,6 +198,7 @@ class Program:
 _programs: dict = {}
 cache_stats = {"schedule_hits": 0, "schedule_misses": 0}
 kernel_listeners: list = []  # callables(Kernel, backend): `lazy kernels` collects kernels this way
+tuner = None  # set by lazy/tuning.py while tuning: callable(Launch, slots) -> the Launch to run
 BACKENDS = ("c", "triton", "interp")
 
 
@@ -213,6 +218,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     """The launches that run `k`: one, or for a GEMM whose epilogue the backend cannot fuse into
     it, the GEMM into the output buffer and then the epilogue over it in place."""
     level = debug_level()
+    cfg = tune.tuned_config(k, backend)
     if isinstance(k, ExternCall):
         if level >= 3:
             _log(f"--- {k.name}: extern {k.op} {[(v.shape, v.strides, v.offset) for v in k.views]} ---")
@@ -224,7 +230,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
             return _compile(k.without_epilogue(), backend) + _compile(epilogue_in_place(k), backend)
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")
-        gemm = gemm_triton.load(k)
+        gemm = gemm_triton.load(k, cfg)
         if level >= 3:
             _log(f"--- {k.name} Triton GEMM {gemm.config} {gemm.path} ---\n{Path(gemm.path).read_text()}")
 
@@ -235,23 +241,23 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
                 self.fn(*[slots[s] for s in self.slots])
 
         slots = k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k))
-        return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern")]
+        return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern", cfg)]
     if backend == "c":
-        src = render_c.render_c(k)
+        src = render_c.render_c(k, config=cfg)
         if level >= 3:
             _log(f"--- {k.name} ({k.key()}) ---\n{src}")
         fn = compile_c.load(src)
         fn.argtypes = [ctypes.c_void_p] * len(k.buffers)
-        return [Launch(k, fn, k.meta["slots"], src, "c")]
+        return [Launch(k, fn, k.meta["slots"], src, "c", cfg)]
     from codegen import compile_triton
 
     if not torch.cuda.is_available():
         # Triton on CPU tensors runs under its interpreter (numerics only: how the tests use it)
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    fn = compile_triton.load(k)
+    fn = compile_triton.load(k, cfg)
     if level >= 3:
         _log(f"--- {k.name} ({k.key()}) {fn.path} ---\n{Path(fn.path).read_text()}")
-    return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton")]
+    return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton", cfg)]
 
 
 def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None) -> Program:
@@ -339,7 +345,9 @@ def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = Fa
     timed = bool(_profiles) or level >= 1
     sync = torch.cuda.synchronize if dev.startswith("cuda") and timed else (lambda: None)
     recs = []
-    for ln in prog.launches:
+    for i, ln in enumerate(prog.launches):
+        if tuner is not None:  # tune on the real buffers (inputs of this launch are ready now)
+            ln = prog.launches[i] = tuner(ln, slots)
         sync()
         t = time.perf_counter()
         ln(slots)
