@@ -222,8 +222,14 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     if isinstance(k, ExternCall):
         if level >= 3:
             _log(f"--- {k.name}: extern {k.op} {[(v.shape, v.strides, v.offset) for v in k.views]} ---")
-        from codegen import gemm_triton
+        from codegen import gemm_c, gemm_triton
 
+        if backend == "c" and gemm_c.choose_impl(k) == "c":  # the C GEMM, epilogue fused: one launch
+            fn = gemm_c.load(k)
+            if level >= 3:
+                _log(f"--- {k.name} C GEMM ({k.key()}) ---\n{fn.source}")
+            return [Launch(k, fn, k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k)),
+                           fn.source, "c")]
         if backend != "triton" or not gemm_triton.supports(k):  # C backend, int GEMMs: BLAS via torch
             if k.epilogue is None:
                 return [Launch(k, None, k.meta["slots"], "", "extern")]
@@ -293,7 +299,7 @@ def program_for(nodes: list[Node], device: str | None = None,
     if into is not None:
         where = {id(b): i for i, b in enumerate(buffers)}
         slots = tuple(None if b is None else where.get(id(b)) for b in into)
-    full_key = (key, backend, dev, slots)
+    full_key = (key, backend, dev, slots, os.environ.get("LAZY_GEMM", ""))  # LAZY_GEMM changes which GEMM runs
     prog = _programs.get(full_key)
     fresh = prog is None
     if fresh:

@@ -70,19 +70,18 @@ def mlp_step_kernels(opt_cls, **kw):
 
 
 @pytest.mark.parametrize("opt_cls,kw", [(optim.AdamW, {"lr": 1e-3}), (optim.SGD, {"lr": 0.1, "momentum": 0.9})])
-def test_mlp_training_step_kernel_count(opt_cls, kw):
+def test_mlp_training_step_kernel_count(opt_cls, kw, monkeypatch):
     """One training step of Linear(64,32) -> GELU -> LayerNorm(32) -> Linear(32,10), cross entropy,
-    batch 16: 22 kernels, whatever the optimizer.
+    batch 16: 20 kernels with the C GEMM (LAZY_GEMM=c), whatever the optimizer; 22 on BLAS.
 
-    5 matmuls (BLAS): x@W1.T and h@W2.T forward; dlogits@W2, and dW1, dW2 backward (x needs no
-      gradient, so there is no dx).
+    5 matmuls: x@W1.T and h@W2.T forward; dlogits@W2, and dW1, dW2 backward (x needs no
+      gradient, so there is no dx). The C GEMM adds the forward biases in its epilogue; on BLAS
+      (LAZY_GEMM=blas) each of those two is the GEMM plus an in-place epilogue kernel.
     4 parameter updates, one per shape family, each computing that family's gradient (the
       batch reduction) and storing gradient, parameter and optimizer state for all its members:
       [32,64] W1, [32] b1 + LayerNorm weight + bias (3 reductions, 12 stores with AdamW),
       [10,32] W2, [10] b2. The update adds no kernel of its own, for SGD or AdamW.
-    13 others:
-      2 bias adds: a matmul reads its inputs from memory, so x@W1.T+b1 and h@W2.T+b2 are stored
-        (the bias is not yet a matmul epilogue);
+    11 others (13 on BLAS, with the 2 bias-add epilogues):
       4 LayerNorm forward: row mean, centred values, row variance, then normalized and affine
         outputs (2 stores: the next matmul reads one, the weight gradient the other); one
         persistent-row kernel computes the forward alone, but the backward needs the pieces;
@@ -93,9 +92,11 @@ def test_mlp_training_step_kernel_count(opt_cls, kw):
     Realizing the gradients (to keep `.grad` readable for free) adds stores to the update kernels,
     not kernels: without them AdamW needs 2 more (measured when this was written).
     """
-    names = mlp_step_kernels(opt_cls, **kw)
-    assert len(names) == 22, names
-    assert sum("matmul" in n for n in names) == 5
+    for mode, count in (("c", 20), ("blas", 22)):
+        monkeypatch.setenv("LAZY_GEMM", mode)
+        names = mlp_step_kernels(opt_cls, **kw)
+        assert len(names) == count, (mode, names)
+        assert sum("matmul" in n for n in names) == 5
 
 
 def test_loss_item_before_backward_and_grad_accumulation():

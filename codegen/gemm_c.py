@@ -1,0 +1,642 @@
+"""C GEMM template for `ExternCall(op="matmul")` on the CPU: out = epilogue(a @ b), one launch.
+
+In:  an `ExternCall` (buffers out, a, b; `views` give each operand's shape, element strides and
+     offset, batch dims included, stride 0 for a broadcast batch) and a `GemmCConfig`
+     (`choose_config` picks one; `CONFIGS` is the declared search space for an autotuner).
+Out: `render_gemm_c(call, cfg)` is C source defining `void lazy_kernel(out, a, b, e0, e1, ...)`
+     (pointers, like every C kernel; e* are the epilogue's other buffers, in
+     `gemm_triton.epilogue_buffers` order); `load(call)` compiles it through codegen/compile_c.
+
+Structure (GotoBLAS / BLIS)
+- Work is cut into units: whole GEMMs of the batch, or (too few of them) blocks of rows and/or
+  columns of one GEMM, tm x tn per GEMM, so that there is a multiple of the thread count. The cut
+  is the one that packs the least (a block packs its own rows of A and columns of B: tn copies of
+  A and tm of B in all), e.g. rows for a tall output, columns for a wide one.
+- A unit is a single-threaded GotoBLAS loop nest over its block, outermost first: jc (NC columns
+  of B), pc (KC of the reduction; the KC x NC panel of B is packed), ic (MC rows of A; the
+  MC x KC block of A is packed, it stays in L2), jr (an NR-wide micro-panel of B, in L1), ir
+  (an MR-tall micro-panel of A): one MR x NR micro-tile.
+- Packing copies into NR-wide (B) and MR-tall (A) micro-panels, k-major, zero-padded at the edges.
+  It is the only copy; it reads each operand through its strides, so transposed, sliced and
+  batch-broadcast operands cost nothing extra (the loop order of a pack follows the unit stride;
+  a row-major A goes through 16-column blocks so both its reads and the writes are contiguous).
+- Micro-kernel: MR x (NV vectors) accumulators in registers (GCC vector extensions, so the same
+  source is AVX-512 zmm, AVX2 ymm or SSE/NEON 128-bit; the branch is chosen by the compiler's
+  target macros, each with its own MR/NV so accumulators fit the register file). Per k it loads
+  NV vectors of B and multiplies them by broadcast elements of A (fused multiply-add). The packed
+  buffers live in one workspace per calling thread, shared by all GEMM kernels (WORKSPACE_SRC).
+- Threads: one `omp parallel for` over the units, static, each thread with its own packing
+  buffers and no barrier. Sharing one packed B panel between threads would pack less, but every
+  barrier then waits for the slowest thread: on a machine where another process holds a core
+  for a few milliseconds, each barrier costs that much (measured: 16x4096x4096 went from 10 ms
+  to 128 ms with one busy neighbour; without barriers it stays at 10 ms). Problems under
+  `MIN_FLOPS_PER_THREAD` per thread use fewer threads.
+- Epilogue: partial sums of earlier KC panels live in the output buffer (it has the GEMM's dtype:
+  the scheduler only fuses epilogues of the GEMM's shape and dtype). On the last KC panel each
+  micro-tile goes to an L1 tile buffer, and the epilogue (render_c's expression emitter, with the
+  accumulator as `Expr("acc", "gemm")`) reads it with the tile's other inputs (bias, residual) at
+  the tile's indices and writes the final value: the output is written once more, never re-read.
+
+Dtypes: float32 and float64 accumulate in their own type, like the BLAS. float16/bfloat16 are
+converted to float32 while packing, summed in float32 over all of K and rounded once when stored
+(`_render_16bit`: their partial sums cannot wait in a 16-bit output, so the loop nest keeps them
+in a float32 block instead). gcc 12 vectorizes no _Float16 conversion without AVX512-FP16, so a
+float16 epilogue runs scalar (bfloat16's bit-level conversions vectorize).
+
+`choose_impl(call)` says whether the CPU runs this template ("c") or BLAS + an in-place epilogue
+kernel ("blas"), from measurements on the development machine (see its docstring);
+LAZY_GEMM=blas|c|auto overrides it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+
+from codegen import compile_c, render_c
+from codegen.gemm_triton import Problem, epilogue_buffers, problem_of
+from codegen.kernel_ir import C_TYPES, ExternCall
+from codegen.render_c import Body, index_c
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class GemmCConfig:
+    """Blocking of the C GEMM. MR x NV is the AVX-512 micro-tile (rows x vectors of 64 bytes);
+    narrower targets use their own (see `ISA_TILES`). MC/NC are rounded down to multiples of
+    MR/NR in the C source. `threads` None: the OpenMP default (OMP_NUM_THREADS / the cores),
+    fewer for small problems. The default was the fastest (or within 2% of it) on 512^3,
+    2048^3 and 4096x1024x4096 on one Zen 4 core: 106-108 GFLOP/s against 92-101 for torch.mm."""
+
+    MC: int = 96
+    KC: int = 512
+    NC: int = 4096
+    MR: int = 8
+    NV: int = 2
+    threads: int | None = None
+
+
+# Vector bytes -> (MR, NV) for the fallback targets: 12 accumulators + NV loads + 1 broadcast
+# within AVX2's 16 ymm registers; 8 within SSE's 16 xmm.
+ISA_TILES = {32: (6, 2), 16: (4, 2)}
+
+# The declared search space for an autotuner (the micro-tile must fit 32 zmm registers:
+# MR * NV accumulators + NV + 1).
+CONFIGS: tuple[GemmCConfig, ...] = tuple(
+    GemmCConfig(MC=mc, KC=kc, NC=nc, MR=mr, NV=nv)
+    for mr, nv in ((8, 2), (6, 2), (12, 2), (14, 1))
+    for mc, kc, nc in ((96, 512, 4096), (48, 512, 4096), (144, 256, 4096), (192, 384, 4096), (96, 768, 2048),
+                       (48, 256, 1024)))
+
+
+def supports(call: ExternCall) -> bool:
+    """Floating-point matmuls (float32/64, float16/bfloat16) whose operands and output share one dtype."""
+    if not (isinstance(call, ExternCall) and call.op == "matmul" and len(call.buffers) == 3
+            and len({b.dtype for b in call.buffers}) == 1 and call.buffers[0].dtype in DTYPES
+            and (call.epilogue is None or not call.epilogue.reduces)):
+        return False
+    try:
+        problem_of(call)
+    except ValueError:
+        return False
+    return True
+
+
+def choose_config(call: ExternCall) -> GemmCConfig:
+    return GemmCConfig()
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+def _lit(n: int) -> str:
+    return f"{int(n)}LL" if abs(int(n)) > 2**31 - 1 else str(int(n))
+
+
+def _ukernel(t: str, mr: int, nv: int) -> str:
+    """The MR x (NV vectors) micro-kernel, fully unrolled: C[0:MR, 0:NR] (+)= A_panel @ B_panel,
+    A packed MR per k, B packed NR per k; C has row stride ldc and unit column stride."""
+    L = [("static inline __attribute__((always_inline)) void ukernel(int64_t kc, const T* restrict A, "
+          "const T* restrict B, T* restrict C, int64_t ldc, int beta) {")]
+    accs = [[f"c{r}_{v}" for v in range(nv)] for r in range(mr)]
+    L.append("  vt " + ", ".join(f"{c} = {{0}}" for row in accs for c in row) + ";")
+    L.append("  for (int64_t k = 0; k < kc; k++) {")
+    for v in range(nv):
+        L.append(f"    const vt b{v} = *(const vt*)(B + {v} * VL);")
+    for r in range(mr):
+        L.append(f"    {{ const T a = A[{r}]; " + " ".join(f"{accs[r][v]} += a * b{v};" for v in range(nv)) + " }")
+    L.append("    A += MR; B += NR;")
+    L.append("  }")
+    L.append("  if (beta) {")
+    for r in range(mr):
+        L.append("    " + " ".join(f"{accs[r][v]} += *(const vtu*)(C + {r} * ldc + {v} * VL);" for v in range(nv)))
+    L.append("  }")
+    for r in range(mr):
+        L.append("  " + " ".join(f"*(vtu*)(C + {r} * ldc + {v} * VL) = {accs[r][v]};" for v in range(nv)))
+    L.append("}")
+    return "\n".join(L)
+
+
+def _isa_block(t: str, cfg: GemmCConfig) -> str:
+    parts = []
+    branches = [("defined(__AVX512F__)", 64, (cfg.MR, cfg.NV)), ("defined(__AVX__)", 32, ISA_TILES[32]),
+                (None, 16, ISA_TILES[16])]
+    for i, (cond, vb, (mr, nv)) in enumerate(branches):
+        head = "#if" if i == 0 else "#elif" if cond else "#else"
+        parts.append(f"{head} {cond or ''}".rstrip())
+        parts.append(f"#define VB {vb}\n#define MR {mr}\n#define NV {nv}")
+        parts.append(f"typedef {t} vt __attribute__((vector_size(VB)));")
+        parts.append(f"typedef {t} vtu __attribute__((vector_size(VB), aligned(sizeof({t}))));")
+        parts.append("#define VL ((int64_t)(VB / sizeof(T)))\n#define NR (NV * VL)")
+        parts.append(_ukernel(t, mr, nv))
+    parts.append("#endif")
+    return "\n".join(parts)
+
+
+HEADER = r"""
+#include <stdlib.h>
+#include <omp.h>
+#include <sys/mman.h>
+#define CDIV(a, b) (((a) + (b) - 1) / (b))
+#define RUP(a, b) (CDIV(a, b) * (b))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+static inline int64_t gcd64(int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; }
+
+/* Packing buffers come from the process-wide workspace library (WORKSPACE_SRC): one buffer per
+   calling thread shared by every GEMM kernel, grown on demand and kept. */
+void* lazy_gemm_workspace(size_t bytes);
+static T* workspace(size_t n) { return (T*)lazy_gemm_workspace(n * sizeof(T)); }
+"""
+
+
+# One library per process (loaded RTLD_GLOBAL by `ensure_runtime`, so every GEMM .so binds its
+# undefined `lazy_gemm_workspace` to it): the packing buffers of all GEMM kernels are one
+# allocation per calling thread, not one per kernel (a training step has a dozen GEMMs, several
+# MiB of packed panels each). Kept between calls: steady-state calls neither allocate nor fault in
+# fresh pages; 2 MiB-aligned with a huge-page hint (the B panel is streamed once per micro-panel).
+WORKSPACE_SRC = r"""
+#include <stdlib.h>
+#include <sys/mman.h>
+static _Thread_local void* ws_buf;
+static _Thread_local size_t ws_cap;
+void* lazy_gemm_workspace(size_t bytes) {
+  if (bytes > ws_cap) {
+    free(ws_buf);
+    ws_buf = NULL;
+    ws_cap = 0;
+    const size_t huge = (size_t)2 << 20;
+    bytes = (bytes + huge - 1) & ~(huge - 1);
+    void* p = NULL;
+    if (posix_memalign(&p, huge, bytes)) return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE);
+    ws_buf = p;
+    ws_cap = bytes;
+  }
+  return ws_buf;
+}
+"""
+_runtime: list = []
+
+
+def ensure_runtime() -> None:
+    """Load the workspace library into the global symbol scope (once per process); call it before
+    loading a generated GEMM .so by other means than `load`."""
+    if not _runtime:
+        compile_c.load(WORKSPACE_SRC, "lazy_gemm_workspace")
+        path = compile_c.cache_dir() / f"{compile_c.cache_key(WORKSPACE_SRC)}.so"
+        _runtime.append(ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL | os.RTLD_NOW))
+
+
+def _pack_b(p: Problem) -> list[str]:
+    """Copy the micro-panels of B[pc:pc+kc, jc:jc+nc] (from `bsrc` = B[pc, jc]) into `bp`:
+    panel jr at bp + jr*NR*kc, kc rows of NR, zero beyond nc. The loop order follows B's unit
+    stride: a row-major B is read along its rows (16 rows at a time), a transposed one along its
+    columns."""
+    _, _, sbk, sbn = p.b
+    L = ["static inline void pack_b(T* restrict bp, const S* restrict bsrc, int64_t kc, int64_t nc) {",
+         "  const int64_t n_jr = CDIV(nc, NR);"]
+    if sbn == 1 or sbk != 1:
+        # 16 rows at a time: 16 read streams, and 16 * NR contiguous values written per panel (one
+        # row at a time across all panels would write at a stride of NR * kc: cache-set conflicts)
+        L += ["  for (int64_t k0 = 0; k0 < kc; k0 += 16) {",
+              "    const int64_t kn = MIN(16, kc - k0);",
+              "    for (int64_t jr = 0; jr < n_jr; jr++) {",
+              "      const int64_t c0 = jr * NR, nr = MIN(NR, nc - c0);",
+              "      for (int64_t k = k0; k < k0 + kn; k++) {",
+              "        T* restrict dst = bp + jr * NR * kc + k * NR;",
+              f"        const S* restrict row = bsrc + k * {_lit(sbk)} + c0 * {_lit(sbn)};",
+              "        if (nr == NR) {",
+              "          #pragma omp simd",
+              f"          for (int64_t c = 0; c < NR; c++) dst[c] = LD(row[c * {_lit(sbn)}]);",
+              "        } else {",
+              f"          for (int64_t c = 0; c < NR; c++) dst[c] = c < nr ? LD(row[c * {_lit(sbn)}]) : (T)0;",
+              "        }",
+              "      }",
+              "    }",
+              "  }"]
+    else:  # B transposed (columns contiguous): read along k
+        L += ["  for (int64_t jr = 0; jr < n_jr; jr++) {",
+              "    T* restrict dst = bp + jr * NR * kc;",
+              "    const int64_t c0 = jr * NR, nr = MIN(NR, nc - c0);",
+              "    for (int64_t c = 0; c < NR; c++) {",
+              f"      const S* restrict col = bsrc + (c0 + c) * {_lit(sbn)};",
+              "      if (c < nr)",
+              "        for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = LD(col[k]);",
+              "      else",
+              "        for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = (T)0;",
+              "    }",
+              "  }"]
+    L.append("}")
+    return L
+
+
+def _pack_a(p: Problem) -> list[str]:
+    """Copy A[i:i+mc, pc:pc+kc] (from `asrc`) into MR-tall micro-panels at `ap` (each kc x MR,
+    rows beyond mc zero)."""
+    _, _, sam, sak = p.a
+    L = ["static inline void pack_a(T* restrict ap, const S* restrict asrc, int64_t mc, int64_t kc) {",
+         "  for (int64_t ir = 0; ir < mc; ir += MR) {",
+         "    T* restrict dst = ap + ir * kc;",
+         "    const int64_t mr = MIN(MR, mc - ir);",
+         "    if (mr == MR) {"]
+    if sak == 1 and sam != 1:  # row-major A: 16 k at a time, read as MR rows, written k-major
+        L += ["      int64_t k0 = 0;",
+              "      for (; k0 + 16 <= kc; k0 += 16) {",
+              "        T blk[MR][16];",
+              "        for (int64_t r = 0; r < MR; r++)",
+              "          #pragma omp simd",
+              "          for (int64_t kk = 0; kk < 16; kk++)",
+              f"            blk[r][kk] = LD(asrc[(ir + r) * {_lit(sam)} + k0 + kk]);",
+              "        #pragma GCC unroll 16",
+              "        for (int64_t kk = 0; kk < 16; kk++)",
+              "          #pragma GCC unroll 16",
+              "          for (int64_t r = 0; r < MR; r++)",
+              "            dst[(k0 + kk) * MR + r] = blk[r][kk];",
+              "      }",
+              "      for (int64_t k = k0; k < kc; k++)",
+              "        for (int64_t r = 0; r < MR; r++)",
+              f"          dst[k * MR + r] = LD(asrc[(ir + r) * {_lit(sam)} + k]);"]
+    else:
+        L += ["      for (int64_t k = 0; k < kc; k++)",
+              "        #pragma omp simd",
+              "        for (int64_t r = 0; r < MR; r++)",
+              f"          dst[k * MR + r] = LD(asrc[(ir + r) * {_lit(sam)} + k * {_lit(sak)}]);"]
+    L += ["    } else {",
+          "      for (int64_t k = 0; k < kc; k++)",
+          "        for (int64_t r = 0; r < MR; r++)",
+          f"          dst[k * MR + r] = r < mr ? LD(asrc[(ir + r) * {_lit(sam)} + k * {_lit(sak)}]) : (T)0;",
+          "    }",
+          "  }",
+          "}"]
+    return L
+
+
+def _batch_bases(p: Problem) -> list[str]:
+    """Statements giving a_base/b_base/c_base for the (merged) batch index `bat`."""
+    offs = {"a": [str(p.a[0])], "b": [str(p.b[0])], "c": [str(p.c[0])]}
+    L = []
+    if p.batch:
+        L.append("  int64_t brem = bat;")
+        for d in range(len(p.batch) - 1, -1, -1):
+            L.append(f"  const int64_t bi{d} = brem % {p.batch[d]}; brem /= {p.batch[d]};")
+            for name, op in (("a", p.a), ("b", p.b), ("c", p.c)):
+                if op[1][d]:
+                    offs[name].append(f"bi{d} * {_lit(op[1][d])}")
+    for name in ("a", "b", "c"):
+        L.append(f"  const int64_t {name}_base = {' + '.join(offs[name])};")
+    return L
+
+
+def _store_c(dtype: str, v: str) -> str:
+    """A float32/float64 value `v` converted for storing as `dtype` (16-bit: rounded to nearest)."""
+    if dtype == "bfloat16":
+        return f"f32_to_bf16({v})"
+    if dtype == "float16":
+        return f"(_Float16)({v})"
+    return v if C_TYPES[dtype][0] == render_c.ctype(dtype) else f"({C_TYPES[dtype][0]})({v})"
+
+
+def _epilogue_block(call: ExternCall, p: Problem, indent: str, ld: str = "NR", partial: bool = True) -> list[str]:
+    """The last-panel store of a micro-tile `tile` (mr x nr valid, row stride `ld`) at rows i..,
+    columns j..: value = epilogue(partial sum in the output + tile), written by the epilogue's
+    own store (`partial` False: the tile holds the whole sum). The epilogue's loop variables are
+    the output dims of size > 1 (batch dims from the flat batch index `bat`, then rows, then
+    columns)."""
+    k = call.epilogue
+    (store,) = k.stores
+    shape = call.views[0].shape
+    _, _, scm, scn = p.c
+    L = []
+    var = {}
+    j = 0
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        var[d] = f"x{j}"
+        j += 1
+    for d, size in enumerate(shape[:-2]):
+        if d in var:
+            inner = 1
+            for s in shape[d + 1:-2]:
+                inner *= s
+            x = "bat" if inner == 1 else f"(bat / {_lit(inner)})"
+            L.append(f"{indent}const int64_t {var[d]} = {x} % {_lit(size)};")
+    row, col = len(shape) - 2, len(shape) - 1
+    if partial:  # partial sums of earlier KC panels join the tile first: the epilogue reads one array
+        L.append(f"{indent}if (!first)")
+        L.append(f"{indent}  for (int64_t r = 0; r < mr; r++)")
+        L.append(f"{indent}    for (int64_t cc = 0; cc < nr; cc++)")
+        L.append(f"{indent}      tile[r * NR + cc] += gc[c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)}];")
+    # full tiles get constant trip counts: whole vectors, no tail code
+    for k_rows, k_cols, head in (("MR", "NR", "if (mr == MR && nr == NR) {"), ("mr", "nr", "} else {")):
+        L.append(f"{indent}{head}")
+        ind = indent + "  "
+        L.append(f"{ind}for (int64_t r = 0; r < {k_rows}; r++) {{")
+        ind1 = ind + "  "
+        if row in var:
+            L.append(f"{ind1}const int64_t {var[row]} = i + r;")
+        L.append(f"{ind1}#pragma omp simd")
+        L.append(f"{ind1}for (int64_t cc = 0; cc < {k_cols}; cc++) {{")
+        ind2 = ind1 + "  "
+        if col in var:
+            L.append(f"{ind2}const int64_t {var[col]} = j + cc;")
+        L.append(f"{ind2}const T g_acc = tile[r * {ld} + cc];")
+        body = Body(k, L, ind2, lambda name: "g_acc")
+        v = _store_c(store.dtype, body.emit(store.value))
+        L.append(f"{ind2}b{store.buf}[{index_c(store.index)}] = {v};")
+        L.append(f"{ind1}}}")
+        L.append(f"{ind}}}")
+    L.append(f"{indent}}}")
+    return L
+
+
+MIN_FLOPS_PER_THREAD = 1 << 15  # measured: a second thread already pays off at 32^3 (65K flops), not at 16^3
+
+
+def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str = "lazy_kernel") -> str:
+    """C source of `call` as one function `fn_name(out, a, b, epilogue inputs...)`."""
+    if not supports(call):
+        raise ValueError(f"gemm_c: {call.name} is not a floating-point matmul with one dtype")
+    p = problem_of(call)
+    cfg = cfg or choose_config(call)
+    t, ct = C_TYPES[p.dtype]  # storage type, compute type (16-bit floats compute in float32)
+    epi = call.epilogue
+    M, N, K = p.M, p.N, p.K
+    _, _, scm, scn = p.c
+    direct = scn == 1  # full tiles of a row-major output are written by the micro-kernel itself
+    params = [f"{t}* restrict gc", f"const {t}* restrict ga", f"const {t}* restrict gb"]
+    args = ["gc", "ga", "gb"]
+    if epi is not None:
+        for i in epilogue_buffers(call):
+            params.append(f"const {C_TYPES[epi.buffers[i].dtype][0]}* restrict b{i}")
+            args.append(f"b{i}")
+    flops = 2 * p.batch_count * M * N * K
+    work_threads = max(1, flops // MIN_FLOPS_PER_THREAD)
+    threads = f"{int(cfg.threads)}" if cfg.threads else f"MIN(omp_get_max_threads(), {_lit(min(work_threads, 1 << 16))})"
+    src = [f"/* {call.name}: batch {list(p.batch)} x [{M}, {K}] @ [{K}, {N}] {p.dtype}; a {p.a}, b {p.b}, c {p.c}"
+           + ("" if epi is None else f"; epilogue {epi.name} fused") + f"; {cfg} */",
+           render_c.PRELUDE,
+           f"typedef {ct} T;\ntypedef {t} S;\n#define LD(x) {'bf16_to_f32(x)' if p.dtype == 'bfloat16' else '((T)(x))'}",
+           _isa_block(ct, cfg),
+           HEADER,
+           f"#define MCB ({cfg.MC} / MR * MR)\n#define KCB {cfg.KC}\n#define NCB ({cfg.NC} / NR * NR)",
+           f"#define M {_lit(M)}\n#define N {_lit(N)}\n#define K {_lit(K)}"]
+    src += _pack_b(p) + _pack_a(p)
+    if t != ct:
+        return "\n".join(src + _render_16bit(call, p, params, args, threads, fn_name)) + "\n"
+
+    # one block [m0, m1) x [n0, n1) of one GEMM of the batch, by one thread with its own buffers
+    L = [(f"static void gemm_block({', '.join(params)}, int64_t bat, int64_t m0, int64_t m1, int64_t n0, "
+          "int64_t n1, T* restrict bp, T* restrict ap) {")]
+    w = L.append
+    if epi is not None:
+        w(f"  {t}* const b{epi.stores[0].buf} = gc;")
+    w("  T tile[MR * NR] __attribute__((aligned(64)));")
+    L += _batch_bases(p)
+    w("  for (int64_t jc = n0; jc < n1; jc += NCB) {")
+    w("    const int64_t nc = MIN(NCB, n1 - jc), n_jr = CDIV(nc, NR);")
+    if K == 0:  # empty reduction: the GEMM is zero, the epilogue still runs
+        w("    for (int64_t pc = 0; pc < 1; pc++) {")
+        w("      const int64_t kc = 0;")
+    else:
+        w("    for (int64_t pc = 0; pc < K; pc += KCB) {")
+        w("      const int64_t kc = MIN(KCB, K - pc);")
+    w("      const int first = pc == 0, last = pc + kc >= K;")
+    w(f"      pack_b(bp, gb + b_base + pc * {_lit(p.b[2])} + jc * {_lit(p.b[3])}, kc, nc);")
+    w("      for (int64_t ic = m0; ic < m1; ic += MCB) {")
+    w("        const int64_t mc = MIN(MCB, m1 - ic);")
+    w(f"        pack_a(ap, ga + a_base + ic * {_lit(p.a[2])} + pc * {_lit(p.a[3])}, mc, kc);")
+    w("        for (int64_t jr = 0; jr < n_jr; jr++) {")
+    w("          const int64_t j = jc + jr * NR, nr = MIN(NR, jc + nc - j);")
+    w("          const T* const bpp = bp + jr * NR * kc;")
+    w("          for (int64_t ir = 0; ir < mc; ir += MR) {")
+    w("            const int64_t i = ic + ir, mr = MIN(MR, mc - ir);")
+    w("            const T* const app = ap + ir * kc;")
+    ind = "            "
+    if epi is not None:
+        w(f"{ind}if (last) {{")
+        w(f"{ind}  ukernel(kc, app, bpp, tile, NR, 0);")
+        L += _epilogue_block(call, p, ind + "  ")
+        w(f"{ind}  continue;")
+        w(f"{ind}}}")
+    if direct:
+        w(f"{ind}if (mr == MR && nr == NR) {{")
+        w(f"{ind}  ukernel(kc, app, bpp, gc + c_base + i * {_lit(scm)} + j, {_lit(scm)}, !first);")
+        w(f"{ind}  continue;")
+        w(f"{ind}}}")
+    w(f"{ind}ukernel(kc, app, bpp, tile, NR, 0);")
+    w(f"{ind}for (int64_t r = 0; r < mr; r++)")
+    w(f"{ind}  for (int64_t cc = 0; cc < nr; cc++) {{")
+    w(f"{ind}    T* const dst = gc + c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)};")
+    w(f"{ind}    *dst = (first ? (T)0 : *dst) + tile[r * NR + cc];")
+    w(f"{ind}  }}")
+    w("          }")
+    w("        }")
+    w("      }")
+    w("    }")
+    w("  }")
+    w("}")
+
+    B = p.batch_count
+    L += [f"int {fn_name}({', '.join(params)}) {{  /* 0, or 1: no memory for the packing buffers */",
+          "  if (M == 0 || N == 0) return 0;",
+          f"  const int nth = {threads};",
+          *_units_c(B),
+          "  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
+          "  const size_t per_thread = RUP((size_t)kce * nce, 64) + RUP((size_t)mce * kce, 64);",
+          "  T* const ws = workspace(nth * per_thread + 64);",
+          "  if (!ws) return 1;",
+          "  #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)",
+          "  for (int64_t u = 0; u < units; u++) {",
+          "    T* const bp = ws + omp_get_thread_num() * per_thread;",
+          "    T* const ap = bp + RUP((size_t)kce * nce, 64);",
+          *_unit_bounds_c(),
+          f"    if (m0 < m1 && n0 < n1) gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, ap);",
+          "  }",
+          "  return 0;",
+          "}"]
+    return "\n".join(src + L) + "\n"
+
+
+NC16_BYTES = 8 << 20  # 16-bit operands: the packed B block (all of K) per thread
+CS16_BYTES = 512 << 10  # 16-bit operands: the float32 sums of one MC x NC block (stays in L2)
+
+
+def _render_16bit(call: ExternCall, p: Problem, params: list[str], args: list[str], threads: str,
+                  fn_name: str) -> list[str]:
+    """float16/bfloat16 operands: converted to float32 while packing, summed in float32 over the
+    whole K, rounded once when stored. The sums cannot wait in the 16-bit output between KC panels,
+    so the pc loop moves inside ic: the B block [all K, NC columns] is packed once per jc, and an
+    MC x NC float32 block `cs` holds the sums until its last panel; then the epilogue (or the
+    rounding store) runs over it tile by tile. NC is cut so that the B block fits NC16_BYTES and
+    `cs` CS16_BYTES."""
+    epi = call.epilogue
+    K = p.K
+    _, _, scm, scn = p.c
+    L = [f"#define NC16 MIN(NCB, MAX(NR, MIN({NC16_BYTES} / (4 * MAX(K, 1)), {CS16_BYTES} / (4 * MCB)) / NR * NR))",
+         (f"static void gemm_block({', '.join(params)}, int64_t bat, int64_t m0, int64_t m1, int64_t n0, "
+          "int64_t n1, T* restrict bp, T* restrict ap, T* restrict cs) {")]
+    w = L.append
+    if epi is not None:
+        w(f"  S* const b{epi.stores[0].buf} = gc;")
+    L += _batch_bases(p)
+    w("  for (int64_t jc = n0; jc < n1; jc += NC16) {")
+    w("    const int64_t nc = MIN(NC16, n1 - jc), n_jr = CDIV(nc, NR), ncp = n_jr * NR;")
+    w("    for (int64_t pc = 0; pc < K; pc += KCB)")
+    w(f"      pack_b(bp + pc * ncp, gb + b_base + pc * {_lit(p.b[2])} + jc * {_lit(p.b[3])}, MIN(KCB, K - pc), nc);")
+    w("    for (int64_t ic = m0; ic < m1; ic += MCB) {")
+    w("      const int64_t mc = MIN(MCB, m1 - ic);")
+    w(f"      for (int64_t pc = 0; pc < {'1' if K == 0 else 'K'}; pc += KCB) {{")
+    w("        const int64_t kc = MIN(KCB, K - pc);")
+    w(f"        pack_a(ap, ga + a_base + ic * {_lit(p.a[2])} + pc * {_lit(p.a[3])}, mc, kc);")
+    w("        for (int64_t jr = 0; jr < n_jr; jr++)")
+    w("          for (int64_t ir = 0; ir < mc; ir += MR)")
+    w("            ukernel(kc, ap + ir * kc, bp + pc * ncp + jr * NR * kc, cs + ir * ncp + jr * NR, ncp, pc > 0);")
+    w("      }")
+    w("      for (int64_t jr = 0; jr < n_jr; jr++) {")
+    w("        const int64_t j = jc + jr * NR, nr = MIN(NR, jc + nc - j);")
+    w("        for (int64_t ir = 0; ir < mc; ir += MR) {")
+    w("          const int64_t i = ic + ir, mr = MIN(MR, mc - ir);")
+    w("          const T* const tile = cs + ir * ncp + jr * NR;")
+    if epi is not None:
+        L += _epilogue_block(call, p, "          ", ld="ncp", partial=False)
+    else:
+        w("          for (int64_t r = 0; r < mr; r++)")
+        w("            for (int64_t cc = 0; cc < nr; cc++)")
+        w(f"              gc[c_base + (i + r) * {_lit(scm)} + (j + cc) * {_lit(scn)}] = "
+          f"{_store_c(p.dtype, 'tile[r * ncp + cc]')};")
+    w("        }")
+    w("      }")
+    w("    }")
+    w("  }")
+    w("}")
+    B = p.batch_count
+    L += [f"int {fn_name}({', '.join(params)}) {{  /* 0, or 1: no memory for the packing buffers */",
+          "  if (M == 0 || N == 0) return 0;",
+          f"  const int nth = {threads};",
+          *_units_c(B),
+          "  const int64_t nce = MIN(NC16, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
+          "  const size_t bsz = RUP((size_t)MAX(K, 1) * nce, 64), asz = RUP((size_t)mce * MIN(KCB, MAX(K, 1)), 64);",
+          "  const size_t per_thread = bsz + asz + RUP((size_t)mce * nce, 64);",
+          "  T* const ws = workspace(nth * per_thread + 64);",
+          "  if (!ws) return 1;",
+          "  #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)",
+          "  for (int64_t u = 0; u < units; u++) {",
+          "    T* const bp = ws + omp_get_thread_num() * per_thread;",
+          *_unit_bounds_c(),
+          (f"    if (m0 < m1 && n0 < n1) gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, bp + bsz, "
+           "bp + bsz + asz);"),
+          "  }",
+          "  return 0;",
+          "}"]
+    return L
+
+
+def _units_c(B: int) -> list[str]:
+    """C statements choosing the units of work: tm x tn blocks per GEMM of the batch (see the
+    module docstring), `units` in all."""
+    return [
+        "  /* Units of work: whole GEMMs of the batch, each cut into tm x tn blocks so that there are",
+        "     a multiple of nth units. A thread runs its units alone, packing into its own buffers: no",
+        "     barriers, so a thread that the OS preempts delays only its own share. A block of a",
+        "     tm x tn cut packs its rows of A and its columns of B: the cut minimises tn*M + tm*N. */",
+        f"  const int64_t parts = nth / gcd64({B}, nth);",
+        "  int64_t tm = 1, tn = 1, cost = -1;",
+        "  for (int64_t d = 1; d <= parts; d++) {",
+        "    if (parts % d || d > CDIV(M, MR) || parts / d > CDIV(N, NR)) continue;",
+        "    const int64_t c = (parts / d) * M + d * N;",
+        "    if (cost < 0 || c < cost) { cost = c; tm = d; tn = parts / d; }",
+        "  }",
+        "  if (cost < 0) { tm = MIN(parts, CDIV(M, MR)); tn = 1; }  /* a tiny GEMM: fewer units than threads */",
+        f"  const int64_t units = {B} * tm * tn, tiles_m = CDIV(M, MR), tiles_n = CDIV(N, NR);"]
+
+
+def _unit_bounds_c() -> list[str]:
+    return ["    const int64_t bat = u / (tm * tn), mi = u / tn % tm, ni = u % tn;",
+            "    const int64_t m0 = mi * tiles_m / tm * MR, m1 = MIN(M, (mi + 1) * tiles_m / tm * MR);",
+            "    const int64_t n0 = ni * tiles_n / tn * NR, n1 = MIN(N, (ni + 1) * tiles_n / tn * NR);"]
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+def load(call: ExternCall, cfg: GemmCConfig | None = None):
+    """The compiled kernel: `fn(out_ptr, a_ptr, b_ptr, *epilogue_ptrs)` (data pointers of the
+    buffers; views' offsets count from them). `fn.source` is the C source."""
+    src = render_gemm_c(call, cfg)
+    ensure_runtime()
+    raw = compile_c.load(src)
+    raw.argtypes = [ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
+    raw.restype = ctypes.c_int
+
+    def fn(*pointers):
+        if raw(*pointers):
+            raise MemoryError(f"{call.name}: the C GEMM could not allocate its packing buffers")
+
+    fn.source = src
+    return fn
+
+
+# -- BLAS or C, per shape ------------------------------------------------------------------------
+
+GEMV_BLAS_MIN = 1 << 14  # K * max(M, N) of a matrix-vector product from which BLAS is faster
+BF16_C_MAX_FLOPS = 1 << 23  # bfloat16 GEMMs up to ~160^3 are faster here than oneDNN's
+
+
+def choose_impl(call: ExternCall) -> str:
+    """"c" (this template, epilogue fused: one launch) or "blas" (torch's BLAS, then the epilogue
+    in place: two launches). LAZY_GEMM=blas|c forces one (c only where `supports()`); auto, the
+    default, applies the rule below.
+
+    The rule, from `python -m perf.gemm_c_vs_blas --grid` on the development machine (2 Zen 4
+    cores, torch 2.13: MKL for float32/64, oneDNN for bfloat16; kernel times of both lazy paths,
+    with and without a bias + gelu epilogue):
+    - float32/float64: the C GEMM was as fast or faster on every shape but one kind. Square
+      32..4096: 1.05-4.7x (small ones gain most: one launch, no separate epilogue pass); the
+      issue's shapes and transposed weights 1.06-1.2x; batched (32x1024x64x1024, 256x64x64x64)
+      1.04-1.2x; M or N of 2..128: 1.05-3.4x (MKL is slow at M = 4..8). The exception is a
+      matrix-vector product (M or N == 1): BLAS streams the matrix once while the template packs
+      it and fills one row (or column) of each micro-tile: 1x4096x4096 0.73x, 1x1024x1024
+      0.6-0.7x, 4096x4096x1 0.15x; those go to BLAS unless tiny (1x64x64: 3x faster in C).
+      float64 alike (512^3 1.37x, 2048^3 1.12x, 1x1024x1024 0.58x).
+    - float16: always C. torch's CPU float16 matmul is a reference loop here (0.4-3 GFLOP/s);
+      the template converts while packing and runs at float32 speed (2048^3: 134 GFLOP/s, 330x).
+    - bfloat16: oneDNN uses the AVX512-BF16 dot products, twice the float32 peak (365 GFLOP/s at
+      2048^3 against 184 for the template), so BLAS unless small: 64^3 3.8x, 128^3 2.0x, 160^3
+      1.6x, 192^3 0.98x and 8x1024x1024 0.9x (with epilogue) for the template."""
+    mode = os.environ.get("LAZY_GEMM", "auto") or "auto"
+    if mode not in ("auto", "blas", "c"):
+        raise ValueError(f"LAZY_GEMM={mode!r}: expected blas, c or auto")
+    if not supports(call):
+        return "blas"
+    if mode != "auto":
+        return mode
+    p = problem_of(call)
+    if p.dtype == "float16":
+        return "c"
+    if p.dtype == "bfloat16":
+        return "c" if 2 * p.batch_count * p.M * p.N * p.K < BF16_C_MAX_FLOPS else "blas"
+    if min(p.M, p.N) == 1 and p.K * max(p.M, p.N) >= GEMV_BLAS_MIN:
+        return "blas"
+    return "c"
