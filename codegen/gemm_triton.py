@@ -266,6 +266,26 @@ def candidate_configs(call: ExternCall, target: str | None = None) -> list[GemmC
     return out
 
 
+def search_space(call: ExternCall) -> dict[str, tuple]:
+    """Per `GemmConfig` field, the values an autotuner walks for `call`, ascending (the default's
+    included). `input_precision` is not searched: tf32 changes results, it is the caller's choice.
+    Combinations are checked with `check_config` (shared memory) before anything is compiled."""
+    p = problem_of(call)
+    d = choose_config(call)
+
+    def pow2s(hi: int, extra: int) -> tuple[int, ...]:
+        out, v = {extra}, 16
+        while v <= max(16, min(hi, 256)):
+            out.add(v)
+            v *= 2
+        return tuple(sorted(out))
+
+    return {"BLOCK_M": pow2s(next_pow2(p.M), d.BLOCK_M), "BLOCK_N": pow2s(next_pow2(p.N), d.BLOCK_N),
+            "BLOCK_K": pow2s(min(128, next_pow2(p.K)), d.BLOCK_K), "GROUP_M": tuple(sorted({1, 4, 8, 16, d.GROUP_M})),
+            "num_warps": tuple(sorted({2, 4, 8, d.num_warps})),
+            "num_stages": tuple(sorted({1, 2, 3, 4, 5, d.num_stages}))}
+
+
 def _clamp(cfg: GemmConfig, p: Problem) -> GemmConfig:
     bm = min(cfg.BLOCK_M, max(16, next_pow2(p.M)))
     bn = min(cfg.BLOCK_N, max(16, next_pow2(p.N)))

@@ -15,11 +15,18 @@ Shape of the code
   sum) is emitted interchanged: a block of `TILE` accumulators advanced together, one
   contiguous vector per reduction step.
 - float16 computes in float32 through `_Float16`; bfloat16 through bit operations.
+
+Tuning: `CConfig` holds the knobs the heuristics above fix (threads, the parallel threshold,
+TILE, SIMD width, unrolling, outer-loop chunks, loop order, where the reduction is split across
+threads); `CConfig()` renders exactly the heuristic code. `search_space(k)` lists, per knob,
+the values that can change `k`'s code: what codegen/tune.py searches.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
 import sympy
 
@@ -27,6 +34,79 @@ from codegen.kernel_ir import C_TYPES, Expr, FloorDiv, Kernel, ModIdx, compute_d
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
 PARALLEL_MIN_WORK = 1 << 15  # elements touched; below this one thread is faster than waking others
+NEVER_PARALLEL = 1 << 62
+
+
+@dataclass(frozen=True)
+class CConfig:
+    """Knobs of the generated C. The defaults are the heuristics, and render them byte for byte.
+
+    threads: `num_threads(N)` on the parallel loop (None: OpenMP's default team).
+    parallel_min_work: elements touched from which the kernel runs on several threads.
+    tile: accumulators per block of an interchanged (column) reduction.
+    simdlen: `simdlen(N)` on every `omp simd` loop: the vector width in lanes (8 floats: AVX2 width).
+    unroll: `#pragma GCC optimize("unroll-loops")` for the kernel (gcc's unroller; `GCC unroll N`
+        cannot annotate a loop that already carries `omp simd`).
+    chunk: 1-D kernels: the parallel loop runs over chunks of this many elements, each chunk a
+        vectorized inner loop (the plain parallel loop carries no `simd`).
+    interchange: reductions: True/False forces the column-reduction tiling on or off (None: when
+        the innermost output loop is contiguous and the reduction is not); 2-D pointwise kernels:
+        True swaps the two loops (parallel over columns, vector over rows).
+    rsplit: reductions: threads split each reduction loop (OpenMP `reduction` clauses, array
+        sections for tiles) instead of the outer output loop: for few, long rows.
+    row_fn: the parallel loop's body becomes a `static inline` function of one row taking the
+        buffers as `restrict` parameters. gcc drops `restrict` from pointers an OpenMP region
+        captures, and then cannot hoist or vectorize what it proved for the plain loop (a layer
+        norm backward row ran 20x slower inside the region); inlined, the parameters keep it.
+    """
+
+    threads: int | None = None
+    parallel_min_work: int = PARALLEL_MIN_WORK
+    tile: int = TILE
+    simdlen: int | None = None
+    unroll: bool = False
+    chunk: int | None = None
+    interchange: bool | None = None
+    rsplit: bool = False
+    row_fn: bool = False
+
+
+def _interchange_legal(k: Kernel) -> bool:
+    """2-D pointwise kernels that read no buffer they write may run their loops in either order."""
+    if k.reduces or len(k.loops) != 2:
+        return False
+    written = {s.buf for s in k.stores}
+    return not any(e.op == "load" and e.arg[0] in written for s in k.stores for e in _loads(s.value))
+
+
+def search_space(k: Kernel) -> dict[str, tuple]:
+    """Per knob of `CConfig`, the values worth trying for `k`, in increasing order where they have
+    one (a tuner walks ordered knobs step by step). Knobs that cannot change `k`'s code are left out."""
+    n = len(k.loops)
+    reduces = any(r.rvars for r in k.reduces)
+    tiles = n >= 1 and any(r.depth == n and r.rvars for r in k.reduces)
+    cpus = os.cpu_count() or 1
+    space: dict[str, tuple] = {}
+    if tiles:
+        space["interchange"] = (None, True, False)
+    elif _interchange_legal(k):
+        space["interchange"] = (None, True)
+    outer = k.loops[0] if n else 0  # iterations of the loop the threads share by default
+    if tiles and _prefers_interchange(k):
+        outer = -(-outer // TILE)
+    if reduces and n and outer < 16 * cpus:  # few, long rows: split the reduction instead
+        space["rsplit"] = (False, True)
+    if n >= 2 and not any(r.depth == 0 for r in k.reduces):
+        space["row_fn"] = (False, True)
+    space["parallel_min_work"] = (0, PARALLEL_MIN_WORK, NEVER_PARALLEL)
+    space["threads"] = (None, *[t for t in (1, 2, 4, 8, 16, 32, 64) if t < cpus])
+    if n == 1 and k.loops[0] > 1024 and not tiles:
+        space["chunk"] = (None, *[c for c in (1024, 4096, 16384, 65536) if c < k.loops[0]])
+    if tiles:
+        space["tile"] = (16, 32, 64, 128, 256, 512)
+    space["simdlen"] = (None, 4, 8, 16)
+    space["unroll"] = (False, True)
+    return space
 
 PRELUDE = r"""
 #include <stdint.h>
@@ -264,19 +344,34 @@ def _loads(e: Expr, seen=None):
         yield from _loads(s, seen)
 
 
-def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None) -> str:
-    """C source for `k`. `threads` caps the OpenMP team (None: the runtime's default)."""
+def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None,
+             config: CConfig | None = None) -> str:
+    """C source for `k`. `config` sets the knobs (None: the heuristics); `threads` caps the OpenMP
+    team (None: the config's, else the runtime's default)."""
+    cfg = config or CConfig()
+    threads = threads or cfg.threads
+    tile = cfg.tile
+    simd_clause = " simd" + (f" simdlen({cfg.simdlen})" if cfg.simdlen else "")
+    simd = "#pragma omp" + simd_clause
     params = []
     for i, b in enumerate(k.buffers):
         const = "" if b.output else "const "
         params.append(f"{const}{C_TYPES[b.dtype][0]}* restrict b{i}")
     work = max(k.numel, 1) * max((math.prod(r.rsizes) for r in k.reduces), default=1)
-    parallel = work >= PARALLEL_MIN_WORK
+    parallel = work >= cfg.parallel_min_work
     nt = f" num_threads({threads})" if threads else ""
-    interchange = _prefers_interchange(k)
+    n = len(k.loops)
+    tiles = n >= 1 and any(r.depth == n and r.rvars for r in k.reduces)
+    interchange = _prefers_interchange(k) if cfg.interchange is None or not tiles else cfg.interchange
+    swap = bool(cfg.interchange) and _interchange_legal(k)  # 2-D pointwise: loop x1 outside x0
+    rsplit = cfg.rsplit and parallel and any(r.rvars for r in k.reduces)
+    outer_parallel = parallel and not rsplit
+    chunk = cfg.chunk if cfg.chunk and outer_parallel and n == 1 and not tiles else None
+    row_fn = cfg.row_fn and outer_parallel and n >= 2 and not any(r.depth == 0 for r in k.reduces)
     row_cache = {} if interchange else _row_cache(k, parallel)
     lines = [PRELUDE, f"void {fn_name}({', '.join(params)}) {{"]
-    n = len(k.loops)
+    if cfg.unroll:
+        lines.insert(1, '#pragma GCC optimize("unroll-loops")')
 
     def reduction_loop(r, indent, acc_ref, tiled: bool, body_lines):
         t = _acc_type(r)
@@ -295,16 +390,20 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             body_lines.append(f"{indent}}}")
             return
         red_clause = ""
+        opname = {"sum": "+", "prod": "*", "max": "max"}[r.op]
         if not tiled:
-            opname = {"sum": "+", "prod": "*", "max": "max"}[r.op]
             red_clause = f" reduction({opname}:{r.name})" + (f" reduction(|:{nan})" if nan else "")
-        top_parallel = parallel and n == 0 and r.depth == 0 and not tiled
+        top_parallel = parallel and (n == 0 and r.depth == 0 or rsplit) and not tiled
         for j, (v, size) in enumerate(zip(r.rvars, r.rsizes)):
             last = j == len(r.rvars) - 1
             if j == 0 and top_parallel:
-                pragma = f"#pragma omp parallel for{nt}{' simd' if last else ''}{red_clause}"
+                # clauses after the combined construct's name: `parallel for num_threads(2) simd` is an error
+                pragma = f"#pragma omp parallel for{simd_clause if last else ''}{nt}{red_clause}"
+            elif j == 0 and tiled and rsplit:  # the tile's accumulators, reduced as array sections
+                pragma = (f"#pragma omp parallel for{nt} reduction({opname}:{r.name}[:{tile}])"
+                          + (f" reduction(|:{r.name}_nan[:{tile}])" if nan else ""))
             elif last and not tiled:
-                pragma = f"#pragma omp simd{red_clause}"
+                pragma = f"{simd}{red_clause}"
             else:
                 pragma = ""
             if pragma:
@@ -312,7 +411,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             body_lines.append(f"{indent}for (int64_t {v} = 0; {v} < {size}; {v}++) {{")
             indent += "  "
         if tiled:
-            body_lines.append(f"{indent}#pragma omp simd")
+            body_lines.append(f"{indent}{simd}")
             body_lines.append(f"{indent}for (int64_t j = 0; j < nb; j++) {{")
             indent += "  "
             body_lines.append(f"{indent}const int64_t x{n - 1} = xb + j;")
@@ -338,8 +437,10 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     def stores(indent, acc_ref, body_lines):
         preset = {e: f"{scratch}[x{n - 1}]" for entries in row_cache.values() for _, scratch, e in entries}
         body = Body(k, body_lines, indent, acc_ref, preset)
-        for s in k.stores:
-            v = body.emit(s.value)
+        # every value before any store: an output may overwrite an input in place (an optimizer
+        # step), which the other outputs of this iteration still read
+        values = [body.emit(s.value) for s in k.stores]
+        for s, v in zip(k.stores, values):
             if s.dtype == "bool":
                 v = f"({v} != 0)"
             elif s.dtype == "bfloat16":
@@ -367,12 +468,34 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         if interchange and d == n - 1:
             emit_tiled(indent)
             return
-        size = k.loops[d]
-        if d == 0 and parallel:
+        x = n - 1 - d if swap else d
+        size = k.loops[x]
+        if chunk and d == 0:  # parallel over chunks, each one vector loop
+            lines.append(f"{indent}#pragma omp parallel for{nt} schedule(static)")
+            lines.append(f"{indent}for (int64_t x{x}c = 0; x{x}c < {size}; x{x}c += {chunk}) {{")
+            lines.append(f"{indent}  const int64_t x{x}e = x{x}c + {chunk} < {size} ? x{x}c + {chunk} : {size};")
+            lines.append(f"{indent}  {simd}")
+            lines.append(f"{indent}  for (int64_t x{x} = x{x}c; x{x} < x{x}e; x{x}++) {{")
+            emit_level(d + 1, indent + "    ")
+            lines.append(f"{indent}  }}")
+            lines.append(f"{indent}}}")
+            return
+        if row_fn and d == 0:  # the row as a function with restrict parameters, called in parallel
+            start = len(lines)
+            emit_level(d + 1, "  ")
+            body = lines[start:]
+            del lines[start:]
+            at = next(i for i, line in enumerate(lines) if line.startswith(f"void {fn_name}("))
+            lines[at:at] = [f"static inline void {fn_name}_row(int64_t x{x}, {', '.join(params)}) {{", *body, "}"]
+            args = ", ".join(f"b{i}" for i in range(len(k.buffers)))
+            lines.append(f"{indent}#pragma omp parallel for{nt} schedule(static)")
+            lines.append(f"{indent}for (int64_t x{x} = 0; x{x} < {size}; x{x}++) {fn_name}_row(x{x}, {args});")
+            return
+        if d == 0 and outer_parallel:
             lines.append(f"{indent}#pragma omp parallel for{nt} schedule(static)")
         elif d == n - 1 and not any(r.depth == n for r in k.reduces):
-            lines.append(f"{indent}#pragma omp simd")
-        lines.append(f"{indent}for (int64_t x{d} = 0; x{d} < {size}; x{d}++) {{")
+            lines.append(f"{indent}{simd}")
+        lines.append(f"{indent}for (int64_t x{x} = 0; x{x} < {size}; x{x}++) {{")
         emit_level(d + 1, indent + "  ")
         lines.append(f"{indent}}}")
 
@@ -384,24 +507,24 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         def tile_ref(name):
             return f"{name}[j]" if name in tiled_accs else name
 
-        if n == 1 and parallel:
+        if n == 1 and outer_parallel:
             lines.append(f"{indent}#pragma omp parallel for{nt} schedule(static)")
-        lines.append(f"{indent}for (int64_t xb = 0; xb < {size}; xb += {TILE}) {{")
+        lines.append(f"{indent}for (int64_t xb = 0; xb < {size}; xb += {tile}) {{")
         ind = indent + "  "
-        lines.append(f"{ind}const int64_t nb = {size} - xb < {TILE} ? {size} - xb : {TILE};")
+        lines.append(f"{ind}const int64_t nb = {size} - xb < {tile} ? {size} - xb : {tile};")
         for r in k.reduces:
             if r.depth != n:
                 continue
             t = _acc_type(r)
-            lines.append(f"{ind}{t} {r.name}[{TILE}];")
+            lines.append(f"{ind}{t} {r.name}[{tile}];")
             if r.op == "max" and _is_float(t):
-                lines.append(f"{ind}int {r.name}_nan[{TILE}];")
-                lines.append(f"{ind}for (int64_t j = 0; j < {TILE}; j++) {r.name}_nan[j] = 0;")
-            lines.append(f"{ind}for (int64_t j = 0; j < {TILE}; j++) {r.name}[j] = {_init(r)};")
+                lines.append(f"{ind}int {r.name}_nan[{tile}];")
+                lines.append(f"{ind}for (int64_t j = 0; j < {tile}; j++) {r.name}_nan[j] = 0;")
+            lines.append(f"{ind}for (int64_t j = 0; j < {tile}; j++) {r.name}[j] = {_init(r)};")
             reduction_loop(r, ind, tile_ref, True, lines)
             if r.op == "max" and _is_float(t):
                 lines.append(f"{ind}for (int64_t j = 0; j < nb; j++) if ({r.name}_nan[j]) {r.name}[j] = ({t})NAN;")
-        lines.append(f"{ind}#pragma omp simd")
+        lines.append(f"{ind}{simd}")
         lines.append(f"{ind}for (int64_t j = 0; j < nb; j++) {{")
         lines.append(f"{ind}  const int64_t x{n - 1} = xb + j;")
         stores(ind + "  ", tile_ref, lines)

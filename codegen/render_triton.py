@@ -157,6 +157,40 @@ def choose_config(k: Kernel, *, xblock_max: int = 1024, persistent_max: int = 81
     return TritonConfig(XBLOCK=xb, RBLOCK=rb, num_warps=warps, num_stages=1)
 
 
+MAX_BLOCK_NUMEL = 1 << 16  # elements of one XBLOCK x RBLOCK block worth trying: more spills registers
+
+
+def _pow2s(lo: int, hi: int) -> tuple[int, ...]:
+    out, v = [], 1
+    while v <= hi:
+        if v >= lo:
+            out.append(v)
+        v *= 2
+    return tuple(out)
+
+
+def search_space(k: Kernel) -> dict[str, tuple]:
+    """Per `TritonConfig` field, the values an autotuner tries for `k`, ascending (the default
+    config's values included). `valid_config` says which combinations are worth compiling."""
+    d = choose_config(k)
+    warps = (1, 2, 4, 8, 16)
+    if not k.reduces:
+        top = max(64, min(next_pow2(k.numel), 4096))
+        return {"XBLOCK": tuple(sorted(set(_pow2s(64, top)) | {d.XBLOCK})), "num_warps": warps}
+    rows = _prod(k.loops[:row_depth(k)])
+    maxr = max(stage_sizes(k), default=1)
+    xs = set(_pow2s(1, max(1, min(next_pow2(rows), 256)))) | {d.XBLOCK}
+    rs = set(_pow2s(min(16, next_pow2(maxr)), max(1, min(next_pow2(maxr), 16384)))) | {d.RBLOCK}
+    return {"XBLOCK": tuple(sorted(xs)), "RBLOCK": tuple(sorted(rs)), "num_warps": warps, "num_stages": (1, 2, 3)}
+
+
+def valid_config(k: Kernel, cfg: TritonConfig) -> bool:
+    """Blocks that fit: at most MAX_BLOCK_NUMEL elements (or the default's), one element per thread or more."""
+    numel = cfg.XBLOCK * max(cfg.RBLOCK, 1)
+    d = choose_config(k)
+    return numel <= max(MAX_BLOCK_NUMEL, d.XBLOCK * d.RBLOCK) and cfg.num_warps * 32 <= max(numel, 32)
+
+
 def _cond_syms(conds) -> set:
     out: set = set()
     for _, a, _ in conds:
@@ -648,8 +682,14 @@ class _Renderer:
             code += ".to(tl.float32)"
         return code
 
-    def store(self, s: Store, scope: _Scope) -> None:
-        v = self.emit(s.value, scope)
+    def stores(self, scope: _Scope) -> None:
+        """Every value before any store: an output may overwrite an input in place (an optimizer
+        step), which the other outputs still read."""
+        values = [self.emit(s.value, scope) for s in self.k.stores]
+        for s, v in zip(self.k.stores, values):
+            self.store(s, scope, v)
+
+    def store(self, s: Store, scope: _Scope, v: str) -> None:
         if s.dtype == "bfloat16":
             v = f"_lz_bf16({v})"
         elif s.dtype != compute_dtype(s.dtype):
@@ -838,27 +878,23 @@ class _Renderer:
         d = len(k.loops) if self.pointwise else self.D
         self.define_vars(top, "xindex", [f"x{i}" for i in range(d)], k.loops[:d], xmask)
         if self.pointwise:
-            for s in k.stores:
-                self.store(s, top)
+            self.stores(top)
             return lines
         self.k = k = self.share_persistent()
         for si, r in enumerate(k.reduces):
             self.reduce_stage(r, top, si)
         n = len(k.loops)
         if self.D == n:
-            for s in k.stores:
-                self.store(s, top)
+            self.stores(top)
             return lines
         names, sizes = [f"x{i}" for i in range(self.D, n)], k.loops[self.D:]
         numel = _prod(sizes)
         if numel <= cfg.RBLOCK:
             self.persistent_vars(top, names, sizes)
-            for s in k.stores:
-                self.store(s, top)
+            self.stores(top)
             return lines
         body = self.loop(top, len(k.reduces), numel, names, sizes)
-        for s in k.stores:
-            self.store(s, body)
+        self.stores(body)
         top.lines.extend(body.lines)
         return lines
 

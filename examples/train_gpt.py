@@ -94,8 +94,10 @@ def make_batches(steps: int, batch: int, cfg: Config, seed: int = 0, noise: floa
     return out
 
 
-def train(lib_name: str, batches, cfg: Config, lr: float = 3e-3, seed: int = 0, compile: bool = False):
-    """Losses and per-step seconds of AdamW steps with torch ("torch") or lazy ("lazy")."""
+def train(lib_name: str, batches, cfg: Config, lr: float = 3e-3, seed: int = 0, compile: bool = False,
+          jit: bool = False):
+    """Losses and per-step seconds of AdamW steps with torch ("torch") or lazy ("lazy"); `jit`: the
+    lazy step under lazy.jit (recorded on its 2nd and 3rd calls, replayed after)."""
     torch.manual_seed(seed)
     reference = gpt(torch, cfg)  # both libraries start from these weights
     if lib_name == "torch":
@@ -106,15 +108,21 @@ def train(lib_name: str, batches, cfg: Config, lr: float = 3e-3, seed: int = 0, 
         model.load_state_dict(reference.state_dict())
         run = model
     opt = lib.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    losses, seconds = [], []
-    for xb, yb in batches:
-        t0 = time.perf_counter()
-        x, y = wrap(xb), wrap(yb)
+
+    def step(x, y):
         logits = run(x)
         loss = lib.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab), y.reshape(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()  # lazy: forward, backward and update run here, as one schedule
+        return loss
+
+    if jit and lib_name == "lazy":
+        step = lazy.jit(step)
+    losses, seconds = [], []
+    for xb, yb in batches:
+        t0 = time.perf_counter()
+        loss = step(wrap(xb), wrap(yb))
         losses.append(loss.item())
         seconds.append(time.perf_counter() - t0)
     return losses, seconds
@@ -142,11 +150,11 @@ def main(argv=None) -> None:
     print(f"lazy's first step (schedule + compile): {secs[0]:.1f} s")
 
     timing = make_batches(args.timing_steps + 3, args.batch, cfg, seed=1)
-    kinds = ["lazy", "torch"] + (["torch.compile"] if args.compile else [])
+    kinds = ["lazy", "lazy.jit", "torch"] + (["torch.compile"] if args.compile else [])
     print(f"\none training step (median of {args.timing_steps}, after 3 warm-up steps), this process:")
     for kind in kinds:
         _, s = train("torch" if kind.startswith("torch") else "lazy", timing, cfg, args.lr,
-                     compile=kind == "torch.compile")
+                     compile=kind == "torch.compile", jit=kind == "lazy.jit")
         print(f"  {kind:<14} {statistics.median(s[3:]) * 1e3:9.2f} ms   (first step {s[0]:.2f} s)")
     with lazy.profile() as prof:
         train("lazy", timing[:2], cfg, args.lr)

@@ -37,8 +37,11 @@ def make_batches(steps: int, batch: int, sizes=(784, 256, 10), seed: int = 0):
     return out
 
 
-def train(lib: str, batches, sizes=(784, 256, 10), lr: float = 1e-3, seed: int = 0, compile: bool = False):
-    """Losses and per-step seconds of `len(batches)` AdamW steps with torch ("torch") or lazy ("lazy")."""
+def train(lib: str, batches, sizes=(784, 256, 10), lr: float = 1e-3, seed: int = 0, compile: bool = False,
+          jit: bool = False):
+    """Losses and per-step seconds of `len(batches)` AdamW steps with torch ("torch") or lazy ("lazy");
+    `compile`: the torch model under torch.compile; `jit`: the lazy step under lazy.jit (recorded on its
+    2nd and 3rd calls, replayed after)."""
     torch.manual_seed(seed)
     reference = make_model(torch.nn, sizes)  # both libraries start from these weights
     if lib == "torch":
@@ -49,14 +52,20 @@ def train(lib: str, batches, sizes=(784, 256, 10), lr: float = 1e-3, seed: int =
         model.load_state_dict(reference.state_dict())
         F, optim, wrap, run = lazy.nn.functional, lazy.optim, lazy.tensor, model
     opt = optim.AdamW(model.parameters(), lr=lr)
-    losses, seconds = [], []
-    for xb, yb in batches:
-        t0 = time.perf_counter()
-        x, y = wrap(xb), wrap(yb)
+
+    def step(x, y):
         loss = F.cross_entropy(run(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()  # lazy: forward, backward and update run here, as one schedule
+        return loss
+
+    if jit and lib == "lazy":
+        step = lazy.jit(step)
+    losses, seconds = [], []
+    for xb, yb in batches:
+        t0 = time.perf_counter()
+        loss = step(wrap(xb), wrap(yb))
         losses.append(loss.item())
         seconds.append(time.perf_counter() - t0)
     return losses, seconds
@@ -82,11 +91,11 @@ def main(argv=None) -> None:
     print(f"max |loss difference| over {args.steps} steps: {max(abs(a - b) for a, b in zip(ref, got)):.3e}")
 
     timing = make_batches(args.timing_steps + 5, args.batch, sizes, seed=1)
-    kinds = ["lazy", "torch"] + (["torch.compile"] if args.compile else [])
+    kinds = ["lazy", "lazy.jit", "torch"] + (["torch.compile"] if args.compile else [])
     print(f"\none training step (median of {args.timing_steps}, after 5 warm-up steps), this process:")
     for kind in kinds:
         _, secs = train("torch" if kind.startswith("torch") else "lazy", timing, sizes, args.lr,
-                        compile=kind == "torch.compile")
+                        compile=kind == "torch.compile", jit=kind == "lazy.jit")
         print(f"  {kind:<14} {statistics.median(secs[5:]) * 1e3:9.2f} ms   (first step {secs[0]:.2f} s)")
     with lazy.profile() as prof:
         train("lazy", timing[:2], sizes, args.lr)

@@ -4,6 +4,15 @@ The public surface is torch-shaped: `lazy.tensor`, `lazy.zeros`, `lazy.float32`,
 torch-style functions mirroring Tensor methods (`lazy.exp(x)`, `lazy.sum(x, 1)`).
 """
 
+import os as _os
+
+# OpenMP threads sleep when idle instead of spinning (unless the user chose): our kernels, torch's
+# and the BLAS's share one libgomp team, and on a machine with other busy processes a spinning team
+# loses whole scheduler time slices at every parallel region (an MLP training step measured
+# 11 ms median spinning vs 2.3 ms passive, torch eager alike). libgomp reads this when it loads,
+# i.e. at the first `import torch`, so it only takes effect when lazy is imported first.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from lazy.dtypes import *  # float32, ..., bool_, get_default_dtype
 from lazy.dtypes import ALIASES as _ALIASES
 from lazy.tensor import *  # Tensor, creation functions, where, cat, realize, ...
@@ -19,3 +28,5 @@ from lazy.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enable
 from lazy.transforms import grad, jvp, value_and_grad  # noqa: E402,F401
 from lazy import nn  # noqa: F401
 from lazy import optim  # noqa: F401
+from lazy.jit import jit  # noqa: E402,F401
+from lazy.tuning import tune  # noqa: F401

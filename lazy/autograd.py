@@ -72,9 +72,11 @@ def _minmax_vjp(mine: Op):
 
 def _pow_vjp(n: Node, g: Node):
     a, b = n.srcs
-    da = mul(g, mul(b, node(Op.POW, (a, sub(b, _k(1, b))))))
-    # d/db a**b = a**b * log(a); torch defines it as 0 where a == 0 and b >= 0
-    zero_base = node(Op.EQ, (a, _zeros_like(a)))
+    # d/da a**b = b * a**(b-1), which torch defines as 0 where b == 0 (0 * 0**-1 would be NaN)
+    zero_exp = node(Op.EQ, (b, _zeros_like(b)))
+    da = where(zero_exp, _zeros_like(g), mul(g, mul(b, node(Op.POW, (a, sub(b, _k(1, b)))))))
+    # d/db a**b = a**b * log(a); torch defines it as 0 where a == 0 and b >= 0 (not for b < 0: -inf)
+    zero_base = node(Op.AND, (node(Op.EQ, (a, _zeros_like(a))), node(Op.LE, (_zeros_like(b), b))))
     db = where(zero_base, _zeros_like(g), mul(g, mul(n, node(Op.LOG, (a,)))))
     return da, db
 

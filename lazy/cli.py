@@ -6,6 +6,7 @@ Subcommands:
              a table (or JSON), a record appended to the history, the HTML dashboard
   dashboard  re-render the HTML dashboard from a history file (perf/dashboard.py)
   kernels    run a script and compile every kernel it makes for a GPU target, ahead of time
+  tune       run a script with kernel autotuning on; report, clear, export or import the tuning database
 Exit codes: 0 success, 1 a workload failed, 2 bad usage.
 """
 
@@ -95,6 +96,12 @@ def _kernels(args) -> int:
     return kernels_report.main(args.script, head + tail, target)
 
 
+def _tune(args) -> int:
+    from lazy import tuning
+
+    return tuning.main(args)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="lazy", description="lazy-triton: lazy tensors fused into few kernels")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -130,6 +137,28 @@ def main(argv=None) -> int:
     k.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     k.add_argument("--target", default="sm_90", help="NVIDIA target, e.g. sm_80, sm_90 (default), sm_100")
     k.set_defaults(fn=_kernels)
+    t = sub.add_parser("tune", help="run a script with kernel autotuning on; manage the tuning database",
+                       description="Run SCRIPT (with ARGS) as __main__ with tuning on: every distinct kernel it "
+                                   "launches is benchmarked under candidate configs on its real buffers (each "
+                                   "candidate verified against the default's result), and the winner is stored in "
+                                   "the tuning database ($LAZY_TUNE_DB, default $LAZY_CACHE_DIR/tuning.sqlite), "
+                                   "which every later run on this device uses. Options go before SCRIPT. Exit "
+                                   "codes: 0 ok, 1 the script failed, 2 bad usage.")
+    t.add_argument("script", nargs="?", default=None, help="the Python script to run")
+    t.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    t.add_argument("--budget-s", type=float, default=10.0, metavar="SECONDS",
+                   help="wall time per kernel for the search (default 10)")
+    t.add_argument("--max-configs", type=int, default=40, metavar="N",
+                   help="configs benchmarked per kernel at most, the default included (default 40)")
+    t.add_argument("--force", action="store_true", help="re-tune kernels the database already has")
+    t.add_argument("--report", action="store_true",
+                   help="show each tuned kernel: default and tuned time, speedup, configs tried, winning config")
+    t.add_argument("--all-devices", action="store_true", help="with --report: rows of every device, not only this one")
+    t.add_argument("--clear", action="store_true", help="delete every tuned kernel from the database")
+    t.add_argument("--export", metavar="FILE", default=None, help="write the database as JSON")
+    t.add_argument("--import", dest="import_", metavar="FILE", default=None,
+                   help="merge a JSON export into the database")
+    t.set_defaults(fn=_tune)
     args = ap.parse_args(argv)
     return args.fn(args)
 

@@ -34,6 +34,9 @@ class DType:
     def __repr__(self) -> str:
         return f"lazy.{self.name}"
 
+    def __hash__(self) -> int:  # by name (equal dtypes share it): every node key hashes a dtype
+        return hash(self.name)
+
     @property
     def is_float(self) -> bool:
         return self.kind == "f"
@@ -52,6 +55,7 @@ DTYPES = {d.name: d for d in (float32, float64, float16, bfloat16, int32, int64,
 
 
 class Op(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons compared by identity; Enum's hash is Python code
     # leaves
     BUFFER = enum.auto()  # arg: Buffer (realized memory)
     CONST = enum.auto()  # arg: python scalar, broadcast to `shape`
@@ -136,7 +140,7 @@ class Buffer:
 class Node:
     """One immutable graph node. Build with `node()`; compare with `is`."""
 
-    __slots__ = ("__weakref__", "_key", "arg", "dtype", "op", "shape", "srcs")
+    __slots__ = ("__weakref__", "_key", "arg", "device", "dtype", "op", "shape", "srcs")
     op: Op
     srcs: tuple[Node, ...]
     arg: Any
@@ -180,6 +184,14 @@ def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[i
     for name, val in (("op", op), ("srcs", srcs), ("arg", arg), ("dtype", dtype), ("shape", shape)):
         object.__setattr__(n, name, val)
     object.__setattr__(n, "_key", key)
+    # the device of the buffers under n, derived once here (None: constants only, they go anywhere;
+    # "mixed": buffers on several devices, which the Tensor layer reports at the op)
+    if op is Op.BUFFER:
+        dev = str(arg.data.device)
+    else:
+        devs = {s.device for s in srcs if s.device is not None}
+        dev = devs.pop() if len(devs) == 1 else (None if not devs else "mixed")
+    object.__setattr__(n, "device", dev)
     _interned[key] = n
     if op is Op.BUFFER:  # keep the id() in the key meaningful: the buffer lives as long as the node
         object.__setattr__(n, "arg", arg)

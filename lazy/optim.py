@@ -3,9 +3,17 @@
 In:  parameters whose `.grad` holds lazy gradient graphs (from `loss.backward()`).
 Out: `step()` computes each parameter's and each state tensor's new value, realizes them all in
      ONE schedule, together with the gradients and the losses `backward()` left pending
-     (`lazy.transforms.pending_roots`), and assigns them in place (the Tensor objects stay, their
-     nodes become the new buffers; no copy kernel). So forward, backward and update of a training
+     (`lazy.transforms.pending_roots`), and writes them in place: the kernels store the new values
+     into the parameters' and the state's own memory (the Tensor objects and their buffers stay;
+     no copy kernel, no new allocation per step). So forward, backward and update of a training
      step are one program, and a later `loss.item()` reads a buffer.
+
+In-place writes and lazy reads
+- A write goes into the old buffer only when nothing but this step's graph refers to it
+  (`_in_place_targets`: a lazy tensor built from the old value earlier and realized later must
+  still see the old value, as it would have in torch), and only where the scheduler finds no
+  read of the old value after the write (scheduler.schedule `_in_place_hazards`). Otherwise the
+  value gets a fresh buffer that the tensor takes over, as a plain assignment.
 
 Why the pieces look the way they do
 - Per-step numbers (lr, Adam's bias corrections) go into the graph as a small host BUFFER, never
@@ -30,13 +38,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import defaultdict
+import sys
+from collections import Counter, defaultdict
 
 import torch
 
 from lazy.autograd import enable_grad, no_grad
 from lazy.dtypes import to_torch
-from lazy.graph import Node, Op, const, node
+from lazy.graph import Node, Op, const, node, toposort
 from lazy.nn.init import _assign
 from lazy.tensor import Tensor, realize, tensor
 
@@ -57,6 +66,7 @@ class Optimizer:
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
         self.state: dict = defaultdict(dict)  # Tensor hashes by identity, like torch
+        self._scalars = _Scalars()
         self.param_groups: list[dict] = []
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
@@ -112,28 +122,37 @@ class Optimizer:
                 loss = closure()
         updates: list[tuple[Tensor, Tensor]] = []
         grads: list[tuple[Tensor, Tensor]] = []
+        entries = [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
+        numbers = [self._numbers(p, group, self.state[p]) for p, group in entries]
+        scalars = self._scalars.write(entries, numbers)
+        # on a replay of a captured step (lazy.jit) only the host numbers are redone, then the kernels run
+        from lazy.runtime import record_host_effect
+        record_host_effect(functools.partial(self._renumber, entries))
         with no_grad():
-            for group in self.param_groups:
-                scalars = _Scalars()
-                for p in group["params"]:
-                    if p.grad is not None:
-                        # DETACHed inputs: no gradient flows through an update (so realize returns
-                        # plain buffers, and no node needs a DETACH of its own)
-                        g = node(Op.DETACH, (p.grad._node,))
-                        if g.dtype is not p.dtype:
-                            g = node(Op.CAST, (g,), p.dtype)
-                        news = self._update(p, _Expr(node(Op.DETACH, (p._node,))), _Expr(g), group,
-                                            self.state[p], scalars.of(p))
-                        updates += [(t, Tensor._new(e.node)) for t, e in news]
-                        grads.append((p, p.grad))
+            for (p, group), nums in zip(entries, scalars):
+                # DETACHed inputs: no gradient flows through an update (so realize returns plain
+                # buffers, and no node needs a DETACH of its own)
+                g = node(Op.DETACH, (p.grad._node,))
+                if g.dtype is not p.dtype:
+                    g = node(Op.CAST, (g,), p.dtype)
+                news = self._update(p, _Expr(node(Op.DETACH, (p._node,))), _Expr(g), group, self.state[p], nums)
+                updates += [(t, Tensor._new(e.node)) for t, e in news]
+                grads.append((p, p.grad))
         _realize_step(updates, grads)
         return loss
 
+    def _renumber(self, entries) -> None:
+        self._scalars.write(entries, [self._numbers(p, group, self.state[p]) for p, group in entries], views=False)
+
+    def _numbers(self, param: Tensor, group: dict, state: dict) -> tuple[float, ...]:
+        """This step's host numbers for one parameter (learning rate, bias corrections), advancing
+        its step count; they reach the kernels through a buffer (see _Scalars)."""
+        raise NotImplementedError
+
     def _update(self, param: Tensor, p: _Expr, grad: _Expr, group: dict, state: dict,
-                scalars) -> list[tuple[Tensor, _Expr]]:
+                nums: tuple[_Expr, ...]) -> list[tuple[Tensor, _Expr]]:
         """[(tensor, its new value)] for the parameter and each state tensor, as graph expressions
-        (`p`, `grad`: param's and its gradient's nodes); `scalars(*values)` gives this step's
-        numbers as expressions (see _Scalars)."""
+        (`p`, `grad`: param's and its gradient's nodes; `nums`: `_numbers`' values, broadcast)."""
         raise NotImplementedError
 
     # ---- saving and loading (torch's layout: state by parameter index)
@@ -214,28 +233,44 @@ class _Expr:
 
 
 class _Scalars:
-    """This step's numbers for one parameter group as views of one small host buffer (see the
-    module docstring); parameters that need the same numbers share the buffer.
-    `of(p)(*values)` -> one expression per value, broadcast to p's shape and dtype."""
+    """The step's host numbers as views of one small buffer per (dtype, device), which the optimizer
+    keeps and overwrites every step: the graph reads the same buffer nodes at every step (one
+    structure, one compiled program) and a replayed step (lazy.jit) sees new numbers after
+    `write` alone. Each parameter owns its slots; `write` returns one expression per number,
+    broadcast to the parameter's shape."""
 
     def __init__(self):
-        self.cache: dict = {}
+        self.bufs: dict = {}  # (dtype, device) -> Tensor over the host/device buffer
 
-    def of(self, p: Tensor):
-        return lambda *values: self.get(p, values)
-
-    def get(self, p: Tensor, values: tuple[float, ...]) -> tuple[_Expr, ...]:
-        key = (p.dtype, str(p.device), values)
-        views = self.cache.get(key)
-        if views is None:
-            buf = tensor(torch.tensor(values, dtype=to_torch(p.dtype)))
-            if buf.device != p.device:
-                buf = buf.to(p.device)
-            views = self.cache[key] = [buf[i]._node for i in range(len(values))]
-        shape = tuple(p.shape)
-        if not shape:
-            return tuple(_Expr(v) for v in views)
-        return tuple(_Expr(node(Op.EXPAND, (node(Op.RESHAPE, (v,), (1,) * len(shape)),), shape)) for v in views)
+    def write(self, entries, numbers, views: bool = True) -> list[tuple[_Expr, ...]]:
+        layout: dict = defaultdict(list)
+        slots = []
+        for (p, _), nums in zip(entries, numbers):
+            key = (p.dtype, str(p.device))
+            slots.append((key, len(layout[key])))
+            layout[key].extend(nums)
+        bufs = {}
+        for key, values in layout.items():
+            host = torch.tensor(values, dtype=to_torch(key[0]))
+            buf = self.bufs.get(key)
+            if buf is None or buf.shape[0] != len(values):
+                buf = tensor(host) if key[1] == "cpu" else tensor(host).to(key[1]).realize()
+                self.bufs[key] = buf
+            else:
+                buf._node.arg.data.copy_(host)  # in place: nothing pending reads the last step's numbers
+            bufs[key] = buf._node
+        if not views:
+            return []
+        out = []
+        for ((p, _), nums), (key, start) in zip(zip(entries, numbers), slots):
+            shape = tuple(p.shape)
+            exprs = []
+            for i in range(start, start + len(nums)):
+                v = node(Op.RESHAPE, (node(Op.SHRINK, (bufs[key],), ((i, i + 1),)),), ())
+                exprs.append(_Expr(v if not shape else
+                                   node(Op.EXPAND, (node(Op.RESHAPE, (v,), (1,) * len(shape)),), shape)))
+            out.append(tuple(exprs))
+        return out
 
 
 def _zeros_buffer(p: Tensor) -> Tensor:
@@ -265,12 +300,35 @@ def _realize_step(updates: list[tuple[Tensor, Tensor]], grads: list[tuple[Tensor
     # grouped by the parameter's device: asking a fresh gradient graph for its device walks it
     for p, t in [*updates, *grads, *((t, t) for t in pending)]:
         by_device[str(p.device)].append(t)
+    into = _in_place_targets(updates, [t._node for ts in by_device.values() for t in ts])
     for ts in by_device.values():
-        realize(*ts)
+        realize(*ts, _into=into)
     for target, value in updates:
-        _assign(target, value)  # the tensor object stays; its node becomes the realized buffer
+        # the tensor object stays; its node becomes the realized buffer, which is its own buffer
+        # when the update was written in place
+        _assign(target, value)
     for t in pending:
         transforms.pending_roots.discard(t)
+
+
+def _in_place_targets(updates: list[tuple[Tensor, Tensor]], roots: list[Node]) -> dict:
+    """{id(new value): the buffer it may overwrite}: a parameter's (or state tensor's) own buffer,
+    when nothing but this step's graph refers to the buffer's node, so no lazy tensor built
+    earlier can read the old value after the step. (torch updates in place too; there every
+    earlier result is computed already.) The scheduler then checks the order within the step."""
+    order = toposort(roots)
+    uses = Counter(id(s) for m in order for s in m.srcs)
+    listed = {id(m) for m in order}
+    into = {}
+    for target, value in updates:
+        n = target._node
+        if n.op is not Op.BUFFER:
+            continue
+        # references to n: target's tensor, this frame's `n`, getrefcount's argument, `order` (if
+        # listed) and one per use as a source in this step's graph; anything more is someone else's
+        if sys.getrefcount(n) == 3 + (id(n) in listed) + uses[id(n)]:
+            into[id(value)] = n.arg
+    return into
 
 
 def _check(name: str, value: float, low: float = 0.0) -> None:
@@ -291,8 +349,11 @@ class SGD(Optimizer):
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
                                       "nesterov": nesterov, "maximize": maximize})
 
-    def _update(self, param, p, grad, group, state, scalars):
-        (lr,) = scalars(group["lr"])
+    def _numbers(self, param, group, state):
+        return (group["lr"],)
+
+    def _update(self, param, p, grad, group, state, nums):
+        (lr,) = nums
         g = -grad if group["maximize"] else grad
         if group["weight_decay"] != 0:
             g = g + p * group["weight_decay"]
@@ -329,19 +390,23 @@ class Adam(Optimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                                       "amsgrad": amsgrad, "maximize": maximize})
 
-    def _update(self, param, p, grad, group, state, scalars):
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = _zeros_buffer(param)
-            state["exp_avg_sq"] = _zeros_buffer(param)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = _zeros_buffer(param)
-        state["step"] += 1
+    def _numbers(self, param, group, state):
+        state["step"] = state.get("step", 0) + 1
         step, lr, wd = state["step"], group["lr"], group["weight_decay"]
         beta1, beta2 = group["betas"]
         # torch's host arithmetic in double; the kernel sees each number rounded to p's dtype once
         step_size = lr / (1 - beta1 ** step)
-        decay, neg_step, bc2_sqrt = scalars(1 - lr * wd, -step_size, math.sqrt(1 - beta2 ** step))
+        return 1 - lr * wd, -step_size, math.sqrt(1 - beta2 ** step)
+
+    def _update(self, param, p, grad, group, state, nums):
+        if "exp_avg" not in state:
+            state["exp_avg"] = _zeros_buffer(param)
+            state["exp_avg_sq"] = _zeros_buffer(param)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = _zeros_buffer(param)
+        wd = group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        decay, neg_step, bc2_sqrt = nums
         g = -grad if group["maximize"] else grad
         m, v = state["exp_avg"], state["exp_avg_sq"]
         new_p = p

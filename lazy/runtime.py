@@ -8,6 +8,9 @@ Invariants
   scheduling, no sympy and no compiling: it allocates and launches.
 - Large buffers come from a pool of huge-page-backed numpy allocations, reused once no tensor
   refers to them any more: fresh 4 KiB pages cost more than the kernels that fill them.
+- Kernels compile with their tuned config when the tuning database has one for this device
+  (codegen/tune.py: one lookup per distinct kernel per process); while a tuning session is on
+  (lazy/tuning.py) each new kernel is tuned on its real buffers just before its first launch.
 - Debug output only under LAZY_DEBUG (1: kernels and times, 2: fusion decisions, 3: generated
   source, 4: the graph); `lazy.debug(level)` sets it for one block.
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codegen import compile_c, extern, render_c
+from codegen import compile_c, extern, render_c, tune
 from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place
 from lazy.graph import Buffer, Node, structure_key, toposort
 from scheduler import schedule
@@ -151,6 +154,18 @@ class BufferPool:
 pool = BufferPool()
 
 
+# -- capture (lazy.jit) -------------------------------------------------------------------------
+_recorders: list = []  # active captures (lazy.jit.Capture): each sees every realize and host effect
+
+
+def record_host_effect(fn) -> None:
+    """Tell an active capture about host state that a step changes outside the graph (an
+    optimizer's step count and learning-rate numbers): a replay calls `fn` before its kernels.
+    The caller has already done the work for this call."""
+    for r in _recorders:
+        r.host_effect(fn)
+
+
 # -- compiled schedules ------------------------------------------------------------------------
 @dataclass
 class Launch:
@@ -159,6 +174,7 @@ class Launch:
     slots: tuple[int, ...]
     source: str  # C source, or the path of the generated Triton module
     backend: str
+    config: object = None  # the tuned config it was built with (None: the backend's heuristics)
 
     def __call__(self, slots: list) -> None:
         if self.backend == "extern":
@@ -182,6 +198,7 @@ class Program:
 _programs: dict = {}
 cache_stats = {"schedule_hits": 0, "schedule_misses": 0}
 kernel_listeners: list = []  # callables(Kernel, backend): `lazy kernels` collects kernels this way
+tuner = None  # set by lazy/tuning.py while tuning: callable(Launch, slots) -> the Launch to run
 BACKENDS = ("c", "triton", "interp")
 
 
@@ -201,6 +218,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     """The launches that run `k`: one, or for a GEMM whose epilogue the backend cannot fuse into
     it, the GEMM into the output buffer and then the epilogue over it in place."""
     level = debug_level()
+    cfg = tune.tuned_config(k, backend)
     if isinstance(k, ExternCall):
         if level >= 3:
             _log(f"--- {k.name}: extern {k.op} {[(v.shape, v.strides, v.offset) for v in k.views]} ---")
@@ -222,7 +240,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
             return _compile(k.without_epilogue(), backend) + _compile(epilogue_in_place(k), backend)
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")
-        gemm = gemm_triton.load(k)
+        gemm = gemm_triton.load(k, cfg)
         if level >= 3:
             _log(f"--- {k.name} Triton GEMM {gemm.config} {gemm.path} ---\n{Path(gemm.path).read_text()}")
 
@@ -233,27 +251,27 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
                 self.fn(*[slots[s] for s in self.slots])
 
         slots = k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k))
-        return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern")]
+        return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern", cfg)]
     if backend == "c":
-        src = render_c.render_c(k)
+        src = render_c.render_c(k, config=cfg)
         if level >= 3:
             _log(f"--- {k.name} ({k.key()}) ---\n{src}")
         fn = compile_c.load(src)
         fn.argtypes = [ctypes.c_void_p] * len(k.buffers)
-        return [Launch(k, fn, k.meta["slots"], src, "c")]
+        return [Launch(k, fn, k.meta["slots"], src, "c", cfg)]
     from codegen import compile_triton
 
     if not torch.cuda.is_available():
         # Triton on CPU tensors runs under its interpreter (numerics only: how the tests use it)
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    fn = compile_triton.load(k)
+    fn = compile_triton.load(k, cfg)
     if level >= 3:
         _log(f"--- {k.name} ({k.key()}) {fn.path} ---\n{Path(fn.path).read_text()}")
-    return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton")]
+    return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton", cfg)]
 
 
-def _build(nodes: list[Node], buffers: list[Buffer], backend: str) -> Program:
-    sched = schedule(nodes, buffers)
+def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None) -> Program:
+    sched = schedule(nodes, buffers, into)
     misses = compile_c.stats.misses
     launches = []
     for k in sched.kernels:
@@ -276,16 +294,21 @@ def _device_of(buffers: list[Buffer], device: str | None) -> str:
     return devices.pop() if devices else "cpu"
 
 
-def program_for(nodes: list[Node], device: str | None = None) -> tuple[Program, list[Buffer], bool, str]:
+def program_for(nodes: list[Node], device: str | None = None,
+                into: list[Buffer | None] | None = None) -> tuple[Program, list[Buffer], bool, str]:
     key, buffers = structure_key(nodes)
     dev = _device_of(buffers, device)
     backend = backend_for(dev)
-    full_key = (key, backend, dev, os.environ.get("LAZY_GEMM", ""))  # LAZY_GEMM changes which GEMM runs
+    slots = None
+    if into is not None:
+        where = {id(b): i for i, b in enumerate(buffers)}
+        slots = tuple(None if b is None else where.get(id(b)) for b in into)
+    full_key = (key, backend, dev, slots, os.environ.get("LAZY_GEMM", ""))  # LAZY_GEMM changes which GEMM runs
     prog = _programs.get(full_key)
     fresh = prog is None
     if fresh:
         cache_stats["schedule_misses"] += 1
-        prog = _build(nodes, buffers, backend)
+        prog = _build(nodes, buffers, backend, slots)
         _programs[full_key] = prog
     else:
         cache_stats["schedule_hits"] += 1
@@ -298,17 +321,32 @@ def _alloc(shape, dtype: str, device: str):
     return torch.empty(shape, dtype=TORCH_DTYPES[dtype], device=device)
 
 
-def realize_nodes(nodes: list[Node], device: str | None = None) -> list[Buffer]:
+def realize_nodes(nodes: list[Node], device: str | None = None,
+                  into: list[Buffer | None] | None = None) -> list[Buffer]:
     """Compute `nodes` (one schedule for all of them) and return their buffers.
 
     `device` is where results go when no input buffer says so (e.g. `lazy.zeros(3)`).
+    `into[i]`: an input buffer node i may overwrite in place (when no other read sees the old
+    value; the scheduler decides): then buffer `into[i]` itself is returned for node i.
     """
     level = debug_level()
     if level >= 4:
         for n in toposort(nodes):
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
-    prog, buffers, fresh, dev = program_for(nodes, device)
+    prog, buffers, fresh, dev = program_for(nodes, device, into)
+    outs = run_program(prog, buffers, dev, fresh, t0)
+    for r in _recorders:
+        r.realized(prog, buffers, outs, dev)
+    return outs
+
+
+def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = False,
+                t0: float | None = None) -> list[Buffer]:
+    """Launch a program's kernels over `buffers` (its inputs, in structure-key order) and fresh
+    allocations; the buffers of its outputs."""
+    level = debug_level()
+    t0 = time.perf_counter() if t0 is None else t0
     for listener in kernel_listeners:  # every launch, cached or not (`lazy kernels` collects them)
         for ln in prog.launches:
             listener(ln.kernel, ln.backend)
@@ -317,7 +355,9 @@ def realize_nodes(nodes: list[Node], device: str | None = None) -> list[Buffer]:
     timed = bool(_profiles) or level >= 1
     sync = torch.cuda.synchronize if dev.startswith("cuda") and timed else (lambda: None)
     recs = []
-    for ln in prog.launches:
+    for i, ln in enumerate(prog.launches):
+        if tuner is not None:  # tune on the real buffers (inputs of this launch are ready now)
+            ln = prog.launches[i] = tuner(ln, slots)
         sync()
         t = time.perf_counter()
         ln(slots)

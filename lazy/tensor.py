@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
-from lazy import autograd
+from lazy import autograd, runtime
 from lazy.graph import (
     Buffer,
     DType,
@@ -142,37 +142,13 @@ def _device(op: str, device) -> str:
     raise RuntimeError(f"{op}: device {str(device)!r} is not supported (expected 'cpu' or 'cuda')")
 
 
-_node_devices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def node_device(n: Node) -> str | None:
     """The device of the buffers under `n` (None for graphs of constants only, which go anywhere)."""
-    hit = _node_devices.get(n, False)
-    if hit is not False:
-        return hit
-    stack, order, seen = [(n, False)], [], set()
-    while stack:  # iterative post-order: graphs of long training loops are deep and share subgraphs
-        m, done = stack.pop()
-        if done:
-            order.append(m)
-            continue
-        if id(m) in seen or m in _node_devices:
-            continue
-        seen.add(id(m))
-        stack.append((m, True))
-        stack.extend((s, False) for s in m.srcs if id(s) not in seen and s not in _node_devices)
-    for m in order:
-        if m.op is Op.BUFFER:
-            dev = str(m.arg.data.device)
-        else:
-            devs = {_node_devices[s] for s in m.srcs} - {None}
-            dev = devs.pop() if len(devs) == 1 else (None if not devs else "mixed")
-        _node_devices[m] = dev
-    return _node_devices[n]
+    return n.device
 
 
 def _same_device(op: str, *ts) -> None:
-    devs = {node_device(t._node) for t in ts if isinstance(t, Tensor)} - {None}
+    devs = {t._node.device for t in ts if isinstance(t, Tensor)} - {None}
     if len(devs) > 1:
         raise RuntimeError(f"{op}: expected all tensors on one device, got {', '.join(sorted(devs))} "
                            "(move them with .to(device) first)")
@@ -306,24 +282,31 @@ return_types = SimpleNamespace(max=namedtuple("max", ["values", "indices"]),
 
 # ---------------------------------------------------------------- realization
 
-def _realize(nodes: list[Node]) -> list[Buffer]:
-    """Run `nodes`; one Buffer per node with exactly its shape and dtype."""
+def _realize(nodes: list[Node], into: list[Buffer | None] | None = None) -> list[Buffer]:
+    """Run `nodes`; one Buffer per node with exactly its shape and dtype (`into`: see realize)."""
     if os.environ.get("LAZY_BACKEND") == "interp":
         from lazy.interpret import interpret
         # clone: results must not alias the inputs' memory (interpret returns views of buffers)
         return [Buffer(t.clone(memory_format=torch.contiguous_format)) for t in interpret(nodes)]
     from lazy.runtime import realize_nodes
-    return realize_nodes(nodes)
+    return realize_nodes(nodes, into=into)
 
 
-def realize(*tensors: Tensor):
-    """Realize several tensors in one schedule (e.g. all parameters after an optimizer step)."""
+def realize(*tensors: Tensor, _into: dict | None = None):
+    """Realize several tensors in one schedule (e.g. all parameters after an optimizer step).
+
+    `_into` (for optimizers): {id(tensor): Buffer} the tensor's value may overwrite in place when
+    nothing else in the schedule reads that buffer afterwards; the result then *is* that buffer."""
     todo: dict[int, Node] = {}
+    targets: dict[int, Buffer] = {}
     for t in tensors:
         if t._node.op not in _REALIZED:
             todo.setdefault(id(t._node), t._node)
+            if _into and id(t) in _into:
+                targets.setdefault(id(t._node), _into[id(t)])
     if todo:
-        bufs = dict(zip(todo, _realize(list(todo.values()))))
+        into = [targets.get(k) for k in todo] if targets else None
+        bufs = dict(zip(todo, _realize(list(todo.values()), into)))
         leaves = {id(t._node) for t in _leaf_tensors}
         live = autograd.differentiable_nodes(list(todo.values()), leaves)[1] if leaves else set()
         for t in tensors:
@@ -335,6 +318,8 @@ def realize(*tensors: Tensor):
                 elif id(n) in live:
                     bn = node(Op.STORED, (bn,), n)  # the value is stored; gradients still reach the graph
                 t._set_realized(bn)
+                for r in runtime._recorders:  # lazy.jit: a replay gives this tensor its new buffer
+                    r.bound(t, bufs[id(n)])
     return tensors[0] if len(tensors) == 1 else tensors
 
 
@@ -360,6 +345,11 @@ def _composite(fn):
 def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str = "", no_bool: bool = False):
     """A torch binary op: promotion, broadcasting, then one IR node (GT/GE come from swapping)."""
     def f(self, other):
+        if type(other) in (float, int) and not kinds and self.dtype.is_float:
+            # the common `x * 2.0`: torch keeps a float tensor's dtype for a Python number, so
+            # promotion, broadcasting and device checks have nothing to do (same nodes as _promote)
+            c = Tensor._new(const(other, self.dtype, self._node.shape))
+            return c._ew(op, self) if reverse else self._ew(op, c)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
             raise DTypeError(f"{name}: subtraction, the `-` operator, with a bool tensor is not supported; "
@@ -845,10 +835,12 @@ class Tensor:
 
     @_composite
     def sigmoid(self) -> Tensor:
-        # exp(-|x|) never overflows, so neither the value nor the gradient of either branch is inf
-        e = (-self.abs()).exp()
+        # exp(-|x|) never overflows, so neither the value nor the gradient of either branch is inf;
+        # -|x| is written as a WHERE (not abs) so that x = 0 keeps its one-sided derivative
+        pos = self >= 0
+        e = where(pos, -self, self).exp()
         r = (e + 1)._ew(Op.RECIP)
-        return where(self >= 0, r, e * r)  # one division for both branches
+        return where(pos, r, e * r)  # one division for both branches
 
     def relu(self) -> Tensor:
         return where(self <= 0, self._const(0), self)  # NaN stays NaN; relu'(0) = 0 as in torch
@@ -903,7 +895,12 @@ class Tensor:
     def sign(self) -> Tensor:
         if self.dtype is bool_:
             return self.clone()
-        return (self > 0)._cast(self.dtype) - (self < 0)._cast(self.dtype)
+        s = (self > 0)._cast(self.dtype) - (self < 0)._cast(self.dtype)
+        if self.dtype.is_float and self.requires_grad and autograd.grad_enabled():
+            # a zero gradient, as in torch (comparisons alone carry none): a WHERE whose condition
+            # is never true routes g * 0 to self and leaves the value untouched
+            s = where(self._const(False, bool_), self, s)
+        return s
 
     sgn = sign
 
@@ -1095,8 +1092,19 @@ class Tensor:
                 raise RuntimeError(f"{name}: cannot take the {name} of an empty tensor of shape "
                                    f"{_fmt(self._node.shape)}; specify dim=")
             return self.amax() if name == "max" else self.amin()
-        values = self.amax(dim, keepdim) if name == "max" else self.amin(dim, keepdim)
         indices = self.argmax(dim, keepdim) if name == "max" else self.argmin(dim, keepdim)
+        if self.ndim and self.dtype.is_float and self.requires_grad and autograd.grad_enabled():
+            # torch sends the gradient to the returned index only, not shared among ties as amax
+            # does: read the value at that index (every other element masked by -inf / +inf)
+            d = _dim(name, dim, self.ndim)
+            shape = [1] * self.ndim
+            shape[d] = self._node.shape[d]
+            iota = Tensor._new(node(Op.IOTA, (), None, int64, (shape[d],)))._mv(Op.RESHAPE, tuple(shape))
+            pick = iota == (indices if keepdim else indices.unsqueeze(d))
+            masked = where(pick, self, float("-inf") if name == "max" else float("inf"))
+            values = masked.amax(d, keepdim) if name == "max" else masked.amin(d, keepdim)
+        else:
+            values = self.amax(dim, keepdim) if name == "max" else self.amin(dim, keepdim)
         return getattr(return_types, name)(values, indices)
 
     def max(self, dim=None, keepdim: bool = False):

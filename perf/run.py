@@ -290,7 +290,9 @@ def _forget_compiled() -> None:
     """Drop lazy's in-memory schedules and loaded kernels (what a new process starts with)."""
     from codegen import compile_c, compile_triton
     from lazy import runtime
+    from lazy.jit import reset_all
 
+    reset_all()  # a recorded step would replay the old programs and skip the compile being timed
     runtime._programs.clear()
     compile_c._loaded.clear()
     compile_triton._modules.clear()

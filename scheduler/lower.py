@@ -58,6 +58,10 @@ class Lowerer:
         if slot not in self.buf_args:
             self.buf_args[slot] = len(self.buf_list)
             self.buf_list.append((slot, BufferArg(f"b{len(self.buf_list)}", dtype, numel, output)))
+        elif output:  # an input overwritten in place (an optimizer step): read, then written
+            i = self.buf_args[slot]
+            old = self.buf_list[i][1]
+            self.buf_list[i] = (slot, BufferArg(old.name, old.dtype, max(old.numel, numel), True))
         return self.buf_args[slot]
 
     def _load(self, n: Node, idx: tuple, mask: tuple) -> Expr:

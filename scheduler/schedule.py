@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from codegen.kernel_ir import BufferArg, Expr, ExternCall, Kernel, StridedView
+from codegen.kernel_ir import BufferArg, Expr, ExternCall, Kernel, StridedView, walk_exprs
 from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Buffer, Node, Op, buffer_layout, toposort
 from scheduler.indexing import flat_index, linear_coeffs, movement_index, strides_of, symbol
 from scheduler.lower import REDUCE_NAMES, Lowerer, NotFusable
@@ -68,7 +68,11 @@ def should_realize(n: Node, realized: set[int]) -> tuple[bool, str]:
     return False, "cheap to recompute (one buffer read)"
 
 
-def schedule(roots: list[Node], buffers: list[Buffer], max_rounds: int = 10_000) -> Schedule:
+def schedule(roots: list[Node], buffers: list[Buffer], into: tuple[int | None, ...] | None = None,
+             max_rounds: int = 10_000) -> Schedule:
+    """`into[i]`, when given, is the input slot root i should be written into in place (an optimizer
+    step overwriting a parameter); honoured where no later read sees it (`_in_place`), else the
+    root gets a buffer of its own, as without `into`."""
     slot_of: dict[int, int] = {id(b): i for i, b in enumerate(buffers)}
     decisions: list[str] = []
     realized: set[int] = {id(r) for r in roots if r.op is not Op.BUFFER}
@@ -104,7 +108,7 @@ def schedule(roots: list[Node], buffers: list[Buffer], max_rounds: int = 10_000)
         if grew:
             continue
         try:
-            return _lower_all(plan, roots, buffers, slot_of, realized, decisions)
+            return _lower_in_place(plan, roots, buffers, slot_of, realized, decisions, into)
         except NotFusable as e:
             if id(e.node) in realized:
                 raise RuntimeError(f"scheduler: {_describe(e.node)} cannot be lowered even on its own: "
@@ -210,14 +214,85 @@ class _EpilogueLowerer(Lowerer):
         return Expr("acc", arg="gemm", dtype=n.dtype.name)
 
 
-def _lower_all(plan, roots, buffers, slot_of, realized, decisions) -> Schedule:
+def _lower_in_place(plan, roots, buffers, slot_of, realized, decisions, into) -> Schedule:
+    """Lower with the requested in-place outputs; drop each one that turns out unsafe and retry."""
+    aliased: dict[int, int] = {}
+    for i, r in enumerate(roots):
+        j = into[i] if into else None
+        if j is None or r.op is Op.BUFFER:
+            continue
+        strides, offset, _ = buffer_layout(buffers[j])
+        why = None
+        if r.op is Op.MATMUL:
+            why = "a GEMM writes through its own view"
+        elif (buffers[j].data.shape, buffers[j].data.dtype.itemsize) != (r.shape, r.dtype.itemsize) or \
+                str(buffers[j].data.dtype).split(".")[-1] != r.dtype.name:
+            why = f"the target {tuple(buffers[j].data.shape)} {buffers[j].data.dtype} does not match"
+        elif strides != strides_of(r.shape) or offset != 0:
+            why = "the target is not a contiguous buffer of its own"
+        elif id(r) in aliased or j in aliased.values():
+            why = "the output or the target appears twice"
+        if why:
+            decisions.append(f"in-place: {_describe(r)} gets a new buffer: {why}")
+        else:
+            aliased[id(r)] = j
+    while True:
+        sched = _lower_all(plan, roots, buffers, slot_of, realized, decisions, aliased)
+        bad = _in_place_hazards(sched, roots, aliased)
+        if not bad:
+            for r in roots:
+                if id(r) in aliased:
+                    decisions.append(f"in-place: {_describe(r)} overwrites input slot {aliased[id(r)]}")
+            return sched
+        for rid, why in bad.items():
+            r = next(x for x in roots if id(x) == rid)
+            decisions.append(f"in-place: {_describe(r)} gets a new buffer: {why}")
+            del aliased[rid]
+
+
+def _in_place_hazards(sched: Schedule, roots, aliased: dict[int, int]) -> dict[int, str]:
+    """{id(root): reason} for in-place outputs whose target is read after it is written: by a later
+    kernel, or in its own kernel at another element than the one being written (or in a reduction,
+    which reads a whole row before the row is written, but across rows in any order)."""
+    bad: dict[int, str] = {}
+    for r in roots:
+        j = aliased.get(id(r))
+        if j is None:
+            continue
+        for ki, k in enumerate(sched.kernels):
+            slots = k.meta["slots"]
+            if isinstance(k, Kernel) and any(k.meta["slots"][s.buf] == j for s in k.stores):
+                break
+        else:
+            bad[id(r)] = "no kernel stores it"
+            continue
+        b = slots.index(j)
+        (index,) = {s.index for s in k.stores if s.buf == b}
+        for e in walk_exprs([red.value for red in k.reduces]):
+            if e.op == "load" and e.arg[0] == b:
+                bad[id(r)] = "a reduction in its kernel reads the old value"
+        for e in walk_exprs([s.value for s in k.stores]):
+            if e.op == "load" and e.arg[0] == b and (e.arg[1] != index or e.arg[2]):
+                bad[id(r)] = "its kernel reads the old value at other elements"
+        for later in sched.kernels[ki + 1:]:
+            ls = later.meta["slots"] + (() if not isinstance(later, ExternCall) or later.epilogue is None
+                                        else later.epilogue.meta["slots"])
+            if j in ls:
+                bad[id(r)] = f"{later.name} reads the old value after it is written"
+    return bad
+
+
+def _lower_all(plan, roots, buffers, slot_of, realized, decisions, aliased=None) -> Schedule:
+    aliased = aliased or {}
     groups = _group_outputs(plan, realized)
     epilogues = gemm_epilogues(plan, groups, roots, realized, decisions)
     fused = {id(m) for m in epilogues.values()}
     slots = dict(slot_of)
     allocs = []
     for n in plan:
-        if id(n) not in fused:  # a fused GEMM's result lives only in registers / the output
+        if id(n) in aliased:
+            slots[id(n)] = aliased[id(n)]
+        elif id(n) not in fused:  # a fused GEMM's result lives only in registers / the output
             slots[id(n)] = len(buffers) + len(allocs)
             allocs.append((n.shape, n.dtype.name))
     kernels = []

@@ -215,6 +215,12 @@ def test_max_pool2d(kw):
     check_fn(nn.MaxPool2d(**kw), torch.nn.MaxPool2d(**kw), x, grad=False)
 
 
+def test_max_pool2d_ties_send_the_gradient_to_the_first_maximum():
+    x = np.array([[[[1, 1, 0, 2], [1, 0, 2, 2], [3, 3, 0, 0], [3, 3, 0, 0]]]], dtype=np.float32)
+    for kw in ({"kernel_size": 2}, {"kernel_size": 3, "stride": 1, "padding": 1}):
+        check_fn(lambda t, kw=kw: F.max_pool2d(t, **kw), lambda t, kw=kw: TF.max_pool2d(t, **kw), x)
+
+
 @pytest.mark.parametrize("kw", [{"kernel_size": 2}, {"kernel_size": 3, "stride": 2, "padding": 1},
                                 {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
                                 {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},

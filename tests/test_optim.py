@@ -100,6 +100,70 @@ def test_step_is_one_schedule_in_place_with_state_and_grads_realized():
     assert prof.kernels == []
 
 
+def _memory(t):
+    return t._node.arg.data.data_ptr()
+
+
+def test_parameters_and_state_are_updated_in_place():
+    # after the first step (which gives every tensor a buffer of its own), each step writes the
+    # new values into the parameters' and the moments' own memory: no new buffers per step
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    opt = optim.AdamW(model.parameters(), lr=0.01)
+    x = lazy.tensor(np.random.default_rng(0).standard_normal((4, 6), dtype=np.float32))
+    y = lazy.tensor(np.array([0, 2, 1, 2]))
+    seen = []
+    for _ in range(3):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen.append([_memory(p) for p in model.parameters()]
+                    + [_memory(opt.state[p][k]) for p in model.parameters() for k in ("exp_avg", "exp_avg_sq")])
+    assert seen[1] == seen[2] and seen[0] == seen[1]
+
+
+def test_in_place_update_keeps_earlier_lazy_reads_correct():
+    # a lazy tensor built from the old parameter and realized after the step must see the old
+    # value (as torch would have computed it before the step): the step then does not write in place
+    w = nn.Parameter(lazy.tensor(np.arange(6, dtype=np.float32).reshape(2, 3)))
+    opt = optim.SGD([w], lr=0.25)
+    before = w.numpy().copy()
+    old_view = w.T * 1.0  # built before the step, not realized
+    (w * w).sum().backward()
+    opt.step()
+    np.testing.assert_allclose(old_view.numpy(), before.T)
+    np.testing.assert_allclose(w.numpy(), 0.5 * before)
+    # with nothing else holding the old value, the next step writes in place
+    ptr = _memory(w)
+    opt.zero_grad()
+    (w * w).sum().backward()
+    opt.step()
+    assert _memory(w) == ptr
+    np.testing.assert_allclose(w.numpy(), 0.25 * before)
+
+
+@pytest.mark.parametrize("reader", ["later kernel", "same kernel"])
+def test_in_place_write_is_refused_when_the_old_value_is_read_afterwards(reader):
+    from lazy.graph import structure_key
+    from scheduler import schedule
+
+    host = np.arange(12, dtype=np.float32).reshape(3, 4)
+    w = lazy.tensor(host.copy()).realize()
+    new_w = w * 0.5
+    # a second output reading w: a reduction kernel after new_w's, or a flip in new_w's own kernel
+    other = w.T.sum(-1) if reader == "later kernel" else w.flip(0) + 1.0
+    roots = [new_w._node, other._node]
+    _, buffers = structure_key(roots)
+    slot = next(i for i, b in enumerate(buffers) if b is w._node.arg)
+    sched = schedule(roots, buffers, (slot, None))
+    assert sched.outputs[0] != slot
+    why = "reads the old value after it is written" if reader == "later kernel" else "at other elements"
+    assert any(d.startswith("in-place") and why in d for d in sched.decisions), sched.decisions
+    a, b = lazy.realize(new_w, other)
+    np.testing.assert_allclose(a.numpy(), host * 0.5)
+    np.testing.assert_allclose(b.numpy(), host.T.sum(-1) if reader == "later kernel" else host[::-1] + 1)
+
+
 def test_optimizer_update_of_one_shape_family_is_one_kernel():
     # 3 parameters of shape (8, 16) and 2 of shape (16,), gradients given as buffers: AdamW
     # writes p, exp_avg, exp_avg_sq (and the grad, already a buffer) for each. The update is

@@ -715,7 +715,7 @@ def test_realize_many_in_one_call(monkeypatch):
     lt = sys.modules["lazy.tensor"]  # `lazy.tensor` is the function, like torch.tensor
     calls = []
     real = lt._realize
-    monkeypatch.setattr(lt, "_realize", lambda nodes: calls.append(len(nodes)) or real(nodes))
+    monkeypatch.setattr(lt, "_realize", lambda nodes, *rest: calls.append(len(nodes)) or real(nodes, *rest))
     a = lazy.arange(4.0)
     b, c, d = a * 2, a + 1, a.sum()
     out = lazy.realize(b, c, d, c)

@@ -27,21 +27,23 @@ def example(name: str):
 SIZES = (64, 32, 10)  # the MLP, small: 64-32-10, batches of 16
 
 
-def test_mlp_losses_match_torch_step_for_step():
+@pytest.mark.parametrize("jit", [False, True])
+def test_mlp_losses_match_torch_step_for_step(jit):
     mlp = example("train_mlp")
     batches = mlp.make_batches(8, 16, SIZES)
     ref, _ = mlp.train("torch", batches, SIZES, lr=1e-2)
-    got, _ = mlp.train("lazy", batches, SIZES, lr=1e-2)
+    got, _ = mlp.train("lazy", batches, SIZES, lr=1e-2, jit=jit)  # jit: steps 4-8 are replays
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
     assert ref[-1] < ref[0]  # it learns: the comparison is not between two flat curves
 
 
-def test_gpt_losses_match_torch_step_for_step():
+@pytest.mark.parametrize("jit", [False, True])
+def test_gpt_losses_match_torch_step_for_step(jit):
     gpt = example("train_gpt")
     cfg = gpt.Config(vocab=16, block=8, d=32, heads=2, layers=2)
-    batches = gpt.make_batches(4, 2, cfg)
+    batches = gpt.make_batches(6 if jit else 4, 2, cfg)
     ref, _ = gpt.train("torch", batches, cfg)
-    got, _ = gpt.train("lazy", batches, cfg)
+    got, _ = gpt.train("lazy", batches, cfg, jit=jit)
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
     assert ref[-1] < ref[0]
 

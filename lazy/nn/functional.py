@@ -305,7 +305,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     k, s, p, d, _, extra = _pool_args("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     if any(p) or any(extra):
         x = x.pad((p[1], p[1] + extra[1], p[0], p[0] + extra[0]), value=-math.inf)
-    y = _windows(x, k, s, d).amax((-2, -1))
+    # max(dim), not amax: torch sends a window's gradient to its first maximum, not shared among ties
+    y = _windows(x, k, s, d).flatten(-2).max(-1).values
     return y.squeeze(0) if unbatched else y
 
 
