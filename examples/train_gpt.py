@@ -11,7 +11,13 @@ successor table (so next-token prediction is learnable and the loss falls fast).
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# as `import lazy` would do, but before torch loads libgomp, so torch and lazy run alike: idle OpenMP
+# threads sleep instead of spinning (see lazy/__init__.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import statistics
 import time
 from dataclasses import dataclass

@@ -12,7 +12,13 @@ the time of one training step (forward + backward + AdamW update + reading the l
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# as `import lazy` would do, but before torch loads libgomp, so torch and lazy run alike: idle OpenMP
+# threads sleep instead of spinning (see lazy/__init__.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import statistics
 import time
 
