@@ -17,7 +17,7 @@ import os
 # threads sleep instead of spinning (see lazy/__init__.py)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
+import argparse
 import statistics
 import time
 from dataclasses import dataclass
