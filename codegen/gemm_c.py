@@ -30,7 +30,7 @@ Structure (GotoBLAS / BLIS)
   barrier then waits for the slowest thread: on a machine where another process holds a core
   for a few milliseconds, each barrier costs that much (measured: 16x4096x4096 went from 10 ms
   to 128 ms with one busy neighbour; without barriers it stays at 10 ms). Problems under
-  `MIN_FLOPS_PER_THREAD` per thread use fewer threads.
+  `MIN_FLOPS_PER_THREAD` per thread (`_PASSIVE` when idle workers sleep) use fewer threads.
 - Epilogue: partial sums of earlier KC panels live in the output buffer (it has the GEMM's dtype:
   the scheduler only fuses epilogues of the GEMM's shape and dtype). On the last KC panel each
   micro-tile goes to an L1 tile buffer, and the epilogue (render_c's expression emitter, with the
@@ -165,6 +165,15 @@ HEADER = r"""
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 static inline int64_t gcd64(int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; }
+/* whether idle OpenMP workers sleep (OMP_WAIT_POLICY=PASSIVE): waking them costs a futex round trip */
+static int omp_passive(void) {
+  static int passive = -1;
+  if (passive < 0) {
+    const char* e = getenv("OMP_WAIT_POLICY");
+    passive = e != NULL && (e[0] == 'p' || e[0] == 'P');
+  }
+  return passive;
+}
 
 /* Packing buffers come from the process-wide workspace library (WORKSPACE_SRC): one buffer per
    calling thread shared by every GEMM kernel, grown on demand and kept. */
@@ -374,7 +383,13 @@ def _epilogue_block(call: ExternCall, p: Problem, indent: str, ld: str = "NR", p
     return L
 
 
-MIN_FLOPS_PER_THREAD = 1 << 15  # measured: a second thread already pays off at 32^3 (65K flops), not at 16^3
+# Work per thread below which fewer threads are faster. Spinning OpenMP workers (OMP_WAIT_POLICY
+# unset or ACTIVE) start at once: a second thread already paid off at 32^3 (65K flops), not at
+# 16^3. Sleeping ones (PASSIVE, what `import lazy` sets) take a futex wake-up, ~50 us on the
+# development VM: 32^3 went from 4 to 52 us and 128^3 from 36 to 89 us on 2 threads (42 us on
+# one), so a second thread needs ~100 us of work (256^3: 267 us on 2 threads, ~335 on one).
+MIN_FLOPS_PER_THREAD = 1 << 15
+MIN_FLOPS_PER_THREAD_PASSIVE = 1 << 22
 
 
 def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str = "lazy_kernel") -> str:
@@ -395,8 +410,9 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
             params.append(f"const {C_TYPES[epi.buffers[i].dtype][0]}* restrict b{i}")
             args.append(f"b{i}")
     flops = 2 * p.batch_count * M * N * K
-    work_threads = max(1, flops // MIN_FLOPS_PER_THREAD)
-    threads = f"{int(cfg.threads)}" if cfg.threads else f"MIN(omp_get_max_threads(), {_lit(min(work_threads, 1 << 16))})"
+    spin, passive = (_lit(min(max(1, flops // m), 1 << 16)) for m in (MIN_FLOPS_PER_THREAD, MIN_FLOPS_PER_THREAD_PASSIVE))
+    threads = (f"{int(cfg.threads)}" if cfg.threads
+               else f"MIN(omp_get_max_threads(), omp_passive() ? {passive} : {spin})")
     src = [f"/* {call.name}: batch {list(p.batch)} x [{M}, {K}] @ [{K}, {N}] {p.dtype}; a {p.a}, b {p.b}, c {p.c}"
            + ("" if epi is None else f"; epilogue {epi.name} fused") + f"; {cfg} */",
            render_c.PRELUDE,
