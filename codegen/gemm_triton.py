@@ -58,6 +58,7 @@ DTYPES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}  # supported 
 TL = {"float16": "tl.float16", "bfloat16": "tl.bfloat16", "float32": "tl.float32", "float64": "tl.float64"}
 SIG = {"float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32", "float64": "*fp64"}
 SM_COUNT = 132  # H100 SXM: the heuristic splits tiles until the grid covers this many programs
+EPILOGUE_TILE = 128 * 128  # largest default tile (elements) of a GEMM with a fused epilogue
 
 
 class GemmConfigError(ValueError):
@@ -300,7 +301,8 @@ def _clamp(cfg: GemmConfig, p: Problem) -> GemmConfig:
 def choose_config(call: ExternCall, *, sm_count: int = SM_COUNT) -> GemmConfig:
     """Default config by shape: the dtype's large tile (16-bit: 128x256x64, 8 warps, 3 stages;
     float32: 128x128x32 ieee), clamped to the problem (blocks never much larger than M/N/K), then
-    halved (N first, never below 64) while the grid has fewer programs than `sm_count` SMs."""
+    halved (N first, never below 64) while the grid has fewer programs than `sm_count` SMs; with a
+    fused epilogue at most EPILOGUE_TILE elements (the epilogue's registers come on top)."""
     p = problem_of(call)
     base = {"float32": DEFAULT_32BIT, "float64": DEFAULT_64BIT}.get(p.dtype, DEFAULT_16BIT)
     cfg = _clamp(base, p)
@@ -310,10 +312,17 @@ def choose_config(call: ExternCall, *, sm_count: int = SM_COUNT) -> GemmConfig:
             bn //= 2
         else:
             bm //= 2
+    epilogue_cap = call.epilogue is not None and bm * bn > EPILOGUE_TILE
+    if epilogue_cap:
+        # an epilogue (erf, exp, ...) evaluated on the whole accumulator needs registers of its own:
+        # 128x256 fp32 with gelu spilled 44 registers on sm_90; 128x128 with 4 stages spills none
+        while bm * bn > EPILOGUE_TILE and bn > 64:
+            bn //= 2
     if (bm, bn) != (cfg.BLOCK_M, cfg.BLOCK_N):
         warps = 8 if bm * bn >= 128 * 128 else 4
+        small = epilogue_cap or bm * bn <= 128 * 64  # smaller tiles leave shared memory for a 4th stage
         cfg = replace(cfg, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
-                      num_stages=max(cfg.num_stages, 4) if bm * bn <= 128 * 64 else cfg.num_stages)
+                      num_stages=max(cfg.num_stages, 4) if small else cfg.num_stages)
         cfg = _clamp(cfg, p)
     return cfg
 
