@@ -104,6 +104,26 @@ def supports(call: ExternCall) -> bool:
     return True
 
 
+def valid_config(cfg: GemmCConfig) -> bool:
+    """The micro-tile's accumulators, its B vectors and a broadcast fit AVX-512's 32 registers."""
+    return cfg.MR >= 1 and cfg.NV >= 1 and cfg.MR * cfg.NV + cfg.NV + 1 <= 32 and min(cfg.MC, cfg.KC, cfg.NC) >= 1
+
+
+def search_space(call: ExternCall) -> dict[str, tuple]:
+    """Per `GemmCConfig` field, the values codegen/tune.py walks for `call`, ascending, the default
+    included (`CONFIGS` are whole points of the same space). Blocks larger than the problem are
+    left out (they render other source for the same loops); `threads` is not searched (a busy
+    machine would teach the tuner to use fewer cores)."""
+    p = problem_of(call)
+    d = choose_config(call)
+
+    def upto(values: tuple[int, ...], limit: int, default: int) -> tuple[int, ...]:
+        return tuple(sorted({v for v in values if v <= max(limit, values[0])} | {default}))
+
+    return {"MC": upto((24, 48, 96, 144, 192), p.M, d.MC), "KC": upto((128, 256, 384, 512, 768), p.K, d.KC),
+            "NC": upto((512, 1024, 2048, 4096), p.N, d.NC), "MR": (4, 6, 8, 12, 14), "NV": (1, 2)}
+
+
 def choose_config(call: ExternCall) -> GemmCConfig:
     """The default blocking for every shape: MC/KC/NC only cap the blocks (small problems get
     smaller ones) and the thread count follows the work; an autotuner picks from `CONFIGS`."""
