@@ -2,10 +2,12 @@
 
 In:  an `ExternCall` (buffers out, a, b; `views` give each operand's shape, element strides and
      offset, batch dims included, stride 0 for a broadcast batch) and a `GemmCConfig`
-     (`choose_config` picks one; `CONFIGS` is the declared search space for an autotuner).
-Out: `render_gemm_c(call, cfg)` is C source defining `void lazy_kernel(out, a, b, e0, e1, ...)`
+     (`choose_config` picks one; `search_space` is what codegen/tune.py searches, `CONFIGS`
+     whole points of it).
+Out: `render_gemm_c(call, cfg)` is C source defining `int lazy_kernel(out, a, b, e0, e1, ...)`
      (pointers, like every C kernel; e* are the epilogue's other buffers, in
-     `gemm_triton.epilogue_buffers` order); `load(call)` compiles it through codegen/compile_c.
+     `gemm_triton.epilogue_buffers` order; it returns 1 only when it cannot allocate its packing
+     buffers); `load(call)` compiles it through codegen/compile_c and raises on that 1.
 
 Structure (GotoBLAS / BLIS)
 - Work is cut into units: whole GEMMs of the batch, or (too few of them) blocks of rows and/or
@@ -32,7 +34,8 @@ Structure (GotoBLAS / BLIS)
   to 128 ms with one busy neighbour; without barriers it stays at 10 ms). Problems under
   `MIN_FLOPS_PER_THREAD` per thread (`_PASSIVE` when idle workers sleep) use fewer threads.
 - Epilogue: partial sums of earlier KC panels live in the output buffer (it has the GEMM's dtype:
-  the scheduler only fuses epilogues of the GEMM's shape and dtype). On the last KC panel each
+  the scheduler only fuses epilogues of the GEMM's shape and dtype; full tiles of a row-major
+  output are read and written by the micro-kernel itself). On the last KC panel each
   micro-tile goes to an L1 tile buffer, and the epilogue (render_c's expression emitter, with the
   accumulator as `Expr("acc", "gemm")`) reads it with the tile's other inputs (bias, residual) at
   the tile's indices and writes the final value: the output is written once more, never re-read.
@@ -102,6 +105,26 @@ def supports(call: ExternCall) -> bool:
     except ValueError:
         return False
     return True
+
+
+def valid_config(cfg: GemmCConfig) -> bool:
+    """The micro-tile's accumulators, its B vectors and a broadcast fit AVX-512's 32 registers."""
+    return cfg.MR >= 1 and cfg.NV >= 1 and cfg.MR * cfg.NV + cfg.NV + 1 <= 32 and min(cfg.MC, cfg.KC, cfg.NC) >= 1
+
+
+def search_space(call: ExternCall) -> dict[str, tuple]:
+    """Per `GemmCConfig` field, the values codegen/tune.py walks for `call`, ascending, the default
+    included (`CONFIGS` are whole points of the same space). Blocks larger than the problem are
+    left out (they render other source for the same loops); `threads` is not searched (a busy
+    machine would teach the tuner to use fewer cores)."""
+    p = problem_of(call)
+    d = choose_config(call)
+
+    def upto(values: tuple[int, ...], limit: int, default: int) -> tuple[int, ...]:
+        return tuple(sorted({v for v in values if v <= max(limit, values[0])} | {default}))
+
+    return {"MC": upto((24, 48, 96, 144, 192), p.M, d.MC), "KC": upto((128, 256, 384, 512, 768), p.K, d.KC),
+            "NC": upto((512, 1024, 2048, 4096), p.N, d.NC), "MR": (4, 6, 8, 12, 14), "NV": (1, 2)}
 
 
 def choose_config(call: ExternCall) -> GemmCConfig:

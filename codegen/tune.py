@@ -1,6 +1,7 @@
 """Kernel autotuning: search a backend's config space for one kernel, verify, time, store the winner.
 
-In:  a kernel (`Kernel`, or a GEMM `ExternCall` on the Triton backend), the backend, and the
+In:  a kernel (`Kernel`, or a GEMM `ExternCall` on the Triton backend or, when it runs the C GEMM
+     template, on the C backend), the backend, and the
      torch tensors it runs on (its real buffers: they hold the same values afterwards).
 Out: a `TuneResult` (default and best config, their times, what was tried and rejected), stored
      in the tuning database (codegen/tunedb.py); `tuned_config(kernel, backend)` gives the stored
@@ -9,7 +10,8 @@ Out: a `TuneResult` (default and best config, their times, what was tried and re
 Search spaces are declared beside each backend: `render_c.search_space` (threads, parallel
 threshold, tile, simdlen, unroll, chunk, loop order, reduction split, row functions),
 `render_triton.search_space` (XBLOCK, RBLOCK, num_warps, num_stages), `gemm_triton.search_space`
-(BLOCK_M/N/K, GROUP_M, num_warps, num_stages). Each knob's values are ordered where they have one.
+(BLOCK_M/N/K, GROUP_M, num_warps, num_stages), `gemm_c.search_space` (MC/KC/NC blocking, MR x NV
+micro-tile). Each knob's values are ordered where they have one.
 
 Strategy (`coordinate_descent`): start from the heuristic default; change one knob at a time,
 keeping the others at the best point so far. An ordered knob tries its two neighbours and keeps
@@ -90,7 +92,7 @@ def cpu_name() -> str:
 
 
 def device_name(kind: str) -> str:
-    if kind == "c":
+    if kind in ("c", "cgemm"):
         return cpu_name()
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
@@ -115,18 +117,22 @@ def _triton_version() -> str:
 
 
 def backend_version(kind: str) -> str:
-    return _c_version() if kind == "c" else _triton_version()
+    return _c_version() if kind in ("c", "cgemm") else _triton_version()
 
 
 def kind_of(k: Kernel | ExternCall, backend: str) -> str | None:
-    """Which search space a kernel has on a backend: "c", "triton", "gemm", or None (not tunable)."""
+    """Which search space a kernel has on a backend: "c", "triton", "gemm", "cgemm" or None (not tunable)."""
     if isinstance(k, Kernel):
         return backend if backend in ("c", "triton") else None
     if isinstance(k, ExternCall) and backend == "triton":
         from codegen import gemm_triton
 
         return "gemm" if gemm_triton.supports(k) else None
-    return None  # C-backend GEMMs are BLAS calls: nothing of ours to tune
+    if isinstance(k, ExternCall) and backend == "c":
+        from codegen import gemm_c
+
+        return "cgemm" if gemm_c.choose_impl(k) == "c" else None  # else a BLAS call: nothing of ours
+    return None
 
 
 def _config_type(kind: str):
@@ -138,6 +144,10 @@ def _config_type(kind: str):
         from codegen.render_triton import TritonConfig
 
         return TritonConfig
+    if kind == "cgemm":
+        from codegen.gemm_c import GemmCConfig
+
+        return GemmCConfig
     from codegen.gemm_triton import GemmConfig
 
     return GemmConfig
@@ -403,11 +413,23 @@ def _gemm_adapter(call: ExternCall) -> Adapter:
                    lambda cfg: gemm_triton.render(call, cfg, check=False), bind, valid=valid)
 
 
+def _cgemm_adapter(call: ExternCall) -> Adapter:
+    from codegen import gemm_c
+
+    def bind(cfg, tensors):
+        fn = gemm_c.load(call, cfg)
+        ptrs = [t.data_ptr() for t in tensors]
+        return lambda: fn(*ptrs)
+
+    return Adapter("cgemm", gemm_c.choose_config(call), gemm_c.search_space(call),
+                   lambda cfg: gemm_c.render_gemm_c(call, cfg), bind, valid=gemm_c.valid_config)
+
+
 def adapter_for(k: Kernel | ExternCall, backend: str) -> Adapter:
     kind = kind_of(k, backend)
     if kind is None:
         raise ValueError(f"{k.name}: nothing to tune on the {backend} backend")
-    return {"c": _c_adapter, "triton": _triton_adapter, "gemm": _gemm_adapter}[kind](k)
+    return {"c": _c_adapter, "triton": _triton_adapter, "gemm": _gemm_adapter, "cgemm": _cgemm_adapter}[kind](k)
 
 
 # -- verification and timing -------------------------------------------------------------------

@@ -229,11 +229,11 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
             _log(f"  {k.name}: " + ("C GEMM template, epilogue fused" if impl == "c" else "BLAS")
                  + f" (LAZY_GEMM={os.environ.get('LAZY_GEMM') or 'auto'}; rule: codegen/gemm_c.choose_impl)")
         if impl == "c":  # the C GEMM, epilogue fused: one launch
-            fn = gemm_c.load(k)
+            fn = gemm_c.load(k, cfg)
             if level >= 3:
                 _log(f"--- {k.name} C GEMM ({k.key()}) ---\n{fn.source}")
             return [Launch(k, fn, k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k)),
-                           fn.source, "c")]
+                           fn.source, "c", cfg)]
         if backend != "triton" or not gemm_triton.supports(k):  # C backend, int GEMMs: BLAS via torch
             if k.epilogue is None:
                 return [Launch(k, None, k.meta["slots"], "", "extern")]

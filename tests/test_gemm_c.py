@@ -311,7 +311,32 @@ def test_fallback_targets_compile_and_match(march):
     close(out, torch.nn.functional.gelu(x.torch() @ w.torch() + b.torch()), 45)
 
 
+def test_tuner_searches_the_c_gemm_blocking(monkeypatch, tmp_path):
+    from codegen import tune
+    from lazy import runtime
+
+    monkeypatch.setenv("LAZY_TUNE_DB", str(tmp_path / "tuning.sqlite"))
+    tune.forget()
+    x, w, b = rand(37, 300, seed=1), rand(300, 70, seed=2), rand(70, seed=3)
+    call, inputs = scheduled_call((x @ w + b).gelu())
+    assert tune.kind_of(call, "c") == "cgemm"
+    space, d = gemm_c.search_space(call), gemm_c.choose_config(call)
+    assert all(getattr(d, f) in v for f, v in space.items()) and space["MC"] == (24, d.MC)  # 37 rows
+    slots = list(call.meta["slots"][1:]) + [call.epilogue.meta["slots"][i] for i in epilogue_buffers(call)]
+    tensors = [torch.empty(37 * 70)] + [inputs[s] for s in slots]
+    try:
+        # a synthetic cost with its optimum at KC=128, MR=6: every candidate still runs and must
+        # match the default's output
+        res = tune.tune_kernel(call, "c", tensors, bench=lambda _k, cfg: 1 + abs(cfg.KC - 128) / 128 + (cfg.MR != 6),
+                               max_configs=6, store=False)
+        assert res.kind == "cgemm" and res.rejected == [] and res.best.KC < d.KC
+        tune.remember(call, "cgemm", res.best)
+        (ln,) = runtime._compile(call, "c")  # the runtime builds the kernel with the tuned blocking
+        assert ln.config == res.best and f"KC={res.best.KC}" in ln.source
+    finally:
+        tune.forget()
+
+
 def test_search_space_is_declared():
-    assert len(gemm_c.CONFIGS) >= 8
-    for cfg in gemm_c.CONFIGS:
-        assert cfg.MR * cfg.NV + cfg.NV + 1 <= 32  # accumulators + B vectors + a broadcast fit 32 zmm
+    assert len(gemm_c.CONFIGS) >= 8 and all(gemm_c.valid_config(c) for c in gemm_c.CONFIGS)
+    assert not gemm_c.valid_config(GemmCConfig(MR=16, NV=2))  # 32 accumulators leave no room for B
