@@ -202,8 +202,6 @@ def epilogue_cases():
     return {
         "bias+gelu": ((x @ w + b).gelu(), gelu(t["x"] @ t["w"] + t["b"])),
         "residual": (x @ w + r, t["x"] @ t["w"] + t["r"]),
-        "scale": ((x @ wt.T) * 0.125, (t["x"] @ t["wt"].T) * 0.125),
-        "relu": ((x @ w).relu(), (t["x"] @ t["w"]).relu()),
         "bias+relu+residual*scale": (((x @ wt.T + b).relu() + r) * 0.5, ((t["x"] @ t["wt"].T + t["b"]).relu() + t["r"]) * 0.5),
         "batched+bias+tanh": ((xb @ wb + b).tanh(), (t["xb"] @ t["wb"] + t["b"]).tanh()),
         "sliced": ((x[1:, 2:] @ w[2:, 3:] + b[3:]).gelu(), gelu(t["x"][1:, 2:] @ t["w"][2:, 3:] + t["b"][3:])),
@@ -328,7 +326,7 @@ def test_tuner_searches_the_c_gemm_blocking(monkeypatch, tmp_path):
         # a synthetic cost with its optimum at KC=128, MR=6: every candidate still runs and must
         # match the default's output
         res = tune.tune_kernel(call, "c", tensors, bench=lambda _k, cfg: 1 + abs(cfg.KC - 128) / 128 + (cfg.MR != 6),
-                               max_configs=6, store=False)
+                               max_configs=4, store=False)
         assert res.kind == "cgemm" and res.rejected == [] and res.best.KC < d.KC
         tune.remember(call, "cgemm", res.best)
         (ln,) = runtime._compile(call, "c")  # the runtime builds the kernel with the tuned blocking
