@@ -6,8 +6,6 @@ whole suite in this process without the cold-compile measurement (compiled kerne
 disk cache after the first run), and two workloads through the console script with it.
 """
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -15,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
-from lazy.cli import main
 from perf import history
 from perf.run import format_table
 from perf.workloads import SUITE, WORKLOADS
@@ -30,14 +28,7 @@ def _cli(*args, timeout=300):  # the installed entry point's module, in a fresh 
                           check=False)
 
 
-def _main(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(args))
-        except SystemExit as e:  # argparse's usage errors
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
+_main = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ file per test (LAZY_TUNE_DB), the compiled-kernel cache is the usual one.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import sqlite3
@@ -24,13 +22,13 @@ import numpy as np
 import pytest
 import sympy
 import torch
+from conftest import run_cli
 
 import lazy
 from codegen import render_c, render_triton, tune, tunedb
 from codegen.kernel_ir import BufferArg, Expr, Kernel, Store
 from codegen.render_c import CConfig
 from lazy import runtime, tuning
-from lazy.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -448,14 +446,7 @@ def test_gemm_search_space_and_verified_candidates(interpreter):
 
 
 # -- `lazy tune` -------------------------------------------------------------------------------------
-def _main(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(args))
-        except SystemExit as e:  # argparse's usage errors
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
+_main = run_cli
 
 
 def test_cli_tunes_a_script_reports_and_manages_the_database(db, tmp_path):
