@@ -1,0 +1,145 @@
+"""Streaming (non-temporal) stores in the C backend: the same values as plain stores, for every
+shape of block and edge the scratch-block copy has to get right.
+
+Kernels stream by default only when they write >= 32 MiB (codegen/render_c.STREAM_MIN_BYTES);
+the fixture lowers the threshold to 0 so small, fast cases take the streaming path, and checks
+that they really did (the generated source calls `lz_stream`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lazy
+import lazy.nn as nn
+import lazy.optim as optim
+from codegen import render_c
+from lazy import runtime
+
+
+@pytest.fixture
+def streaming(monkeypatch):
+    """Every streamable kernel streams; programs compiled earlier (plain stores) are forgotten."""
+    monkeypatch.setattr(render_c, "STREAM_MIN_BYTES", 0)
+    sources: list[str] = []
+    real = render_c.render_c
+
+    def spy(k, *a, **kw):
+        src = real(k, *a, **kw)
+        sources.append(src)
+        return src
+
+    monkeypatch.setattr(render_c, "render_c", spy)
+    saved = dict(runtime._programs)
+    runtime._programs.clear()
+    yield sources
+    runtime._programs.clear()
+    runtime._programs.update(saved)
+
+
+def rand(*shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(dtype)
+
+
+def streamed(sources) -> bool:
+    return any("lz_stream(&b" in s for s in sources)
+
+
+@pytest.mark.parametrize("n", [1, 7, 1023, 1024, 1025, 4097, 70_001])
+def test_1d_elementwise_blocks_and_tails(streaming, n):
+    x = rand(n)
+    got = (lazy.tensor(x) * 2.0 + 1.0).sigmoid().numpy()
+    np.testing.assert_allclose(got, torch.sigmoid(x * 2.0 + 1.0).numpy(), rtol=1e-6, atol=1e-7)
+    assert streamed(streaming) == (n > 1)  # one element is a kernel without loops
+
+
+@pytest.mark.parametrize("shape", [(3, 129), (5, 1000), (2, 3001), (4, 2048)])
+def test_rows_with_unaligned_starts(streaming, shape):
+    # rows of 129 or 1000 floats start at addresses that are not 64-byte aligned: head and tail
+    # of every row take plain stores, the middle streams
+    x, w = rand(*shape), rand(shape[-1], seed=1)
+    got = (lazy.tensor(x) * lazy.tensor(w) - 0.5).numpy()
+    np.testing.assert_allclose(got, (x * w - 0.5).numpy(), rtol=1e-6, atol=1e-7)
+    assert streamed(streaming)
+
+
+def test_softmax_and_layer_norm_rows_stream_with_the_row_cache(streaming):
+    x = rand(6, 1500)
+    np.testing.assert_allclose(lazy.tensor(x).softmax(-1).numpy(), torch.softmax(x, -1).numpy(), rtol=1e-5, atol=1e-7)
+    ln = torch.nn.functional.layer_norm(x, (1500,))
+    xl = lazy.tensor(x)
+    mean = xl.mean(-1, keepdim=True)
+    var = ((xl - mean) ** 2).mean(-1, keepdim=True)
+    np.testing.assert_allclose(((xl - mean) * (var + 1e-5).rsqrt()).numpy(), ln.numpy(), rtol=1e-4, atol=1e-5)
+    assert streamed(streaming)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int64, torch.int32])
+def test_narrow_and_wide_element_types(streaming, dtype):
+    x = rand(3, 1111).mul(100).to(dtype)
+    got = (lazy.tensor(x) * 3).torch()
+    assert got.dtype == dtype and torch.equal(got, x * 3)
+    assert streamed(streaming)
+
+
+def test_bool_output_rows(streaming):
+    x = rand(4, 777)
+    got = (lazy.tensor(x) > 0.25).torch()
+    assert got.dtype == torch.bool and torch.equal(got, x > 0.25)
+    assert streamed(streaming)
+
+
+def test_several_outputs_of_one_kernel(streaming):
+    x = rand(5, 900)
+    a, b = lazy.tensor(x).exp(), lazy.tensor(x) * 2.0
+    lazy.realize(a, b)
+    np.testing.assert_allclose(a.numpy(), x.exp().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), (x * 2.0).numpy(), rtol=0)
+    assert streamed(streaming)
+
+
+def test_in_place_optimizer_update_streams_into_the_parameter(streaming):
+    # SGD with momentum writes parameter and momentum buffer in place: each value is read before
+    # its own block is stored, so streaming the block afterwards is safe
+    torch.manual_seed(0)
+    ref = torch.nn.Linear(300, 200)
+    model = nn.Linear(300, 200)
+    model.load_state_dict(ref.state_dict())
+    opt, ropt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9), torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    x = rand(16, 300)
+    for _ in range(3):
+        opt.zero_grad(), ropt.zero_grad()
+        model(lazy.tensor(x)).square().mean().backward()
+        ref(x).square().mean().backward()
+        opt.step(), ropt.step()
+    np.testing.assert_allclose(model.weight.numpy(), ref.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert streamed(streaming)
+
+
+def test_short_rows_and_column_reductions_keep_plain_stores():
+    # rows under STREAM_MIN_ROW_BYTES, and interchanged (column) reductions, never stream
+    x = lazy.tensor(rand(64, 20))[:, :16]  # 2-D loops (the view does not merge): rows of 64 bytes
+    ks = []
+    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
+    try:
+        (x * 2.0).realize()
+        lazy.tensor(rand(300, 200)).sum(0).realize()
+    finally:
+        runtime.kernel_listeners.pop()
+    assert ks and not any(render_c._streamable(k) for k in ks)
+
+
+def test_the_default_threshold_streams_only_large_outputs():
+    x = lazy.tensor(rand(1 << 10))
+    ks = []
+    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
+    try:
+        (x * 2.0).realize()
+    finally:
+        runtime.kernel_listeners.pop()
+    (k,) = ks
+    assert render_c._streamable(k) and "lz_stream(&b" not in render_c.render_c(k)
+    assert "lz_stream(&b" in render_c.render_c(k, config=render_c.CConfig(stream=True))
