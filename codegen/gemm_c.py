@@ -58,7 +58,10 @@ import os
 from dataclasses import dataclass
 
 from codegen import compile_c, render_c
-from codegen.gemm_triton import Problem, epilogue_buffers, problem_of
+from dataclasses import replace as _replace
+
+from codegen.gemm_triton import Problem, epilogue_buffers
+from codegen.gemm_triton import problem_of as _problem_of
 from codegen.kernel_ir import C_TYPES, ExternCall
 from codegen.render_c import Body, index_c
 
@@ -327,6 +330,25 @@ def _pack_a(p: Problem) -> list[str]:
     return L
 
 
+def problem_of(call: ExternCall) -> Problem:
+    return fold_batch(_problem_of(call))
+
+
+def fold_batch(p: Problem) -> Problem:
+    """A batch of GEMMs sharing one B (batch stride 0: a weight applied to [batch, seq, features])
+    whose A and C rows continue from one batch entry to the next is one GEMM with batch x M rows:
+    B is packed once instead of once per entry, and the row blocks share the threads: in the
+    GPT example's backward, 8 x [32, 512] @ [512, 128] took 0.57 ms as a batch and 0.29 ms as
+    one [256, 512] @ [512, 128]. Folds one (merged) batch dim whose A and C strides are M rows."""
+    if not p.batch or any(p.b[1]) or len(p.batch) != 1:
+        return p
+    (sa,), (sc,) = p.a[1], p.c[1]
+    if sa != p.M * p.a[2] or sc != p.M * p.c[2]:
+        return p
+    return _replace(p, batch=(), M=p.batch[0] * p.M, a=(p.a[0], (), p.a[2], p.a[3]), b=(p.b[0], (), p.b[2], p.b[3]),
+                    c=(p.c[0], (), p.c[2], p.c[3]), rows_per_batch=p.M)
+
+
 def _batch_bases(p: Problem) -> list[str]:
     """Statements giving a_base/b_base/c_base for the (merged) batch index `bat`."""
     offs = {"a": [str(p.a[0])], "b": [str(p.b[0])], "c": [str(p.c[0])]}
@@ -370,13 +392,16 @@ def _epilogue_block(call: ExternCall, p: Problem, indent: str, ld: str = "NR", p
             continue
         var[d] = f"x{j}"
         j += 1
+    # the flat batch index: `bat`, or (batch folded into the rows) the row over rows-per-entry
+    flat, batch_vars = ("bat", L) if not p.rows_per_batch else (f"((i + r) / {_lit(p.rows_per_batch)})", [])
     for d, size in enumerate(shape[:-2]):
         if d in var:
             inner = 1
             for s in shape[d + 1:-2]:
                 inner *= s
-            x = "bat" if inner == 1 else f"(bat / {_lit(inner)})"
-            L.append(f"{indent}const int64_t {var[d]} = {x} % {_lit(size)};")
+            x = flat if inner == 1 else f"({flat} / {_lit(inner)})"
+            batch_vars.append(f"const int64_t {var[d]} = {x} % {_lit(size)};" if batch_vars is not L
+                              else f"{indent}const int64_t {var[d]} = {x} % {_lit(size)};")
     row, col = len(shape) - 2, len(shape) - 1
     if partial:  # partial sums of earlier KC panels join the tile first: the epilogue reads one array
         L.append(f"{indent}if (!first)")
@@ -389,7 +414,11 @@ def _epilogue_block(call: ExternCall, p: Problem, indent: str, ld: str = "NR", p
         ind = indent + "  "
         L.append(f"{ind}for (int64_t r = 0; r < {k_rows}; r++) {{")
         ind1 = ind + "  "
-        if row in var:
+        if p.rows_per_batch:
+            L += [ind1 + line for line in batch_vars]
+            if row in var:
+                L.append(f"{ind1}const int64_t {var[row]} = (i + r) % {_lit(p.rows_per_batch)};")
+        elif row in var:
             L.append(f"{ind1}const int64_t {var[row]} = i + r;")
         L.append(f"{ind1}#pragma omp simd")
         L.append(f"{ind1}for (int64_t cc = 0; cc < {k_cols}; cc++) {{")

@@ -120,6 +120,7 @@ class Problem:
     a: tuple  # (offset, batch strides, stride_m, stride_k)
     b: tuple  # (offset, batch strides, stride_k, stride_n)
     c: tuple  # (offset, batch strides, stride_m, stride_n)
+    rows_per_batch: int = 0  # > 0: the batch was folded into M (codegen/gemm_c.fold_batch)
 
     @property
     def batch_count(self) -> int:

@@ -41,7 +41,22 @@ def _zeros_like(a: Node) -> Node:
 def _sum_to(g: Node, shape: tuple[int, ...]) -> Node:
     """Undo an EXPAND: sum the axes that were broadcast (keeping them, as the source had size 1)."""
     axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
+    if g.op is Op.MATMUL and axes and axes == tuple(range(len(shape) - 2)):
+        return _folded_batch_matmul(g, shape)
     return node(Op.SUM, (g,), axes) if axes else g
+
+
+def _folded_batch_matmul(g: Node, shape: tuple[int, ...]) -> Node:
+    """sum_b L_b @ R_b as one GEMM contracting over batch and rows: [K, B*M] @ [B*M, N]. The
+    gradient of a matrix broadcast over a batch (a Linear on [batch, seq, features]) is then one
+    GEMM with a long K, instead of a batch of products plus a strided reduction over them."""
+    left, right = g.srcs
+    nb = len(g.shape) - 2
+    k, m, n = left.shape[-2], left.shape[-1], right.shape[-1]
+    rows = math.prod(g.shape[:nb]) * m
+    lhs = node(Op.RESHAPE, (node(Op.PERMUTE, (left,), (nb, *range(nb), nb + 1)),), (k, rows))
+    rhs = node(Op.RESHAPE, (right,), (rows, n))
+    return node(Op.RESHAPE, (node(Op.MATMUL, (lhs, rhs)),), tuple(shape))
 
 
 def _expand(g: Node, shape) -> Node:

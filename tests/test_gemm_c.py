@@ -205,7 +205,23 @@ def epilogue_cases():
         "bias+relu+residual*scale": (((x @ wt.T + b).relu() + r) * 0.5, ((t["x"] @ t["wt"].T + t["b"]).relu() + t["r"]) * 0.5),
         "batched+bias+tanh": ((xb @ wb + b).tanh(), (t["xb"] @ t["wb"] + t["b"]).tanh()),
         "sliced": ((x[1:, 2:] @ w[2:, 3:] + b[3:]).gelu(), gelu(t["x"][1:, 2:] @ t["w"][2:, 3:] + t["b"][3:])),
+        # one weight for the whole batch: folded into one GEMM of 3 x 37 rows (see the next test)
+        "shared weight+residual": ((xb @ w + b).gelu() + xb @ w, gelu(t["xb"] @ t["w"] + t["b"]) + t["xb"] @ t["w"]),
+        "shared weight, 2 batch dims": ((xb.reshape(3, 1, 37, 45).expand(3, 2, 37, 45) @ w).tanh(),
+                                        (t["xb"].reshape(3, 1, 37, 45).expand(3, 2, 37, 45) @ t["w"]).tanh()),
     }
+
+
+def test_a_batch_sharing_one_weight_is_one_gemm_over_all_rows():
+    xb, w, b, r = rand(3, 37, 45, seed=6), rand(45, 70, seed=2), rand(70, seed=3), rand(3, 37, 70, seed=4)
+    y = (xb @ w + b).relu() * r  # the epilogue finds its batch index from the folded row
+    out, call = run_scheduled(y, THREADS3)
+    p = gemm_c.problem_of(call)
+    assert (p.batch, p.M, p.rows_per_batch) == ((), 3 * 37, 37) and call.epilogue is not None
+    close(out, ((xb.torch() @ w.torch() + b.torch()).relu()) * r.torch(), 45)
+    # a broadcast A (stride 0 over the batch) cannot fold: its rows do not continue
+    call, _ = scheduled_call(rand(1, 37, 45, seed=1).expand(3, 37, 45) @ rand(3, 45, 70, seed=2))
+    assert gemm_c.problem_of(call).batch == (3,)
 
 
 @pytest.mark.parametrize("case", list(epilogue_cases()))
