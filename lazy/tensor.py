@@ -1154,7 +1154,9 @@ class Tensor:
         """log(sum(exp(x))) around the max; rows of -inf (or empty) give -inf, +inf gives +inf."""
         x, out = self._floating()._acc(None)
         axes = _dims("logsumexp", dim, x.ndim)
-        m = x._red(Op.RMAX, axes)
+        # the max only keeps exp() in range: the result does not depend on it (d/dm = 0 exactly),
+        # so its gradient path is cut, as in torch's logsumexp backward (g * exp(x - result))
+        m = x._red(Op.RMAX, axes).detach()
         m = where(m.isinf(), 0.0, m)  # an infinite max would turn x - m into NaN
         return ((x - m).exp()._red(Op.SUM, axes).log() + m)._drop(axes, keepdim)._cast(out)
 
@@ -1162,7 +1164,9 @@ class Tensor:
         """(x - rowmax, axes, result dtype) for softmax and log_softmax; halves compute in fp32."""
         x, out = (self if dtype is None else self.to(dtype))._floating()._acc(None)
         axes = (_dim(name, dim, x.ndim),) if x.ndim else ()
-        return x - x._red(Op.RMAX, axes), axes, out
+        # softmax(x - c) is the same for every c: the max's gradient is exactly zero, so it is not
+        # built (torch's softmax backward is y * (g - sum(g * y)) alike): no tie counting per row
+        return x - x._red(Op.RMAX, axes).detach(), axes, out
 
     def softmax(self, dim, dtype=None) -> Tensor:
         s, axes, out = self._shifted("softmax", dim, dtype)
