@@ -230,6 +230,17 @@ _UNARY_F = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "co
             "erf": "erf", "abs": "fabs", "floor": "floor", "ceil": "ceil", "trunc": "trunc"}
 
 
+def _neg_abs_arg(w: Expr) -> Expr | None:
+    """`a` if `w` is where(0 <= a, -a, a), else None."""
+    if w.op != "where" or len(w.srcs) != 3:
+        return None
+    c, neg, a = w.srcs
+    if neg.op != "neg" or neg.srcs[0] != a or c.op != "le" or c.srcs[1] != a:
+        return None
+    zero = c.srcs[0]
+    return a if zero.op == "const" and zero.arg == 0 and a.dtype == w.dtype else None
+
+
 def ctype(dtype: str) -> str:
     return C_TYPES[dtype][1]
 
@@ -316,6 +327,14 @@ class Body:
             elif dt == "float16":
                 v = f"(float){v}"
             return f"({cond_c(mask)} ? {v} : ({t})0)" if mask else v
+        if op == "exp" and _neg_abs_arg(e.srcs[0]) is not None and ctype(compute_dtype(dt)) in ("float", "double"):
+            # exp(where(0 <= a, -a, a)) (a stable sigmoid's exp(-|a|)) as exp(-fabs(a)): the same
+            # value (the select only differs from -fabs in the sign of a zero, which exp ignores),
+            # and no select under the call: gcc's jump threading duplicated the call into both
+            # arms of a select on the same condition further on (two vector exps per element)
+            a = self.emit(_neg_abs_arg(e.srcs[0]))
+            sfx = "f" if ctype(compute_dtype(dt)) == "float" else ""
+            return f"exp{sfx}(-fabs{sfx}({a}))"
         a = [self.emit(s) for s in e.srcs]
         src_dt = compute_dtype(e.srcs[0].dtype) if e.srcs else dt
         st = ctype(src_dt)

@@ -116,3 +116,29 @@ def test_lazy_kernels_cli(tmp_path, capsys):
     assert "1 kernel(s) compiled for sm_80" in capsys.readouterr().out
     assert main(["kernels", "--target", "sm_90", str(script), "100"]) == 0
     assert "1 kernel(s) compiled for sm_90" in capsys.readouterr().out
+
+
+def _c_sources(fn) -> list[str]:
+    from codegen import render_c
+
+    ks = []
+    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
+    try:
+        fn()
+    finally:
+        runtime.kernel_listeners.pop()
+    return [render_c.render_c(k) for k in ks if hasattr(k, "loops")]
+
+
+def test_stable_sigmoid_exp_has_no_select_under_it():
+    # exp(where(0 <= a, -a, a)) is rendered exp(-fabs(a)): gcc duplicated a call under a select
+    # into both arms of a later select on the same condition (two vector exps per element)
+    t = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 3.0, -3.0, -100.0, 100.0])
+    x = lazy.tensor(t)
+    (src,) = _c_sources(lambda: x.sigmoid().realize())
+    assert "expf(-fabsf(" in src and src.count("expf(") == 1
+    torch.testing.assert_close(x.sigmoid().torch(), torch.sigmoid(t), equal_nan=True)  # torch flushes exp(-100) to 0
+    # the select itself, where it is a value, keeps its sign of zero: -(+0) = -0, -(-0) = +0
+    y = lazy.where(x >= 0, -x, x).torch()
+    ref = torch.where(t >= 0, -t, t)
+    assert torch.equal(torch.signbit(y), torch.signbit(ref)) and torch.equal(y.isnan(), ref.isnan())
