@@ -39,7 +39,9 @@ import sympy
 from codegen.kernel_ir import C_TYPES, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, subst_expr
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
-STREAM_MIN_BYTES = 32 << 20  # written bytes from which outputs bypass the cache (about the L3 here)
+STREAM_MIN_BYTES = 64 << 20  # written bytes from which outputs bypass the cache: twice the L3 here, so no
+# consumer could find them cached (`lazy tune` preferred plain stores for the 32 MiB weight update
+# of the large MLP training step, which the next step's GEMM reads)
 STREAM_BLOCK = 1024  # elements per streamed block: a few KiB of L1 scratch per output
 STREAM_MIN_ROW_BYTES = 512  # shorter innermost rows keep plain stores (mostly unaligned edges)
 PARALLEL_MIN_WORK = 1 << 15  # elements touched; below this one thread is faster than waking others

@@ -1,7 +1,7 @@
 """Streaming (non-temporal) stores in the C backend: the same values as plain stores, for every
 shape of block and edge the scratch-block copy has to get right.
 
-Kernels stream by default only when they write >= 32 MiB (codegen/render_c.STREAM_MIN_BYTES);
+Kernels stream by default only when they write >= 64 MiB (codegen/render_c.STREAM_MIN_BYTES);
 the fixture lowers the threshold to 0 so small, fast cases take the streaming path, and checks
 that they really did (the generated source calls `lz_stream`).
 """
