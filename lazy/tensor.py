@@ -184,6 +184,17 @@ def _view_strides(old, stride, new):
     return tuple(out) if view_d == -1 else None
 
 
+def leaf_node_ids(t) -> list[int]:
+    """Ids of the nodes that stand for leaf `t` in graphs: its node, and the node it had just before
+    it was last realized (a leaf written under no_grad and then read, e.g. printed, before
+    backward: graphs built in between hold that node). Only nodes alive now, so no id is stale."""
+    ids = [id(t._node)]
+    b = t._before() if t._before is not None else None
+    if b is not None:
+        ids.append(id(b))
+    return ids
+
+
 class _IdentityWeakSet:
     """A weak set compared by identity (WeakSet compares with ==, which is elementwise for tensors)."""
 
@@ -307,17 +318,20 @@ def realize(*tensors: Tensor, _into: dict | None = None):
     if todo:
         into = [targets.get(k) for k in todo] if targets else None
         bufs = dict(zip(todo, _realize(list(todo.values()), into)))
-        leaves = {id(t._node) for t in _leaf_tensors}
+        leaves = {i for t in _leaf_tensors for i in leaf_node_ids(t)}
         live = autograd.differentiable_nodes(list(todo.values()), leaves)[1] if leaves else set()
         for t in tensors:
             n = t._node
             if id(n) in bufs:
                 bn = node(Op.BUFFER, (), bufs[id(n)], n.dtype, n.shape)
+                before = None
                 if t in _leaf_tensors:  # a leaf's new value (an optimizer step) starts a new history
                     _leaf_owner[bn] = t
+                    before = weakref.ref(n)  # ...but graphs built on the value before it was realized
                 elif id(n) in live:
                     bn = node(Op.STORED, (bn,), n)  # the value is stored; gradients still reach the graph
                 t._set_realized(bn)
+                t._before = before
                 for r in runtime._recorders:  # lazy.jit: a replay gives this tensor its new buffer
                     r.bound(t, bufs[id(n)])
     return tensors[0] if len(tensors) == 1 else tensors
@@ -390,7 +404,8 @@ _INTS = "biu"  # bool and integer kinds: what bitwise ops accept
 class Tensor:
     """A lazy tensor. Build with `lazy.tensor`, `lazy.zeros`, ...; see the module docstring."""
 
-    __slots__ = ("__weakref__", "_base", "_cur", "_seen", "_steps", "_stride", "_version", "_grad", "_graph_freed")
+    __slots__ = ("__weakref__", "_base", "_cur", "_seen", "_steps", "_stride", "_version", "_grad", "_graph_freed",
+                 "_before")
     __array_ufunc__ = None  # numpy defers `ndarray + Tensor` to our reflected operators
     __hash__ = object.__hash__  # identity, like torch (== is elementwise)
 
@@ -418,7 +433,7 @@ class Tensor:
     def _new(n: Node, stride=None) -> Tensor:
         t = object.__new__(Tensor)
         t._cur, t._base, t._steps, t._seen, t._version = n, None, (), 0, 0
-        t._grad, t._graph_freed = None, False
+        t._grad, t._graph_freed, t._before = None, False, None
         t._stride = _contig(n.shape) if stride is None else tuple(stride)
         return t
 
@@ -457,7 +472,7 @@ class Tensor:
         return self._cur
 
     def _set_realized(self, bn: Node) -> None:
-        self._cur = bn
+        self._cur, self._before = bn, None
         if self._base is None:
             self._version += 1  # views rebuild on top of the buffer
 
@@ -629,7 +644,7 @@ class Tensor:
     def requires_grad(self) -> bool:
         if self in _leaf_tensors:
             return True
-        leaves = {id(t._node) for t in _leaf_tensors}
+        leaves = {i for t in _leaf_tensors for i in leaf_node_ids(t)}
         return bool(leaves) and id(self._node) in autograd.differentiable_nodes(self._node, leaves)[1]
 
     @requires_grad.setter
@@ -958,7 +973,7 @@ class Tensor:
         v = v0 = _tracked(value._cast(self.dtype)._expand_to(shape)._node)
         if base is None or not self._steps:  # a base, or a full alias of one (detach, x[...])
             target = self if base is None else base
-            target._cur, target._version = v, target._version + 1
+            target._cur, target._version, target._before = v, target._version + 1, None
             return self
         if not self._node.numel:
             return self

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from lazy import autograd
 from lazy.graph import Node, Op, const, node
-from lazy.tensor import Tensor, _fmt, _IdentityWeakSet, _leaf_tensors, _operand, tensor
+from lazy.tensor import Tensor, _fmt, _IdentityWeakSet, _leaf_tensors, _operand, leaf_node_ids, tensor
 
 pending_roots = _IdentityWeakSet()
 
@@ -46,7 +46,8 @@ def accumulate_backward(root: Tensor, gradient, retain_graph, create_graph: bool
                            "grad_fn (mark a leaf with requires_grad=True)")
     by_node: dict[int, list[Tensor]] = {}
     for t in targets:
-        by_node.setdefault(id(t._node), []).append(t)
+        for nid in leaf_node_ids(t):
+            by_node.setdefault(nid, []).append(t)
     grads = autograd.backward(root._node, _cotangent(root, gradient, "backward"), set(by_node))
     with autograd.set_grad_enabled(create_graph):  # accumulated grads stay differentiable with create_graph
         for nid, g in grads.items():
@@ -72,14 +73,15 @@ def grad_of(outputs, inputs, grad_outputs=None, create_graph: bool = False, allo
     gos = _as_list(grad_outputs) if grad_outputs is not None else [None] * len(outs)
     if len(gos) != len(outs):
         raise RuntimeError(f"grad: got {len(gos)} grad_outputs for {len(outs)} outputs")
-    leaves = {id(t._node) for t in ins}
+    leaves = {nid for t in ins for nid in leaf_node_ids(t)}
     total: dict[int, Node] = {}
     for o, go in zip(outs, gos):
         for nid, g in autograd.backward(o._node, _cotangent(o, go, "grad"), leaves).items():
             total[nid] = g if nid not in total else autograd.add(total[nid], g)
     result = []
     for i, t in enumerate(ins):
-        g = total.get(id(t._node))
+        parts = [total[nid] for nid in leaf_node_ids(t) if nid in total]
+        g = None if not parts else parts[0] if len(parts) == 1 else autograd.add(*parts)
         if g is None:
             if not allow_unused:
                 raise RuntimeError(f"grad: input {i} (shape {_fmt(t.shape)}) was not used to compute the "
