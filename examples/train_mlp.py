@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 
 # as `import lazy` would do, but before torch loads libgomp, so torch and lazy run alike: idle OpenMP
-# threads sleep instead of spinning (see lazy/__init__.py)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# threads spin briefly before they sleep (see lazy/__init__.py)
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 import argparse
 import statistics

@@ -6,12 +6,16 @@ torch-style functions mirroring Tensor methods (`lazy.exp(x)`, `lazy.sum(x, 1)`)
 
 import os as _os
 
-# OpenMP threads sleep when idle instead of spinning (unless the user chose): our kernels, torch's
-# and the BLAS's share one libgomp team, and on a machine with other busy processes a spinning team
-# loses whole scheduler time slices at every parallel region (an MLP training step measured
-# 11 ms median spinning vs 2.3 ms passive, torch eager alike). libgomp reads this when it loads,
-# i.e. at the first `import torch`, so it only takes effect when lazy is imported first.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP threads spin briefly, then sleep (unless the user chose a policy): our kernels,
+# torch's and the BLAS's all start parallel regions back to back, and waking a sleeping thread on
+# the development VM costs 0.1-0.2 ms per region. libgomp's default spins ~100x longer, which on a
+# machine with other busy processes loses whole scheduler slices at every region (an MLP step
+# measured 11 ms median spinning that long vs 2.3 ms sleeping at once). Measured on the tiny GPT
+# training step under lazy.jit: sleeping at once (OMP_WAIT_POLICY=PASSIVE) 13-17 ms, 30000 spins
+# 8.6-10 ms on a quiet machine; with one busy neighbour 15 and 22 ms. libgomp reads this when it
+# loads, i.e. at the first `import torch`, so it only takes effect when lazy is imported first.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 from lazy.dtypes import *  # float32, ..., bool_, get_default_dtype
 from lazy.dtypes import ALIASES as _ALIASES

@@ -22,8 +22,8 @@ OpenBLAS threads keep spinning after a call and would slow the next contender); 
 (`--stat min`: the best round, the machine's capability when other processes share the cores).
 lazy is timed end to end (graph building, schedule lookup, allocation, launches), like torch eager.
 Progress goes to stderr, the table to stdout. lazy is imported before torch, so every contender
-runs under the OpenMP wait policy `import lazy` sets (idle workers sleep unless OMP_WAIT_POLICY
-says otherwise): each parallel region then pays a wake-up, tens of microseconds on a VM.
+runs under the OpenMP wait policy `import lazy` sets (idle workers spin briefly, then sleep, unless
+OMP_WAIT_POLICY says otherwise; see lazy/__init__.py).
 """
 
 from __future__ import annotations
