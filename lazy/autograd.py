@@ -46,6 +46,25 @@ def _sum_to(g: Node, shape: tuple[int, ...]) -> Node:
     return node(Op.SUM, (g,), axes) if axes else g
 
 
+def _permute_vjp(n: Node, g: Node) -> Node:
+    """The gradient through a transpose of the last two axes, when it comes from a product, is
+    the product the other way round: (A @ B)^T = B^T @ A^T. So the weight gradient of
+    `x @ w.T` is computed in w's own layout (g^T @ x) instead of being a transposed view of
+    x^T @ g that the optimizer update then reads column by column."""
+    inv = _inverse_perm(n.arg)
+    k = len(inv)
+    prod, lead = g, ()
+    if prod.op is Op.RESHAPE and prod.srcs[0].op is Op.MATMUL:  # [1, .., M, N] views of an [M, N] product
+        inner = prod.srcs[0].shape
+        if len(inner) == 2 and prod.shape[-2:] == inner and all(d == 1 for d in prod.shape[:-2]):
+            prod, lead = prod.srcs[0], prod.shape[:-2]
+    if k >= 2 and inv == (*range(k - 2), k - 1, k - 2) and prod.op is Op.MATMUL and len(prod.shape) == 2:
+        a, b = prod.srcs
+        out = node(Op.MATMUL, (_mT(b), _mT(a)))
+        return node(Op.RESHAPE, (out,), (*lead, *out.shape)) if lead else out
+    return node(Op.PERMUTE, (g,), inv)
+
+
 def _folded_batch_matmul(g: Node, shape: tuple[int, ...]) -> Node:
     """sum_b L_b @ R_b as one GEMM contracting over batch and rows: [K, B*M] @ [B*M, N]. The
     gradient of a matrix broadcast over a batch (a Linear on [batch, seq, features]) is then one
@@ -161,7 +180,7 @@ VJP = {
     Op.STORED: lambda n, g: (None,),  # the gradient goes to n.arg: see _children
     Op.MATMUL: lambda n, g: (node(Op.MATMUL, (g, _mT(n.srcs[1]))), node(Op.MATMUL, (_mT(n.srcs[0]), g))),
     Op.RESHAPE: lambda n, g: (node(Op.RESHAPE, (g,), n.srcs[0].shape),),
-    Op.PERMUTE: lambda n, g: (node(Op.PERMUTE, (g,), _inverse_perm(n.arg)),),
+    Op.PERMUTE: lambda n, g: (_permute_vjp(n, g),),
     Op.EXPAND: lambda n, g: (_sum_to(g, n.srcs[0].shape),),
     Op.PAD: lambda n, g: (node(Op.SHRINK, (g,), tuple((a, a + s) for (a, _), s in zip(n.arg, n.srcs[0].shape))),),
     Op.SHRINK: lambda n, g: (node(Op.PAD, (g,), tuple((a, s - b) for (a, b), s in zip(n.arg, n.srcs[0].shape))),),

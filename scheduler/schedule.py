@@ -83,7 +83,17 @@ def schedule(roots: list[Node], buffers: list[Buffer], into: tuple[int | None, .
     for n in order:
         if n.op is Op.MATMUL:
             for s in n.srcs:
-                if strided_view(s, realized) is None:
+                if strided_view(s, realized) is not None:
+                    continue
+                # realize what the movement ops stand on, when the GEMM can then read the moved
+                # operand as a strided view of it (a transposed gradient: no transposing copy)
+                base = s
+                while base.op in MOVEMENT and id(base) not in realized:
+                    base = base.srcs[0]
+                if base is not s and base.op is not Op.BUFFER and strided_view(s, realized | {id(base)}) is not None:
+                    decisions.append(f"realize: {_describe(base)} feeds a GEMM through a strided view")
+                    realized.add(id(base))
+                else:
                     decisions.append(f"realize: {_describe(s)} feeds a GEMM and is not a strided view of a buffer")
                     realized.add(id(s))
 

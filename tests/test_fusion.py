@@ -151,3 +151,29 @@ def test_optimizer_style_update_is_one_kernel():
     torch.testing.assert_close(p2.torch(), pt - 0.01 * m2t / (v2t.sqrt() + 1e-8))
     torch.testing.assert_close(m2.torch(), m2t)
     torch.testing.assert_close(v2.torch(), v2t)
+
+
+def test_a_transposed_computed_operand_is_read_as_a_view_not_copied(capsys):
+    # (a * 2).T @ b: the product is realized once and the GEMM reads it transposed (strided);
+    # realizing the transpose itself would add a transposing copy kernel
+    a, b = rand(33, 17), rand(33, 9, seed=1)
+    y = (a * 2.0).T @ b
+    with lazy.debug(2):
+        ks = kernels_of(y)
+    assert len(ks) == 2 and "feeds a GEMM through a strided view" in capsys.readouterr().err
+    np.testing.assert_allclose(y.numpy(), (a.numpy() * 2).T @ b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_weight_gradient_of_x_at_w_transposed_is_computed_in_the_weights_layout():
+    # d(x @ w.T)/dw = g.T @ x: one GEMM writing w's [out, in] layout, so the optimizer update
+    # reads the gradient contiguously (not a transposed view of x.T @ g)
+    from lazy.graph import Op, toposort
+
+    x, w = rand(16, 24), rand(8, 24, seed=1).requires_grad_()
+    (gw,) = lazy.autograd.grad((x @ w.T).square().sum(), [w])
+    top = gw._node.srcs[0] if gw._node.op is Op.DETACH else gw._node
+    assert top.op is Op.MATMUL and top.shape == (8, 24)
+    assert not any(n.op is Op.PERMUTE and n.srcs[0].op is Op.MATMUL for n in toposort([gw._node]))
+    xt, wt = torch.tensor(x.numpy()), torch.tensor(w.numpy(), requires_grad=True)
+    (ref,) = torch.autograd.grad((xt @ wt.T).square().sum(), [wt])
+    np.testing.assert_allclose(gw.numpy(), ref.numpy(), rtol=1e-5, atol=1e-4)

@@ -483,3 +483,21 @@ def test_cli_exit_codes(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     rc, _, err = _main("tune", "--import", str(tmp_path / "bad.json"))
     assert rc == 2 and "not JSON" in err
+
+
+def test_a_one_loop_parallel_kernel_carries_simd_on_its_parallel_loop():
+    # inside the OpenMP region gcc loses `restrict`; with several outputs it then leaves the loop
+    # scalar unless the loop itself says `simd` (an AdamW update with 4 outputs)
+    ps = [lazy.tensor(rand(1 << 16, seed=s)) for s in range(3)]
+    outs = [ps[0] * ps[1] + ps[2], ps[0] - ps[2], (ps[1] * 2.0).sqrt(), ps[2] / (ps[0].abs() + 1.0)]
+    ks = kernels_of(lambda: outs)
+    (k,) = [k for k in ks if len(k.stores) == 4]
+    assert "#pragma omp parallel for simd schedule(static)" in render_c.render_c(k)
+
+
+def test_a_row_reduction_with_a_per_row_scalar_is_not_interchanged():
+    # rows reduced along their contiguous axis, plus a load of one value per row (a label, a
+    # scale): that load does not move with the reduction, so it must not flip the loop order
+    x, s = lazy.tensor(rand(300, 64)), lazy.tensor(rand(300, 1, seed=1))
+    (k,) = kernels_of(lambda: (x * s).sum(-1))
+    assert not render_c._prefers_interchange(k) and "xb +=" not in render_c.render_c(k)
