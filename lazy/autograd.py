@@ -54,10 +54,12 @@ def _permute_vjp(n: Node, g: Node) -> Node:
     inv = _inverse_perm(n.arg)
     k = len(inv)
     prod, lead = g, ()
-    if prod.op is Op.RESHAPE and prod.srcs[0].op is Op.MATMUL:  # [1, .., M, N] views of an [M, N] product
-        inner = prod.srcs[0].shape
-        if len(inner) == 2 and prod.shape[-2:] == inner and all(d == 1 for d in prod.shape[:-2]):
-            prod, lead = prod.srcs[0], prod.shape[:-2]
+    inner = g
+    while inner.op is Op.RESHAPE:  # [1, .., M, N] views (reshapes of reshapes) of an [M, N] product
+        inner = inner.srcs[0]
+    if inner is not g and inner.op is Op.MATMUL and len(inner.shape) == 2 and g.shape[-2:] == inner.shape \
+            and all(d == 1 for d in g.shape[:-2]):
+        prod, lead = inner, g.shape[:-2]
     if k >= 2 and inv == (*range(k - 2), k - 1, k - 2) and prod.op is Op.MATMUL and len(prod.shape) == 2:
         a, b = prod.srcs
         out = node(Op.MATMUL, (_mT(b), _mT(a)))
@@ -73,7 +75,10 @@ def _folded_batch_matmul(g: Node, shape: tuple[int, ...]) -> Node:
     nb = len(g.shape) - 2
     k, m, n = left.shape[-2], left.shape[-1], right.shape[-1]
     rows = math.prod(g.shape[:nb]) * m
-    lhs = node(Op.RESHAPE, (node(Op.PERMUTE, (left,), (nb, *range(nb), nb + 1)),), (k, rows))
+    if left.op is Op.PERMUTE and left.arg == (*range(nb), nb + 1, nb):  # left = a^T: [K, B*M] = (a as [B*M, K])^T
+        lhs = _mT(node(Op.RESHAPE, (left.srcs[0],), (rows, k)))
+    else:
+        lhs = node(Op.RESHAPE, (node(Op.PERMUTE, (left,), (nb, *range(nb), nb + 1)),), (k, rows))
     rhs = node(Op.RESHAPE, (right,), (rows, n))
     return node(Op.RESHAPE, (node(Op.MATMUL, (lhs, rhs)),), tuple(shape))
 

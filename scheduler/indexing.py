@@ -228,11 +228,23 @@ def movement_index(kind: str, arg, src_shape: tuple[int, ...], out_shape: tuple[
 
 
 def linear_coeffs(e: sympy.Expr) -> dict | None:
-    """{symbol: coeff, 1: const} if `e` is affine in plain symbols, else None."""
+    """{symbol: coeff, 1: const} if `e` is affine in plain symbols, else None. A split index
+    recombined, c*d*(a // d) + c*(a % d), is c*a (a reshape that merges two dims of a view)."""
+    terms = dict(sympy.expand(e).as_coefficients_dict())
+    for t in [t for t in terms if isinstance(t, ModIdx)]:
+        a, d = t.args
+        q = FloorDiv(a, d)
+        if t in terms and q in terms and terms[q] == terms[t] * d:
+            c = terms.pop(t)
+            terms.pop(q)
+            for u, cu in sympy.expand(c * a).as_coefficients_dict().items():
+                terms[u] = terms.get(u, 0) + cu
     out = {}
-    for t, c in sympy.expand(e).as_coefficients_dict().items():
+    for t, c in terms.items():
+        if c == 0:
+            continue
         if t == 1 or t.is_Symbol:
-            out[t] = int(c)
+            out[t] = out.get(t, 0) + int(c)
         else:
             return None
     return out

@@ -1465,7 +1465,8 @@ def test_creation_requires_grad_keyword():
 
 def test_weight_gradient_of_a_batched_linear_is_one_gemm():
     # x [4, 6, 5] @ w.T: the gradient of w sums a product per batch entry; it is built as one GEMM
-    # contracting over batch and rows ([5, 24] @ [24, 3]), with no separate reduction
+    # contracting over batch and rows, with no separate reduction, in w's own [3, 5] layout
+    # (g^T @ x: [3, 24] @ [24, 5])
     x, w = _d(4, 6, 5), _d(3, 5)
     xl, wl = lazy.tensor(x).requires_grad_(), lazy.tensor(w).requires_grad_()
     gy = rnd(4, 6, 3, dtype=torch.float64)
@@ -1473,7 +1474,7 @@ def test_weight_gradient_of_a_batched_linear_is_one_gemm():
     xt, wt = x.clone().requires_grad_(), w.clone().requires_grad_()
     rx, rw = torch.autograd.grad(((xt @ wt.T) * gy).sum(), [xt, wt])
     graph = toposort([gw._node])  # before realizing: then the node becomes its buffer
-    assert [(m.srcs[0].shape, m.srcs[1].shape) for m in graph if m.op is Op.MATMUL] == [((5, 24), (24, 3))]
+    assert [(m.srcs[0].shape, m.srcs[1].shape) for m in graph if m.op is Op.MATMUL] == [((3, 24), (24, 5))]
     assert not any(n.op is Op.SUM for n in graph)
     assert_close(gx.torch(), rx)
     assert_close(gw.torch(), rw)

@@ -177,3 +177,18 @@ def test_weight_gradient_of_x_at_w_transposed_is_computed_in_the_weights_layout(
     xt, wt = torch.tensor(x.numpy()), torch.tensor(w.numpy(), requires_grad=True)
     (ref,) = torch.autograd.grad((xt @ wt.T).square().sum(), [wt])
     np.testing.assert_allclose(gw.numpy(), ref.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_a_merged_then_transposed_operand_is_a_strided_view():
+    # h [4, 8, 16] reshaped to [32, 16] and transposed: the index h[v // 8, v % 8, u] is the affine
+    # 16 * v + u, so the GEMM reads h in place (3 kernels would mean a transposing copy)
+    from codegen.kernel_ir import FloorDiv, ModIdx
+    from scheduler.indexing import linear_coeffs, symbol
+
+    v, u = symbol("v0"), symbol("v1")
+    assert linear_coeffs(128 * FloorDiv(v, 8) + 16 * ModIdx(v, 8) + u + 3) == {v: 16, u: 1, 1: 3}
+    assert linear_coeffs(128 * FloorDiv(v, 8) + 15 * ModIdx(v, 8)) is None
+    x, b = rand(4, 8, 16), rand(32, 5, seed=1)
+    y = (x * 2.0).reshape(32, 16).T @ b
+    assert len(kernels_of(y)) == 2
+    np.testing.assert_allclose(y.numpy(), (x.numpy() * 2).reshape(32, 16).T @ b.numpy(), rtol=1e-5, atol=1e-5)
