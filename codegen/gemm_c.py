@@ -293,6 +293,26 @@ def _pack_a(p: Problem) -> list[str]:
     """Copy A[i:i+mc, pc:pc+kc] (from `asrc`) into MR-tall micro-panels at `ap` (each kc x MR,
     rows beyond mc zero)."""
     _, _, sam, sak = p.a
+    if sam == 1 and sak != 1:
+        # column-major A (a transposed operand: the weight gradient's g^T): walk it k row by k
+        # row, each row contiguous over m, filling every panel's slot k. Panel by panel it read
+        # 8 floats from each of kc rows, then the next 8 from the same rows: g^T @ x at
+        # [128, 256] x [256, 512] took 308 us (105 GFLOP/s), now 165 us (torch: 212-248)
+        return ["static inline void pack_a(T* restrict ap, const S* restrict asrc, int64_t mc, int64_t kc) {",
+                "  const int64_t full = mc / MR * MR;",
+                "  for (int64_t k = 0; k < kc; k++) {",
+                f"    const S* restrict row = asrc + k * {_lit(sak)};",
+                "    for (int64_t ir = 0; ir < full; ir += MR) {",
+                "      T* restrict dst = ap + ir * kc + k * MR;",
+                "      #pragma omp simd",
+                "      for (int64_t r = 0; r < MR; r++) dst[r] = LD(row[ir + r]);",
+                "    }",
+                "    if (full < mc) {",
+                "      T* restrict dst = ap + full * kc + k * MR;",
+                "      for (int64_t r = 0; r < MR; r++) dst[r] = full + r < mc ? LD(row[full + r]) : (T)0;",
+                "    }",
+                "  }",
+                "}"]
     L = ["static inline void pack_a(T* restrict ap, const S* restrict asrc, int64_t mc, int64_t kc) {",
          "  for (int64_t ir = 0; ir < mc; ir += MR) {",
          "    T* restrict dst = ap + ir * kc;",
