@@ -472,9 +472,10 @@ def _epilogue_block(call: ExternCall, p: Problem, indent: str, ld: str = "NR", p
 
 # Work per thread below which fewer threads are faster. Spinning OpenMP workers (OMP_WAIT_POLICY
 # unset or ACTIVE) start at once: a second thread already paid off at 32^3 (65K flops), not at
-# 16^3. Sleeping ones (PASSIVE, what `import lazy` sets) take a futex wake-up, ~50 us on the
-# development VM: 32^3 went from 4 to 52 us and 128^3 from 36 to 89 us on 2 threads (42 us on
-# one), so a second thread needs ~100 us of work (256^3: 267 us on 2 threads, ~335 on one).
+# 16^3 (`import lazy` sets a short spin, see lazy/__init__.py). Sleeping ones (OMP_WAIT_POLICY=
+# PASSIVE) take a futex wake-up, ~50 us on the development VM: 32^3 went from 4 to 52 us and
+# 128^3 from 36 to 89 us on 2 threads (42 us on one), so a second thread needs ~100 us of work
+# (256^3: 267 us on 2 threads, ~335 on one).
 MIN_FLOPS_PER_THREAD = 1 << 15
 MIN_FLOPS_PER_THREAD_PASSIVE = 1 << 22
 
