@@ -120,11 +120,24 @@ def _streamable(k: Kernel) -> bool:
     return n == 1 or row >= STREAM_MIN_ROW_BYTES
 
 
+def _transcendentals(e: Expr, seen: set) -> int:
+    if id(e) in seen:
+        return 0
+    seen.add(id(e))
+    return (e.op in _EXPENSIVE) + sum(_transcendentals(s, seen) for s in e.srcs)
+
+
 def _streams(k: Kernel, cfg: "CConfig") -> bool:
     if cfg.stream is False or not _streamable(k):
         return False
     if cfg.stream:
         return True
+    # two or more exp/tanh/... per element make the kernel compute-bound here: the scratch
+    # block's extra pass then costs more than the write-allocate reads it saves (`lazy tune`
+    # chose plain stores for the 10-op bench chain, exp + tanh: 12.7 -> 11.3 ms)
+    seen: set = set()
+    if sum(_transcendentals(st.value, seen) for st in k.stores) >= 2:
+        return False
     return k.numel * sum(ITEMSIZE[st.dtype] for st in k.stores) >= STREAM_MIN_BYTES
 
 

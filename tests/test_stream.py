@@ -143,3 +143,19 @@ def test_the_default_threshold_streams_only_large_outputs():
     (k,) = ks
     assert render_c._streamable(k) and "lz_stream(&b" not in render_c.render_c(k)
     assert "lz_stream(&b" in render_c.render_c(k, config=render_c.CConfig(stream=True))
+
+
+def test_compute_bound_kernels_keep_plain_stores(streaming):
+    # two transcendentals per element (exp and tanh): the kernel is compute-bound and streaming's
+    # extra pass through the scratch block does not pay; a tuner can still ask for it
+    x = rand(5000)
+    got = (lazy.tensor(x).exp() + 1.0).tanh().numpy()
+    np.testing.assert_allclose(got, torch.tanh(x.exp() + 1.0).numpy(), rtol=1e-6)
+    assert not streamed(streaming)
+    ks = []
+    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
+    try:
+        (lazy.tensor(x).exp() + 2.0).tanh().realize()
+    finally:
+        runtime.kernel_listeners.pop()
+    assert "lz_stream(&b" in render_c.render_c(ks[0], config=render_c.CConfig(stream=True))
