@@ -140,7 +140,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--timing-steps", type=int, default=10, help="extra steps timed after the comparison")
+    ap.add_argument("--timing-steps", type=int, default=30, help="extra steps timed after the comparison")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     args = ap.parse_args(argv)
     cfg = Config()
