@@ -565,25 +565,33 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
     w("  }")
     w("}")
 
-    B = p.batch_count
-    L += [f"int {fn_name}({', '.join(params)}) {{  /* 0, or 1: no memory for the packing buffers */",
-          "  if (M == 0 || N == 0) return 0;",
-          f"  const int nth = {threads};",
-          *_units_c(B),
-          "  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
-          "  const size_t per_thread = RUP((size_t)kce * nce, 64) + RUP((size_t)mce * kce, 64);",
-          "  T* const ws = workspace(nth * per_thread + 64);",
-          "  if (!ws) return 1;",
-          "  #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)",
-          "  for (int64_t u = 0; u < units; u++) {",
-          "    T* const bp = ws + omp_get_thread_num() * per_thread;",
-          "    T* const ap = bp + RUP((size_t)kce * nce, 64);",
-          *_unit_bounds_c(),
-          f"    if (m0 < m1 && n0 < n1) gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, ap);",
-          "  }",
-          "  return 0;",
-          "}"]
+    L += _driver_c(fn_name, params, threads, p.batch_count,
+                   ["  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(CDIV(N, tn), NR) + NR), "
+                    "mce = MIN(MCB, RUP(M, MR));",
+                    "  const size_t per_thread = RUP((size_t)kce * nce, 64) + RUP((size_t)mce * kce, 64);"],
+                   f"gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, bp + RUP((size_t)kce * nce, 64))")
     return "\n".join(src + L) + "\n"
+
+
+def _driver_c(fn_name: str, params: list[str], threads: str, B: int, sizing: list[str], block_call: str) -> list[str]:
+    """The exported function: choose the units of work, take one workspace of `per_thread`
+    elements per thread (`sizing` defines it), run the units in parallel, each calling
+    `block_call` with its bounds and `bp`, the thread's workspace."""
+    return [f"int {fn_name}({', '.join(params)}) {{  /* 0, or 1: no memory for the packing buffers */",
+            "  if (M == 0 || N == 0) return 0;",
+            f"  const int nth = {threads};",
+            *_units_c(B),
+            *sizing,
+            "  T* const ws = workspace(nth * per_thread + 64);",
+            "  if (!ws) return 1;",
+            "  #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)",
+            "  for (int64_t u = 0; u < units; u++) {",
+            "    T* const bp = ws + omp_get_thread_num() * per_thread;",
+            *_unit_bounds_c(),
+            f"    if (m0 < m1 && n0 < n1) {block_call};",
+            "  }",
+            "  return 0;",
+            "}"]
 
 
 NC16_BYTES = 8 << 20  # 16-bit operands: the packed B block (all of K) per thread
@@ -638,25 +646,12 @@ def _render_16bit(call: ExternCall, p: Problem, params: list[str], args: list[st
     w("    }")
     w("  }")
     w("}")
-    B = p.batch_count
-    L += [f"int {fn_name}({', '.join(params)}) {{  /* 0, or 1: no memory for the packing buffers */",
-          "  if (M == 0 || N == 0) return 0;",
-          f"  const int nth = {threads};",
-          *_units_c(B),
-          "  const int64_t nce = MIN(NC16, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
-          "  const size_t bsz = RUP((size_t)MAX(K, 1) * nce, 64), asz = RUP((size_t)mce * MIN(KCB, MAX(K, 1)), 64);",
-          "  const size_t per_thread = bsz + asz + RUP((size_t)mce * nce, 64);",
-          "  T* const ws = workspace(nth * per_thread + 64);",
-          "  if (!ws) return 1;",
-          "  #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)",
-          "  for (int64_t u = 0; u < units; u++) {",
-          "    T* const bp = ws + omp_get_thread_num() * per_thread;",
-          *_unit_bounds_c(),
-          (f"    if (m0 < m1 && n0 < n1) gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, bp + bsz, "
-           "bp + bsz + asz);"),
-          "  }",
-          "  return 0;",
-          "}"]
+    L += _driver_c(fn_name, params, threads, p.batch_count,
+                   ["  const int64_t nce = MIN(NC16, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
+                    "  const size_t bsz = RUP((size_t)MAX(K, 1) * nce, 64), "
+                    "asz = RUP((size_t)mce * MIN(KCB, MAX(K, 1)), 64);",
+                    "  const size_t per_thread = bsz + asz + RUP((size_t)mce * nce, 64);"],
+                   f"gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, bp + bsz, bp + bsz + asz)")
     return L
 
 

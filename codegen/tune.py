@@ -34,6 +34,7 @@ busy one, is not stored.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import hashlib
@@ -485,19 +486,26 @@ def measure(run: Callable[[], None], tensors: list, target_s: float = 0.1, min_r
     inner = max(1, int(2e-4 / once))  # batch tiny kernels: one sample is at least ~0.2 ms
     reps = max(min_reps, min(max_reps, int(target_s / (once * inner))))
     samples = []
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for _ in range(reps):
             t = time.perf_counter()
             for _ in range(inner):
                 run()
             sync()
             samples.append((time.perf_counter() - t) / inner)
-    finally:
-        if gc_was:
-            gc.enable()
     return min(samples)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """No garbage collection pass lands inside a timed sample."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def measure_pair(a: Callable[[], None], b: Callable[[], None], tensors: list,
@@ -516,9 +524,7 @@ def measure_pair(a: Callable[[], None], b: Callable[[], None], tensors: list,
     inner = max(1, int(4e-4 / pair))
     rounds = max(8, min(100, int(target_s / (pair * inner))))
     ta, tb = [], []
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for r in range(rounds):
             for run, out in ((a, ta), (b, tb)) if r % 2 == 0 else ((b, tb), (a, ta)):
                 t = time.perf_counter()
@@ -526,9 +532,6 @@ def measure_pair(a: Callable[[], None], b: Callable[[], None], tensors: list,
                     run()
                 sync()
                 out.append((time.perf_counter() - t) / inner)
-    finally:
-        if gc_was:
-            gc.enable()
     return (min(ta), statistics.median(ta)), (min(tb), statistics.median(tb))
 
 

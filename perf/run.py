@@ -535,6 +535,8 @@ def _compile_first_calls(w, args, peer, res, log):
 def _interleaved(calls: dict[str, Callable], res: dict, repeat: int, warmup: int, budget_s: float,
                  log) -> dict[str, list[float]]:
     """Warm-up, then rounds that call every peer once (rotated order); a failing peer drops out."""
+    from codegen.tune import gc_paused
+
     names = list(calls)
     samples: dict[str, list[float]] = {n: [] for n in names}
 
@@ -553,9 +555,7 @@ def _interleaved(calls: dict[str, Callable], res: dict, repeat: int, warmup: int
         except Exception as e:  # noqa: BLE001 (a benchmark records the failure and goes on)
             drop(n, e)
     gc.collect()
-    gc_was = gc.isenabled()
-    gc.disable()  # as timeit does: a collection inside one peer's call is noise
-    try:
+    with gc_paused():  # as timeit does: a collection inside one peer's call is noise
         t_start = time.perf_counter()
         for r in range(max(repeat, 1)):
             for n in names[r % max(len(names), 1):] + names[:r % max(len(names), 1)]:
@@ -569,9 +569,6 @@ def _interleaved(calls: dict[str, Callable], res: dict, repeat: int, warmup: int
                     drop(n, e)
             if r + 1 >= MIN_SAMPLES and time.perf_counter() - t_start > budget_s:
                 break
-    finally:
-        if gc_was:
-            gc.enable()
     return samples
 
 

@@ -30,18 +30,17 @@ from perf.workloads import SIZES, SUITE
 def _time_calls(call, repeat: int, warmup: int = 1) -> list[float]:
     import gc
 
+    from codegen.tune import gc_paused
+
     for _ in range(warmup):
         call()
     out = []
     gc.collect()
-    gc.disable()
-    try:
+    with gc_paused():
         for _ in range(repeat):
             t = time.perf_counter()
             call()
             out.append(time.perf_counter() - t)
-    finally:
-        gc.enable()
     return out
 
 

@@ -142,3 +142,18 @@ def test_stable_sigmoid_exp_has_no_select_under_it():
     y = lazy.where(x >= 0, -x, x).torch()
     ref = torch.where(t >= 0, -t, t)
     assert torch.equal(torch.signbit(y), torch.signbit(ref)) and torch.equal(y.isnan(), ref.isnan())
+
+
+def test_import_sets_a_short_openmp_spin_unless_the_user_chose():
+    import subprocess
+    import sys
+
+    def spin(**env):
+        base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        out = subprocess.run([sys.executable, "-c", "import os, lazy; print(os.environ.get('GOMP_SPINCOUNT'))"],
+                             env={**base, **env}, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    assert spin() == "30000"
+    assert spin(OMP_WAIT_POLICY="PASSIVE") == "None"  # the user's policy stands alone
+    assert spin(GOMP_SPINCOUNT="5") == "5"
