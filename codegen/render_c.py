@@ -39,6 +39,7 @@ import sympy
 from codegen.kernel_ir import C_TYPES, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, subst_expr
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
+SUM_BLOCK = 1024  # float sums: elements added in float (per SIMD lane: SUM_BLOCK / width) before double
 STREAM_MIN_BYTES = 64 << 20  # written bytes from which outputs bypass the cache: twice the L3 here, so no
 # consumer could find them cached (`lazy tune` preferred plain stores for the 32 MiB weight update
 # of the large MLP training step, which the next step's GEMM reads)
@@ -71,6 +72,11 @@ class CConfig:
         norm backward row ran 20x slower inside the region); inlined, the parameters keep it.
         None: for rows of up to ROW_FN_MAX elements that hold a row reduction (the norms and
         softmaxes of a training step: 7% off the tiny GPT step's kernel time).
+    stream: outputs leave through an L1 block and non-temporal stores (None: `_streams`).
+    prefetch: a row kernel that walks each row several times (reduction passes, then the stores)
+        prefetches the next row once its first pass is done, so memory stays busy while the
+        later passes run from cache (None: when the rows come from a buffer larger than the
+        caches, PREFETCH_MIN_BYTES, and a pass computes a transcendental).
     """
 
     threads: int | None = None
@@ -83,9 +89,46 @@ class CConfig:
     rsplit: bool = False
     row_fn: bool | None = None
     stream: bool | None = None
+    prefetch: bool | None = None
 
 
 ROW_FN_MAX = 1024
+PREFETCH_MIN_BYTES = 16 << 20  # a buffer read by rows from here on comes from memory, not cache
+PREFETCH_MAX_ROW_BYTES = 64 << 10  # longer rows would evict their own beginning before the next pass
+
+
+def _compute_heavy(k: Kernel) -> bool:
+    """Some pass computes an exp/tanh/...: long enough that the hardware prefetcher alone leaves
+    memory idle (softmax: 5% faster with the next row prefetched; layer norm, whose passes are a
+    few adds, 4% slower)."""
+    seen: set = set()
+    return any(_transcendentals(e, seen) for e in [r.value for r in k.reduces] + [s.value for s in k.stores])
+
+
+def _prefetch_rows(k: Kernel, r, d: int, cfg: "CConfig") -> list[tuple[int, sympy.Expr, int, int]]:
+    """(buffer, first element of the next row, row length, elements per cache line) for each load
+    of `r`, the first pass over a row at loop depth `d`, that walks its row contiguously: the
+    row the next iteration of loop x{d-1} will read."""
+    if cfg.prefetch is False or d == 0 or len(r.rvars) != 1 or r.op not in ("sum", "max", "prod"):
+        return []
+    xo = sympy.Symbol(f"x{d - 1}", integer=True, nonnegative=True)
+    rv = sympy.Symbol(r.rvars[0], integer=True, nonnegative=True)
+    out, seen = [], set()
+    for ld in _loads(r.value):
+        b, index, mask = ld.arg
+        item = ITEMSIZE.get(k.buffers[b].dtype, 4)
+        if mask or (b, index) in seen or r.rsizes[0] * item > PREFETCH_MAX_ROW_BYTES:
+            continue
+        if cfg.prefetch is None and (k.buffers[b].numel * item < PREFETCH_MIN_BYTES or not _compute_heavy(k)):
+            continue
+        if rv in sympy.expand(index - rv).free_symbols:  # not unit stride along the row
+            continue
+        step = sympy.expand(index.subs(xo, xo + 1) - index)
+        if not step.is_Integer or step == 0:  # the next row is not a fixed distance away
+            continue
+        seen.add((b, index))
+        out.append((b, index.subs({xo: xo + 1, rv: 0}), r.rsizes[0], max(64 // item, 1)))
+    return out
 
 
 def _prefers_row_fn(k: Kernel) -> bool:
@@ -162,6 +205,8 @@ def search_space(k: Kernel) -> dict[str, tuple]:
         space["row_fn"] = (None, False, True)
     if _streamable(k):
         space["stream"] = (None, False, True)
+    if any(_prefetch_rows(k, r, r.depth, CConfig(prefetch=True)) for r in k.reduces):
+        space["prefetch"] = (None, False, True)
     space["parallel_min_work"] = (0, PARALLEL_MIN_WORK, NEVER_PARALLEL)
     space["threads"] = (None, *[t for t in (1, 2, 4, 8, 16, 32, 64) if t < cpus])
     if n == 1 and k.loops[0] > 1024 and not tiles:
@@ -526,8 +571,26 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         if not tiled:
             red_clause = f" reduction({opname}:{r.name})" + (f" reduction(|:{nan})" if nan else "")
         top_parallel = parallel and (n == 0 and r.depth == 0 or rsplit) and not tiled
+        # a float sum adds blocks of SUM_BLOCK elements in float (full SIMD width; each lane
+        # sums SUM_BLOCK / width of them) and the block sums in double: the error of a double
+        # accumulator within a few float roundings per block, at float speed (a double
+        # accumulator halves the lanes, which cost a 4096-wide layer norm 15% in its L1 passes)
+        blocked = r.op == "sum" and t == "double" and compute_dtype(r.dtype) != "float64" and not tiled
+        part = f"{name}_p"
         for j, (v, size) in enumerate(zip(r.rvars, r.rsizes)):
             last = j == len(r.rvars) - 1
+            if last and blocked:
+                block = min(size, SUM_BLOCK)
+                if j == 0 and top_parallel:
+                    body_lines.append(f"{indent}#pragma omp parallel for{nt}{red_clause}")
+                body_lines.append(f"{indent}for (int64_t {v}b = 0; {v}b < {size}; {v}b += {block}) {{")
+                indent += "  "
+                body_lines.append(f"{indent}const int64_t {v}e = {v}b + {block} < {size} ? {v}b + {block} : {size};")
+                body_lines.append(f"{indent}float {part} = 0.0f;")
+                body_lines.append(f"{indent}{simd} reduction(+:{part})")
+                body_lines.append(f"{indent}for (int64_t {v} = {v}b; {v} < {v}e; {v}++) {{")
+                indent += "  "
+                continue
             if j == 0 and top_parallel:
                 # clauses after the combined construct's name: `parallel for num_threads(2) simd` is an error
                 pragma = f"#pragma omp parallel for{simd_clause if last else ''}{nt}{red_clause}"
@@ -551,7 +614,9 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         val = inner.emit(r.value)
         for cached, scratch, _ in row_cache.get(r.name, ()):
             body_lines.append(f"{indent}{scratch}[{r.rvars[0]}] = {inner.names[cached]};")
-        if r.op == "sum":
+        if blocked:
+            body_lines.append(f"{indent}{part} += {val};")
+        elif r.op == "sum":
             body_lines.append(f"{indent}{name} += ({t}){val};")
         elif r.op == "prod":
             body_lines.append(f"{indent}{name} *= ({t}){val};")
@@ -560,9 +625,13 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             if nan:
                 body_lines.append(f"{indent}{nan} |= ({val} != {val});")
         depth = len(r.rvars) + (1 if tiled else 0)
-        for _ in range(depth):
+        for i in range(depth):
             indent = indent[:-2]
             body_lines.append(f"{indent}}}")
+            if blocked and i == 0:
+                body_lines.append(f"{indent}{name} += (double){part};")
+                indent = indent[:-2]
+                body_lines.append(f"{indent}}}")
         if nan and not tiled:
             body_lines.append(f"{indent}if ({nan}) {r.name} = ({t})NAN;")
 
@@ -627,9 +696,15 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             for entries in row_cache.values():
                 for _, scratch, _ in entries:
                     lines.append(f"{indent}float {scratch}[{k.loops[n - 1]}];")
+        first = True
         for r in k.reduces:
             if r.depth == d:
                 reduction_loop(r, indent, scalar_ref, False, lines)
+                if first and not swap:
+                    for b, start, length, line in _prefetch_rows(k, r, d, cfg):
+                        lines.append(f"{indent}if (x{d - 1} + 1 < {k.loops[d - 1]}) for (int64_t p = 0; p < {length}; "
+                                     f"p += {line}) __builtin_prefetch(&b{b}[{index_c(start)} + p], 0, 3);")
+                first = False
         if d == n:
             stores(indent, scalar_ref, lines)
             return

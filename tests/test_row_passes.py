@@ -1,0 +1,139 @@
+"""How the C backend's reduction passes are rendered: float sums in blocks (float inside a block,
+double across blocks) and the next row prefetched by multi-pass row kernels.
+
+Accuracy is checked against a float64 reference, not against torch: the claim is "as accurate as a
+double accumulator up to the final float rounding", which is stricter than torch's own float sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lazy
+from codegen import render_c
+from codegen.kernel_ir import Kernel
+from lazy import runtime
+
+
+@pytest.fixture
+def kernels(monkeypatch):
+    """The Kernel IR of every kernel compiled in the test; programs compiled earlier are forgotten."""
+    seen: list[Kernel] = []
+    real = render_c.render_c
+
+    def spy(k, *a, **kw):
+        seen.append(k)
+        return real(k, *a, **kw)
+
+    monkeypatch.setattr(render_c, "render_c", spy)
+    saved = dict(runtime._programs)
+    runtime._programs.clear()
+    yield seen
+    runtime._programs.clear()
+    runtime._programs.update(saved)
+
+
+def rel_err(got, ref) -> float:
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-30)))
+
+
+# one float32 rounding of the result is 2**-24 (6e-8) relative; a float accumulator over a few
+# million elements, even 16 lanes wide, is off by 1e-5 and more on these inputs
+FINAL_ROUNDING = 2.0 ** -23
+
+
+@pytest.mark.parametrize("n", [1, 1023, 1024, 1025, 3 * 1024 + 17, 1 << 22])
+def test_full_float_sum_is_as_accurate_as_a_double_accumulator(n):
+    x = np.random.default_rng(n).random(n, dtype=np.float32)
+    assert rel_err(lazy.tensor(x).sum().item(), x.astype(np.float64).sum()) <= FINAL_ROUNDING
+
+
+def test_row_sums_and_means_over_many_blocks():
+    x = np.random.default_rng(1).standard_normal((6, 100_003), dtype=np.float32) + 10.0
+    ref = x.astype(np.float64)
+    assert rel_err(lazy.tensor(x).sum(-1).numpy(), ref.sum(-1)) <= FINAL_ROUNDING
+    assert rel_err(lazy.tensor(x).mean(-1).numpy(), ref.mean(-1)) <= FINAL_ROUNDING
+    # the variance of data far from zero: the centred second pass sums in blocks too
+    assert rel_err(lazy.tensor(x).var(-1).numpy(), ref.var(-1, ddof=1)) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_sums_accumulate_like_float32(dtype):
+    x = torch.rand(3, 5000, generator=torch.Generator().manual_seed(0)).to(dtype)
+    ref = x.double().sum(-1)
+    got = lazy.tensor(x).sum(-1).torch().double()
+    # one rounding to the 8 / 11-bit mantissa of the result
+    tol = 2.0 ** -7 if dtype == torch.bfloat16 else 2.0 ** -10
+    assert rel_err(got, ref) <= tol
+
+
+def test_float_sums_render_float_blocks_into_a_double(kernels):
+    lazy.tensor(np.ones((4, 3000), np.float32)).sum(-1).numpy()
+    src = render_c.render_c(kernels[-1])
+    assert "float acc0_p = 0.0f;" in src and "acc0 += (double)acc0_p;" in src
+    assert f"r0b += {render_c.SUM_BLOCK}" in src
+
+
+def test_double_sums_and_products_keep_one_double_accumulator(kernels):
+    lazy.tensor(np.ones((4, 3000), np.float64)).sum(-1).numpy()
+    lazy.tensor(np.ones((4, 3000), np.float32)).prod(-1).numpy()
+    for k in list(kernels):  # (rendering again appends to `kernels`)
+        assert "_p = 0.0f" not in render_c.render_c(k)
+
+
+def test_parallel_full_sum_splits_blocks_across_threads(kernels):
+    x = np.random.default_rng(2).random(1 << 20, dtype=np.float32)
+    lazy.tensor(x).sum().numpy()
+    src = render_c.render_c(kernels[-1])
+    assert "#pragma omp parallel for reduction(+:acc0)" in src
+
+
+# -- prefetch of the next row ------------------------------------------------------------------
+def softmax_kernel(kernels, shape) -> Kernel:
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    got = lazy.tensor(x).softmax(-1).numpy()
+    np.testing.assert_allclose(got, torch.softmax(x, -1).numpy(), rtol=1e-5, atol=1e-7)
+    return kernels[-1]
+
+
+def test_softmax_rows_from_memory_prefetch_the_next_row(kernels, monkeypatch):
+    monkeypatch.setattr(render_c, "PREFETCH_MIN_BYTES", 0)  # small rows count as "from memory"
+    src = render_c.render_c(softmax_kernel(kernels, (5, 300)))
+    assert "__builtin_prefetch(&b0[((300*x0) + 300) + p]" in src
+    assert "if (x0 + 1 < 5)" in src  # never past the last row
+
+
+def test_rows_in_cache_and_arithmetic_rows_do_not_prefetch(kernels, monkeypatch):
+    k = softmax_kernel(kernels, (5, 300))
+    assert "__builtin_prefetch" not in render_c.render_c(k)  # 6 KB: in cache
+    monkeypatch.setattr(render_c, "PREFETCH_MIN_BYTES", 0)
+    x = lazy.tensor(np.ones((5, 300), np.float32))
+    ((x - x.mean(-1, keepdim=True)) * 2.0).numpy()  # no transcendental: the hardware keeps up
+    assert "__builtin_prefetch" not in render_c.render_c(kernels[-1])
+
+
+@pytest.mark.parametrize("shape", [(2, 7), (3, 2), (7, 1023), (2, 4097)])
+def test_forced_prefetch_keeps_results(kernels, shape):
+    k = softmax_kernel(kernels, shape)
+    cfg = render_c.CConfig(prefetch=True)
+    src = render_c.render_c(k, config=cfg)
+    assert "__builtin_prefetch" in src
+    assert "prefetch" in render_c.search_space(k)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    out = torch.empty_like(x)
+    from codegen import compile_c
+    import ctypes
+    fn = compile_c.load(src)
+    fn.argtypes = [ctypes.c_void_p] * 2
+    fn(x.data_ptr(), out.data_ptr())
+    np.testing.assert_allclose(out.numpy(), torch.softmax(x, -1).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_prefetch_is_off_for_strided_rows(kernels):
+    x = lazy.tensor(np.ones((300, 5), np.float32))
+    x.T.softmax(-1).numpy()  # each row of the view is a column in memory
+    assert not render_c._prefetch_rows(kernels[-1], kernels[-1].reduces[0], kernels[-1].reduces[0].depth,
+                                       render_c.CConfig(prefetch=True))
