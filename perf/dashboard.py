@@ -119,12 +119,19 @@ def bandwidth_chart(rec: dict):
             if k.get("gbps"):
                 kx.append(r["workload"])
                 ky.append(k["gbps"])
-                kt.append(f"{k['name']}: {k['gbps']:.1f} GB/s, {100 * k['gbps'] / bw['triad_gbps']:.0f}% of triad")
+                roof = r.get("roof_gbps") or bw["triad_gbps"]
+                kt.append(f"{k['name']}: {k['gbps']:.1f} GB/s, {100 * k['gbps'] / roof:.0f}% of triad")
     if kx:
         fig.add_trace(go.Scatter(name="lazy kernel (inside the kernel)", x=kx, y=ky, mode="markers",
                                  marker={"symbol": "diamond", "size": 10, "color": "#17becf",
                                          "line": {"width": 1, "color": "#000"}},
                                  hovertext=kt, hoverinfo="text"))
+    if any(r.get("roof_gbps") for r in rows):
+        fig.add_trace(go.Scatter(name="triad in the same rounds (the row's roof)", x=names,
+                                 y=[r.get("roof_gbps") for r in rows], mode="markers",
+                                 marker={"symbol": "line-ew", "size": 28, "color": "#d62728",
+                                         "line": {"width": 3, "color": "#d62728"}},
+                                 hovertemplate="%{x}<br>triad: %{y:.1f} GB/s<extra></extra>"))
     fig.add_hline(y=bw["triad_gbps"], line_dash="dash", line_color="#d62728",
                   annotation_text=f"triad {bw['triad_gbps']:.1f} GB/s (measured)", annotation_position="top left")
     fig.add_hline(y=bw["copy_gbps"], line_dash="dot", line_color="#7f7f7f",

@@ -14,7 +14,8 @@ A record (schema 1) has:
   `torch_compile_startup_s`, `wall_s`,
 - `results`: one per workload: `workload`, `group`, `description`, `status` (ok | missing | failed |
   mismatch), `missing`/`error` (why), `shapes`, `bytes`, `flops` (None: bandwidth-bound), `metric`
-  (gbps | gflops), `kernels`, `expected_kernels`, `kernel_names`, `kernel_detail` [{name, seconds,
+  (gbps | gflops), `roof_gbps` (CPU bandwidth rows: the C triad over the same bytes timed in the
+  same rounds; the roof of `roof_fraction`), `kernels`, `expected_kernels`, `kernel_names`, `kernel_detail` [{name, seconds,
   bytes, gbps, roof_fraction}], `max_abs_err`, `rel_err`, `overhead_us`, `compile` {lazy_cold_s,
   lazy_warm_s, lazy_compiler_s, torch.compile_cold_s, torch.compile_warm_s}, `wall_s`, and `peers`
   {peer: {status (ok | n/a | missing | failed), median_s, min_s, max_s, q1_s, q3_s, samples, gbps,

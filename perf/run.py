@@ -22,8 +22,10 @@ How it measures
 - The machine's limits are measured in the same run: memory bandwidth by an OpenMP C copy and
   triad over arrays far larger than the caches (on a GPU: torch copy and add), at the start and
   at the end, the best kept (another process may hold the cores during one probe); and a matmul
-  roof (numpy's BLAS SGEMM; cuBLAS on a GPU). Every row, and every lazy kernel, is shown as a
-  fraction of them. The 1-minute load average at the start is recorded: above half the CPUs,
+  roof (numpy's BLAS SGEMM; cuBLAS on a GPU). On the CPU each bandwidth row is also rated against
+  the triad over the same number of bytes timed in the same interleaved rounds as its peers
+  (`roof_gbps`): this machine's bandwidth drifts within minutes, and a row is compared with the
+  machine it ran on. Every row, and every lazy kernel, is shown as a fraction of its roof. The 1-minute load average at the start is recorded: above half the CPUs,
   the table warns that timings are noisy.
 - Results are checked: lazy against torch eager (tolerance per workload); a mismatch is a
   failure (exit code 1), like an exception. A workload lazy cannot run yet is "missing", its
@@ -137,6 +139,30 @@ def measure_bandwidth(n: int = 1 << 24, repeat: int = 10, device: str = "cpu") -
                 "array_bytes": 4 * n, "method": method}
     return {"copy_gbps": 2 * 4 * n / copy_s / 1e9, "triad_gbps": 3 * 4 * n / triad_s / 1e9,
             "array_bytes": 4 * n, "method": method}
+
+
+ROOF_CALLS = ("triad", "triad_stream")
+
+
+def _roof_calls(nbytes: int) -> dict[str, Callable]:
+    """The C triads (plain and streaming stores) over three arrays of `nbytes` in all: timed in the
+    same rounds as a workload's peers, they are the bandwidth it is rated against. This VM's
+    memory bandwidth drifts by 1.5x within minutes (the same triad, 27 to 51 GB/s), so a roof
+    measured only at the start and end rates a workload against another moment's machine."""
+    import ctypes
+
+    from codegen import compile_c
+    from codegen.render_c import PRELUDE
+
+    n = max(nbytes // 12, 1 << 16)
+    arrays = [np.ones(n, dtype=np.float32) for _ in range(3)]
+    pa, pb, pc = (x.ctypes.data for x in arrays)
+    calls = {}
+    for name in ROOF_CALLS:
+        fn = compile_c.load(PRELUDE + TRIAD_C, name)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int64]
+        calls[f"roof:{name}"] = lambda fn=fn, arrays=arrays: fn(pa, pb, pc, 3.0, n)
+    return calls
 
 
 def _triad_text(bw: dict) -> str:
@@ -446,7 +472,14 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
                 res["status"], res["error"] = "failed", entry["error"]
             log(f"{name} failed: {entry['error']}")
 
-    samples = _interleaved(calls, res, repeat, warmup, budget_s, log)
+    roof_calls = {}
+    if limits and not res["flops"] and "triad_stream_gbps" in limits["bandwidth"] and calls:  # CPU rows
+        roof_calls = _roof_calls(res["bytes"])
+    samples = _interleaved({**calls, **roof_calls}, res, repeat, warmup, budget_s, log)
+    roof = [samples.pop(name) for name in roof_calls if name in samples]
+    if roof:
+        n = max(res["bytes"] // 12, 1 << 16)
+        res["roof_gbps"] = max(12 * n / statistics.median(ts) / 1e9 for ts in roof)
     for name, ts in samples.items():
         med = statistics.median(ts)
         q1, q3 = _quartiles(ts)
@@ -463,7 +496,7 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
 
 def _rate(res: dict, limits: dict) -> None:
     """Each peer's rate, and each lazy kernel's, as a fraction of the machine's measured limit."""
-    triad = limits["bandwidth"]["triad_gbps"]
+    triad = res.get("roof_gbps") or limits["bandwidth"]["triad_gbps"]
     for e in res.get("peers", {}).values():
         achieved = e.get("gflops") if res.get("flops") else e.get("gbps")
         if achieved:
@@ -541,7 +574,7 @@ def _interleaved(calls: dict[str, Callable], res: dict, repeat: int, warmup: int
     samples: dict[str, list[float]] = {n: [] for n in names}
 
     def drop(n, e):
-        res["peers"][n].update(status="failed", error=_short(e))
+        res["peers"].setdefault(n, {}).update(status="failed", error=_short(e))
         if n == "lazy":
             res["status"], res["error"] = "failed", res["peers"][n]["error"]
         names.remove(n)
@@ -738,7 +771,7 @@ def format_table(record: dict) -> str:
          f"matmul {mm['gflops']:.0f} GFLOP/s ({mm['method']})"),
     ]
     short = {"torch.compile": "compile"}
-    head = (f"{'workload':<24} {'kern':>4} {'lazy':>10} {'IQR':>5} {'rate':>12} {'%roof':>5} "
+    head = (f"{'workload':<24} {'kern':>4} {'lazy':>10} {'IQR':>5} {'rate':>12} {'roof':>6} {'%roof':>5} "
             + " ".join(f"{'x ' + short.get(p, p):>10}" for p in peers)
             + f" {'cold s':>7} {'warm s':>7} {'host us':>8}")
     lines += [head, "-" * len(head)]
@@ -753,6 +786,7 @@ def format_table(record: dict) -> str:
         med = lz["median_s"]
         rate = f"{lz['gflops']:.1f} GF/s" if r.get("flops") else f"{lz['gbps']:.1f} GB/s"
         roof = f"{100 * lz['roof_fraction']:.0f}%" if lz.get("roof_fraction") is not None else "-"
+        limit = f"{r['roof_gbps']:.1f}" if r.get("roof_gbps") else "-"
         iqr = f"{100 * (lz['q3_s'] - lz['q1_s']) / med:.0f}%" if med > 0 else "-"
         cells = []
         for p in peers:
@@ -764,10 +798,11 @@ def format_table(record: dict) -> str:
         host = f"{r['overhead_us']:.0f}" if r.get("overhead_us") is not None else "-"
         flag = "" if r["status"] == "ok" else f"  {r['status'].upper()}"
         lines.append(f"{r['workload']:<24} {r['kernels'] if r['kernels'] is not None else '-':>4} {_ms(med):>10} "
-                     f"{iqr:>5} {rate:>12} {roof:>5} " + " ".join(cells)
+                     f"{iqr:>5} {rate:>12} {limit:>6} {roof:>5} " + " ".join(cells)
                      + f" {cold:>7} {warm:>7} {host:>8}{flag}")
-    lines.append("x peer = peer time / lazy time (above 1: lazy is faster); %roof = share of the triad bandwidth "
-                 "(GB/s rows) or of the matmul roof (GF/s rows); cold/warm = lazy's first-call time with an empty / "
+    lines.append("x peer = peer time / lazy time (above 1: lazy is faster); roof = GB/s of the C triad over the "
+                 "same bytes, timed in the same rounds as the peers (the faster of plain and streaming stores); "
+                 "%roof = share of it (GB/s rows) or of the matmul roof (GF/s rows); cold/warm = lazy's first-call time with an empty / "
                  "filled disk cache; host us = lazy's time per call outside kernels")
     load, cpus = m.get("load_avg_1min"), m.get("cpus_usable") or 1
     if load is not None and load > 0.5 * cpus:
