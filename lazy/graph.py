@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one instance per dtype (DTYPES): equality is identity, in C
 class DType:
     name: str
     itemsize: int
@@ -36,6 +36,9 @@ class DType:
 
     def __hash__(self) -> int:  # by name (equal dtypes share it): every node key hashes a dtype
         return hash(self.name)
+
+    def __reduce__(self):  # copies and unpickled values are the one instance again
+        return (_dtype_named, (self.name,))
 
     @property
     def is_float(self) -> bool:
@@ -51,6 +54,10 @@ int64 = DType("int64", 8, "i", "int64_t", "i64")
 int8 = DType("int8", 1, "i", "int8_t", "i8")
 uint8 = DType("uint8", 1, "u", "uint8_t", "u8")
 bool_ = DType("bool", 1, "b", "uint8_t", "i1")
+def _dtype_named(name: str) -> DType:
+    return DTYPES[name]
+
+
 DTYPES = {d.name: d for d in (float32, float64, float16, bfloat16, int32, int64, int8, uint8, bool_)}
 
 
@@ -140,7 +147,7 @@ class Buffer:
 class Node:
     """One immutable graph node. Build with `node()`; compare with `is`."""
 
-    __slots__ = ("__weakref__", "_key", "arg", "device", "dtype", "op", "shape", "srcs")
+    __slots__ = ("__weakref__", "_key", "_static", "arg", "device", "dtype", "op", "shape", "srcs")
     op: Op
     srcs: tuple[Node, ...]
     arg: Any
@@ -176,7 +183,7 @@ def _arg_key(op: Op, arg: Any) -> Any:
 
 
 def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[int, ...]) -> Node:
-    key = (op, tuple(id(s) for s in srcs), _arg_key(op, arg), dtype, shape)
+    key = (op, tuple(map(id, srcs)), _arg_key(op, arg), dtype, shape)
     n = _interned.get(key)
     if n is not None:
         return n
@@ -184,6 +191,8 @@ def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[i
     for name, val in (("op", op), ("srcs", srcs), ("arg", arg), ("dtype", dtype), ("shape", shape)):
         object.__setattr__(n, name, val)
     object.__setattr__(n, "_key", key)
+    # what structure_key records for n besides its sources (a buffer's slot and layout come later)
+    object.__setattr__(n, "_static", (op, None if op is Op.BUFFER else key[2], dtype.name, shape))
     # the device of the buffers under n, derived once here (None: constants only, they go anywhere;
     # "mixed": buffers on several devices, which the Tensor layer reports at the op)
     if op is Op.BUFFER:
@@ -345,19 +354,30 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
     Buffers are numbered by first appearance, so `a + b` and `a + a` differ while two
     separately built `a + b` programs over different data are equal.
     """
-    order = toposort(roots)
-    index = {id(n): i for i, n in enumerate(order)}
+    # toposort's walk, recording each node as it is finished (every realize of a cached program
+    # runs this: one pass, the per-node part precomputed when the node was made)
+    index: dict[int, int] = {}
     buffers: list[Buffer] = []
     buf_slot: dict[int, int] = {}
     parts = []
-    for n in order:
-        if n.op is Op.BUFFER:
-            slot = buf_slot.setdefault(id(n.arg), len(buffers))
-            if slot == len(buffers):
-                buffers.append(n.arg)
-            arg: Any = ("buf", slot, buffer_layout(n.arg))
-        else:
-            arg = _arg_key(n.op, n.arg)
-        parts.append((n.op, arg, n.dtype.name, n.shape, tuple(index[id(s)] for s in n.srcs)))
+    stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
+    while stack:
+        n, expanded = stack.pop()
+        if expanded:
+            if n.op is Op.BUFFER:
+                slot = buf_slot.setdefault(id(n.arg), len(buffers))
+                if slot == len(buffers):
+                    buffers.append(n.arg)
+                parts.append((n._static, ("buf", slot, buffer_layout(n.arg))))
+            else:
+                parts.append((n._static, tuple([index[id(s)] for s in n.srcs])))
+            index[id(n)] = len(index)
+            continue
+        if id(n) in index:
+            continue
+        stack.append((n, True))
+        for s in reversed(n.srcs):
+            if id(s) not in index:
+                stack.append((s, False))
     return (tuple(parts), tuple(index[id(r)] for r in roots)), buffers
 

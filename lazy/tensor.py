@@ -107,6 +107,8 @@ def _new_shape(op: str, size) -> tuple[int, ...]:
 
 def _broadcast(op: str, *shapes) -> tuple[int, ...]:
     """NumPy broadcasting of all `shapes`; the error names every shape and the first bad dim."""
+    if shapes and all(s == shapes[0] for s in shapes) and type(shapes[0]) is tuple:
+        return shapes[0]  # the common case: operands of one shape
     out: tuple[int, ...] = ()
     for s in shapes:
         n = max(len(out), len(s))
@@ -154,12 +156,22 @@ def _same_device(op: str, *ts) -> None:
                            "(move them with .to(device) first)")
 
 
+_contig_cache: dict[tuple, tuple[int, ...]] = {}
+
+
 def _contig(shape) -> tuple[int, ...]:
+    """Contiguous strides of `shape` (every new tensor asks: cached per shape)."""
+    hit = _contig_cache.get(shape)
+    if hit is not None:
+        return hit
     st, acc = [], 1
     for s in reversed(shape):
         st.append(acc)
         acc *= max(s, 1)
-    return tuple(reversed(st))
+    out = tuple(reversed(st))
+    if isinstance(shape, tuple) and len(_contig_cache) < 4096:
+        _contig_cache[shape] = out
+    return out
 
 
 def _view_strides(old, stride, new):
