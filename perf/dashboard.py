@@ -23,7 +23,7 @@ import html
 import statistics
 from pathlib import Path
 
-PEER_COLORS = {"lazy": "#1f77b4", "numpy": "#ff7f0e", "torch": "#2ca02c", "torch.compile": "#9467bd",
+PEER_COLORS = {"lazy": "#1f77b4", "lazy.jit": "#17becf", "numpy": "#ff7f0e", "torch": "#2ca02c", "torch.compile": "#9467bd",
                "tinygrad": "#8c564b"}
 CHARTS = ("speedup", "bandwidth", "matmul", "kernels", "compile", "trend-time", "trend-speedup")
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}

@@ -25,7 +25,13 @@ How it measures
   roof (numpy's BLAS SGEMM; cuBLAS on a GPU). On the CPU each bandwidth row is also rated against
   the triad over the same number of bytes timed in the same interleaved rounds as its peers
   (`roof_gbps`): this machine's bandwidth drifts within minutes, and a row is compared with the
-  machine it ran on. Every row, and every lazy kernel, is shown as a fraction of its roof. The 1-minute load average at the start is recorded: above half the CPUs,
+  machine it ran on. Every row, and every lazy kernel, is shown as a fraction of its roof.
+- A bandwidth row can also be compute-bound (16M vector exp and tanh take longer than 128 MB take
+  from memory): its compute floor is lazy's kernel time on a cache-resident copy of the workload
+  (FLOOR_NUMEL elements) scaled to the row's bytes, and the attainable time is the larger of the
+  floor and the bytes at the roof (`%att`).
+- `lazy.jit` is a peer like the others: the same lazy function, its kernels replayed without
+  rebuilding the graph; its column against plain lazy is the share of lazy's host time. The 1-minute load average at the start is recorded: above half the CPUs,
   the table warns that timings are noisy.
 - Results are checked: lazy against torch eager (tolerance per workload); a mismatch is a
   failure (exit code 1), like an exception. A workload lazy cannot run yet is "missing", its
@@ -75,7 +81,9 @@ void triad_stream(float* restrict a, const float* restrict b, const float* restr
 }
 """
 
-PEERS = ("numpy", "torch", "torch.compile", "tinygrad")  # lazy always runs
+# lazy always runs; lazy.jit is the same lazy function under `lazy.jit` (recorded kernels replayed
+# without rebuilding the graph): the difference between the two columns is lazy's host time
+PEERS = ("lazy.jit", "numpy", "torch", "torch.compile", "tinygrad")
 MIN_SAMPLES = 3  # timed rounds kept even past the per-workload time budget
 
 
@@ -292,9 +300,14 @@ def make_peers(device: str, names: list[str]) -> dict[str, Peer]:
     def t_numpy(t):
         return t.detach().cpu().numpy()
 
+    def l_prepare(arrays):
+        return [lazy.tensor(t) for t in t_prepare(arrays)]
+
     peers = {
-        "lazy": Peer("lazy", lambda arrays: [lazy.tensor(t) for t in t_prepare(arrays)], lambda w: w.lazy,
-                     l_finish, lambda t: t_numpy(t.torch())),
+        "lazy": Peer("lazy", l_prepare, lambda w: w.lazy, l_finish, lambda t: t_numpy(t.torch())),
+        # a fresh jit per workload (and per call of `function`): its recording is of this row only
+        "lazy.jit": Peer("lazy.jit", l_prepare, lambda w: lazy.jit(w.lazy) if w.lazy else None, l_finish,
+                         lambda t: t_numpy(t.torch())),
         "numpy": Peer("numpy", lambda arrays: list(arrays), lambda w: w.numpy, lambda out: out, np.asarray),
         "torch": Peer("torch", t_prepare, lambda w: w.torch, t_finish, t_numpy),
         # torch.compile's callable is built per workload by bench_workload (cold/warm compile timing)
@@ -429,8 +442,9 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
     for name, peer in peers.items():
         entry: dict = {"status": "ok"}
         res["peers"][name] = entry
-        if name == "lazy" and missing:
-            res["status"], res["missing"] = "missing", missing
+        if name in ("lazy", "lazy.jit") and missing:
+            if name == "lazy":
+                res["status"], res["missing"] = "missing", missing
             entry.update(status="missing", reason=missing)
             continue
         fn = peer.function(w)
@@ -489,6 +503,11 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
                  gflops=res["flops"] / med / 1e9 if res["flops"] and med > 0 else None)
     if "lazy" in calls and res["peers"]["lazy"].get("status") == "ok":
         _lazy_overhead(calls["lazy"], res, min(max(repeat, 1), 5))
+        if roof_calls and numel > FLOOR_NUMEL:
+            try:
+                res["compute_floor_s"] = _compute_floor(w, peers["lazy"], res["bytes"])
+            except Exception as e:  # noqa: BLE001 (a benchmark records the failure and goes on)
+                log(f"compute floor failed: {_short(e)}")
     if limits:
         _rate(res, limits)
     return res
@@ -501,6 +520,15 @@ def _rate(res: dict, limits: dict) -> None:
         achieved = e.get("gflops") if res.get("flops") else e.get("gbps")
         if achieved:
             e["roof_fraction"] = achieved / (limits["matmul"]["gflops"] if res.get("flops") else triad)
+    detail = res.get("kernel_detail") or []
+    kernel_s = sum(k["seconds"] for k in detail)
+    if not res.get("flops") and kernel_s > 0:  # the fused kernels alone, without the host's share
+        res["kernel_roof_fraction"] = res["bytes"] / kernel_s / 1e9 / triad
+    lz = res.get("peers", {}).get("lazy", {})
+    if not res.get("flops") and lz.get("median_s"):
+        # the time the row could take at best: its bytes at the roof, or its compute in cache
+        res["attainable_s"] = max(res["bytes"] / (triad * 1e9), res.get("compute_floor_s") or 0.0)
+        lz["attainable_fraction"] = res["attainable_s"] / lz["median_s"]
     for k in res.get("kernel_detail") or []:
         if k.get("gbps"):
             k["roof_fraction"] = k["gbps"] / triad
@@ -603,6 +631,27 @@ def _interleaved(calls: dict[str, Callable], res: dict, repeat: int, warmup: int
             if r + 1 >= MIN_SAMPLES and time.perf_counter() - t_start > budget_s:
                 break
     return samples
+
+
+FLOOR_NUMEL = 1 << 18  # elements of the cache-resident copy of a workload (1 MiB per float32 input)
+
+
+def _compute_floor(w: Workload, peer: Peer, nbytes: int, repeat: int = 20) -> float:
+    """Seconds lazy's kernels would need for `nbytes` of this workload if memory were free: the
+    fastest kernel time on a cache-resident copy of it (FLOOR_NUMEL elements), scaled by bytes.
+    A row slower than its bandwidth roof but near this floor is compute-bound: with 16M vector
+    exp and tanh, the 10-op chain needs longer in cache than its bytes take from memory."""
+    import lazy
+
+    inputs = w.make_inputs(FLOOR_NUMEL)
+    fn, args = peer.function(w), peer.prepare(inputs)
+    peer.finish(fn(*args))  # compiled outside the timing
+    best = float("inf")
+    for _ in range(repeat):
+        with lazy.profile() as p:
+            peer.finish(fn(*args))
+        best = min(best, p.seconds)
+    return best * nbytes / w.bytes(inputs)
 
 
 def _lazy_overhead(call, res, n: int) -> None:
@@ -770,8 +819,9 @@ def format_table(record: dict) -> str:
          f"triad {bw['triad_gbps']:.1f} GB/s; "
          f"matmul {mm['gflops']:.0f} GFLOP/s ({mm['method']})"),
     ]
-    short = {"torch.compile": "compile"}
+    short = {"torch.compile": "compile", "lazy.jit": "jit"}
     head = (f"{'workload':<24} {'kern':>4} {'lazy':>10} {'IQR':>5} {'rate':>12} {'roof':>6} {'%roof':>5} "
+            f"{'k%roof':>6} {'floor':>9} {'%att':>4} "
             + " ".join(f"{'x ' + short.get(p, p):>10}" for p in peers)
             + f" {'cold s':>7} {'warm s':>7} {'host us':>8}")
     lines += [head, "-" * len(head)]
@@ -787,6 +837,9 @@ def format_table(record: dict) -> str:
         rate = f"{lz['gflops']:.1f} GF/s" if r.get("flops") else f"{lz['gbps']:.1f} GB/s"
         roof = f"{100 * lz['roof_fraction']:.0f}%" if lz.get("roof_fraction") is not None else "-"
         limit = f"{r['roof_gbps']:.1f}" if r.get("roof_gbps") else "-"
+        kroof = f"{100 * r['kernel_roof_fraction']:.0f}%" if r.get("kernel_roof_fraction") else "-"
+        floor = _ms(r["compute_floor_s"]) if r.get("compute_floor_s") else "-"
+        att = f"{100 * lz['attainable_fraction']:.0f}%" if lz.get("attainable_fraction") else "-"
         iqr = f"{100 * (lz['q3_s'] - lz['q1_s']) / med:.0f}%" if med > 0 else "-"
         cells = []
         for p in peers:
@@ -798,11 +851,14 @@ def format_table(record: dict) -> str:
         host = f"{r['overhead_us']:.0f}" if r.get("overhead_us") is not None else "-"
         flag = "" if r["status"] == "ok" else f"  {r['status'].upper()}"
         lines.append(f"{r['workload']:<24} {r['kernels'] if r['kernels'] is not None else '-':>4} {_ms(med):>10} "
-                     f"{iqr:>5} {rate:>12} {limit:>6} {roof:>5} " + " ".join(cells)
+                     f"{iqr:>5} {rate:>12} {limit:>6} {roof:>5} {kroof:>6} {floor:>9} {att:>4} " + " ".join(cells)
                      + f" {cold:>7} {warm:>7} {host:>8}{flag}")
     lines.append("x peer = peer time / lazy time (above 1: lazy is faster); roof = GB/s of the C triad over the "
                  "same bytes, timed in the same rounds as the peers (the faster of plain and streaming stores); "
-                 "%roof = share of it (GB/s rows) or of the matmul roof (GF/s rows); cold/warm = lazy's first-call time with an empty / "
+                 "%roof = share of it (GB/s rows) or of the matmul roof (GF/s rows); k%roof = the same for "
+                 "lazy's kernels alone (no host time); floor = lazy's kernels on a cache-resident copy, scaled "
+                 "to the row's bytes (the compute limit); %att = share of the attainable time, the larger of "
+                 "the bytes at the roof and the floor; cold/warm = lazy's first-call time with an empty / "
                  "filled disk cache; host us = lazy's time per call outside kernels")
     load, cpus = m.get("load_avg_1min"), m.get("cpus_usable") or 1
     if load is not None and load > 0.5 * cpus:

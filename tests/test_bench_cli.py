@@ -38,7 +38,7 @@ def tiny_run(tmp_path_factory):
     hist = d / "history.jsonl"
     shutil.copy(FIXTURE, hist)
     rc, out, err = _main("bench", "--size", "tiny", "--repeat", "1", "--warmup", "0", "--no-compile", "--no-cold",
-                         "--peers", "numpy,torch,tinygrad", "--json", "--output", str(hist),
+                         "--peers", "lazy.jit,numpy,torch,tinygrad", "--json", "--output", str(hist),
                          "--dashboard", str(d / "dash.html"))
     return {"rc": rc, "out": out, "err": err, "hist": hist, "dash": d / "dash.html"}
 
@@ -127,6 +127,31 @@ def test_tiny_run_rows(tiny_run):
         assert r["compile"]["lazy_first_call_s"] > 0
         assert r["overhead_us"] >= 0 and r["rel_err"] <= w.rtol
         assert all(k["gbps"] is None or k["gbps"] > 0 for k in r["kernel_detail"])
+        jit = r["peers"]["lazy.jit"]  # the same function replayed by lazy.jit: same values
+        assert jit["status"] == "ok" and jit["median_s"] > 0 and jit["rel_err"] <= w.rtol
+        if not r["flops"]:  # bandwidth rows: rated against a triad timed in the same rounds
+            assert r["roof_gbps"] > 0 and lz["roof_fraction"] == pytest.approx(lz["gbps"] / r["roof_gbps"])
+            assert r["kernel_roof_fraction"] > 0 and 0 < lz["attainable_fraction"]
+            assert "compute_floor_s" not in r  # tiny rows are cache-resident already
+
+
+def test_compute_floor_scales_a_cache_resident_copy(monkeypatch):
+    from perf import run
+
+    monkeypatch.setattr(run, "FLOOR_NUMEL", 1 << 12)
+    limits = {"bandwidth": run.measure_bandwidth(n=1 << 16, repeat=1), "matmul": {"gflops": 1.0}}
+    r = run.bench_workload(SUITE["elementwise_chain"], 1 << 14, run.make_peers("cpu", []), repeat=2, warmup=1,
+                           cold=False, limits=limits)
+    assert r["status"] == "ok" and r["compute_floor_s"] > 0
+    assert r["attainable_s"] == pytest.approx(max(r["bytes"] / (r["roof_gbps"] * 1e9), r["compute_floor_s"]))
+    assert r["peers"]["lazy"]["attainable_fraction"] == pytest.approx(r["attainable_s"] / r["peers"]["lazy"]["median_s"])
+    assert "floor" in run.format_table({**_record_for([r]), "results": [r]})
+
+
+def _record_for(results):
+    rec = json.loads(json.dumps(history.load(FIXTURE)[0][-1]))
+    rec["results"] = results
+    return rec
 
 
 def test_table_shows_every_row_and_missing_features(tiny_run):
