@@ -99,20 +99,20 @@ def softmax_kernel(kernels, shape) -> Kernel:
     return kernels[-1]
 
 
-def test_softmax_rows_from_memory_prefetch_the_next_row(kernels, monkeypatch):
-    monkeypatch.setattr(render_c, "PREFETCH_MIN_BYTES", 0)  # small rows count as "from memory"
-    src = render_c.render_c(softmax_kernel(kernels, (5, 300)))
+def test_prefetch_names_the_next_row_and_stops_at_the_last(kernels):
+    src = render_c.render_c(softmax_kernel(kernels, (5, 300)), config=render_c.CConfig(prefetch=True))
     assert "__builtin_prefetch(&b0[((300*x0) + 300) + p]" in src
     assert "if (x0 + 1 < 5)" in src  # never past the last row
 
 
-def test_rows_in_cache_and_arithmetic_rows_do_not_prefetch(kernels, monkeypatch):
+def test_prefetch_is_a_tuning_option_off_by_default(kernels):
     k = softmax_kernel(kernels, (5, 300))
-    assert "__builtin_prefetch" not in render_c.render_c(k)  # 6 KB: in cache
-    monkeypatch.setattr(render_c, "PREFETCH_MIN_BYTES", 0)
+    assert "__builtin_prefetch" not in render_c.render_c(k)
+    assert render_c.search_space(k)["prefetch"] == (None, True)
     x = lazy.tensor(np.ones((5, 300), np.float32))
-    ((x - x.mean(-1, keepdim=True)) * 2.0).numpy()  # no transcendental: the hardware keeps up
-    assert "__builtin_prefetch" not in render_c.render_c(kernels[-1])
+    ((x - x.mean(-1, keepdim=True)) * 2.0).numpy()
+    k = kernels[-1]
+    assert "__builtin_prefetch" in render_c.render_c(k, config=render_c.CConfig(prefetch=True))
 
 
 @pytest.mark.parametrize("shape", [(2, 7), (3, 2), (7, 1023), (2, 4097)])
