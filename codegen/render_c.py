@@ -8,9 +8,11 @@ Shape of the code
 - Transcendentals vectorize through glibc's libmvec: we compile with `-D__FAST_MATH__`
   (which makes <math.h> declare the SIMD variants) and `-fopenmp` but *without* `-ffast-math`,
   so NaN/Inf semantics stay IEEE (see codegen/compile_c.py).
-- Reductions: float sums and products accumulate in double (torch-grade accuracy on 16M
-  elements at no cost in bandwidth-bound loops); max tracks NaN with a separate flag so the
-  loop stays a plain vectorizable max.
+- Reductions: float sums add blocks of SUM_BLOCK elements in float at full SIMD width and the
+  block sums in double (within the final float rounding of a float64 reference on 16M elements;
+  a double accumulator throughout halved the lanes of the L1 passes of norms and softmax);
+  products accumulate in double; max tracks NaN with a separate flag so the loop stays a plain
+  vectorizable max.
 - A reduction whose rows are strided while the innermost output loop is contiguous (a column
   sum) is emitted interchanged: a block of `TILE` accumulators advanced together, one
   contiguous vector per reduction step.
