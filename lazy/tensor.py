@@ -376,6 +376,12 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
             # promotion, broadcasting and device checks have nothing to do (same nodes as _promote)
             c = Tensor._new(const(other, self.dtype, self._node.shape))
             return c._ew(op, self) if reverse else self._ew(op, c)
+        if type(other) is Tensor and not kinds:
+            # two tensors of one dtype and shape (`xc * xc`): promotion and broadcasting are no-ops
+            a, b = self._node, other._node
+            if (a.dtype is b.dtype and a.shape == b.shape and (a.device == b.device or None in (a.device, b.device))
+                    and not (no_bool and a.dtype is bool_)):
+                return other._ew(op, self) if reverse else self._ew(op, other)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
             raise DTypeError(f"{name}: subtraction, the `-` operator, with a bool tensor is not supported; "
