@@ -15,3 +15,27 @@ def run_cli(*args) -> tuple[int, str, str]:
         except SystemExit as e:  # argparse's usage errors
             rc = e.code
     return rc, out.getvalue(), err.getvalue()
+
+
+@contextlib.contextmanager
+def render_spy(monkeypatch, on_render):
+    """Inside: `on_render(kernel, source)` sees every C kernel rendered, and programs compiled
+    earlier are forgotten (so every kernel is rendered again); they are restored after."""
+    from codegen import render_c
+    from lazy import runtime
+
+    real = render_c.render_c
+
+    def spy(k, *a, **kw):
+        src = real(k, *a, **kw)
+        on_render(k, src)
+        return src
+
+    monkeypatch.setattr(render_c, "render_c", spy)
+    saved = dict(runtime._programs)
+    runtime._programs.clear()
+    try:
+        yield
+    finally:
+        runtime._programs.clear()
+        runtime._programs.update(saved)

@@ -10,29 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import render_spy
 
 import lazy
 from codegen import render_c
 from codegen.kernel_ir import Kernel
-from lazy import runtime
 
 
 @pytest.fixture
 def kernels(monkeypatch):
     """The Kernel IR of every kernel compiled in the test; programs compiled earlier are forgotten."""
     seen: list[Kernel] = []
-    real = render_c.render_c
-
-    def spy(k, *a, **kw):
-        seen.append(k)
-        return real(k, *a, **kw)
-
-    monkeypatch.setattr(render_c, "render_c", spy)
-    saved = dict(runtime._programs)
-    runtime._programs.clear()
-    yield seen
-    runtime._programs.clear()
-    runtime._programs.update(saved)
+    with render_spy(monkeypatch, lambda k, src: seen.append(k)):
+        yield seen
 
 
 def rel_err(got, ref) -> float:

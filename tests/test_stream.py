@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import render_spy
 
 import lazy
 import lazy.nn as nn
@@ -24,19 +25,8 @@ def streaming(monkeypatch):
     """Every streamable kernel streams; programs compiled earlier (plain stores) are forgotten."""
     monkeypatch.setattr(render_c, "STREAM_MIN_BYTES", 0)
     sources: list[str] = []
-    real = render_c.render_c
-
-    def spy(k, *a, **kw):
-        src = real(k, *a, **kw)
-        sources.append(src)
-        return src
-
-    monkeypatch.setattr(render_c, "render_c", spy)
-    saved = dict(runtime._programs)
-    runtime._programs.clear()
-    yield sources
-    runtime._programs.clear()
-    runtime._programs.update(saved)
+    with render_spy(monkeypatch, lambda k, src: sources.append(src)):
+        yield sources
 
 
 def rand(*shape, seed=0, dtype=torch.float32):
