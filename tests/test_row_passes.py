@@ -127,3 +127,10 @@ def test_prefetch_is_off_for_strided_rows(kernels):
     x.T.softmax(-1).numpy()  # each row of the view is a column in memory
     assert not render_c._prefetch_rows(kernels[-1], kernels[-1].reduces[0], kernels[-1].reduces[0].depth,
                                        render_c.CConfig(prefetch=True))
+
+
+# -- rows as restrict functions ------------------------------------------------------------------
+@pytest.mark.parametrize("width, as_function", [(7, True), (2048, True), (render_c.ROW_FN_MAX + 1, False)])
+def test_rows_with_a_reduction_become_row_functions_up_to_row_fn_max(kernels, width, as_function):
+    k = softmax_kernel(kernels, (max(3, 40_000 // width), width))  # enough work to run in parallel
+    assert ("static inline void lazy_kernel_row(" in render_c.render_c(k)) == as_function
