@@ -169,7 +169,10 @@ class Node:
         return f"<{self.op.name} {self.dtype.name}{list(self.shape)}{arg}>"
 
 
-_interned: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+# structural key -> weak reference to the one live node with that key (hash-consing). A plain
+# dict of weakref.ref with a per-key callback: WeakValueDictionary's Python-level KeyedRef cost
+# a third of node creation, which every op of every plain (non-jit) call pays.
+_interned: dict[tuple, weakref.ref] = {}
 
 
 def _arg_key(op: Op, arg: Any) -> Any:
@@ -182,29 +185,48 @@ def _arg_key(op: Op, arg: Any) -> Any:
     return arg
 
 
+def _forgetter(key: tuple):
+    def forget(ref, key=key):  # the node died: drop its entry unless a new node took the key
+        if _interned.get(key) is ref:
+            del _interned[key]
+    return forget
+
+
 def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[int, ...]) -> Node:
     key = (op, tuple(map(id, srcs)), _arg_key(op, arg), dtype, shape)
-    n = _interned.get(key)
-    if n is not None:
-        return n
+    ref = _interned.get(key)
+    if ref is not None:
+        n = ref()
+        if n is not None:
+            return n
     n = object.__new__(Node)
-    for name, val in (("op", op), ("srcs", srcs), ("arg", arg), ("dtype", dtype), ("shape", shape)):
-        object.__setattr__(n, name, val)
-    object.__setattr__(n, "_key", key)
-    # what structure_key records for n besides its sources (a buffer's slot and layout come later)
-    object.__setattr__(n, "_static", (op, None if op is Op.BUFFER else key[2], dtype.name, shape))
     # the device of the buffers under n, derived once here (None: constants only, they go anywhere;
     # "mixed": buffers on several devices, which the Tensor layer reports at the op)
     if op is Op.BUFFER:
         dev = str(arg.data.device)
     else:
-        devs = {s.device for s in srcs if s.device is not None}
-        dev = devs.pop() if len(devs) == 1 else (None if not devs else "mixed")
-    object.__setattr__(n, "device", dev)
-    _interned[key] = n
-    if op is Op.BUFFER:  # keep the id() in the key meaningful: the buffer lives as long as the node
-        object.__setattr__(n, "arg", arg)
+        dev = None
+        for s in srcs:
+            d = s.device
+            if d is not None and d != dev:
+                dev = d if dev is None else "mixed"
+    # slots set through their descriptors (Node.__setattr__ refuses, nodes are immutable). A
+    # BUFFER's arg keeps its buffer alive as long as the node: the id() in the key stays meaningful
+    _SET_OP(n, op)
+    _SET_SRCS(n, srcs)
+    _SET_ARG(n, arg)
+    _SET_DTYPE(n, dtype)
+    _SET_SHAPE(n, shape)
+    _SET_KEY(n, key)
+    # what structure_key records for n besides its sources (a buffer's slot and layout come later)
+    _SET_STATIC(n, (op, None if op is Op.BUFFER else key[2], dtype.name, shape))
+    _SET_DEVICE(n, dev)
+    _interned[key] = weakref.ref(n, _forgetter(key))
     return n
+
+
+_SET_OP, _SET_SRCS, _SET_ARG, _SET_DTYPE, _SET_SHAPE, _SET_KEY, _SET_STATIC, _SET_DEVICE = (
+    Node.__dict__[name].__set__ for name in ("op", "srcs", "arg", "dtype", "shape", "_key", "_static", "device"))
 
 
 class GraphError(ValueError):
