@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True, eq=False)  # one instance per dtype (DTYPES): equality is identity, in C
+# one instance per dtype (DTYPES): equality and hash are identity, in C (every node key hashes a dtype)
+@dataclass(frozen=True, eq=False)
 class DType:
     name: str
     itemsize: int
@@ -33,9 +34,6 @@ class DType:
 
     def __repr__(self) -> str:
         return f"lazy.{self.name}"
-
-    def __hash__(self) -> int:  # by name (equal dtypes share it): every node key hashes a dtype
-        return hash(self.name)
 
     def __reduce__(self):  # copies and unpickled values are the one instance again
         return (_dtype_named, (self.name,))
