@@ -168,8 +168,9 @@ class Node:
 
 
 # structural key -> weak reference to the one live node with that key (hash-consing). A plain
-# dict of weakref.ref with a per-key callback: WeakValueDictionary's Python-level KeyedRef cost
-# a third of node creation, which every op of every plain (non-jit) call pays.
+# dict of weak references whose callback drops the entry: WeakValueDictionary's KeyedRef runs
+# Python code per reference and cost a third of node creation, which every op of every plain
+# (non-jit) call pays.
 _interned: dict[tuple, weakref.ref] = {}
 
 
@@ -183,11 +184,15 @@ def _arg_key(op: Op, arg: Any) -> Any:
     return arg
 
 
-def _forgetter(key: tuple):
-    def forget(ref, key=key):  # the node died: drop its entry unless a new node took the key
-        if _interned.get(key) is ref:
-            del _interned[key]
-    return forget
+class _KeyedRef(weakref.ref):
+    """A weak reference that knows its key in `_interned` (created and filled in C: no Python frame)."""
+
+    __slots__ = ("key",)
+
+
+def _forget(ref: _KeyedRef) -> None:  # the node died: drop its entry unless a new node took the key
+    if _interned.get(ref.key) is ref:
+        del _interned[ref.key]
 
 
 def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[int, ...]) -> Node:
@@ -219,7 +224,9 @@ def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[i
     # what structure_key records for n besides its sources (a buffer's slot and layout come later)
     _SET_STATIC(n, (op, None if op is Op.BUFFER else key[2], dtype.name, shape))
     _SET_DEVICE(n, dev)
-    _interned[key] = weakref.ref(n, _forgetter(key))
+    ref = _KeyedRef(n, _forget)
+    ref.key = key
+    _interned[key] = ref
     return n
 
 
