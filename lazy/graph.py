@@ -239,7 +239,7 @@ class GraphError(ValueError):
 
 
 def _shape(shape) -> tuple[int, ...]:
-    return tuple(int(s) for s in shape)
+    return tuple(map(int, shape))
 
 
 def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | None = None,

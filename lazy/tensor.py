@@ -107,17 +107,19 @@ def _new_shape(op: str, size) -> tuple[int, ...]:
 
 def _broadcast(op: str, *shapes) -> tuple[int, ...]:
     """NumPy broadcasting of all `shapes`; the error names every shape and the first bad dim."""
-    if shapes and all(s == shapes[0] for s in shapes) and type(shapes[0]) is tuple:
-        return shapes[0]  # the common case: operands of one shape
-    out: tuple[int, ...] = ()
+    out: tuple[int, ...] = shapes[0] if shapes and type(shapes[0]) is tuple else ()
     for s in shapes:
+        if s == out:  # the common case: operands of one shape
+            continue
         n = max(len(out), len(s))
         a, b = (1,) * (n - len(out)) + out, (1,) * (n - len(s)) + tuple(s)
+        merged = []
         for i, (x, y) in enumerate(zip(a, b)):
             if x != y and x != 1 and y != 1:
                 raise RuntimeError(f"{op}: shapes {' and '.join(_fmt(t) for t in shapes)} cannot broadcast: "
                                    f"dim {i - n} has sizes {x} and {y} (expected equal sizes or 1)")
-        out = tuple(y if x == 1 else x for x, y in zip(a, b))
+            merged.append(y if x == 1 else x)
+        out = tuple(merged)
     return out
 
 
