@@ -336,17 +336,17 @@ def realize_nodes(nodes: list[Node], device: str | None = None,
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
     prog, buffers, fresh, dev = program_for(nodes, device, into)
-    outs = run_program(prog, buffers, dev, fresh, t0)
+    outs = run_program(prog, buffers, dev, fresh, t0, level)
     for r in _recorders:
         r.realized(prog, buffers, outs, dev)
     return outs
 
 
 def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = False,
-                t0: float | None = None) -> list[Buffer]:
+                t0: float | None = None, level: int | None = None) -> list[Buffer]:
     """Launch a program's kernels over `buffers` (its inputs, in structure-key order) and fresh
     allocations; the buffers of its outputs."""
-    level = debug_level()
+    level = debug_level() if level is None else level
     t0 = time.perf_counter() if t0 is None else t0
     for listener in kernel_listeners:  # every launch, cached or not (`lazy kernels` collects them)
         for ln in prog.launches:
