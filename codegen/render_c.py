@@ -551,7 +551,11 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             if nan:
                 body_lines.append(f"{indent}int {nan} = 0;")
         if not r.rvars:  # reduction over size-1 axes only: the value itself, in its own scope
-            body_lines.append(f"{indent}{{")
+            if tiled:  # beside a column reduction: one value per column of the tile
+                body_lines.append(f"{indent}for (int64_t j = 0; j < nb; j++) {{")
+                body_lines.append(f"{indent}  const int64_t x{n - 1} = xb + j;")
+            else:
+                body_lines.append(f"{indent}{{")
             inner = Body(k, body_lines, indent + "  ", acc_ref)
             v = inner.emit(r.value)
             body_lines.append(f"{indent}  {name} = {v};")

@@ -503,7 +503,8 @@ class Tensor:
         n = self._node
         if n.shape == tuple(shape):
             return self
-        n = _mk(Op.RESHAPE, (n,), (1,) * (len(shape) - len(n.shape)) + n.shape)
+        if len(shape) != len(n.shape):  # leading size-1 axes first
+            n = _mk(Op.RESHAPE, (n,), (1,) * (len(shape) - len(n.shape)) + n.shape)
         return Tensor._new(_mk(Op.EXPAND, (n,), tuple(shape)))
 
     def _const(self, value, dtype: DType | None = None) -> Tensor:

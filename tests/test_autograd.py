@@ -1197,6 +1197,12 @@ def test_random_program_gradients_match_torch(backend):
     run()
 
 
+def test_size_one_reduction_beside_a_column_reduction(backend):
+    """Found by the random programs: a softmax over a size-1 axis, expanded, differentiated; its
+    backward is one kernel holding a column sum and a reduction over a size-1 axis (C: tiled)."""
+    _random_program(((1, 2), [(0, 0), (9, 0), (8, 3)], 0), False)
+
+
 def _random_program(prog, matmul):
     shape, steps, seed = prog
     rng = np.random.default_rng(seed)
