@@ -379,11 +379,16 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
             c = Tensor._new(const(other, self.dtype, self._node.shape))
             return c._ew(op, self) if reverse else self._ew(op, c)
         if type(other) is Tensor and not kinds:
-            # two tensors of one dtype and shape (`xc * xc`): promotion and broadcasting are no-ops
+            # two tensors of one dtype (`xc * xc`, `x - mean`): promotion is a no-op, and operands
+            # already of the broadcast shape stay as they are (what _promote does, in fewer steps)
             a, b = self._node, other._node
-            if (a.dtype is b.dtype and a.shape == b.shape and (a.device == b.device or None in (a.device, b.device))
+            if (a.dtype is b.dtype and (a.device == b.device or None in (a.device, b.device))
                     and not (no_bool and a.dtype is bool_)):
-                return other._ew(op, self) if reverse else self._ew(op, other)
+                if a.shape == b.shape:
+                    return other._ew(op, self) if reverse else self._ew(op, other)
+                shape = _broadcast(name, other._node.shape, a.shape) if reverse else _broadcast(name, a.shape, b.shape)
+                x, y = self._expand_to(shape), other._expand_to(shape)
+                return y._ew(op, x) if reverse else x._ew(op, y)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
             raise DTypeError(f"{name}: subtraction, the `-` operator, with a bool tensor is not supported; "
