@@ -382,29 +382,32 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
     separately built `a + b` programs over different data are equal.
     """
     # toposort's walk, recording each node as it is finished (every realize of a cached program
-    # runs this: one pass, the per-node part precomputed when the node was made)
-    index: dict[int, int] = {}
+    # runs this: one pass, the per-node part precomputed when the node was made; nodes and
+    # buffers hash by identity, so they key the dicts themselves)
+    index: dict[Node, int] = {}
     buffers: list[Buffer] = []
-    buf_slot: dict[int, int] = {}
+    buf_slot: dict[Buffer, int] = {}
     parts = []
     stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
     while stack:
         n, expanded = stack.pop()
         if expanded:
             if n.op is Op.BUFFER:
-                slot = buf_slot.setdefault(id(n.arg), len(buffers))
-                if slot == len(buffers):
-                    buffers.append(n.arg)
-                parts.append((n._static, ("buf", slot, buffer_layout(n.arg))))
+                b = n.arg
+                slot = buf_slot.get(b)
+                if slot is None:
+                    slot = buf_slot[b] = len(buffers)
+                    buffers.append(b)
+                parts.append((n._static, ("buf", slot, buffer_layout(b))))
             else:
-                parts.append((n._static, tuple([index[id(s)] for s in n.srcs])))
-            index[id(n)] = len(index)
+                parts.append((n._static, tuple([index[s] for s in n.srcs])))
+            index[n] = len(index)
             continue
-        if id(n) in index:
+        if n in index:
             continue
         stack.append((n, True))
         for s in reversed(n.srcs):
-            if id(s) not in index:
+            if s not in index:
                 stack.append((s, False))
-    return (tuple(parts), tuple(index[id(r)] for r in roots)), buffers
+    return (tuple(parts), tuple([index[r] for r in roots])), buffers
 
