@@ -22,7 +22,8 @@ A record (schema 1) has:
   lazy_warm_s, lazy_compiler_s, torch.compile_cold_s, torch.compile_warm_s}, `wall_s`, and `peers`
   {peer: {status (ok | n/a | missing | failed), median_s, min_s, max_s, q1_s, q3_s, samples, gbps,
   gflops, roof_fraction, attainable_fraction (lazy), rel_err, kernels (torch.compile), error}}; the peers
-  include `lazy.jit` (the lazy function under lazy.jit).
+  include `lazy.jit` (the lazy function under lazy.jit; its `jit_status` is 'replaying', or
+  'failed: why' when it could not replay and ran as plain Python).
 
 Invariants
 - A line is written whole with one `write` under an exclusive lock: concurrent runs never

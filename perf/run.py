@@ -276,6 +276,26 @@ def _seq(out) -> list:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
+def _jitted(w: Workload):
+    """`lazy.jit(w.lazy)`, quiet: a function it cannot replay runs as plain Python, which the row
+    records (`jit_status`) instead of a warning in the middle of the progress line."""
+    import warnings
+
+    import lazy
+    from lazy.jit import JitWarning
+
+    if w.lazy is None:
+        return None
+    jitted = lazy.jit(w.lazy)
+
+    def call(*args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JitWarning)
+            return jitted(*args)
+    call.jit = jitted
+    return call
+
+
 def make_peers(device: str, names: list[str]) -> dict[str, Peer]:
     import torch
 
@@ -306,8 +326,7 @@ def make_peers(device: str, names: list[str]) -> dict[str, Peer]:
     peers = {
         "lazy": Peer("lazy", l_prepare, lambda w: w.lazy, l_finish, lambda t: t_numpy(t.torch())),
         # a fresh jit per workload (and per call of `function`): its recording is of this row only
-        "lazy.jit": Peer("lazy.jit", l_prepare, lambda w: lazy.jit(w.lazy) if w.lazy else None, l_finish,
-                         lambda t: t_numpy(t.torch())),
+        "lazy.jit": Peer("lazy.jit", l_prepare, _jitted, l_finish, lambda t: t_numpy(t.torch())),
         "numpy": Peer("numpy", lambda arrays: list(arrays), lambda w: w.numpy, lambda out: out, np.asarray),
         "torch": Peer("torch", t_prepare, lambda w: w.torch, t_finish, t_numpy),
         # torch.compile's callable is built per workload by bench_workload (cold/warm compile timing)
@@ -432,6 +451,7 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
                  "overhead_us": None, "compile": {}, "peers": {}}
     missing = w.missing()
     calls: dict[str, Callable] = {}
+    jits: dict = {}
     ref = None
     if w.torch is not None:  # the oracle: torch eager on the CPU
         try:
@@ -467,6 +487,8 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
                 if counter is not None:
                     entry["kernels"] = counter.kernel_count
             calls[name] = call
+            if hasattr(fn, "jit"):
+                jits[name] = fn.jit
             if ref is not None:
                 got = [peer.to_numpy(o) for o in _seq(out)]
                 entry["rel_err"] = _num(_rel_err(got, ref))
@@ -494,6 +516,8 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
     if roof:
         n = max(res["bytes"] // 12, 1 << 16)
         res["roof_gbps"] = max(12 * n / statistics.median(ts) / 1e9 for ts in roof)
+    for name, j in jits.items():  # 'replaying', or 'failed: why' (then it ran as plain Python)
+        res["peers"][name]["jit_status"] = next(iter(j.stats.values()), "running")
     for name, ts in samples.items():
         med = statistics.median(ts)
         q1, q3 = _quartiles(ts)
@@ -844,7 +868,11 @@ def format_table(record: dict) -> str:
         cells = []
         for p in peers:
             q = r["peers"].get(p, {})
-            cells.append(f"{q['median_s'] / med:>10.2f}" if "median_s" in q else f"{'-':>10}")
+            if "median_s" not in q:
+                cells.append(f"{'-':>10}")
+                continue
+            mark = "*" if str(q.get("jit_status", "")).startswith("failed") else ""  # ran as plain Python
+            cells.append(f"{q['median_s'] / med:.2f}{mark}".rjust(10))
         c = r["compile"]
         cold = f"{c['lazy_cold_s']:.2f}" if "lazy_cold_s" in c else "-"
         warm = f"{c['lazy_warm_s']:.3f}" if "lazy_warm_s" in c else "-"
@@ -858,7 +886,8 @@ def format_table(record: dict) -> str:
                  "%roof = share of it (GB/s rows) or of the matmul roof (GF/s rows); k%roof = the same for "
                  "lazy's kernels alone (no host time); floor = lazy's kernels on a cache-resident copy, scaled "
                  "to the row's bytes (the compute limit); %att = share of the attainable time, the larger of "
-                 "the bytes at the roof and the floor; cold/warm = lazy's first-call time with an empty / "
+                 "the bytes at the roof and the floor; * = lazy.jit could not replay the function (it ran as "
+                 "plain Python; the JSON says why); cold/warm = lazy's first-call time with an empty / "
                  "filled disk cache; host us = lazy's time per call outside kernels")
     load, cpus = m.get("load_avg_1min"), m.get("cpus_usable") or 1
     if load is not None and load > 0.5 * cpus:
