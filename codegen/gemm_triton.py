@@ -50,11 +50,11 @@ from pathlib import Path
 from codegen import compile_triton, render_triton
 from codegen.compile_c import atomic_write
 from codegen.compile_triton import H100_SHARED_LIMIT, SHARED_LIMITS, TritonCompileError
-from codegen.kernel_ir import ExternCall, StridedView
+from codegen.kernel_ir import ITEMSIZE, ExternCall, StridedView
 from codegen.render_triton import BF16_HELPER, epilogue_needs_int64
 
 INT32_MAX = 2**31 - 1
-DTYPES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}  # supported dtype -> bytes
+DTYPES = {d: ITEMSIZE[d] for d in ("float16", "bfloat16", "float32", "float64")}  # supported dtype -> bytes
 TL = {"float16": "tl.float16", "bfloat16": "tl.bfloat16", "float32": "tl.float32", "float64": "tl.float64"}
 SIG = {"float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32", "float64": "*fp64"}
 SM_COUNT = 132  # H100 SXM: the heuristic splits tiles until the grid covers this many programs

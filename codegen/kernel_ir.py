@@ -61,6 +61,8 @@ C_TYPES = {
     "uint8": ("uint8_t", "int32_t"),
     "bool": ("uint8_t", "int"),  # computed as int: the width of float lanes, so masks vectorize
 }
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8,
+            "int8": 1, "uint8": 1, "bool": 1}  # bytes per element in memory, per dtype of C_TYPES
 FLOATS = {"float32", "float64", "float16", "bfloat16"}
 
 

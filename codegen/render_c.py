@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from codegen.kernel_ir import C_TYPES, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, subst_expr
+from codegen.kernel_ir import C_TYPES, ITEMSIZE, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, subst_expr
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
 SUM_BLOCK = 1024  # float sums: elements added in float (per SIMD lane: SUM_BLOCK / width) before double
@@ -102,14 +102,14 @@ def _prefetch_rows(k: Kernel, r, d: int, cfg: "CConfig") -> list[tuple[int, symp
     """(buffer, first element of the next row, row length, elements per cache line) for each load
     of `r`, the first pass over a row at loop depth `d`, that walks its row contiguously: the
     row the next iteration of loop x{d-1} will read."""
-    if not cfg.prefetch or d == 0 or len(r.rvars) != 1 or r.op not in ("sum", "max", "prod"):
+    if not cfg.prefetch or d == 0 or len(r.rvars) != 1:
         return []
     xo = sympy.Symbol(f"x{d - 1}", integer=True, nonnegative=True)
     rv = sympy.Symbol(r.rvars[0], integer=True, nonnegative=True)
     out, seen = [], set()
     for ld in _loads(r.value):
         b, index, mask = ld.arg
-        item = ITEMSIZE.get(k.buffers[b].dtype, 4)
+        item = ITEMSIZE[k.buffers[b].dtype]
         if mask or (b, index) in seen or r.rsizes[0] * item > PREFETCH_MAX_ROW_BYTES:
             continue
         if rv in sympy.expand(index - rv).free_symbols:  # not unit stride along the row
@@ -133,10 +133,6 @@ def _interchange_legal(k: Kernel) -> bool:
         return False
     written = {s.buf for s in k.stores}
     return not any(e.op == "load" and e.arg[0] in written for s in k.stores for e in _loads(s.value))
-
-
-ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8,
-            "int8": 1, "uint8": 1, "bool": 1}
 
 
 def _streamable(k: Kernel) -> bool:

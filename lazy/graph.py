@@ -52,6 +52,8 @@ int64 = DType("int64", 8, "i", "int64_t", "i64")
 int8 = DType("int8", 1, "i", "int8_t", "i8")
 uint8 = DType("uint8", 1, "u", "uint8_t", "u8")
 bool_ = DType("bool", 1, "b", "uint8_t", "i1")
+
+
 def _dtype_named(name: str) -> DType:
     return DTYPES[name]
 

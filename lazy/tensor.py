@@ -287,6 +287,29 @@ def _key(x):
 
 def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor]:
     """Operands -> Tensors of one dtype (torch promotion, or `dtype`) and one broadcast shape."""
+    if dtype is None:
+        # tensors of one dtype on one device (`xc * xc`, `x - mean`): promotion is a no-op, only
+        # the broadcast remains (most binary ops of a model take this path; a plain loop, as every
+        # op of every call runs it)
+        dt = dev = None
+        tshapes = []
+        for x in xs:
+            if type(x) is not Tensor:
+                break
+            n = x._node
+            if dt is None:
+                dt = n.dtype
+            elif n.dtype is not dt:
+                break
+            if n.device is not None:
+                if dev is None:
+                    dev = n.device
+                elif n.device != dev:
+                    break
+            tshapes.append(n.shape)
+        else:
+            shape = _broadcast(op, *tshapes, *shapes)
+            return [x._expand_to(shape) for x in xs]
     ops = [_operand(op, x) for x in xs]
     _same_device(op, *ops)
     dt = dtype or result_type(*map(_key, ops), op=op)
@@ -378,17 +401,6 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
             # promotion, broadcasting and device checks have nothing to do (same nodes as _promote)
             c = Tensor._new(const(other, self.dtype, self._node.shape))
             return c._ew(op, self) if reverse else self._ew(op, c)
-        if type(other) is Tensor and not kinds:
-            # two tensors of one dtype (`xc * xc`, `x - mean`): promotion is a no-op, and operands
-            # already of the broadcast shape stay as they are (what _promote does, in fewer steps)
-            a, b = self._node, other._node
-            if (a.dtype is b.dtype and (a.device == b.device or None in (a.device, b.device))
-                    and not (no_bool and a.dtype is bool_)):
-                if a.shape == b.shape:
-                    return other._ew(op, self) if reverse else self._ew(op, other)
-                shape = _broadcast(name, other._node.shape, a.shape) if reverse else _broadcast(name, a.shape, b.shape)
-                x, y = self._expand_to(shape), other._expand_to(shape)
-                return y._ew(op, x) if reverse else x._ew(op, y)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
             raise DTypeError(f"{name}: subtraction, the `-` operator, with a bool tensor is not supported; "

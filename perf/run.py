@@ -31,8 +31,9 @@ How it measures
   (FLOOR_NUMEL elements) scaled to the row's bytes, and the attainable time is the larger of the
   floor and the bytes at the roof (`%att`).
 - `lazy.jit` is a peer like the others: the same lazy function, its kernels replayed without
-  rebuilding the graph; its column against plain lazy is the share of lazy's host time. The 1-minute load average at the start is recorded: above half the CPUs,
-  the table warns that timings are noisy.
+  rebuilding the graph; its column against plain lazy is the share of lazy's host time.
+- The 1-minute load average at the start is recorded: above half the CPUs, the table warns that
+  timings are noisy.
 - Results are checked: lazy against torch eager (tolerance per workload); a mismatch is a
   failure (exit code 1), like an exception. A workload lazy cannot run yet is "missing", its
   peers still run.
@@ -124,20 +125,14 @@ def measure_bandwidth(n: int = 1 << 24, repeat: int = 10, device: str = "cpu") -
         import ctypes
 
         from codegen import compile_c
-
         from codegen.render_c import PRELUDE
 
-        source = PRELUDE + TRIAD_C
-        lib_copy = compile_c.load(source, "copy")
+        lib_copy = compile_c.load(PRELUDE + TRIAD_C, "copy")
         lib_copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-        a, b, c = (np.ones(n, dtype=np.float32) for _ in range(3))
-        pa, pb, pc = (x.ctypes.data for x in (a, b, c))
-        copy_s = _time(lambda: lib_copy(pa, pb, n), repeat)[1]
-        triads = {}
-        for name in ("triad", "triad_stream"):
-            fn = compile_c.load(source, name)
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int64]
-            triads[name] = _time(lambda: fn(pa, pb, pc, 3.0, n), repeat)[1]
+        a = np.ones(n, dtype=np.float32)
+        b = np.ones(n, dtype=np.float32)
+        copy_s = _time(lambda: lib_copy(a.ctypes.data, b.ctypes.data, n), repeat)[1]
+        triads = {name: _time(call, repeat)[1] for name, call in _triad_calls(n).items()}
         triad_s = min(triads.values())
         method = ("OpenMP C copy and triad (-O3 -march=native), all threads; the triad is the faster of "
                   "plain and streaming (non-temporal) stores")
@@ -149,28 +144,30 @@ def measure_bandwidth(n: int = 1 << 24, repeat: int = 10, device: str = "cpu") -
             "array_bytes": 4 * n, "method": method}
 
 
-ROOF_CALLS = ("triad", "triad_stream")
-
-
-def _roof_calls(nbytes: int) -> dict[str, Callable]:
-    """The C triads (plain and streaming stores) over three arrays of `nbytes` in all: timed in the
-    same rounds as a workload's peers, they are the bandwidth it is rated against. This VM's
-    memory bandwidth drifts by 1.5x within minutes (the same triad, 27 to 51 GB/s), so a roof
-    measured only at the start and end rates a workload against another moment's machine."""
+def _triad_calls(n: int) -> dict[str, Callable]:
+    """{"triad": call, "triad_stream": call}: the C triad with plain and with streaming stores over
+    three float32 arrays of `n` elements (12 n bytes per call), the arrays owned by the calls."""
     import ctypes
 
     from codegen import compile_c
     from codegen.render_c import PRELUDE
 
-    n = max(nbytes // 12, 1 << 16)
     arrays = [np.ones(n, dtype=np.float32) for _ in range(3)]
     pa, pb, pc = (x.ctypes.data for x in arrays)
     calls = {}
-    for name in ROOF_CALLS:
+    for name in ("triad", "triad_stream"):
         fn = compile_c.load(PRELUDE + TRIAD_C, name)
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int64]
-        calls[f"roof:{name}"] = lambda fn=fn, arrays=arrays: fn(pa, pb, pc, 3.0, n)
+        calls[name] = lambda fn=fn, arrays=arrays: fn(pa, pb, pc, 3.0, n)
     return calls
+
+
+def _roof_elements(nbytes: int) -> int:
+    """Elements per array of the triad a row of `nbytes` is rated against: the same bytes in all.
+    Timed in the same rounds as the row's peers: this VM's memory bandwidth drifts by 1.5x within
+    minutes (the same triad, 27 to 64 GB/s), so a roof measured only at the start and end rates a
+    workload against another moment's machine."""
+    return max(nbytes // 12, 1 << 16)
 
 
 def _triad_text(bw: dict) -> str:
@@ -510,12 +507,12 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
 
     roof_calls = {}
     if limits and not res["flops"] and "triad_stream_gbps" in limits["bandwidth"] and calls:  # CPU rows
-        roof_calls = _roof_calls(res["bytes"])
+        roof_n = _roof_elements(res["bytes"])
+        roof_calls = {f"roof:{name}": call for name, call in _triad_calls(roof_n).items()}
     samples = _interleaved({**calls, **roof_calls}, res, repeat, warmup, budget_s, log)
     roof = [samples.pop(name) for name in roof_calls if name in samples]
     if roof:
-        n = max(res["bytes"] // 12, 1 << 16)
-        res["roof_gbps"] = max(12 * n / statistics.median(ts) / 1e9 for ts in roof)
+        res["roof_gbps"] = max(12 * roof_n / statistics.median(ts) / 1e9 for ts in roof)
     for name, j in jits.items():  # 'replaying', or 'failed: why' (then it ran as plain Python)
         res["peers"][name]["jit_status"] = next(iter(j.stats.values()), "running")
     for name, ts in samples.items():

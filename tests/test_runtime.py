@@ -157,3 +157,43 @@ def test_import_sets_a_short_openmp_spin_unless_the_user_chose():
     assert spin() == "30000"
     assert spin(OMP_WAIT_POLICY="PASSIVE") == "None"  # the user's policy stands alone
     assert spin(GOMP_SPINCOUNT="5") == "5"
+
+
+# -- graph nodes: hash-consing and structure keys -------------------------------------------------
+def test_nodes_are_shared_while_alive_and_forgotten_when_dead():
+    import gc
+
+    import numpy as np
+
+    from lazy import graph
+
+    x = lazy.tensor(np.ones(3, np.float32))
+    before = len(graph._interned)
+    y = (x * 2.0 + 1.0).exp()
+    assert (x * 2.0 + 1.0).exp()._node is y._node  # the same program builds the same node
+    assert len(graph._interned) > before
+    del y
+    gc.collect()
+    assert len(graph._interned) == before  # dead nodes leave no entry behind
+
+
+def test_structure_keys_tell_aliased_buffers_and_layouts_apart():
+    import numpy as np
+
+    from lazy.graph import structure_key
+
+    a, b = (lazy.tensor(np.ones((2, 3), np.float32)) for _ in range(2))
+    k_ab, bufs = structure_key([(a + b)._node])
+    assert len(bufs) == 2 and structure_key([(b + a)._node])[0] == k_ab  # other data, same program
+    assert structure_key([(a + a)._node])[0] != k_ab  # one buffer read twice is another program
+    t = lazy.tensor(np.ones((3, 2), np.float32)).contiguous().T.contiguous()
+    assert structure_key([(a + t.realize())._node])[0] == k_ab  # realized contiguous: same layout
+
+
+def test_dtypes_stay_one_instance_through_copies_and_pickles():
+    import copy
+    import pickle
+
+    for dt in (lazy.float32, lazy.bfloat16, lazy.bool):
+        assert copy.copy(dt) is dt and copy.deepcopy(dt) is dt and pickle.loads(pickle.dumps(dt)) is dt
+        assert {dt: 1}[pickle.loads(pickle.dumps(dt))] == 1
