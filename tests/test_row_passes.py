@@ -1,5 +1,6 @@
 """How the C backend's reduction passes are rendered: float sums in blocks (float inside a block,
-double across blocks) and the next row prefetched by multi-pass row kernels.
+double across blocks) and the next row prefetched by multi-pass row kernels (into L2, during the
+pass that computes exp/log/... per element, while the row itself runs from cache).
 
 Accuracy is checked against a float64 reference, not against torch: the claim is "as accurate as a
 double accumulator up to the final float rounding", which is stricter than torch's own float sums.
@@ -95,14 +96,37 @@ def test_prefetch_names_the_next_row_and_stops_at_the_last(kernels):
     assert "if (x0 + 1 < 5)" in src  # never past the last row
 
 
-def test_prefetch_is_a_tuning_option_off_by_default(kernels):
+def test_prefetch_is_off_for_rows_that_come_from_cache(kernels):
     k = softmax_kernel(kernels, (5, 300))
     assert "__builtin_prefetch" not in render_c.render_c(k)
-    assert render_c.search_space(k)["prefetch"] == (None, True)
-    x = lazy.tensor(np.ones((5, 300), np.float32))
-    ((x - x.mean(-1, keepdim=True)) * 2.0).numpy()
-    k = kernels[-1]
-    assert "__builtin_prefetch" in render_c.render_c(k, config=render_c.CConfig(prefetch=True))
+    assert render_c.search_space(k)["prefetch"] == (None, False, True)
+
+
+def big_rows_kernel(kernels, fn, width=4096) -> Kernel:
+    """The kernel of `fn` over float32 rows that hold PREFETCH_MIN_BYTES between them."""
+    rows = render_c.PREFETCH_MIN_BYTES // (4 * width)
+    fn(lazy.randn(rows, width).realize()).realize()
+    return kernels[-1]
+
+
+def test_prefetch_goes_where_a_later_pass_computes_a_transcendental(kernels):
+    src = render_c.render_c(big_rows_kernel(kernels, lambda x: x.softmax(-1)))
+    # the exp pass, span by span, into L2; the max pass and the stores prefetch nothing
+    assert src.count("__builtin_prefetch(") == 1
+    exp_pass = src[src.index("for (int64_t r1b = 0;"):src.index("acc1 += (double)acc1_p;")]
+    assert f"r1b += {render_c.PREFETCH_SPAN}" in exp_pass
+    assert f"__builtin_prefetch(&b0[((4096*x0) + 4096) + p], 0, {render_c.PREFETCH_L2})" in exp_pass
+    assert "expf(" in exp_pass
+
+
+def test_norms_leave_prefetching_to_the_hardware(kernels):
+    def layer_norm(x):
+        return (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, correction=0) + 1e-5).sqrt()
+
+    for fn in (layer_norm, lambda x: x * (x * x).mean(-1, keepdim=True).rsqrt()):
+        k = big_rows_kernel(kernels, fn)
+        assert "__builtin_prefetch" not in render_c.render_c(k)  # rsqrt is per row, not per element
+        assert "__builtin_prefetch" in render_c.render_c(k, config=render_c.CConfig(prefetch=True))
 
 
 @pytest.mark.parametrize("shape", [(2, 7), (3, 2), (7, 1023), (2, 4097)])
@@ -127,6 +151,27 @@ def test_prefetch_is_off_for_strided_rows(kernels):
     x.T.softmax(-1).numpy()  # each row of the view is a column in memory
     assert not render_c._prefetch_rows(kernels[-1], kernels[-1].reduces[0], kernels[-1].reduces[0].depth,
                                        render_c.CConfig(prefetch=True))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("shape", [(3, 7), (5, 300), (4, 1000)])
+def test_forced_prefetch_in_the_store_pass_keeps_results(kernels, shape, stream):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(4))
+    ref = ((x - x.mean(-1, keepdim=True)) * 2.0).numpy()
+    t = lazy.tensor(x)
+    np.testing.assert_allclose(((t - t.mean(-1, keepdim=True)) * 2.0).numpy(), ref, rtol=1e-5, atol=1e-6)
+    k = kernels[-1]
+    assert [b.output for b in k.buffers] == [False, True]
+    assert render_c._prefetch_plan(k, 1, render_c.CConfig(prefetch=True))[0] == "stores"
+    src = render_c.render_c(k, config=render_c.CConfig(prefetch=True, stream=stream))
+    assert "__builtin_prefetch" in src and ("lz_stream(&" in src) == (stream and shape[1] * 4 >= 512)
+    from codegen import compile_c
+    import ctypes
+    fn = compile_c.load(src)
+    fn.argtypes = [ctypes.c_void_p] * 2
+    out = torch.empty_like(x)
+    fn(x.data_ptr(), out.data_ptr())
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
 
 
 # -- rows as restrict functions ------------------------------------------------------------------
