@@ -78,7 +78,8 @@ class CConfig:
     prefetch: a row kernel that walks each row several times (a first pass from memory, then
         passes from cache) prefetches the next row into L2 during its second pass, PREFETCH_SPAN
         elements at a time, so memory stays busy while the compute runs: 4096-wide softmax over
-        16M elements 6.1 -> 4.5 ms. None: on when the rows come from memory (PREFETCH_MIN_BYTES).
+        16M elements 12-14% faster. None: on when the rows come from memory (PREFETCH_MIN_BYTES)
+        and a later pass computes exp/log/tanh... per element (`_prefetch_plan`).
     """
 
     threads: int | None = None
@@ -100,7 +101,9 @@ PREFETCH_MAX_ROW_BYTES = 64 << 10  # longer rows would evict their own beginning
 # elements kept softmax's exp pass and the memory both busy (bursts of 64 lines per 1024: 5.5 ms
 # against 4.5; one line per vector, the same 4.5 but it splits the vector loop)
 PREFETCH_SPAN = 256
-PREFETCH_MIN_BYTES = 8 << 20  # rows read by the first pass: below this they mostly come from cache
+# rows read by the first pass from which they are prefetched: the L3 here. 2048x2048 softmax
+# (16 MiB) ran 6-9% faster with it from memory, but 5-7% slower when its rows were still in L3
+PREFETCH_MIN_BYTES = 32 << 20
 PREFETCH_L2 = 1  # __builtin_prefetch locality 1 (prefetcht2): into L2, not over the row in L1
 
 
