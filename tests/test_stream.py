@@ -1,12 +1,16 @@
 """Streaming (non-temporal) stores in the C backend: the same values as plain stores, for every
 shape of block and edge the scratch-block copy has to get right.
 
-Kernels stream by default only when they write >= 64 MiB (codegen/render_c.STREAM_MIN_BYTES);
-the fixture lowers the threshold to 0 so small, fast cases take the streaming path, and checks
-that they really did (the generated source calls `lz_stream`).
+Kernels stream by default only when they write >= 64 MiB (codegen/render_c.STREAM_MIN_BYTES), or
+>= 16 MiB into buffers they do not read while reading and writing more than the L3 holds
+(STREAM_FRESH_MIN_BYTES, STREAM_TRAFFIC_MIN_BYTES); the fixture lowers the thresholds to 0 so
+small, fast cases take the streaming path, and checks that they really did (the generated source
+calls `lz_stream`).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -24,6 +28,7 @@ from lazy import runtime
 def streaming(monkeypatch):
     """Every streamable kernel streams; programs compiled earlier (plain stores) are forgotten."""
     monkeypatch.setattr(render_c, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(render_c, "STREAM_FRESH_MIN_BYTES", 0)
     sources: list[str] = []
     with render_spy(monkeypatch, lambda k, src: sources.append(src)):
         yield sources
@@ -133,6 +138,32 @@ def test_the_default_threshold_streams_only_large_outputs():
     (k,) = ks
     assert render_c._streamable(k) and "lz_stream(&b" not in render_c.render_c(k)
     assert "lz_stream(&b" in render_c.render_c(k, config=render_c.CConfig(stream=True))
+
+
+def kernels_of(fn) -> list:
+    ks = []
+    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
+    try:
+        fn()
+    finally:
+        runtime.kernel_listeners.pop()
+    return ks
+
+
+def test_fresh_outputs_stream_from_a_quarter_of_the_large_threshold():
+    n = render_c.STREAM_FRESH_MIN_BYTES // 4  # float32 elements
+    x = lazy.randn(n).realize()
+    (k,) = kernels_of(lambda: (x * 2.0).realize())  # reads and writes 2 x 16 MiB: more than the L3
+    assert render_c._streams(k, render_c.CConfig())
+    # the same kernel writing into the buffer it reads (an optimizer's update) keeps plain stores
+    # until STREAM_MIN_BYTES: the next step reads those lines, some of them still cached
+    inplace = dataclasses.replace(k, stores=tuple(dataclasses.replace(st, buf=0) for st in k.stores))
+    assert not render_c._streams(inplace, render_c.CConfig())
+    # 16 MiB written from two short vectors: the output is all the traffic, and stays in L3
+    a, b = lazy.randn(n // 1024).realize(), lazy.randn(1024).realize()
+    (k,) = kernels_of(lambda: (a[:, None] - b[None, :]).abs().realize())
+    assert not render_c._streams(k, render_c.CConfig())
+    assert render_c._streams(k, render_c.CConfig(stream=True))
 
 
 def test_compute_bound_kernels_keep_plain_stores(streaming):
