@@ -108,9 +108,10 @@ PREFETCH_MAX_ROW_BYTES = 64 << 10  # longer rows would evict their own beginning
 # elements kept softmax's exp pass and the memory both busy (bursts of 64 lines per 1024: 5.5 ms
 # against 4.5; one line per vector, the same 4.5 but it splits the vector loop)
 PREFETCH_SPAN = 256
-# rows read by the first pass from which they are prefetched: the L3 here. 2048x2048 softmax
-# (16 MiB) ran 6-9% faster with it from memory, but 5-7% slower when its rows were still in L3
-PREFETCH_MIN_BYTES = 32 << 20
+# rows read by the first pass from which they are prefetched: half the L3 here. A 2048x2048
+# softmax (16 MiB, its output streamed) ran 3-11% faster with it, from memory or from L3;
+# 8 MiB and under, 4-6% slower: from L3 the hardware prefetcher keeps up
+PREFETCH_MIN_BYTES = 16 << 20
 PREFETCH_L2 = 1  # __builtin_prefetch locality 1 (prefetcht2): into L2, not over the row in L1
 
 
