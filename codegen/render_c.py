@@ -83,10 +83,10 @@ class CConfig:
         softmaxes of a training step: 7% off the tiny GPT step's kernel time).
     stream: outputs leave through an L1 block and non-temporal stores (None: `_streams`).
     prefetch: a row kernel that walks each row several times (a first pass from memory, then
-        passes from cache) prefetches the next row into L2 during its second pass, PREFETCH_SPAN
-        elements at a time, so memory stays busy while the compute runs: 4096-wide softmax over
-        16M elements 12-14% faster. None: on when the rows come from memory (PREFETCH_MIN_BYTES)
-        and a later pass computes exp/log/tanh... per element (`_prefetch_plan`).
+        passes from cache) prefetches the next row into L2 during a later pass (`_prefetch_plan`),
+        PREFETCH_SPAN elements at a time, so memory stays busy while that pass computes from
+        cache. Over 4096x4096: softmax 12-14% faster, layer norm 5-12%, RMS norm 2-16%.
+        None: on when the rows come from memory or a large L3 share (PREFETCH_MIN_BYTES).
     """
 
     threads: int | None = None
@@ -108,9 +108,9 @@ PREFETCH_MAX_ROW_BYTES = 64 << 10  # longer rows would evict their own beginning
 # elements kept softmax's exp pass and the memory both busy (bursts of 64 lines per 1024: 5.5 ms
 # against 4.5; one line per vector, the same 4.5 but it splits the vector loop)
 PREFETCH_SPAN = 256
-# rows read by the first pass from which they are prefetched: half the L3 here. A 2048x2048
-# softmax (16 MiB, its output streamed) ran 3-11% faster with it, from memory or from L3;
-# 8 MiB and under, 4-6% slower: from L3 the hardware prefetcher keeps up
+# rows read by the first pass from which they are prefetched: half the L3 here. At 2048x2048
+# (16 MiB, outputs streamed) softmax ran 3-11% faster with it, layer norm 8-23%, RMS norm 0-11%,
+# from memory or from L3; a softmax of 8 MiB and under 4-6% slower: the hardware keeps up there
 PREFETCH_MIN_BYTES = 16 << 20
 PREFETCH_L2 = 1  # __builtin_prefetch locality 1 (prefetcht2): into L2, not over the row in L1
 
@@ -144,11 +144,10 @@ def _prefetch_rows(k: Kernel, r, d: int, cfg: "CConfig") -> list[tuple[int, symp
 
 def _prefetch_plan(k: Kernel, d: int, cfg: "CConfig"):
     """Which pass at depth `d` prefetches the next row, and what: (name of a later reduction over
-    the row, or "stores" for the store loop; the `_prefetch_rows` of the first pass). By default
-    the later pass that computes the most exp/log/tanh... per element, and none when no later
-    pass computes one: a pass of adds and multiplies over a cached row is over before memory
-    would notice, and the hardware prefetcher already keeps the norms at the triad's speed
-    (RMS norm 3% slower, layer norm within 2%, with the prefetch). None: no prefetch at `d`."""
+    the row, or "stores" for the store loop; the `_prefetch_rows` of the first pass). The later
+    pass that computes the most exp/log/tanh... per element (softmax's exp pass: the longest time
+    memory would sit idle), else the first later pass (a layer norm's variance, an RMS norm's
+    stores). None: no first pass from memory, or no later pass over the same row."""
     passes = [r for r in k.reduces if r.depth == d]
     if not passes or (rows := _prefetch_rows(k, passes[0], d, cfg)) == []:
         return None
@@ -158,11 +157,8 @@ def _prefetch_plan(k: Kernel, d: int, cfg: "CConfig"):
         later += [("stores", st.value, f"x{d}") for st in k.stores]
     if not later:
         return None
-    if cfg.prefetch:
-        return later[0][0], rows
     work = [_row_transcendentals(v, sympy.Symbol(var, integer=True, nonnegative=True), {})[0] for _, v, var in later]
-    best = max(range(len(later)), key=lambda i: (work[i], -i))
-    return (later[best][0], rows) if work[best] else None
+    return later[max(range(len(later)), key=lambda i: (work[i], -i))][0], rows
 
 
 def _row_transcendentals(e: Expr, var: sympy.Symbol, memo: dict) -> tuple[int, bool]:

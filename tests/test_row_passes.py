@@ -1,6 +1,6 @@
 """How the C backend's reduction passes are rendered: float sums in blocks (float inside a block,
-double across blocks) and the next row prefetched by multi-pass row kernels (into L2, during the
-pass that computes exp/log/... per element, while the row itself runs from cache).
+double across blocks) and the next row prefetched by multi-pass row kernels (into L2, during a pass
+that runs from cache: the one computing exp/log/... per element if there is one).
 
 Accuracy is checked against a float64 reference, not against torch: the claim is "as accurate as a
 double accumulator up to the final float rounding", which is stricter than torch's own float sums.
@@ -119,14 +119,17 @@ def test_prefetch_goes_where_a_later_pass_computes_a_transcendental(kernels):
     assert "expf(" in exp_pass
 
 
-def test_norms_leave_prefetching_to_the_hardware(kernels):
+def test_norms_prefetch_in_their_first_pass_from_cache(kernels):
     def layer_norm(x):
         return (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, correction=0) + 1e-5).sqrt()
 
-    for fn in (layer_norm, lambda x: x * (x * x).mean(-1, keepdim=True).rsqrt()):
-        k = big_rows_kernel(kernels, fn)
-        assert "__builtin_prefetch" not in render_c.render_c(k)  # rsqrt is per row, not per element
-        assert "__builtin_prefetch" in render_c.render_c(k, config=render_c.CConfig(prefetch=True))
+    src = render_c.render_c(big_rows_kernel(kernels, layer_norm))
+    var_pass = src[src.index("for (int64_t r1b = 0;"):src.index("acc1 += (double)acc1_p;")]
+    assert src.count("__builtin_prefetch(") == 1 and "__builtin_prefetch(" in var_pass
+    src = render_c.render_c(big_rows_kernel(kernels, lambda x: x * (x * x).mean(-1, keepdim=True).rsqrt()))
+    stores = src[src.index("for (int64_t x1b = 0;"):]
+    assert src.count("__builtin_prefetch(") == 1 and "__builtin_prefetch(" in stores
+    assert f"x1b += {render_c.PREFETCH_SPAN}" in stores
 
 
 @pytest.mark.parametrize("shape", [(2, 7), (3, 2), (7, 1023), (2, 4097)])
