@@ -30,6 +30,9 @@ How it measures
   from memory): its compute floor is lazy's kernel time on a cache-resident copy of the workload
   (FLOOR_NUMEL elements) scaled to the row's bytes, and the attainable time is the larger of the
   floor and the bytes at the roof (`%att`).
+- The roof's triads, the floor and a profiled lazy call (its kernel times and host time) take
+  their own slots in the same interleaved rounds as the peers, so every figure of a row comes
+  from the same minutes of the machine: its speed here moved 1.5x within minutes.
 - `lazy.jit` is a peer like the others: the same lazy function, its kernels replayed without
   rebuilding the graph; its column against plain lazy is the share of lazy's host time.
 - The 1-minute load average at the start is recorded: above half the CPUs, the table warns that
@@ -505,12 +508,26 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
                 res["status"], res["error"] = "failed", entry["error"]
             log(f"{name} failed: {entry['error']}")
 
-    roof_calls = {}
+    # measurements that ride in the same rounds as the peers, their wall times discarded: the
+    # triads of the row's roof, lazy's kernel times (a profiled call) and its compute floor
+    extra: dict[str, Callable] = {}
     if limits and not res["flops"] and "triad_stream_gbps" in limits["bandwidth"] and calls:  # CPU rows
         roof_n = _roof_elements(res["bytes"])
-        roof_calls = {f"roof:{name}": call for name, call in _triad_calls(roof_n).items()}
-    samples = _interleaved({**calls, **roof_calls}, res, repeat, warmup, budget_s, log)
-    roof = [samples.pop(name) for name in roof_calls if name in samples]
+        extra.update({f"roof:{name}": call for name, call in _triad_calls(roof_n).items()})
+    lazy_ok = "lazy" in calls and res["peers"]["lazy"].get("status") == "ok"
+    runs: list = []
+    floors: list[float] = []
+    if lazy_ok:
+        extra["kernels:lazy"] = _profiled_runs(calls["lazy"], runs)
+        if "roof:triad" in extra and numel > FLOOR_NUMEL:
+            try:
+                extra["floor:lazy"] = _floor_runs(w, peers["lazy"], res["bytes"], floors)
+            except Exception as e:  # noqa: BLE001 (a benchmark records the failure and goes on)
+                log(f"compute floor failed: {_short(e)}")
+    samples = _interleaved({**calls, **extra}, res, repeat, warmup, budget_s, log)
+    roof = [samples.pop(name) for name in extra if name.startswith("roof:") and name in samples]
+    for name in extra:
+        samples.pop(name, None)
     if roof:
         res["roof_gbps"] = max(12 * roof_n / statistics.median(ts) / 1e9 for ts in roof)
     for name, j in jits.items():  # 'replaying', or 'failed: why' (then it ran as plain Python)
@@ -522,13 +539,11 @@ def bench_workload(w: Workload, numel: int, peers: dict[str, Peer], *, repeat: i
         e.update(median_s=med, min_s=min(ts), max_s=max(ts), q1_s=q1, q3_s=q3, samples=len(ts),
                  gbps=res["bytes"] / med / 1e9 if med > 0 else None,
                  gflops=res["flops"] / med / 1e9 if res["flops"] and med > 0 else None)
-    if "lazy" in calls and res["peers"]["lazy"].get("status") == "ok":
-        _lazy_overhead(calls["lazy"], res, min(max(repeat, 1), 5))
-        if roof_calls and numel > FLOOR_NUMEL:
-            try:
-                res["compute_floor_s"] = _compute_floor(w, peers["lazy"], res["bytes"])
-            except Exception as e:  # noqa: BLE001 (a benchmark records the failure and goes on)
-                log(f"compute floor failed: {_short(e)}")
+    runs, floors = runs[warmup:], floors[warmup:]  # (each warm-up call added one)
+    if runs:
+        _lazy_overhead(runs, res)
+    if floors:
+        res["compute_floor_s"] = statistics.median(floors)
     if limits:
         _rate(res, limits)
     return res
@@ -657,36 +672,48 @@ def _interleaved(calls: dict[str, Callable], res: dict, repeat: int, warmup: int
 FLOOR_NUMEL = 1 << 18  # elements of the cache-resident copy of a workload (1 MiB per float32 input)
 
 
-def _compute_floor(w: Workload, peer: Peer, nbytes: int, repeat: int = 20) -> float:
-    """Seconds lazy's kernels would need for `nbytes` of this workload if memory were free: the
-    fastest kernel time on a cache-resident copy of it (FLOOR_NUMEL elements), scaled by bytes.
-    A row slower than its bandwidth roof but near this floor is compute-bound: with 16M vector
-    exp and tanh, the 10-op chain needs longer in cache than its bytes take from memory."""
+def _floor_runs(w: Workload, peer: Peer, nbytes: int, out: list[float], repeat: int = 3) -> Callable:
+    """A call for the interleaved rounds that appends to `out` the seconds lazy's kernels would need
+    for `nbytes` of this workload if memory were free: the fastest of `repeat` kernel times on a
+    cache-resident copy of it (FLOOR_NUMEL elements; the first call of a round finds it evicted by
+    the other peers), scaled by bytes. A row slower than its bandwidth roof but near this floor is
+    compute-bound: with 16M vector exp and tanh, the 10-op chain needs longer in cache than its
+    bytes take from memory. Timed in the rounds, it sees the machine the peers saw."""
     import lazy
 
     inputs = w.make_inputs(FLOOR_NUMEL)
     fn, args = peer.function(w), peer.prepare(inputs)
     peer.finish(fn(*args))  # compiled outside the timing
-    best = float("inf")
-    for _ in range(repeat):
-        with lazy.profile() as p:
-            peer.finish(fn(*args))
-        best = min(best, p.seconds)
-    return best * nbytes / w.bytes(inputs)
+    scale = nbytes / w.bytes(inputs)
+
+    def call():
+        best = float("inf")
+        for _ in range(repeat):
+            with lazy.profile() as p:
+                peer.finish(fn(*args))
+            best = min(best, p.seconds)
+        out.append(best * scale)
+    return call
 
 
-def _lazy_overhead(call, res, n: int) -> None:
-    """Host time per call (wall - time in kernels) and each kernel's median time and GB/s."""
+def _profiled_runs(call: Callable, out: list) -> Callable:
+    """A call for the interleaved rounds: lazy's call under `lazy.profile()`, appending to `out`
+    its wall time and its kernel records (the plain call, timed beside it, runs unprofiled)."""
     import lazy
 
-    over, per_kernel = [], []
-    for _ in range(n):
+    def profiled():
         t0 = time.perf_counter()
         with lazy.profile() as p:
             call()
-        over.append(time.perf_counter() - t0 - p.seconds)
-        per_kernel.append(p.kernels)
-    res["overhead_us"] = max(statistics.median(over), 0.0) * 1e6
+        out.append((time.perf_counter() - t0, p.seconds, p.kernels))
+    return profiled
+
+
+def _lazy_overhead(runs: list, res) -> None:
+    """Host time per call (wall - time in kernels) and each kernel's median time and GB/s, from the
+    profiled calls of the interleaved rounds."""
+    res["overhead_us"] = max(statistics.median(wall - kern for wall, kern, _ in runs), 0.0) * 1e6
+    per_kernel = [ks for _, _, ks in runs]
     detail = []
     if per_kernel and all(len(ks) == len(per_kernel[0]) for ks in per_kernel):
         for i, k in enumerate(per_kernel[0]):
