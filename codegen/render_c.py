@@ -115,7 +115,7 @@ PREFETCH_MIN_BYTES = 16 << 20
 PREFETCH_L2 = 1  # __builtin_prefetch locality 1 (prefetcht2): into L2, not over the row in L1
 
 
-def _prefetch_rows(k: Kernel, r, d: int, cfg: "CConfig") -> list[tuple[int, sympy.Expr, int]]:
+def _prefetch_rows(k: Kernel, r, d: int, cfg: CConfig) -> list[tuple[int, sympy.Expr, int]]:
     """(buffer, first element of the next row, elements per cache line) for each load of `r`, the
     first pass over a row at loop depth `d`, that walks its row contiguously: the row the next
     iteration of loop x{d-1} will read. Empty when prefetching is off for `k`."""
@@ -142,7 +142,7 @@ def _prefetch_rows(k: Kernel, r, d: int, cfg: "CConfig") -> list[tuple[int, symp
     return out
 
 
-def _prefetch_plan(k: Kernel, d: int, cfg: "CConfig"):
+def _prefetch_plan(k: Kernel, d: int, cfg: CConfig):
     """Which pass at depth `d` prefetches the next row, and what: (name of a later reduction over
     the row, or "stores" for the store loop; the `_prefetch_rows` of the first pass). The later
     pass that computes the most exp/log/tanh... per element (softmax's exp pass: the longest time
@@ -211,7 +211,7 @@ def _transcendentals(e: Expr, seen: set) -> int:
     return (e.op in _EXPENSIVE) + sum(_transcendentals(s, seen) for s in e.srcs)
 
 
-def _streams(k: Kernel, cfg: "CConfig") -> bool:
+def _streams(k: Kernel, cfg: CConfig) -> bool:
     if cfg.stream is False or not _streamable(k):
         return False
     if cfg.stream:

@@ -17,6 +17,19 @@ def run_cli(*args) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
+def kernels_of(fn) -> list:
+    """The kernels (Kernel IR, or GEMM calls) that `fn()` launches, compiled or cached."""
+    from lazy import runtime
+
+    ks: list = []
+    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
+    try:
+        fn()
+    finally:
+        runtime.kernel_listeners.pop()
+    return ks
+
+
 @contextlib.contextmanager
 def render_spy(monkeypatch, on_render):
     """Inside: `on_render(kernel, source)` sees every C kernel rendered, and programs compiled

@@ -141,8 +141,9 @@ def test_forced_prefetch_keeps_results(kernels, shape):
     assert "prefetch" in render_c.search_space(k)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
     out = torch.empty_like(x)
-    from codegen import compile_c
     import ctypes
+
+    from codegen import compile_c
     fn = compile_c.load(src)
     fn.argtypes = [ctypes.c_void_p] * 2
     fn(x.data_ptr(), out.data_ptr())
@@ -168,8 +169,9 @@ def test_forced_prefetch_in_the_store_pass_keeps_results(kernels, shape, stream)
     assert render_c._prefetch_plan(k, 1, render_c.CConfig(prefetch=True))[0] == "stores"
     src = render_c.render_c(k, config=render_c.CConfig(prefetch=True, stream=stream))
     assert "__builtin_prefetch" in src and ("lz_stream(&" in src) == (stream and shape[1] * 4 >= 512)
-    from codegen import compile_c
     import ctypes
+
+    from codegen import compile_c
     fn = compile_c.load(src)
     fn.argtypes = [ctypes.c_void_p] * 2
     out = torch.empty_like(x)

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from conftest import kernels_of
 
 import lazy
 from lazy import runtime
@@ -121,13 +122,7 @@ def test_lazy_kernels_cli(tmp_path, capsys):
 def _c_sources(fn) -> list[str]:
     from codegen import render_c
 
-    ks = []
-    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
-    try:
-        fn()
-    finally:
-        runtime.kernel_listeners.pop()
-    return [render_c.render_c(k) for k in ks if hasattr(k, "loops")]
+    return [render_c.render_c(k) for k in kernels_of(fn) if hasattr(k, "loops")]
 
 
 def test_stable_sigmoid_exp_has_no_select_under_it():

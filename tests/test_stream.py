@@ -15,13 +15,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import render_spy
+from conftest import kernels_of, render_spy
 
 import lazy
 import lazy.nn as nn
 import lazy.optim as optim
 from codegen import render_c
-from lazy import runtime
 
 
 @pytest.fixture
@@ -117,37 +116,15 @@ def test_in_place_optimizer_update_streams_into_the_parameter(streaming):
 def test_short_rows_and_column_reductions_keep_plain_stores():
     # rows under STREAM_MIN_ROW_BYTES, and interchanged (column) reductions, never stream
     x = lazy.tensor(rand(64, 20))[:, :16]  # 2-D loops (the view does not merge): rows of 64 bytes
-    ks = []
-    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
-    try:
-        (x * 2.0).realize()
-        lazy.tensor(rand(300, 200)).sum(0).realize()
-    finally:
-        runtime.kernel_listeners.pop()
+    ks = kernels_of(lambda: ((x * 2.0).realize(), lazy.tensor(rand(300, 200)).sum(0).realize()))
     assert ks and not any(render_c._streamable(k) for k in ks)
 
 
 def test_the_default_threshold_streams_only_large_outputs():
     x = lazy.tensor(rand(1 << 10))
-    ks = []
-    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
-    try:
-        (x * 2.0).realize()
-    finally:
-        runtime.kernel_listeners.pop()
-    (k,) = ks
+    (k,) = kernels_of(lambda: (x * 2.0).realize())
     assert render_c._streamable(k) and "lz_stream(&b" not in render_c.render_c(k)
     assert "lz_stream(&b" in render_c.render_c(k, config=render_c.CConfig(stream=True))
-
-
-def kernels_of(fn) -> list:
-    ks = []
-    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
-    try:
-        fn()
-    finally:
-        runtime.kernel_listeners.pop()
-    return ks
 
 
 def test_fresh_outputs_stream_from_a_quarter_of_the_large_threshold():
@@ -173,10 +150,5 @@ def test_compute_bound_kernels_keep_plain_stores(streaming):
     got = (lazy.tensor(x).exp() + 1.0).tanh().numpy()
     np.testing.assert_allclose(got, torch.tanh(x.exp() + 1.0).numpy(), rtol=1e-6)
     assert not streamed(streaming)
-    ks = []
-    runtime.kernel_listeners.append(lambda k, backend: ks.append(k))
-    try:
-        (lazy.tensor(x).exp() + 2.0).tanh().realize()
-    finally:
-        runtime.kernel_listeners.pop()
+    ks = kernels_of(lambda: (lazy.tensor(x).exp() + 2.0).tanh().realize())
     assert "lz_stream(&b" in render_c.render_c(ks[0], config=render_c.CConfig(stream=True))
