@@ -135,6 +135,28 @@ def chain_numpy(x):
     return np.abs(np.tanh(y)) * 0.5
 
 
+# 10 arithmetic ops, no exp/tanh: mul add relu sub abs mul add clamp sub mul. The chain above is
+# compute-bound on a few cores (16M vector exp and tanh take longer than its bytes take from
+# memory); this one is bound by memory, so it shows whether fusion reaches the bandwidth roof.
+def arith_lazy(x):
+    y = ((x * 2.0 + 1.0).relu() - 0.5).abs() * 3.0 + x
+    return (y.clamp(-4.0, 4.0) - 1.0) * 0.5
+
+
+arith_tinygrad = arith_lazy
+
+
+def arith_torch(x):
+    import torch
+    y = torch.abs(torch.relu(x * 2.0 + 1.0) - 0.5) * 3.0 + x
+    return (torch.clamp(y, -4.0, 4.0) - 1.0) * 0.5
+
+
+def arith_numpy(x):
+    y = np.abs(np.maximum(x * 2.0 + 1.0, 0.0) - 0.5) * 3.0 + x
+    return (np.clip(y, -4.0, 4.0) - 1.0) * 0.5
+
+
 # -- normalizations ----------------------------------------------------------------------------
 def softmax_lazy(x, w, b):
     return x.softmax(-1)
@@ -448,6 +470,9 @@ def _w(name, make, lazy, torch, numpy, bytes_, kernels, group, description, **kw
 _SUITE = [
     _w("elementwise_chain", _vec, chain_lazy, chain_torch, chain_numpy, _in_out, 1, "elementwise",
        "10 elementwise ops (relu, sigmoid, tanh, abs, arithmetic) on a vector", tinygrad=chain_tinygrad),
+    _w("elementwise_arith", _vec, arith_lazy, arith_torch, arith_numpy, _in_out, 1, "elementwise",
+       "10 arithmetic elementwise ops (relu, abs, clamp, no exp/tanh) on a vector: memory-bound",
+       tinygrad=arith_tinygrad),
     _w("softmax", _mat, softmax_lazy, softmax_torch, softmax_numpy, _in_out, 1, "normalization",
        "softmax over the last axis of a square matrix", tinygrad=softmax_tinygrad),
     _w("layernorm", _mat, layernorm_lazy, layernorm_torch, layernorm_numpy, _norm_bytes, 1, "normalization",
