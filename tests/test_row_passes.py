@@ -8,14 +8,19 @@ double accumulator up to the final float rounding", which is stricter than torch
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from conftest import render_spy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import lazy
 from codegen import render_c
 from codegen.kernel_ir import Kernel
+from lazy import runtime
 
 
 @pytest.fixture
@@ -184,3 +189,44 @@ def test_forced_prefetch_in_the_store_pass_keeps_results(kernels, shape, stream)
 def test_rows_with_a_reduction_become_row_functions_up_to_row_fn_max(kernels, width, as_function):
     k = softmax_kernel(kernels, (max(3, 40_000 // width), width))  # enough work to run in parallel
     assert ("static inline void lazy_kernel_row(" in render_c.render_c(k)) == as_function
+
+
+# -- random row kernels with every pass feature forced on ------------------------------------------
+ROW_FNS = {
+    "softmax": lambda t: t.softmax(-1),
+    "log_softmax": lambda t: t.log_softmax(-1),
+    "logsumexp": lambda t: t.logsumexp(-1, keepdim=True) * t,
+    "layer_norm": lambda t: (t - t.mean(-1, keepdim=True)) * (t.var(-1, keepdim=True, correction=0) + 1e-5).rsqrt(),
+    "rms_norm": lambda t: t * ((t * t).mean(-1, keepdim=True) + 1e-6).rsqrt(),
+    "centred": lambda t: (t - t.amax(-1, keepdim=True)).exp() + t.std(-1, keepdim=True),
+}
+
+
+@st.composite
+def row_programs(draw):
+    rows, width = draw(st.integers(1, 9)), draw(st.integers(1, 700))
+    view = draw(st.sampled_from(["plain", "transposed", "sliced", "batched"]))
+    return draw(st.sampled_from(sorted(ROW_FNS))), rows, width, view, draw(st.sampled_from(["float32", "bfloat16"]))
+
+
+@pytest.mark.filterwarnings(r"ignore:std\(\)")  # width 1: degrees of freedom <= 0, nan as in torch
+@settings(max_examples=int(os.environ.get("LAZY_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(row_programs())
+def test_random_row_kernels_with_prefetch_and_streaming_forced(monkeypatch, prog):
+    """The next-row prefetch and streamed stores (thresholds at 0) over odd widths, views whose rows
+    are strided or offset, and bfloat16: the same values as torch."""
+    name, rows, width, view, dtype = prog
+    monkeypatch.setattr(render_c, "PREFETCH_MIN_BYTES", 0)
+    monkeypatch.setattr(render_c, "STREAM_FRESH_MIN_BYTES", 0)
+    monkeypatch.setattr(render_c, "STREAM_TRAFFIC_MIN_BYTES", 0)
+    runtime._programs.clear()  # (programs compiled under other thresholds)
+    g = torch.Generator().manual_seed(rows * 1000 + width)
+    base = torch.randn(rows + 1, width + 3, generator=g).to(getattr(torch, dtype))
+    x = {"plain": base[:rows, :width].contiguous(), "transposed": base[:rows, :width].t().contiguous().t(),
+         "sliced": base[1:, 2:width + 2], "batched": base[:rows, :width].expand(2, rows, width)}[view]
+    fn = ROW_FNS[name]
+    got = fn(lazy.tensor(x)).torch().float()
+    ref = fn(x.float())
+    tol = 2e-2 if dtype == "bfloat16" else 2e-5
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=tol, atol=tol)
