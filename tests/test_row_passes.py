@@ -230,3 +230,19 @@ def test_random_row_kernels_with_prefetch_and_streaming_forced(monkeypatch, prog
     ref = fn(x.float())
     tol = 2e-2 if dtype == "bfloat16" else 2e-5
     np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=tol, atol=tol)
+
+
+# -- how threads share rows ----------------------------------------------------------------------
+@pytest.mark.parametrize("rows, chunk", [(4096, render_c.ROW_CHUNK_MAX), (640, 20), (3, 1)])
+def test_rows_with_reductions_are_taken_in_chunks(kernels, rows, chunk):
+    k = softmax_kernel(kernels, (rows, max(16, 40_000 // rows)))  # enough work to run in parallel
+    assert f"schedule(dynamic, {chunk})" in render_c.render_c(k)
+
+
+def test_pointwise_and_column_kernels_keep_static_halves(kernels):
+    x = lazy.tensor(np.ones((300, 200), np.float32))
+    (x * 2.0).numpy()
+    x.sum(0).numpy()
+    for k in list(kernels):  # (rendering again appends to `kernels`)
+        src = render_c.render_c(k)
+        assert "dynamic" not in src and "schedule(static)" in src
