@@ -233,10 +233,19 @@ def test_random_row_kernels_with_prefetch_and_streaming_forced(monkeypatch, prog
 
 
 # -- how threads share rows ----------------------------------------------------------------------
-@pytest.mark.parametrize("rows, chunk", [(4096, render_c.ROW_CHUNK_MAX), (640, 20), (3, 1)])
+@pytest.mark.parametrize("rows, chunk", [(4096, render_c.GRAB_MAX), (640, 20), (3, 1)])
 def test_rows_with_reductions_are_taken_in_chunks(kernels, rows, chunk):
     k = softmax_kernel(kernels, (rows, max(16, 40_000 // rows)))  # enough work to run in parallel
     assert f"schedule(dynamic, {chunk})" in render_c.render_c(k)
+
+
+def test_long_vectors_are_grabbed_in_chunks_short_ones_split_in_halves(kernels):
+    big = render_c.GRABS * render_c.GRAB_ELEMENTS
+    for n, grab in ((big, render_c.GRAB_ELEMENTS), (big // 2, 0)):
+        x = lazy.randn(n).realize()
+        (x.exp() * 2.0).tanh().numpy()  # two transcendentals: plain stores, one vector loop
+        src = render_c.render_c(kernels[-1])
+        assert (f"schedule(dynamic, {grab})" if grab else "schedule(static)") in src
 
 
 def test_pointwise_and_column_kernels_keep_static_halves(kernels):
