@@ -216,3 +216,20 @@ def test_dashboard_skips_a_corrupt_line_and_says_so(tmp_path):
     hist.write_text(FIXTURE.read_text() + "{truncated\n")
     rc, _, err = _main("dashboard", str(hist), "--output", str(tmp_path / "d.html"))
     assert rc == 0 and "line skipped" in err and (tmp_path / "d.html").exists()
+
+
+def test_a_failing_measurement_slot_leaves_the_peers_alone(monkeypatch):
+    from perf import run
+
+    def broken_floor(*a, **kw):
+        def call():
+            raise RuntimeError("floor broke")
+        return call
+
+    monkeypatch.setattr(run, "FLOOR_NUMEL", 1 << 12)
+    monkeypatch.setattr(run, "_floor_runs", broken_floor)
+    limits = {"bandwidth": run.measure_bandwidth(n=1 << 16, repeat=1), "matmul": {"gflops": 1.0}}
+    r = run.bench_workload(SUITE["softmax"], 1 << 14, run.make_peers("cpu", []), repeat=2, warmup=1,
+                           cold=False, limits=limits)
+    assert r["status"] == "ok" and "compute_floor_s" not in r
+    assert set(r["peers"]) == {"lazy"} and r["overhead_us"] >= 0 and r["roof_gbps"] > 0
