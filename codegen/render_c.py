@@ -167,7 +167,9 @@ def _prefetch_plan(k: Kernel, d: int, cfg: CConfig):
 
 
 def _row_transcendentals(e: Expr, var: sympy.Symbol, memo: dict) -> tuple[int, bool]:
-    """(exp/log/tanh... computed per element along `var`, whether `e` varies along `var`)."""
+    """(exp/log/tanh... computed per element along `var`, whether `e` varies along `var`). One
+    per row (a norm's rsqrt of its variance) is not counted; a node seen before (in `memo`,
+    shared across the values of one kernel) counts once."""
     if id(e) in memo:
         return 0, memo[id(e)]
     if e.op == "load":
@@ -230,13 +232,6 @@ def _streamable(k: Kernel) -> bool:
     return n == 1 or row >= STREAM_MIN_ROW_BYTES
 
 
-def _transcendentals(e: Expr, seen: set) -> int:
-    if id(e) in seen:
-        return 0
-    seen.add(id(e))
-    return (e.op in _EXPENSIVE) + sum(_transcendentals(s, seen) for s in e.srcs)
-
-
 def _streams(k: Kernel, cfg: CConfig) -> bool:
     if cfg.stream is False or not _streamable(k):
         return False
@@ -245,8 +240,8 @@ def _streams(k: Kernel, cfg: CConfig) -> bool:
     # two or more exp/tanh/... per element make the kernel compute-bound here: the scratch
     # block's extra pass then costs more than the write-allocate reads it saves (`lazy tune`
     # chose plain stores for the 10-op bench chain, exp + tanh: 12.7 -> 11.3 ms)
-    seen: set = set()
-    if sum(_transcendentals(st.value, seen) for st in k.stores) >= 2:
+    inner, memo = sympy.Symbol(f"x{len(k.loops) - 1}", integer=True, nonnegative=True), {}
+    if sum(_row_transcendentals(st.value, inner, memo)[0] for st in k.stores) >= 2:
         return False
     written = k.numel * sum(ITEMSIZE[st.dtype] for st in k.stores)
     if written >= STREAM_MIN_BYTES:

@@ -17,8 +17,9 @@ A record (schema 1) has:
   (gbps | gflops), `roof_gbps` (CPU bandwidth rows: the C triad over the same bytes timed in the
   same rounds; the roof of `roof_fraction`), `kernel_roof_fraction` (lazy's kernels alone against it),
   `compute_floor_s` (lazy's kernels on a cache-resident copy, scaled to `bytes`; large rows only),
-  `attainable_s` (max of the bytes at the roof and the floor), `kernels`, `expected_kernels`, `kernel_names`, `kernel_detail` [{name, seconds,
-  bytes, gbps, roof_fraction}], `max_abs_err`, `rel_err`, `overhead_us`, `compile` {lazy_cold_s,
+  `attainable_s` (max of the bytes at the roof and the floor), `kernels`, `expected_kernels`,
+  `kernel_names`, `kernel_detail` [{name, seconds, bytes, gbps, roof_fraction}] and `overhead_us`
+  (from profiled lazy calls in the same rounds), `max_abs_err`, `rel_err`, `compile` {lazy_cold_s,
   lazy_warm_s, lazy_compiler_s, torch.compile_cold_s, torch.compile_warm_s}, `wall_s`, and `peers`
   {peer: {status (ok | n/a | missing | failed), median_s, min_s, max_s, q1_s, q3_s, samples, gbps,
   gflops, roof_fraction, attainable_fraction (lazy), rel_err, kernels (torch.compile), error}}; the peers

@@ -255,3 +255,20 @@ def test_pointwise_and_column_kernels_keep_static_halves(kernels):
     for k in list(kernels):  # (rendering again appends to `kernels`)
         src = render_c.render_c(k)
         assert "dynamic" not in src and "schedule(static)" in src
+
+
+def test_per_row_transcendentals_do_not_choose_the_prefetching_pass(kernels):
+    # exp and log of each row's sums are computed once per row: the pass that prefetches is the
+    # first later pass (the sum of squares), not the stores that use them
+    def fn(x):
+        s, q = x.sum(-1, keepdim=True), (x * x).sum(-1, keepdim=True)
+        return x * s.exp() * (q + 1.0).log()
+
+    k = big_rows_kernel(kernels, fn)
+    assert len([r for r in k.reduces if r.depth == 1]) == 2
+    plan = render_c._prefetch_plan(k, 1, render_c.CConfig())
+    assert plan is not None and plan[0] != "stores"
+    # per element, two of them make the stores the compute-bound pass (and keep them unstreamed)
+    k = big_rows_kernel(kernels, lambda x: (x - x.sum(-1, keepdim=True)).exp().tanh())
+    assert render_c._prefetch_plan(k, 1, render_c.CConfig())[0] == "stores"
+    assert not render_c._streams(k, render_c.CConfig())
