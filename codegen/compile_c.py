@@ -30,14 +30,8 @@ from pathlib import Path
 
 # -D__FAST_MATH__ makes glibc's <math.h> declare its SIMD (libmvec) variants so gcc vectorizes
 # expf/logf/...; we do NOT pass -ffast-math, so comparisons with NaN/Inf keep IEEE semantics.
-# -fno-thread-jumps -fno-tree-sink: our own exp (codegen/render_c.PRELUDE) is a function gcc cannot
-# fold or speculate, and a loop with a call in a branch does not vectorize. Jump threading copies
-# a loop body along the paths where a select's condition is known (relu then sigmoid: x <= 0 makes
-# the sigmoid's argument a constant), and code sinking moves the call of where(c, exp(x), y) under
-# c: 16M relu-sigmoid-tanh ran 16x slower. Kernels are straight-line arithmetic and selects; the
-# two passes gain them nothing.
 BASE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-              "-fno-thread-jumps", "-fno-tree-sink", "-D__FAST_MATH__", "-std=gnu11", "-w")
+              "-D__FAST_MATH__", "-std=gnu11", "-w")
 LIBS = ("-lmvec", "-lm")
 
 

@@ -43,8 +43,8 @@ Structure (GotoBLAS / BLIS)
 Dtypes: float32 and float64 accumulate in their own type, like the BLAS. float16/bfloat16 are
 converted to float32 while packing, summed in float32 over all of K and rounded once when stored
 (`_render_16bit`: their partial sums cannot wait in a 16-bit output, so the loop nest keeps them
-in a float32 block instead). gcc 12 vectorizes no _Float16 conversion without AVX512-FP16, so a
-float16 epilogue runs scalar (bfloat16's bit-level conversions vectorize).
+in a float32 block instead). Both convert with render_c.PRELUDE's bit-level functions, which
+vectorize.
 
 `choose_impl(call)` says whether the CPU runs this template ("c") or BLAS + an in-place epilogue
 kernel ("blas"), from measurements on the development machine (see its docstring);
@@ -66,6 +66,7 @@ from codegen.kernel_ir import C_TYPES, ExternCall
 from codegen.render_c import Body, index_c
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
+_LOADS = {"bfloat16": "bf16_to_f32(x)", "float16": "f16_to_f32(x)"}  # storage -> compute type
 
 
 @dataclass(frozen=True)
@@ -405,7 +406,7 @@ def _store_c(dtype: str, v: str) -> str:
     if dtype == "bfloat16":
         return f"f32_to_bf16({v})"
     if dtype == "float16":
-        return f"(_Float16)({v})"
+        return f"f32_to_f16({v})"
     return v if C_TYPES[dtype][0] == render_c.ctype(dtype) else f"({C_TYPES[dtype][0]})({v})"
 
 
@@ -504,7 +505,7 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
     src = [f"/* {call.name}: batch {list(p.batch)} x [{M}, {K}] @ [{K}, {N}] {p.dtype}; a {p.a}, b {p.b}, c {p.c}"
            + ("" if epi is None else f"; epilogue {epi.name} fused") + f"; {cfg} */",
            render_c.PRELUDE,
-           f"typedef {ct} T;\ntypedef {t} S;\n#define LD(x) {'bf16_to_f32(x)' if p.dtype == 'bfloat16' else '((T)(x))'}",
+           f"typedef {ct} T;\ntypedef {t} S;\n#define LD(x) {_LOADS.get(p.dtype, '((T)(x))')}",
            _isa_block(ct, cfg),
            HEADER,
            f"#define MCB ({cfg.MC} / MR * MR)\n#define KCB {cfg.KC}\n#define NCB ({cfg.NC} / NR * NR)",

@@ -53,7 +53,7 @@ class ModIdx(sympy.Function):
 C_TYPES = {
     "float32": ("float", "float"),
     "float64": ("double", "double"),
-    "float16": ("_Float16", "float"),
+    "float16": ("uint16_t", "float"),
     "bfloat16": ("uint16_t", "float"),
     "int32": ("int32_t", "int32_t"),
     "int64": ("int64_t", "int64_t"),

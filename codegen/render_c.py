@@ -16,7 +16,7 @@ Shape of the code
 - A reduction whose rows are strided while the innermost output loop is contiguous (a column
   sum) is emitted interchanged: a block of `TILE` accumulators advanced together, one
   contiguous vector per reduction step.
-- float16 computes in float32 through `_Float16`; bfloat16 through bit operations.
+- float16 and bfloat16 compute in float32, converted with integer bit operations (vectorizable).
 - Streaming stores: a kernel that writes more than the last-level cache holds, contiguously along
   its innermost loop, computes each block of `STREAM_BLOCK` elements into an L1 scratch array and
   copies it out with non-temporal stores (`lz_stream`). A plain store first reads the line it
@@ -296,7 +296,37 @@ static inline bf16_t f32_to_bf16(float f) {
   return f != f ? (bf16_t)0x7fc0 : (bf16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 static inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
-static inline float round_f16(float f) { return (float)(_Float16)f; }
+/* float16 <-> float32 with integer operations, which gcc vectorizes (it vectorizes no _Float16
+   conversion without AVX512-FP16: float16 kernels ran 15x slower than float32). Round to nearest
+   even; overflow to inf; NaN stays NaN. */
+typedef uint16_t f16_t;
+static inline float f16_to_f32(f16_t h) {
+  /* the 15 exponent-and-mantissa bits moved to a float's bit positions, scaled by 2^(127-15):
+     exact for normal and subnormal halves; inf and NaN get an all-ones exponent */
+  const uint32_t em = (uint32_t)h & 0x7fffu, shifted = em << 13;
+  float f; memcpy(&f, &shifted, 4);
+  f *= 0x1p112f;
+  uint32_t u; memcpy(&u, &f, 4);
+  u = (em >= 0x7c00u ? (shifted | 0x7f800000u) : u) | ((uint32_t)h & 0x8000u) << 16;
+  memcpy(&f, &u, 4);
+  return f;
+}
+static inline f16_t f32_to_f16(float f) {
+  uint32_t u; memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  u &= 0x7fffffffu;
+  /* normal results: rebias the exponent (-112 << 23) and round at bit 13, ties to even */
+  const uint32_t normal = (u + 0xc8000fffu + ((u >> 13) & 1u)) >> 13;
+  /* below 2^-14: adding 0.5 rounds to a multiple of 2^-24, the float16 subnormal step */
+  float a; memcpy(&a, &u, 4);
+  a += 0.5f;
+  uint32_t sub; memcpy(&sub, &a, 4);
+  uint32_t r = u < 0x38800000u ? sub - 0x3f000000u : normal;
+  r = u >= 0x47800000u ? 0x7c00u : r; /* 2^16 and up, and inf */
+  r = u > 0x7f800000u ? 0x7e00u : r; /* NaN */
+  return (f16_t)(r | sign);
+}
+static inline float round_f16(float f) { return f16_to_f32(f32_to_f16(f)); }
 /* copy `bytes` from an L1 scratch block to memory with non-temporal (cache-bypassing) stores
    where the target is aligned; the unaligned head and tail take plain stores. Compiler builtins,
    not <immintrin.h>: that header alone adds 0.2 s to every kernel's compile. */
@@ -339,26 +369,17 @@ static inline void lz_stream_fence(void) {
   __builtin_ia32_sfence();
 #endif
 }
-/* float32 exp. With AVX-512, gcc's vectorized loops call lz_expf's 16-lane variant below (the
-   function vector ABI: a loop vectorizer that sees a `simd` declaration calls _ZGVeN16v_<name>):
-   Cody-Waite reduction x = n ln2 + r, a degree-7 polynomial for e^r, and vscalefps for 2^n, which
-   rounds subnormal results correctly and overflows to inf. Under 1 ulp against exp in double
-   (tests/test_exp_c.py sweeps every input bucket) and about 1.3x the speed of libmvec's expf,
-   which the narrower variants and the scalar tails still call. */
+/* float32 exp. gcc vectorizes a loop calling expf into calls of glibc's vector variants (the
+   function vector ABI: _ZGVeN16v_expf for 16 AVX-512 lanes). With AVX-512 this file defines that
+   16-lane variant itself, hidden, so the kernel's loops call it instead of libmvec's: Cody-Waite
+   reduction x = n ln2 + r, a degree-7 polynomial for e^r, and vscalefps for 2^n, which rounds
+   subnormal results correctly and overflows to inf. Under 1 ulp against exp in double where
+   libmvec's is 2.47 (tests/test_exp_c.py), and about 1.3x its speed. expf stays the builtin, so
+   gcc still folds it and if-converts it; narrower loops and scalar tails keep glibc's. */
 #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
 typedef float lz_v16sf __attribute__((vector_size(64)));
-typedef float lz_v8sf __attribute__((vector_size(32)));
-typedef float lz_v4sf __attribute__((vector_size(16)));
-lz_v16sf _ZGVeN16v_expf(lz_v16sf); lz_v8sf _ZGVdN8v_expf(lz_v8sf);
-lz_v8sf _ZGVcN8v_expf(lz_v8sf); lz_v4sf _ZGVbN4v_expf(lz_v4sf);
-#define LZ_HIDDEN __attribute__((visibility("hidden")))
-LZ_HIDDEN float lz_expf(float) __attribute__((simd("notinbranch"), const, nothrow));
-/* the scalar lz_expf (loop tails) is glibc's expf. Defined in assembly: gcc resolves a C
-   definition or alias in this file before vectorizing and then calls it lane by lane */
-__asm__(".pushsection .text\n.globl lz_expf\n.hidden lz_expf\n.type lz_expf, @function\n"
-        "lz_expf:\n\tjmp expf@PLT\n.size lz_expf, .-lz_expf\n.popsection\n");
 #define LZ_SPLAT16(c) ((lz_v16sf){c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c})
-LZ_HIDDEN __attribute__((used)) lz_v16sf _ZGVeN16v_lz_expf(lz_v16sf x) {
+__attribute__((visibility("hidden"), used)) lz_v16sf _ZGVeN16v_expf(lz_v16sf x) {
   /* clamp first (vmin/vmax return the second operand, x, when it is NaN): e^89 overflows and
      e^-104 rounds to 0, and +-inf would make the reduction inf - inf */
   x = __builtin_ia32_minps512_mask(LZ_SPLAT16(89.0f), x, x, (uint16_t)-1, 4);
@@ -376,11 +397,6 @@ LZ_HIDDEN __attribute__((used)) lz_v16sf _ZGVeN16v_lz_expf(lz_v16sf x) {
   p = p * (r * r) + r + LZ_SPLAT16(1.0f);
   return __builtin_ia32_scalefps512_mask(p, n, p, (uint16_t)-1, 4);
 }
-LZ_HIDDEN __attribute__((used)) lz_v8sf _ZGVdN8v_lz_expf(lz_v8sf x) { return _ZGVdN8v_expf(x); }
-LZ_HIDDEN __attribute__((used)) lz_v8sf _ZGVcN8v_lz_expf(lz_v8sf x) { return _ZGVcN8v_expf(x); }
-LZ_HIDDEN __attribute__((used)) lz_v4sf _ZGVbN4v_lz_expf(lz_v4sf x) { return _ZGVbN4v_expf(x); }
-#else
-#define lz_expf expf
 #endif
 /* torch's floor division and remainder (c10 div_floor_floating / remainder) */
 #define FLOAT_DIVMOD(T, SFX) \
@@ -506,7 +522,7 @@ class Body:
             if dt == "bfloat16":
                 v = f"bf16_to_f32({v})"
             elif dt == "float16":
-                v = f"(float){v}"
+                v = f"f16_to_f32({v})"
             return f"({cond_c(mask)} ? {v} : ({t})0)" if mask else v
         if op == "exp" and _neg_abs_arg(e.srcs[0]) is not None and ctype(compute_dtype(dt)) in ("float", "double"):
             # exp(where(0 <= a, -a, a)) (a stable sigmoid's exp(-|a|)) as exp(-fabs(a)): the same
@@ -515,7 +531,7 @@ class Body:
             # arms of a select on the same condition further on (two vector exps per element)
             a = self.emit(_neg_abs_arg(e.srcs[0]))
             sfx = "f" if ctype(compute_dtype(dt)) == "float" else ""
-            return f"{'lz_expf' if sfx else 'exp'}(-fabs{sfx}({a}))"
+            return f"exp{sfx}(-fabs{sfx}({a}))"
         a = [self.emit(s) for s in e.srcs]
         src_dt = compute_dtype(e.srcs[0].dtype) if e.srcs else dt
         st = ctype(src_dt)
@@ -530,8 +546,6 @@ class Body:
                 return f"round_bf16((float){a[0]})"
             return f"(({t}){a[0]})"
         if op in _UNARY_F:
-            if op == "exp" and sfx:
-                return f"lz_expf({a[0]})"
             if isf:
                 return f"{_UNARY_F[op]}{sfx}({a[0]})"
             if op == "abs":
@@ -778,7 +792,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             elif s.dtype == "bfloat16":
                 v = f"f32_to_bf16({v})"
             elif s.dtype == "float16":
-                v = f"(_Float16)({v})"
+                v = f"f32_to_f16({v})"
             elif C_TYPES[s.dtype][0] != ctype(compute_dtype(s.dtype)):
                 v = f"({C_TYPES[s.dtype][0]})({v})"
             target = f"sbuf{i}[x{n - 1} - {stream_at[-1]}]" if stream_at else f"b{s.buf}[{index_c(s.index)}]"
