@@ -227,7 +227,9 @@ def test_random_row_kernels_with_prefetch_and_streaming_forced(monkeypatch, prog
          "sliced": base[1:, 2:width + 2], "batched": base[:rows, :width].expand(2, rows, width)}[view]
     fn = ROW_FNS[name]
     got = fn(lazy.tensor(x)).torch().float()
-    ref = fn(x.float())
+    # torch in the same dtype: bfloat16 rounds each op's result, and a layer norm of two close
+    # values loses most of its bits to that in (t - mean), in torch as in lazy
+    ref = fn(x).float()
     tol = 2e-2 if dtype == "bfloat16" else 2e-5
     np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=tol, atol=tol)
 
