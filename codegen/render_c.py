@@ -326,7 +326,19 @@ static inline f16_t f32_to_f16(float f) {
   r = u > 0x7f800000u ? 0x7e00u : r; /* NaN */
   return (f16_t)(r | sign);
 }
-static inline float round_f16(float f) { return f16_to_f32(f32_to_f16(f)); }
+/* f rounded to the nearest float16, as a float (a cast to float16 inside a kernel), in float
+   arithmetic: adding c = +-2^(e + 13), e the exponent of f (at least float16's -14), leaves f's
+   bits below float16's last place out of the sum, rounded to nearest even; subtracting c again is
+   exact. Half the operations of the round trip through f16_t. */
+static inline float round_f16(float f) {
+  uint32_t u; memcpy(&u, &f, 4);
+  uint32_t e = u & 0x7f800000u;
+  e = e < 0x38800000u ? 0x38800000u : e;
+  const uint32_t cb = (e + (13u << 23)) | (u & 0x80000000u);
+  float c; memcpy(&c, &cb, 4);
+  const float r = (f + c) - c; /* NaN stays NaN; inf is replaced below */
+  return copysignf(fabsf(f) >= 65520.0f ? INFINITY : fabsf(r), f);
+}
 /* copy `bytes` from an L1 scratch block to memory with non-temporal (cache-bypassing) stores
    where the target is aligned; the unaligned head and tail take plain stores. Compiler builtins,
    not <immintrin.h>: that header alone adds 0.2 s to every kernel's compile. */

@@ -82,3 +82,16 @@ def test_float16_kernels_call_no_soft_float_helpers(monkeypatch):
         so = compile_c.cache_dir() / f"{compile_c.cache_key(src)}.so"
         code = subprocess.run(["objdump", "-d", str(so)], capture_output=True, text=True, check=True).stdout
         assert not [f for f in SOFT_FLOAT16 if f in code], src.replace(render_c.PRELUDE, "")
+
+
+def test_casts_inside_a_kernel_round_like_numpy():
+    # x.half().float() fuses into one kernel: round_f16, float arithmetic, not the f16_t round trip
+    x = np.arange(0, 1 << 32, 997, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = np.concatenate([x, np.array([0.0, -0.0, 65504, 65519.99, 65520, -65520, np.inf, -np.inf, np.nan,
+                                     2.0 ** -25, -2.0 ** -25, 2.0 ** -24, 3 * 2.0 ** -25, -1e-40], np.float32)])
+    got = lazy.tensor(x).to(lazy.float16).to(lazy.float32).numpy()
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], want.view(np.uint32)[~nan])  # signed zeros too
+    assert np.isnan(got[nan]).all()
