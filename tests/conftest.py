@@ -52,3 +52,21 @@ def render_spy(monkeypatch, on_render):
     finally:
         runtime._programs.clear()
         runtime._programs.update(saved)
+
+
+def disassembly(source: str) -> str:
+    """`objdump -d` of the shared object that C `source` compiles to (compiled if not cached)."""
+    import subprocess
+
+    from codegen import compile_c
+
+    compile_c.load(source)
+    so = compile_c.cache_dir() / f"{compile_c.cache_key(source)}.so"
+    return subprocess.run(["objdump", "-d", str(so)], capture_output=True, text=True, check=True).stdout
+
+
+def kernel_body(source: str) -> str:
+    """A rendered C kernel without the shared prelude."""
+    from codegen.render_c import PRELUDE
+
+    return source.replace(PRELUDE, "")
