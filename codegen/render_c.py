@@ -297,8 +297,9 @@ static inline bf16_t f32_to_bf16(float f) {
 }
 static inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 /* float16 <-> float32 with integer operations, which gcc vectorizes (it vectorizes no _Float16
-   conversion without AVX512-FP16: float16 kernels ran 15x slower than float32). Round to nearest
-   even; overflow to inf; NaN stays NaN. */
+   conversion without AVX512-FP16: the bench's float16 layer norm over 4096x4096 took 28.4 ms
+   through _Float16, 0.61x torch eager, and 9.9 ms now, 1.98x). Round to nearest even; overflow to
+   inf; NaN stays NaN. */
 typedef uint16_t f16_t;
 static inline float f16_to_f32(f16_t h) {
   /* the 15 exponent-and-mantissa bits moved to a float's bit positions, scaled by 2^(127-15):
@@ -386,8 +387,9 @@ static inline void lz_stream_fence(void) {
    16-lane variant itself, hidden, so the kernel's loops call it instead of libmvec's: Cody-Waite
    reduction x = n ln2 + r, a degree-7 polynomial for e^r, and vscalefps for 2^n, which rounds
    subnormal results correctly and overflows to inf. Under 1 ulp against exp in double where
-   libmvec's is 2.47 (tests/test_exp_c.py), and about 1.3x its speed. expf stays the builtin, so
-   gcc still folds it and if-converts it; narrower loops and scalar tails keep glibc's. */
+   libmvec's is 2.47 (tests/test_exp_c.py); 0.26-0.32 ns per element and thread against its
+   0.34-0.44 on a 4096-element loop from L1. expf stays the builtin, so gcc still folds it and
+   if-converts it; narrower loops and scalar tails keep glibc's. */
 #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
 typedef float lz_v16sf __attribute__((vector_size(64)));
 #define LZ_SPLAT16(c) ((lz_v16sf){c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c})

@@ -92,6 +92,11 @@ def _rect_t(n):
     return [np.ascontiguousarray(_rect(n)[0].T)]
 
 
+def _half(make):
+    """The inputs of `make` in float16."""
+    return lambda n: [a.astype(np.float16) for a in make(n)]
+
+
 def _in_out(inputs):
     return 2 * inputs[0].nbytes
 
@@ -477,6 +482,9 @@ _SUITE = [
        "softmax over the last axis of a square matrix", tinygrad=softmax_tinygrad),
     _w("layernorm", _mat, layernorm_lazy, layernorm_torch, layernorm_numpy, _norm_bytes, 1, "normalization",
        "layer norm over the last axis, with weight and bias", tinygrad=layernorm_tinygrad),
+    _w("layernorm_f16", _half(_mat), layernorm_lazy, layernorm_torch, layernorm_numpy, _norm_bytes, 1,
+       "normalization", "layer norm in float16: every op rounds to float16 (lazy and numpy), torch's "
+       "layer_norm once", rtol=1e-2),
     _w("rmsnorm", _mat, rmsnorm_lazy, rmsnorm_torch, rmsnorm_numpy, _norm_bytes, 1, "normalization",
        "RMS norm over the last axis, with weight", tinygrad=rmsnorm_tinygrad),
     _w("sum_of_squares", _vec, sumsq_lazy, sumsq_torch, sumsq_numpy, lambda ins: ins[0].nbytes, 1, "reduction",
