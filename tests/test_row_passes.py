@@ -245,9 +245,13 @@ def test_long_vectors_are_grabbed_in_chunks_short_ones_split_in_halves(kernels):
     big = render_c.GRABS * render_c.GRAB_ELEMENTS
     for n, grab in ((big, render_c.GRAB_ELEMENTS), (big // 2, 0)):
         x = lazy.randn(n).realize()
-        (x.exp() * 2.0).tanh().numpy()  # two transcendentals: plain stores, one vector loop
-        src = render_c.render_c(kernels[-1])
+        (x.exp() * 2.0).tanh().numpy()  # two transcendentals: plain stores
+        src = render_c.render_c(kernels[-1], config=render_c.CConfig(fission=False))  # one vector loop
         assert (f"schedule(dynamic, {grab})" if grab else "schedule(static)") in src
+        # split in two loops per block of FISSION_BLOCK elements: the same elements per grab
+        src = render_c.render_c(kernels[-1])
+        blocks = grab // render_c.FISSION_BLOCK
+        assert (f"schedule(dynamic, {blocks})" if grab else "schedule(static)") in src
 
 
 def test_pointwise_and_column_kernels_keep_static_halves(kernels):

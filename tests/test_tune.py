@@ -151,7 +151,8 @@ def test_default_config_renders_the_heuristic_source():
 def test_every_c_knob_changes_the_code_and_keeps_the_result():
     x, y, z = lazy.tensor(rand(48, 200)), lazy.tensor(rand(40_000, seed=1)), lazy.tensor(rand(200, 300, seed=2))
     ks = (kernels_of(lambda: (z * 2.0).sum(0)) + kernels_of(lambda: x.softmax(-1))
-          + kernels_of(lambda: (y * 3.0).exp()) + kernels_of(lambda: x.T + 1.0))
+          + kernels_of(lambda: (y * 3.0).exp()) + kernels_of(lambda: x.T + 1.0)
+          + kernels_of(lambda: (y.sigmoid() + y).tanh()))
     seen_knobs = set()
     for k in ks:
         space = render_c.search_space(k)
