@@ -170,3 +170,38 @@ def test_row_kernel_split_keeps_results_under_every_knob(cfg):
     x = lazy.tensor(randn(9, 1500))
     (k,) = kernels_of(lambda: ((x - x.mean(-1, keepdim=True)).exp().tanh() * 2.0).realize())
     assert_split_keeps_results(k, cfg)
+
+
+# -- what a split must keep ------------------------------------------------------------------------
+def test_two_outputs_each_with_its_own_call():
+    x = randn(3000, seed=7)
+    t = lazy.tensor(x)
+    a, b = t.exp(), (t * 0.5).tanh()
+    ks = kernels_of(lambda: lazy.realize(a, b))
+    assert len(ks) == 1 and render_c._fission_stages(ks[0], CConfig())
+    np.testing.assert_allclose(a.numpy(), x.exp().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), (x * 0.5).tanh().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_calls_under_a_select_and_a_boolean_output():
+    x = randn(2500, seed=8)
+    t = lazy.tensor(x)
+    np.testing.assert_allclose(lazy.where(t > 0, t.exp(), t.tanh()).numpy(),
+                               torch.where(x > 0, x.exp(), x.tanh()).numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal((t.exp() - 1.0 > t.tanh() * 3.0).numpy(), (x.exp() - 1.0 > x.tanh() * 3.0).numpy())
+
+
+def test_float64_calls_split_too():
+    x = randn(3001, seed=9).double()
+    t = lazy.tensor(x)
+    (k,) = kernels_of(lambda: chain(t).realize())
+    assert render_c._fission_stages(k, CConfig())
+    np.testing.assert_allclose(chain(t).numpy(), torch_chain(x).numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_an_in_place_update_reads_the_old_value_in_every_loop():
+    x = randn(5000, seed=10)
+    t = lazy.tensor(x.clone())
+    t -= (t.exp() * 0.1).tanh() * t.sigmoid()
+    ref = x - (x.exp() * 0.1).tanh() * x.sigmoid()
+    np.testing.assert_allclose(t.numpy(), ref.numpy(), rtol=1e-6, atol=1e-7)
