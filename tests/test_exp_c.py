@@ -6,8 +6,9 @@ is checked against exp computed in float64 over a sweep of float32 inputs spaced
 pattern (so every binade from subnormal inputs to the overflow threshold is hit), plus the special
 values, and each path's error bound is stated:
 
-- ours: under 1 ulp (measured 0.93);
-- libmvec's vector expf: its measured 2.47 ulp on the same sweep, bound 3.
+- ours: 1.013 ulp at most over all 2^32 float32 inputs (a one-off exhaustive run; 21 inputs lie
+  above 1 ulp, and the sweep here includes the worst of them), bound OURS_ULP;
+- libmvec's vector expf: 2.64 ulp at most over all inputs (2.47 on this sweep), bound 3.
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ from codegen import compile_c, render_c
 
 SPECIALS = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 88.72, 88.7229, 88.73, 89.0,
                      100.0, 3e38, -87.33, -87.34, -103.27, -103.97, -103.98, -104.0, -200.0, -3e38], np.float32)
+# the inputs where our exp errs most, from the exhaustive run: 1.0128, 1.0103 and 1.0095 ulp
+WORST = np.array([float.fromhex("0x1.da72c4p+5"), float.fromhex("-0x1.782f42p+2"),
+                  float.fromhex("-0x1.339a78p+5")], np.float32)
+OURS_ULP = 1.02
 
 
 def sweep(step: int = 4099) -> np.ndarray:
     pos = np.arange(0, 0x42B40000, step, dtype=np.uint32).view(np.float32)  # 0 .. 90
     neg = np.arange(0x80000000, 0xC2D00000, step, dtype=np.uint32).view(np.float32)  # -0 .. -104
-    return np.concatenate([pos, neg, SPECIALS])
+    return np.concatenate([WORST, pos, neg, SPECIALS])  # first: the worst take the vector loop, not its tail
 
 
 def max_ulp(x: np.ndarray, got: np.ndarray) -> float:
@@ -71,17 +76,17 @@ def run(fn_name: str, x: np.ndarray, flags=compile_c.BASE_FLAGS) -> np.ndarray:
     return out
 
 
-def test_lazy_exp_under_one_ulp_on_avx512_and_three_elsewhere():
+def test_lazy_exp_within_its_bound_on_avx512_and_three_ulp_elsewhere():
     x = sweep()
     got = lazy.tensor(x).exp().numpy()
-    assert max_ulp(x, got) < (1.0 if has_avx512() else 3.0)
+    assert max_ulp(x, got) < (OURS_ULP if has_avx512() else 3.0)
 
 
 def test_vector_loop_and_its_tail():
     # 546k elements: a multiple of 16 plus 11, so the loop ends in a tail
     x = sweep()
     assert x.size % 16
-    assert max_ulp(x, run("exp_loop", x)) < (1.0 if has_avx512() else 3.0)
+    assert max_ulp(x, run("exp_loop", x)) < (OURS_ULP if has_avx512() else 3.0)
 
 
 def test_scalar_calls_are_glibc_expf():
