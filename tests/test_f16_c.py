@@ -2,7 +2,8 @@
 operations (codegen/render_c.PRELUDE `f16_to_f32`, `f32_to_f16`), and casts inside a kernel rounded
 in float arithmetic (`round_f16`), so that float16 loops vectorize. Checked bit for bit against
 numpy's conversions: every float16 value, and float32 inputs spaced evenly over all bit patterns
-(every binade, subnormals, the overflow edge, inf, NaN)."""
+(every binade, subnormals, the overflow edge, inf, NaN). A one-off run over all 2^32 float32 inputs
+(6 minutes) found no difference in either `f32_to_f16` or `round_f16`."""
 
 from __future__ import annotations
 
