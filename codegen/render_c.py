@@ -446,21 +446,46 @@ static inline T mod_##SFX(T a, T b) { \
   T m = fmod##SFX(a, b); return (m != 0 && ((b < 0) != (m < 0))) ? m + b : m; }
 FLOAT_DIVMOD(float, f)
 FLOAT_DIVMOD(double, )
-#define INT_DIVMOD(T) \
+/* integers wrap around like torch's (two's complement): arithmetic that may overflow runs on the
+   unsigned type (signed overflow is undefined in C, and gcc folds `x + 1 > x` to true). Division
+   never divides by 0 or -1 (the hardware traps on INT_MIN / -1, and gcc, which may take a / -1 for
+   -a, would not keep a test for -1 in front of the division): by -1 it negates, wrapping, and by 0
+   it gives 0 */
+#define INT_DIVMOD(T, U) \
 static inline T floordiv_##T(T a, T b) { \
-  if (b == 0) return 0; T q = a / b, r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? q - 1 : q; } \
+  const T d = (b == 0 || b == -1) ? 1 : b, q = a / d, r = a % d; \
+  return b == 0 ? 0 : b == -1 ? (T)(0u - (U)a) : (r != 0 && ((r < 0) != (d < 0))) ? q - 1 : q; } \
 static inline T mod_##T(T a, T b) { \
-  if (b == 0) return 0; T r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; } \
-static inline T div_##T(T a, T b) { return b == 0 ? 0 : a / b; } \
+  const T d = (b == 0 || b == -1) ? 1 : b, r = a % d; \
+  return (b == 0 || b == -1) ? 0 : (r != 0 && ((r < 0) != (d < 0))) ? r + d : r; } \
+static inline T div_##T(T a, T b) { \
+  const T d = (b == 0 || b == -1) ? 1 : b, q = a / d; return b == 0 ? 0 : b == -1 ? (T)(0u - (U)a) : q; } \
 static inline T pow_##T(T a, T b) { \
-  T r = 1; if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0); \
-  while (b) { if (b & 1) r *= a; a *= a; b >>= 1; } return r; }
-INT_DIVMOD(int32_t)
-INT_DIVMOD(int64_t)
+  U r = 1, m = (U)a; if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0); \
+  while (b) { if (b & 1) r *= m; m *= m; b >>= 1; } return (T)r; }
+INT_DIVMOD(int32_t, uint32_t)
+INT_DIVMOD(int64_t, uint64_t)
 """
 
 _UNARY_F = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tanh": "tanh",
             "erf": "erf", "abs": "fabs", "floor": "floor", "ceil": "ceil", "trunc": "trunc"}
+
+
+_UNSIGNED = {"int32_t": "uint32_t", "int64_t": "uint64_t"}
+
+
+def _neg_int(a: str, t: str) -> str:
+    """-a for a C integer type `t`, wrapping (-INT_MIN is INT_MIN, as in torch)."""
+    u = _UNSIGNED.get(t)
+    return f"(({t})(0u - ({u}){a}))" if u else f"(-{a})"
+
+
+def _wrap(code: str, dtype: str) -> str:
+    """An int8/uint8 result (computed in int32_t) wrapped to its own range, as torch stores it
+    after every op; wider integers wrap in their own type already."""
+    if dtype in ("int8", "uint8"):
+        return f"((int32_t)({C_TYPES[dtype][0]}){code})"
+    return code
 
 
 def _neg_abs_arg(w: Expr) -> Expr | None:
@@ -589,12 +614,12 @@ class Body:
             if isf:
                 return f"{_UNARY_F[op]}{sfx}({a[0]})"
             if op == "abs":
-                return f"({a[0]} < 0 ? -{a[0]} : {a[0]})"
+                return _wrap(f"({a[0]} < 0 ? {_neg_int(a[0], st)} : {a[0]})", dt)
             if op in ("floor", "ceil", "trunc"):
                 return a[0]
             return f"{_UNARY_F[op]}((double){a[0]})"
         if op == "neg":
-            return f"(-{a[0]})"
+            return f"(-{a[0]})" if isf else _wrap(_neg_int(a[0], st), dt)
         if op == "recip":
             return f"(({st})1 / {a[0]})"
         if op == "not":
@@ -606,7 +631,11 @@ class Body:
         if op in ("add", "sub", "mul"):
             if src_dt == "bool":
                 return f"({a[0]} {'|' if op == 'add' else '&'} {a[1]})"
-            return f"({a[0]} { {'add': '+', 'sub': '-', 'mul': '*'}[op]} {a[1]})"
+            sym = {'add': '+', 'sub': '-', 'mul': '*'}[op]
+            if isf:
+                return f"({a[0]} {sym} {a[1]})"
+            u = _UNSIGNED.get(st)
+            return _wrap(f"(({st})(({u}){a[0]} {sym} ({u}){a[1]}))" if u else f"({a[0]} {sym} {a[1]})", dt)
         if op == "div":
             return f"({a[0]} / {a[1]})" if isf else f"div_{st}({a[0]}, {a[1]})"
         if op == "floordiv":

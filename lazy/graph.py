@@ -38,6 +38,16 @@ class DType:
     def __reduce__(self):  # copies and unpickled values are the one instance again
         return (_dtype_named, (self.name,))
 
+    def __eq__(self, other) -> bool:
+        """Identity among lazy dtypes; torch's dtype of the same name compares equal too, so code
+        written for torch (`t.dtype == torch.float32`) runs unchanged. The hash stays identity (the
+        way numpy's dtypes equal their names): a set or dict key of one kind misses the other."""
+        if self is other:
+            return True
+        return not isinstance(other, DType) and type(other).__name__ == "dtype" and str(other) == f"torch.{self.name}"
+
+    __hash__ = object.__hash__
+
     @property
     def is_float(self) -> bool:
         return self.kind == "f"
