@@ -88,10 +88,13 @@ def _expand(g: Node, shape) -> Node:
 
 
 def _max_vjp(n: Node, g: Node):
-    """Ties share the gradient evenly, like torch.amax."""
+    """Ties share the gradient evenly, like torch.amax; a NaN max goes to the NaNs."""
     a = n.srcs[0]
     big = _expand(n, a.shape)
-    hit = node(Op.CAST, (node(Op.EQ, (a, big)),), a.dtype)
+    eq = node(Op.EQ, (a, big))
+    if a.dtype.is_float:
+        eq = node(Op.OR, (eq, node(Op.AND, (node(Op.ISNAN, (a,)), node(Op.ISNAN, (big,))))))
+    hit = node(Op.CAST, (eq,), a.dtype)
     count = _expand(node(Op.SUM, (hit,), n.arg), a.shape)
     return (div(mul(hit, _expand(g, a.shape)), count),)
 

@@ -873,7 +873,7 @@ class Tensor:
     def log1p(self) -> Tensor:
         """log(1+x) without cancellation for small x (Goldberg: log(u) * x / (u - 1), u = 1 + x)."""
         u = self + 1
-        small = (u == 1) | u.isinf()
+        small = (u == 1) | (u == math.inf)  # log1p(inf) = inf; log1p(-inf) is NaN, from the log
         # the unselected branch must stay finite: its gradient is multiplied by 0, and 0 * inf is NaN
         return where(small, self, u.log() * (self / where(small, self._const(1), u - 1)))
 
@@ -963,6 +963,8 @@ class Tensor:
             raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
         bounds = [b for b in (min, max) if b is not None]
         x, *bs = _promote("clamp", self, *bounds)
+        if x.requires_grad and autograd.grad_enabled() and x.dtype.is_float:
+            x = where(x.isnan(), x.detach(), x)  # the same values; torch's gradient is 0 at NaN
         # where() rather than maximum/minimum: at x == bound the gradient flows to x, like torch
         if min is not None:
             lo = bs.pop(0)
@@ -1060,11 +1062,11 @@ class Tensor:
 
     def fill_(self, value) -> Tensor:
         v = _operand("fill_", value)
-        return self._write(v if isinstance(v, Tensor) else self._const(v), "fill_")
+        return self._write(v if isinstance(v, Tensor) else self._const(_fits("fill_", v, self.dtype)), "fill_")
 
     def copy_(self, src) -> Tensor:
         v = _operand("copy_", src, seq=True)
-        return self._write(v if isinstance(v, Tensor) else self._const(v), "copy_")
+        return self._write(v if isinstance(v, Tensor) else self._const(_fits("copy_", v, self.dtype)), "copy_")
 
     # ---- reductions
     def _reduce(self, op: Op, name: str, dim, keepdim: bool) -> Tensor:
@@ -1111,7 +1113,10 @@ class Tensor:
         x, out = self._acc(None)
         d = x - x.mean(dim, keepdim=True)
         v = (d * d)._reduce(Op.SUM, name, dim, keepdim) / max(0, self._count(name, dim) - c)
-        return (v.sqrt() if root else v)._cast(out)
+        if root:  # torch's gradient is 0 where std is 0 (not 0 / 0): sqrt of 1 there, then 0
+            zero = v == 0
+            v = where(zero, 0.0, where(zero, 1.0, v).sqrt())
+        return v._cast(out)
 
     def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
         """Variance with `correction` (default 1) or `unbiased`; divides by max(0, N - correction)."""
@@ -1140,6 +1145,8 @@ class Tensor:
     def _maxmin(self, name: str, dim, keepdim: bool):
         if isinstance(dim, (Tensor, torch.Tensor, np.ndarray)):
             return self.maximum(dim) if name == "max" else self.minimum(dim)
+        if isinstance(dim, (tuple, list)):
+            raise TypeError(f"{name}: dim must be one int, got {dim!r} (a{name} reduces over several dims)")
         if dim is None:
             if self.numel() == 0:
                 raise RuntimeError(f"{name}: cannot take the {name} of an empty tensor of shape "
@@ -1471,6 +1478,10 @@ class Tensor:
         view = self[idx]
         if isinstance(value, Tensor) and value._base is view._base and value._steps == view._steps:
             return  # `x[i] += 1` already wrote through the view; Python stores it back here
+        if isinstance(value, (Tensor, torch.Tensor, np.ndarray)) and value.ndim > view.ndim:
+            lead = value.ndim - view.ndim  # torch drops leading size-1 dims of the value
+            if all(s == 1 for s in value.shape[:lead]):
+                value = value.reshape(tuple(value.shape[lead:]))
         view.copy_(value)
 
     def select(self, dim: int, index: int) -> Tensor:
@@ -1741,7 +1752,23 @@ def _full(op: str, size, value, dtype, device) -> Tensor:
     if v is None:
         raise TypeError(f"{op}: fill_value must be a Python number, got {type(value).__name__}")
     dt = as_dtype(dtype, op) if dtype is not None else result_type(("scalar", type(v)))
-    return Tensor._new(const(v, dt, _new_shape(op, size)))
+    return Tensor._new(const(_fits(op, v, dt), dt, _new_shape(op, size)))
+
+
+_INT_RANGE = {"int8": (-2**7, 2**7 - 1), "uint8": (-255, 255), "int32": (-2**31, 2**31 - 1),
+              "int64": (-2**63, 2**63 - 1)}  # uint8 takes -255..-1 as torch does (wrapping them)
+
+
+def _fits(op: str, v, dt: DType):
+    """`v`, a Python number stored into `dt`, or torch's error where it cannot be without overflow."""
+    lo_hi = _INT_RANGE.get(dt.name)
+    if lo_hi is None or isinstance(v, bool):
+        return v
+    t = v if isinstance(v, int) else (math.trunc(v) if math.isfinite(v) else None)
+    if t is None or not lo_hi[0] <= t <= lo_hi[1]:
+        raise RuntimeError(f"{op}: value {v!r} cannot be converted to {dt} without overflow "
+                           f"(expected {lo_hi[0]} to {lo_hi[1]})")
+    return v
 
 
 def full(size, fill_value, *, dtype=None, device=None) -> Tensor:
@@ -1786,13 +1813,16 @@ def arange(start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
     if any(v is None for v in vals):
         raise TypeError(f"arange: start, end and step must be numbers, got {(start, end, step)}")
     start, end, step = vals
+    is_int = all(isinstance(v, int) for v in vals)
+    dt = as_dtype(dtype, "arange") if dtype is not None else (int64 if is_int else get_default_dtype())
+    if dt.kind in "iu" and not is_int:  # torch computes an integer arange in int64 from the start
+        start, end, step = (math.trunc(v) for v in (start, end, step))
+        is_int = True
     if step == 0:
         raise RuntimeError("arange: step must be nonzero")
     n = math.ceil((end - start) / step)
     if n < 0:
         raise RuntimeError(f"arange: upper bound {end} and lower bound {start} inconsistent with step sign {step}")
-    is_int = all(isinstance(v, int) for v in vals)
-    dt = as_dtype(dtype, "arange") if dtype is not None else (int64 if is_int else get_default_dtype())
     x = Tensor._new(node(Op.IOTA, (), None, int64 if is_int and dt.kind in "iu" else float64, (n,)))
     if step != 1:
         x = x * step

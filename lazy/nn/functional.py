@@ -147,19 +147,24 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
 
 
 def rms_norm(input, normalized_shape, weight=None, eps: float | None = None) -> Tensor:
-    """x / sqrt(mean(x**2) + eps) * weight; eps defaults to the dtype's machine epsilon, like torch."""
+    """x / sqrt(mean(x**2) + eps) * weight, like torch: float16 and bfloat16 inputs computed in
+    float32 and rounded once; eps defaults to the machine epsilon of the type computed in."""
     x = _t("rms_norm", input)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if tuple(x.shape[x.ndim - len(shape):]) != shape:
         raise RuntimeError(f"rms_norm: input of shape {tuple(x.shape)} does not end with normalized_shape {shape}")
+    half = x.dtype in (lazy.float16, lazy.bfloat16)
+    xc = x.float() if half else x
     if eps is None:
         import torch
 
         from lazy.dtypes import to_torch
-        eps = torch.finfo(to_torch(x.dtype)).eps
+        eps = torch.finfo(to_torch(xc.dtype)).eps
     dims = tuple(range(x.ndim - len(shape), x.ndim))
-    y = x * ((x * x).mean(dims, keepdim=True) + eps).rsqrt()
-    return y if weight is None else y * weight
+    y = xc * ((xc * xc).mean(dims, keepdim=True) + eps).rsqrt()
+    if weight is not None:
+        y = y * weight
+    return y.to(x.dtype) if half else y
 
 
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
@@ -350,11 +355,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
         if attn_mask is not None:
             raise RuntimeError("scaled_dot_product_attention: pass either attn_mask or is_causal, not both")
         keep = lazy.arange(L).unsqueeze(-1) >= lazy.arange(S)
-        scores = scores.masked_fill(keep.logical_not(), -math.inf)
+        attn = scores.masked_fill(keep.logical_not(), -math.inf).softmax(-1)  # every query keeps key 0
     elif attn_mask is not None:
         m = _t("scaled_dot_product_attention", attn_mask)
         scores = scores.masked_fill(m.logical_not(), -math.inf) if m.dtype is lazy.bool else scores + m
-    attn = scores.softmax(-1)
+        # a row with every key masked attends to nothing (0), as in torch, not NaN; its softmax runs
+        # on zeros so that its (unused) gradient stays finite too
+        none = scores.amax(-1, keepdim=True) == -math.inf
+        attn = scores.masked_fill(none, 0.0).softmax(-1).masked_fill(none, 0.0)
+    else:
+        attn = scores.softmax(-1)
     if dropout_p > 0.0:
         attn = dropout(attn, dropout_p, training=True)
     return attn @ v
