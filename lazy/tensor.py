@@ -405,6 +405,8 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
                         (isinstance(other, Tensor) and other.dtype is bool_)):
             raise DTypeError(f"{name}: subtraction, the `-` operator, with a bool tensor is not supported; "
                              "for masks use `^` or logical_xor()")
+        if kinds:  # the operands' own dtypes, before promotion (bool | float names float32 and bool)
+            _need(name, kinds, *[x for x in (self, other) if isinstance(x, Tensor)], what=what)
         a, b = _promote(name, other, self) if reverse else _promote(name, self, other)
         if kinds:
             _need(name, kinds, a, b, what=what)
@@ -752,10 +754,18 @@ class Tensor:
     __rmod__ = _dunder(_binary(Op.MOD, "remainder", reverse=True))
 
     def add(self, other, alpha=1) -> Tensor:
-        return self._add(other if alpha == 1 else _operand("add", other) * alpha)
+        return self._add(other if alpha == 1 else self._scaled("add", other, alpha))
 
     def sub(self, other, alpha=1) -> Tensor:
-        return self._sub(other if alpha == 1 else _operand("sub", other) * alpha)
+        return self._sub(other if alpha == 1 else self._scaled("sub", other, alpha))
+
+    def _scaled(self, op: str, other, alpha):
+        o = _operand(op, other)
+        if isinstance(alpha, float) and not self.dtype.is_float and not (isinstance(o, Tensor) and o.dtype.is_float) \
+                and not isinstance(o, float):
+            raise RuntimeError(f"{op}: for integral input tensors, argument alpha must not be a floating point "
+                               f"number (got alpha={alpha})")
+        return o * alpha
 
     subtract = sub
 
@@ -1255,7 +1265,12 @@ class Tensor:
         if self.dtype is bool_:
             raise DTypeError("matmul: bool operands are not supported (like torch); cast them first")
         _same_device("matmul", x, y)
-        batch = _broadcast("matmul", x._node.shape[:-2], y._node.shape[:-2])
+        try:
+            batch = _broadcast("matmul", x._node.shape[:-2], y._node.shape[:-2])
+        except RuntimeError as e:
+            raise RuntimeError(f"matmul: shapes {_fmt(self._node.shape)} and {_fmt(b._node.shape)}: the batch "
+                               f"dims {_fmt(x._node.shape[:-2])} and {_fmt(y._node.shape[:-2])} cannot broadcast "
+                               f"(expected equal sizes or 1 in each)") from e
         x = x._expand_to(batch + x._node.shape[-2:])
         y = y._expand_to(batch + y._node.shape[-2:])
         out = x._ew(Op.MATMUL, y)

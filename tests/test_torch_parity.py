@@ -124,3 +124,20 @@ def test_setitem_drops_leading_size_one_dims_of_the_value():
 def test_max_over_several_dims_names_amax():
     with pytest.raises(TypeError, match="max: dim must be one int.*amax"):
         lazy.zeros(2, 3).max((0, 1))
+
+
+def test_errors_name_the_operands_as_the_user_gave_them():
+    with pytest.raises(TypeError, match=r"bitwise_or: expected integer or bool tensors, got lazy.bool, lazy.float32"):
+        lazy.tensor([True, False]) | lazy.tensor([1.0, 2.0])
+    with pytest.raises(RuntimeError, match=r"matmul: shapes \(2, 3, 4\) and \(3, 4, 5\): the batch dims \(2,\) and \(3,\)"):
+        lazy.ones(2, 3, 4) @ lazy.ones(3, 4, 5)
+
+
+def test_float_alpha_on_integer_tensors_raises_like_torch():
+    i = lazy.ones(2, dtype=lazy.int64)
+    with pytest.raises(RuntimeError, match="alpha must not be a floating point number"):
+        i.add(i, alpha=2.5)
+    with pytest.raises(RuntimeError, match="alpha must not be a floating point number"):
+        i.sub(i, alpha=0.5)
+    assert i.add(i, alpha=2).tolist() == [3, 3]
+    assert i.add(lazy.ones(2), alpha=2.5).tolist() == torch.ones(2, dtype=torch.int64).add(torch.ones(2), alpha=2.5).tolist()
