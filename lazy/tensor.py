@@ -57,7 +57,8 @@ from lazy.graph import (
 
 __all__ = ["Tensor", "arange", "cat", "concat", "default_device", "einsum", "empty", "empty_like", "eye", "full",
            "full_like", "linspace", "manual_seed", "ones", "ones_like", "rand", "rand_like", "randint",
-           "randn", "randn_like", "realize", "return_types", "stack", "tensor", "where", "zeros", "zeros_like"]
+           "randn", "randn_like", "realize", "return_types", "stack", "std_mean", "tensor", "var_mean", "where",
+           "xlogy", "zeros", "zeros_like"]
 
 
 # ---------------------------------------------------------------- argument normalization, once
@@ -318,6 +319,28 @@ def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor
             for o in ops]
 
 
+def _rounded(v, dt: DType) -> float:
+    """The Python number `v` rounded to `dt`, as C's conversion from double does (overflow gives inf)."""
+    return float(torch.tensor(float(v), dtype=torch.float64).to(to_torch(dt)))
+
+
+def _tensor_arg(op: str, name: str, x) -> Tensor:
+    """A tensor argument where torch takes tensors only (torch and numpy arrays are wrapped)."""
+    if not isinstance(x, (Tensor, torch.Tensor, np.ndarray)):
+        raise TypeError(f"{op}: expected {name} to be a tensor, got {type(x).__name__}")
+    return _operand(op, x)
+
+
+def _int_arg(op: str, name: str, v) -> int:
+    """An int argument (numpy ints and 0-d int tensors too; not bools or floats, as in torch)."""
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be an int, got bool")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}") from None
+
+
 def _need(op: str, kinds: str, *ts: Tensor, what: str) -> None:
     bad = [t.dtype for t in ts if t.dtype.kind not in kinds]
     if bad:
@@ -325,7 +348,8 @@ def _need(op: str, kinds: str, *ts: Tensor, what: str) -> None:
 
 
 return_types = SimpleNamespace(max=namedtuple("max", ["values", "indices"]),
-                               min=namedtuple("min", ["values", "indices"]))
+                               min=namedtuple("min", ["values", "indices"]),
+                               aminmax=namedtuple("aminmax", ["min", "max"]))
 
 
 # ---------------------------------------------------------------- realization
@@ -1005,6 +1029,152 @@ class Tensor:
             return self + d * w if w < 0.5 else end - d * (1 - w)
         return where(w < 0.5, self + d * w, end - d * (1 - w))
 
+    # ---- elementwise: more math (composites; halves compute in float32, rounded once)
+    @_composite
+    def sinh(self) -> Tensor:
+        """(e^x - e^-x) / 2 without cancellation near 0: with E = expm1(|x|), sinh|x| = (E + E/(E+1)) / 2,
+        a sum of positive terms, finite while E is (|x| <= 88). Beyond, (e^(|x|/2) / 2) * e^(|x|/2) stays
+        finite up to the largest finite sinh (e^|x| alone overflows a little before it); there the
+        gradient is formed as g * e^|x| before the halving, so it is inf where g * cosh(x) is within a
+        factor of 2 of the dtype's largest value (torch's is still finite)."""
+        neg = self < 0
+        a = where(neg, -self, self)  # not abs(): its derivative at 0 is 0, and sinh'(0) = 1
+        big = a > 88
+        e = where(big, 0.0, a).expm1()  # the unselected branch stays finite, so do its gradients
+        h = (a * 0.5).exp()
+        s = where(big, (h * 0.5) * h, (e + e / (e + 1)) * 0.5)
+        return where(neg, -s, s)
+
+    @_composite
+    def cosh(self) -> Tensor:
+        """1 + (E / 2) * (E / (E + 1)) with E = expm1(|x|): that is (e^x + e^-x) / 2 with no cancellation in
+        the value or in its gradient (sinh) near 0, and no overflow in E^2; beyond |x| = 88 as sinh."""
+        a = self.abs()
+        big = a > 88
+        e = where(big, 0.0, a).expm1()
+        h = (a * 0.5).exp()
+        return where(big, (h * 0.5) * h, (e * 0.5) * (e / (e + 1)) + 1)
+
+    def frac(self) -> Tensor:
+        """x - trunc(x): keeps x's sign (frac(-1.5) = -0.5); floats only, like torch."""
+        _need("frac", "f", self, what="a floating point tensor")
+        return self - self.trunc()
+
+    def signbit(self) -> Tensor:
+        """True where the sign bit is set: negative values and -0.0 (found as 1 / -0.0 = -inf).
+        The IR has no bitcast, so a NaN's sign bit cannot be read: NaNs give False (torch reads it)."""
+        if self.dtype.kind in "bu":
+            return self._const(False, bool_)
+        neg = self < 0
+        if self.dtype.is_float:
+            neg = neg | ((self == 0) & (self._ew(Op.RECIP) < 0))
+        return neg
+
+    def nan_to_num(self, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None) -> Tensor:
+        """NaN -> `nan`, inf -> `posinf`, -inf -> `neginf` (by default the dtype's largest and lowest finite
+        values). Each replacement is first rounded to the dtype, as torch does (1e10 in float16 is inf).
+        Ints and bools have nothing to replace: a copy."""
+        vals = [_pyscalar(v) for v in (nan, posinf, neginf)]
+        for v, given, name in zip(vals, (nan, posinf, neginf), ("nan", "posinf", "neginf")):
+            if v is None and given is not None:
+                raise TypeError(f"nan_to_num: {name} must be a Python number or None, got {type(given).__name__}")
+        if not self.dtype.is_float:
+            return self.clone()
+        fi = torch.finfo(to_torch(self.dtype))
+        nan_v, pos_v, neg_v = (_rounded(d if v is None else v, self.dtype) for v, d in zip(vals, (0.0, fi.max, fi.min)))
+        x = where(self.isnan(), nan_v, self)
+        x = where(self == math.inf, pos_v, x)
+        return where(self == -math.inf, neg_v, x)
+
+    def logit(self, eps: float | None = None) -> Tensor:
+        """log(z / (1 - z)), z = x clamped to [eps, 1 - eps] when eps >= 0 is given (torch's order of the
+        bounds, so eps > 0.5 gives torch's values; the gradient is 0 outside them). Without eps, x
+        outside [0, 1] gives NaN (its gradient is finite here, NaN in torch). At z = 0 or 1 (-inf, inf)
+        the value comes from log(z) - log(1 - z), whose gradient is inf there as torch's is (the
+        quotient's would be NaN)."""
+        e = _pyscalar(eps)
+        if eps is not None and (e is None or isinstance(e, bool)):
+            raise TypeError(f"logit: eps must be a float or None, got {type(eps).__name__}")
+        z, out = self._floating()._acc(None)
+        if e is not None and e >= 0:
+            lo = _rounded(e, out)  # torch clamps with eps rounded to the input's dtype
+            hi = _rounded(1 - lo, out)
+            z = where(z < lo, lo, where(z > hi, hi, z))
+        edge = (z == 0) | (z == 1)
+        inner = where(edge, 0.5, z)  # both branches stay finite where they are not selected
+        outer = where(edge, z, 0.5)
+        return where(edge, outer.log() - (1 - outer).log(), (inner / (1 - inner)).log())._cast(out)
+
+    def _float_pair(self, name: str, other) -> tuple[Tensor, Tensor, DType]:
+        """The operands of a float-only binary op: a tensor `other` (as in torch), promoted and
+        broadcast, halves widened to float32 for computing; and the result dtype."""
+        o = _tensor_arg(name, "other", other)
+        a, b = _promote(name, self, o)
+        if not a.dtype.is_float:
+            raise DTypeError(f"{name}: expected floating point tensors, got {self.dtype} and {o.dtype}")
+        (x, out), (y, _) = a._acc(None), b._acc(None)
+        return x, y, out
+
+    def hypot(self, other) -> Tensor:
+        """sqrt(x^2 + y^2) without overflow or underflow in the squares: m * sqrt(1 + (n/m)^2), with m
+        the larger magnitude. inf if either side is inf, even with a NaN (C's hypot). At (0, 0) the
+        value is 0 and the gradient NaN, as torch's x / hypot(x, y) is there."""
+        x, y, out = self._float_pair("hypot", other)
+        ax, ay = x.abs(), y.abs()
+        swap = ax < ay
+        m, n = where(swap, ay, ax), where(swap, ax, ay)
+        zero = m == 0
+        r = n / where(zero, 1.0, m)
+        h = m * (r * r + 1).sqrt()
+        # at (0, 0) the plain formula, whose gradient is torch's 0/0; 1 elsewhere keeps it finite
+        h = where(zero, where(zero, x * x + y * y, 1.0).sqrt(), h)
+        return where(ax.isinf() | ay.isinf(), math.inf, h)._cast(out)
+
+    def logaddexp(self, other) -> Tensor:
+        """log(e^x + e^y) as max(x, y) + log1p(e^-|x - y|); two equal infinities give that infinity
+        (their difference is NaN), like torch."""
+        x, y, out = self._float_pair("logaddexp", other)
+        r = x.maximum(y) + (-(x - y).abs()).exp().log1p()
+        return where(x.isinf() & (x == y), x, r)._cast(out)
+
+    def xlogy(self, other) -> Tensor:
+        return xlogy(self, other)
+
+    def isclose(self, other, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False) -> Tensor:
+        """x == y, or |x - y| <= atol + rtol * |y| where |x - y| is finite; NaNs match when equal_nan.
+        torch's steps and dtypes: both tensors of one dtype; ints and bools compare in the default
+        float dtype; halves round after each step, as torch's kernels do."""
+        o = _tensor_arg("isclose", "other", other)
+        if o.dtype is not self.dtype:
+            raise DTypeError(f"isclose: expected both tensors to have the same dtype, got {self.dtype} and {o.dtype}")
+        if not rtol >= 0 or not atol >= 0:
+            raise RuntimeError(f"isclose: rtol and atol must be >= 0, got rtol={rtol}, atol={atol}")
+        a, b = _promote("isclose", self, o)
+        close = a == b
+        if equal_nan and a.dtype.is_float:
+            close = close | (a.isnan() & b.isnan())
+        if rtol == 0 and atol == 0:
+            return close
+        dt = a.dtype if a.dtype.is_float else get_default_dtype()
+        wide = dt if dt not in (float16, bfloat16) else float32
+        a, b = a._cast(wide), b._cast(wide)
+        allowed = ((b * rtol)._cast(dt).abs()._cast(wide) + atol)._cast(dt)
+        actual = (a - b)._cast(dt).abs()
+        return close | (actual.isfinite() & (actual <= allowed))
+
+    def allclose(self, other, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False) -> bool:
+        """isclose everywhere, as a Python bool (this realizes)."""
+        return bool(self.isclose(other, rtol, atol, equal_nan).all())
+
+    def equal(self, other) -> bool:
+        """Same shape and equal values, as a Python bool (this realizes). The dtypes may differ: values
+        compare after promotion, as in torch; NaN is never equal to anything."""
+        o = _tensor_arg("equal", "other", other)
+        _same_device("equal", self, o)
+        if self._node.shape != o._node.shape:
+            return False
+        return bool((self == o).all())
+
     # ---- in-place (functional underneath: see the module docstring)
     def _write(self, value: Tensor, op: str) -> Tensor:
         """Store `value` (broadcast to self, cast to self.dtype) into self, through views."""
@@ -1114,18 +1284,23 @@ class Tensor:
     def _count(self, name: str, dim) -> int:
         return prod(self._node.shape[a] for a in _dims(name, dim, self.ndim))
 
-    def _moment(self, name: str, dim, unbiased, keepdim: bool, correction, root: bool) -> Tensor:
+    def _moment(self, name: str, dim, unbiased, keepdim: bool, correction, root: bool, with_mean: bool = False):
+        """var or std; with_mean: (that, the mean) from the same nodes (var_mean, std_mean)."""
         if isinstance(dim, bool):  # legacy torch: var(unbiased)
             dim, unbiased = None, dim
         if not self.dtype.is_float:
             raise DTypeError(f"{name}: expected a floating point tensor, got {self.dtype}")
+        axes = _dims(name, dim, self.ndim)  # checked here, so a bad dim is reported under this name
         c = correction if correction is not None else (1 if unbiased in (None, True) else 0)
         x, out = self._acc(None)
-        d = x - x.mean(dim, keepdim=True)
+        m = x.mean(dim, keepdim=True)
+        d = x - m
         v = (d * d)._reduce(Op.SUM, name, dim, keepdim) / max(0, self._count(name, dim) - c)
         if root:  # torch's gradient is 0 where std is 0 (not 0 / 0): sqrt of 1 there, then 0
             zero = v == 0
             v = where(zero, 0.0, where(zero, 1.0, v).sqrt())
+        if with_mean:
+            return v._cast(out), m._drop(axes, keepdim)._cast(out)
         return v._cast(out)
 
     def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
@@ -1134,6 +1309,79 @@ class Tensor:
 
     def std(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
         return self._moment("std", dim, unbiased, keepdim, correction, root=True)
+
+    def count_nonzero(self, dim=None) -> Tensor:
+        """The number of nonzero elements (NaN counts) over `dim` (int, tuple, or None: all), as int64."""
+        return self._cast(bool_)._cast(int64)._reduce(Op.SUM, "count_nonzero", dim, False)
+
+    def aminmax(self, *, dim=None, keepdim: bool = False):
+        """(min, max) as torch's named tuple, over one dim or (None) all of them; NaN propagates."""
+        if dim is None:
+            if self.numel() == 0:
+                raise RuntimeError(f"aminmax: cannot take the min and max of an empty tensor of shape "
+                                   f"{_fmt(self._node.shape)} (expected a non-empty tensor, or dim=)")
+            mn, mx = self.amin(), self.amax()
+            if keepdim:
+                mn, mx = mn._mv(Op.RESHAPE, (1,) * self.ndim), mx._mv(Op.RESHAPE, (1,) * self.ndim)
+        else:
+            d = _dim("aminmax", _int_arg("aminmax", "dim", dim), self.ndim)
+            axes = (d,) if self.ndim else ()
+            self._nonempty("aminmax", axes)
+            mn, mx = self.amin(axes, keepdim), self.amax(axes, keepdim)
+        return return_types.aminmax(mn, mx)
+
+    def norm(self, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+        """torch.norm as vector norms over `dim` (int, tuple, or None: all dims): p = 'fro' or 2, 1,
+        inf (max |x|), -inf (min |x|), 0 (the count of nonzeros), other numbers (sum |x|^p)^(1/p).
+        Matrix norms ('nuc', 'fro' over more than 2 dims) are not supported. The sums are not
+        rescaled, as in torch: squares beyond the dtype's range give inf. Gradients follow torch's:
+        0 where the norm is 0, and from elements that are 0 (no inf * 0)."""
+        if p is None:
+            p = 2
+        if isinstance(p, str):
+            if p == "nuc":
+                raise RuntimeError("norm: p='nuc' (the nuclear norm) needs a singular value decomposition, "
+                                   "which lazy does not have")
+            if p != "fro":
+                raise RuntimeError(f"norm: p={p!r} is not supported (expected 'fro', 'nuc' or a number)")
+            if isinstance(dim, (tuple, list)) and len(dim) > 2:
+                raise RuntimeError(f"norm: p='fro' takes at most 2 dims, got dim={dim!r}")
+            p = 2
+        elif _pyscalar(p) is None:
+            raise TypeError(f"norm: p must be a number or a string, got {type(p).__name__}")
+        if not self.dtype.is_float:
+            raise DTypeError(f"norm: expected a floating point tensor, got {self.dtype}")
+        x = self
+        if dtype is not None:
+            dt = as_dtype(dtype, "norm")
+            if not dt.is_float or torch.promote_types(to_torch(self.dtype), to_torch(dt)) != to_torch(dt):
+                raise DTypeError(f"norm: dtype {dt} cannot hold {self.dtype} values without narrowing "
+                                 "(expected a floating point dtype at least as wide)")
+            x = x._cast(dt)
+        axes = _dims("norm", dim, self.ndim)
+        x, out = x._acc(None)
+        p = float(p)
+        if (p < 0 or math.isinf(p)) and any(self._node.shape[a] == 0 for a in axes):
+            raise RuntimeError(f"norm: cannot take the {p} norm over an empty dim of shape "
+                               f"{_fmt(self._node.shape)} (it has no identity)")
+        if math.isinf(p):
+            a = x.abs()
+            r = a._red(Op.RMAX, axes) if p > 0 else -((-a)._red(Op.RMAX, axes))
+        elif p == 0:
+            r = x._cast(bool_)._cast(x.dtype)._red(Op.SUM, axes)  # comparisons carry no gradient, as in torch
+        elif p == 1:
+            r = x.abs()._red(Op.SUM, axes)
+        else:
+            if p == 2:
+                s = (x * x)._red(Op.SUM, axes)
+            else:
+                # |0|^p is 0 (or inf for p < 0) with gradient 0: the pow sees 1 there, so no inf * 0
+                zero = x == 0
+                s = where(zero, math.inf if p < 0 else 0.0, where(zero, 1.0, x.abs()) ** p)._red(Op.SUM, axes)
+            done = s == 0  # the root of 0 is 0 with gradient 0 (torch masks it): the root sees 1 there
+            safe = where(done, 1.0, s)
+            r = where(done, 0.0, safe.sqrt() if p == 2 else safe ** (1 / p))
+        return r._drop(axes, keepdim)._cast(out)
 
     def _nonempty(self, name: str, axes) -> None:
         for a in axes:
@@ -1293,6 +1541,51 @@ class Tensor:
             raise RuntimeError(f"bmm: expected two 3-d tensors with the same batch size, got {_fmt(self.shape)} "
                                f"and {_fmt(b.shape) if isinstance(b, Tensor) else type(b).__name__}")
         return self.matmul(b)
+
+    def outer(self, vec2) -> Tensor:
+        """x[:, None] * y[None, :] of two 1-d tensors (torch promotion; bools give a bool AND)."""
+        v = _tensor_arg("outer", "vec2", vec2)
+        if self.ndim != 1 or v.ndim != 1:
+            raise RuntimeError(f"outer: expected two 1-d tensors, got shapes {_fmt(self._node.shape)} and "
+                               f"{_fmt(v._node.shape)}")
+        return self._mv(Op.RESHAPE, (self._node.shape[0], 1)) * v
+
+    ger = outer
+
+    def dot(self, other) -> Tensor:
+        """The inner product of two 1-d tensors of one dtype, as one fused multiply-and-sum kernel
+        (halves accumulate in float32, ints wrap like torch's)."""
+        o = _tensor_arg("dot", "other", other)
+        if self.ndim != 1 or o.ndim != 1:
+            raise RuntimeError(f"dot: expected two 1-d tensors, got shapes {_fmt(self._node.shape)} and "
+                               f"{_fmt(o._node.shape)}")
+        if self.dtype is not o.dtype:
+            raise DTypeError(f"dot: expected both vectors to have the same dtype, got {self.dtype} and {o.dtype}")
+        if self.dtype is bool_:
+            raise DTypeError("dot: bool vectors are not supported (like torch); cast them first")
+        if self._node.shape != o._node.shape:
+            raise RuntimeError(f"dot: vectors of {self._node.shape[0]} and {o._node.shape[0]} elements "
+                               "(expected the same number)")
+        return (self * o).sum()._cast(self.dtype)
+
+    def mv(self, vec) -> Tensor:
+        """Matrix (n, m) times vector (m,): one MATMUL node, like matmul."""
+        v = _tensor_arg("mv", "vec", vec)
+        if self.ndim != 2 or v.ndim != 1:
+            raise RuntimeError(f"mv: expected a 2-d matrix and a 1-d vector, got shapes {_fmt(self._node.shape)} "
+                               f"and {_fmt(v._node.shape)}")
+        if self._node.shape[1] != v._node.shape[0]:
+            raise RuntimeError(f"mv: shapes {_fmt(self._node.shape)} and {_fmt(v._node.shape)} cannot be "
+                               f"multiplied ({self._node.shape[1]} != {v._node.shape[0]})")
+        if self.dtype is not v.dtype:
+            raise DTypeError(f"mv: expected the matrix and the vector to have the same dtype, got {self.dtype} "
+                             f"and {v.dtype}")
+        if not v._node.shape[0]:
+            # an empty contraction is zeros. Built from sums over the empty dims, with gradients (empty)
+            # for both: MATMUL of an unsqueezed empty vector and reductions of broadcast empty tensors
+            # fail in the scheduler's indexing (integer modulo by zero)
+            return (self.sum(-1) + v.sum())._cast(self.dtype) * 0
+        return self.matmul(v)
 
     def __rmatmul__(self, other):
         return tensor(other).matmul(self) if isinstance(other, (torch.Tensor, np.ndarray)) else NotImplemented
@@ -1537,6 +1830,54 @@ class Tensor:
         d = _dim("unbind", dim, self.ndim)
         return tuple(self.select(d, i) for i in range(self._node.shape[d]))
 
+    def tensor_split(self, indices_or_sections, dim: int = 0) -> tuple[Tensor, ...]:
+        """Views along `dim`: n sections (the first size % n of them one longer), or cuts before each
+        index, by Python's slice rules (negative indices count from the end, indices past the end
+        clamp, a cut before the previous one gives an empty piece). A 0-d or 1-d int64 tensor gives
+        the sections or the indices, as in torch."""
+        if self.ndim == 0:
+            raise RuntimeError("tensor_split: expected a tensor with at least 1 dim, got a 0-d tensor")
+        d = _dim("tensor_split", dim, self.ndim)
+        ios = indices_or_sections
+        if isinstance(ios, (Tensor, torch.Tensor, np.ndarray)):
+            t = ios if isinstance(ios, Tensor) else tensor(ios)
+            if t.ndim > 1 or t.dtype is not int64:
+                raise RuntimeError(f"tensor_split: expected indices_or_sections as a 0-d or 1-d int64 tensor, got "
+                                   f"shape {_fmt(t.shape)} and dtype {t.dtype}")
+            ios = t.tolist()
+        if isinstance(ios, (list, tuple)):
+            cuts = [_int_arg("tensor_split", "indices", i) for i in ios]
+            pre = (slice(None),) * d
+            return tuple(self[pre + (slice(a, b),)] for a, b in zip([None, *cuts], [*cuts, None]))
+        k = _int_arg("tensor_split", "sections", ios)
+        if k <= 0:
+            raise RuntimeError(f"tensor_split: the number of sections must be greater than 0, got {k}")
+        q, r = divmod(self._node.shape[d], k)
+        sizes = [q + 1] * r + [q] * (k - r)
+        return tuple(self.narrow(d, sum(sizes[:i]), n) for i, n in enumerate(sizes))
+
+    def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
+        """A view of the `offset` diagonal of the (dim1, dim2) planes, as a new last dim (torch's
+        layout). The two dims move last and the diagonal's L x L square is cut out; flattened and
+        padded to rows of L + 1, the diagonal is column 0."""
+        offset = _int_arg("diagonal", "offset", offset)
+        nd, sh = self.ndim, self._node.shape
+        if nd < 2:
+            raise RuntimeError(f"diagonal: expected a tensor with at least 2 dims, got shape {_fmt(sh)}")
+        d1, d2 = _dim("diagonal", dim1, nd), _dim("diagonal", dim2, nd)
+        if d1 == d2:
+            raise RuntimeError(f"diagonal: dim1 and dim2 are both dim {d1} (expected two different dims)")
+        rest = [i for i in range(nd) if i not in (d1, d2)]
+        lead = tuple(sh[i] for i in rest)
+        r0, c0 = min(max(-offset, 0), sh[d1]), min(max(offset, 0), sh[d2])
+        n = min(sh[d1] - r0, sh[d2] - c0)
+        keep = tuple((0, s) for s in lead)
+        steps = [(Op.PERMUTE, (*rest, d1, d2)), (Op.SHRINK, (*keep, (r0, r0 + n), (c0, c0 + n))),
+                 (Op.RESHAPE, (*lead, n * n)), (Op.PAD, (*((0, 0) for _ in lead), (0, n))),
+                 (Op.RESHAPE, (*lead, n, n + 1)), (Op.SHRINK, (*keep, (0, n), (0, 1))), (Op.RESHAPE, (*lead, n))]
+        st = self._stride
+        return self._view(steps, tuple(st[i] for i in rest) + (st[d1] + st[d2],))
+
     # ---- movement: copies (torch copies for these too)
     def flip(self, *dims) -> Tensor:
         dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
@@ -1568,6 +1909,67 @@ class Tensor:
         x = self._mv(Op.RESHAPE, tuple(v for s in sh for v in (1, s)))
         x = x._mv(Op.EXPAND, tuple(v for r, s in zip(reps, sh) for v in (r, s)))
         return x._mv(Op.RESHAPE, tuple(r * s for r, s in zip(reps, sh)))
+
+    def tile(self, *sizes, dims=None) -> Tensor:
+        """repeat(), with missing leading repeat counts taken as 1 (tile((2,)) on a 2-d tensor repeats
+        the last dim). The counts come as varargs, one sequence, or `dims=` (torch's name)."""
+        reps = _sizes("tile", sizes if dims is None else (dims,))
+        if any(r < 0 for r in reps):
+            raise RuntimeError(f"tile: repeat counts {reps} must be >= 0")
+        reps = (1,) * (self.ndim - len(reps)) + reps
+        return self.repeat(*reps) if reps else self.clone()
+
+    def roll(self, shifts, dims=None) -> Tensor:
+        """Elements shifted along `dims`, wrapping around (a copy, like torch); dims=None rolls the
+        flattened tensor. Each dim is read from two copies of itself side by side (an expand, no
+        data copied) starting at size - shift."""
+        sh = list(shifts) if isinstance(shifts, (tuple, list)) else [shifts]
+        sh = [_int_arg("roll", "shifts", s) for s in sh]
+        if dims is None:
+            if len(sh) != 1:
+                raise RuntimeError(f"roll: {len(sh)} shifts given without dims (expected one shift, which rolls "
+                                   "the flattened tensor, or one dim per shift)")
+            flat = self._mv(Op.RESHAPE, (self.numel(),))._roll(sh[0], 0)
+            return flat._mv(Op.RESHAPE, self._node.shape)
+        ds = list(dims) if isinstance(dims, (tuple, list)) else [dims]
+        if len(ds) != len(sh) or not sh:
+            raise RuntimeError(f"roll: {len(sh)} shifts and {len(ds)} dims given (expected one shift per dim, "
+                               "at least one)")
+        if self.ndim == 0:
+            raise IndexError(f"roll: dims {dims} given for a 0-d tensor (it has no dims to roll)")
+        x = self
+        for s, d in zip(sh, ds):
+            x = x._roll(s, _dim("roll", d, self.ndim))
+        return x if x is not self else self.clone()
+
+    def _roll(self, shift: int, d: int) -> Tensor:
+        sh = self._node.shape
+        n = sh[d]
+        if n == 0 or shift % n == 0:
+            return self
+        k = n - shift % n
+        x = self._mv(Op.RESHAPE, (*sh[:d], 1, *sh[d:]))._mv(Op.EXPAND, (*sh[:d], 2, *sh[d:]))
+        x = x._mv(Op.RESHAPE, (*sh[:d], 2 * n, *sh[d + 1:]))
+        return x._mv(Op.SHRINK, tuple((k, k + n) if i == d else (0, s) for i, s in enumerate(sh)))
+
+    def _triangle(self, name: str, diagonal, lower: bool) -> Tensor:
+        k = _int_arg(name, "diagonal", diagonal)
+        if self.ndim < 2:
+            raise RuntimeError(f"{name}: expected a tensor with at least 2 dims, got shape {_fmt(self._node.shape)}")
+        r, c = self._node.shape[-2:]
+        rows = Tensor._new(node(Op.IOTA, (), None, int64, (r,)))._mv(Op.RESHAPE, (r, 1))
+        cols = Tensor._new(node(Op.IOTA, (), None, int64, (c,)))._mv(Op.RESHAPE, (1, c))
+        off = cols - rows  # column - row: 0 on the main diagonal, k on diagonal k
+        return where(off <= k if lower else off >= k, self, self._const(0))
+
+    def tril(self, diagonal: int = 0) -> Tensor:
+        """The lower triangle of the last two dims (column - row <= diagonal), zeros elsewhere: one
+        WHERE on an index comparison, fused with its producer and consumer."""
+        return self._triangle("tril", diagonal, lower=True)
+
+    def triu(self, diagonal: int = 0) -> Tensor:
+        """The upper triangle of the last two dims (column - row >= diagonal), zeros elsewhere."""
+        return self._triangle("triu", diagonal, lower=False)
 
     # ---- dtype shortcuts
     float, double, half, bfloat16 = _to(float32), _to(float64), _to(float16), _to(bfloat16)
@@ -1608,6 +2010,36 @@ def where(condition, input, other) -> Tensor:
     a, b = _promote("where", input, other, shapes=[c._node.shape])
     _same_device("where", c, a, b)
     return c._expand_to(a._node.shape)._ew(Op.WHERE, a, b)
+
+
+def xlogy(input, other) -> Tensor:
+    """input * log(other): 0 where input is 0 and other is not NaN (0 * log(0) and 0 * log(inf) too),
+    NaN where other is NaN. Either side may be a Python number; ints and bools compute in the default
+    float dtype. Gradients are torch's: for input, log(other), but 0 where input is 0 and other <= 0;
+    for other, input / other. Two corners differ: at input = other = 0 the gradient for other is 0
+    here (torch: 0/0 = NaN), and at input = 0, other = inf the one for input is NaN (torch: inf)."""
+    a, b = _operand("xlogy", input), _operand("xlogy", other)
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"xlogy: expected at least one tensor, got {type(input).__name__} and {type(other).__name__}")
+    x, y = (t._floating() for t in _promote("xlogy", a, b))
+    (x, out), (y, _) = x._acc(None), y._acc(None)
+    # where torch's gradient for x is 0 (x = 0, y <= 0) the log sees 1: no 0 * -inf, and a value of 0
+    masked = (x == 0) & (y <= 0)
+    r = x * where(masked, 1.0, y).log()
+    r = where((x == 0) & y.isinf(), 0.0, r)  # 0 * log(inf) would be NaN
+    return where(y.isnan(), math.nan, r)._cast(out)
+
+
+def var_mean(input: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    """(var, mean) like torch.var_mean, from shared nodes (the mean is computed once)."""
+    x = _tensor_arg("var_mean", "input", input)
+    return x._moment("var_mean", dim, unbiased, keepdim, correction, root=False, with_mean=True)
+
+
+def std_mean(input: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    """(std, mean) like torch.std_mean."""
+    x = _tensor_arg("std_mean", "input", input)
+    return x._moment("std_mean", dim, unbiased, keepdim, correction, root=True, with_mean=True)
 
 
 def einsum(equation: str, *operands) -> Tensor:
@@ -1947,5 +2379,7 @@ FUNCTIONS = {name: getattr(Tensor, name) for name in (
     "bitwise_not", "sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
     "logsumexp", "softmax", "log_softmax", "any", "all", "matmul", "reshape", "permute", "transpose",
     "swapaxes", "squeeze", "unsqueeze", "flatten", "unflatten", "flip", "narrow", "split", "chunk", "unbind",
-    "movedim", "masked_fill", "lerp", "clone", "pad", "mm", "bmm",
+    "movedim", "masked_fill", "lerp", "clone", "pad", "mm", "bmm", "isclose", "allclose", "equal", "nan_to_num",
+    "frac", "signbit", "sinh", "cosh", "hypot", "logaddexp", "logit", "count_nonzero", "aminmax", "norm",
+    "diagonal", "tensor_split", "tril", "triu", "roll", "tile", "outer", "ger", "dot", "mv",
 )}

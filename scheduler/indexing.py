@@ -186,6 +186,8 @@ def flat_index(idx: tuple, strides: tuple[int, ...], offset: int = 0) -> sympy.E
 
 def reshape_index(idx: tuple, new_shape: tuple[int, ...], old_shape: tuple[int, ...], ranges: Ranges) -> tuple:
     """Index into `old_shape` for index `idx` into `new_shape` (row-major relinearization)."""
+    if 0 in old_shape or 0 in new_shape:  # nothing to read: the loops that would read it run 0 times
+        return tuple(sympy.Integer(0) for _ in old_shape)
     flat = flat_index(idx, strides_of(new_shape))
     out = []
     for size, st in zip(old_shape, strides_of(old_shape)):

@@ -141,3 +141,14 @@ def test_float_alpha_on_integer_tensors_raises_like_torch():
         i.sub(i, alpha=0.5)
     assert i.add(i, alpha=2).tolist() == [3, 3]
     assert i.add(lazy.ones(2), alpha=2.5).tolist() == torch.ones(2, dtype=torch.int64).add(torch.ones(2), alpha=2.5).tolist()
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m: (m.zeros(3, 0) * m.zeros(0)).sum(-1),
+    lambda m: m.zeros(4, 0) @ m.zeros(0),
+    lambda m: m.ones(2, 4, 0) @ m.ones(2, 0, 3),
+    lambda m: m.zeros(3, 0, 2).permute(2, 0, 1).reshape(2, 0).sum(1),
+], ids=["broadcast-sum", "matvec", "bmm", "permuted-reshape"])
+def test_empty_inner_dims_reduce_to_zeros(fn):
+    # a reshape of an empty tensor inside a kernel: its index is never read (0-trip loops)
+    assert fn(lazy).tolist() == fn(torch).tolist()
