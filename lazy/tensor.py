@@ -2370,6 +2370,15 @@ for _name in ("tensor", "full", "zeros", "ones", "empty", "zeros_like", "ones_li
 
 # torch-style functions mirroring methods (lazy.exp(x), lazy.sum(x, 1), ...). Collected in a dict
 # for lazy/__init__.py: defining `max`, `sum`, ... here would shadow builtins in this module.
+# torch's in-place forms of the unary and binary methods: compute, check torch's cast rule, write
+# into self (and through views to their base)
+INPLACE = ("abs", "neg", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "sin", "cos",
+           "tanh", "sigmoid", "relu", "erf", "sinh", "cosh", "sign", "reciprocal", "square", "floor", "ceil",
+           "trunc", "round", "frac", "nan_to_num", "logit", "clamp_min", "clamp_max", "remainder", "floor_divide",
+           "lerp", "hypot", "xlogy", "tril", "triu")
+for _name in INPLACE:
+    setattr(Tensor, _name + "_", _inplace_op(_name + "_", _name))
+
 FUNCTIONS = {name: getattr(Tensor, name) for name in (
     "add", "sub", "mul", "div", "true_divide", "floor_divide", "remainder", "pow", "maximum", "minimum",
     "neg", "abs", "exp", "exp2", "log", "log2", "log10", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import lazy
+from lazy.tensor import INPLACE
 
 F = lazy.nn.functional
 NAN = float("nan")
@@ -152,3 +153,29 @@ def test_float_alpha_on_integer_tensors_raises_like_torch():
 def test_empty_inner_dims_reduce_to_zeros(fn):
     # a reshape of an empty tensor inside a kernel: its index is never read (0-trip loops)
     assert fn(lazy).tolist() == fn(torch).tolist()
+
+
+SCALAR_ARG = {"clamp_min": 0.1, "clamp_max": 0.5, "remainder": 0.3, "floor_divide": 0.3, "logit": 0.05}
+
+
+@pytest.mark.parametrize("name", INPLACE)
+def test_in_place_forms_match_torch_and_write_through_views(name):
+    base = torch.tensor([[-1.5, 0.2, 0.0], [2.0, 0.7, 3.25]])
+    other = torch.tensor([[0.5, 2.0], [1.0, 0.25], [3.0, 0.5]])  # the shape of base.T
+
+    def run(t, mod):
+        o = lazy.tensor(other) if mod is lazy else other
+        args = ((o,) if name in ("hypot", "xlogy") else (o, 0.25) if name == "lerp"
+                else (SCALAR_ARG[name],) if name in SCALAR_ARG else ())
+        view = t.T  # the write must reach the base
+        assert getattr(view, name + "_")(*args) is view
+        return t
+
+    want = run(base.clone(), torch)
+    got = run(lazy.tensor(base.clone()), lazy)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+def test_in_place_float_ops_on_integer_tensors_raise_like_torch():
+    with pytest.raises(TypeError, match="exp_: result type lazy.float32 can't be cast"):
+        lazy.tensor([1, 2]).exp_()
