@@ -915,10 +915,13 @@ class Tensor:
     def expm1(self) -> Tensor:
         """exp(x)-1 without cancellation for small x (Kahan: (u - 1) * x / log(u), u = exp(x))."""
         u = self.exp()
-        one = u == 1
-        r = where(one, self, (u - 1) * (self / where(one, self._const(1), u.log())))
-        # tiny u (denormal: log(u) is inexact) rounds to -1 anyway; inf / inf would be NaN
-        return where(u.isinf(), u, where(u - 1 == -1, -1.0, r))
+        one, tiny = u == 1, u - 1 == -1  # tiny: u (0, or denormal with an inexact log) rounds to -1
+        # where the quotient is not used, it runs on finite stand-ins, so its gradient is 0 there
+        # rather than 0 * inf (at u = 0 or inf)
+        unused = one | tiny | u.isinf()
+        us, xs = where(unused, 2.0, u), where(unused, 0.0, self)
+        r = (us - 1) * (xs / us.log())
+        return where(u.isinf(), u, where(tiny, -1.0, where(one, self, r)))
 
     @_composite
     def sigmoid(self) -> Tensor:

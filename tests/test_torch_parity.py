@@ -179,3 +179,9 @@ def test_in_place_forms_match_torch_and_write_through_views(name):
 def test_in_place_float_ops_on_integer_tensors_raise_like_torch():
     with pytest.raises(TypeError, match="exp_: result type lazy.float32 can't be cast"):
         lazy.tensor([1, 2]).exp_()
+
+
+def test_expm1_gradient_is_finite_where_exp_is():
+    v = [-200.0, -100.0, -88.0, -1e-3, 0.0, 1e-8, 1e-3, 0.5, 50.0, 88.0, 100.0, NAN, -math.inf, math.inf]
+    got, want = grads(lambda x: x.expm1().sum(), v)
+    np.testing.assert_allclose(got, want, rtol=2e-6)

@@ -86,6 +86,102 @@ def softplus(input, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     return where(bx > threshold, x, (bx.exp().log1p()) / beta)
 
 
+def _inside(x: Tensor, lo, hi) -> Tensor:
+    """x clamped to [lo, hi] with torch's hardtanh gradient: 1 strictly inside, 0 at and beyond the
+    bounds and at NaN (clamp's own gradient is 1 at the bounds)."""
+    return where((x > lo) & (x < hi), x, x.clamp(lo, hi).detach())
+
+
+def hardtanh(input, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got {min_val} > {max_val}")
+    return _inside(_t("hardtanh", input), min_val, max_val)
+
+
+def relu6(input, inplace: bool = False) -> Tensor:
+    return _inside(_t("relu6", input), 0.0, 6.0)
+
+
+def hardsigmoid(input, inplace: bool = False) -> Tensor:
+    """relu6(x + 3) / 6: gradient 1/6 strictly inside (-3, 3), like torch."""
+    x = _t("hardsigmoid", input)
+    return _inside(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def hardswish(input, inplace: bool = False) -> Tensor:
+    """x * relu6(x + 3) / 6, with torch's gradient: 0 up to -3, x/3 + 1/2 inside, 1 from 3 up."""
+    x = _t("hardswish", input)
+    return where(x <= -3.0, x * 0.0, where(x < 3.0, x * (x + 3.0) / 6.0, x))
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def selu(input, inplace: bool = False) -> Tensor:
+    x = _t("selu", input)
+    return where(x > 0, x, x.expm1() * _SELU_ALPHA) * _SELU_SCALE
+
+
+def celu(input, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    if alpha == 0:
+        raise ValueError("celu: alpha cannot be 0 (it divides x)")
+    x = _t("celu", input)
+    return where(x > 0, x, (x / alpha).expm1() * alpha)
+
+
+def softsign(input) -> Tensor:
+    x = _t("softsign", input)
+    return x / (x.abs() + 1.0)
+
+
+def logsigmoid(input) -> Tensor:
+    """log(sigmoid(x)): x - log1p(e^x) below 0, -log1p(e^-x) from 0 up, so nothing overflows; each
+    side runs on 0 where it is not used (its gradient stays finite), and the slope at 0 is 1/2."""
+    x = _t("logsigmoid", input)
+    neg = x < 0
+    xn, xp = where(neg, x, 0.0), where(neg, 0.0, x)
+    return where(neg, xn - xn.exp().log1p(), -(-xp).exp().log1p())
+
+
+def mish(input, inplace: bool = False) -> Tensor:
+    x = _t("mish", input)
+    return x * softplus(x).tanh()
+
+
+def tanhshrink(input) -> Tensor:
+    x = _t("tanhshrink", input)
+    return x - x.tanh()
+
+
+def threshold(input, threshold: float, value: float, inplace: bool = False) -> Tensor:
+    """x where x > threshold, else value."""
+    x = _t("threshold", input)
+    return where(x > threshold, x, x._const(value))
+
+
+def glu(input, dim: int = -1) -> Tensor:
+    """a * sigmoid(b), a and b the two halves of `dim`."""
+    x = _t("glu", input)
+    if x.ndim == 0:
+        raise RuntimeError("glu: does not support scalars (0-d tensors)")
+    n = x.shape[dim]
+    if n % 2:
+        raise RuntimeError(f"glu: halving dimension must be even, but dimension {dim} is size {n}")
+    a, b = x.chunk(2, dim)
+    return a * b.sigmoid()
+
+
+def softmin(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    x = _t("softmin", input)
+    return (-x).softmax(_implicit_dim("softmin", dim, x), dtype=dtype)
+
+
+def normalize(input, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
+    """x / max(||x||_p over dim, eps)."""
+    x = _t("normalize", input)
+    return x / x.norm(p, dim, keepdim=True).clamp(min=eps)
+
+
 def softmax(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
     x = _t("softmax", input)
     return x.softmax(_implicit_dim("softmax", dim, x), dtype=dtype)

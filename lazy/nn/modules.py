@@ -35,7 +35,22 @@ from lazy.nn import init
 from lazy.tensor import Tensor, _leaf_tensors, tensor
 
 __all__ = [
+    "CELU",
+    "ELU",
     "GELU",
+    "GLU",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
+    "LogSigmoid",
+    "Mish",
+    "ReLU6",
+    "SELU",
+    "Softmin",
+    "Softplus",
+    "Softsign",
+    "Tanhshrink",
+    "Threshold",
     "AvgPool2d",
     "Conv2d",
     "CrossEntropyLoss",
@@ -717,6 +732,81 @@ class LeakyReLU(Module):
 
     def forward(self, input):
         return F.leaky_relu(input, self.negative_slope)
+
+
+ReLU6 = _activation("ReLU6", F.relu6, "min(max(x, 0), 6)")
+Hardsigmoid = _activation("Hardsigmoid", F.hardsigmoid, "relu6(x + 3) / 6")
+Hardswish = _activation("Hardswish", F.hardswish, "x * relu6(x + 3) / 6")
+SELU = _activation("SELU", F.selu, "scale * (max(0, x) + min(0, alpha * (exp(x) - 1)))")
+Mish = _activation("Mish", F.mish, "x * tanh(softplus(x))")
+Softsign = _activation("Softsign", F.softsign, "x / (1 + |x|)")
+LogSigmoid = _activation("LogSigmoid", F.logsigmoid, "log(sigmoid(x))")
+Tanhshrink = _activation("Tanhshrink", F.tanhshrink, "x - tanh(x)")
+
+
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, input):
+        return F.elu(input, self.alpha)
+
+
+class CELU(Module):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, input):
+        return F.celu(input, self.alpha)
+
+
+class Hardtanh(Module):
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
+        super().__init__()
+        if min_val > max_val:
+            raise ValueError(f"Hardtanh: min_val cannot be greater than max_val, got {min_val} > {max_val}")
+        self.min_val, self.max_val = min_val, max_val
+
+    def forward(self, input):
+        return F.hardtanh(input, self.min_val, self.max_val)
+
+
+class Softplus(Module):
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, input):
+        return F.softplus(input, self.beta, self.threshold)
+
+
+class Threshold(Module):
+    def __init__(self, threshold: float, value: float, inplace: bool = False):
+        super().__init__()
+        self.threshold, self.value = threshold, value
+
+    def forward(self, input):
+        return F.threshold(input, self.threshold, self.value)
+
+
+class GLU(Module):
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.glu(input, self.dim)
+
+
+class Softmin(Module):
+    def __init__(self, dim: int | None = None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.softmin(input, self.dim)
 
 
 class Softmax(Module):
