@@ -75,3 +75,15 @@ def test_an_activation_chain_is_one_kernel():
 
     x = lazy.tensor(torch.randn(64, 33))
     assert len(kernels_of(lambda: LF.mish(LF.hardswish(LF.selu(x))).realize())) == 1
+
+
+def test_configured_modules_take_torch_arguments_and_reject_others():
+    assert lazy.nn.ELU(0.5).alpha == 0.5 and lazy.nn.Softmax(dim=1).dim == 1
+    assert lazy.nn.LeakyReLU(0.2, True).inplace is True
+    assert "threshold=0.1, value=20.0" in repr(lazy.nn.Threshold(0.1, value=20.0))
+    with pytest.raises(TypeError, match="Threshold: missing argument"):
+        lazy.nn.Threshold(0.1)
+    with pytest.raises(TypeError, match="Softmax: takes at most 1 arguments"):
+        lazy.nn.Softmax(1, 2)
+    with pytest.raises(TypeError, match="ELU: unexpected or repeated argument 'beta'"):
+        lazy.nn.ELU(beta=2.0)

@@ -725,15 +725,51 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
-class LeakyReLU(Module):
-    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
-        super().__init__()
-        self.negative_slope = negative_slope
+_REQUIRED = object()
+
+
+def _configured(name: str, fn, doc: str, **params):
+    """A module class whose constructor takes `params` (name=default, in torch's order; _REQUIRED:
+    no default) and keeps them as attributes, and whose forward is fn(input, *their values).
+    `inplace` is kept but not passed on: lazy ops never overwrite their input."""
+    names = list(params)
+
+    def __init__(self, *args, **kw):
+        Module.__init__(self)
+        if len(args) > len(names):
+            raise TypeError(f"{name}: takes at most {len(names)} arguments ({', '.join(names)}), got {len(args)}")
+        values = {**params, **dict(zip(names, args))}
+        for k, v in kw.items():
+            if k not in params or k in dict(zip(names, args)):
+                raise TypeError(f"{name}: unexpected or repeated argument {k!r} (expected {', '.join(names)})")
+            values[k] = v
+        missing = [k for k, v in values.items() if v is _REQUIRED]
+        if missing:
+            raise TypeError(f"{name}: missing argument(s) {', '.join(missing)}")
+        for k, v in values.items():
+            setattr(self, k, v)
 
     def forward(self, input):
-        return F.leaky_relu(input, self.negative_slope)
+        return fn(input, *[getattr(self, k) for k in names if k != "inplace"])
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in names)
+
+    return type(name, (Module,), {"__init__": __init__, "forward": forward, "extra_repr": extra_repr,
+                                  "__doc__": doc})
 
 
+LeakyReLU = _configured("LeakyReLU", F.leaky_relu, "x, or x * negative_slope below 0",
+                        negative_slope=0.01, inplace=False)
+ELU = _configured("ELU", F.elu, "x, or alpha * (exp(x) - 1) below 0", alpha=1.0, inplace=False)
+CELU = _configured("CELU", F.celu, "x, or alpha * (exp(x / alpha) - 1) below 0", alpha=1.0, inplace=False)
+Softplus = _configured("Softplus", F.softplus, "log(1 + exp(beta x)) / beta", beta=1.0, threshold=20.0)
+Threshold = _configured("Threshold", F.threshold, "x above threshold, else value",
+                        threshold=_REQUIRED, value=_REQUIRED, inplace=False)
+GLU = _configured("GLU", F.glu, "a * sigmoid(b), the halves of dim", dim=-1)
+Softmin = _configured("Softmin", F.softmin, "softmax(-x) over dim", dim=None)
+Softmax = _configured("Softmax", F.softmax, "exp(x) / sum(exp(x)) over dim", dim=None)
+LogSoftmax = _configured("LogSoftmax", F.log_softmax, "x - logsumexp(x) over dim", dim=None)
 ReLU6 = _activation("ReLU6", F.relu6, "min(max(x, 0), 6)")
 Hardsigmoid = _activation("Hardsigmoid", F.hardsigmoid, "relu6(x + 3) / 6")
 Hardswish = _activation("Hardswish", F.hardswish, "x * relu6(x + 3) / 6")
@@ -744,25 +780,9 @@ LogSigmoid = _activation("LogSigmoid", F.logsigmoid, "log(sigmoid(x))")
 Tanhshrink = _activation("Tanhshrink", F.tanhshrink, "x - tanh(x)")
 
 
-class ELU(Module):
-    def __init__(self, alpha: float = 1.0, inplace: bool = False):
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, input):
-        return F.elu(input, self.alpha)
-
-
-class CELU(Module):
-    def __init__(self, alpha: float = 1.0, inplace: bool = False):
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, input):
-        return F.celu(input, self.alpha)
-
-
 class Hardtanh(Module):
+    """x clamped to [min_val, max_val] (gradient 0 at the bounds, like torch)."""
+
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
         super().__init__()
         if min_val > max_val:
@@ -771,60 +791,6 @@ class Hardtanh(Module):
 
     def forward(self, input):
         return F.hardtanh(input, self.min_val, self.max_val)
-
-
-class Softplus(Module):
-    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
-        super().__init__()
-        self.beta, self.threshold = beta, threshold
-
-    def forward(self, input):
-        return F.softplus(input, self.beta, self.threshold)
-
-
-class Threshold(Module):
-    def __init__(self, threshold: float, value: float, inplace: bool = False):
-        super().__init__()
-        self.threshold, self.value = threshold, value
-
-    def forward(self, input):
-        return F.threshold(input, self.threshold, self.value)
-
-
-class GLU(Module):
-    def __init__(self, dim: int = -1):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, input):
-        return F.glu(input, self.dim)
-
-
-class Softmin(Module):
-    def __init__(self, dim: int | None = None):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, input):
-        return F.softmin(input, self.dim)
-
-
-class Softmax(Module):
-    def __init__(self, dim: int | None = None):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, input):
-        return F.softmax(input, self.dim)
-
-
-class LogSoftmax(Module):
-    def __init__(self, dim: int | None = None):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, input):
-        return F.log_softmax(input, self.dim)
 
 
 class Flatten(Module):
