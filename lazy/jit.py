@@ -9,26 +9,36 @@ For small models that host work costs more than the kernels. tinygrad's TinyJit 
 answer the same way: trace once, replay.
 
 How
-- Per argument signature (shapes, dtypes, devices of the Tensor arguments; other arguments by
-  value) the first call runs `fn` as is (it compiles, and creates optimizer state). The second
-  and third calls run `fn` under a `Capture`, which sees every realization the runtime performs
-  (the program, and where each of its input buffers came from: an argument, an earlier
-  realization in the same call, or a buffer that outlives the call: parameters, optimizer state,
-  constants), every tensor a realization hands a buffer to (`.grad`, the loss), and the host
+- Arguments are flattened like jax pytrees: Tensors anywhere in lists, tuples and dicts
+  (positional or keyword) are the inputs; everything else is part of the signature by value.
+  Per signature (the structure, each Tensor's shape, dtype and device, the other values) the first
+  call runs `fn` as is (it compiles, and creates optimizer state). The second and third calls run
+  `fn` under a `Capture`, which sees every realization the runtime performs (the program, and
+  where each of its input buffers came from: an argument, an earlier realization in the same
+  call, or a buffer that outlives the call: parameters, optimizer state, constants), every tensor
+  a realization hands a buffer to (`.grad`, the loss, an argument changed in place), the host
   effects of the step (`runtime.record_host_effect`: the optimizer's step count and its
-  learning-rate numbers).
+  learning-rate numbers, `Module.train()`), each module it calls (its mode and parameters) and
+  every value read on the host.
 - When the two recordings agree (same programs, same sources, the same long-lived buffers), the
   following calls replay: host effects, then each program over the new argument buffers; the
-  tensors the recording saw receive their new buffers (so `p.grad` reads the new gradient), and
-  the results are new Tensors. Parameters and optimizer state are written in place by the
-  programs themselves (lazy.optim), which is what lets one recording serve every step.
-- When they disagree, `fn` keeps running as is and a `JitWarning` says what differed (for
-  example a buffer that `fn` creates anew every call: its new contents would not be replayed).
+  tensors the recording saw receive their new buffers (so `p.grad` reads the new gradient, and an
+  argument changed in place is changed), and the results are new Tensors. Parameters and
+  optimizer state are written in place by the programs themselves (lazy.optim), which is what
+  lets one recording serve every step.
+- Guards, checked before each replay: a module the step called has the mode and the Parameter
+  objects it had (unless the step set the mode itself), and no tensor holding a long-lived input
+  has moved to another value (`load_state_dict`, `fill_` under no_grad, `w += 1`: the tensor
+  tells `runtime.buffer_left`). A failed guard drops the plan and the next two calls record
+  again, so a replay never reads a stale value.
+- When the two recordings disagree, or `fn` reads a value on the host (`.item()`, `bool(t)`:
+  Python may branch on it) or returns something other than Tensors and None in lists, tuples and
+  dicts, `fn` keeps running as is and a `JitWarning` says why.
 
 Contract (as for TinyJit and jax.jit): Python side effects inside `fn` (printing, appending to a
-list, reading `.item()`) happen only in the calls that run it; `fn` returns a Tensor, a tuple or
-list of Tensors, or None. Results of a replay are fresh buffers; tensors that `fn` stored
-elsewhere (`p.grad`) are rebound to the newest values.
+list) happen only in the calls that run it. Results of a replay are fresh buffers; tensors that
+`fn` stored elsewhere (`p.grad`) are rebound to the newest values. Rebinding a global name that
+`fn` reads (`w = lazy.zeros(3)`, as opposed to changing `w` in place) is not seen: call `reset()`.
 """
 
 from __future__ import annotations
@@ -40,14 +50,18 @@ from dataclasses import dataclass, field
 
 from lazy import runtime
 from lazy.dtypes import as_dtype
-from lazy.graph import Buffer, Op, node
-from lazy.tensor import Tensor, realize
+from lazy.graph import Buffer, Op, node, toposort
+from lazy.tensor import Tensor, _held, realize
 
 __all__ = ["Jit", "JitWarning", "jit"]
 
 
 class JitWarning(UserWarning):
     """A function given to lazy.jit cannot be replayed; it keeps running as plain Python."""
+
+
+class _NotReplayable(Exception):
+    """An argument or result lazy.jit cannot record (the message says which)."""
 
 
 @dataclass
@@ -58,17 +72,25 @@ class _Realization:
     n_outputs: int
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (the watch lists hold weakrefs to plans)
 class Capture:
     """One call's realizations, host effects and rebound tensors (see the module docstring)."""
 
     arg_buffers: list[Buffer]
+    arg_tensors: list[Tensor] = field(default_factory=list)
     realizations: list[_Realization] = field(default_factory=list)
     effects: list = field(default_factory=list)
-    rebind: list = field(default_factory=list)  # (weakref to Tensor, realization, output)
-    results: tuple = (None, [])  # ("tensor" | tuple | list | None, a source per returned tensor)
+    rebind: list = field(default_factory=list)  # (("arg", i) | weakref to Tensor, realization, output)
+    results: tuple = (None, [])  # (tree of the returned structure, a source per returned tensor)
+    guards: list = field(default_factory=list)  # (weakref to Module, training, its Parameters)
+    reads: list[str] = field(default_factory=list)  # values read on the host
+    suspects: list = field(default_factory=list)  # (weakref to Tensor, Buffer): a holder of a kept buffer moved
+    nodes: list = field(default_factory=list)  # weakrefs to the pending nodes its realizations computed
     _outs: dict = field(default_factory=dict)  # id(Buffer) -> (realization, output)
     _alive: list = field(default_factory=list)  # output buffers, kept while ids are looked up
+    _seen: set = field(default_factory=set)  # ids of the modules guarded or whose mode fn set
+    epoch: int = -1  # runtime.module_epoch when the guards last held
+    handed: list = field(default_factory=list)  # output buffers rebound to tensors (see _capture)
 
     def source(self, b: Buffer) -> tuple:
         for i, a in enumerate(self.arg_buffers):
@@ -77,9 +99,14 @@ class Capture:
         hit = self._outs.get(id(b))
         return ("out", *hit) if hit is not None else ("keep", b)
 
+    def kept(self) -> list[Buffer]:
+        srcs = [x for r in self.realizations for x in r.inputs] + [x for x in self.results[1] if x is not None]
+        return list({id(x[1]): x[1] for x in srcs if x[0] == "keep"}.values())
+
     # -- runtime hooks
-    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str) -> None:
+    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes) -> None:
         r = len(self.realizations)
+        self.nodes += [weakref.ref(n) for n in toposort(nodes) if n.op not in (Op.BUFFER, Op.STORED)]
         self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs)))
         for o, b in enumerate(outs):
             if not any(b is x for x in buffers):  # not written in place into a buffer that stays
@@ -89,12 +116,32 @@ class Capture:
     def bound(self, t: Tensor, b: Buffer) -> None:
         hit = self._outs.get(id(b))
         if hit is not None:
-            self.rebind.append((weakref.ref(t), *hit))
+            i = next((i for i, a in enumerate(self.arg_tensors) if a is t), None)
+            self.rebind.append((("arg", i) if i is not None else weakref.ref(t), *hit))
+
+    def read(self, srcs) -> None:
+        self.nodes += [weakref.ref(n) for n in srcs if n.op not in (Op.BUFFER, Op.STORED)]
 
     def host_effect(self, fn) -> None:
         self.effects.append(fn)
 
-    # -- comparison of two recordings
+    def host_read(self, what: str) -> None:
+        self.reads.append(what)
+
+    def module_called(self, m) -> None:
+        if id(m) not in self._seen:
+            self._seen.add(id(m))
+            self.guards.append((weakref.ref(m), m.training, tuple(m._parameters.values())))
+
+    def mode_set(self, m, mode: bool) -> None:
+        self._seen.update(id(x) for x in m.modules())
+        self.effects.append(functools.partial(m.train, mode))
+
+    def suspect(self, owner: Tensor | None, buf: Buffer | None) -> None:
+        """A holder of kept buffer `buf` moved (None: a tensor whose pending value it computes was written)."""
+        self.suspects.append((None if owner is None else weakref.ref(owner), buf))
+
+    # -- comparison of two recordings, and the guards of a replay
     def differs_from(self, other: Capture) -> str | None:
         if len(self.realizations) != len(other.realizations):
             return f"{len(self.realizations)} realizations, then {len(other.realizations)}"
@@ -103,45 +150,120 @@ class Capture:
                 return f"realization {i} ran a different program"
             for j, (x, y) in enumerate(zip(a.inputs, b.inputs)):
                 if x[0] != y[0] or (x[0] == "keep" and x[1] is not y[1]) or (x[0] != "keep" and x != y):
+                    where = f"realization {i} input {j} ({tuple(y[1].data.shape) if y[0] == 'keep' else y[1:]})"
+                    if y[0] == "keep" and any(y[1] is b for b in self.handed):
+                        return (f"{where} is a result of the call before, read again (a gradient accumulated "
+                                "without zero_grad(), or a tensor the function replaces instead of updating in "
+                                "place): a replay would not carry it from call to call")
                     what = ("a new buffer each call" if x[0] == y[0] == "keep" else f"{x[0]}, then {y[0]}")
-                    return (f"realization {i} input {j} ({tuple(y[1].data.shape) if y[0] == 'keep' else y[1:]}) "
-                            f"is {what}: its contents would not be replayed")
+                    return f"{where} is {what}: its contents would not be replayed"
         if len(self.effects) != len(other.effects):
-            return "a different number of host effects (optimizer steps)"
-        if [(r, o) for _, r, o in self.rebind] != [(r, o) for _, r, o in other.rebind]:
+            return "a different number of host effects (optimizer steps, train()/eval())"
+        if [_rebound(e) for e in self.rebind] != [_rebound(e) for e in other.rebind]:
             return "different tensors received the results"
         if _shape_of(self.results) != _shape_of(other.results):
             return "the results came from different places"
         return None
 
+    def stale(self) -> str | None:
+        """Why replaying would not do what running fn would now (None: it would)."""
+        if self.suspects:
+            why = self._moved()
+            if why:
+                return why
+        if self.epoch == runtime.module_epoch:
+            return None
+        for ref, mode, params in self.guards:
+            m = ref()
+            if m is None:
+                return "a module it called is gone"
+            if m.training is not mode:
+                return f"{type(m).__name__}.training is {m.training}, recorded with {mode}"
+            now = tuple(m._parameters.values())
+            if len(now) != len(params) or any(a is not b for a, b in zip(now, params)):
+                return f"a Parameter of a {type(m).__name__} was replaced"
+        self.epoch = runtime.module_epoch
+        return None
+
+    def _moved(self) -> str | None:
+        for ref, buf in self.suspects:
+            if ref is None:
+                return "a pending tensor it reads was written in place"
+            t = ref()
+            if t is not None and _held(t._node) is not buf:
+                return f"a {tuple(buf.data.shape)} tensor it reads was changed outside it"
+        self.suspects.clear()
+        return None
+
+
+def _rebound(entry) -> tuple:
+    who, r, o = entry
+    return (who if isinstance(who, tuple) else "tensor", r, o)
+
 
 def _shape_of(results):
-    kind, leaves = results
-    return kind, [None if x is None else (x[0], id(x[1])) if x[0] == "keep" else x for x in leaves]
+    tree, leaves = results
+    return tree, [None if x is None else (x[0], id(x[1])) if x[0] == "keep" else x for x in leaves]
 
 
-def _flatten(out, what: str):
+# -- arguments and results as trees (lists, tuples, dicts) with Tensor leaves
+def _key(obj, leaves: list):
+    """A hashable signature of `obj`; its Tensors are appended to `leaves`."""
+    if isinstance(obj, Tensor):
+        leaves.append(obj)
+        n = obj._node  # from the node: `.shape`/`.device` build torch objects (60 us after a large kernel)
+        return ("T", n.shape, n.dtype, n.device or "cpu")
+    if isinstance(obj, (list, tuple)):
+        return (type(obj), tuple(_key(x, leaves) for x in obj))
+    if isinstance(obj, dict):
+        return (dict, tuple((k, _key(v, leaves)) for k, v in obj.items()))
+    try:
+        hash(obj)
+    except TypeError:
+        raise _NotReplayable(f"an argument of type {type(obj).__name__} has no value to key recordings "
+                             "by (it is unhashable)") from None
+    return (type(obj), obj)
+
+
+def _tree(out, leaves: list):
+    """The structure of a result (None, Tensors, lists, tuples, dicts); its Tensors go to `leaves`."""
     if out is None:
         return None
     if isinstance(out, Tensor):
-        return out
-    if isinstance(out, (list, tuple)) and all(isinstance(x, Tensor) or x is None for x in out):
-        return type(out)(out)
-    raise TypeError(f"lazy.jit: {what} must return a Tensor, a tuple or list of Tensors, or None; "
-                    f"got {type(out).__name__}")
+        leaves.append(out)
+        return "T"
+    if isinstance(out, (list, tuple)):
+        return (type(out), tuple(_tree(x, leaves) for x in out))
+    if isinstance(out, dict):
+        return (dict, tuple(out), tuple(_tree(v, leaves) for v in out.values()))
+    raise _NotReplayable(f"it returns a {type(out).__name__} (only Tensors and None in lists, tuples and "
+                         "dicts are replayed)")
 
 
-def _tensors(tree) -> list[Tensor]:
+def _build(tree, leaves):
+    """Inverse of `_tree`: the structure with the next Tensor of the iterator `leaves` at each leaf."""
     if tree is None:
-        return []
-    return [tree] if isinstance(tree, Tensor) else [t for t in tree if t is not None]
+        return None
+    if tree == "T":
+        return next(leaves)
+    if tree[0] is dict:
+        return {k: _build(t, leaves) for k, t in zip(tree[1], tree[2])}
+    typ, items = tree[0], [_build(t, leaves) for t in tree[1]]
+    return typ._make(items) if hasattr(typ, "_make") else typ(items)
 
 
 def _buffer_of(t: Tensor) -> Buffer:
-    n = t._node
-    while n.op is Op.STORED:
-        n = n.srcs[0]
-    return n.arg
+    return _held(t._node)
+
+
+@dataclass
+class _Signature:
+    calls: int = 0
+    captures: list = field(default_factory=list)
+    plan: Capture | None = None
+    failed: str | None = None
+    failed_on: Capture | None = None  # the recording that disagreed with the one before
+    recorded: int = 0  # plans made (more than one: guards failed in between)
 
 
 class Jit:
@@ -150,72 +272,122 @@ class Jit:
 
     def __init__(self, fn):
         self.fn = fn
-        self.plans: dict = {}  # signature -> {"calls": n, "captures": [...], "plan": Capture | None, "failed": str}
+        self.plans: dict = {}  # signature -> _Signature
+        self.warned: set[str] = set()
         functools.update_wrapper(self, fn)
         _instances.add(self)
 
     @property
+    def name(self) -> str:
+        return getattr(self.fn, "__name__", "fn")
+
+    @property
     def stats(self) -> dict:
-        out = {}
-        for sig, st in self.plans.items():
-            out[sig] = ("replaying" if st["plan"] is not None else f"failed: {st['failed']}" if st["failed"]
-                        else "capturing" if st["calls"] >= 1 else "running")
-        return out
+        return {sig: ("replaying" if st.plan is not None else f"failed: {st.failed}" if st.failed
+                      else "capturing" if st.calls >= 1 else "running") for sig, st in self.plans.items()}
 
     def reset(self) -> None:
+        for st in self.plans.values():
+            for c in (st.plan, st.failed_on, *st.captures):
+                _unwatch(c)
         self.plans.clear()
 
+    def _warn(self, why: str, depth: int = 4) -> None:
+        """Once per reason; `depth`: frames from here to the caller of the jitted function."""
+        if why not in self.warned:
+            self.warned.add(why)
+            warnings.warn(f"lazy.jit({self.name}): cannot replay, running it as Python: {why}", JitWarning,
+                          stacklevel=depth)
+
     def __call__(self, *args, **kwargs):
-        tensors = [a for a in args if isinstance(a, Tensor)]
+        tensors: list[Tensor] = []
+        try:
+            sig = (_key(args, tensors), _key(kwargs, tensors))
+        except _NotReplayable as e:
+            self._warn(str(e), depth=3)
+            return self.fn(*args, **kwargs)
         realize(*tensors) if tensors else None
         for t in tensors:
             if t._node.op not in (Op.BUFFER, Op.STORED):  # a view: give it memory of its own
                 t._set_realized(node(Op.BUFFER, (), Buffer(t.torch().clone()), t.dtype, tuple(t.shape)))
-        # from the nodes directly: `.shape` and `.device` build torch objects, which after a large
-        # kernel has flushed the caches cost 60 us of a 350 us replay
-        sig = (tuple((a._node.shape, a.dtype, a._node.device or "cpu") if isinstance(a, Tensor) else ("value", a)
-                     for a in args), tuple(sorted(kwargs.items())))
-        st = self.plans.setdefault(sig, {"calls": 0, "captures": [], "plan": None, "failed": None})
-        st["calls"] += 1
-        if st["plan"] is not None:
-            return self._replay(st["plan"], tensors)
-        if st["failed"] or st["calls"] == 1:
+        # arguments that are one tensor (f(a, a)) or share a buffer replay as one: part of the signature
+        bufs = [_held(t._node) for t in tensors]
+        same, shared = {}, {}
+        sig += (tuple((same.setdefault(id(t), i), shared.setdefault(id(b), i)) for i, (t, b) in
+                      enumerate(zip(tensors, bufs))),)
+        st = self.plans.get(sig)
+        if st is None:
+            st = self.plans[sig] = _Signature()
+        st.calls += 1
+        if st.plan is not None:
+            why = st.plan.stale()
+            if why is None:
+                return self._replay(st.plan, tensors, bufs)
+            runtime.debug_level() >= 1 and runtime._log(f"lazy.jit({self.name}): recording again: {why}")
+            _unwatch(st.plan)
+            st.plan = None  # record again from this call on (it compiled long ago)
+        elif st.failed and st.failed_on is not None and st.failed_on.stale():
+            _unwatch(st.failed_on)  # a mode or value it depended on changed: it may replay now
+            st.failed = st.failed_on = None
+        elif st.failed or st.calls == 1:
             return self.fn(*args, **kwargs)
-        cap = Capture([_buffer_of(t) for t in tensors])
+        return self._capture(st, args, kwargs, tensors)
+
+    def _capture(self, st: _Signature, args, kwargs, tensors: list[Tensor]):
+        cap = Capture([_buffer_of(t) for t in tensors], list(tensors))
+        bases = [(t._base, t._base._version) for t in tensors if t._base is not None]
         runtime._recorders.append(cap)
         try:
-            out = _flatten(self.fn(*args, **kwargs), getattr(self.fn, "__name__", "the function"))
-            results = _tensors(out)
-            if results:
-                realize(*results)
-            # the returned tensors are the caller's: a replay returns new ones instead of rebinding these
-            mine = {id(t) for t in results}
-            cap.rebind = [e for e in cap.rebind if id(e[0]()) not in mine]
-            items = [out] if isinstance(out, Tensor) else [] if out is None else list(out)
-            kind = "tensor" if isinstance(out, Tensor) else None if out is None else type(out)
-            cap.results = (kind, [None if t is None else cap.source(_buffer_of(t)) for t in items])
+            out = self.fn(*args, **kwargs)
+            results: list[Tensor] = []
+            try:
+                tree = _tree(out, results)
+            except _NotReplayable as e:
+                tree, why = None, str(e)
+            else:
+                why = None
+            # results, and arguments changed in place, are realized inside the recording
+            realize(*results, *tensors) if results or tensors else None
+            mine = {id(t) for t in results}  # the caller's: a replay returns new ones instead of rebinding
+            cap.rebind = [e for e in cap.rebind if not callable(e[0]) or id(e[0]()) not in mine]
+            cap.results = (tree, [cap.source(_buffer_of(t)) for t in results])
         finally:
             runtime._recorders.remove(cap)
-        cap._outs, cap._alive = {}, []
-        st["captures"].append(cap)
-        if len(st["captures"]) == 2:
-            first, second = st["captures"]
+        # the buffers handed to tensors that outlive the call (`p.grad`): a next call reading one
+        # again carries state from call to call (named in the warning)
+        cap.handed = [b for b in cap._alive if any(e[1:] == cap._outs.get(id(b)) for e in cap.rebind)]
+        cap._outs, cap._alive, cap._seen, cap.arg_tensors = {}, [], set(), []
+        if cap.reads:  # first: Python may have branched on them, whatever it returned
+            why = f"it reads tensor values on the host ({cap.reads[0]}): a replay could not follow them"
+        if why is None and any(b._version != v for b, v in bases):
+            why = "it writes into an argument that is a view"
+        if why is not None:
+            for c in st.captures:
+                _unwatch(c)
+            st.failed, st.captures, st.failed_on = why, [], None
+            self._warn(why)
+            return out
+        cap.epoch = runtime.module_epoch
+        if st.captures and st.captures[0].stale():  # changed outside since: this call is the first
+            _unwatch(st.captures.pop())
+        st.captures.append(cap)
+        _watch(cap)
+        if len(st.captures) == 2:
+            first, second = st.captures
+            _unwatch(first)
             why = first.differs_from(second)
-            if why is None and not second.realizations:
-                why = "it realizes nothing"
+            first.handed = second.handed = []  # (only that comparison reads them: free the buffers)
             if why is None:
-                st["plan"] = second
-            else:
-                st["failed"] = why
-                warnings.warn(f"lazy.jit({getattr(self.fn, '__name__', 'fn')}): cannot replay, running it as "
-                              f"Python: {why}", JitWarning, stacklevel=2)
-            st["captures"] = []
+                st.plan, st.recorded = second, st.recorded + 1
+            else:  # watched still: if its guards fail later (eval() after train()), record again
+                st.failed, st.failed_on = why, second
+                self._warn(why)
+            st.captures = []
         return out
 
-    def _replay(self, plan: Capture, tensors: list[Tensor]):
+    def _replay(self, plan: Capture, tensors: list[Tensor], args: list[Buffer]):
         for effect in plan.effects:
             effect()
-        args = [_buffer_of(t) for t in tensors]
         outs: list[list[Buffer]] = []
 
         def resolve(src):
@@ -227,8 +399,8 @@ class Jit:
 
         for r in plan.realizations:
             outs.append(runtime.run_program(r.prog, [resolve(s) for s in r.inputs], r.dev))
-        for ref, ri, oi in plan.rebind:
-            t = ref()
+        for who, ri, oi in plan.rebind:
+            t = tensors[who[1]] if isinstance(who, tuple) else who()
             if t is not None:
                 b = outs[ri][oi]
                 t._set_realized(node(Op.BUFFER, (), b, t.dtype, tuple(b.data.shape)))
@@ -237,9 +409,40 @@ class Jit:
             b = resolve(src)
             return Tensor._new(node(Op.BUFFER, (), b, as_dtype(b.data.dtype), tuple(b.data.shape)))
 
-        kind, leaves = plan.results
-        items = [None if x is None else fresh(x) for x in leaves]
-        return None if kind is None else items[0] if kind == "tensor" else kind(items)
+        tree, leaves = plan.results
+        return _build(tree, iter([fresh(x) for x in leaves]))
+
+
+def _watch(plan: Capture) -> None:
+    """Long-lived inputs of a plan: a tensor leaving one of them marks the plan suspect. So does a
+    write into a tensor whose pending value its programs compute (`c = lazy.ones(3)` read by fn)."""
+    ref = weakref.ref(plan)
+    alive = {id(n): r for r in plan.nodes if (n := r()) is not None}  # most died with the call that made them
+    plan.nodes = list(alive.values())
+    for b in plan.kept():
+        runtime._watched.setdefault(id(b), []).append(ref)
+    for nref in plan.nodes:
+        n = nref()
+        if n is not None:
+            runtime._watched_nodes.setdefault(id(n), []).append((nref, ref))
+
+
+def _unwatch(plan: Capture | None) -> None:
+    """Forget `plan`'s watches, and any whose plan or node is gone (a full sweep: plans change rarely)."""
+    if plan is None:
+        return
+    for key, refs in list(runtime._watched.items()):
+        refs = [r for r in refs if r() is not None and r() is not plan]
+        if refs:
+            runtime._watched[key] = refs
+        else:
+            del runtime._watched[key]
+    for key, refs in list(runtime._watched_nodes.items()):
+        refs = [(n, p) for n, p in refs if n() is not None and p() is not None and p() is not plan]
+        if refs:
+            runtime._watched_nodes[key] = refs
+        else:
+            del runtime._watched_nodes[key]
 
 
 _instances: weakref.WeakSet = weakref.WeakSet()

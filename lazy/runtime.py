@@ -159,12 +159,42 @@ pool = BufferPool()
 _recorders: list = []  # active captures (lazy.jit.Capture): each sees every realize and host effect
 
 
+_watched: dict = {}  # id(Buffer) -> [weakref to a lazy.jit plan that reads it as a long-lived input]
+module_epoch = 0  # bumped when a Module's mode or Parameters change: lazy.jit plans check their guards then
+_watched_nodes: dict = {}  # id(Node) -> [(weakref to the Node, weakref to a plan whose graphs hold it)]
+
+
 def record_host_effect(fn) -> None:
     """Tell an active capture about host state that a step changes outside the graph (an
     optimizer's step count and learning-rate numbers): a replay calls `fn` before its kernels.
     The caller has already done the work for this call."""
     for r in _recorders:
         r.host_effect(fn)
+
+
+def record_host_read(what: str) -> None:
+    """Tell an active capture that a value went to the host (`.item()`, `bool`, `.numpy()`): what
+    the step does next may depend on it, which a replay cannot see."""
+    for r in _recorders:
+        r.host_read(what)
+
+
+def node_left(n: Node) -> None:
+    """A tensor whose pending value was `n` was written in place: plans that computed `n` from its
+    graph (a lazy tensor captured by a jitted function) are stale."""
+    for ref, pref in _watched_nodes.get(id(n), ()):
+        plan = pref()
+        if plan is not None and ref() is n:
+            plan.suspect(None, None)
+
+
+def buffer_left(owner, buf: Buffer) -> None:
+    """`owner` (a Tensor) no longer holds `buf` as its value (an in-place write, `fill_`,
+    `load_state_dict`): the plans that read `buf` check `owner` before their next replay."""
+    for ref in _watched.get(id(buf), ()):
+        plan = ref()
+        if plan is not None:
+            plan.suspect(owner, buf)
 
 
 # -- compiled schedules ------------------------------------------------------------------------
@@ -338,7 +368,7 @@ def realize_nodes(nodes: list[Node], device: str | None = None,
     prog, buffers, fresh, dev = program_for(nodes, device, into)
     outs = run_program(prog, buffers, dev, fresh, t0, level)
     for r in _recorders:
-        r.realized(prog, buffers, outs, dev)
+        r.realized(prog, buffers, outs, dev, nodes)
     return outs
 
 

@@ -247,6 +247,8 @@ def _tracked(n: Node) -> Node:
 
 
 def _mk(op: Op, srcs: tuple[Node, ...], arg=None) -> Node:
+    for r in runtime._recorders:  # lazy.jit: pending values a step reads (even if folded away here)
+        r.read(srcs)
     try:
         return node(op, srcs, arg)
     except GraphError as e:  # a missed check here is our bug, still reported as a RuntimeError
@@ -398,6 +400,24 @@ def realize(*tensors: Tensor, _into: dict | None = None):
     return tensors[0] if len(tensors) == 1 else tensors
 
 
+def _held(n: Node):
+    """The buffer a realized node holds (None for a pending value)."""
+    while n.op is Op.STORED:
+        n = n.srcs[0]
+    return n.arg if n.op is Op.BUFFER else None
+
+
+def _leave(t: Tensor, old: Node, new: Node, written: bool = False) -> None:
+    """t's value moves from node `old` to `new` (`written`: by an in-place write, not by realizing
+    it): tell the lazy.jit plans that read old's buffer or compute old's pending value."""
+    b = _held(old)
+    if b is not None:
+        if b is not _held(new):
+            runtime.buffer_left(t, b)
+    elif written and runtime._watched_nodes:
+        runtime.node_left(old)
+
+
 # ---------------------------------------------------------------- the Tensor
 
 def _float_op(op: Op, doc: str):
@@ -534,7 +554,15 @@ class Tensor:
             self._cur, self._seen = n, b._version
         return self._cur
 
-    def _set_realized(self, bn: Node) -> None:
+    def _set_realized(self, bn: Node, assigned: bool = False) -> None:
+        """self's value is now buffer node `bn`: its pending value realized, or (`assigned`) a new value."""
+        if runtime._watched or runtime._watched_nodes:
+            b = _held(self._cur)
+            if b is not None:
+                if id(b) in runtime._watched and b is not _held(bn):
+                    runtime.buffer_left(self, b)
+            elif assigned:
+                runtime.node_left(self._cur)
         self._cur, self._before = bn, None
         if self._base is None:
             self._version += 1  # views rebuild on top of the buffer
@@ -607,6 +635,8 @@ class Tensor:
     def torch(self) -> torch.Tensor:
         """The realized value as a torch tensor. Shares memory with lazy's buffer: do not write to it."""
         self.realize()
+        if runtime._recorders:
+            runtime.record_host_read(f"a {tuple(self.shape)} tensor was read on the host")
         n = self._node
         return (n.srcs[0] if n.op is Op.STORED else n).arg.data
 
@@ -1196,6 +1226,8 @@ class Tensor:
         v = v0 = _tracked(value._cast(self.dtype)._expand_to(shape)._node)
         if base is None or not self._steps:  # a base, or a full alias of one (detach, x[...])
             target = self if base is None else base
+            if runtime._watched or runtime._watched_nodes:
+                _leave(target, target._cur, v, written=True)
             target._cur, target._version, target._before = v, target._version + 1, None
             return self
         if not self._node.numel:
@@ -1216,6 +1248,8 @@ class Tensor:
             else:  # PAD (strided slicing pads a partial last group): keep the original extent
                 inv = (Op.SHRINK, tuple((a, a + s) for (a, _), s in zip(arg, in_shape)))
             v, m = _mk(inv[0], (v,), inv[1]), _mk(inv[0], (m,), inv[1])
+        if runtime._watched or runtime._watched_nodes:
+            _leave(base, base._cur, v, written=True)
         base._cur, base._version = _mk(Op.WHERE, (m, v, base._node)), base._version + 1
         self._cur, self._seen = v0, base._version
         return self

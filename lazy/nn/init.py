@@ -33,7 +33,7 @@ def _assign(t: Tensor, value: Tensor) -> Tensor:
     if n.op is not Op.BUFFER or n.shape != t._node.shape or n.dtype is not t.dtype:
         with no_grad():
             return t.copy_(value)
-    t._set_realized(n)
+    t._set_realized(n, assigned=True)
     return t
 
 

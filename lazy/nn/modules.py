@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import lazy
+from lazy import runtime
 from lazy.dtypes import to_torch
 from lazy.graph import Op
 from lazy.nn import functional as F
@@ -169,6 +170,8 @@ class Module:
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required \"forward\" function")
 
     def __call__(self, *args, **kwargs):
+        for r in runtime._recorders:  # lazy.jit: a replay checks the mode and parameters seen here
+            r.module_called(self)
         return self.forward(*args, **kwargs)
 
     # ---- attribute registration
@@ -191,6 +194,7 @@ class Module:
                 raise TypeError(f"cannot assign '{type(value).__name__}' as parameter '{name}' "
                                 "(nn.Parameter or None expected)")
             d["_parameters"][name] = None
+            runtime.module_epoch += 1
         elif name in d.get("_modules", ()):
             if value is not None:
                 raise TypeError(f"cannot assign '{type(value).__name__}' as child module '{name}' "
@@ -202,9 +206,12 @@ class Module:
                                 "(lazy Tensor or None expected)")
             d["_buffers"][name] = value
         else:
+            if name == "training":
+                runtime.module_epoch += 1
             object.__setattr__(self, name, value)
 
     def _discard(self, name: str) -> None:
+        runtime.module_epoch += 1  # lazy.jit: parameters may be replaced; plans check their guards
         for reg in ("_parameters", "_modules", "_buffers"):
             self.__dict__.get(reg, {}).pop(name, None)
         self.__dict__.pop(name, None)
@@ -222,6 +229,7 @@ class Module:
             r = self.__dict__.get(reg)
             if r is not None and name in r:
                 del r[name]
+                runtime.module_epoch += 1
                 self.__dict__["_non_persistent_buffers"].discard(name)
                 return
         object.__delattr__(self, name)
@@ -363,7 +371,11 @@ class Module:
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")  # noqa: TRY004 (torch's exception)
         for m in self.modules():
-            m.__dict__["training"] = mode
+            if m.__dict__["training"] is not mode:
+                m.__dict__["training"] = mode
+                runtime.module_epoch += 1
+        for r in runtime._recorders:  # lazy.jit: a replay sets the mode again
+            r.mode_set(self, mode)
         return self
 
     def eval(self) -> Module:
