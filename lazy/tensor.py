@@ -418,6 +418,10 @@ def _leave(t: Tensor, old: Node, new: Node, written: bool = False) -> None:
         runtime.node_left(old)
 
 
+_TORCH_WRITES = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
+                 "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__"}
+
+
 # ---------------------------------------------------------------- the Tensor
 
 def _float_op(op: Op, doc: str):
@@ -502,8 +506,24 @@ class Tensor:
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         """torch defers too: `torch_tensor + Tensor` runs our reflected operator (lazily); torch
-        functions on lazy tensors raise TypeError instead of silently reading them element by element."""
+        functions on lazy tensors raise TypeError instead of silently reading them element by element.
+        The exception: writing a lazy value into a torch tensor (`t.copy_(x)`, `t[i] = x`, `t += x`,
+        as `torch_model.load_state_dict(lazy_model.state_dict())` does) realizes it and writes."""
+        name = getattr(func, "__name__", "")
+        writes = name in _TORCH_WRITES or (name.endswith("_") and not name.startswith("_"))
+        if writes and args and isinstance(args[0], torch.Tensor):
+            def host(a):
+                return a.torch() if isinstance(a, Tensor) else a
+            return func(*map(host, args), **{k: host(v) for k, v in (kwargs or {}).items()})
         return NotImplemented
+
+    def __dlpack__(self, *args, **kwargs):
+        """DLPack export (`torch.as_tensor`, `torch.from_dlpack`, `np.from_dlpack`): the realized
+        buffer, shared like `.torch()`'s."""
+        return self.torch().__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.torch().__dlpack_device__()
 
     def __deepcopy__(self, memo) -> Tensor:
         return Tensor._new(self._node, self._stride)  # nodes are immutable: sharing them is a copy

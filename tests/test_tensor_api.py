@@ -921,6 +921,34 @@ def test_interop_with_torch_and_numpy_operands():
     same(lazy.tensor(np.arange(3, dtype=">i4")), torch.arange(3, dtype=torch.int32))
 
 
+def test_torch_reads_lazy_values_where_it_writes_them_or_converts():
+    x = lazy.arange(6.0).reshape(2, 3).T  # a view
+    want = torch.arange(6.0).reshape(2, 3).T
+    for conv in (torch.as_tensor, torch.tensor, torch.asarray, torch.from_dlpack):
+        assert torch.equal(conv(x), want)
+    np.testing.assert_array_equal(np.from_dlpack(x), want.numpy())
+    assert torch.as_tensor(lazy.ones(2, dtype=lazy.bfloat16) * 3).dtype == torch.bfloat16
+    t = torch.zeros(3, 2)
+    t.copy_(x * 2)
+    t[0] = x[1] + 100
+    t += x
+    t.mul_(x)
+    r = torch.zeros(3, 2)
+    r.copy_(want * 2)
+    r[0] = want[1] + 100
+    r += want
+    r.mul_(want)
+    assert torch.equal(t, r)
+    with pytest.raises(TypeError):
+        torch.add(torch.ones(2), lazy.ones(2), out=torch.empty(2))  # not a write into the first argument
+
+    mine = lazy.nn.Sequential(lazy.nn.Linear(3, 4), lazy.nn.LayerNorm(4))
+    ref = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    ref.load_state_dict(mine.state_dict())  # torch's copy_ from lazy tensors
+    for (name, p), q in zip(mine.named_parameters(), ref.parameters()):
+        assert torch.equal(p.torch(), q.detach()), name
+
+
 def test_copy_and_pickle():
     import copy
     import pickle
