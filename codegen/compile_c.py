@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -56,31 +57,58 @@ _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL] = {}
 
 
-def cache_dir() -> Path:
-    root = Path(os.environ.get("LAZY_CACHE_DIR") or Path.home() / ".cache" / "lazy")
-    d = root / "c"
-    d.mkdir(parents=True, exist_ok=True)
+class CacheDirError(RuntimeError):
+    """The compile cache's directory cannot be created or written."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LAZY_CACHE_DIR") or Path.home() / ".cache" / "lazy")
+
+
+def cache_subdir(name: str) -> Path:
+    """`cache_root()/name`, created; CacheDirError naming LAZY_CACHE_DIR when that cannot be."""
+    d = cache_root() / name
+    where = (f"LAZY_CACHE_DIR={os.environ['LAZY_CACHE_DIR']!r}" if os.environ.get("LAZY_CACHE_DIR")
+             else "the default ~/.cache/lazy")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CacheDirError(f"lazy's compile cache needs a writable directory at {d} ({where}), but creating it "
+                            f"failed: {e.strerror or e}. Set LAZY_CACHE_DIR to a writable directory.") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise CacheDirError(f"lazy's compile cache needs a writable directory at {d} ({where}), but it is not "
+                            "writable. Set LAZY_CACHE_DIR to a writable directory.")
     return d
 
 
-def compiler() -> str:
+def cache_dir() -> Path:
+    return cache_subdir("c")
+
+
+def compiler() -> tuple[str, ...]:
+    """The compiler command: `$CC` split like a shell would (`ccache gcc` works), default `cc`,
+    its first word resolved on PATH."""
     cc = os.environ.get("CC", "cc")
-    path = shutil.which(cc)
+    try:
+        words = shlex.split(cc)
+    except ValueError as e:
+        raise CompilerNotFound(f"CC={cc!r} is not a valid command line: {e}") from None
+    path = shutil.which(words[0]) if words else None
     if path is None:
         raise CompilerNotFound(
-            f"lazy's C backend needs a C compiler, but {cc!r} was not found on PATH. "
+            f"lazy's C backend needs a C compiler, but {words[0] if words else cc!r} was not found on PATH. "
             "Install one (Debian/Ubuntu: `apt-get install -y gcc`; Fedora: `dnf install gcc`) "
             "or point the CC environment variable at it.")
-    return path
+    return (path, *words[1:])
 
 
 @cache
-def compiler_version(cc: str) -> str:
+def compiler_version(cc: tuple[str, ...]) -> str:
     try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        out = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30, check=False)
     except OSError as e:
-        raise CompilerNotFound(f"the C compiler {cc!r} cannot be run: {e}") from e
-    return out.stdout.strip().splitlines()[0] if out.stdout else cc
+        raise CompilerNotFound(f"the C compiler {' '.join(cc)!r} cannot be run: {e}") from e
+    return out.stdout.strip().splitlines()[0] if out.stdout else " ".join(cc)
 
 
 def cache_key(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> str:
@@ -126,7 +154,7 @@ def _compile(source: str, so: Path, flags: tuple[str, ...]) -> None:
     os.close(fd)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([cc, *flags, str(c_path), "-o", tmp, *LIBS], capture_output=True, text=True,
+        proc = subprocess.run([*cc, *flags, str(c_path), "-o", tmp, *LIBS], capture_output=True, text=True,
                               check=False)
         if proc.returncode != 0:
             raise CompileError(f"C compiler failed on {c_path} (exit {proc.returncode}):\n{proc.stderr.strip()}")

@@ -73,10 +73,9 @@ def interpreting() -> bool:
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("LAZY_CACHE_DIR") or Path.home() / ".cache" / "lazy")
-    d = root / "triton"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    from codegen.compile_c import cache_subdir
+
+    return cache_subdir("triton")
 
 
 def source_path(k: Kernel, source: str) -> Path:
@@ -172,11 +171,19 @@ def load(k: Kernel, config: TritonConfig | None = None):
 
 # -- ahead-of-time compile --------------------------------------------------------------------
 
+# Compute capabilities the bundled toolchain compiles for (Triton 3.9, ptxas 12.9): below 7.5
+# Triton's cubins defeat cuobjdump, and ptxas has no sm_101a.
+TARGETS = (75, 80, 86, 87, 89, 90, 100, 103, 120, 121)
+
+
 def parse_target(target: str):
-    """"sm_90" / "sm_90a" / "cuda:90" -> (backend, capability)."""
-    m = re.fullmatch(r"(?:sm_|cuda:)?(\d+)a?", target.strip())
+    """"sm_90" / "sm_90a" / "cuda:90" -> (backend, capability); ValueError naming the valid ones."""
+    m = re.fullmatch(r"(?:sm_|cuda:)?(\d+)a?", str(target).strip())
+    valid = ", ".join(f"sm_{c}" for c in TARGETS)
     if not m:
-        raise ValueError(f"target {target!r}: expected something like 'sm_90'")
+        raise ValueError(f"target {target!r}: expected an NVIDIA target such as sm_90 (one of {valid})")
+    if int(m.group(1)) not in TARGETS:
+        raise ValueError(f"target {target!r}: not a target this Triton compiles for; expected one of {valid}")
     return "cuda", int(m.group(1))
 
 

@@ -59,8 +59,9 @@ def path() -> Path:
     explicit = os.environ.get("LAZY_TUNE_DB")
     if explicit:
         return Path(explicit)
-    root = Path(os.environ.get("LAZY_CACHE_DIR") or Path.home() / ".cache" / "lazy")
-    return root / "tuning.sqlite"
+    from codegen.compile_c import cache_root
+
+    return cache_root() / "tuning.sqlite"
 
 
 def _warn(msg: str) -> None:

@@ -7,7 +7,7 @@ Subcommands:
   dashboard  re-render the HTML dashboard from a history file (perf/dashboard.py)
   kernels    run a script and compile every kernel it makes for a GPU target, ahead of time
   tune       run a script with kernel autotuning on; report, clear, export or import the tuning database
-Exit codes: 0 success, 1 a workload failed, 2 bad usage.
+Exit codes: 0 success, 1 a workload failed, 2 bad usage (or no C compiler, or no writable cache directory).
 """
 
 from __future__ import annotations
@@ -67,7 +67,14 @@ def _dashboard(args) -> int:
     if not records:
         print(f"lazy dashboard: {src} holds no valid run record", file=sys.stderr)
         return 2
+    from perf.run import unwritable
+
+    why = unwritable(out)
+    if why:
+        print(f"lazy dashboard: cannot write {out}: {why}", file=sys.stderr)
+        return 2
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         dashboard.write(records, out)
     except OSError as e:
         print(f"lazy dashboard: cannot write {out}: {e}", file=sys.stderr)
@@ -160,7 +167,16 @@ def main(argv=None) -> int:
                    help="merge a JSON export into the database")
     t.set_defaults(fn=_tune)
     args = ap.parse_args(argv)
-    return args.fn(args)
+    from codegen import compile_c
+
+    try:
+        if args.cmd != "dashboard":  # the others compile kernels: say now, not per workload, what is missing
+            compile_c.compiler()
+            compile_c.cache_dir()
+        return args.fn(args)
+    except (compile_c.CompilerNotFound, compile_c.CacheDirError) as e:
+        print(f"lazy {args.cmd}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

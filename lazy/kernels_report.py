@@ -69,6 +69,13 @@ def format_rows(rows: list[dict], target: str) -> str:
 
 
 def main(script: str, args: list[str], target: str) -> int:
+    from codegen.compile_triton import parse_target
+
+    try:
+        parse_target(target)  # before the script runs, which may take long
+    except ValueError as e:
+        print(f"lazy kernels: --target: {e}", file=sys.stderr)
+        return 2
     if not Path(script).is_file():
         print(f"lazy kernels: no such script: {script}", file=sys.stderr)
         return 2

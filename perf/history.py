@@ -34,6 +34,7 @@ Invariants
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -55,18 +56,69 @@ def default_history() -> Path:
     return default_dir() / "history.jsonl"
 
 
+# The type of every field a reader uses (the dashboard, `lazy bench`'s table): a record that breaks
+# one is skipped with a message, so a hand-edited or corrupt line never crashes a report. A dict
+# spec checks the listed keys, and every other key against "*" when given; the keys under "!" must
+# be there. A one-item list spec is a list of that item.
+NUM, ONUM, INT, OINT, STR, OSTR, OBOOL, SCALAR = ("number", "number or null", "integer", "integer or null",
+                                                  "string", "string or null", "boolean or null", "scalar")
+_PEER = {"status": STR, "error": OSTR, "reason": OSTR, "jit_status": OSTR, "*": ONUM}
+_RESULT = {"workload": STR, "group": OSTR, "description": OSTR, "status": STR, "missing": OSTR, "error": OSTR,
+           "backend": OSTR, "metric": OSTR, "shapes": [[INT]], "kernel_names": [STR],
+           "kernel_detail": [{"name": STR, "*": NUM}], "compile": {"*": NUM}, "peers": {"*": _PEER}, "*": ONUM}
+SPEC = {"schema": INT, "date": STR, "git": {"commit": OSTR, "dirty": OBOOL, "branch": OSTR},
+        "machine": {"*": SCALAR}, "versions": {"*": OSTR}, "size": STR, "numel": OINT, "device": STR,
+        "backend": OSTR, "settings": {"*": SCALAR}, "peers": [STR], "peers_unavailable": {"*": OSTR},
+        "bandwidth": {"method": OSTR, "copy_gbps": NUM, "triad_gbps": NUM, "*": ONUM, "!": ("copy_gbps", "triad_gbps")},
+        "matmul": {"method": OSTR, "shape": [INT], "gflops": NUM, "*": ONUM, "!": ("gflops",)},
+        "torch_compile_startup_s": ONUM, "wall_s": ONUM, "results": [_RESULT]}
+
+
+def _is(value, kind: str) -> bool:
+    if value is None:
+        return kind.endswith("or null") or kind == SCALAR
+    if isinstance(value, bool):
+        return kind in (OBOOL, SCALAR)
+    if isinstance(value, int):
+        return kind in (NUM, ONUM, INT, OINT, SCALAR)
+    if isinstance(value, float):
+        return kind in (NUM, ONUM, SCALAR) and math.isfinite(value)
+    if isinstance(value, str):
+        return kind in (STR, OSTR, SCALAR)
+    return False
+
+
+def _check(value, spec, where: str, out: list[str]) -> None:
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            out.append(f"{where or 'the record'} is not an object")
+            return
+        out += [f"{where} misses {k!r}" for k in spec.get("!", ()) if k not in value]
+        for k, v in value.items():
+            sub = spec.get(k, spec.get("*"))
+            if sub is not None:
+                _check(v, sub, f"{where}.{k}" if where else str(k), out)
+    elif isinstance(spec, list):
+        if not isinstance(value, list):
+            out.append(f"{where} is not a list")
+            return
+        for i, v in enumerate(value):
+            _check(v, spec[0], f"{where}[{i}]", out)
+    elif not _is(value, spec):
+        out.append(f"{where} is not a {spec} (got {json.dumps(value)[:40]})")
+
+
 def validate(record) -> list[str]:
     """What is wrong with a record (empty: nothing)."""
     if not isinstance(record, dict):
         return ["not a JSON object"]
     problems = [f"missing field {k!r}" for k in REQUIRED if k not in record]
-    if record.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
+    _check(record, SPEC, "", problems)
+    if isinstance(record.get("schema"), int) and record["schema"] > SCHEMA_VERSION:
         problems.append(f"schema {record['schema']} is newer than this reader ({SCHEMA_VERSION})")
-    for i, r in enumerate(record.get("results") or []):
-        if not isinstance(r, dict):
-            problems.append(f"results[{i}] is not an object")
-            continue
-        problems += [f"results[{i}] misses {k!r}" for k in RESULT_REQUIRED if k not in r]
+    for i, r in enumerate(record.get("results") if isinstance(record.get("results"), list) else []):
+        if isinstance(r, dict):
+            problems += [f"results[{i}] misses {k!r}" for k in RESULT_REQUIRED if k not in r]
     return problems
 
 

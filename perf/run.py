@@ -962,6 +962,25 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
+def unwritable(path) -> str | None:
+    """Why a file could not be written at `path` (None: it could), without creating anything:
+    the path is not a directory, and its nearest existing ancestor is a writable directory."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        return "it is a directory (name a file)"
+    if p.exists():
+        return None if os.access(p, os.W_OK) else "permission denied"
+    d = p.parent
+    while not d.exists():
+        d = d.parent
+    if not d.is_dir():
+        return f"{d} is not a directory"
+    return None if os.access(d, os.W_OK | os.X_OK) else f"{d} is not writable"
+
+
 def run_from_args(args) -> int:
     """`lazy bench`: 0 all ran and matched, 1 a workload failed or mismatched, 2 bad usage."""
     import json
@@ -1000,11 +1019,10 @@ def run_from_args(args) -> int:
     out_path = Path(args.output) if args.output else history.default_history()
     dash_path = Path(args.dashboard) if args.dashboard else out_path.with_name("dashboard.html")
     if not args.no_save:
-        for p in (out_path, dash_path):
-            try:
-                p.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                print(f"lazy bench: cannot write {p}: {e}", file=sys.stderr)
+        for p, what in ((out_path, "--output"), (dash_path, "--dashboard")):
+            why = unwritable(p)
+            if why:
+                print(f"lazy bench: {what}: cannot write {p}: {why}", file=sys.stderr)
                 return 2
 
     record = run_bench(names, args.size, device=device, peers=peers, repeat=args.repeat, warmup=args.warmup,
@@ -1014,11 +1032,17 @@ def run_from_args(args) -> int:
     else:
         print(format_table(record))
     if not args.no_save:
-        history.append(out_path, record)
-        records, problems = history.load(out_path)
-        for p in problems:
-            print(f"lazy bench: {p}", file=sys.stderr)
-        dashboard.write(records, dash_path)
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            history.append(out_path, record)
+            records, problems = history.load(out_path)
+            for p in problems:
+                print(f"lazy bench: {p}", file=sys.stderr)
+            dash_path.parent.mkdir(parents=True, exist_ok=True)
+            dashboard.write(records, dash_path)
+        except OSError as e:  # checked up front, but the disk may fill or the mode change during the run
+            print(f"lazy bench: cannot save the run: {e}", file=sys.stderr)
+            return 2
         print(f"history: {out_path} ({len(records)} run(s)); dashboard: {dash_path}", file=sys.stderr)
     bad_rows = [r["workload"] for r in record["results"] if r["status"] in ("failed", "mismatch")]
     if bad_rows:

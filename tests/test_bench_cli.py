@@ -233,3 +233,70 @@ def test_a_failing_measurement_slot_leaves_the_peers_alone(monkeypatch):
                            cold=False, limits=limits)
     assert r["status"] == "ok" and "compute_floor_s" not in r
     assert set(r["peers"]) == {"lazy"} and r["overhead_us"] >= 0 and r["roof_gbps"] > 0
+
+
+@pytest.mark.parametrize("where", ["output", "dashboard"])
+def test_bench_refuses_an_unwritable_target_before_running(tmp_path, where):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    targets = {"output": str(tmp_path / "h.jsonl"), "dashboard": str(tmp_path / "d.html")}
+    for bad, why in [(str(tmp_path), "is a directory"), (str(blocker / "sub" / "x"), "is not a directory")]:
+        rc, out, err = _main("bench", "--filter", "softmax", "--size", "tiny", "--no-compile",
+                             *(f"--{k}={bad if k == where else v}" for k, v in targets.items()))
+        assert rc == 2 and out == "" and f"--{where}: cannot write" in err and why in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created, nothing half-written
+
+
+def test_dashboard_refuses_a_directory_as_output(tmp_path):
+    rc, _, err = _main("dashboard", str(FIXTURE), "--output", str(tmp_path))
+    assert rc == 2 and "is a directory" in err
+
+
+def _corruptions(record):
+    """Every field of `record` (lists: their first item) set in turn to values of the wrong type."""
+    def paths(o, p=()):
+        yield p
+        items = o.items() if isinstance(o, dict) else enumerate(o[:1]) if isinstance(o, list) else ()
+        for k, v in items:
+            yield from paths(v, (*p, k))
+
+    for path in list(paths(record))[1:]:
+        for bad in ("x", [1], None):
+            yield path, bad
+
+
+def test_history_records_of_the_wrong_shape_are_skipped_never_crash_the_dashboard():
+    import copy
+
+    from perf import dashboard
+
+    records, _ = history.load(FIXTURE)
+    base = copy.deepcopy(records[-1])
+    base["results"] = base["results"][:2]
+    valid = []
+    for path, bad in _corruptions(base):
+        rec = copy.deepcopy(base)
+        o = rec
+        for k in path[:-1]:
+            o = o[k]
+        o[path[-1]] = bad
+        if not history.validate(rec):
+            valid.append(rec)
+    assert len(valid) > 50
+    for rec in valid:  # whatever passes validation renders (as the latest run: most charts show only that)
+        dashboard.render([rec])
+    rec = copy.deepcopy(records[-1])
+    rec["results"][0]["peers"]["lazy"]["median_s"] = "fast"
+    rec["schema"] = "1"
+    problems = history.validate(rec)
+    assert "results[0].peers.lazy.median_s is not a number or null (got \"fast\")" in problems
+    assert "schema is not a integer (got \"1\")" in problems
+
+
+def test_dashboard_command_skips_a_wrongly_typed_record(tmp_path):
+    rec = json.loads(FIXTURE.read_text().splitlines()[-1])
+    rec["results"][0]["peers"] = ["lazy"]
+    hist = tmp_path / "h.jsonl"
+    hist.write_text(FIXTURE.read_text() + json.dumps(rec) + "\n")
+    rc, _, err = _main("dashboard", str(hist), "--output", str(tmp_path / "d.html"))
+    assert rc == 0 and "results[0].peers is not an object; line skipped" in err

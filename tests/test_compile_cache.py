@@ -113,3 +113,48 @@ def test_two_processes_compile_same_kernel_at_once(tmp_path):
     assert all(o.strip() == "42.0" for o, _ in outs)
     assert len(list((tmp_path / "c").glob("*.so"))) == 1
     assert not list((tmp_path / "c").glob("*.tmp"))
+
+
+def test_a_compiler_command_with_arguments(cache, monkeypatch):
+    monkeypatch.setenv("CC", "env gcc")  # like `ccache gcc`: a wrapper and the compiler it runs
+    assert compile_c.compiler()[1:] == ("gcc",)
+    assert _call(compile_c.load(SRC + "/* through env */")) == 42.0
+    monkeypatch.setenv("CC", "gcc '-O2")
+    with pytest.raises(compile_c.CompilerNotFound, match="not a valid command line"):
+        compile_c.compiler()
+
+
+def test_a_cache_dir_that_cannot_be_made_says_which_and_how(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("LAZY_CACHE_DIR", str(blocker / "cache"))
+    compile_c._loaded.clear()
+    with pytest.raises(compile_c.CacheDirError, match=r"LAZY_CACHE_DIR=.*a-file/cache.*Not a directory.*Set LAZY_CACHE_DIR"):
+        compile_c.load(SRC + "/* nowhere */")
+    assert blocker.read_text() == ""
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_cache_dir_says_so(tmp_path, monkeypatch):
+    ro = tmp_path / "ro"
+    (ro / "c").mkdir(parents=True)
+    ro.chmod(0o555)
+    (ro / "c").chmod(0o555)
+    monkeypatch.setenv("LAZY_CACHE_DIR", str(ro))
+    with pytest.raises(compile_c.CacheDirError, match="not writable"):
+        compile_c.load(SRC + "/* read-only */")
+
+
+@pytest.mark.parametrize("cmd", [["demo", "--size", "small"], ["bench", "--size", "tiny", "--no-save"]])
+def test_cli_commands_check_the_compiler_and_cache_up_front(tmp_path, monkeypatch, cmd):
+    from conftest import run_cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("LAZY_CACHE_DIR", str(blocker))
+    rc, out, err = run_cli(*cmd)
+    assert rc == 2 and out == "" and err.startswith(f"lazy {cmd[0]}: lazy's compile cache needs a writable directory")
+    monkeypatch.setenv("LAZY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", "no-such-cc-anywhere")
+    rc, out, err = run_cli(*cmd)
+    assert rc == 2 and out == "" and "apt-get install -y gcc" in err and len(err.splitlines()) == 1

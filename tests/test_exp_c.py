@@ -53,7 +53,7 @@ def max_ulp(x: np.ndarray, got: np.ndarray) -> float:
 
 
 def has_avx512() -> bool:
-    out = subprocess.run([compile_c.compiler(), "-march=native", "-dM", "-E", "-x", "c", "/dev/null"],
+    out = subprocess.run([*compile_c.compiler(), "-march=native", "-dM", "-E", "-x", "c", "/dev/null"],
                          capture_output=True, text=True, check=True).stdout
     return "__AVX512F__" in out
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from conftest import kernel_body, kernels_of
+from conftest import kernel_body, kernels_of, run_cli
 
 import lazy
 from codegen.render_c import PRELUDE
@@ -118,6 +118,15 @@ def test_lazy_kernels_cli(tmp_path, capsys):
     assert "1 kernel(s) compiled for sm_80" in capsys.readouterr().out
     assert main(["kernels", "--target", "sm_90", str(script), "100"]) == 0
     assert "1 kernel(s) compiled for sm_90" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target", ["bogus", "sm_1", "sm_70", "sm_101"])
+def test_lazy_kernels_refuses_a_bad_target_before_running_the_script(tmp_path, target):
+    script = tmp_path / "prog.py"
+    script.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    rc, out, err = run_cli("kernels", str(script), "--target", target)
+    assert rc == 2 and out == "" and not (tmp_path / "ran").exists()
+    assert f"--target: target {target!r}" in err and "sm_90" in err and len(err.splitlines()) == 1
 
 
 def _c_sources(fn) -> list[str]:
