@@ -74,7 +74,6 @@ def _dashboard(args) -> int:
         print(f"lazy dashboard: cannot write {out}: {why}", file=sys.stderr)
         return 2
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         dashboard.write(records, out)
     except OSError as e:
         print(f"lazy dashboard: cannot write {out}: {e}", file=sys.stderr)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 from lazy import runtime
 from lazy.dtypes import as_dtype
-from lazy.graph import Buffer, Op, node, toposort
+from lazy.graph import Buffer, Op, node
 from lazy.tensor import Tensor, _held, realize
 
 __all__ = ["Jit", "JitWarning", "jit"]
@@ -85,7 +85,7 @@ class Capture:
     guards: list = field(default_factory=list)  # (weakref to Module, training, its Parameters)
     reads: list[str] = field(default_factory=list)  # values read on the host
     suspects: list = field(default_factory=list)  # (weakref to Tensor, Buffer): a holder of a kept buffer moved
-    nodes: list = field(default_factory=list)  # weakrefs to the pending nodes its realizations computed
+    nodes: list = field(default_factory=list)  # weakrefs to the pending nodes it read (op inputs, realized roots)
     _outs: dict = field(default_factory=dict)  # id(Buffer) -> (realization, output)
     _alive: list = field(default_factory=list)  # output buffers, kept while ids are looked up
     _seen: set = field(default_factory=set)  # ids of the modules guarded or whose mode fn set
@@ -106,7 +106,8 @@ class Capture:
     # -- runtime hooks
     def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes) -> None:
         r = len(self.realizations)
-        self.nodes += [weakref.ref(n) for n in toposort(nodes) if n.op not in (Op.BUFFER, Op.STORED)]
+        self.read(nodes)  # a pending tensor realized as it is (no op read it); what is inside its graph
+        # stays as it was when a tensor is written later (nodes are immutable), so roots suffice
         self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs)))
         for o, b in enumerate(outs):
             if not any(b is x for x in buffers):  # not written in place into a buffer that stays

@@ -577,12 +577,7 @@ class Tensor:
     def _set_realized(self, bn: Node, assigned: bool = False) -> None:
         """self's value is now buffer node `bn`: its pending value realized, or (`assigned`) a new value."""
         if runtime._watched or runtime._watched_nodes:
-            b = _held(self._cur)
-            if b is not None:
-                if id(b) in runtime._watched and b is not _held(bn):
-                    runtime.buffer_left(self, b)
-            elif assigned:
-                runtime.node_left(self._cur)
+            _leave(self, self._cur, bn, written=assigned)
         self._cur, self._before = bn, None
         if self._base is None:
             self._version += 1  # views rebuild on top of the buffer
@@ -1637,11 +1632,6 @@ class Tensor:
         if self.dtype is not v.dtype:
             raise DTypeError(f"mv: expected the matrix and the vector to have the same dtype, got {self.dtype} "
                              f"and {v.dtype}")
-        if not v._node.shape[0]:
-            # an empty contraction is zeros. Built from sums over the empty dims, with gradients (empty)
-            # for both: MATMUL of an unsqueezed empty vector and reductions of broadcast empty tensors
-            # fail in the scheduler's indexing (integer modulo by zero)
-            return (self.sum(-1) + v.sum())._cast(self.dtype) * 0
         return self.matmul(v)
 
     def __rmatmul__(self, other):

@@ -1033,12 +1033,10 @@ def run_from_args(args) -> int:
         print(format_table(record))
     if not args.no_save:
         try:
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            history.append(out_path, record)
+            history.append(out_path, record)  # (append and write create missing directories)
             records, problems = history.load(out_path)
             for p in problems:
                 print(f"lazy bench: {p}", file=sys.stderr)
-            dash_path.parent.mkdir(parents=True, exist_ok=True)
             dashboard.write(records, dash_path)
         except OSError as e:  # checked up front, but the disk may fill or the mode change during the run
             print(f"lazy bench: cannot save the run: {e}", file=sys.stderr)

@@ -291,6 +291,8 @@ def test_history_records_of_the_wrong_shape_are_skipped_never_crash_the_dashboar
     problems = history.validate(rec)
     assert "results[0].peers.lazy.median_s is not a number or null (got \"fast\")" in problems
     assert "schema is not a integer (got \"1\")" in problems
+    rec["bandwidth"] = {"method": "triad"}  # the charts divide by these
+    assert {"bandwidth misses 'copy_gbps'", "bandwidth misses 'triad_gbps'"} <= set(history.validate(rec))
 
 
 def test_dashboard_command_skips_a_wrongly_typed_record(tmp_path):

@@ -593,6 +593,7 @@ GRADS = {  # name: (fn, input generators)
     "outer": (lambda a, b: a.outer(b), [lambda: rnd(5), lambda: rnd(7)]),
     "dot": (lambda a, b: a.dot(b), [lambda: rnd(33), lambda: rnd(33)]),
     "mv": (lambda m, v: m.mv(v), [lambda: rnd(6, 5), lambda: rnd(5)]),
+    "mv_empty": (lambda m, v: m.mv(v), [lambda: rnd(4, 0), lambda: rnd(0)]),  # zeros, empty gradients
 }
 
 
