@@ -8,8 +8,8 @@ Shape of the code
 - Transcendentals vectorize through glibc's libmvec: we compile with `-D__FAST_MATH__`
   (which makes <math.h> declare the SIMD variants) and `-fopenmp` but *without* `-ffast-math`,
   so NaN/Inf semantics stay IEEE (see codegen/compile_c.py).
-- Reductions: float sums add blocks of SUM_BLOCK elements in float at full SIMD width and the
-  block sums in double (within the final float rounding of a float64 reference on 16M elements;
+- Reductions: float sums add blocks of SUM_LANE elements per SIMD lane in float at full SIMD
+  width and the block sums in double (within the final float rounding of a float64 reference on 16M elements;
   a double accumulator throughout halved the lanes of the L1 passes of norms and softmax);
   products accumulate in double; max tracks NaN with a separate flag so the loop stays a plain
   vectorizable max.
@@ -49,7 +49,11 @@ import sympy
 from codegen.kernel_ir import C_TYPES, ITEMSIZE, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, subst_expr
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
-SUM_BLOCK = 1024  # float sums: elements added in float (per SIMD lane: SUM_BLOCK / width) before double
+# float sums: elements each SIMD lane adds in float before the block's sum goes into a double. The
+# block is SUM_LANE times the vector width (LZ_SUM_BLOCK: 1024 floats with AVX-512, 512 with AVX2),
+# so the error stays within the final float rounding whatever the width: 1024 elements on 8 lanes
+# (128 per lane) were 1.64e-7 off a 1025-element sum, 2.75 times the final rounding
+SUM_LANE = 64
 STREAM_MIN_BYTES = 64 << 20  # written bytes from which outputs bypass the cache: twice the L3 here, so no
 # consumer could find them cached (`lazy tune` preferred plain stores for the 32 MiB weight update
 # of the large MLP training step, which the next step's GEMM reads)
@@ -361,6 +365,14 @@ static inline float round_f16(float f) {
   const float r = (f + c) - c; /* NaN stays NaN; inf is replaced below */
   return copysignf(fabsf(f) >= 65520.0f ? INFINITY : fabsf(r), f);
 }
+/* float sums: SUM_LANE (render_c.py) elements per vector lane in float, then into a double */
+#if defined(__AVX512F__)
+#define LZ_SUM_BLOCK 1024
+#elif defined(__AVX__)
+#define LZ_SUM_BLOCK 512
+#else
+#define LZ_SUM_BLOCK 256
+#endif
 /* copy `bytes` from an L1 scratch block to memory with non-temporal (cache-bypassing) stores
    where the target is aligned; the unaligned head and tail take plain stores. Compiler builtins,
    not <immintrin.h>: that header alone adds 0.2 s to every kernel's compile. */
@@ -700,6 +712,14 @@ def _prefers_interchange(k: Kernel) -> bool:
     return False
 
 
+def _sum_block(size: int, cfg: CConfig) -> int | str:
+    """Elements per float block of a blocked sum over `size`: SUM_LANE per lane of the config's
+    vector width, or of the compiler's (the LZ_SUM_BLOCK macro, 256 to 1024)."""
+    if cfg.simdlen:
+        return min(size, SUM_LANE * cfg.simdlen)
+    return size if size <= SUM_LANE * 4 else "LZ_SUM_BLOCK"
+
+
 def _loads(e: Expr, seen=None):
     seen = set() if seen is None else seen
     if id(e) in seen:
@@ -785,8 +805,8 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         if not tiled:
             red_clause = f" reduction({opname}:{r.name})" + (f" reduction(|:{nan})" if nan else "")
         top_parallel = parallel and (n == 0 and r.depth == 0 or rsplit) and not tiled
-        # a float sum adds blocks of SUM_BLOCK elements in float (full SIMD width; each lane
-        # sums SUM_BLOCK / width of them) and the block sums in double: the error of a double
+        # a float sum adds blocks of SUM_LANE elements per lane in float (full SIMD width) and the
+        # block sums in double: the error of a double
         # accumulator within a few float roundings per block, at float speed (a double
         # accumulator halves the lanes, which cost a 4096-wide layer norm 15% in its L1 passes)
         blocked = r.op == "sum" and t == "double" and compute_dtype(r.dtype) != "float64" and not tiled
@@ -796,7 +816,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         for j, (v, size) in enumerate(zip(r.rvars, r.rsizes)):
             last = j == len(r.rvars) - 1
             if last and spans:
-                block = min(size, PREFETCH_SPAN if prefetch else SUM_BLOCK)
+                block = min(size, PREFETCH_SPAN) if prefetch else _sum_block(size, cfg)
                 if j == 0 and top_parallel:
                     body_lines.append(f"{indent}#pragma omp parallel for{nt}{red_clause}")
                 body_lines.append(f"{indent}for (int64_t {v}b = 0; {v}b < {size}; {v}b += {block}) {{")

@@ -148,7 +148,12 @@ def test_sinh_cosh_accuracy():
         want = getattr(t.double(), name)().float()  # correctly rounded, nearly
         got = getattr(x, name)()
         same(got, want, rtol=3e-7, atol=0)
-        same(got, getattr(t, name)(), rtol=3e-7, atol=0)
+        # and torch's, where torch is right: its AVX2 kernels form e^x / 2, so they overflow to inf
+        # at 89.0 (sinh 2.2e38); those inputs are held to the float64 reference above
+        ref = getattr(t, name)()
+        good = torch.isclose(ref, want, rtol=3e-7, atol=0, equal_nan=True)
+        assert good.sum() >= len(t) - 3, ref
+        same(getattr(lazy.tensor(t[good]), name)(), ref[good], rtol=3e-7, atol=0)
     assert x.sinh().torch()[1].signbit() and not x.sinh().torch()[0].signbit()  # sinh(-0.0) = -0.0
     h = torch.tensor([1e-3, -2.0, 11.0, 11.1], dtype=torch.float16)  # 11.1: sinh overflows float16
     same(lazy.tensor(h).sinh(), h.sinh())

@@ -70,7 +70,9 @@ def test_float_sums_render_float_blocks_into_a_double(kernels):
     lazy.tensor(np.ones((4, 3000), np.float32)).sum(-1).numpy()
     src = render_c.render_c(kernels[-1])
     assert "float acc0_p = 0.0f;" in src and "acc0 += (double)acc0_p;" in src
-    assert f"r0b += {render_c.SUM_BLOCK}" in src
+    assert "r0b += LZ_SUM_BLOCK" in src  # SUM_LANE elements per lane of the compiler's vector width
+    narrow = render_c.render_c(kernels[-1], config=render_c.CConfig(simdlen=4))
+    assert f"r0b += {4 * render_c.SUM_LANE}" in narrow
 
 
 def test_double_sums_and_products_keep_one_double_accumulator(kernels):
