@@ -89,6 +89,48 @@ def test_parallel_full_sum_splits_blocks_across_threads(kernels):
     assert "#pragma omp parallel for reduction(+:acc0)" in src
 
 
+# -- row cache of converted half-precision rows -------------------------------------------------
+HALF_ROWS = {
+    "layer_norm": lambda x, w, b: lazy.nn.functional.layer_norm(x, (x.shape[-1],), w, b),
+    "softmax": lambda x, w, b: x.softmax(-1),
+    "rms_norm": lambda x, w, b: x * (x * x).mean(-1, keepdim=True).rsqrt() * w,
+    "log_softmax": lambda x, w, b: x.log_softmax(-1),
+}
+
+
+@pytest.mark.parametrize("name", HALF_ROWS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_rows_are_converted_once_and_later_passes_read_floats(kernels, monkeypatch, dtype, name):
+    g = torch.Generator().manual_seed(4)
+    x, w, b = (torch.randn(shape, generator=g) * 3 + 1 for shape in ((7, 1001), (1001,), (1001,)))
+    x, w, b = x.to(dtype), w.to(dtype), b.to(dtype)
+    fn = HALF_ROWS[name]
+    got = fn(*map(lazy.tensor, (x, w, b))).torch()
+    src = render_c.render_c(kernels[-1])
+    convert = "f16_to_f32" if dtype == torch.float16 else "bf16_to_f32"
+    # the row's first pass converts it and keeps the floats; every later pass reads them
+    assert src.count(f"{convert}(b0[") == 1, src
+    assert "row0[r0] = " in src and ("row0[r1]" in src or "row0[x1]" in src)
+    # bit for bit what the kernel gives when every pass converts the row itself
+    monkeypatch.setattr(render_c, "_CONVERTED", ())
+    runtime._programs.clear()
+    again = fn(*map(lazy.tensor, (x, w, b)))
+    assert "row0[r1]" not in render_c.render_c(kernels[-1]) or name.endswith("softmax")  # (exp is kept)
+    torch.testing.assert_close(got, again.torch(), rtol=0, atol=0)
+    # and torch's values, computed in float32 and rounded once, within a few of the dtype's ulps
+    want = fn(x.float(), w.float(), b.float()) if name == "rms_norm" else {
+        "layer_norm": lambda: torch.nn.functional.layer_norm(x.float(), (1001,), w.float(), b.float()),
+        "softmax": lambda: x.float().softmax(-1), "log_softmax": lambda: x.float().log_softmax(-1)}[name]()
+    tol = 4 * torch.finfo(dtype).eps
+    torch.testing.assert_close(got.float(), want.to(dtype).float(), rtol=tol, atol=tol)
+
+
+def test_float32_rows_are_read_again_not_cached(kernels):
+    x = lazy.tensor(np.ones((4, 3000), np.float32))
+    (x - x.mean(-1, keepdim=True)).numpy()
+    assert "row0" not in render_c.render_c(kernels[-1])
+
+
 # -- prefetch of the next row ------------------------------------------------------------------
 def softmax_kernel(kernels, shape) -> Kernel:
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
