@@ -9,8 +9,9 @@ Shape of the code
   (which makes <math.h> declare the SIMD variants) and `-fopenmp` but *without* `-ffast-math`,
   so NaN/Inf semantics stay IEEE (see codegen/compile_c.py).
 - Reductions: float sums add blocks of SUM_LANE elements per SIMD lane in float at full SIMD
-  width and the block sums in double (within the final float rounding of a float64 reference on 16M elements;
-  a double accumulator throughout halved the lanes of the L1 passes of norms and softmax);
+  width and the block sums in double (within the final float rounding of a float64 reference on
+  16M elements; a double accumulator throughout halved the lanes of the L1 passes of norms and
+  softmax);
   products accumulate in double; max tracks NaN with a separate flag so the loop stays a plain
   vectorizable max.
 - A reduction whose rows are strided while the innermost output loop is contiguous (a column
@@ -807,9 +808,9 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             red_clause = f" reduction({opname}:{r.name})" + (f" reduction(|:{nan})" if nan else "")
         top_parallel = parallel and (n == 0 and r.depth == 0 or rsplit) and not tiled
         # a float sum adds blocks of SUM_LANE elements per lane in float (full SIMD width) and the
-        # block sums in double: the error of a double
-        # accumulator within a few float roundings per block, at float speed (a double
-        # accumulator halves the lanes, which cost a 4096-wide layer norm 15% in its L1 passes)
+        # block sums in double: the error of a double accumulator within a few float roundings
+        # per block, at float speed (a double accumulator halves the lanes, which cost a
+        # 4096-wide layer norm 15% in its L1 passes)
         blocked = r.op == "sum" and t == "double" and compute_dtype(r.dtype) != "float64" and not tiled
         part = f"{name}_p"
         prefetch = prefetch if len(r.rvars) == 1 and not tiled and not top_parallel else None
@@ -1159,7 +1160,9 @@ def _row_reads(k: Kernel, row_cache: dict) -> dict:
 
 
 def _row_cache(k: Kernel, parallel: bool) -> dict:
-    """{reduce name: [(expr in the reduce loop, scratch name, same expr in the store loop)]}."""
+    """{reduce name: [(expr in the reduce loop, scratch name, same expr in the store loop)]}: the
+    values that reduction keeps in a row buffer for the store loop (`_row_preset`) and for later
+    reductions over the same row (`_row_reads`)."""
     n = len(k.loops)
     if n < 2 and parallel or n == 0 or k.loops[-1] > ROW_CACHE_MAX:
         return {}
