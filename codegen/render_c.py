@@ -30,8 +30,9 @@ Shape of the code
   runs as one loop per call over blocks of FISSION_BLOCK elements, through L1 scratch arrays
   (`_call_stages`): the calls of one long loop body do not overlap.
 - Next-row prefetch: a row kernel that walks each row several times (softmax, norms) reads the
-  row from memory once, then computes from cache; a later pass prefetches the next row into L2
-  in spans of PREFETCH_SPAN elements, so memory and compute overlap (`_prefetch_plan`).
+  row from memory once, then computes from cache; the later passes prefetch the next row into L2
+  in spans of PREFETCH_SPAN elements, each a share in proportion to its estimated time, so memory
+  and compute overlap (`_prefetch_plan`).
 
 Tuning: `CConfig` holds the knobs the heuristics above fix (threads, the parallel threshold,
 TILE, SIMD width, unrolling, outer-loop chunks, loop order, where the reduction is split across
@@ -96,9 +97,9 @@ class CConfig:
         softmaxes of a training step: 7% off the tiny GPT step's kernel time).
     stream: outputs leave through an L1 block and non-temporal stores (None: `_streams`).
     prefetch: a row kernel that walks each row several times (a first pass from memory, then
-        passes from cache) prefetches the next row into L2 during a later pass (`_prefetch_plan`),
-        PREFETCH_SPAN elements at a time, so memory stays busy while that pass computes from
-        cache. Over 4096x4096: softmax 12-14% faster, layer norm 5-12%, RMS norm 2-16%.
+        passes from cache) prefetches the next row into L2 during its later passes, each a
+        share (`_prefetch_plan`), PREFETCH_SPAN elements at a time, so memory stays busy while
+        they compute from cache. Over 4096x4096: softmax 12-14% faster, layer norm 5-12%, RMS norm 2-16%.
         None: on when the rows come from memory or a large L3 share (PREFETCH_MIN_BYTES).
     fission: a vector loop of stores that calls two or more vector math functions (exp, tanh...)
         runs as one loop per call over blocks of FISSION_BLOCK elements, the values a later loop
@@ -130,6 +131,14 @@ PREFETCH_SPAN = 256
 # from memory or from L3; a softmax of 8 MiB and under 4-6% slower: the hardware keeps up there
 PREFETCH_MIN_BYTES = 16 << 20
 PREFETCH_L2 = 1  # __builtin_prefetch locality 1 (prefetcht2): into L2, not over the row in L1
+# how the later passes share the next row's prefetch: by estimated time per element, a pass of
+# arithmetic 1 and each exp/log/tanh... 4 more (one AVX2 thread: an exp pass 0.48 ns per element,
+# an arithmetic pass about 0.1). A layer norm whose variance pass prefetched the whole next row
+# ran at 0.256-0.263 ns per element over 4096x4096 on 2 threads, with half of it in the variance
+# pass and half in the stores 0.234-0.244 (a copy: 0.190-0.199); a softmax with 5/6 in its exp
+# pass and 1/6 in the stores 0.416-0.417 against 0.425-0.430 with all in the exp pass
+PREFETCH_PASS_COST = 1
+PREFETCH_CALL_COST = 4
 # Call fission. A loop whose every element calls exp then tanh (the bench's 10-op chain: a stable
 # sigmoid, then tanh) chains two library calls and a division per vector, and the core does not
 # overlap one vector's tanh with the next one's exp. As one loop per call, the exp and its argument
@@ -167,22 +176,45 @@ def _prefetch_rows(k: Kernel, r, d: int, cfg: CConfig) -> list[tuple[int, sympy.
 
 
 def _prefetch_plan(k: Kernel, d: int, cfg: CConfig):
-    """Which pass at depth `d` prefetches the next row, and what: (name of a later reduction over
-    the row, or "stores" for the store loop; the `_prefetch_rows` of the first pass). The later
-    pass that computes the most exp/log/tanh... per element (softmax's exp pass: the longest time
-    memory would sit idle), else the first later pass (a layer norm's variance, an RMS norm's
-    stores). None: no first pass from memory, or no later pass over the same row."""
+    """How the passes over a row at depth `d` prefetch the next row: ({pass: (first element of
+    the next row it prefetches, its weight, the total weight)}, the `_prefetch_rows` of the first
+    pass). The passes are the later reductions over the row and "stores" (the store loop); each
+    prefetches a share of the next row in proportion to its estimated time, PREFETCH_PASS_COST
+    per element plus PREFETCH_CALL_COST per exp/log/tanh... it computes per element (one per row,
+    like a norm's rsqrt, and values read from the row cache cost nothing). None: no first pass
+    from memory, or no later pass over the same row."""
     passes = [r for r in k.reduces if r.depth == d]
     if not passes or (rows := _prefetch_rows(k, passes[0], d, cfg)) == []:
         return None
     length = passes[0].rsizes
-    later = [(r.name, r.value, r.rvars[0]) for r in passes[1:] if r.rsizes == length]
-    if d == len(k.loops) - 1 and (k.loops[d],) == length:
-        later += [("stores", st.value, f"x{d}") for st in k.stores]
+    last = d == len(k.loops) - 1
+    cache = _row_cache(k, _work(k) >= cfg.parallel_min_work) if last else {}
+    reads = _row_reads(k, cache)
+    later = [(r.name, [r.value], r.rvars[0], reads.get(r.name, {})) for r in passes[1:] if r.rsizes == length]
+    if last and (k.loops[d],) == length and k.stores:
+        later.append(("stores", [st.value for st in k.stores], f"x{d}", _row_preset(cache, len(k.loops))))
     if not later:
         return None
-    work = [_row_transcendentals(v, sympy.Symbol(var, integer=True, nonnegative=True), {})[0] for _, v, var in later]
-    return later[max(range(len(later)), key=lambda i: (work[i], -i))][0], rows
+    weights = []
+    for _, values, var, cached in later:
+        memo = {id(e): True for v in values for e in _subexprs(v, set()) if e in cached}  # (count 0)
+        sym = sympy.Symbol(var, integer=True, nonnegative=True)
+        calls = sum(_row_transcendentals(v, sym, memo)[0] for v in values)
+        weights.append(PREFETCH_PASS_COST + PREFETCH_CALL_COST * calls)
+    total, before, shares = sum(weights), 0, {}
+    for (name, *_), w in zip(later, weights):
+        shares[name] = (length[0] * before // total, w, total)
+        before += w
+    return shares, rows
+
+
+def _store_span(prefetch) -> int:
+    """Elements per span of a store loop that prefetches a share w / total of the next row: as
+    many as bring PREFETCH_SPAN elements' lines of it, up to STREAM_BLOCK (a softmax's stores
+    prefetching their sixth in spans of 256 ran 2-4% slower than in blocks of 1024). Reductions
+    keep PREFETCH_SPAN: their spans are also the blocks of their float sums (SUM_LANE)."""
+    _, (_, w, total) = prefetch
+    return min(PREFETCH_SPAN * total // w, STREAM_BLOCK)
 
 
 def _row_transcendentals(e: Expr, var: sympy.Symbol, memo: dict) -> tuple[int, bool]:
@@ -774,15 +806,25 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     if cfg.unroll:
         lines.insert(1, '#pragma GCC optimize("unroll-loops")')
 
-    def prefetch_lines(indent, d, rows, v, body_lines):
-        """Prefetch the part of the next row that positions [{v}b, {v}e) of this row cover."""
+    def prefetch_lines(indent, d, prefetch, v, body_lines):
+        """Prefetch the part of the pass's share of the next row that positions [{v}b, {v}e) of
+        this row cover (`prefetch`: the `_prefetch_rows`, and the pass's share in the plan)."""
+        rows, (first, w, total) = prefetch
+        g = math.gcd(w, total)
+        w, total = w // g, total // g
+
+        def at(pos):  # where position `pos` of this pass lands in its share of the next row
+            scaled = pos if w == total else f"{pos} / {total}" if w == 1 else f"{pos} * {w} / {total}"
+            return f"{first} + {scaled}" if first else scaled
+
         guard = f"if (x{d - 1} + 1 < {k.loops[d - 1]}) "
         for b, start, line in rows:
-            body_lines.append(f"{indent}{guard}for (int64_t p = {v}b; p < {v}e; p += {line}) "
+            body_lines.append(f"{indent}{guard}for (int64_t p = {at(f'{v}b')}; p < {at(f'{v}e')}; p += {line}) "
                               f"__builtin_prefetch(&b{b}[{index_c(start)} + p], 0, {PREFETCH_L2});")
 
     def reduction_loop(r, indent, acc_ref, tiled: bool, body_lines, prefetch=None):
-        """`prefetch`: the next row's loads (`_prefetch_rows`) to prefetch span by span."""
+        """`prefetch`: the next row's loads (`_prefetch_rows`) and this pass's share of them, to
+        prefetch span by span."""
         t = _acc_type(r)
         name = acc_ref(r.name)
         isf = _is_float(t)
@@ -990,10 +1032,12 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
                 for _, scratch, _ in entries:
                     lines.append(f"{indent}float {scratch}[{k.loops[n - 1]}];")
         plan = _prefetch_plan(k, d, cfg) if not (swap or interchange or rsplit) else None
+        shares = plan[0] if plan else {}
         for r in k.reduces:
             if r.depth == d:
-                reduction_loop(r, indent, scalar_ref, False, lines, plan[1] if plan and plan[0] == r.name else None)
-        store_prefetch = plan[1] if plan and plan[0] == "stores" else None
+                reduction_loop(r, indent, scalar_ref, False, lines,
+                               (plan[1], shares[r.name]) if r.name in shares else None)
+        store_prefetch = (plan[1], shares["stores"]) if "stores" in shares else None
         if d == n:
             stores(indent, scalar_ref, lines)
             return
@@ -1030,7 +1074,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             return
         vector = d == n - 1 and not any(r.depth == n for r in k.reduces)
         if stream and d == n - 1 and n >= 2:  # the innermost row in streamed blocks
-            blk = min(sblock, PREFETCH_SPAN) if store_prefetch else sblock
+            blk = min(sblock, _store_span(store_prefetch)) if store_prefetch else sblock
             lines.append(f"{indent}for (int64_t x{x}b = 0; x{x}b < {size}; x{x}b += {blk}) {{")
             lines.append(f"{indent}  const int64_t x{x}e = x{x}b + {blk} < {size} ? x{x}b + {blk} : {size};")
             if store_prefetch:
@@ -1040,11 +1084,11 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             lines.append(f"{indent}}}")
             return
         if store_prefetch:  # the row's store loop in spans, each prefetching its part of the next row
-            lines.append(f"{indent}for (int64_t x{x}b = 0; x{x}b < {size}; x{x}b += {PREFETCH_SPAN}) {{")
-            lines.append(f"{indent}  const int64_t x{x}e = x{x}b + {PREFETCH_SPAN} < {size} ? "
-                         f"x{x}b + {PREFETCH_SPAN} : {size};")
+            span = _store_span(store_prefetch)
+            lines.append(f"{indent}for (int64_t x{x}b = 0; x{x}b < {size}; x{x}b += {span}) {{")
+            lines.append(f"{indent}  const int64_t x{x}e = x{x}b + {span} < {size} ? x{x}b + {span} : {size};")
             prefetch_lines(indent + "  ", d, store_prefetch, f"x{x}", lines)
-            store_loop(indent + "  ", x, f"x{x}b", f"x{x}e", min(PREFETCH_SPAN, size), simd if vector else "")
+            store_loop(indent + "  ", x, f"x{x}b", f"x{x}e", min(span, size), simd if vector else "")
             lines.append(f"{indent}}}")
             return
         top = d == 0 and outer_parallel

@@ -158,14 +158,22 @@ def big_rows_kernel(kernels, fn, width=4096) -> Kernel:
     return kernels[-1]
 
 
-def test_prefetch_goes_where_a_later_pass_computes_a_transcendental(kernels):
-    src = render_c.render_c(big_rows_kernel(kernels, lambda x: x.softmax(-1)))
-    # the exp pass, span by span, into L2; the max pass and the stores prefetch nothing
-    assert src.count("__builtin_prefetch(") == 1
+def test_prefetch_shares_go_mostly_to_a_later_pass_that_computes_a_transcendental(kernels):
+    k = big_rows_kernel(kernels, lambda x: x.softmax(-1))
+    src = render_c.render_c(k)
+    # the exp pass (weight 1 + 4) prefetches the first 5/6 of the next row, span by span, into L2;
+    # the stores (weight 1: they read exp from the row cache) the last sixth; the max pass nothing
+    cost = render_c.PREFETCH_PASS_COST + render_c.PREFETCH_CALL_COST
+    assert render_c._prefetch_plan(k, 1, render_c.CConfig())[0] == {"acc1": (0, cost, cost + 1),
+                                                                    "stores": (4096 * cost // (cost + 1), 1, cost + 1)}
+    assert src.count("__builtin_prefetch(") == 2
     exp_pass = src[src.index("for (int64_t r1b = 0;"):src.index("acc1 += (double)acc1_p;")]
-    assert f"r1b += {render_c.PREFETCH_SPAN}" in exp_pass
-    assert f"__builtin_prefetch(&b0[((4096*x0) + 4096) + p], 0, {render_c.PREFETCH_L2})" in exp_pass
-    assert "expf(" in exp_pass
+    assert f"r1b += {render_c.PREFETCH_SPAN}" in exp_pass and "expf(" in exp_pass
+    assert (f"for (int64_t p = r1b * 5 / 6; p < r1e * 5 / 6; p += 16) "
+            f"__builtin_prefetch(&b0[((4096*x0) + 4096) + p], 0, {render_c.PREFETCH_L2})") in exp_pass
+    stores = src[src.index("for (int64_t x1b = 0;"):]
+    assert "for (int64_t p = 3413 + x1b / 6; p < 3413 + x1e / 6; p += 16)" in stores
+    assert "x1b += 1024" in stores  # a sixth of the lines per span: longer spans (_store_span)
 
 
 def test_norms_prefetch_in_their_first_pass_from_cache(kernels):
@@ -173,8 +181,12 @@ def test_norms_prefetch_in_their_first_pass_from_cache(kernels):
         return (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, correction=0) + 1e-5).sqrt()
 
     src = render_c.render_c(big_rows_kernel(kernels, layer_norm))
+    # the variance pass and the stores: half of the next row each
     var_pass = src[src.index("for (int64_t r1b = 0;"):src.index("acc1 += (double)acc1_p;")]
-    assert src.count("__builtin_prefetch(") == 1 and "__builtin_prefetch(" in var_pass
+    stores = src[src.index("for (int64_t x1b = 0;"):]
+    assert src.count("__builtin_prefetch(") == 2
+    assert "for (int64_t p = r1b / 2; p < r1e / 2; p += 16) __builtin_prefetch(" in var_pass
+    assert "for (int64_t p = 2048 + x1b / 2; p < 2048 + x1e / 2; p += 16) __builtin_prefetch(" in stores
     src = render_c.render_c(big_rows_kernel(kernels, lambda x: x * (x * x).mean(-1, keepdim=True).rsqrt()))
     stores = src[src.index("for (int64_t x1b = 0;"):]
     assert src.count("__builtin_prefetch(") == 1 and "__builtin_prefetch(" in stores
@@ -215,7 +227,7 @@ def test_forced_prefetch_in_the_store_pass_keeps_results(kernels, shape, stream)
     np.testing.assert_allclose(((t - t.mean(-1, keepdim=True)) * 2.0).numpy(), ref, rtol=1e-5, atol=1e-6)
     k = kernels[-1]
     assert [b.output for b in k.buffers] == [False, True]
-    assert render_c._prefetch_plan(k, 1, render_c.CConfig(prefetch=True))[0] == "stores"
+    assert render_c._prefetch_plan(k, 1, render_c.CConfig(prefetch=True))[0] == {"stores": (0, 1, 1)}
     src = render_c.render_c(k, config=render_c.CConfig(prefetch=True, stream=stream))
     assert "__builtin_prefetch" in src and ("lz_stream(&" in src) == (stream and shape[1] * 4 >= 512)
     import ctypes
@@ -307,9 +319,9 @@ def test_pointwise_and_column_kernels_keep_static_halves(kernels):
         assert "dynamic" not in src and "schedule(static)" in src
 
 
-def test_per_row_transcendentals_do_not_choose_the_prefetching_pass(kernels):
-    # exp and log of each row's sums are computed once per row: the pass that prefetches is the
-    # first later pass (the sum of squares), not the stores that use them
+def test_per_row_transcendentals_do_not_weigh_in_the_prefetch_shares(kernels):
+    # exp and log of each row's sums are computed once per row: the stores that use them weigh as
+    # much as the sum of squares, and each prefetches half of the next row
     def fn(x):
         s, q = x.sum(-1, keepdim=True), (x * x).sum(-1, keepdim=True)
         return x * s.exp() * (q + 1.0).log()
@@ -317,8 +329,12 @@ def test_per_row_transcendentals_do_not_choose_the_prefetching_pass(kernels):
     k = big_rows_kernel(kernels, fn)
     assert len([r for r in k.reduces if r.depth == 1]) == 2
     plan = render_c._prefetch_plan(k, 1, render_c.CConfig())
-    assert plan is not None and plan[0] != "stores"
+    assert plan is not None and plan[0] == {"acc1": (0, 1, 2), "stores": (2048, 1, 2)}
     # per element, two of them make the stores the compute-bound pass (and keep them unstreamed)
     k = big_rows_kernel(kernels, lambda x: (x - x.sum(-1, keepdim=True)).exp().tanh())
-    assert render_c._prefetch_plan(k, 1, render_c.CConfig())[0] == "stores"
+    assert render_c._prefetch_plan(k, 1, render_c.CConfig())[0] == {"stores": (0, 9, 9)}  # 1 + 2 * 4
     assert not render_c._streams(k, render_c.CConfig())
+    # and the stores of two exps weigh 1 + 2 * 4 against a plain later pass's 1
+    k = big_rows_kernel(kernels, lambda x: (x - x.var(-1, keepdim=True)).exp() + (x * 2).exp())
+    shares = render_c._prefetch_plan(k, 1, render_c.CConfig())[0]
+    assert {name: share[1:] for name, share in shares.items()} == {"acc1": (1, 10), "stores": (9, 10)}
