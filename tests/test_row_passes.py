@@ -102,7 +102,8 @@ HALF_ROWS = {
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_rows_are_converted_once_and_later_passes_read_floats(kernels, monkeypatch, dtype, name):
     g = torch.Generator().manual_seed(4)
-    x, w, b = (torch.randn(shape, generator=g) * 3 + 1 for shape in ((7, 1001), (1001,), (1001,)))
+    rows = render_c.COLUMN_CACHE_MIN_ROWS + 1
+    x, w, b = (torch.randn(shape, generator=g) * 3 + 1 for shape in ((rows, 1001), (1001,), (1001,)))
     x, w, b = x.to(dtype), w.to(dtype), b.to(dtype)
     fn = HALF_ROWS[name]
     got = fn(*map(lazy.tensor, (x, w, b))).torch()
@@ -111,6 +112,11 @@ def test_half_rows_are_converted_once_and_later_passes_read_floats(kernels, monk
     # the row's first pass converts it and keeps the floats; every later pass reads them
     assert src.count(f"{convert}(b0[") == 1, src
     assert "row0[r0] = " in src and ("row0[r1]" in src or "row0[x1]" in src)
+    # the weight and bias: converted once per thread, before it takes rows; the rows read floats
+    columns = {"layer_norm": 2, "rms_norm": 1}.get(name, 0)
+    for i in range(columns):
+        assert src.count(f"{convert}(b{i + 1}[") == 1 and f"col{i}[x1]" in src
+    assert f"col{columns}" not in src
     # bit for bit what the kernel gives when every pass converts the row itself
     monkeypatch.setattr(render_c, "_CONVERTED", ())
     runtime._programs.clear()
@@ -123,6 +129,17 @@ def test_half_rows_are_converted_once_and_later_passes_read_floats(kernels, monk
         "softmax": lambda: x.float().softmax(-1), "log_softmax": lambda: x.float().log_softmax(-1)}[name]()
     tol = 4 * torch.finfo(dtype).eps
     torch.testing.assert_close(got.float(), want.to(dtype).float(), rtol=tol, atol=tol)
+
+
+def test_few_rows_and_float32_columns_keep_their_loads(kernels):
+    for rows, dtype in ((render_c.COLUMN_CACHE_MIN_ROWS - 1, torch.float16), (64, torch.float32)):
+        x, w = torch.randn(rows, 300).to(dtype), torch.randn(300).to(dtype)
+        lx = lazy.tensor(x)
+        got = (lx * (lx * lx).mean(-1, keepdim=True).rsqrt() * lazy.tensor(w)).torch()
+        ref = (x.float() * (x.float() ** 2).mean(-1, keepdim=True).rsqrt() * w.float()).to(dtype)
+        tol = 4 * torch.finfo(dtype).eps
+        torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+        assert "col0" not in render_c.render_c(kernels[-1])
 
 
 def test_float32_rows_are_read_again_not_cached(kernels):
@@ -255,6 +272,8 @@ ROW_FNS = {
     "layer_norm": lambda t: (t - t.mean(-1, keepdim=True)) * (t.var(-1, keepdim=True, correction=0) + 1e-5).rsqrt(),
     "rms_norm": lambda t: t * ((t * t).mean(-1, keepdim=True) + 1e-6).rsqrt(),
     "centred": lambda t: (t - t.amax(-1, keepdim=True)).exp() + t.std(-1, keepdim=True),
+    # the first row weighs every row: a column cache when half precision and the rows are many
+    "weighted": lambda t: t * ((t * t).mean(-1, keepdim=True) + 1e-6).rsqrt() * t[..., :1, :],
 }
 
 
@@ -272,6 +291,17 @@ def row_programs(draw):
 def test_random_row_kernels_with_prefetch_and_streaming_forced(monkeypatch, prog):
     """The next-row prefetch and streamed stores (thresholds at 0) over odd widths, views whose rows
     are strided or offset, bfloat16 and float16: the same values as torch."""
+    check_row_program(monkeypatch, prog)
+
+
+@pytest.mark.parametrize("view", ["plain", "transposed", "sliced", "batched"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_column_cache_with_prefetch_and_streaming_forced(monkeypatch, kernels, view, dtype):
+    check_row_program(monkeypatch, ("weighted", 12, 701, view, dtype))
+    assert any("col0[x" in render_c.render_c(k) for k in list(kernels)) == (view != "batched")
+
+
+def check_row_program(monkeypatch, prog):
     name, rows, width, view, dtype = prog
     monkeypatch.setattr(render_c, "PREFETCH_MIN_BYTES", 0)
     monkeypatch.setattr(render_c, "STREAM_FRESH_MIN_BYTES", 0)
