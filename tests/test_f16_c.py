@@ -7,7 +7,9 @@ numpy's conversions: every float16 value, and float32 inputs spaced evenly over 
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ import torch
 from conftest import disassembly, kernel_body, render_spy
 
 import lazy
+from codegen import compile_c, render_c
 
 
 def test_every_float16_widens_exactly():
@@ -40,6 +43,36 @@ def test_float32_narrows_like_numpy():
     nan = np.isnan(want)
     np.testing.assert_array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
     assert np.isnan(got[nan]).all()
+
+
+@pytest.mark.parametrize("f16c", [True, False])
+@pytest.mark.parametrize("shape", [FLOAT32_SWEEP.shape, (1029,), (3, 1031)])
+def test_streamed_float16_stores_narrow_like_numpy(monkeypatch, shape, f16c):
+    """Streamed float16 outputs keep floats in their L1 block and narrow as the block leaves
+    (`lz_stream_f16`: vcvtps2ph with F16C, f32_to_f16 for the tail and without it): the same bits."""
+    x = np.resize(FLOAT32_SWEEP, shape)
+    seen = []
+    with render_spy(monkeypatch, lambda k, src: seen.append(k)):
+        lazy.tensor(x).to(lazy.float16).realize()
+    src = render_c.render_c(seen[-1], config=render_c.CConfig(stream=True))
+    assert "lz_stream_f16(" in src and "f32_to_f16(t" not in kernel_body(src)
+    fn = compile_c.load(src, flags=compile_c.BASE_FLAGS + (() if f16c else ("-mno-f16c",)))
+    fn.argtypes = [ctypes.c_void_p] * 2
+    got = np.full(shape, 7, np.float16)
+    fn(x.ctypes.data, got.ctypes.data)
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
+    assert np.isnan(got[nan]).all()
+    if f16c and has_f16c() and shutil.which("objdump"):
+        assert "vcvtps2ph" in disassembly(src)
+
+
+def has_f16c() -> bool:
+    out = subprocess.run([*compile_c.compiler(), "-march=native", "-dM", "-E", "-x", "c", "/dev/null"],
+                         capture_output=True, text=True, check=True).stdout
+    return "__F16C__" in out
 
 
 def test_ties_round_to_even_and_edges():
