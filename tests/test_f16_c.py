@@ -46,16 +46,19 @@ def test_float32_narrows_like_numpy():
 
 
 @pytest.mark.parametrize("f16c", [True, False])
+@pytest.mark.parametrize("stream", [True, None])
 @pytest.mark.parametrize("shape", [FLOAT32_SWEEP.shape, (1029,), (3, 1031)])
-def test_streamed_float16_stores_narrow_like_numpy(monkeypatch, shape, f16c):
-    """Streamed float16 outputs keep floats in their L1 block and narrow as the block leaves
-    (`lz_stream_f16`: vcvtps2ph with F16C, f32_to_f16 for the tail and without it): the same bits."""
+def test_float16_stores_narrow_blocks_like_numpy(monkeypatch, shape, stream, f16c):
+    """float16 outputs keep floats in an L1 block and narrow as the block leaves (`lz_copy_f16`,
+    or `lz_stream_f16` when streamed: vcvtps2ph with F16C, f32_to_f16 for the tail and without
+    it): the same bits."""
     x = np.resize(FLOAT32_SWEEP, shape)
     seen = []
     with render_spy(monkeypatch, lambda k, src: seen.append(k)):
         lazy.tensor(x).to(lazy.float16).realize()
-    src = render_c.render_c(seen[-1], config=render_c.CConfig(stream=True))
-    assert "lz_stream_f16(" in src and "f32_to_f16(t" not in kernel_body(src)
+    src = render_c.render_c(seen[-1], config=render_c.CConfig(stream=stream))
+    assert ("lz_stream_f16(" if stream else "lz_copy_f16(") in kernel_body(src)
+    assert "f32_to_f16(t" not in kernel_body(src)
     fn = compile_c.load(src, flags=compile_c.BASE_FLAGS + (() if f16c else ("-mno-f16c",)))
     fn.argtypes = [ctypes.c_void_p] * 2
     got = np.full(shape, 7, np.float16)
@@ -67,6 +70,14 @@ def test_streamed_float16_stores_narrow_like_numpy(monkeypatch, shape, f16c):
     assert np.isnan(got[nan]).all()
     if f16c and has_f16c() and shutil.which("objdump"):
         assert "vcvtps2ph" in disassembly(src)
+
+
+def test_plain_float16_stores_when_tuned_off(monkeypatch):
+    seen = []
+    with render_spy(monkeypatch, lambda k, src: seen.append(k)):
+        lazy.tensor(np.resize(FLOAT32_SWEEP, (3, 1031))).to(lazy.float16).realize()
+    body = kernel_body(render_c.render_c(seen[-1], config=render_c.CConfig(stream=False)))
+    assert "f32_to_f16(t" in body and "lz_copy_f16(" not in body and "sbuf" not in body
 
 
 def has_f16c() -> bool:
