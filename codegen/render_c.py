@@ -18,6 +18,9 @@ Shape of the code
   sum) is emitted interchanged: a block of `TILE` accumulators advanced together, one
   contiguous vector per reduction step.
 - float16 and bfloat16 compute in float32, converted with integer bit operations (vectorizable).
+  A row kernel converts its half-precision row once (row cache) and, per thread, the vectors every
+  row reads (column cache); float16 outputs leave through float L1 blocks narrowed by
+  `lz_copy_f16` (F16C's vcvtps2ph where the CPU has it).
 - Streaming stores: a kernel that writes more than the last-level cache holds, contiguously along
   its innermost loop, computes each block of `STREAM_BLOCK` elements into an L1 scratch array and
   copies it out with non-temporal stores (`lz_stream`). A plain store first reads the line it
