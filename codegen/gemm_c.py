@@ -56,10 +56,9 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass
-
-from codegen import compile_c, render_c
 from dataclasses import replace as _replace
 
+from codegen import compile_c, render_c
 from codegen.gemm_triton import Problem, epilogue_buffers
 from codegen.gemm_triton import problem_of as _problem_of
 from codegen.kernel_ir import C_TYPES, ExternCall
@@ -567,8 +566,8 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
     w("}")
 
     L += _driver_c(fn_name, params, threads, p.batch_count,
-                   ["  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(CDIV(N, tn), NR) + NR), "
-                    "mce = MIN(MCB, RUP(M, MR));",
+                   [("  const int64_t kce = MIN(KCB, K), nce = MIN(NCB, RUP(CDIV(N, tn), NR) + NR), "
+                     "mce = MIN(MCB, RUP(M, MR));"),
                     "  const size_t per_thread = RUP((size_t)kce * nce, 64) + RUP((size_t)mce * kce, 64);"],
                    f"gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, bp + RUP((size_t)kce * nce, 64))")
     return "\n".join(src + L) + "\n"
@@ -649,8 +648,8 @@ def _render_16bit(call: ExternCall, p: Problem, params: list[str], args: list[st
     w("}")
     L += _driver_c(fn_name, params, threads, p.batch_count,
                    ["  const int64_t nce = MIN(NC16, RUP(CDIV(N, tn), NR) + NR), mce = MIN(MCB, RUP(M, MR));",
-                    "  const size_t bsz = RUP((size_t)MAX(K, 1) * nce, 64), "
-                    "asz = RUP((size_t)mce * MIN(KCB, MAX(K, 1)), 64);",
+                    ("  const size_t bsz = RUP((size_t)MAX(K, 1) * nce, 64), "
+                     "asz = RUP((size_t)mce * MIN(KCB, MAX(K, 1)), 64);"),
                     "  const size_t per_thread = bsz + asz + RUP((size_t)mce * nce, 64);"],
                    f"gemm_block({', '.join(args)}, bat, m0, m1, n0, n1, bp, bp + bsz, bp + bsz + asz)")
     return L
