@@ -969,7 +969,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
                 v = f"({v} != 0)"
             elif s.dtype == "bfloat16":
                 v = f"f32_to_bf16({v})"
-            elif s.dtype == "float16":  # streamed: the block holds floats, lz_stream_f16 converts
+            elif s.dtype == "float16":  # into an L1 block: it holds floats, narrowed as it leaves
                 v = v if stream_at else f"f32_to_f16({v})"
             elif C_TYPES[s.dtype][0] != ctype(compute_dtype(s.dtype)):
                 v = f"({C_TYPES[s.dtype][0]})({v})"
@@ -1029,7 +1029,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             lines.extend(f"{indent}  {name}[{at}] = {body.names[e]};" for e, name in scratch.items() if first[e] == j)
             lines.append(f"{indent}}}")
 
-    def streamed_loop(indent, var, start, end, pragma, body):
+    def block_loop(indent, var, start, end, pragma, body):
         """for var in [start, end): body() storing into L1 blocks, then each block copied out:
         streamed (`stream`), else with plain stores (float16 outputs of a kernel that does not
         stream, narrowed by `lz_copy_f16`)."""
@@ -1112,7 +1112,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             lines.append(f"{indent}for (int64_t x{x}c = 0; x{x}c < {size}; x{x}c += {chunk}) {{")
             lines.append(f"{indent}  const int64_t x{x}e = x{x}c + {chunk} < {size} ? x{x}c + {chunk} : {size};")
             if blocks:
-                streamed_loop(indent + "  ", f"x{x}", f"x{x}c", f"x{x}e", simd,
+                block_loop(indent + "  ", f"x{x}", f"x{x}c", f"x{x}e", simd,
                               lambda p: store_loop(indent + "  ", x, f"x{x}c", f"x{x}e", chunk, p))
             else:
                 store_loop(indent + "  ", x, f"x{x}c", f"x{x}e", chunk, simd)
@@ -1140,7 +1140,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             lines.append(f"{indent}  const int64_t x{x}e = x{x}b + {blk} < {size} ? x{x}b + {blk} : {size};")
             if store_prefetch:
                 prefetch_lines(indent + "  ", d, store_prefetch, f"x{x}", lines)
-            streamed_loop(indent + "  ", f"x{x}", f"x{x}b", f"x{x}e", simd if vector else "",
+            block_loop(indent + "  ", f"x{x}", f"x{x}b", f"x{x}e", simd if vector else "",
                           lambda p: store_loop(indent + "  ", x, f"x{x}b", f"x{x}e", blk, p))
             lines.append(f"{indent}}}")
             return

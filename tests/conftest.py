@@ -70,3 +70,15 @@ def kernel_body(source: str) -> str:
     from codegen.render_c import PRELUDE
 
     return source.replace(PRELUDE, "")
+
+
+def native_macro(name: str) -> bool:
+    """Whether the C compiler predefines `name` for this machine (-march=native): `__AVX512F__`,
+    `__F16C__`..."""
+    import subprocess
+
+    from codegen import compile_c
+
+    out = subprocess.run([*compile_c.compiler(), "-march=native", "-dM", "-E", "-x", "c", "/dev/null"],
+                         capture_output=True, text=True, check=True).stdout
+    return f"#define {name} " in out

@@ -16,12 +16,11 @@ from __future__ import annotations
 import ctypes
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import torch
-from conftest import disassembly, kernel_body, render_spy
+from conftest import disassembly, kernel_body, native_macro, render_spy
 
 import lazy
 from codegen import compile_c, render_c
@@ -52,12 +51,6 @@ def max_ulp(x: np.ndarray, got: np.ndarray) -> float:
     return float((np.abs(got[finite] - exact[finite]) / ulp).max())
 
 
-def has_avx512() -> bool:
-    out = subprocess.run([*compile_c.compiler(), "-march=native", "-dM", "-E", "-x", "c", "/dev/null"],
-                         capture_output=True, text=True, check=True).stdout
-    return "__AVX512F__" in out
-
-
 LOOP = render_c.PRELUDE + r"""
 void exp_loop(const float* restrict a, float* restrict o, int64_t n) {
   #pragma omp simd
@@ -79,14 +72,14 @@ def run(fn_name: str, x: np.ndarray, flags=compile_c.BASE_FLAGS) -> np.ndarray:
 def test_lazy_exp_within_its_bound_on_avx512_and_three_ulp_elsewhere():
     x = sweep()
     got = lazy.tensor(x).exp().numpy()
-    assert max_ulp(x, got) < (OURS_ULP if has_avx512() else 3.0)
+    assert max_ulp(x, got) < (OURS_ULP if native_macro("__AVX512F__") else 3.0)
 
 
 def test_vector_loop_and_its_tail():
     # 546k elements: a multiple of 16 plus 11, so the loop ends in a tail
     x = sweep()
     assert x.size % 16
-    assert max_ulp(x, run("exp_loop", x)) < (OURS_ULP if has_avx512() else 3.0)
+    assert max_ulp(x, run("exp_loop", x)) < (OURS_ULP if native_macro("__AVX512F__") else 3.0)
 
 
 def test_scalar_calls_are_glibc_expf():

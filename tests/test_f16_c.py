@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import torch
-from conftest import disassembly, kernel_body, render_spy
+from conftest import disassembly, kernel_body, native_macro, render_spy
 
 import lazy
 from codegen import compile_c, render_c
@@ -68,7 +67,7 @@ def test_float16_stores_narrow_blocks_like_numpy(monkeypatch, shape, stream, f16
     nan = np.isnan(want)
     np.testing.assert_array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
     assert np.isnan(got[nan]).all()
-    if f16c and has_f16c() and shutil.which("objdump"):
+    if f16c and native_macro("__F16C__") and shutil.which("objdump"):
         assert "vcvtps2ph" in disassembly(src)
 
 
@@ -78,12 +77,6 @@ def test_plain_float16_stores_when_tuned_off(monkeypatch):
         lazy.tensor(np.resize(FLOAT32_SWEEP, (3, 1031))).to(lazy.float16).realize()
     body = kernel_body(render_c.render_c(seen[-1], config=render_c.CConfig(stream=False)))
     assert "f32_to_f16(t" in body and "lz_copy_f16(" not in body and "sbuf" not in body
-
-
-def has_f16c() -> bool:
-    out = subprocess.run([*compile_c.compiler(), "-march=native", "-dM", "-E", "-x", "c", "/dev/null"],
-                         capture_output=True, text=True, check=True).stdout
-    return "__F16C__" in out
 
 
 def test_ties_round_to_even_and_edges():
