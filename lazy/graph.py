@@ -13,6 +13,11 @@ Invariants
 - BUFFER leaves point at realized memory through `arg` (a `Buffer`, compared by identity);
   `structure_key()` replaces them by their position, dtype, shape and strides, so the same
   program built twice over different data gives the same key.
+- Values are fixed when created. A `Buffer` counts the in-place writes into its memory
+  (`version`); a BUFFER node is made for one version (it is part of the node's key) and reads that
+  version. The Tensor layer makes sure no pending node still reads a buffer when its memory is
+  overwritten (lazy/inplace.py); `structure_key()` checks it, so a stale read is an error, never a
+  silently wrong value.
 """
 
 from __future__ import annotations
@@ -143,12 +148,22 @@ REDUCE_IDENTITY = {Op.SUM: 0, Op.RMAX: float("-inf"), Op.PROD: 1}
 
 
 class Buffer:
-    """Realized memory: a torch tensor (any strides) owned by one or more BUFFER nodes."""
+    """Realized memory: a torch tensor (any strides) read by one or more BUFFER nodes.
 
-    __slots__ = ("__weakref__", "data")
+    version: in-place writes into the memory so far (a BUFFER node reads one version).
+    owned: lazy allocated the memory (a kernel's output, a private host copy), so a tensor holding
+        it may have its next value written into it; memory wrapped from the caller's torch tensor or
+        numpy array is never written by lazy.
+    owner: a weak reference to the Tensor whose value the buffer holds and which may overwrite it
+        (None: not claimed yet). Other tensors holding the buffer only read it."""
 
-    def __init__(self, data: Any):
+    __slots__ = ("__weakref__", "data", "owned", "owner", "version")
+
+    def __init__(self, data: Any, owned: bool = False):
         self.data = data
+        self.version = 0
+        self.owned = owned
+        self.owner = None
 
     def __repr__(self) -> str:
         return f"Buffer({tuple(self.data.shape)}, {self.data.dtype}, {self.data.device})"
@@ -187,8 +202,8 @@ _interned: dict[tuple, weakref.ref] = {}
 
 
 def _arg_key(op: Op, arg: Any) -> Any:
-    if op is Op.BUFFER:
-        return id(arg)
+    if op is Op.BUFFER:  # one node per version of the memory: a write makes later reads new nodes
+        return (id(arg), arg.version)
     if op is Op.CONST:  # 1, 1.0 and True hash alike in python; keep them apart; keep NaN equal
         return (type(arg).__name__, repr(arg))
     if op is Op.STORED:  # the stored node only matters to autograd, never to values or schedules
@@ -382,6 +397,15 @@ def toposort(roots: list[Node], children=None) -> list[Node]:
     return order
 
 
+class StaleRead(RuntimeError):
+    """A pending value reads a buffer that was overwritten after the value was built."""
+
+
+def buffer_version(n: Node) -> int:
+    """The version of its buffer that BUFFER node `n` reads."""
+    return n._key[2][1]
+
+
 def buffer_layout(buf: Buffer) -> tuple:
     d = buf.data
     return (tuple(d.stride()), int(d.storage_offset()), str(d.device))
@@ -406,6 +430,10 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
         if expanded:
             if n.op is Op.BUFFER:
                 b = n.arg
+                if n._key[2][1] != b.version:
+                    raise StaleRead(f"lazy internal error (please report): a pending value reads version "
+                                    f"{n._key[2][1]} of a {list(n.shape)} buffer overwritten since (now version "
+                                    f"{b.version})")
                 slot = buf_slot.get(b)
                 if slot is None:
                     slot = buf_slot[b] = len(buffers)

@@ -48,16 +48,19 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 
-from lazy import runtime
+from lazy import inplace, runtime
 from lazy.dtypes import as_dtype
 from lazy.graph import Buffer, Op, node
-from lazy.tensor import Tensor, _held, realize
+from lazy.tensor import Tensor, _held, holds_alone, overwritten, realize
 
 __all__ = ["Jit", "JitWarning", "jit"]
 
 
 class JitWarning(UserWarning):
     """A function given to lazy.jit cannot be replayed; it keeps running as plain Python."""
+
+
+_UNSAFE = object()  # a replay's answer when it must not run (see Jit._replay)
 
 
 class _NotReplayable(Exception):
@@ -323,7 +326,10 @@ class Jit:
         if st.plan is not None:
             why = st.plan.stale()
             if why is None:
-                return self._replay(st.plan, tensors, bufs)
+                out = self._replay(st.plan, tensors, bufs)
+                if out is not _UNSAFE:
+                    return out
+                why = "a tensor outside it holds memory the step overwrites (a clone of a parameter)"
             runtime.debug_level() >= 1 and runtime._log(f"lazy.jit({self.name}): recording again: {why}")
             _unwatch(st.plan)
             st.plan = None  # record again from this call on (it compiled long ago)
@@ -387,8 +393,8 @@ class Jit:
         return out
 
     def _replay(self, plan: Capture, tensors: list[Tensor], args: list[Buffer]):
-        for effect in plan.effects:
-            effect()
+        """The results of one replay, or _UNSAFE when a value outside the step still reads memory the
+        replay would overwrite and cannot be computed first (a clone of a parameter)."""
         outs: list[list[Buffer]] = []
 
         def resolve(src):
@@ -398,8 +404,22 @@ class Jit:
                 return outs[src[1]][src[2]]
             return src[1]
 
+        # memory the programs overwrite in place that lives beyond the call (parameters, optimizer
+        # state, arguments): values built outside the step that still read it are computed first
+        over = [resolve(r.inputs[s]) for r in plan.realizations for s in r.prog.written if r.inputs[s][0] != "out"]
+        if over and not all(holds_alone(b) for b in over):
+            first, renamed = inplace.readers({i: (b, b.owner() if b.owner else None) for i, b in enumerate(over)}, {})
+            if renamed:
+                return _UNSAFE
+            if first:
+                realize(*first)
+        for effect in plan.effects:
+            effect()
         for r in plan.realizations:
-            outs.append(runtime.run_program(r.prog, [resolve(s) for s in r.inputs], r.dev))
+            inputs = [resolve(s) for s in r.inputs]
+            outs.append(runtime.run_program(r.prog, inputs, r.dev))
+            for s in r.prog.written:  # the owners hold the new versions
+                overwritten(inputs[s])
         for who, ri, oi in plan.rebind:
             t = tensors[who[1]] if isinstance(who, tuple) else who()
             if t is not None:

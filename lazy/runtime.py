@@ -224,6 +224,7 @@ class Program:
     outputs: list[int]
     decisions: list[str]
     compiled: bool = False
+    written: tuple[int, ...] = ()  # input slots its kernels overwrite in place
 
 
 _programs: dict = {}
@@ -312,7 +313,7 @@ def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None) ->
         for d in sched.decisions:
             _log(f"  {d}")
     return Program(launches, sched.n_inputs, sched.allocs, sched.outputs, sched.decisions,
-                   compile_c.stats.misses > misses or backend == "triton")
+                   compile_c.stats.misses > misses or backend == "triton", sched.written)
 
 
 def _device_of(buffers: list[Buffer], device: str | None) -> str:
@@ -387,7 +388,7 @@ def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = Fa
     if not timed and tuner is None:  # the common case (and every lazy.jit replay): launches only
         for ln in prog.launches:
             ln(slots)
-        return [buffers[s] if s < prog.n_inputs else Buffer(slots[s]) for s in prog.outputs]
+        return _results(prog, buffers, slots)
     sync = torch.cuda.synchronize if dev.startswith("cuda") and timed else (lambda: None)
     recs = []
     for i, ln in enumerate(prog.launches):
@@ -410,4 +411,12 @@ def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = Fa
              + ("" if not fresh else " (scheduled and compiled)"))
         for r in recs:
             _log(f"  {r.name:<24} {r.seconds * 1e3:9.3f} ms {r.gbps:8.2f} GB/s")
-    return [buffers[s] if s < prog.n_inputs else Buffer(slots[s]) for s in prog.outputs]
+    return _results(prog, buffers, slots)
+
+
+def _results(prog: Program, buffers: list[Buffer], slots: list) -> list[Buffer]:
+    """The output buffers of a run: inputs written in place move to their next version (BUFFER nodes
+    made before the run read the old one), fresh allocations become buffers lazy owns."""
+    for s in prog.written:
+        buffers[s].version += 1
+    return [buffers[s] if s < prog.n_inputs else Buffer(slots[s], owned=True) for s in prog.outputs]

@@ -35,6 +35,7 @@ class Schedule:
     allocs: list[tuple[tuple[int, ...], str]]  # slot n_inputs + i: (shape, dtype name)
     outputs: list[int]
     decisions: list[str] = field(default_factory=list)
+    written: tuple[int, ...] = ()  # input slots a kernel overwrites in place (the `into` requests honoured)
 
 
 def _describe(n: Node) -> str:
@@ -253,6 +254,7 @@ def _lower_in_place(plan, roots, buffers, slot_of, realized, decisions, into) ->
             for r in roots:
                 if id(r) in aliased:
                     decisions.append(f"in-place: {_describe(r)} overwrites input slot {aliased[id(r)]}")
+            sched.written = tuple(sorted(set(aliased.values())))
             return sched
         for rid, why in bad.items():
             r = next(x for x in roots if id(x) == rid)
