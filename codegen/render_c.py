@@ -40,18 +40,22 @@ Shape of the code
 Tuning: `CConfig` holds the knobs the heuristics above fix (threads, the parallel threshold,
 TILE, SIMD width, unrolling, outer-loop chunks, loop order, where the reduction is split across
 threads); `CConfig()` renders exactly the heuristic code. `search_space(k)` lists, per knob,
-the values that can change `k`'s code: what codegen/tune.py searches.
+the values that can change `k`'s code: what codegen/tune.py searches. Each knob's type and range
+is declared with it (codegen/knobs.py); `render_c` checks the config before it renders anything
+(KnobError, a ValueError naming the knob) and formats knob values only through `knobs.src`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy
 
+from codegen import knobs
 from codegen.kernel_ir import C_TYPES, ITEMSIZE, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, subst_expr
+from codegen.knobs import flag, integer, knob, one_of
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
 # float sums: elements each SIMD lane adds in float before the block's sum goes into a double. The
@@ -73,6 +77,13 @@ STREAM_BLOCK = 1024  # elements per streamed block: a few KiB of L1 scratch per 
 STREAM_MIN_ROW_BYTES = 512  # shorter innermost rows keep plain stores (mostly unaligned edges)
 PARALLEL_MIN_WORK = 1 << 15  # elements touched; below this one thread is faster than waking others
 NEVER_PARALLEL = 1 << 62
+# What a CConfig knob may hold (codegen/knobs.py checks every config from a file or the database,
+# and every one rendered): wider than `search_space`, narrow enough that any value builds and runs.
+# A tile is a stack array of accumulators per reduction (4096 doubles: 32 KiB of stack)
+MAX_THREADS = 1024
+MAX_TILE = 4096
+MAX_CHUNK = 1 << 30
+SIMDLENS = (1, 2, 4, 8, 16, 32, 64)  # lanes: powers of two up to 64 bytes of int8
 
 
 @dataclass(frozen=True)
@@ -109,18 +120,18 @@ class CConfig:
         needs kept in L1 scratch arrays (`_call_stages`). None: on when there are two such calls.
     """
 
-    threads: int | None = None
-    parallel_min_work: int = PARALLEL_MIN_WORK
-    tile: int = TILE
-    simdlen: int | None = None
-    unroll: bool = False
-    chunk: int | None = None
-    interchange: bool | None = None
-    rsplit: bool = False
-    row_fn: bool | None = None
-    stream: bool | None = None
-    prefetch: bool | None = None
-    fission: bool | None = None
+    threads: int | None = knob(None, integer(1, MAX_THREADS, none=True))
+    parallel_min_work: int = knob(PARALLEL_MIN_WORK, integer(0, NEVER_PARALLEL))
+    tile: int = knob(TILE, integer(1, MAX_TILE))
+    simdlen: int | None = knob(None, one_of(*SIMDLENS, none=True))
+    unroll: bool = knob(False, flag())
+    chunk: int | None = knob(None, integer(1, MAX_CHUNK, none=True))
+    interchange: bool | None = knob(None, flag(none=True))
+    rsplit: bool = knob(False, flag())
+    row_fn: bool | None = knob(None, flag(none=True))
+    stream: bool | None = knob(None, flag(none=True))
+    prefetch: bool | None = knob(None, flag(none=True))
+    fission: bool | None = knob(None, flag(none=True))
 
 
 ROW_FN_MAX = 16384  # 2048-wide softmax / layer norm / RMS norm rows: 5-7% faster as row functions
@@ -785,7 +796,7 @@ def _sum_block(size: int, cfg: CConfig) -> int | str:
     """Elements per float block of a blocked sum over `size`: SUM_LANE per lane of the config's
     vector width, or of the compiler's (the LZ_SUM_BLOCK macro, 256 to 1024)."""
     if cfg.simdlen:
-        return min(size, SUM_LANE * cfg.simdlen)
+        return min(size, SUM_LANE * knobs.value(cfg, "simdlen"))
     return size if size <= SUM_LANE * 4 else "LZ_SUM_BLOCK"
 
 
@@ -805,23 +816,27 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     """C source for `k`. `config` sets the knobs (None: the heuristics); `threads` caps the OpenMP
     team (None: the config's, else the runtime's default)."""
     cfg = config or CConfig()
-    threads = threads or cfg.threads
-    tile = cfg.tile
-    simd_clause = " simd" + (f" simdlen({cfg.simdlen})" if cfg.simdlen else "")
+    if threads:
+        cfg = replace(cfg, threads=threads)
+    # every knob checked before any code is made, and each one formatted into the source through
+    # knobs.src: a config read from a file or the database can put nothing but numbers there
+    knobs.check(cfg)
+    tile = knobs.src(cfg, "tile")
+    simd_clause = " simd" + (f" simdlen({knobs.src(cfg, 'simdlen')})" if cfg.simdlen else "")
     simd = "#pragma omp" + simd_clause
     params = []
     for i, b in enumerate(k.buffers):
         const = "" if b.output else "const "
         params.append(f"{const}{C_TYPES[b.dtype][0]}* restrict b{i}")
     parallel = _work(k) >= cfg.parallel_min_work
-    nt = f" num_threads({threads})" if threads else ""
+    nt = f" num_threads({knobs.src(cfg, 'threads')})" if cfg.threads else ""
     n = len(k.loops)
     tiles = n >= 1 and any(r.depth == n and r.rvars for r in k.reduces)
     interchange = _prefers_interchange(k) if cfg.interchange is None or not tiles else cfg.interchange
     swap = bool(cfg.interchange) and _interchange_legal(k)  # 2-D pointwise: loop x1 outside x0
     rsplit = cfg.rsplit and parallel and any(r.rvars for r in k.reduces)
     outer_parallel = parallel and not rsplit
-    chunk = cfg.chunk if cfg.chunk and outer_parallel and n == 1 and not tiles else None
+    chunk = knobs.value(cfg, "chunk") if cfg.chunk and outer_parallel and n == 1 and not tiles else None
     stream = _streams(k, cfg) and not swap
     # outputs through L1 blocks: streamed ones, and float16 ones (narrowed a block at a time)
     blocks = stream or _f16_blocks(k, cfg) and not swap

@@ -1,0 +1,274 @@
+"""No code from data: tuning configs read from an export file or the tuning database are checked
+knob by knob (codegen/knobs.py) before any of them reaches generated source.
+
+A tuning file used to be trusted: a `simdlen` holding C text went into `#pragma omp simd
+simdlen(...)` and ran `system()` in the next program that launched the kernel. These tests write
+that file (and its cousins: out-of-range, mistyped, unknown and nested knobs), import it and
+tamper the database with it, and check that nothing of it runs: an import is refused whole, a
+tampered row is reported and the kernel runs with its default config. The specs beside each
+config class are checked against the search spaces the tuner walks, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, fields, replace
+
+import numpy as np
+import pytest
+from conftest import kernels_of
+
+import lazy
+from codegen import gemm_c, gemm_triton, knobs, render_c, render_triton, tune, tunedb
+from codegen.gemm_c import GemmCConfig
+from codegen.gemm_triton import GemmConfig
+from codegen.kernel_ir import BufferArg, ExternCall, StridedView
+from codegen.render_c import CConfig
+from codegen.render_triton import TritonConfig
+from lazy import runtime
+
+CLASSES = (CConfig, TritonConfig, GemmCConfig, GemmConfig)
+# valid values of the knobs that have no default
+REQUIRED = {TritonConfig: {"XBLOCK": 64}, GemmConfig: {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}}
+
+
+def injection(path) -> str:
+    """A simdlen that closes the pragma, runs a shell command, and reopens it (it worked)."""
+    return (f'1)\n  for (int lz_i = 0; lz_i < 1; lz_i++) {{ extern int system(const char*); system("id > {path}"); }}'
+            "\n  #pragma omp simd simdlen(8")
+
+
+# (what the config holds, the knob the refusal must name)
+BAD_C_CONFIGS = [
+    ({"tile": 0}, "tile"),
+    ({"tile": -8}, "tile"),
+    ({"tile": 2.5}, "tile"),
+    ({"tile": 64.0}, "tile"),
+    ({"tile": "64"}, "tile"),
+    ({"simdlen": -4}, "simdlen"),
+    ({"simdlen": 3}, "simdlen"),
+    ({"threads": True}, "threads"),
+    ({"threads": 0}, "threads"),
+    ({"unroll": 1}, "unroll"),
+    ({"chunk": [4096]}, "chunk"),
+    ({"tile": {"value": 64}}, "tile"),
+    ({"stream": {"nested": {"deeper": True}}}, "stream"),
+    ({"evil_knob": 1}, "evil_knob"),
+]
+
+
+@pytest.fixture(autouse=True)
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "tuning.sqlite"
+    monkeypatch.setenv("LAZY_TUNE_DB", str(path))
+    monkeypatch.delenv("LAZY_TUNE", raising=False)
+    tune.forget()
+    tunedb._warned.clear()
+    yield path
+    tune.forget()
+
+
+@pytest.fixture
+def fresh_programs():
+    """Programs compiled inside are compiled again (so the tuning database is read again), and
+    forgotten after."""
+    saved = dict(runtime._programs)
+    runtime._programs.clear()
+    tune.forget()
+    yield
+    runtime._programs.clear()
+    runtime._programs.update(saved)
+    tune.forget()
+
+
+X = np.random.default_rng(0).standard_normal((48, 200)).astype(np.float32)
+
+
+def workload():
+    """Two kernels: a pointwise one (the injection's target) and a column sum (tiled: tile matters)."""
+    x = lazy.tensor(X)
+    return [x + 1.0, (x * 2.0).sum(0)]
+
+
+def the_kernels():
+    return kernels_of(lambda: lazy.realize(*workload()))
+
+
+def stored_row(k, config, default_config=None, kind="c", name=None) -> dict:
+    return {"kernel": k.key(), "device": tune.device_name(kind), "version": tune.backend_version(kind),
+            "backend": kind, "name": name or k.name, "config": config, "default_config": default_config or {},
+            "default_s": 2e-3, "tuned_s": 1e-3, "tried": 5, "rejected": 0, "tuning_s": 1.5, "created": 1.0}
+
+
+def tamper(db, rows: list[dict]) -> None:
+    """Write rows straight into the sqlite file, as anyone who can write it could."""
+    assert tunedb.put([])  # our schema, so the file is read rather than set aside
+    con = sqlite3.connect(db)
+    with con:
+        for r in rows:
+            con.execute(f"INSERT OR REPLACE INTO tuned ({', '.join(tunedb.FIELDS)}) VALUES "
+                        f"({', '.join('?' * len(tunedb.FIELDS))})",
+                        [json.dumps(r[f]) if f in ("config", "default_config") else r[f] for f in tunedb.FIELDS])
+    con.close()
+
+
+def launches():
+    return [ln for p in runtime._programs.values() for ln in p.launches]
+
+
+def gemm_call(dtype="float32", m=32, n=48, k=40) -> ExternCall:
+    return ExternCall("k0_matmul", "matmul",
+                      (BufferArg("b0", dtype, m * n, True), BufferArg("b1", dtype, m * k, False),
+                       BufferArg("b2", dtype, k * n, False)),
+                      (StridedView((m, n), (n, 1), 0), StridedView((m, k), (k, 1), 0), StridedView((k, n), (n, 1), 0)))
+
+
+# -- the renderers: defence in depth ---------------------------------------------------------------
+def forged(cfg, **values):
+    """`cfg` with `values` set behind the dataclass's back (frozen, and never checked by itself)."""
+    cfg = replace(cfg)
+    for name, v in values.items():
+        object.__setattr__(cfg, name, v)
+    return cfg
+
+
+@pytest.mark.parametrize("values, knob", [
+    ({"simdlen": 'x) system("id"); //'}, "simdlen"), ({"tile": 0}, "tile"), ({"tile": -8}, "tile"),
+    ({"simdlen": -4}, "simdlen"), ({"threads": "4) num_threads(1"}, "threads"), ({"chunk": 2.5}, "chunk"),
+    ({"unroll": "yes"}, "unroll"),
+])
+def test_the_c_renderer_refuses_a_bad_knob_before_rendering(values, knob):
+    _, colsum = the_kernels()
+    with pytest.raises(ValueError, match=rf"CConfig\.{knob}=.*expected"):
+        render_c.render_c(colsum, config=forged(CConfig(), **values))
+    with pytest.raises(ValueError, match=rf"CConfig\.{knob}="):
+        render_c.render_c(colsum, config=CConfig(**values))  # built in code: not checked until rendered
+
+
+def test_the_other_renderers_refuse_a_bad_knob_before_rendering():
+    x = lazy.tensor(X)
+    (k,) = kernels_of(lambda: x.softmax(-1).realize())
+    with pytest.raises(ValueError, match=r"TritonConfig\.num_warps='4\\n.*expected a power of two"):
+        render_triton.render_triton(k, forged(render_triton.choose_config(k), num_warps="4\nimport os"))
+    with pytest.raises(ValueError, match=r"TritonConfig\.XBLOCK=0"):
+        render_triton.render_triton(k, TritonConfig(XBLOCK=0))
+    call = gemm_call()
+    with pytest.raises(ValueError, match=r"GemmCConfig\.MC='96\) \*/ "):
+        gemm_c.render_gemm_c(call, forged(GemmCConfig(), MC="96) */ int x; /*"))
+    with pytest.raises(ValueError, match=r"GemmCConfig MC=4"):
+        gemm_c.render_gemm_c(call, GemmCConfig(MC=4))
+    evil = 'ieee"); import os; os.system("id"); ("'
+    for check in (True, False):  # the tuner renders with check=False: the knobs are checked anyway
+        with pytest.raises(ValueError, match=r"GemmConfig\.input_precision="):
+            gemm_triton.render(call, forged(gemm_triton.choose_config(call), input_precision=evil), check=check)
+    with pytest.raises(ValueError, match=r"GemmConfig\.BLOCK_K=8"):
+        gemm_triton.render(call, GemmConfig(32, 32, 8), check=False)
+
+
+def test_src_formats_only_integers_and_listed_words():
+    cfg = GemmConfig(32, 32, 32, input_precision="tf32")
+    assert knobs.src(cfg, "BLOCK_M") == "32" and knobs.src(cfg, "input_precision") == "tf32"
+    with pytest.raises(knobs.KnobError, match="only integers and enum values"):
+        knobs.src(CConfig(), "unroll")
+    with pytest.raises(knobs.KnobError, match="only integers and enum values"):
+        knobs.src(CConfig(), "simdlen")  # None: the renderer decides, it does not format it
+    assert knobs.describe(cfg) == repr(cfg) and knobs.py_dict(cfg) == repr(asdict(cfg))
+
+
+# -- the specs and the search spaces ---------------------------------------------------------------
+def knob_cases():
+    return [pytest.param(cls, f.name, id=f"{cls.__name__}.{f.name}") for cls in CLASSES for f in fields(cls)]
+
+
+def default_of(cls, name):
+    (f,) = [f for f in fields(cls) if f.name == name]
+    return REQUIRED[cls][name] if name in REQUIRED.get(cls, {}) else f.default
+
+
+def build(cls, name, v):
+    return knobs.from_dict(cls, {**REQUIRED.get(cls, {}), name: v})
+
+
+def wrong_types(spec: knobs.Spec) -> list:
+    common = [[], {}, {"nested": 1}, object()]
+    if spec.kind == "bool":
+        return common + [1, 0, "true", 1.0] + ([] if spec.none else [None])
+    if spec.kind == "enum":
+        return common + [1, True, 1.5, spec.values[0].encode()] + ([] if spec.none else [None])
+    good = spec.values[0] if spec.values else spec.lo
+    return common + [True, False, float(good), str(good), good + 0.5] + ([] if spec.none else [None])
+
+
+def out_of_range(spec: knobs.Spec) -> list:
+    if spec.kind == "bool":
+        return []  # two values, both allowed: nothing in range to get wrong
+    if spec.kind == "enum":
+        return [spec.values[0].upper() + "x", "", spec.values[0] + "\n"]
+    bad = [spec.lo - 1, spec.hi + 1, -(2 ** 70), 2 ** 70]
+    if spec.values:
+        bad.append(next(v for v in range(spec.lo, spec.hi) if v not in spec.values))
+    if spec.pow2:
+        bad.append(3 * spec.lo if spec.lo > 1 else 3)
+    return bad
+
+
+@pytest.mark.parametrize("cls, name", knob_cases())
+def test_every_knob_rejects_wrong_types_and_out_of_range_values(cls, name):
+    spec = knobs.specs(cls)[name]
+    bad_values = wrong_types(spec) + out_of_range(spec)
+    assert bad_values or spec.kind == "bool"
+    for v in bad_values:
+        with pytest.raises(knobs.KnobError) as e:
+            build(cls, name, v)
+        msg = str(e.value)
+        assert f"{cls.__name__}.{name}=" in msg and "expected" in msg and "\n" not in msg, msg
+        with pytest.raises(knobs.KnobError, match=rf"{cls.__name__}\.{name}="):  # built in code
+            knobs.check(forged(build(cls, name, default_of(cls, name)), **{name: v}))
+
+
+def search_spaces() -> dict:
+    """Every search space the tuner walks, on kernels that make every knob appear."""
+    x, y, z = lazy.tensor(X), lazy.tensor(np.ones(40_000, np.float32)), lazy.tensor(np.ones((200, 300), np.float32))
+    ks = (kernels_of(lambda: lazy.realize((z * 2.0).sum(0), x.softmax(-1), (y * 3.0).exp(), x.T + 1.0,
+                                          (y.sigmoid() + y).tanh(), (x * x).sum())))
+    calls = [gemm_call(dtype, m, n, k) for dtype in ("float32", "float16", "float64")
+             for m, n, k in ((32, 48, 40), (1024, 1024, 1024), (1, 4096, 64))]
+    spaces: dict = {cls: {} for cls in CLASSES}
+
+    def add(cls, space):
+        for knob, values in space.items():
+            spaces[cls].setdefault(knob, set()).update(values)
+
+    for k in ks:
+        add(CConfig, render_c.search_space(k))
+        add(TritonConfig, render_triton.search_space(k))
+    for call in calls:
+        add(GemmConfig, gemm_triton.search_space(call))
+        add(GemmCConfig, gemm_c.search_space(call))
+    for c in gemm_c.CONFIGS:
+        add(GemmCConfig, {f: (v,) for f, v in asdict(c).items()})
+    for call in calls:
+        for c in gemm_triton.candidate_configs(call):
+            add(GemmConfig, {f: (v,) for f, v in asdict(c).items()})
+    return spaces
+
+
+def test_every_searched_value_is_allowed_by_its_knob():
+    spaces = search_spaces()
+    for cls in CLASSES:
+        assert set(spaces[cls]) <= set(knobs.specs(cls)), cls
+        for name, values in spaces[cls].items():
+            for v in values:
+                build(cls, name, v)  # raises on a value the spec does not allow
+    assert set(spaces[CConfig]) == {f.name for f in fields(CConfig)}  # every C knob is searched somewhere
+    # whole points, too: the tuner's and the heuristics' configs pass the checks that span knobs
+    assert all(gemm_c.valid_config(c) for c in gemm_c.CONFIGS)
+    for cls in CLASSES:
+        for f in fields(cls):
+            build(cls, f.name, default_of(cls, f.name))  # defaults are allowed
+
+
+def test_every_config_field_declares_a_spec():
+    for cls in CLASSES:
+        assert set(knobs.specs(cls)) == {f.name for f in fields(cls)}
