@@ -7,6 +7,12 @@ Out: a `TuneResult` (default and best config, their times, what was tried and re
      in the tuning database (codegen/tunedb.py); `tuned_config(kernel, backend)` gives the stored
      winner to the runtime when it compiles the kernel.
 
+Configs are checked wherever they come in (codegen/knobs.py: each knob's type and range is
+declared beside its config class): `tuned_config` refuses a stored row whose config or
+default_config is not what the tuner writes, or that the kernel cannot be built with
+(`check_fit`), warns once and gives None, so the kernel runs with its default config; the search
+skips points outside the specs before building anything.
+
 Search spaces are declared beside each backend: `render_c.search_space` (threads, parallel
 threshold, tile, simdlen, unroll, chunk, loop order, reduction split, row functions),
 `render_triton.search_space` (XBLOCK, RBLOCK, num_warps, num_stages), `gemm_triton.search_space`
@@ -50,7 +56,7 @@ from functools import cache
 import numpy as np
 import torch
 
-from codegen import tunedb
+from codegen import knobs, tunedb
 from codegen.kernel_ir import ExternCall, Kernel
 
 SCHEMA = 1  # of stored configs: bump when a knob's meaning changes, so old winners are not reused
@@ -136,6 +142,9 @@ def kind_of(k: Kernel | ExternCall, backend: str) -> str | None:
     return None
 
 
+KINDS = ("c", "triton", "gemm", "cgemm")  # a stored row's `backend`: which config class it holds
+
+
 def _config_type(kind: str):
     if kind == "c":
         from codegen.render_c import CConfig
@@ -155,7 +164,30 @@ def _config_type(kind: str):
 
 
 def config_from(kind: str, d: dict):
-    return _config_type(kind)(**d)
+    """A checked config of `kind` from stored JSON: KnobError (a ValueError) for an unknown or
+    missing knob, or a value its spec (codegen/knobs.py) does not allow."""
+    if kind not in KINDS:
+        raise knobs.KnobError(f"unknown backend {knobs.shown(kind)} (expected one of {', '.join(KINDS)})")
+    return knobs.from_dict(_config_type(kind), d)
+
+
+def check_fit(k: Kernel | ExternCall, kind: str, cfg) -> None:
+    """Raise ValueError unless `cfg` is a config of `kind` that `k` can be built with: every knob
+    within its spec, and what spans knobs (Triton block size, GEMM shared memory or registers)."""
+    if kind == "c":
+        knobs.check(cfg)
+    elif kind == "triton":
+        from codegen import render_triton
+
+        render_triton.check_config(cfg)
+    elif kind == "cgemm":
+        from codegen import gemm_c
+
+        gemm_c.check_config(cfg)
+    else:
+        from codegen import gemm_triton
+
+        gemm_triton.check_config(cfg, gemm_triton.problem_of(k).dtype)
 
 
 # -- the runtime's lookup ----------------------------------------------------------------------
@@ -179,10 +211,16 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
         row = tunedb.get(k.key(), device_name(kind), backend_version(kind))
         if row is not None:
             try:
+                # the file is anyone's who can write it: its knobs become source code, so a row
+                # that is not what the tuner writes is refused whole (its default_config too)
+                config_from(kind, row["default_config"])
                 cfg = config_from(kind, row["config"])
+                check_fit(k, kind, cfg)
                 stats["hits"] += 1
-            except TypeError as e:
-                tunedb._warn(f"tuning database {p}: stored config for {k.key()} does not fit this version ({e})")
+            except ValueError as e:
+                cfg = None
+                tunedb._warn(f"tuning database {p}: stored config of {k.name} ({k.key()}) rejected, running its "
+                             f"default config: {e}")
     _memo[key] = cfg
     return cfg
 
@@ -595,6 +633,7 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
     once to be verified. The result is stored in the tuning database unless `store=False`."""
     t_start = time.perf_counter()
     ad = adapter_for(k, backend)
+    check_fit(k, ad.kind, ad.default)
     outputs = [i for i, b in enumerate(k.buffers) if b.output]
     ws, restore, put_back = _workspace(k, tensors, outputs)
     sync = _sync(ws)
@@ -603,6 +642,13 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
 
     def config(point: dict):
         return replace(ad.default, **point)
+
+    def fits(point: dict) -> bool:  # what the tuner builds is checked like what it reads
+        try:
+            check_fit(k, ad.kind, config(point))
+            return True
+        except ValueError:
+            return False
 
     def evaluate(point: dict) -> float | None:
         cfg = config(point)
@@ -631,7 +677,7 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
         search = coordinate_descent(  # the rest of the budget is for the confirmation below
             ad.space, {name: getattr(ad.default, name) for name in ad.space}, evaluate,
             budget_s=budget_s * (0.85 if bench is None else 1.0), max_configs=max_configs, min_gain=min_gain,
-            identity=lambda p: ad.source(config(p)), valid=lambda p: ad.valid(config(p)),
+            identity=lambda p: ad.source(config(p)), valid=lambda p: fits(p) and ad.valid(config(p)),
             prefetch=(lambda ps: ad.prefetch([config(p) for p in ps])) if ad.prefetch else None, progress=progress)
         best = config(search.best)
         default_s, best_s = search.start_s, search.best_s

@@ -16,6 +16,11 @@ Invariants
   program: a database that cannot be used reads as empty, and a write that cannot be done is
   reported and dropped (the kernel simply runs untuned).
 - Reading is cheap: when the file does not exist, `get` returns None without opening anything.
+- Rows are data from whoever could write the file or the export, and their configs become
+  generated source: `load_export` checks every field of every row (configs knob by knob, through
+  codegen/tune.py `config_from` and codegen/knobs.py) and refuses the whole file on the first bad
+  one, so an import writes all its rows or none; codegen/tune.py `tuned_config` checks each row
+  it reads.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from codegen import knobs
 
 SCHEMA = 1
 APP = "lazy-triton tuning database"
@@ -50,6 +57,13 @@ CREATE TABLE IF NOT EXISTS tuned (
     created REAL NOT NULL,         -- unix time
     PRIMARY KEY (kernel, device, version)
 )""")
+
+# what each field of an imported row must be (a bool is never a number)
+_TEXT, _OBJECT, _INT = (str, "a string"), (dict, "a JSON object"), (int, "an integer")
+_NUMBER, _TIME = ((int, float), "a number"), ((int, float, type(None)), "a number or null")
+_ROW_TYPES = {"kernel": _TEXT, "device": _TEXT, "version": _TEXT, "backend": _TEXT, "name": _TEXT,
+              "config": _OBJECT, "default_config": _OBJECT, "default_s": _TIME, "tuned_s": _TIME, "tried": _INT,
+              "rejected": _INT, "tuning_s": _NUMBER, "created": _NUMBER}
 
 _warned: set[str] = set()
 _lock = threading.Lock()
@@ -262,7 +276,8 @@ def export(dest: Path) -> int:
 
 
 def load_export(src: Path) -> list[dict]:
-    """Rows of a JSON export, validated. ValueError says what is wrong with the file."""
+    """Rows of a JSON export, every field and every config knob checked. ValueError (one line)
+    says what is wrong with the file: which row, which field or knob, its value, what was expected."""
     try:
         payload = json.loads(Path(src).read_text())
     except json.JSONDecodeError as e:
@@ -271,10 +286,22 @@ def load_export(src: Path) -> list[dict]:
         raise ValueError(f"{src} is not a lazy tuning export (expected {{'app': {APP!r}, 'rows': [...]}})")
     if payload.get("schema") != SCHEMA:
         raise ValueError(f"{src} has schema {payload.get('schema')!r}; this version reads schema {SCHEMA}")
+    from codegen import tune  # configs are checked by the classes tune.py builds them with
+
     out = []
     for i, r in enumerate(payload["rows"]):
         missing = [f for f in FIELDS if f not in r] if isinstance(r, dict) else list(FIELDS)
-        if missing or not isinstance(r["config"], dict) or not isinstance(r["default_config"], dict):
-            raise ValueError(f"{src}: row {i} is malformed (missing {missing or 'config dicts'})")
+        if missing:
+            raise ValueError(f"{src}: row {i} is malformed (missing {missing})")
+        where = f"{src}: row {i} (kernel {knobs.shown(r['kernel'])})"
+        for f in FIELDS:
+            types, what = _ROW_TYPES[f]
+            if not isinstance(r[f], types) or isinstance(r[f], bool):
+                raise ValueError(f"{where}: {f}={knobs.shown(r[f])} is not {what}")  # noqa: TRY004 (a bad file)
+        for f in ("config", "default_config"):
+            try:
+                tune.config_from(r["backend"], r[f])
+            except ValueError as e:
+                raise ValueError(f"{where}: {f}: {e}") from None
         out.append({f: r[f] for f in FIELDS})
     return out

@@ -36,6 +36,11 @@ def _ms(s: float | None) -> str:
     return "-" if s is None else f"{s * 1e3:.3f}" if s >= 1e-4 else f"{s * 1e3:.2g}"
 
 
+def _number(v) -> float | None:
+    """A number from a row (a database or an imported file may hold anything), else None."""
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _changes(default: dict, config: dict) -> str:
     diff = [f"{k}={v}" for k, v in config.items() if default.get(k) != v]
     return " ".join(diff) if diff else "(default)"
@@ -162,10 +167,13 @@ class Session:
         stored = None if self.force else _tune.tuned_config(k, backend)
         if stored is not None:
             row = tunedb.get(k.key(), _tune.device_name(kind), _tune.backend_version(kind)) or {}
-            default = _tune.config_from(kind, row.get("default_config") or asdict(stored))
+            try:  # tuned_config checked this row; another process may have replaced it since
+                default = _tune.config_from(kind, row.get("default_config") or asdict(stored))
+            except ValueError:
+                default = stored
             self.report.kernels.append(_tune.TuneResult(
-                k.name, k.key(), kind, _tune.device_name(kind), default, stored, row.get("default_s") or 0.0,
-                row.get("tuned_s") or 0.0, 0, status="stored"))
+                k.name, k.key(), kind, _tune.device_name(kind), default, stored,
+                _number(row.get("default_s")) or 0.0, _number(row.get("tuned_s")) or 0.0, 0, status="stored"))
             self.progress.start(k.name, self.budget_s, self.max_configs)
             self.progress.finish(f"{k.name} ({kind}): stored winner, not re-tuned")
             return stored

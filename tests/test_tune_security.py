@@ -17,7 +17,8 @@ from dataclasses import asdict, fields, replace
 
 import numpy as np
 import pytest
-from conftest import kernels_of
+import torch
+from conftest import kernels_of, run_cli
 
 import lazy
 from codegen import gemm_c, gemm_triton, knobs, render_c, render_triton, tune, tunedb
@@ -124,6 +125,118 @@ def gemm_call(dtype="float32", m=32, n=48, k=40) -> ExternCall:
                       (StridedView((m, n), (n, 1), 0), StridedView((m, k), (k, 1), 0), StridedView((k, n), (n, 1), 0)))
 
 
+# -- the import ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, knob", [("injection", "simdlen")] + BAD_C_CONFIGS)
+def test_an_import_with_a_bad_config_is_refused_whole(db, tmp_path, bad, knob):
+    pwned = tmp_path / "pwned"
+    config = {"simdlen": injection(pwned)} if bad == "injection" else bad
+    pointwise, colsum = the_kernels()
+    export = tmp_path / "tuned.json"
+    rows = [stored_row(colsum, {"tile": 128}), stored_row(pointwise, config)]  # a good row first
+    export.write_text(json.dumps({"app": tunedb.APP, "schema": tunedb.SCHEMA, "rows": rows}))
+    rc, out, err = run_cli("tune", "--import", str(export))
+    assert rc == 2 and "imported" not in out
+    assert err.count("\n") == 1 and "cannot import" in err and "row 1" in err and knob in err, err
+    assert "expected" in err or "unknown knob" in err
+    assert tunedb.rows() == []  # nothing half-written: not even the good row
+    with pytest.raises(ValueError, match=f"row 1 .*{knob}"):
+        tunedb.load_export(export)
+    lazy.realize(*workload())
+    assert not pwned.exists()
+
+
+@pytest.mark.parametrize("row_change, message", [
+    ({"backend": "python"}, "unknown backend 'python'"),
+    ({"default_config": {"tile": 0}}, "default_config: CConfig.tile=0"),
+    ({"name": 42}, "name=42 is not a string"),
+    ({"tried": True}, "tried=True is not an integer"),
+    ({"tuned_s": "fast"}, "tuned_s='fast' is not a number or null"),
+    ({"backend": "triton", "config": {"XBLOCK": 48}}, "TritonConfig.XBLOCK=48: expected a power of two"),
+    ({"backend": "triton", "config": {"RBLOCK": 64}}, "TritonConfig: missing knob XBLOCK"),
+    ({"backend": "gemm", "config": {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "input_precision": "tf32\")"}},
+     "GemmConfig.input_precision='tf32\")': expected one of 'ieee', 'tf32', 'tf32x3'"),
+    ({"backend": "cgemm", "config": {"MR": 31}}, "GemmCConfig.MR=31: expected an integer from 1 to 30"),
+])
+def test_an_import_checks_every_field_of_a_row(tmp_path, row_change, message):
+    (pointwise, _) = the_kernels()
+    export = tmp_path / "tuned.json"
+    export.write_text(json.dumps({"app": tunedb.APP, "schema": tunedb.SCHEMA,
+                                  "rows": [{**stored_row(pointwise, {}), **row_change}]}))
+    with pytest.raises(ValueError, match="row 0") as e:
+        tunedb.load_export(export)
+    assert message in str(e.value)
+
+
+def test_a_good_export_still_imports(tmp_path):
+    pointwise, colsum = the_kernels()
+    export = tmp_path / "tuned.json"
+    export.write_text(json.dumps({"app": tunedb.APP, "schema": tunedb.SCHEMA, "rows": [
+        stored_row(colsum, asdict(CConfig(tile=128, simdlen=8)), asdict(CConfig())),
+        stored_row(pointwise, {"threads": 1, "unroll": True})]}))
+    rc, out, err = run_cli("tune", "--import", str(export))
+    assert rc == 0 and "imported 2" in out, err
+    assert len(tunedb.rows()) == 2
+
+
+# -- the database ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, knob", [("injection", "simdlen")] + BAD_C_CONFIGS
+                         + [("default_config", "tile")])
+def test_a_tampered_database_row_runs_the_default_config(db, tmp_path, capfd, fresh_programs, bad, knob):
+    pwned = tmp_path / "pwned"
+    config = {"simdlen": injection(pwned)} if bad == "injection" else {} if bad == "default_config" else bad
+    default_config = {"tile": -1} if bad == "default_config" else {}
+    pointwise, colsum = the_kernels()
+    tamper(db, [stored_row(k, config, default_config) for k in (pointwise, colsum)])
+    runtime._programs.clear()
+    tune.forget()
+    capfd.readouterr()
+    y, s = workload()
+    np.testing.assert_allclose(y.numpy(), X + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(s.numpy(), (X.astype(np.float64) * 2).sum(0), rtol=1e-5, atol=1e-5)
+    assert not pwned.exists()
+    ran = {ln.kernel.key(): ln for ln in launches()}
+    for k in (pointwise, colsum):
+        assert ran[k.key()].config is None and ran[k.key()].source == render_c.render_c(k)
+    err = capfd.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("lazy: tuning database")]
+    assert len(warnings) == 2, err
+    assert all("rejected, running its default config" in w and knob in w for w in warnings), err
+
+
+def test_a_good_database_row_is_still_used(db, fresh_programs):
+    _, colsum = the_kernels()
+    tamper(db, [stored_row(colsum, {"tile": 16, "simdlen": 8})])
+    runtime._programs.clear()
+    tune.forget()
+    _, s = workload()
+    np.testing.assert_allclose(s.numpy(), (X.astype(np.float64) * 2).sum(0), rtol=1e-5, atol=1e-5)
+    (ln,) = [ln for ln in launches() if ln.kernel.key() == colsum.key()]
+    assert ln.config == CConfig(tile=16, simdlen=8) and "simdlen(8)" in ln.source and "xb += 16" in ln.source
+
+
+@pytest.mark.parametrize("config, knob", [
+    ({"MC": 4}, "MC=4"),  # less than a micro-tile: the MC / MR * MR step is 0, the loop never ends
+    ({"NC": 8}, "NC=8"),
+    ({"MR": 16, "NV": 2}, "MR=16, NV=2"),  # more accumulators than registers
+    ({"KC": "512\n#include </etc/passwd>"}, "GemmCConfig.KC="),
+])
+def test_a_tampered_c_gemm_row_runs_the_default_config(db, capfd, config, knob):
+    call = gemm_call()
+    assert tune.kind_of(call, "c") == "cgemm"
+    tamper(db, [stored_row(call, config, kind="cgemm")])
+    assert tune.tuned_config(call, "c") is None
+    assert knob in capfd.readouterr().err
+
+
+def test_a_tampered_triton_row_runs_the_default_config(db, capfd):
+    x = lazy.tensor(X)
+    (k,) = kernels_of(lambda: x.softmax(-1).realize())
+    tamper(db, [stored_row(k, {"XBLOCK": 1 << 20, "RBLOCK": 1 << 20},  # 2^40 elements a block
+                           asdict(render_triton.choose_config(k)), kind="triton")])
+    assert tune.tuned_config(k, "triton") is None
+    assert "a block holds at most 1048576 elements" in capfd.readouterr().err
+
+
 # -- the renderers: defence in depth ---------------------------------------------------------------
 def forged(cfg, **values):
     """`cfg` with `values` set behind the dataclass's back (frozen, and never checked by itself)."""
@@ -174,6 +287,23 @@ def test_src_formats_only_integers_and_listed_words():
     with pytest.raises(knobs.KnobError, match="only integers and enum values"):
         knobs.src(CConfig(), "simdlen")  # None: the renderer decides, it does not format it
     assert knobs.describe(cfg) == repr(cfg) and knobs.py_dict(cfg) == repr(asdict(cfg))
+
+
+# -- what the tuner builds -------------------------------------------------------------------------
+def test_the_tuner_skips_points_outside_the_specs(monkeypatch):
+    _, colsum = the_kernels()
+    monkeypatch.setattr(render_c, "search_space", lambda k: {"tile": (0, 16, 64), "simdlen": (None, 3, 8)})
+    tried = []
+
+    def bench(_k, cfg):
+        tried.append(cfg)
+        return 0.1 if cfg.tile == 0 or cfg.simdlen == 3 else 1.0
+
+    tensors = [torch.randn(b.numel).to(runtime.TORCH_DTYPES[b.dtype]) for b in colsum.buffers]
+    res = tune.tune_kernel(colsum, "c", tensors, bench=bench, store=False)
+    assert res.rejected == [] and tried  # skipped before anything was built, not built and failed
+    assert all(c.tile != 0 and c.simdlen != 3 for c in tried)
+    knobs.check(res.best)
 
 
 # -- the specs and the search spaces ---------------------------------------------------------------
