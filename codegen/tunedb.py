@@ -20,7 +20,7 @@ Invariants
   generated source: `load_export` checks every field of every row (configs knob by knob, through
   codegen/tune.py `config_from` and codegen/knobs.py) and refuses the whole file on the first bad
   one, so an import writes all its rows or none; codegen/tune.py `tuned_config` checks each row
-  it reads.
+  it reads. Text from rows reaches the terminal only through `printable` (warnings, reports).
 """
 
 from __future__ import annotations
@@ -78,10 +78,17 @@ def path() -> Path:
     return cache_root() / "tuning.sqlite"
 
 
+def printable(text) -> str:
+    """`text` with every character that is not printable (control characters, terminal escape
+    sequences' ESC, bidirectional overrides) replaced by its `repr` escape: what a file or the
+    database holds may be shown on a terminal, never interpreted by it."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _warn(msg: str) -> None:
     if msg not in _warned:
         _warned.add(msg)
-        print(f"lazy: {msg}", file=sys.stderr)
+        print(f"lazy: {printable(msg)}", file=sys.stderr)
 
 
 class _Foreign(Exception):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from codegen import tune as _tune
 from codegen import tunedb
+from codegen.tunedb import printable
 from lazy import runtime
 
 DEFAULT_BUDGET_S = 10.0
@@ -42,20 +43,27 @@ def _number(v) -> float | None:
 
 
 def _changes(default: dict, config: dict) -> str:
+    if not isinstance(default, dict) or not isinstance(config, dict):
+        return printable(repr(config))
     diff = [f"{k}={v}" for k, v in config.items() if default.get(k) != v]
-    return " ".join(diff) if diff else "(default)"
+    return printable(" ".join(diff)) if diff else "(default)"
 
 
 def format_rows(rows: list[dict]) -> str:
-    """Rows with name, kernel, backend, default_s, tuned_s, tried, tuning_s, config, default_config."""
+    """Rows with name, kernel, backend, default_s, tuned_s, tried, tuning_s, config, default_config.
+    Text from the rows is shown with control characters escaped (`tunedb.printable`): a name in an
+    imported file must not reach the terminal as an escape sequence."""
     head = (f"{'kernel':<26} {'key':<12} {'backend':<7} {'default ms':>11} {'tuned ms':>10} {'speedup':>8} "
             f"{'configs':>7} {'tune s':>7}  config")
     out = [head, "-" * len(head)]
     for r in rows:
-        sp = r["default_s"] / r["tuned_s"] if r.get("default_s") and r.get("tuned_s") else 1.0
-        out.append(f"{r['name'][:26]:<26} {r['kernel'][:12]:<12} {r['backend']:<7} {_ms(r['default_s']):>11} "
-                   f"{_ms(r['tuned_s']):>10} {sp:>7.2f}x {r['tried']:>7} {r['tuning_s']:>7.1f}  "
-                   f"{_changes(r['default_config'], r['config'])}")
+        default_s, tuned_s, tuning_s = (_number(r.get(f)) for f in ("default_s", "tuned_s", "tuning_s"))
+        tried = r.get("tried") if isinstance(_number(r.get("tried")), int) else "-"
+        sp = default_s / tuned_s if default_s and tuned_s else 1.0
+        name, key, backend = (printable(r.get(f)) for f in ("name", "kernel", "backend"))
+        out.append(f"{name[:26]:<26} {key[:12]:<12} {backend:<7} {_ms(default_s):>11} "
+                   f"{_ms(tuned_s):>10} {sp:>7.2f}x {tried:>7} {tuning_s or 0.0:>7.1f}  "
+                   f"{_changes(r.get('default_config'), r.get('config'))}")
     return "\n".join(out)
 
 
@@ -85,7 +93,7 @@ class TuneReport:
         head = (f"{len(self.kernels)} kernel(s), {len(self.tuned)} tuned now, {len(self.failed)} failed, "
                 f"{self.seconds:.1f} s")
         lines = [head, format_rows(self.rows())]
-        lines += [f"{name}: tuning failed: {why}" for name, why in self.failed]
+        lines += [printable(f"{name}: tuning failed: {why}") for name, why in self.failed]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -320,7 +328,7 @@ def main(args) -> int:
         try:
             rows = tunedb.load_export(Path(args.import_))
         except (OSError, ValueError) as e:
-            print(f"lazy tune: cannot import {args.import_}: {e}", file=sys.stderr)
+            print(printable(f"lazy tune: cannot import {args.import_}: {e}"), file=sys.stderr)
             return 2
         if not tunedb.put(rows):
             return 1

@@ -306,6 +306,27 @@ def test_the_tuner_skips_points_outside_the_specs(monkeypatch):
     knobs.check(res.best)
 
 
+# -- the report ------------------------------------------------------------------------------------
+def test_report_and_warnings_escape_control_characters(db, capfd):
+    evil = "\x1b[2J\u202e\x07k0"  # clear the screen, reverse the text, ring the bell
+    tunedb.put([{**stored_row(the_kernels()[0], {"tile": 16}), "name": evil, "backend": "c\x1b[31m",
+                 "config": {"tile\x1b[1m": "\x1b[0m"}, "kernel": "\x1b[41m" * 4}])
+    rc, out, _ = run_cli("tune", "--report", "--all-devices")
+    assert rc == 0 and "1 tuned kernel(s)" in out
+    assert not any(c in out for c in "\x1b\x07\u202e")
+    assert "\\x1b[2J\\u202e\\x07k0" in out and "c\\x1b[31m" in out and "tile\\x1b[1m=\\x1b[0m" in out
+    tunedb._warn(f"a message naming {evil}")
+    err = capfd.readouterr().err
+    assert "\x1b" not in err and "naming \\x1b[2J\\u202e\\x07k0" in err
+
+
+def test_a_tampered_row_of_the_wrong_shape_does_not_break_the_report(db):
+    tunedb.put([{**stored_row(the_kernels()[0], {}), "config": [1, 2], "default_config": "x", "tried": "many",
+                 "tuning_s": "slow", "name": 7}])
+    rc, out, _ = run_cli("tune", "--report", "--all-devices")
+    assert rc == 0 and "[1, 2]" in out
+
+
 # -- the specs and the search spaces ---------------------------------------------------------------
 def knob_cases():
     return [pytest.param(cls, f.name, id=f"{cls.__name__}.{f.name}") for cls in CLASSES for f in fields(cls)]
