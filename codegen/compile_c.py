@@ -10,6 +10,9 @@ Invariants
 - Writes are atomic: compile into a private temp name in the same directory, then
   `os.replace`. Two processes compiling the same kernel both produce a complete file and the
   last rename wins; no reader ever sees half a file.
+- A writer holds an flock on its temp file until the rename. The temp files of a process killed
+  mid-write (`<name>.XXXX.tmp`) are removed the first time a process opens the directory, when
+  older than STALE_TEMP_S and not locked: a live writer's file is never removed.
 - Every object has a sidecar `<key>.sha256` (written after the object). An object whose hash
   does not match, or that fails to load, is treated as corrupt: removed and rebuilt.
 - No C compiler: `CompilerNotFound` says which command was tried and how to install one.
@@ -22,9 +25,11 @@ import hashlib
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -49,12 +54,22 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     rebuilt_corrupt: int = 0
+    stale_temps_removed: int = 0
     compile_seconds: float = 0.0
 
 
 stats = CacheStats()
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL] = {}
+
+
+# A temp file older than this, that no process holds locked, was left by a process killed while
+# writing it. The age is a second guard beside the lock (a linker may write a new file under the
+# locked name, and there is a moment between creating a temp file and locking it): the slowest
+# compile here, the C GEMM template at -O3, takes seconds, and the compiler writes its output at
+# the end, so ten minutes is a hundred times that, enough for a loaded machine.
+STALE_TEMP_S = 600.0
+_swept: set[Path] = set()  # directories already swept by this process
 
 
 class CacheDirError(RuntimeError):
@@ -78,6 +93,9 @@ def cache_subdir(name: str) -> Path:
     if not os.access(d, os.W_OK | os.X_OK):
         raise CacheDirError(f"lazy's compile cache needs a writable directory at {d} ({where}), but it is not "
                             "writable. Set LAZY_CACHE_DIR to a writable directory.")
+    if d not in _swept:
+        _swept.add(d)
+        stats.stale_temps_removed += sweep_stale_temps(d)
     return d
 
 
@@ -124,13 +142,55 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _locked_temp(path: Path) -> tuple[int, str]:
+    """A new temp file beside `path` (fd, name), flocked until the fd is closed: the sweep of a
+    later process leaves it alone while this one lives."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):  # no flock here: the age rule alone protects the file
+        pass
+    return fd, tmp
+
+
+def sweep_stale_temps(d: Path, max_age_s: float = STALE_TEMP_S) -> int:
+    """Remove the temp files in `d` that killed writers left: older than `max_age_s` and not
+    locked by a live one. Returns how many; a file it cannot check is kept."""
+    try:
+        import fcntl
+    except ImportError:
+        return 0
+    cutoff, removed = time.time() - max_age_s, 0
+    for p in d.glob("*.tmp"):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime > cutoff:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a live writer holds it
+            if os.stat(p, follow_symlinks=False).st_ino == st.st_ino:  # still the file we checked
+                os.unlink(p)
+                removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temp file in the same directory and os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = _locked_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+            f.flush()
+            os.replace(tmp, path)  # before the close: the temp file is locked until it has its name
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -145,13 +205,10 @@ def _valid(so: Path) -> bool:
 
 
 def _compile(source: str, so: Path, flags: tuple[str, ...]) -> None:
-    import time
-
     cc = compiler()
     c_path = so.with_suffix(".c")
     atomic_write(c_path, source.encode())
-    fd, tmp = tempfile.mkstemp(dir=so.parent, prefix=so.name + ".", suffix=".tmp")
-    os.close(fd)
+    fd, tmp = _locked_temp(so)  # locked while the compiler writes into it (see STALE_TEMP_S)
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([*cc, *flags, str(c_path), "-o", tmp, *LIBS], capture_output=True, text=True,
@@ -162,6 +219,7 @@ def _compile(source: str, so: Path, flags: tuple[str, ...]) -> None:
         os.replace(tmp, so)
         atomic_write(so.with_suffix(".sha256"), digest.encode())
     finally:
+        os.close(fd)
         Path(tmp).unlink(missing_ok=True)
     stats.compile_seconds += time.perf_counter() - t0
 

@@ -1,9 +1,11 @@
 """The on-disk C compile cache: reuse across processes, atomic writes, corrupt entries, no compiler."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,62 @@ def test_cli_commands_check_the_compiler_and_cache_up_front(tmp_path, monkeypatc
     monkeypatch.setenv("CC", "no-such-cc-anywhere")
     rc, out, err = run_cli(*cmd)
     assert rc == 2 and out == "" and "apt-get install -y gcc" in err and len(err.splitlines()) == 1
+
+
+def _age(path: Path, seconds: float) -> None:
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_stale_temp_files_are_swept_when_the_cache_opens(tmp_path, monkeypatch):
+    """Temp files of killed writers go; a fresh one, or an old one a live process holds, stays."""
+    d = tmp_path / "c"
+    d.mkdir()
+    stale, fresh, held = (d / f"{n}.so.abc123.tmp" for n in ("stale", "fresh", "held"))
+    for p in (stale, fresh, held):
+        p.write_bytes(b"half an object")
+    other = d / "keep.so"  # not a temp file, however old
+    other.write_bytes(b"")
+    for p in (stale, held, other):
+        _age(p, compile_c.STALE_TEMP_S + 60)
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({str(held)!r}, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a compiling process holds its temp file
+        print("locked", flush=True)
+        time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        monkeypatch.setenv("LAZY_CACHE_DIR", str(tmp_path))
+        monkeypatch.setattr(compile_c, "_swept", set())
+        removed = compile_c.stats.stale_temps_removed
+        compile_c.cache_dir()
+        assert not stale.exists() and fresh.exists() and held.exists() and other.exists()
+        assert compile_c.stats.stale_temps_removed == removed + 1
+        writer.kill()  # killed mid-compile: its file is a leftover now, but this process swept already
+        writer.wait()
+        compile_c.cache_dir()
+        assert held.exists()
+        monkeypatch.setattr(compile_c, "_swept", set())  # the next process
+        compile_c.cache_dir()
+        assert not held.exists() and fresh.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="needs util-linux flock(1) to probe the lock")
+def test_the_compilers_output_is_locked_while_it_compiles(cache, monkeypatch, tmp_path):
+    """A compiler that checks its temp output is locked (by another open file: flock(1) -n fails)."""
+    cc = tmp_path / "checking-cc"
+    cc.write_text(textwrap.dedent("""\
+        #!/bin/sh
+        out=; prev=
+        for a; do [ "$prev" = -o ] && out=$a; prev=$a; done
+        if [ -n "$out" ] && flock -n "$out" true; then echo "the temp output is not locked" >&2; exit 1; fi
+        exec gcc "$@"
+    """))
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    assert _call(compile_c.load(SRC + "/* locked */")) == 42.0
