@@ -14,7 +14,9 @@ Invariants
   mid-write (`<name>.XXXX.tmp`) are removed the first time a process opens the directory, when
   older than STALE_TEMP_S and not locked: a live writer's file is never removed.
 - Every object has a sidecar `<key>.sha256` (written after the object). An object whose hash
-  does not match, or that fails to load, is treated as corrupt: removed and rebuilt.
+  does not match, or that fails to load, is treated as corrupt: removed and rebuilt. A directory
+  where an artifact belongs (nothing this cache makes) is moved aside to `<name>.corrupt-<pid>-<ns>`
+  instead, with whatever it holds.
 - No C compiler: `CompilerNotFound` says which command was tried and how to install one.
 """
 
@@ -204,9 +206,22 @@ def _valid(so: Path) -> bool:
         return False
 
 
+def _discard(path: Path) -> None:
+    """Remove a corrupt cache entry; a directory is moved aside, not deleted with its contents."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            os.rename(path, path.with_name(f"{path.name}.corrupt-{os.getpid()}-{time.time_ns()}"))
+        else:
+            path.unlink(missing_ok=True)
+    except FileNotFoundError:  # another process discarded it first
+        pass
+
+
 def _compile(source: str, so: Path, flags: tuple[str, ...]) -> None:
     cc = compiler()
     c_path = so.with_suffix(".c")
+    if c_path.is_dir():
+        _discard(c_path)
     atomic_write(c_path, source.encode())
     fd, tmp = _locked_temp(so)  # locked while the compiler writes into it (see STALE_TEMP_S)
     t0 = time.perf_counter()
@@ -240,8 +255,8 @@ def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] = BAS
             if lib is None:
                 if so.exists() or so.with_suffix(".sha256").exists():
                     stats.rebuilt_corrupt += 1
-                    so.unlink(missing_ok=True)
-                    so.with_suffix(".sha256").unlink(missing_ok=True)
+                    _discard(so)
+                    _discard(so.with_suffix(".sha256"))
                 stats.misses += 1
                 _compile(source, so, flags)
                 lib = ctypes.CDLL(str(so))

@@ -219,3 +219,18 @@ def test_the_compilers_output_is_locked_while_it_compiles(cache, monkeypatch, tm
     cc.chmod(0o755)
     monkeypatch.setenv("CC", str(cc))
     assert _call(compile_c.load(SRC + "/* locked */")) == 42.0
+
+
+@pytest.mark.parametrize("suffix", [".so", ".sha256", ".c"])
+def test_a_directory_where_an_artifact_belongs_is_moved_aside(cache, suffix):
+    src = SRC + f"/* {suffix} */"
+    cache.mkdir(parents=True)
+    entry = cache / f"{compile_c.cache_key(src)}{suffix}"
+    entry.mkdir()
+    (entry / "something").write_text("not ours to delete")
+    rebuilt = compile_c.stats.rebuilt_corrupt
+    assert _call(compile_c.load(src)) == 42.0
+    assert entry.is_file()
+    (aside,) = cache.glob(f"{entry.name}.corrupt-*")
+    assert (aside / "something").read_text() == "not ours to delete"
+    assert compile_c.stats.rebuilt_corrupt == rebuilt + (suffix != ".c")  # a .c is only the source's copy
