@@ -7,6 +7,10 @@ Invariants
   source beside it (`<key>.c`, for debugging and compiler messages). The key hashes the source,
   the flags and the compiler's `--version`, so a new compiler or flag set never reuses old
   objects.
+- A cache that exists but cannot be written (a container image, a shared file system) is read
+  from. What it lacks is compiled into a private temp directory of this process, removed at
+  exit, with one CacheWarning naming the cache (`write_dir`). Only a cache directory that does
+  not exist and cannot be created is an error (CacheDirError): nothing could ever be read from it.
 - Writes are atomic: compile into a private temp name in the same directory, then
   `os.replace`. Two processes compiling the same kernel both produce a complete file and the
   last rename wins; no reader ever sees half a file.
@@ -22,6 +26,7 @@ Invariants
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
@@ -32,6 +37,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -75,30 +81,71 @@ _swept: set[Path] = set()  # directories already swept by this process
 
 
 class CacheDirError(RuntimeError):
-    """The compile cache's directory cannot be created or written."""
+    """The compile cache's directory does not exist and cannot be created."""
+
+
+class CacheWarning(RuntimeWarning):
+    """The compile cache cannot be written: kernels it lacks are compiled for this process only."""
+
+
+_private: dict[Path, Path] = {}  # cache root that cannot be written -> this process's temp directory
+_private_lock = threading.Lock()  # (tune.py compiles candidates from several threads)
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("LAZY_CACHE_DIR") or Path.home() / ".cache" / "lazy")
 
 
+def _where() -> str:
+    return (f"LAZY_CACHE_DIR={os.environ['LAZY_CACHE_DIR']!r}" if os.environ.get("LAZY_CACHE_DIR")
+            else "the default ~/.cache/lazy")
+
+
+def writable(d: Path) -> bool:
+    return os.access(d, os.W_OK | os.X_OK)
+
+
 def cache_subdir(name: str) -> Path:
-    """`cache_root()/name`, created; CacheDirError naming LAZY_CACHE_DIR when that cannot be."""
-    d = cache_root() / name
-    where = (f"LAZY_CACHE_DIR={os.environ['LAZY_CACHE_DIR']!r}" if os.environ.get("LAZY_CACHE_DIR")
-             else "the default ~/.cache/lazy")
+    """`cache_root()/name`, created when it can be; it may be read-only (see `write_dir`).
+    CacheDirError naming LAZY_CACHE_DIR when the cache directory does not exist and cannot be made."""
+    root = cache_root()
+    d = root / name
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CacheDirError(f"lazy's compile cache needs a writable directory at {d} ({where}), but creating it "
-                            f"failed: {e.strerror or e}. Set LAZY_CACHE_DIR to a writable directory.") from None
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise CacheDirError(f"lazy's compile cache needs a writable directory at {d} ({where}), but it is not "
-                            "writable. Set LAZY_CACHE_DIR to a writable directory.")
+        if not root.is_dir():
+            raise CacheDirError(f"lazy's compile cache needs a writable directory at {d} ({_where()}), but creating "
+                                f"it failed: {e.strerror or e}. Set LAZY_CACHE_DIR to a writable directory.") from None
     if d not in _swept:
         _swept.add(d)
-        stats.stale_temps_removed += sweep_stale_temps(d)
+        if writable(d):
+            stats.stale_temps_removed += sweep_stale_temps(d)
     return d
+
+
+def private_subdir(name: str) -> Path | None:
+    """This process's directory for `name` artifacts beside a read-only cache, if it has one."""
+    p = _private.get(cache_root())
+    return None if p is None else p / name
+
+
+def write_dir(name: str) -> Path:
+    """Where a new `name` artifact goes: `cache_subdir(name)`, or when that cannot be written, a
+    temp directory of this process (removed at exit; the first time, a CacheWarning says so)."""
+    d = cache_subdir(name)
+    if writable(d):
+        return d
+    root = cache_root()
+    with _private_lock:
+        if root not in _private:
+            _private[root] = Path(tempfile.mkdtemp(prefix="lazy-cache-"))
+            atexit.register(shutil.rmtree, _private[root], ignore_errors=True)
+            warnings.warn(f"lazy's compile cache {root} ({_where()}) cannot be written: kernels it does not hold "
+                          f"are compiled into {_private[root]} for this process only. Fill the cache where it can "
+                          "be written, or set LAZY_CACHE_DIR to a writable directory.", CacheWarning, stacklevel=2)
+        p = _private[root] / name
+        p.mkdir(exist_ok=True)
+    return p
 
 
 def cache_dir() -> Path:
@@ -239,28 +286,53 @@ def _compile(source: str, so: Path, flags: tuple[str, ...]) -> None:
     stats.compile_seconds += time.perf_counter() - t0
 
 
-def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] = BASE_FLAGS):
-    """The compiled function for `source`, compiling it only if the disk cache lacks it."""
+def _cached(key: str) -> list[Path]:
+    """The objects for `key` on disk that pass their checksum: the cache's, then this process's."""
+    dirs = [cache_dir(), private_subdir("c")]
+    return [so for d in dirs if d is not None and _valid(so := d / f"{key}.so")]
+
+
+def _rebuild(source: str, key: str, flags: tuple[str, ...]) -> Path:
+    """Compile into the cache (or this process's directory beside a read-only one), replacing a
+    corrupt entry there."""
+    so = write_dir("c") / f"{key}.so"
+    if os.path.lexists(so) or os.path.lexists(so.with_suffix(".sha256")):
+        stats.rebuilt_corrupt += 1
+        _discard(so)
+        _discard(so.with_suffix(".sha256"))
+    stats.misses += 1
+    _compile(source, so, flags)
+    return so
+
+
+def build(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> Path:
+    """The compiled object for `source` on disk, compiled if no cache holds it (not loaded)."""
+    key = cache_key(source, flags)
+    found = _cached(key)
+    return found[0] if found else _rebuild(source, key, flags)
+
+
+def load_library(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> ctypes.CDLL:
+    """The loaded object for `source`, compiling it only if no disk cache holds it."""
     key = cache_key(source, flags)
     with _lock:
         lib = _loaded.get(key)
         if lib is None:
-            so = cache_dir() / f"{key}.so"
-            if _valid(so):
+            for so in _cached(key):
                 try:
                     lib = ctypes.CDLL(str(so))
                     stats.hits += 1
-                except OSError:
-                    lib = None
+                    break
+                except OSError:  # corrupt despite its checksum: rebuilt below
+                    pass
             if lib is None:
-                if so.exists() or so.with_suffix(".sha256").exists():
-                    stats.rebuilt_corrupt += 1
-                    _discard(so)
-                    _discard(so.with_suffix(".sha256"))
-                stats.misses += 1
-                _compile(source, so, flags)
-                lib = ctypes.CDLL(str(so))
+                lib = ctypes.CDLL(str(_rebuild(source, key, flags)))
             _loaded[key] = lib
-    fn = getattr(lib, fn_name)
+    return lib
+
+
+def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] = BASE_FLAGS):
+    """The compiled function for `source`, compiling it only if no disk cache holds it."""
+    fn = getattr(load_library(source, flags), fn_name)
     fn.restype = None
     return fn

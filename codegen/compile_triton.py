@@ -10,7 +10,9 @@ Invariants
   from there. The kernel key alone would not do: one kernel renders differently per config and
   renderer version, and a file name must never be reused for different text.
 - Writes are atomic (temp file in the same directory + `os.replace`): parallel processes
-  never import half a file, and an existing complete file is never rewritten.
+  never import half a file, and an existing complete file is never rewritten. Beside a cache
+  that cannot be written, modules it lacks go to this process's private directory (see
+  codegen/compile_c.py's `write_dir`).
 - `TRITON_INTERPRET=1` is read when a module is imported (Triton reads it in `@triton.jit`), so
   the in-memory cache is keyed by that setting too; set it before calling `load`.
 - A codegen bug (source that is not valid Python/Triton) raises `TritonCompileError` naming the
@@ -78,25 +80,30 @@ def cache_dir() -> Path:
     return cache_subdir("triton")
 
 
-def source_path(k: Kernel, source: str) -> Path:
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    return cache_dir() / f"{k.key()}-{digest}.py"
+def cached_source(name: str, source: str) -> Path:
+    """The cache file `name` holding `source`: found on disk, else written (the module names hash
+    their source, so a file by that name with other text is a broken write, replaced)."""
+    from codegen import compile_c
+
+    for d in (cache_dir(), compile_c.private_subdir("triton")):
+        try:
+            if d is not None and (d / name).read_text() == source:
+                stats.hits += 1
+                return d / name
+        except OSError:
+            pass
+    path = compile_c.write_dir("triton") / name
+    if path.is_dir():
+        compile_c._discard(path)
+    stats.misses += 1
+    atomic_write(path, source.encode())
+    return path
 
 
 def write_source(k: Kernel, config: TritonConfig | None = None) -> Path:
     """Render `k` and make sure its module is on disk; returns the path."""
     source = render_triton(k, config or choose_config(k))
-    path = source_path(k, source)
-    try:
-        ok = path.read_text() == source
-    except OSError:
-        ok = False
-    if ok:
-        stats.hits += 1
-    else:
-        stats.misses += 1
-        atomic_write(path, source.encode())
-    return path
+    return cached_source(f"{k.key()}-{hashlib.sha256(source.encode()).hexdigest()[:12]}.py", source)
 
 
 _STDLIB_CALL = "Cannot call @triton.jit'd outside of the scope of a kernel"

@@ -269,9 +269,8 @@ def ensure_runtime() -> None:
     """Load the workspace library into the global symbol scope (once per process); call it before
     loading a generated GEMM .so by other means than `load`."""
     if not _runtime:
-        compile_c.load(WORKSPACE_SRC, "lazy_gemm_workspace")
-        path = compile_c.cache_dir() / f"{compile_c.cache_key(WORKSPACE_SRC)}.so"
-        _runtime.append(ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL | os.RTLD_NOW))
+        lib = compile_c.load_library(WORKSPACE_SRC)  # wherever the cache found or put it
+        _runtime.append(ctypes.CDLL(lib._name, mode=os.RTLD_GLOBAL | os.RTLD_NOW))
 
 
 def _pack_b(p: Problem) -> list[str]:

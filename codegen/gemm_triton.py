@@ -50,7 +50,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from codegen import compile_triton, knobs, render_triton
-from codegen.compile_c import atomic_write
 from codegen.compile_triton import H100_SHARED_LIMIT, SHARED_LIMITS, TritonCompileError
 from codegen.kernel_ir import ITEMSIZE, ExternCall, StridedView
 from codegen.knobs import REQUIRED, integer, knob, one_of
@@ -551,17 +550,7 @@ def write_source(call: ExternCall, cfg: GemmConfig | None = None, *, target: str
                  check: bool = True) -> Path:
     source = render(call, cfg, target=target, check=check)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    path = compile_triton.cache_dir() / f"gemm-{call.key()}-{digest}.py"
-    try:
-        ok = path.read_text() == source
-    except OSError:
-        ok = False
-    if ok:
-        compile_triton.stats.hits += 1
-    else:
-        compile_triton.stats.misses += 1
-        atomic_write(path, source.encode())
-    return path
+    return compile_triton.cached_source(f"gemm-{call.key()}-{digest}.py", source)
 
 
 def load(call: ExternCall, cfg: GemmConfig | None = None):

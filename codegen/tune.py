@@ -397,11 +397,6 @@ def _c_adapter(k: Kernel) -> Adapter:
         ptrs = [t.data_ptr() for t in tensors]
         return lambda: fn(*ptrs)
 
-    def build_one(src: str) -> None:
-        so = compile_c.cache_dir() / f"{compile_c.cache_key(src)}.so"
-        if not compile_c._valid(so):
-            compile_c._compile(src, so, compile_c.BASE_FLAGS)
-
     def prefetch(cfgs: list) -> None:
         # compile a batch in parallel (gcc runs outside the GIL); load() then finds the objects on
         # disk. Failures are left for load() to raise, when the candidate is evaluated.
@@ -409,7 +404,7 @@ def _c_adapter(k: Kernel) -> Adapter:
         if len(srcs) < 2:
             return
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as ex:
-            for f in [ex.submit(build_one, s) for s in srcs]:
+            for f in [ex.submit(compile_c.build, s) for s in srcs]:
                 f.exception()
 
     return Adapter("c", render_c.CConfig(), render_c.search_space(k), source, bind, prefetch=prefetch)

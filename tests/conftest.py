@@ -60,8 +60,7 @@ def disassembly(source: str) -> str:
 
     from codegen import compile_c
 
-    compile_c.load(source)
-    so = compile_c.cache_dir() / f"{compile_c.cache_key(source)}.so"
+    so = compile_c.build(source)
     return subprocess.run(["objdump", "-d", str(so)], capture_output=True, text=True, check=True).stdout
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -136,15 +137,106 @@ def test_a_cache_dir_that_cannot_be_made_says_which_and_how(tmp_path, monkeypatc
     assert blocker.read_text() == ""
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_a_read_only_cache_dir_says_so(tmp_path, monkeypatch):
-    ro = tmp_path / "ro"
-    (ro / "c").mkdir(parents=True)
-    ro.chmod(0o555)
-    (ro / "c").chmod(0o555)
-    monkeypatch.setenv("LAZY_CACHE_DIR", str(ro))
-    with pytest.raises(compile_c.CacheDirError, match="not writable"):
-        compile_c.load(SRC + "/* read-only */")
+def _listing(d: Path) -> dict:
+    return {str(p.relative_to(d)): p.stat().st_mtime_ns for p in sorted(d.rglob("*"))}
+
+
+def test_a_read_only_cache_is_read_and_what_it_lacks_compiles_privately(cache, monkeypatch):
+    """A warm cache that cannot be written serves its kernels; one it lacks is compiled into a temp
+    directory of this process, with one warning. Writability is simulated here (root writes
+    anywhere); the next test makes the directory truly read-only."""
+    from codegen import compile_triton, tunedb
+
+    monkeypatch.delenv("LAZY_TUNE_DB", raising=False)  # the database in the cache directory
+    root = cache.parent
+    compile_c.load(SRC)
+    warm_module = compile_triton.cached_source("warm.py", "A = 1\n")
+    row = {"kernel": "k", "device": "d", "version": "v", "backend": "c", "name": "k0", "config": {"threads": 2},
+           "default_config": {}, "default_s": 2.0, "tuned_s": 1.0, "tried": 3, "rejected": 0, "tuning_s": 1.0,
+           "created": 0.0}
+    assert tunedb.put([row])
+    compile_c._loaded.clear()
+    before = _listing(root)
+    monkeypatch.setattr(compile_c, "writable", lambda d: not Path(d).is_relative_to(root))
+    monkeypatch.setattr(compile_c, "_private", {})
+    monkeypatch.setattr(compile_c, "_swept", set())
+    hits, misses = compile_c.stats.hits, compile_c.stats.misses
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # what the cache holds is read without a warning
+        assert _call(compile_c.load(SRC)) == 42.0
+        assert compile_triton.cached_source("warm.py", "A = 1\n") == warm_module
+        assert tunedb.get("k", "d", "v")["config"] == {"threads": 2}
+    assert (compile_c.stats.hits, compile_c.stats.misses) == (hits + 1, misses)
+    with pytest.warns(compile_c.CacheWarning, match=r"cache .* cannot be written: kernels it does not hold") as w:
+        assert _call(compile_c.load(SRC.replace("42.0f", "7.0f"))) == 7.0
+        assert _call(compile_c.load(SRC.replace("42.0f", "8.0f"))) == 8.0
+        module = compile_triton.cached_source("new.py", "B = 2\n")
+    assert len(w) == 1, [str(x.message) for x in w]
+    assert compile_c.stats.misses == misses + 2
+    assert _listing(root) == before, "nothing is written into a cache that cannot be written"
+    private = compile_c._private[root]
+    try:
+        assert module == private / "triton" / "new.py"
+        assert len(list((private / "c").glob("*.so"))) == 2
+        compile_c._loaded.clear()  # found again in the private directory, not compiled a third time
+        assert _call(compile_c.load(SRC.replace("42.0f", "7.0f"))) == 7.0
+        assert compile_c.stats.misses == misses + 2
+    finally:
+        shutil.rmtree(private)
+
+
+def _read_only_prefix() -> list[str] | None:
+    """A command prefix under which a chmod'ed directory is read-only: none for a normal user; for
+    root, setpriv dropping the capability to override file permissions. None: no way here."""
+    if os.geteuid() != 0:
+        return []
+    cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    if shutil.which("setpriv") and subprocess.run([*cmd, "true"], capture_output=True).returncode == 0:
+        return cmd
+    return None
+
+
+def test_a_read_only_warm_cache_runs_a_program_in_a_new_process(tmp_path):
+    prefix = _read_only_prefix()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: chmod does not stop root's writes (the logic is tested "
+                    "with writability simulated in the test above)")
+    script = textwrap.dedent("""
+        import sys
+        import lazy
+        from codegen import compile_c
+        x = lazy.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+        y = (x.softmax(-1) * 2 + x.sum(0)).sum(-1)
+        print(y.numpy().round(4).tolist())
+        if sys.argv[1:] == ["new"]:
+            print((x * 3.5 + 1).sum().item())
+        print(compile_c.stats.misses, compile_c.stats.hits)
+    """)
+    env = dict(os.environ, LAZY_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("LAZY_BACKEND", None)
+    root = Path(__file__).resolve().parents[1]
+
+    def run(*args):
+        r = subprocess.run([*prefix, sys.executable, "-c", script, *args], env=env, cwd=root, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines(), r.stderr
+
+    (values, counts), _ = run()
+    cache = tmp_path / "cache"
+    for p in [cache, *cache.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        before = _listing(cache)
+        (warm_values, warm_counts), err = run()
+        assert warm_values == values and warm_counts == f"0 {counts.split()[0]}" and "cannot be written" not in err
+        (new_values, new_sum, new_counts), err = run("new")
+        assert new_values == values and float(new_sum) == 21.0 * 3.5 + 6
+        assert int(new_counts.split()[0]) >= 1 and err.count("cannot be written") == 1, err
+        assert _listing(cache) == before
+    finally:
+        for p in [cache, *cache.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 @pytest.mark.parametrize("cmd", [["demo", "--size", "small"], ["bench", "--size", "tiny", "--no-save"]])
