@@ -22,10 +22,15 @@ Invariants
   where an artifact belongs (nothing this cache makes) is moved aside to `<name>.corrupt-<pid>-<ns>`
   instead, with whatever it holds.
 - No C compiler: `CompilerNotFound` says which command was tried and how to install one.
+- Loaded objects are unloaded (dlclose) once nothing can call them: a function from `load` holds
+  its library (a plain reference, so it goes as soon as the last function does), and the
+  libraries kept for reuse are the MAX_LOADED used last. The OpenMP runtime that kernels pull in
+  is made resident first: its threads outlive any one kernel.
 """
 
 from __future__ import annotations
 
+import _ctypes
 import atexit
 import ctypes
 import hashlib
@@ -38,6 +43,8 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -63,12 +70,19 @@ class CacheStats:
     misses: int = 0
     rebuilt_corrupt: int = 0
     stale_temps_removed: int = 0
+    unloaded: int = 0
     compile_seconds: float = 0.0
 
 
 stats = CacheStats()
 _lock = threading.Lock()
-_loaded: dict[str, ctypes.CDLL] = {}
+# Libraries kept loaded for reuse, the one used last at the end. The functions in use keep their
+# own libraries (a program's launches hold theirs), so this bounds only those nothing calls now:
+# reopening one from the disk cache costs a checksum and a dlopen, well under a millisecond, while
+# each kept one holds ~5 memory mappings (Linux allows 65,530 a process) and its pages.
+MAX_LOADED = 256
+_loaded: OrderedDict[str, ctypes.CDLL] = OrderedDict()
+_VOID_FN = ctypes.CFUNCTYPE(None)
 
 
 # A temp file older than this, that no process holds locked, was left by a process killed while
@@ -312,27 +326,74 @@ def build(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> Path:
     return found[0] if found else _rebuild(source, key, flags)
 
 
+# The OpenMP runtimes a kernel can need, by the name it asks the loader for: gcc's, LLVM's (two
+# spellings), Intel's
+OPENMP_RUNTIMES = ("libgomp.so.1", "libomp.so.5", "libomp.so", "libiomp5.so")
+_resident: dict[str, ctypes.CDLL] = {}
+
+
+def _keep_openmp_resident() -> bool:
+    """Mark each loaded OpenMP runtime never to be unloaded (RTLD_NODELETE): kernels load it, its
+    worker threads wait inside it between kernels, and unloading it with the last kernel that
+    needed it crashes them. False when that cannot be done: then no library is closed."""
+    if not hasattr(os, "RTLD_NODELETE"):
+        return False
+    for name in OPENMP_RUNTIMES:
+        if name not in _resident:
+            try:  # RTLD_NOLOAD: only if loaded (by name or soname); ~50 us when it is not
+                _resident[name] = ctypes.CDLL(name, mode=os.RTLD_NOW | os.RTLD_NOLOAD | os.RTLD_NODELETE)
+            except OSError:
+                pass
+    return True
+
+
+def _close(handle: int) -> None:
+    """dlclose a kernel library: the finalizer of its CDLL, which runs when no function of it is left."""
+    dlclose = getattr(_ctypes, "dlclose", None)
+    if dlclose is not None and _keep_openmp_resident():
+        dlclose(handle)
+        stats.unloaded += 1
+
+
+def _open(so: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(so))
+    weakref.finalize(lib, _close, lib._handle).atexit = False  # (at exit the process unmaps everything)
+    return lib
+
+
 def load_library(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> ctypes.CDLL:
-    """The loaded object for `source`, compiling it only if no disk cache holds it."""
+    """The loaded object for `source`, compiling it only if no disk cache holds it. It is unloaded
+    once it is neither among the MAX_LOADED used last nor referenced."""
     key = cache_key(source, flags)
     with _lock:
         lib = _loaded.get(key)
         if lib is None:
             for so in _cached(key):
                 try:
-                    lib = ctypes.CDLL(str(so))
+                    lib = _open(so)
                     stats.hits += 1
                     break
                 except OSError:  # corrupt despite its checksum: rebuilt below
                     pass
             if lib is None:
-                lib = ctypes.CDLL(str(_rebuild(source, key, flags)))
+                lib = _open(_rebuild(source, key, flags))
             _loaded[key] = lib
+            while len(_loaded) > MAX_LOADED:
+                _loaded.popitem(last=False)
+        else:
+            _loaded.move_to_end(key)
     return lib
 
 
 def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] = BASE_FLAGS):
-    """The compiled function for `source`, compiling it only if no disk cache holds it."""
-    fn = getattr(load_library(source, flags), fn_name)
-    fn.restype = None
+    """The compiled function for `source`, compiling it only if no disk cache holds it. The
+    function holds its library, which stays loaded while the function exists."""
+    lib = load_library(source, flags)
+    try:
+        fn = _VOID_FN(_ctypes.dlsym(lib._handle, fn_name))
+    except OSError:
+        raise AttributeError(f"{lib._name}: undefined symbol: {fn_name}") from None
+    # not `lib[fn_name]`: such a function refers to itself, so only the cycle collector would
+    # free it, and its library would stay loaded until it ran
+    fn.library = lib
     return fn

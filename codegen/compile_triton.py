@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,11 @@ class CacheStats:
 
 stats = CacheStats()
 _lock = threading.Lock()
-_modules: dict[tuple[str, bool], object] = {}
+# Imported modules kept for reuse, the one used last at the end. A launcher holds its own module,
+# so this bounds only modules nothing launches now, each with its JIT function and the GPU binaries
+# compiled from it; one imported again is compiled again from Triton's disk cache.
+MAX_MODULES = 256
+_modules: OrderedDict[tuple[str, bool], object] = OrderedDict()
 
 
 def interpreting() -> bool:
@@ -127,6 +132,7 @@ def import_module(path: Path):
     with _lock:
         mod = _modules.get(key)
         if mod is not None:
+            _modules.move_to_end(key)
             return mod
         t0 = time.perf_counter()
         name = f"lazy_triton_{path.stem.replace('-', '_')}_{'interp' if key[1] else 'jit'}"
@@ -139,6 +145,8 @@ def import_module(path: Path):
             raise TritonCompileError(path, _short(e)) from e
         stats.import_seconds += time.perf_counter() - t0
         _modules[key] = mod
+        while len(_modules) > MAX_MODULES:
+            _modules.popitem(last=False)
         return mod
 
 

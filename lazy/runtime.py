@@ -5,7 +5,9 @@ In:  nodes to compute. Out: one `Buffer` per node, holding a torch tensor of the
 Invariants
 - The schedule and the compiled kernels are cached by `graph.structure_key`, so a program
   that builds the same graph again (a training loop, a second run of a script) does no
-  scheduling, no sympy and no compiling: it allocates and launches.
+  scheduling, no sympy and no compiling: it allocates and launches. The cache keeps the
+  MAX_PROGRAMS used last; an evicted program's kernels stay loaded while anything (a lazy.jit
+  plan) still holds it, and are unloaded after (codegen/compile_c.py).
 - Large buffers come from a pool of huge-page-backed numpy allocations, reused once no tensor
   refers to them any more: fresh 4 KiB pages cost more than the kernels that fill them.
 - Kernels compile with their tuned config when the tuning database has one for this device
@@ -23,6 +25,7 @@ import math
 import os
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,8 +230,15 @@ class Program:
     written: tuple[int, ...] = ()  # input slots its kernels overwrite in place
 
 
-_programs: dict = {}
-cache_stats = {"schedule_hits": 0, "schedule_misses": 0}
+# Programs kept, the one used last at the end. A loop reuses a handful of graphs (a training
+# step of examples/train_gpt.py is one program), so 512 holds any loop's set with room to spare;
+# a caller that builds a new graph per call (a Python scalar that changes: a new kernel each time)
+# levels off at 512 programs and their kernel libraries (~5 memory mappings each, of the 65,530
+# Linux allows) instead of growing until mmap fails. An evicted program built again costs its
+# schedule and a dlopen from the disk cache, not a compile.
+MAX_PROGRAMS = 512
+_programs: OrderedDict = OrderedDict()
+cache_stats = {"schedule_hits": 0, "schedule_misses": 0, "schedule_evictions": 0}
 kernel_listeners: list = []  # callables(Kernel, backend): `lazy kernels` collects kernels this way
 tuner = None  # set by lazy/tuning.py while tuning: callable(Launch, slots) -> the Launch to run
 BACKENDS = ("c", "triton", "interp")
@@ -342,7 +352,12 @@ def program_for(nodes: list[Node], device: str | None = None,
         cache_stats["schedule_misses"] += 1
         prog = _build(nodes, buffers, backend, slots)
         _programs[full_key] = prog
+        while len(_programs) > MAX_PROGRAMS:
+            _programs.popitem(last=False)
+            cache_stats["schedule_evictions"] += 1
     else:
+        with contextlib.suppress(KeyError):  # (another thread may have evicted it meanwhile)
+            _programs.move_to_end(full_key)
         cache_stats["schedule_hits"] += 1
     return prog, buffers, fresh, dev
 

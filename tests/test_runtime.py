@@ -204,3 +204,60 @@ def test_dtypes_stay_one_instance_through_copies_and_pickles():
     for dt in (lazy.float32, lazy.bfloat16, lazy.bool):
         assert copy.copy(dt) is dt and copy.deepcopy(dt) is dt and pickle.loads(pickle.dumps(dt)) is dt
         assert {dt: 1}[pickle.loads(pickle.dumps(dt))] == 1
+
+
+def _mapped(under) -> set[str]:
+    """The files under `under` mapped into this process (the kernel libraries loaded from it)."""
+    with open("/proc/self/maps") as f:
+        return {p[5].strip() for p in (line.split(None, 5) for line in f) if len(p) == 6 and p[5].startswith(str(under))}
+
+
+def _maps() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="counts mappings in /proc/self/maps (Linux)")
+def test_a_new_kernel_per_call_keeps_programs_and_libraries_bounded(tmp_path, monkeypatch):
+    """A Python scalar that changes every call is a new kernel each time: the schedule cache and
+    the loaded libraries stay within their bounds and the evicted libraries are unloaded, while
+    a program something still holds (a lazy.jit plan) keeps its library and runs; an evicted
+    program realized again is loaded from the disk cache, with the right values."""
+    from collections import OrderedDict
+
+    from codegen import compile_c
+
+    monkeypatch.setenv("LAZY_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("LAZY_BACKEND", raising=False)
+    monkeypatch.setattr(runtime, "MAX_PROGRAMS", 4)
+    monkeypatch.setattr(compile_c, "MAX_LOADED", 3)
+    monkeypatch.setattr(runtime, "_programs", OrderedDict())
+    monkeypatch.setattr(compile_c, "_loaded", OrderedDict())
+    x = lazy.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+
+    def step(c: float) -> float:
+        return (x * c + 1).sum().item()
+
+    held = lazy.jit(lambda t: t * 1.25 + 1)
+    for _ in range(3):
+        held(x)
+    assert list(held.stats.values()) == ["replaying"]
+    held_lib = _mapped(tmp_path)
+    assert step(0.5) == 16.5
+    maps0, unloaded = _maps(), compile_c.stats.unloaded
+    n = 24  # each a new kernel: 6x the schedule cache, 8x the libraries kept
+    for i in range(n):
+        assert step(2.0 + i) == 21 * (2.0 + i) + 6
+        assert len(runtime._programs) <= 4 and len(compile_c._loaded) <= 3
+        assert len(_mapped(tmp_path)) <= 4 + 3 + 1  # the programs', the kept, the held plan's
+    assert compile_c.stats.unloaded - unloaded >= n - 8
+    assert _maps() - maps0 < 40, "a closed library leaves no mapping behind"
+    assert held_lib <= _mapped(tmp_path)
+    assert held(x).torch().tolist() == [[2.25, 3.5, 4.75], [6.0, 7.25, 8.5]]  # its library is still loaded
+    misses, hits = compile_c.stats.misses, compile_c.stats.hits
+    assert step(0.5) == 16.5  # evicted long ago: scheduled again, its library loaded again from disk
+    assert (compile_c.stats.misses, compile_c.stats.hits) == (misses, hits + 1)
+    held.reset()
+    for i in range(8):  # the plan's program leaves the cache too
+        step(100.0 + i)
+    assert not held_lib & _mapped(tmp_path)

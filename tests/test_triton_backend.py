@@ -429,6 +429,22 @@ def test_source_is_cached_on_disk_atomically():
     assert p1.parent.name == "triton" and not list(p1.parent.glob("*.tmp"))
 
 
+def test_imported_modules_are_bounded_and_imported_again_when_evicted(monkeypatch):
+    from collections import OrderedDict
+
+    monkeypatch.setattr(compile_triton, "MAX_MODULES", 2)
+    monkeypatch.setattr(compile_triton, "_modules", OrderedDict())
+    paths = [compile_triton.cached_source(f"bounded-{i}.py", f"VALUE = {i}\n") for i in range(5)]
+    first = compile_triton.import_module(paths[0])
+    for p in paths[1:]:
+        compile_triton.import_module(p)
+        assert len(compile_triton._modules) <= 2
+    assert first.VALUE == 0  # a module still referenced keeps working
+    again = compile_triton.import_module(paths[0])
+    assert again is not first and again.VALUE == 0
+    assert compile_triton.import_module(paths[0]) is again  # used last: kept
+
+
 def test_invalid_generated_source_names_the_file(monkeypatch):
     x = randn(10)
     X = buf(x)
