@@ -45,6 +45,7 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -76,6 +77,7 @@ class CacheStats:
 
 stats = CacheStats()
 _lock = threading.Lock()
+_stats_lock = threading.Lock()
 # Libraries kept loaded for reuse, the one used last at the end. The functions in use keep their
 # own libraries (a program's launches hold theirs), so this bounds only those nothing calls now:
 # reopening one from the disk cache costs a checksum and a dlopen, well under a millisecond, while
@@ -297,7 +299,8 @@ def _compile(source: str, so: Path, flags: tuple[str, ...]) -> None:
     finally:
         os.close(fd)
         Path(tmp).unlink(missing_ok=True)
-    stats.compile_seconds += time.perf_counter() - t0
+    with _stats_lock:  # compiles run in threads (build_all)
+        stats.compile_seconds += time.perf_counter() - t0
 
 
 def _cached(key: str) -> list[Path]:
@@ -311,10 +314,12 @@ def _rebuild(source: str, key: str, flags: tuple[str, ...]) -> Path:
     corrupt entry there."""
     so = write_dir("c") / f"{key}.so"
     if os.path.lexists(so) or os.path.lexists(so.with_suffix(".sha256")):
-        stats.rebuilt_corrupt += 1
+        with _stats_lock:
+            stats.rebuilt_corrupt += 1
         _discard(so)
         _discard(so.with_suffix(".sha256"))
-    stats.misses += 1
+    with _stats_lock:
+        stats.misses += 1
     _compile(source, so, flags)
     return so
 
@@ -324,6 +329,23 @@ def build(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> Path:
     key = cache_key(source, flags)
     found = _cached(key)
     return found[0] if found else _rebuild(source, key, flags)
+
+
+def build_all(sources: list[str], flags: tuple[str, ...] = BASE_FLAGS) -> None:
+    """Compile the sources no cache holds yet, one compiler process per core at a time (the
+    compiler runs outside the GIL). Loaded or cached ones cost a hash; failures are left for
+    `load` to raise, with its message, when the source is loaded."""
+    todo = {}
+    for src in sources:
+        key = cache_key(src, flags)
+        if key not in _loaded and key not in todo and not _cached(key):
+            todo[key] = src
+    if len(todo) < 2:
+        return  # nothing to overlap: `load` compiles it
+    workers = min(len(todo), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        for f in [ex.submit(_rebuild, src, key, flags) for key, src in todo.items()]:
+            f.exception()
 
 
 # The OpenMP runtimes a kernel can need, by the name it asks the loader for: gcc's, LLVM's (two

@@ -312,9 +312,26 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton", cfg)]
 
 
+def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
+    """The C sources `_compile` will load for `k` (none for Triton and BLAS launches)."""
+    if backend != "c":
+        return []
+    cfg = tune.tuned_config(k, backend)
+    if isinstance(k, Kernel):
+        return [render_c.render_c(k, config=cfg)]
+    from codegen import gemm_c
+
+    if gemm_c.choose_impl(k) == "c":
+        return [gemm_c.render_gemm_c(k, cfg)]
+    return [] if k.epilogue is None else _c_sources(epilogue_in_place(k), backend)
+
+
 def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None) -> Program:
     sched = schedule(nodes, buffers, into)
     misses = compile_c.stats.misses
+    # a new schedule's kernels compile concurrently (one compiler process per core), then load
+    # one by one from the disk cache: a cold training step waits for its slowest kernel, not the sum
+    compile_c.build_all([src for k in sched.kernels for src in _c_sources(k, backend)])
     launches = []
     for k in sched.kernels:
         launches += _compile(k, backend)

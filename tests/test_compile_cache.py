@@ -91,7 +91,8 @@ def test_second_process_compiles_nothing(tmp_path):
     env = dict(os.environ, LAZY_CACHE_DIR=str(tmp_path))
     env.pop("LAZY_BACKEND", None)
     root = Path(__file__).resolve().parents[1]
-    runs = [subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True)
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True,
+                           check=False)
             for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stderr
@@ -359,3 +360,23 @@ def test_unloading_the_last_openmp_kernel_keeps_the_openmp_runtime(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True, check=False)
     assert r.returncode == 0, (r.returncode, r.stderr)
     assert r.stdout.split() == ["4095.0", "1", "False", "True"]
+
+
+def test_a_schedules_kernels_compile_together_once_each(cache):
+    srcs = [SRC.replace("42.0f", f"{v}.0f") for v in (1, 2, 3)]
+    before = compile_c.stats.misses
+    compile_c.build_all(srcs + srcs[:1])
+    assert compile_c.stats.misses == before + 3
+    hits = compile_c.stats.hits
+    assert [_call(compile_c.load(s)) for s in srcs] == [1.0, 2.0, 3.0]
+    assert compile_c.stats.misses == before + 3 and compile_c.stats.hits == hits + 3
+    compile_c.build_all(srcs)  # all cached: nothing compiles
+    assert compile_c.stats.misses == before + 3
+
+
+def test_a_failing_kernel_among_several_fails_when_it_is_loaded(cache):
+    bad = "void lazy_kernel(float* o) { this is not C; }\n"
+    compile_c.build_all([SRC, bad])
+    assert _call(compile_c.load(SRC)) == 42.0
+    with pytest.raises(compile_c.CompileError, match="C compiler failed"):
+        compile_c.load(bad)
