@@ -13,7 +13,16 @@ outermost first). Inside it:
 - `Store` stages: write `value` at `index` of buffer `buf`, inside all `len(loops)` loops.
 Index expressions are sympy integer expressions over the loop symbols (and `FloorDiv`/`ModIdx`
 atoms from scheduler.indexing, which the renderers print as integer `/` and `%`).
-Dtypes are names ("float32", "bfloat16", ...); arithmetic on 16-bit floats happens in float32.
+
+Dtypes are names ("float32", "bfloat16", ...). Every `Expr` carries the dtype of the graph value
+it computes; narrow dtypes compute in a wider one (`compute_dtype`: float16/bfloat16 in float32,
+int8/uint8 in int32), so an arithmetic result of a narrow dtype may lie outside it (not rounded
+to half, not wrapped into 8 bits). Where such a value must become a value of its dtype is decided
+once, by codegen/legalize.py (`legalize`, run by the lowering): it inserts the explicit narrowing
+nodes `round` and `wrap`, spells casts out (to bool as `ne(x, 0)`, float to int with its
+out-of-range rule) and `verify` checks the result. The renderers only print it, from an op table
+per language; a `Reduce` or `Store` converts to its own dtype as it finishes (like a store to
+memory, the one narrowing the renderers do).
 """
 
 from __future__ import annotations
@@ -66,9 +75,14 @@ ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4,
 FLOATS = {"float32", "float64", "float16", "bfloat16"}
 
 
+NARROW_INTS = {"int8", "uint8"}
+HALFS = {"float16", "bfloat16"}
+_COMPUTE = {"float16": "float32", "bfloat16": "float32", "int8": "int32", "uint8": "int32"}
+
+
 def compute_dtype(name: str) -> str:
-    """The dtype arithmetic happens in: 16-bit floats widen to float32."""
-    return "float32" if name in ("float16", "bfloat16") else name
+    """The dtype arithmetic happens in: 16-bit floats widen to float32, 8-bit ints to int32."""
+    return _COMPUTE.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -76,10 +90,12 @@ class Expr:
     """One value in a kernel's expression DAG.
 
     op: "load" (arg = (buf, index, mask)), "const" (arg = value), "index" (arg = sympy int expr),
-        "acc" (arg = reduce name), "cast" (arg = target dtype), or an elementwise op name
+        "acc" (arg = reduce name), "cast" (arg = target dtype), the narrowing nodes "round"
+        (to float16/bfloat16) and "wrap" (to int8/uint8/int32), or an elementwise op name
         ("add", "exp", "where", ...; the graph's op names in lower case).
     dtype: the value's dtype; loads of 16-bit floats produce their storage dtype and are
         widened by the renderer, so `dtype` always says what is in memory / what torch sees.
+        Arithmetic of a narrow dtype computes in `compute_dtype` (see the module docstring).
     mask: for loads, a tuple of conditions ("ge"|"lt", expr, bound) that must all hold,
         else the load reads 0 and must not touch memory.
     """

@@ -572,14 +572,6 @@ def _neg_int(a: str, t: str) -> str:
     return f"(({t})(0u - ({u}){a}))" if u else f"(-{a})"
 
 
-def _wrap(code: str, dtype: str) -> str:
-    """An int8/uint8 result (computed in int32_t) wrapped to its own range, as torch stores it
-    after every op; wider integers wrap in their own type already."""
-    if dtype in ("int8", "uint8"):
-        return f"((int32_t)({C_TYPES[dtype][0]}){code})"
-    return code
-
-
 def _neg_abs_arg(w: Expr) -> Expr | None:
     """`a` if `w` is where(0 <= a, -a, a), else None."""
     if w.op != "where" or len(w.srcs) != 3:
@@ -629,6 +621,8 @@ def literal(value, dtype: str) -> str:
         if math.isinf(v):
             return f"(({t})INFINITY)" if v > 0 else f"(-({t})INFINITY)"
         return f"(({t}){v!r})"
+    if int(value) == -2**63:  # 9223372036854775808LL does not fit: its negation is no int64 constant
+        return f"(({t})(-9223372036854775807LL - 1))"
     return f"(({t}){int(value)}LL)"
 
 
@@ -662,8 +656,10 @@ class Body:
         t = ctype(compute_dtype(dt))
         if op == "const":
             return literal(e.arg, compute_dtype(dt))
-        if op == "acc":
+        if op == "acc":  # the accumulator converted to its reduction's dtype, as a store converts
             v = self.acc_ref(e.arg)
+            if dt == "bool":  # a sum of bools is their `any`
+                return f"({v} != 0)"
             if dt == "float16":
                 return f"round_f16((float){v})"
             if dt == "bfloat16":
@@ -694,24 +690,22 @@ class Body:
         st = ctype(src_dt)
         isf = st in ("float", "double")
         sfx = "f" if st == "float" else ""
-        if op == "cast":
-            if dt == "bool":
-                return f"({a[0]} != 0)"
-            if dt == "float16":
-                return f"round_f16((float){a[0]})"
-            if dt == "bfloat16":
-                return f"round_bf16((float){a[0]})"
+        if op == "cast":  # legal casts are exact, IEEE-rounded, or of floats that fit (codegen/legalize.py)
             return f"(({t}){a[0]})"
+        if op == "round":
+            return f"round_{'f16' if dt == 'float16' else 'bf16'}((float){a[0]})"
+        if op == "wrap":  # two's complement: the low bits (gcc's conversion to a narrower signed type)
+            return f"((int32_t)({C_TYPES[dt][0]}){a[0]})" if C_TYPES[dt][0] != t else f"(({t}){a[0]})"
         if op in _UNARY_F:
             if isf:
                 return f"{_UNARY_F[op]}{sfx}({a[0]})"
             if op == "abs":
-                return _wrap(f"({a[0]} < 0 ? {_neg_int(a[0], st)} : {a[0]})", dt)
+                return f"({a[0]} < 0 ? {_neg_int(a[0], st)} : {a[0]})"
             if op in ("floor", "ceil", "trunc"):
                 return a[0]
             return f"{_UNARY_F[op]}((double){a[0]})"
         if op == "neg":
-            return f"(-{a[0]})" if isf else _wrap(_neg_int(a[0], st), dt)
+            return f"(-{a[0]})" if isf else _neg_int(a[0], st)
         if op == "recip":
             return f"(({st})1 / {a[0]})"
         if op == "not":
@@ -727,7 +721,7 @@ class Body:
             if isf:
                 return f"({a[0]} {sym} {a[1]})"
             u = _UNSIGNED.get(st)
-            return _wrap(f"(({st})(({u}){a[0]} {sym} ({u}){a[1]}))" if u else f"({a[0]} {sym} {a[1]})", dt)
+            return f"(({st})(({u}){a[0]} {sym} ({u}){a[1]}))" if u else f"({a[0]} {sym} {a[1]})"
         if op == "div":
             return f"({a[0]} / {a[1]})" if isf else f"div_{st}({a[0]}, {a[1]})"
         if op == "floordiv":

@@ -23,14 +23,13 @@ Mapping (Inductor's `(numel, rnumel)` model)
   and `rindex` are int64 and everything derived from them is too.
 
 Semantics mirror codegen/render_c.py
-- float16/bfloat16 load as float32 and compute in float32; stores, casts and reduction results
-  round back to the 16-bit type, intermediate results do not (as in C).
+- Every dtype decision is in the Kernel IR (codegen/legalize.py): narrow dtypes compute in
+  `compute_dtype` (float16/bfloat16 load as float32, int8/uint8 as int32), `round` and `wrap`
+  nodes narrow values where the IR says; stores and reduction results convert to their dtype.
 - max/min propagate NaN; floor division and remainder follow torch for floats and ints; integer
   division by zero gives 0; float32 division and sqrt are IEEE-rounded (`div_rn`, `sqrt_rn`).
 - float sums/products in looped reductions accumulate in float64 (per-lane partial sums over many
   iterations: the cheap place to lose accuracy); one-block reductions are a tree in float32.
-- Integer arithmetic happens in the storage type, so int8/uint8 wrap like torch (the C backend
-  widens them to int32; the results agree wherever no intermediate overflows).
 - tanh, float pow and fmod call libdevice on the GPU. The interpreter cannot call libdevice and
   has its own flaws (float32->bfloat16 truncates; custom reductions run element by element), so
   a few jitted helpers branch on the module-level constexpr `_INTERPRET`: tanh/pow in float64
@@ -624,14 +623,14 @@ class _Renderer:
         a = [self.emit(s, scope) for s in e.srcs]
         sd = compute_dtype(e.srcs[0].dtype) if e.srcs else cd
         isf = sd in FLOATS
-        if op == "cast":
-            if dt == "bool":
-                return f"{a[0]} != 0"
-            if dt == "float16":
-                return f"{a[0]}.to(tl.float32).to(tl.float16).to(tl.float32)"
-            if dt == "bfloat16":
-                return f"_lz_bf16({a[0]}.to(tl.float32)).to(tl.float32)"
+        if op == "cast":  # legal casts are exact, IEEE-rounded, or of floats that fit (codegen/legalize.py)
             return f"{a[0]}.to({TL[cd]})"
+        if op == "round":
+            if dt == "float16":
+                return f"{a[0]}.to(tl.float16).to(tl.float32)"
+            return f"_lz_bf16({a[0]}).to(tl.float32)"
+        if op == "wrap":  # the low bits
+            return f"{a[0]}.to({TL[dt]})" + (f".to({TL[cd]})" if cd != dt else "")
         if op in ("exp", "log", "sin", "cos", "erf", "sqrt", "tanh"):
             x = a[0] if isf else f"{a[0]}.to(tl.float64)"
             fdt = sd if isf else "float64"
@@ -701,8 +700,8 @@ class _Renderer:
             shape = self.shape_of(names) if names else self.unit
             off = f"tl.full({shape}, {off}, {self.itype})"
         code = f"tl.load(b{b} + {off}" + (f", mask={' & '.join(mask)}, other=0)" if mask else ")")
-        if e.dtype in ("float16", "bfloat16"):
-            code += ".to(tl.float32)"
+        if cd != e.dtype:  # narrow dtypes compute wider
+            code += f".to({TL[cd]})"
         return code
 
     def stores(self, scope: _Scope) -> None:

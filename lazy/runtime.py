@@ -34,6 +34,7 @@ import torch
 
 from codegen import compile_c, extern, render_c, tune
 from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place
+from codegen.legalize import verify
 from lazy.graph import Buffer, Node, structure_key, toposort
 from scheduler import schedule
 
@@ -260,6 +261,10 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     """The launches that run `k`: one, or for a GEMM whose epilogue the backend cannot fuse into
     it, the GEMM into the output buffer and then the epilogue over it in place."""
     level = debug_level()
+    if os.environ.get("LAZY_VERIFY", "") not in ("", "0"):  # the tests check every kernel they build
+        epilogue = k.epilogue if isinstance(k, ExternCall) else k
+        if epilogue is not None:
+            verify(epilogue)
     cfg = tune.tuned_config(k, backend)
     if isinstance(k, ExternCall):
         if level >= 3:

@@ -14,7 +14,8 @@ row's output loop. That placement is only legal when a reduction depends on a pr
 other reductions are rejected with a reason.
 After lowering, adjacent loops whose every index is affine with matching strides are merged
 (`[4096, 4096]` contiguous becomes one loop of 16M), which the backends vectorize and split
-across threads best.
+across threads best, and the kernel is legalized (codegen/legalize.py: every rounding, wrap and
+cast made explicit), so every Kernel this module returns is legal.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import sympy
 
 from codegen.kernel_ir import BufferArg, Expr, Kernel, Reduce, Store, index_exprs, kernel_exprs, subst_expr
+from codegen.legalize import legalize
 from lazy.graph import BINARY, MOVEMENT, REDUCE, UNARY, Node, Op, buffer_layout
 from scheduler.indexing import bounds, flat_index, movement_index, strides_of, symbol
 
@@ -204,6 +206,7 @@ class Lowerer:
                    tuple(stores))
         if merge:
             k = merge_loops(k, self.ranges)
+        k = legalize(k)
         k.meta["bytes_read"] = sum(self.loads.values())
         k.meta["bytes_written"] = sum(r.numel * r.dtype.itemsize for r in roots)
         k.meta["slots"] = tuple(slot for slot, _ in self.buf_list)

@@ -2,6 +2,11 @@
 
 import contextlib
 import io
+import os
+
+# every kernel the tests build passes codegen.legalize.verify before it is compiled (lazy/runtime.py),
+# in this process and in the processes tests start
+os.environ.setdefault("LAZY_VERIFY", "1")
 
 
 def run_cli(*args) -> tuple[int, str, str]:
