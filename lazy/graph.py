@@ -366,11 +366,16 @@ def prod(xs) -> int:
 
 
 def const(value: Any, dtype: DType, shape: tuple[int, ...] = ()) -> Node:
-    """A constant of `dtype` broadcast to `shape` (stored as a 0-d CONST expanded, so it interns once)."""
+    """A constant of `dtype` broadcast to `shape` (stored as a 0-d CONST expanded, so it interns once).
+    An int wraps into `dtype` (two's complement), as torch converts a Python int for an op on an
+    integer tensor (`uint8 == 256` compares with 0)."""
     if dtype.kind == "b":
         value = bool(value)
     elif dtype.kind in "iu":
-        value = int(value)
+        bits = 8 * dtype.itemsize
+        value = int(value) % (1 << bits)
+        if dtype.kind == "i" and value >> (bits - 1):
+            value -= 1 << bits
     else:
         value = float(value)
     return node(Op.CONST, (), value, dtype, tuple(shape))

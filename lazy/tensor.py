@@ -259,12 +259,23 @@ def _mk(op: Op, srcs: tuple[Node, ...], arg=None) -> Node:
         raise RuntimeError(f"lazy internal error (please report): {e}") from e
 
 
+def _int64(v: int) -> int:
+    """A Python int as torch takes one for a scalar: 64 bits (signed, or unsigned above int64's
+    range), else torch's OverflowError."""
+    if v >= 2**64:
+        raise OverflowError(f"int too big to convert: {v} (a Python int in a tensor op must fit in 64 bits)")
+    if v < -2**63:
+        raise OverflowError(f"can't convert negative int to unsigned: {v} (a Python int in a tensor op must "
+                            "be at least -2**63)")
+    return v
+
+
 def _pyscalar(x):
     """A Python bool/int/float for scalar-like inputs (numpy scalars included), else None."""
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
-        return int(x)
+        return _int64(int(x))
     if isinstance(x, (float, np.floating)):
         return float(x)
     return None
@@ -319,6 +330,11 @@ def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor
             return [x._expand_to(shape) for x in xs]
     ops = [_operand(op, x) for x in xs]
     _same_device(op, *ops)
+    tdts = [o.dtype for o in ops if isinstance(o, Tensor)]
+    if dtype is None and tdts and all(d is bool_ for d in tdts) and any(type(o) is int and o >= 2**63 for o in ops):
+        # torch takes an int from 2**63 as uint64, which bool does not promote with
+        raise DTypeError(f"{op}: promoting bool and {max(o for o in ops if type(o) is int)} (a uint64 in torch) "
+                         "is not supported")
     dt = dtype or result_type(*map(_key, ops), op=op)
     shape = _broadcast(op, *[o._node.shape for o in ops if isinstance(o, Tensor)], *shapes)
     return [o._cast(dt)._expand_to(shape) if isinstance(o, Tensor) else Tensor._new(const(o, dt, shape))
@@ -507,7 +523,7 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
         if type(other) in (float, int) and not kinds and self.dtype.is_float:
             # the common `x * 2.0`: torch keeps a float tensor's dtype for a Python number, so
             # promotion, broadcasting and device checks have nothing to do (same nodes as _promote)
-            c = Tensor._new(const(other, self.dtype, self._node.shape))
+            c = Tensor._new(const(other if type(other) is float else _int64(other), self.dtype, self._node.shape))
             return c._ew(op, self) if reverse else self._ew(op, c)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
@@ -2309,6 +2325,8 @@ def tensor(data, dtype=None, device=None) -> Tensor:
         try:
             t = torch.tensor(_host(data), dtype=None if dt is None else to_torch(dt))
         except (TypeError, ValueError, RuntimeError) as e:
+            if isinstance(e, OverflowError) or "Overflow" in str(e):  # a Python int past 64 bits: torch's error
+                raise type(e)(f"tensor: {e}") from None
             raise TypeError(f"tensor: cannot build a tensor from {type(data).__name__}: {e}") from None
         out = _from_torch(t, owned=True)  # torch.tensor made a copy of its own
     return out if dt is None else out._cast(dt)
@@ -2336,6 +2354,8 @@ _INT_RANGE = {"int8": (-2**7, 2**7 - 1), "uint8": (-255, 255), "int32": (-2**31,
 
 def _fits(op: str, v, dt: DType):
     """`v`, a Python number stored into `dt`, or torch's error where it cannot be without overflow."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        _int64(v)
     lo_hi = _INT_RANGE.get(dt.name)
     if lo_hi is None or isinstance(v, bool):
         return v
@@ -2389,6 +2409,9 @@ def arange(start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
         raise TypeError(f"arange: start, end and step must be numbers, got {(start, end, step)}")
     start, end, step = vals
     is_int = all(isinstance(v, int) for v in vals)
+    for v in vals:
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 2**63:  # torch computes in int64
+            raise RuntimeError(f"arange: value {v} cannot be converted to int64 without overflow")
     dt = as_dtype(dtype, "arange") if dtype is not None else (int64 if is_int else get_default_dtype())
     if dt.kind in "iu" and not is_int:  # torch computes an integer arange in int64 from the start
         start, end, step = (math.trunc(v) for v in (start, end, step))

@@ -203,6 +203,63 @@ def test_cast_then_arithmetic_in_one_kernel(backend, src, dst):
     same((x + x).to(ld).to(lazy.float64), (tx + tx).to(td).to(torch.float64))  # arithmetic, then the cast
 
 
+# -- Python ints past 64 bits ------------------------------------------------------------------
+
+OVERFLOW_FORMS = {
+    "add": lambda m, t, v: t + v, "radd": lambda m, t, v: v + t, "mul": lambda m, t, v: t * v,
+    "floordiv": lambda m, t, v: t // v, "eq": lambda m, t, v: t == v, "lt": lambda m, t, v: t < v,
+    "gt": lambda m, t, v: t > v, "where": lambda m, t, v: m.where(t > 0, t, v),
+    "full": lambda m, t, v: m.full((2,), v, dtype=t.dtype), "fill_": lambda m, t, v: t.clone().fill_(v),
+}
+
+
+def _outcome(f):
+    try:
+        return f().tolist()
+    except Exception as e:  # noqa: BLE001 (the error's type is what is compared)
+        return type(e)
+
+
+@pytest.mark.parametrize("value", [2**64, 2**70, -2**63 - 1])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int64", "int32", "uint8", "bool"])
+@pytest.mark.parametrize("form", list(OVERFLOW_FORMS))
+def test_python_ints_past_64_bits_raise_overflow_error_like_torch(dtype, form, value):
+    f = OVERFLOW_FORMS[form]
+    got = _outcome(lambda: f(lazy, lazy.zeros(3, dtype=getattr(lazy, dtype)), value))
+    want = _outcome(lambda: f(torch, torch.zeros(3, dtype=getattr(torch, dtype)), value))
+    assert want is OverflowError and got is OverflowError
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: m.arange(2**64, 2**64 + 2), lambda m: m.arange(0, 2**64, 2**62), lambda m: m.arange(-2**63 - 1, 0, 2**62),
+    lambda m: m.arange(0, 3, 2**64), lambda m: m.arange(2**63, 2**63 + 2), lambda m: m.tensor([2**64]),
+    lambda m: m.tensor(2**64), lambda m: m.tensor([-2**63 - 1]), lambda m: m.tensor([2**64], dtype=m.float32),
+    lambda m: m.full((2,), 2**64, dtype=m.float32), lambda m: m.full((2,), 2**63),
+    lambda m: m.full((2,), 2**63, dtype=m.float32), lambda m: m.arange(0.0, 2**64 + 5.0, 2.0**62)])
+def test_constructors_with_python_ints_past_int64_like_torch(make):
+    got, want = _outcome(lambda: make(lazy)), _outcome(lambda: make(torch))
+    if isinstance(want, type):
+        assert isinstance(got, type) and issubclass(got, want), (got, want)
+    else:
+        assert got == want
+
+
+@pytest.mark.parametrize("case", [
+    lambda m: m.zeros(3, dtype=m.int64) + 2**63, lambda m: m.zeros(3, dtype=m.int64) == 2**63,
+    lambda m: m.zeros(3, dtype=m.int32) == 2**32, lambda m: m.zeros(3, dtype=m.int32) == 2**63,
+    lambda m: m.zeros(2, dtype=m.uint8) == 256, lambda m: m.zeros(2, dtype=m.uint8) + 256,
+    lambda m: m.ones(2, dtype=m.int8) * 2**63, lambda m: m.zeros(3) + 2**63, lambda m: m.zeros(3) - (2**64 - 1),
+    lambda m: m.zeros(3, dtype=m.bool) + 2**63, lambda m: m.zeros(3, dtype=m.bool) == 2**63])
+def test_python_ints_convert_to_the_op_dtype_like_torch(backend, case):
+    """torch takes an int from 2**63 to 2**64 - 1 as uint64, and converts an int scalar to an int
+    tensor's dtype by wrapping (`uint8 == 256` compares with 0); bool tensors refuse uint64."""
+    got, want = _outcome(lambda: case(lazy)), _outcome(lambda: case(torch))
+    if isinstance(want, type):
+        assert isinstance(got, type) and issubclass(got, want), (got, want)
+    else:
+        assert got == want
+
+
 # -- the verifier ------------------------------------------------------------------------------
 
 X0 = sympy.Symbol("x0", integer=True, nonnegative=True)
