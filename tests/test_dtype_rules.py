@@ -9,6 +9,7 @@ again in the kernel that computes it: by a cast, a comparison, a reduction or mo
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numpy as np
@@ -336,7 +337,7 @@ def test_legalized_kernels_render_and_run():
     fn = compile_c.load(render_c.render_c(k))
     a, b = torch.tensor([100, -128, 5, 127], dtype=torch.int8), torch.tensor([100, -1, 5, 1], dtype=torch.int8)
     out = torch.empty(4)
-    fn.argtypes = [__import__("ctypes").c_void_p] * 3
+    fn.argtypes = [ctypes.c_void_p] * 3
     fn(a.data_ptr(), b.data_ptr(), out.data_ptr())
     assert out.tolist() == (a + b).float().tolist()
 
@@ -344,11 +345,13 @@ def test_legalized_kernels_render_and_run():
 def test_float32_kernels_need_no_legalization(monkeypatch):
     """Legalization leaves float32 kernels as they are (the same object), so they render byte for
     byte as before: the common path pays nothing."""
+    from lazy import runtime
     from perf.workloads import SUITE
     from scheduler import lower
 
     raw = []
     monkeypatch.setattr(lower, "legalize", lambda k: raw.append(k) or k)
+    monkeypatch.setattr(runtime, "_programs", {})  # lower every program again
     for name in ("elementwise_chain", "elementwise_arith", "softmax", "layernorm", "rmsnorm", "sum_outer",
                  "broadcast_outer", "gelu_linear"):
         w = SUITE[name]
