@@ -158,8 +158,8 @@ def _launch_errors() -> tuple[type, ...]:
 
 
 def load(k: Kernel, config: TritonConfig | None = None):
-    """A launcher `fn(*tensors)` for `k`: buffers in `k.buffers` order, torch tensors on the device
-    (CPU tensors under TRITON_INTERPRET=1). Errors from Triton name the generated source file."""
+    """A launcher `fn(*tensors, *scalars)` for `k`: buffers in `k.buffers` order, torch tensors on the
+    device (CPU tensors under TRITON_INTERPRET=1), then the values of its scalar arguments. Errors from Triton name the generated source file."""
     path = write_source(k, config)
     mod = import_module(path)
     launch = mod.launch
@@ -167,8 +167,9 @@ def load(k: Kernel, config: TritonConfig | None = None):
     interp = interpreting()
 
     def fn(*tensors):
-        if len(tensors) != len(k.buffers):
-            raise TypeError(f"{k.name}: expected {len(k.buffers)} buffers, got {len(tensors)}")
+        if len(tensors) != len(k.buffers) + len(k.scalars):
+            raise TypeError(f"{k.name}: expected {len(k.buffers)} buffers and {len(k.scalars)} scalars, "
+                            f"got {len(tensors)} arguments")
         try:
             if interp:
                 import numpy as np

@@ -89,7 +89,8 @@ def compute_dtype(name: str) -> str:
 class Expr:
     """One value in a kernel's expression DAG.
 
-    op: "load" (arg = (buf, index, mask)), "const" (arg = value), "index" (arg = sympy int expr),
+    op: "load" (arg = (buf, index, mask)), "const" (arg = value), "scalar" (arg = k: the kernel's
+        k-th scalar argument, a Python number bound at launch), "index" (arg = sympy int expr),
         "acc" (arg = reduce name), "cast" (arg = target dtype), the narrowing nodes "round"
         (to float16/bfloat16) and "wrap" (to int8/uint8/int32), or an elementwise op name
         ("add", "exp", "where", ...; the graph's op names in lower case).
@@ -148,10 +149,13 @@ class Kernel:
     reduces: tuple[Reduce, ...]
     stores: tuple[Store, ...]
     meta: dict = field(default_factory=dict, compare=False, hash=False)  # bytes, flops, fusion notes
+    # dtypes of the scalar arguments after the buffers (Expr "scalar" k reads the k-th); their values
+    # are the program's scalar slots `meta["scalar_slots"]`, bound at each launch
+    scalars: tuple[str, ...] = ()
 
     def key(self) -> str:
         """Content hash, independent of the kernel's name."""
-        text = repr((self.buffers, self.loops, self.reduces, self.stores))
+        text = repr((self.buffers, self.loops, self.reduces, self.stores) + ((self.scalars,) if self.scalars else ()))
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     @property
@@ -223,7 +227,7 @@ def epilogue_in_place(call: ExternCall) -> Kernel:
     meta = dict(k.meta)
     meta["bytes_read"] = k.meta["bytes_read"] + k.meta["bytes_written"]
     return Kernel(f"{k.name}_epilogue", k.buffers, k.loops, k.reduces,
-                  (Store(store.buf, store.index, swap(store.value), store.dtype),), meta)
+                  (Store(store.buf, store.index, swap(store.value), store.dtype),), meta, k.scalars)
 
 
 def subst_expr(e: Expr, rep: dict, memo: dict | None = None) -> Expr:

@@ -25,7 +25,9 @@ The rules (torch's semantics, decided here once for every backend):
   float32/float64), a widening, or from bool.
 - Constants hold values of their dtype where that is exact (ints wrap when the graph builds them);
   a half constant may hold a wider value (`x * 1.001` multiplies by the float, as torch's opmath
-  does) and is rounded, in Python, where its use needs an exact value (`x == 1.001`).
+  does) and is rounded, in Python, where its use needs an exact value (`x == 1.001`). Scalar
+  arguments (`scalar`, a constant bound at launch) follow the same rules; a half one is rounded by
+  a `round` node instead.
 - An accumulator (`acc`) and a store convert to their dtype as they finish: that is the
   renderers' one narrowing, the meaning of `Reduce.dtype` and `Store.dtype`.
 
@@ -53,7 +55,7 @@ BINARY = {"add", "sub", "mul", "div", "floordiv", "mod", "pow", "max", "min", "a
 # arithmetic whose result is exact whenever its operands are: no rounding, no overflow
 KEEPS_EXACT = {"max", "min", "and", "or", "xor", "floor", "ceil", "trunc"}
 KEEPS_EXACT_HALF = KEEPS_EXACT | {"neg", "abs"}
-LEAVES = {"load", "const", "index", "valid", "acc"}
+LEAVES = {"load", "const", "scalar", "index", "valid", "acc"}
 # float -> int: the truncations that fit, per (source, target): (op, bound) pairs
 _FITS = {("float32", "int32"): (("ge", -2.0**31), ("lt", 2.0**31)),
          ("float64", "int32"): (("gt", -2.0**31 - 1), ("lt", 2.0**31)),
@@ -191,6 +193,8 @@ class _Legalizer:
 def exact_leaf(e: Expr) -> bool:
     if e.op == "const":
         return const_exact(e)
+    if e.op == "scalar":  # ints arrive wrapped into their dtype (graph.const); a half one as a float
+        return e.dtype not in HALFS
     return e.op != "index" or (e.dtype not in NARROW_INTS and e.dtype not in HALFS)
 
 
@@ -223,7 +227,7 @@ def legalize(k: Kernel) -> Kernel:
         stores.append(s if v is s.value else Store(s.buf, s.index, v, s.dtype))
     if all(a is b for a, b in zip(reduces, k.reduces)) and all(a is b for a, b in zip(stores, k.stores)):
         return k
-    return Kernel(k.name, k.buffers, k.loops, tuple(reduces), tuple(stores), dict(k.meta))
+    return Kernel(k.name, k.buffers, k.loops, tuple(reduces), tuple(stores), dict(k.meta), k.scalars)
 
 
 # -- the verifier ------------------------------------------------------------------------------
@@ -292,6 +296,9 @@ def verify(k: Kernel) -> None:
         elif op == "const":
             if dt in INT_RANGE and not const_exact(e):
                 bad(e, f"constant out of the range of {dt}")
+        elif op == "scalar":
+            if not isinstance(e.arg, int) or not 0 <= e.arg < len(k.scalars) or k.scalars[e.arg] != dt:
+                bad(e, f"reads scalar argument {e.arg}, but the kernel's are {list(k.scalars)}")
         elif op == "valid":
             if dt != "bool":
                 bad(e, "a validity test is not bool")

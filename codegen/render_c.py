@@ -47,6 +47,7 @@ is declared with it (codegen/knobs.py); `render_c` checks the config before it r
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from dataclasses import dataclass, replace
@@ -642,7 +643,7 @@ class Body:
                 self.used.add(e)
             return name
         code = self._code(e)
-        if e.op == "const":
+        if e.op in ("const", "scalar"):
             self.names[e] = code
             return code
         name = f"t{len(self.names)}"
@@ -656,6 +657,8 @@ class Body:
         t = ctype(compute_dtype(dt))
         if op == "const":
             return literal(e.arg, compute_dtype(dt))
+        if op == "scalar":  # an argument of the kernel, in its compute type (`scalar_params`)
+            return f"s{int(e.arg)}"
         if op == "acc":  # the accumulator converted to its reduction's dtype, as a store converts
             v = self.acc_ref(e.arg)
             if dt == "bool":  # a sum of bools is their `any`
@@ -805,6 +808,23 @@ def _loads(e: Expr, seen=None):
         yield from _loads(s, seen)
 
 
+SCALAR_CTYPES = {"float32": ctypes.c_float, "float64": ctypes.c_double, "float16": ctypes.c_float,
+                 "bfloat16": ctypes.c_float, "int32": ctypes.c_int32, "int64": ctypes.c_int64,
+                 "int8": ctypes.c_int32, "uint8": ctypes.c_int32, "bool": ctypes.c_int}
+
+
+def scalar_argtypes(dtypes: tuple[str, ...]) -> list:
+    """ctypes of a kernel's scalar arguments (`scalar_params`), for a loaded function's argtypes."""
+    return [SCALAR_CTYPES[dt] for dt in dtypes]
+
+
+def scalar_params(dtypes: tuple[str, ...]) -> list[str]:
+    """C parameters of a kernel's scalar arguments (after its buffers): each in its dtype's compute
+    type, so a float16 scalar arrives as the float it was given (legalize rounds it where a use
+    needs a half)."""
+    return [f"const {ctype(compute_dtype(dt))} s{i}" for i, dt in enumerate(dtypes)]
+
+
 def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None,
              config: CConfig | None = None) -> str:
     """C source for `k`. `config` sets the knobs (None: the heuristics); `threads` caps the OpenMP
@@ -822,6 +842,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     for i, b in enumerate(k.buffers):
         const = "" if b.output else "const "
         params.append(f"{const}{C_TYPES[b.dtype][0]}* restrict b{i}")
+    params += scalar_params(k.scalars)
     parallel = _work(k) >= cfg.parallel_min_work
     nt = f" num_threads({knobs.src(cfg, 'threads')})" if cfg.threads else ""
     n = len(k.loops)
@@ -1137,7 +1158,8 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             at = next(i for i, line in enumerate(lines) if line.startswith(f"void {fn_name}("))
             row_params = params + [f"const float* restrict {name}" for _, name in cols]
             lines[at:at] = [f"static inline void {fn_name}_row(int64_t x{x}, {', '.join(row_params)}) {{", *body, "}"]
-            args = ", ".join([f"b{i}" for i in range(len(k.buffers))] + [name for _, name in cols])
+            args = ", ".join([f"b{i}" for i in range(len(k.buffers))] + [f"s{i}" for i in range(len(k.scalars))]
+                             + [name for _, name in cols])
             parallel_open(indent, grab=_grab(size), prologue=column_prologue(indent))
             lines.append(f"{indent}for (int64_t x{x} = 0; x{x} < {size}; x{x}++) {fn_name}_row(x{x}, {args});")
             parallel_close(indent, region=bool(cols))
@@ -1321,7 +1343,7 @@ def _row_cache(k: Kernel, parallel: bool) -> dict:
         stack = [s.value for s in k.stores]
         while stack:
             e = stack.pop()
-            if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "acc"):
+            if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "scalar", "acc"):
                 continue
             moved = subst_expr(e, rep, memo)
             if moved in inside and moved.dtype in ("float32", "float16", "bfloat16"):
@@ -1334,7 +1356,7 @@ def _row_cache(k: Kernel, parallel: bool) -> dict:
 
 
 # -- call fission ------------------------------------------------------------------------------
-_RECOMPUTED = {"const", "load", "index", "valid", "acc"}  # cheaper to redo in a later loop than to keep
+_RECOMPUTED = {"const", "scalar", "load", "index", "valid", "acc"}  # cheaper to redo in a later loop than to keep
 
 
 def _varies(e: Expr, var: sympy.Symbol, memo: dict) -> bool:

@@ -380,7 +380,7 @@ class Adapter:
     default: object
     space: dict[str, tuple]
     source: Callable[[object], str]  # the generated code: candidates with equal code are one
-    bind: Callable[[object, list], Callable[[], None]]  # (config, tensors) -> launch with no arguments
+    bind: Callable[..., Callable[[], None]]  # (config, tensors, scalar values) -> launch with no arguments
     valid: Callable[[object], bool] = lambda cfg: True
     prefetch: Callable[[list], None] | None = None
 
@@ -391,11 +391,11 @@ def _c_adapter(k: Kernel) -> Adapter:
     def source(cfg) -> str:
         return render_c.render_c(k, config=cfg)
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = compile_c.load(source(cfg))
-        fn.argtypes = [ctypes.c_void_p] * len(tensors)
+        fn.argtypes = [ctypes.c_void_p] * len(tensors) + render_c.scalar_argtypes(k.scalars)
         ptrs = [t.data_ptr() for t in tensors]
-        return lambda: fn(*ptrs)
+        return lambda: fn(*ptrs, *scalars)
 
     def prefetch(cfgs: list) -> None:
         # compile a batch in parallel (gcc runs outside the GIL); load() then finds the objects on
@@ -416,9 +416,9 @@ def _triton_adapter(k: Kernel) -> Adapter:
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = compile_triton.load(k, cfg)
-        return lambda: fn(*tensors)
+        return lambda: fn(*tensors, *scalars)
 
     return Adapter("triton", render_triton.choose_config(k), render_triton.search_space(k),
                    lambda cfg: render_triton.render_triton(k, cfg), bind,
@@ -439,9 +439,9 @@ def _gemm_adapter(call: ExternCall) -> Adapter:
         except gemm_triton.GemmConfigError:
             return False
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = gemm_triton.load(call, cfg)
-        return lambda: fn(*tensors)
+        return lambda: fn(*tensors, *scalars)
 
     return Adapter("gemm", gemm_triton.choose_config(call), gemm_triton.search_space(call),
                    lambda cfg: gemm_triton.render(call, cfg, check=False), bind, valid=valid)
@@ -450,10 +450,10 @@ def _gemm_adapter(call: ExternCall) -> Adapter:
 def _cgemm_adapter(call: ExternCall) -> Adapter:
     from codegen import gemm_c
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = gemm_c.load(call, cfg)
         ptrs = [t.data_ptr() for t in tensors]
-        return lambda: fn(*ptrs)
+        return lambda: fn(*ptrs, *scalars)
 
     return Adapter("cgemm", gemm_c.choose_config(call), gemm_c.search_space(call),
                    lambda cfg: gemm_c.render_gemm_c(call, cfg), bind, valid=gemm_c.valid_config)
@@ -620,13 +620,18 @@ def _span_copy(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor], *, budget_s: float = 10.0,
                 max_configs: int = 40, min_gain: float = 0.03,
                 bench: Callable[[Kernel | ExternCall, object], float] | None = None,
-                progress: Callable[[int, float, float], None] | None = None, store: bool = True) -> TuneResult:
+                progress: Callable[[int, float, float], None] | None = None, store: bool = True,
+                scalars: list | None = None) -> TuneResult:
     """Search `k`'s config space, running candidates on `tensors` (its buffers in `k.buffers`
-    order; what they hold is the same afterwards, see `_workspace`).
+    order; what they hold is the same afterwards, see `_workspace`) and `scalars`, the values of
+    its scalar arguments (default: those it was lowered with).
 
     `bench(kernel, config) -> seconds` replaces timing (tests, cost models); candidates still run
     once to be verified. The result is stored in the tuning database unless `store=False`."""
     t_start = time.perf_counter()
+    if scalars is None:
+        lowered = k.epilogue if isinstance(k, ExternCall) else k
+        scalars = lowered.meta.get("scalar_values", ()) if lowered is not None else ()
     ad = adapter_for(k, backend)
     check_fit(k, ad.kind, ad.default)
     outputs = [i for i, b in enumerate(k.buffers) if b.output]
@@ -647,7 +652,7 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
 
     def evaluate(point: dict) -> float | None:
         cfg = config(point)
-        run = ad.bind(cfg, ws)
+        run = ad.bind(cfg, ws, scalars)
         restore()
         t = time.perf_counter()
         run()
@@ -680,7 +685,8 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
             # confirm against the default, interleaved: the winner must be faster both at its best
             # and typically (a config that only wins while other processes hold a core, or only
             # when they do not, is a regression half of the time), else the default stays
-            (d_min, d_med), (b_min, b_med) = measure_pair(ad.bind(ad.default, ws), ad.bind(best, ws), ws)
+            (d_min, d_med), (b_min, b_med) = measure_pair(ad.bind(ad.default, ws, scalars),
+                                                          ad.bind(best, ws, scalars), ws)
             default_s, best_s = d_min, b_min
             if not (b_min < d_min * (1.0 - min_gain) and b_med < d_med * (1.0 - min_gain)):
                 best, best_s = ad.default, d_min

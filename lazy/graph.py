@@ -13,6 +13,10 @@ Invariants
 - BUFFER leaves point at realized memory through `arg` (a `Buffer`, compared by identity);
   `structure_key()` replaces them by their position, dtype, shape and strides, so the same
   program built twice over different data gives the same key.
+- Python numbers are kernel arguments. A CONST node whose value is not a `literal` (0, 1, -1, 2,
+  0.5, infinities and NaN, bools, integer limits: values whose literal form matters for speed or
+  meaning) enters `structure_key()` as a scalar slot, not by value: `x * lr` with a new `lr` is the
+  same program, and its kernels take the value as an argument.
 - Values are fixed when created. A `Buffer` counts the in-place writes into its memory
   (`version`); a BUFFER node is made for one version (it is part of the node's key) and reads that
   version. The Tensor layer makes sure no pending node still reads a buffer when its memory is
@@ -23,6 +27,7 @@ Invariants
 from __future__ import annotations
 
 import enum
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -248,8 +253,10 @@ def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[i
     _SET_DTYPE(n, dtype)
     _SET_SHAPE(n, shape)
     _SET_KEY(n, key)
-    # what structure_key records for n besides its sources (a buffer's slot and layout come later)
-    _SET_STATIC(n, (op, None if op is Op.BUFFER else key[2], dtype.name, shape))
+    # what structure_key records for n besides its sources (a buffer's slot and layout come later,
+    # a runtime scalar's slot too: its value is not part of the structure)
+    _SET_STATIC(n, (op, None if op is Op.BUFFER else SCALAR if op is Op.CONST and not literal(arg, dtype) else key[2],
+                    dtype.name, shape))
     _SET_DEVICE(n, dev)
     ref = _KeyedRef(n, _forget)
     ref.key = key
@@ -259,6 +266,25 @@ def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[i
 
 _SET_OP, _SET_SRCS, _SET_ARG, _SET_DTYPE, _SET_SHAPE, _SET_KEY, _SET_STATIC, _SET_DEVICE = (
     Node.__dict__[name].__set__ for name in ("op", "srcs", "arg", "dtype", "shape", "_key", "_static", "device"))
+
+
+SCALAR = "scalar"  # a CONST's structure when its value is a kernel argument
+
+
+def literal(value: Any, dtype: DType) -> bool:
+    """Whether a constant stays in the kernel's source (see the module docstring): values whose
+    literal form lets the compiler simplify (x*1, x+0, x*2, x*0.5, -x), the fills of masks (+-inf),
+    NaN, bools, and the integer limits (clamps, wraps). Every other number is a kernel argument, so
+    a program that changes it every step compiles once."""
+    if dtype.kind == "b" or value in _LITERALS:
+        return True
+    if dtype.kind == "f":
+        return math.isnan(value) or math.isinf(value)
+    bits = 8 * dtype.itemsize
+    return value in ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if dtype.kind == "i" else (0, (1 << bits) - 1))
+
+
+_LITERALS = frozenset({0, 1, -1, 2, -2, 0.5, -0.5})
 
 
 class GraphError(ValueError):
@@ -416,11 +442,13 @@ def buffer_layout(buf: Buffer) -> tuple:
     return (tuple(d.stride()), int(d.storage_offset()), str(d.device))
 
 
-def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
-    """A key that is equal for structurally equal graphs, and the buffers in key order.
+def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer], list[Node]]:
+    """A key that is equal for structurally equal graphs, the buffers in key order, and the CONST
+    nodes that are kernel arguments (scalars) in key order.
 
     Buffers are numbered by first appearance, so `a + b` and `a + a` differ while two
-    separately built `a + b` programs over different data are equal.
+    separately built `a + b` programs over different data are equal; so are scalars: `x * 0.3`
+    and `x * 0.7` share a key (`literal` says which constants are part of it instead).
     """
     # toposort's walk, recording each node as it is finished (every realize of a cached program
     # runs this: one pass, the per-node part precomputed when the node was made; nodes and
@@ -428,6 +456,7 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
     index: dict[Node, int] = {}
     buffers: list[Buffer] = []
     buf_slot: dict[Buffer, int] = {}
+    scalars: list[Node] = []
     parts = []
     stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
     while stack:
@@ -444,6 +473,9 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
                     slot = buf_slot[b] = len(buffers)
                     buffers.append(b)
                 parts.append((n._static, ("buf", slot, buffer_layout(b))))
+            elif n._static[1] is SCALAR:
+                parts.append((n._static, len(scalars)))
+                scalars.append(n)
             else:
                 parts.append((n._static, tuple([index[s] for s in n.srcs])))
             index[n] = len(index)
@@ -454,5 +486,5 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
         for s in reversed(n.srcs):
             if s not in index:
                 stack.append((s, False))
-    return (tuple(parts), tuple([index[r] for r in roots])), buffers
+    return (tuple(parts), tuple([index[r] for r in roots])), buffers, scalars
 

@@ -73,6 +73,7 @@ class _Realization:
     inputs: list  # per input buffer: ("arg", i) | ("out", realization, output) | ("keep", Buffer)
     dev: str
     n_outputs: int
+    scalars: list = field(default_factory=list)  # the values of its scalar arguments
 
 
 @dataclass(eq=False)  # compared by identity (the watch lists hold weakrefs to plans)
@@ -107,11 +108,12 @@ class Capture:
         return list({id(x[1]): x[1] for x in srcs if x[0] == "keep"}.values())
 
     # -- runtime hooks
-    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes) -> None:
+    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes, scalars=()) -> None:
         r = len(self.realizations)
         self.read(nodes)  # a pending tensor realized as it is (no op read it); what is inside its graph
         # stays as it was when a tensor is written later (nodes are immutable), so roots suffice
-        self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs)))
+        self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs),
+                                              list(scalars)))
         for o, b in enumerate(outs):
             if not any(b is x for x in buffers):  # not written in place into a buffer that stays
                 self._outs.setdefault(id(b), (r, o))
@@ -152,6 +154,9 @@ class Capture:
         for i, (a, b) in enumerate(zip(self.realizations, other.realizations)):
             if a.prog is not b.prog:
                 return f"realization {i} ran a different program"
+            if a.scalars != b.scalars:
+                return (f"realization {i} used other Python numbers ({_numbers(a.scalars, b.scalars)}): a number "
+                        "computed inside the function changes between calls")
             for j, (x, y) in enumerate(zip(a.inputs, b.inputs)):
                 if x[0] != y[0] or (x[0] == "keep" and x[1] is not y[1]) or (x[0] != "keep" and x != y):
                     where = f"realization {i} input {j} ({tuple(y[1].data.shape) if y[0] == 'keep' else y[1:]})"
@@ -198,6 +203,11 @@ class Capture:
                 return f"a {tuple(buf.data.shape)} tensor it reads was changed outside it"
         self.suspects.clear()
         return None
+
+
+def _numbers(a: list, b: list) -> str:
+    diff = [(x, y) for x, y in zip(a, b) if x != y]
+    return ", ".join(f"{x!r}, then {y!r}" for x, y in diff[:3])
 
 
 def _rebound(entry) -> tuple:
@@ -417,7 +427,7 @@ class Jit:
             effect()
         for r in plan.realizations:
             inputs = [resolve(s) for s in r.inputs]
-            outs.append(runtime.run_program(r.prog, inputs, r.dev))
+            outs.append(runtime.run_program(r.prog, inputs, r.dev, scalars=r.scalars))
             for s in r.prog.written:  # the owners hold the new versions
                 overwritten(inputs[s])
         for who, ri, oi in plan.rebind:

@@ -210,14 +210,15 @@ class Launch:
     source: str  # C source, or the path of the generated Triton module
     backend: str
     config: object = None  # the tuned config it was built with (None: the backend's heuristics)
+    scalars: tuple[int, ...] = ()  # the program's scalar slots its kernel takes as arguments, in order
 
-    def __call__(self, slots: list) -> None:
+    def __call__(self, slots: list, scalars: list = ()) -> None:
         if self.backend == "extern":
             extern.run(self.kernel, [slots[s] for s in self.slots])
         elif self.backend == "c":
-            self.fn(*[slots[s].data_ptr() for s in self.slots])
+            self.fn(*[slots[s].data_ptr() for s in self.slots], *[scalars[i] for i in self.scalars])
         else:
-            self.fn(*[slots[s] for s in self.slots])
+            self.fn(*[slots[s] for s in self.slots], *[scalars[i] for i in self.scalars])
 
 
 @dataclass
@@ -241,7 +242,7 @@ MAX_PROGRAMS = 512
 _programs: OrderedDict = OrderedDict()
 cache_stats = {"schedule_hits": 0, "schedule_misses": 0, "schedule_evictions": 0}
 kernel_listeners: list = []  # callables(Kernel, backend): `lazy kernels` collects kernels this way
-tuner = None  # set by lazy/tuning.py while tuning: callable(Launch, slots) -> the Launch to run
+tuner = None  # set by lazy/tuning.py while tuning: callable(Launch, slots, scalars) -> the Launch to run
 BACKENDS = ("c", "triton", "interp")
 
 
@@ -280,7 +281,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
             if level >= 3:
                 _log(f"--- {k.name} C GEMM ({k.key()}) ---\n{fn.source}")
             return [Launch(k, fn, k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k)),
-                           fn.source, "c", cfg)]
+                           fn.source, "c", cfg, _scalar_slots(k))]
         if backend != "triton" or not gemm_triton.supports(k):  # C backend, int GEMMs: BLAS via torch
             if k.epilogue is None:
                 return [Launch(k, None, k.meta["slots"], "", "extern")]
@@ -294,18 +295,18 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
         class TritonGemmLaunch(Launch):
             # still reported as backend "extern" (an ExternCall: profiles count GEMMs that way),
             # but runs the Triton template (codegen/gemm_triton.py) instead of codegen/extern.py
-            def __call__(self, slots: list) -> None:
-                self.fn(*[slots[s] for s in self.slots])
+            def __call__(self, slots: list, scalars: list = ()) -> None:
+                self.fn(*[slots[s] for s in self.slots], *[scalars[i] for i in self.scalars])
 
         slots = k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k))
-        return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern", cfg)]
+        return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern", cfg, _scalar_slots(k))]
     if backend == "c":
         src = render_c.render_c(k, config=cfg)
         if level >= 3:
             _log(f"--- {k.name} ({k.key()}) ---\n{src}")
         fn = compile_c.load(src)
-        fn.argtypes = [ctypes.c_void_p] * len(k.buffers)
-        return [Launch(k, fn, k.meta["slots"], src, "c", cfg)]
+        fn.argtypes = [ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
+        return [Launch(k, fn, k.meta["slots"], src, "c", cfg, _scalar_slots(k))]
     from codegen import compile_triton
 
     if not torch.cuda.is_available():
@@ -314,7 +315,14 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     fn = compile_triton.load(k, cfg)
     if level >= 3:
         _log(f"--- {k.name} ({k.key()}) {fn.path} ---\n{Path(fn.path).read_text()}")
-    return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton", cfg)]
+    return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton", cfg, _scalar_slots(k))]
+
+
+def _scalar_slots(k: Kernel | ExternCall) -> tuple[int, ...]:
+    """The program scalar slots a kernel (or a GEMM's fused epilogue) takes, in argument order."""
+    if isinstance(k, ExternCall):
+        k = k.epilogue
+    return () if k is None else k.meta.get("scalar_slots", ())
 
 
 def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
@@ -331,8 +339,8 @@ def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
     return [] if k.epilogue is None else _c_sources(epilogue_in_place(k), backend)
 
 
-def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None) -> Program:
-    sched = schedule(nodes, buffers, into)
+def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None, scalars=()) -> Program:
+    sched = schedule(nodes, buffers, into, scalars=scalars)
     misses = compile_c.stats.misses
     # a new schedule's kernels compile concurrently (one compiler process per core), then load
     # one by one from the disk cache: a cold training step waits for its slowest kernel, not the sum
@@ -358,9 +366,11 @@ def _device_of(buffers: list[Buffer], device: str | None) -> str:
     return devices.pop() if devices else "cpu"
 
 
-def program_for(nodes: list[Node], device: str | None = None,
-                into: list[Buffer | None] | None = None) -> tuple[Program, list[Buffer], bool, str]:
-    key, buffers = structure_key(nodes)
+def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer | None] | None = None
+                ) -> tuple[Program, list[Buffer], list, bool, str]:
+    """(the program of `nodes`' structure, its input buffers, its scalar arguments' values, whether
+    it was built now, the device)."""
+    key, buffers, scalar_nodes = structure_key(nodes)
     dev = _device_of(buffers, device)
     backend = backend_for(dev)
     slots = None
@@ -372,7 +382,7 @@ def program_for(nodes: list[Node], device: str | None = None,
     fresh = prog is None
     if fresh:
         cache_stats["schedule_misses"] += 1
-        prog = _build(nodes, buffers, backend, slots)
+        prog = _build(nodes, buffers, backend, slots, scalar_nodes)
         _programs[full_key] = prog
         while len(_programs) > MAX_PROGRAMS:
             _programs.popitem(last=False)
@@ -381,7 +391,7 @@ def program_for(nodes: list[Node], device: str | None = None,
         with contextlib.suppress(KeyError):  # (another thread may have evicted it meanwhile)
             _programs.move_to_end(full_key)
         cache_stats["schedule_hits"] += 1
-    return prog, buffers, fresh, dev
+    return prog, buffers, [c.arg for c in scalar_nodes], fresh, dev
 
 
 def _alloc(shape, dtype: str, device: str):
@@ -403,17 +413,17 @@ def realize_nodes(nodes: list[Node], device: str | None = None,
         for n in toposort(nodes):
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
-    prog, buffers, fresh, dev = program_for(nodes, device, into)
-    outs = run_program(prog, buffers, dev, fresh, t0, level)
+    prog, buffers, scalars, fresh, dev = program_for(nodes, device, into)
+    outs = run_program(prog, buffers, dev, fresh, t0, level, scalars)
     for r in _recorders:
-        r.realized(prog, buffers, outs, dev, nodes)
+        r.realized(prog, buffers, outs, dev, nodes, scalars)
     return outs
 
 
 def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = False,
-                t0: float | None = None, level: int | None = None) -> list[Buffer]:
-    """Launch a program's kernels over `buffers` (its inputs, in structure-key order) and fresh
-    allocations; the buffers of its outputs."""
+                t0: float | None = None, level: int | None = None, scalars: list = ()) -> list[Buffer]:
+    """Launch a program's kernels over `buffers` (its inputs, in structure-key order), fresh
+    allocations and `scalars` (the values of its scalar slots); the buffers of its outputs."""
     level = debug_level() if level is None else level
     t0 = time.perf_counter() if t0 is None else t0
     for listener in kernel_listeners:  # every launch, cached or not (`lazy kernels` collects them)
@@ -424,16 +434,16 @@ def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = Fa
     timed = bool(_profiles) or level >= 1
     if not timed and tuner is None:  # the common case (and every lazy.jit replay): launches only
         for ln in prog.launches:
-            ln(slots)
+            ln(slots, scalars)
         return _results(prog, buffers, slots)
     sync = torch.cuda.synchronize if dev.startswith("cuda") and timed else (lambda: None)
     recs = []
     for i, ln in enumerate(prog.launches):
         if tuner is not None:  # tune on the real buffers (inputs of this launch are ready now)
-            ln = prog.launches[i] = tuner(ln, slots)
+            ln = prog.launches[i] = tuner(ln, slots, scalars)
         sync()
         t = time.perf_counter()
-        ln(slots)
+        ln(slots, scalars)
         sync()
         dt = time.perf_counter() - t
         m = ln.kernel.meta

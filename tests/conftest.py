@@ -86,3 +86,14 @@ def native_macro(name: str) -> bool:
     out = subprocess.run([*compile_c.compiler(), "-march=native", "-dM", "-E", "-x", "c", "/dev/null"],
                          capture_output=True, text=True, check=True).stdout
     return f"#define {name} " in out
+
+
+def call_c(fn, k, tensors) -> None:
+    """Call C function `fn` compiled from kernel `k` on torch `tensors` (in `k.buffers` order), with
+    the scalar arguments `k` was lowered with (`meta["scalar_values"]`)."""
+    import ctypes
+
+    from codegen.render_c import scalar_argtypes
+
+    fn.argtypes = [ctypes.c_void_p] * len(tensors) + scalar_argtypes(k.scalars)
+    fn(*[t.data_ptr() for t in tensors], *k.meta.get("scalar_values", ()))
