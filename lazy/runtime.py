@@ -35,6 +35,7 @@ import torch
 from codegen import compile_c, extern, render_c, tune
 from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place
 from codegen.legalize import verify
+from lazy import reasons
 from lazy.graph import Buffer, Node, structure_key, toposort
 from scheduler import schedule
 
@@ -382,7 +383,14 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
     fresh = prog is None
     if fresh:
         cache_stats["schedule_misses"] += 1
+        level = debug_level()
+        why = reasons.note(full_key) if level >= 1 else None
+        misses = compile_c.stats.misses
         prog = _build(nodes, buffers, backend, slots, scalar_nodes)
+        if level >= 1:
+            built = compile_c.stats.misses - misses
+            _log(f"lazy: new program ({why}): {len(prog.launches)} launch(es), "
+                 + (f"{built} kernel(s) compiled" if backend == "c" else f"{backend} kernels"))
         _programs[full_key] = prog
         while len(_programs) > MAX_PROGRAMS:
             _programs.popitem(last=False)

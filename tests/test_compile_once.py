@@ -119,3 +119,25 @@ def test_jit_says_when_a_number_computed_inside_changes():
     f(w)  # recorded
     with pytest.warns(sys.modules["lazy.jit"].JitWarning, match="other Python numbers"):
         f(w)  # recorded again: the number differs
+
+
+def test_debug_level_1_says_why_each_program_is_built(capsys):
+    def run(n, dtype=lazy.float32, c=0.3):
+        (lazy.randn(n, 4, dtype=dtype) * c).sum().item()
+
+    with lazy.debug(1):
+        run(23)
+        first = capsys.readouterr().err
+        for c in (0.1, 0.7, 1.9):  # a changing number: nothing new
+            run(23, c=c)
+        assert "new program" not in capsys.readouterr().err
+        run(24)
+        size = capsys.readouterr().err
+        run(24, dtype=lazy.float64)
+        dtype = capsys.readouterr().err
+        run(24, c=2)
+        lit = capsys.readouterr().err
+    assert first.count("lazy: new program") == 1
+    assert "a size changed" in size and "(23, 4) -> (24, 4)" in size
+    assert "a dtype changed" in dtype and "float32 -> float64" in dtype
+    assert "a literal constant changed" in lit and "a kernel argument -> 2.0" in lit
