@@ -227,7 +227,7 @@ def legalize(k: Kernel) -> Kernel:
         stores.append(s if v is s.value else Store(s.buf, s.index, v, s.dtype))
     if all(a is b for a, b in zip(reduces, k.reduces)) and all(a is b for a, b in zip(stores, k.stores)):
         return k
-    return Kernel(k.name, k.buffers, k.loops, tuple(reduces), tuple(stores), dict(k.meta), k.scalars)
+    return Kernel(k.name, k.buffers, k.loops, tuple(reduces), tuple(stores), dict(k.meta), k.scalars, k.sizes)
 
 
 # -- the verifier ------------------------------------------------------------------------------

@@ -890,7 +890,7 @@ class _Renderer:
         reduces = tuple(Reduce(r.name, r.op, subst_expr(r.value, rep, memo), r.dtype, r.rsizes, rv, r.depth)
                         for r, rv in zip(k.reduces, new_meta))
         stores = tuple(Store(s.buf, s.index, subst_expr(s.value, rep, memo), s.dtype) for s in k.stores)
-        return Kernel(k.name, k.buffers, k.loops, reduces, stores, dict(k.meta), k.scalars)
+        return Kernel(k.name, k.buffers, k.loops, reduces, stores, dict(k.meta), k.scalars, k.sizes)
 
     # -- the kernel -----------------------------------------------------------------------
     def body(self) -> list[str]:

@@ -74,6 +74,7 @@ class _Realization:
     dev: str
     n_outputs: int
     scalars: list = field(default_factory=list)  # the values of its scalar arguments
+    sizes: tuple = ()  # the values of its program's size symbols
 
 
 @dataclass(eq=False)  # compared by identity (the watch lists hold weakrefs to plans)
@@ -108,12 +109,13 @@ class Capture:
         return list({id(x[1]): x[1] for x in srcs if x[0] == "keep"}.values())
 
     # -- runtime hooks
-    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes, scalars=()) -> None:
+    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes, scalars=(),
+                 sizes=()) -> None:
         r = len(self.realizations)
         self.read(nodes)  # a pending tensor realized as it is (no op read it); what is inside its graph
         # stays as it was when a tensor is written later (nodes are immutable), so roots suffice
         self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs),
-                                              list(scalars)))
+                                              list(scalars), tuple(sizes)))
         for o, b in enumerate(outs):
             if not any(b is x for x in buffers):  # not written in place into a buffer that stays
                 self._outs.setdefault(id(b), (r, o))
@@ -427,7 +429,7 @@ class Jit:
             effect()
         for r in plan.realizations:
             inputs = [resolve(s) for s in r.inputs]
-            outs.append(runtime.run_program(r.prog, inputs, r.dev, scalars=r.scalars))
+            outs.append(runtime.run_program(r.prog, inputs, r.dev, scalars=r.scalars, sizes=r.sizes))
             for s in r.prog.written:  # the owners hold the new versions
                 overwritten(inputs[s])
         for who, ri, oi in plan.rebind:

@@ -247,7 +247,7 @@ def _rebuild(k: Kernel, rep: dict, loops, reduces_meta) -> Kernel:
                     for r, (rs, rv, d) in zip(k.reduces, reduces_meta))
     stores = tuple(Store(s.buf, sympy.expand(s.index.xreplace(rep)), subst_expr(s.value, rep, memo), s.dtype)
                    for s in k.stores)
-    return Kernel(k.name, k.buffers, tuple(loops), reduces, stores, dict(k.meta), k.scalars)
+    return Kernel(k.name, k.buffers, tuple(loops), reduces, stores, dict(k.meta), k.scalars, k.sizes)
 
 
 def merge_loops(k: Kernel, ranges: dict) -> Kernel:
