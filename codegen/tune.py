@@ -131,6 +131,8 @@ def kind_of(k: Kernel | ExternCall, backend: str) -> str | None:
     """Which search space a kernel has on a backend: "c", "triton", "gemm", "cgemm" or None (not tunable)."""
     if isinstance(k, Kernel):
         return backend if backend in ("c", "triton") else None
+    if isinstance(k, ExternCall) and k.sizes:  # GEMMs over sizes that change run on BLAS (lazy/runtime.py)
+        return None
     if isinstance(k, ExternCall) and backend == "triton":
         from codegen import gemm_triton
 
