@@ -37,6 +37,15 @@ Shape of the code
   in spans of PREFETCH_SPAN elements, each a share in proportion to its estimated time, so memory
   and compute overlap (`_prefetch_plan`).
 
+Sizes that change (`Kernel.sizes`, lazy/dynamic.py) are `int64_t` parameters after the scalars,
+and every size prints as C arithmetic of them (`size_c`); what only affects speed (threads, grabs,
+streaming, prefetch, row functions, interchange, tiles, the tuner's search space) reads sizes at
+their hints (`kernel_ir.hint`). Nothing the code holds is sized by a size that changes: blocks keep
+their fixed lengths (float sums, streamed and float16 outputs, fission, prefetch spans) and compute
+their last block's end at run time, and the row and column caches, arrays of one row, are kept for
+rows of at most ROW_CACHE_MAX elements in arrays of that length: such a kernel is two functions,
+with the caches and without, and the row length picks one at run time (`_row_bound`).
+
 Tuning: `CConfig` holds the knobs the heuristics above fix (threads, the parallel threshold,
 TILE, SIMD width, unrolling, outer-loop chunks, loop order, where the reduction is split across
 threads); `CConfig()` renders exactly the heuristic code. `search_space(k)` lists, per knob,
@@ -55,8 +64,18 @@ from dataclasses import dataclass, replace
 import sympy
 
 from codegen import knobs
-from codegen.kernel_ir import (C_TYPES, ITEMSIZE, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, hint, size_symbol,
-                                subst_expr)
+from codegen.kernel_ir import (
+    C_TYPES,
+    ITEMSIZE,
+    Expr,
+    FloorDiv,
+    Kernel,
+    ModIdx,
+    compute_dtype,
+    hint,
+    size_symbol,
+    subst_expr,
+)
 from codegen.knobs import flag, integer, knob, one_of
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
@@ -220,8 +239,10 @@ def _prefetch_plan(k: Kernel, d: int, cfg: CConfig, rows: int | None = None):
         weights.append(PREFETCH_PASS_COST + PREFETCH_CALL_COST * calls)
     total, before, shares = sum(weights), 0, {}
     for (name, *_), w in zip(later, weights):
-        first = length[0] * before
-        shares[name] = (first // total if isinstance(first, int) else FloorDiv(first, total), w, total)
+        g = math.gcd(before, total)
+        first = (length[0] * before // total if isinstance(length[0], int)
+                 else FloorDiv(length[0] * (before // g), total // g))
+        shares[name] = (first, w, total)
         before += w
     return shares, loads
 
