@@ -2,7 +2,7 @@
 shape, one kernel built with the changing size as an argument (lazy/dynamic.py; its hint is this
 shape) and one built for the shape alone, timed in one process, calls alternating.
 
-    python -m perf.dynamic_vs_fixed [--repeat 30] [NAME...]
+    python -m perf.dynamic_vs_fixed [--repeat 30] [--cpu] [NAME...]
 
 Prints per workload: milliseconds (median) and GB/s of each, symbolic / fixed of the medians and of
 the fastest calls (on a machine shared with other work the fastest calls say more about the code).
@@ -70,6 +70,8 @@ def caller(k: Kernel, sizes: tuple):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--cpu", action="store_true",
+                    help="time the process's CPU time instead of the wall clock (less noise from other processes)")
     ap.add_argument("names", nargs="*", help="workloads whose name contains one of these (default: all)")
     args = ap.parse_args(argv)
     print(f"{'workload':<34} {'fixed ms':>9} {'GB/s':>6} {'symbolic ms':>12} {'GB/s':>6} {'sym/fixed':>10} {'(fastest)':>10}")
@@ -84,12 +86,13 @@ def main(argv=None) -> None:
         call_s, _ = caller(sym, tuple(hints[s] for s in sym.sizes))
         for c in (call_f, call_s, call_f, call_s):  # warm up: pages, threads
             c()
+        clock = time.process_time if args.cpu else time.perf_counter
         tf, ts = [], []
         for _ in range(args.repeat):  # alternating: the machine's drift reaches both alike
             for c, out in ((call_f, tf), (call_s, ts)):
-                t = time.perf_counter()
+                t = clock()
                 c()
-                out.append(time.perf_counter() - t)
+                out.append(clock() - t)
         f, s = statistics.median(tf), statistics.median(ts)
         print(f"{name:<34} {f * 1e3:9.3f} {nbytes / f / 1e9:6.1f} {s * 1e3:12.3f} {nbytes / s / 1e9:6.1f} {s / f:10.3f}"
               f" {min(ts) / min(tf):10.3f}", flush=True)
