@@ -919,12 +919,12 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     # knobs.src: a config read from a file or the database can put nothing but numbers there
     knobs.check(cfg)
     rows = _row_bound(k)
-    if rows is not None and _render(k, fn_name, cfg, rows)[1]:
+    short, arrays = _render(k, f"{fn_name}_rows", cfg, rows, "static ") if rows is not None else ("", False)
+    if arrays:
         names = [f"b{i}" for i in range(len(k.buffers))] + [f"s{i}" for i in range(len(k.scalars))] + list(k.sizes)
         params = _params(k)
         return "\n".join([
-            PRELUDE, _render(k, f"{fn_name}_rows", cfg, rows, "static ")[0],
-            _render(k, f"{fn_name}_long", cfg, None, "static ")[0],
+            PRELUDE, short, _render(k, f"{fn_name}_long", cfg, None, "static ")[0],
             f"/* rows of up to {rows} elements keep row arrays (render_c._row_bound) */",
             f"void {fn_name}({', '.join(params)}) {{",
             f"  if ({size_c(k.loops[-1])} <= {rows}) {fn_name}_rows({', '.join(names)});",
