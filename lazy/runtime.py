@@ -482,8 +482,12 @@ def _kin(fam_key: tuple, fam: Family, program: bool):
 def _program_of_kin(nodes, fam_key: tuple, fam: Family, ints: list[int]) -> tuple:
     """(a program for all sizes of a kin family (`_kin`) that runs these sizes, the values of its
     size symbols, how it takes this graph's constants), or (None, (), None). A literal that follows
-    a size (a mean over 2 elements divides by 2.0) then runs the program built for the other sizes."""
+    a size (a mean over 2 elements divides by 2.0) then runs the program built for the other sizes;
+    at sizes the kin family was seen with, a literal is a number that changed, not a size, and gets
+    a program of its own (its literal in the source), as before."""
     for key, other in _kin(fam_key, fam, program=True):
+        if ints in other.instances:  # a number the caller changed at sizes seen: a program with its literal
+            continue
         for template, prog in other.programs:
             syms = template.bind(ints)
             if syms is not None:
