@@ -26,9 +26,18 @@ ROWS = (3, 7, 2, 1023, 4097, 16384, 16385, 20001)  # row lengths: the last two b
 
 @pytest.fixture(autouse=True)
 def own_cache(monkeypatch, tmp_path):
-    """A compile cache of the test's own: `compile_c.stats.misses` counts what it compiles."""
+    """A compile cache and programs of the test's own: `compile_c.stats.misses` counts what it
+    compiles, and every program it runs is seen (a program of an earlier test would be run without
+    its sizes counting for its family)."""
     monkeypatch.setenv("LAZY_CACHE_DIR", str(tmp_path))
     compile_c._loaded.clear()
+    saved = [(table, dict(table)) for table in (runtime._programs, runtime._families, runtime._bound)]
+    for table, _ in saved:
+        table.clear()
+    yield
+    for table, old in saved:
+        table.clear()
+        table.update(old)
 
 
 def randn(*shape, seed=0, dtype=torch.float32):
@@ -126,6 +135,27 @@ def test_two_symbols_reshaped_transposed_sliced_and_flipped(capsys):
     # T stays above 2: x[:, :-1] of T = 2 has a dimension of 1, another structure
     shapes = [(3, 5), (4, 7), (2, 3), (7, 9), (5, 33), (2, 1024), (3, 4097)]
     over_sizes(capsys, views, views, [(randn(b, t, 16, seed=b * t),) for b, t in shapes])
+
+
+@pytest.mark.parametrize("order", [(2, 3, 7, 5), (3, 7, 2, 5)])
+def test_a_mean_over_two_elements_runs_the_program_for_every_size(capsys, order):
+    """The divisor of a mean over 2 elements is the literal 2.0, over others a kernel argument: the
+    two keys are kin (lazy/dynamic.py `loose`), and one program for all sizes runs both."""
+    def mean(x):
+        return x.mean(-1).exp()
+
+    counts = over_sizes(capsys, mean, mean, [(randn(4, n, seed=n),) for n in order])
+    assert counts[-1] == 2  # the program of the first sizes, the program for all
+
+
+def test_a_number_changed_to_a_literal_at_sizes_seen_gets_its_own_program(capsys):
+    x = randn(6, 7)
+    with lazy.debug(1):
+        for n, c in ((5, 0.3), (7, 0.3), (5, 2.0)):
+            got = (lazy.tensor(x[:, :n].contiguous()) * c).sum(-1)
+            torch.testing.assert_close(got.torch(), (x[:, :n] * c).sum(-1))
+    log = capsys.readouterr().err
+    assert log.count("lazy: new program") == 3 and "a kernel argument -> 2.0" in log
 
 
 # -- float16 and bfloat16 rows: the row and column caches -------------------------------------------
