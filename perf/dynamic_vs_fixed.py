@@ -55,16 +55,18 @@ def kernel(fn, shapes_seq) -> Kernel:
     return k
 
 
-def caller(k: Kernel, sizes: tuple):
-    """A zero-argument call of `k` on fresh buffers, and the bytes it moves."""
+def caller(k: Kernel, sizes: tuple, bufs: list[torch.Tensor] | None = None):
+    """(a zero-argument call of `k`, the bytes it moves, its buffers): on `bufs`, or on fresh ones
+    (both kernels run on the same memory: where buffers lie changes a memory-bound kernel's time)."""
     fn = compile_c.load(render_c.render_c(k))
     fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
                    + [ctypes.c_int64] * len(k.sizes))
     numels = size_fn([b.numel for b in k.buffers], k.sizes)(*sizes)
-    bufs = [torch.randn(n) for n in numels]
+    bufs = bufs or [torch.randn(n) for n in numels]
+    assert [b.numel() for b in bufs] == list(numels)
     args = [b.data_ptr() for b in bufs] + list(k.meta.get("scalar_values", ())) + list(sizes)
     moved = size_fn((k.meta["bytes_read"], k.meta["bytes_written"]), k.sizes)(*sizes)
-    return (lambda bufs=bufs: fn(*args)), sum(moved)  # (the call holds its buffers)
+    return (lambda bufs=bufs: fn(*args)), sum(moved), bufs
 
 
 def main(argv=None) -> None:
@@ -82,14 +84,14 @@ def main(argv=None) -> None:
         sym = kernel(fn, [other, shapes])
         assert not fixed.sizes and sym.sizes, name
         hints = sym.meta["hints"]
-        call_f, nbytes = caller(fixed, ())
-        call_s, _ = caller(sym, tuple(hints[s] for s in sym.sizes))
+        call_f, nbytes, bufs = caller(fixed, ())
+        call_s, _, _ = caller(sym, tuple(hints[s] for s in sym.sizes), bufs)
         for c in (call_f, call_s, call_f, call_s):  # warm up: pages, threads
             c()
         clock = time.process_time if args.cpu else time.perf_counter
         tf, ts = [], []
-        for _ in range(args.repeat):  # alternating: the machine's drift reaches both alike
-            for c, out in ((call_f, tf), (call_s, ts)):
+        for i in range(args.repeat):  # alternating, in turns (ABBA): drift and order reach both alike
+            for c, out in ((call_f, tf), (call_s, ts))[::1 if i % 2 else -1]:
                 t = clock()
                 c()
                 out.append(clock() - t)
