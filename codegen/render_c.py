@@ -43,8 +43,9 @@ streaming, prefetch, row functions, interchange, tiles, the tuner's search space
 their hints (`kernel_ir.hint`). Nothing the code holds is sized by a size that changes: blocks keep
 their fixed lengths (float sums, streamed and float16 outputs, fission, prefetch spans) and compute
 their last block's end at run time, and the row and column caches, arrays of one row, are kept for
-rows of at most ROW_CACHE_MAX elements in arrays of that length: such a kernel is two functions,
-with the caches and without, and the row length picks one at run time (`_row_bound`).
+rows of at most ROW_CACHE_MAX elements, as variable-length arrays of the row (per thread, declared
+once): such a kernel is two functions, with the caches and without, and the row length picks one
+at run time (`_row_bound`), so no array exceeds what a row of ROW_CACHE_MAX elements needs.
 
 Tuning: `CConfig` holds the knobs the heuristics above fix (threads, the parallel threshold,
 TILE, SIMD width, unrolling, outer-loop chunks, loop order, where the reduction is split across
@@ -894,8 +895,9 @@ def scalar_params(dtypes: tuple[str, ...]) -> list[str]:
 def _row_bound(k: Kernel) -> int | None:
     """ROW_CACHE_MAX when the rows of `k` (its innermost loop) have a length that changes and fit
     row arrays at its hint, else None. Such a kernel is rendered for rows of at most that many
-    elements, with its row and column caches in arrays of that size, and, when that rendering
-    keeps any, once more without them for longer rows (`render_c` picks one at run time)."""
+    elements, with its row and column caches in arrays of the row's length (`_row_array`), and,
+    when that rendering keeps any, once more without them for longer rows (`render_c` compares the
+    length with the bound at run time and calls one)."""
     if not k.loops or not _symbolic(k.loops[-1]) or hint(k, k.loops[-1]) > ROW_CACHE_MAX:
         return None
     return ROW_CACHE_MAX
@@ -911,7 +913,8 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     itself would size by a dimension runs in fixed blocks with a tail computed at run time (float
     sum blocks, streamed and float16 output blocks, fission and prefetch spans), and the row and
     column caches, arrays of a row, are kept for rows of up to ROW_CACHE_MAX elements: the kernel
-    is then two functions, with and without them, and compares the row length at run time."""
+    is then two functions, with and without them, and compares the row length at run time (so the
+    variable-length row arrays of the first stay within what a row of ROW_CACHE_MAX needs)."""
     cfg = config or CConfig()
     if threads:
         cfg = replace(cfg, threads=threads)
@@ -969,6 +972,11 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
         and not any(r.depth == 0 for r in k.reduces)
     row_cache = {} if interchange else _row_cache(k, parallel, rows)
     cols = _column_cache(k, rows) if row_fn else []
+    # row arrays of a length that changes: each thread's, declared once in the parallel region and
+    # passed to the row function (a variable-length array in the row function is made per row: a
+    # 4096-wide softmax on one thread ran 5% slower)
+    thread_rows = [scratch for entries in row_cache.values() for _, scratch, _ in entries] \
+        if row_fn and n >= 2 and _symbolic(k.loops[-1]) else []
     row_preset = {**_row_preset(row_cache, n), **{e: f"{name}[x{n - 1}]" for e, name in cols}}
     row_reads = _row_reads(k, row_cache)
     stages = _fission_stages(k, cfg, rows)
@@ -1211,11 +1219,13 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
             lines.append(f"{indent}}}")
 
     def column_prologue(indent) -> list[str]:
-        """Each thread converts the column cache's loads (`_column_cache`) into its own arrays."""
+        """Each thread converts the column cache's loads (`_column_cache`) into its own arrays, and
+        declares the row arrays of `thread_rows` (once, not per row call)."""
+        out = [f"{indent}float {name}[{_row_array(k)}] __attribute__((aligned(64)));" for name in thread_rows]
         if not cols:
-            return []
+            return out
         xin, size = f"x{n - 1}", k.loops[-1]
-        out = [f"{indent}float {name}[{_row_array(k, rows)}] __attribute__((aligned(64)));" for _, name in cols]
+        out += [f"{indent}float {name}[{_row_array(k)}] __attribute__((aligned(64)));" for _, name in cols]
         out += [f"{indent}{simd}", f"{indent}for (int64_t {xin} = 0; {xin} < {size_c(size)}; {xin}++) {{"]
         body = Body(k, out, indent + "  ", scalar_ref)
         out += [f"{indent}  {name}[{xin}] = {body.emit(e)};" for e, name in cols]
@@ -1228,7 +1238,8 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
         if d == n - 1:
             for entries in row_cache.values():
                 for _, scratch, _ in entries:
-                    lines.append(f"{indent}float {scratch}[{_row_array(k, rows)}];")
+                    if scratch not in thread_rows:
+                        lines.append(f"{indent}float {scratch}[{_row_array(k)}];")
         plan = _prefetch_plan(k, d, cfg, rows) if not (swap or interchange or rsplit) else None
         shares = plan[0] if plan else {}
         for r in k.reduces:
@@ -1265,13 +1276,15 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
             body = lines[start:]
             del lines[start:]
             at = next(i for i, line in enumerate(lines) if line.startswith(f"{linkage}void {fn_name}("))
-            row_params = params + [f"const float* restrict {name}" for _, name in cols]
+            row_params = (params + [f"const float* restrict {name}" for _, name in cols]
+                          + [f"float* restrict {name}" for name in thread_rows])
             lines[at:at] = [f"static inline void {fn_name}_row(int64_t x{x}, {', '.join(row_params)}) {{", *body, "}"]
             args = ", ".join([f"b{i}" for i in range(len(k.buffers))] + [f"s{i}" for i in range(len(k.scalars))]
-                             + list(k.sizes) + [name for _, name in cols])
-            parallel_open(indent, grab=_grab(at_hint), prologue=column_prologue(indent))
+                             + list(k.sizes) + [name for _, name in cols] + thread_rows)
+            prologue = column_prologue(indent)
+            parallel_open(indent, grab=_grab(at_hint), prologue=prologue)
             lines.append(f"{indent}for (int64_t x{x} = 0; x{x} < {size}; x{x}++) {fn_name}_row(x{x}, {args});")
-            parallel_close(indent, region=bool(cols))
+            parallel_close(indent, region=bool(prologue))
             return
         vector = d == n - 1 and not any(r.depth == n for r in k.reduces)
         if blocks and d == n - 1 and n >= 2:  # the innermost row in blocks
@@ -1444,18 +1457,19 @@ def _row_fits(k: Kernel, limit: int, rows: int | None) -> bool:
     return rows is not None and rows <= limit and hint(k, length) <= limit
 
 
-def _row_array(k: Kernel, rows: int | None) -> int:
-    """Elements of a row array (row and column caches): the row length, or the bound `rows` of a
-    rendering for rows that change."""
-    length = k.loops[-1]
-    return rows if _symbolic(length) else length
+def _row_array(k: Kernel) -> str:
+    """The extent of a row array (row and column caches) in C: the row length. A length that changes
+    makes it a variable-length array, in a rendering for rows of at most ROW_CACHE_MAX elements only
+    (`_row_bound`: the kernel checks the length first). Arrays of ROW_CACHE_MAX elements instead ran
+    a 4096-wide softmax 7-10% slower on one thread (the row's 16 KiB at the start of a 64 KiB array)."""
+    return size_c(k.loops[-1])
 
 
 def _row_cache(k: Kernel, parallel: bool, rows: int | None = None) -> dict:
     """{reduce name: [(expr in the reduce loop, scratch name, same expr in the store loop)]}: the
     values that reduction keeps in a row buffer for the store loop (`_row_preset`) and for later
     reductions over the same row (`_row_reads`). A row of a length that changes is kept only in a
-    rendering for rows of at most `rows` elements (`_row_bound`), in arrays of `rows`."""
+    rendering for rows of at most `rows` elements (`_row_bound`), in arrays of its length."""
     n = len(k.loops)
     if n < 2 and parallel or n == 0 or not _row_fits(k, ROW_CACHE_MAX, rows):
         return {}

@@ -200,11 +200,11 @@ def test_half_rows_of_every_length(capsys, monkeypatch, tmp_path, dtype, name):
     assert k.sizes == ("d0",)
     src = render_c.render_c(k)
     # rows of up to ROW_CACHE_MAX elements keep the converted row (and the weight and bias) in arrays
-    # of that many; longer rows take the function without them
+    # of the row, one per thread; longer rows take the function without them
     assert f"if (d0 <= {render_c.ROW_CACHE_MAX}) lazy_kernel_rows(" in src
-    assert f"float row0[{render_c.ROW_CACHE_MAX}]" in src
-    assert (f"float col0[{render_c.ROW_CACHE_MAX}]" in src) == (name == "layer_norm")
-    long = src[src.index("static void lazy_kernel_long("):]
+    assert "float row0[d0] __attribute__((aligned(64)));" in src
+    assert ("float col0[d0] __attribute__((aligned(64)));" in src) == (name == "layer_norm")
+    long = src[src.index("static inline void lazy_kernel_long_row("):]
     assert "row0" not in long and "col0" not in long
 
 
@@ -256,10 +256,16 @@ def test_sizes_are_parameters_and_no_array_is_sized_by_one():
     src = render_c.render_c(k)
     assert "const int64_t d0" in src and "for (int64_t r0 = 0; r0 < d0; r0++)" in src
     # the row function takes the sizes too
-    assert re.search(r"static inline void lazy_kernel_rows_row\(int64_t x0, [^)]*const int64_t d0\)", src)
-    # stack arrays have constant extents: a row cache of ROW_CACHE_MAX floats, blocks of fixed sizes
-    for decl in re.findall(r"\b(?:float|double|int|uint16_t) \w+\[([^\]]+)\]", kernel_body(src)):
-        assert re.fullmatch(r"\d+", decl.strip()), decl
+    assert re.search(r"static inline void lazy_kernel_rows_row\(int64_t x0, [^)]*const int64_t d0, float\* restrict "
+                     r"row0\)", src)
+    # arrays have fixed extents (blocks), except the row cache of the function for rows of at most
+    # ROW_CACHE_MAX elements, which the kernel calls only for those: an array of the row per thread
+    rows, long = kernel_body(src).split("static inline void lazy_kernel_long_row(")
+    assert f"if (d0 <= {render_c.ROW_CACHE_MAX}) lazy_kernel_rows(b0, b1, d0);" in long
+    for part, allowed in ((rows, r"\d+|d0"), (long, r"\d+")):
+        decls = re.findall(r"\b(?:float|double|int|uint16_t) \w+\[([^\]]+)\]", part)
+        assert all(re.fullmatch(allowed, d) for d in decls), decls
+    assert "float row0[d0]" in rows
     # decisions read the hint (d0 = 500, the second size): elements touched, 40 rows of 500 twice
     assert render_c._work(k) == 40 * 500 * 500
 
