@@ -24,6 +24,7 @@ from lazy.dtypes import ALIASES as _ALIASES
 from lazy.tensor import *  # Tensor, creation functions, where, cat, realize, ...
 from lazy import math_ops as _math_ops  # noqa: F401 (Tensor methods: fmod, atan, addcmul, ...)
 from lazy import shape_ops as _shape_ops  # noqa: F401 (diag, repeat_interleave, unfold)
+from lazy import random_ops as _random_ops  # noqa: F401 (bernoulli, multinomial, uniform_, ...)
 from lazy.arg_aliases import with_aliases as _with_aliases  # last: axis=/keepdims= on all of the above
 from lazy.tensor import FUNCTIONS as _FUNCTIONS
 
