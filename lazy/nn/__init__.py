@@ -9,11 +9,12 @@ conv_transpose, losses) and are registered here: their layers in this namespace,
 (each module's FUNCTIONAL list) in `functional`, as torch has them.
 """
 
-from lazy.nn import functional, init, modules, normalization, utils
+from lazy.nn import functional, init, modules, normalization, resample, utils
 from lazy.nn.modules import *  # the layers; their list is modules.__all__
 from lazy.nn.normalization import *
+from lazy.nn.resample import *
 
-_FAMILIES = (normalization,)
+_FAMILIES = (normalization, resample)
 for _m in _FAMILIES:
     for _name in _m.FUNCTIONAL:
         setattr(functional, _name, getattr(_m, _name))
