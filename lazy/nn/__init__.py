@@ -9,13 +9,14 @@ conv_transpose, losses) and are registered here: their layers in this namespace,
 (each module's FUNCTIONAL list) in `functional`, as torch has them.
 """
 
-from lazy.nn import conv_transpose, functional, init, modules, normalization, resample, utils
+from lazy.nn import conv_transpose, functional, init, losses, modules, normalization, resample, utils
 from lazy.nn.conv_transpose import *
+from lazy.nn.losses import *
 from lazy.nn.modules import *  # the layers; their list is modules.__all__
 from lazy.nn.normalization import *
 from lazy.nn.resample import *
 
-_FAMILIES = (normalization, resample, conv_transpose)
+_FAMILIES = (normalization, resample, conv_transpose, losses)
 for _m in _FAMILIES:
     for _name in _m.FUNCTIONAL:
         setattr(functional, _name, getattr(_m, _name))
