@@ -167,6 +167,8 @@ def test_torchs_warnings_and_errors():
         s.get_lr()
     with pytest.raises(TypeError, match="is not an Optimizer"):
         lls.StepLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), step_size=2)
+    with pytest.raises(ValueError, match="optimizer must support momentum or beta1"):
+        lls.OneCycleLR(optim.Adagrad(lps, lr=0.1), max_lr=0.1, total_steps=10)
     with pytest.raises(ValueError, match="Tried to step 3 times"):
         o = optim.SGD(lps, lr=0.1, momentum=0.9)
         sched = lls.OneCycleLR(o, max_lr=0.1, total_steps=2)
@@ -181,7 +183,7 @@ def test_torchs_warnings_and_errors():
     assert math.isclose(lls.ExponentialLR(optim.SGD(lps, lr=0.2), gamma=0.5).get_last_lr()[0], 0.2)
 
 
-@pytest.mark.parametrize("opt", ["SGD", "Adam"])
+@pytest.mark.parametrize("opt", ["SGD", "Adam", "RMSprop"])
 def test_one_cycle_training_compiles_the_step_once(opt):
     """lr and momentum (beta1) change every step: they reach the kernels as host numbers."""
     lazy.manual_seed(0)

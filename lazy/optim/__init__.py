@@ -1,5 +1,5 @@
-"""torch.optim for lazy parameters: SGD, Adam, AdamW with torch's update formulas; lr schedulers
-in lazy/optim/lr_scheduler.py.
+"""torch.optim for lazy parameters: SGD, Adam, AdamW (here), RMSprop, Adagrad, Adadelta
+(lazy/optim/adaptive.py) with torch's update formulas; lr schedulers in lazy/optim/lr_scheduler.py.
 
 In:  parameters whose `.grad` holds lazy gradient graphs (from `loss.backward()`).
 Out: `step()` computes each parameter's and each state tensor's new value, realizes them all in
@@ -53,7 +53,7 @@ from lazy.graph import Node, Op, const, node
 from lazy.nn.init import _assign
 from lazy.tensor import Tensor, holds_alone, overwritten, owned_tensor, realize, tensor
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "lr_scheduler"]
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "lr_scheduler"]
 
 
 class _Required:
@@ -446,3 +446,4 @@ class AdamW(Adam):
 
 
 from lazy.optim import lr_scheduler  # (they build on the classes above)
+from lazy.optim.adaptive import Adadelta, Adagrad, RMSprop
