@@ -13,6 +13,7 @@ float64 for float32 inputs and against mpmath (120 bits) for float64 inputs:
 """
 
 import math
+import os
 
 import mpmath
 import numpy as np
@@ -21,6 +22,9 @@ import torch
 from torch.testing import assert_close
 
 import lazy
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # see tests/test_autograd.py: set before triton is imported
 
 INF, NAN = math.inf, math.nan
 
@@ -286,3 +290,16 @@ def test_addcmul_addcdiv_ints_promotion_gradients_and_errors():
     (torch.addcdiv(*tt, value=0.7) * torch.addcmul(*tt, value=-1.5)).sum().backward()
     for lv, tv in zip(lz, tt):
         assert_close(lv.grad.torch(), tv.grad)
+
+
+def test_triton_backend(backend, monkeypatch):
+    """The composites on the Triton backend (its interpreter here, which is slow: a few values)."""
+    if backend == "interp":
+        pytest.skip("once is enough")
+    monkeypatch.setenv("LAZY_BACKEND", "triton")
+    t = torch.linspace(-3, 3, 37)
+    for name in ("atan", "asinh", "atanh"):
+        u = t / 3.5 if name == "atanh" else t
+        same(getattr(lazy.tensor(u), name)(), getattr(torch, name)(u), rtol=4e-7, atol=0)
+    same(lazy.atan2(lazy.tensor(t), lazy.tensor(t.flip(0))), torch.atan2(t, t.flip(0)), rtol=4e-7, atol=0)
+    same(lazy.fmod(lazy.tensor(t), 1.3), torch.fmod(t, 1.3), rtol=0, atol=0)
