@@ -69,7 +69,7 @@ def cast_inputs(policy: str, *ts):
         dt = getattr(t, "dtype", None)
         n = getattr(t, "_node", None)
         if n is not None and dt.is_float and dt is not float64:
-            on, low = _regions.get(n.device or "cpu", _regions["cpu"])[-1]
+            on, low = _regions.get((n.device or "cpu").split(":")[0], _regions["cpu"])[-1]  # cuda:1 -> cuda
             target = low if policy == LOWER else (float32 if dt in (float16, bfloat16) else dt)
             if on and target is not dt:
                 t = t.to(target)

@@ -16,8 +16,9 @@ Invariants
 
 from __future__ import annotations
 
+import sys
 import warnings
-from types import SimpleNamespace
+from types import ModuleType
 
 import torch
 
@@ -92,4 +93,7 @@ class _CudaAutocast(_amp.autocast):
 
 _CudaGradScaler.__name__ = _CudaGradScaler.__qualname__ = "GradScaler"
 _CudaAutocast.__name__ = _CudaAutocast.__qualname__ = "autocast"
-amp = SimpleNamespace(GradScaler=_CudaGradScaler, autocast=_CudaAutocast)
+# a module of its own, so `from lazy.cuda.amp import autocast, GradScaler` works as torch's does
+amp = ModuleType("lazy.cuda.amp", "torch.cuda.amp's deprecated aliases: GradScaler and autocast for 'cuda'.")
+amp.GradScaler, amp.autocast, amp.__all__ = _CudaGradScaler, _CudaAutocast, ["GradScaler", "autocast"]
+sys.modules[amp.__name__] = amp

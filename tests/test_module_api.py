@@ -343,3 +343,6 @@ def test_grad_scaler_disabled_without_cuda_behaves_as_torchs():
         lazy.amp.GradScaler()
     with pytest.warns(FutureWarning, match="torch.cuda.amp.GradScaler"):
         lazy.cuda.amp.GradScaler(enabled=False)
+    from lazy.cuda.amp import GradScaler, autocast  # importable as torch.cuda.amp's
+
+    assert GradScaler is lazy.cuda.amp.GradScaler and autocast is lazy.cuda.amp.autocast
