@@ -20,19 +20,12 @@ import math
 
 from lazy.amp import LOWER, autocast_op
 from lazy.nn import init
-from lazy.nn.functional import _batched, _pair, conv2d
+from lazy.nn.functional import _batched, _pair, _t, conv2d
 from lazy.nn.modules import Module, _param
-from lazy.tensor import Tensor, _operand
+from lazy.tensor import Tensor
 
 __all__ = ["ConvTranspose2d", "conv_transpose2d"]
 FUNCTIONAL = ["conv_transpose2d"]
-
-
-def _t(op: str, x) -> Tensor:
-    v = _operand(op, x)
-    if not isinstance(v, Tensor):
-        raise TypeError(f"{op}: expected a tensor, got {type(x).__name__}")
-    return v
 
 
 def _dilate(x: Tensor, s: tuple[int, int]) -> Tensor:

@@ -18,21 +18,14 @@ from __future__ import annotations
 
 from lazy.amp import FP32, autocast_op
 from lazy.graph import float32
-from lazy.nn.functional import _reduce, binary_cross_entropy_with_logits, l1_loss
+from lazy.nn.functional import _reduce, _t, binary_cross_entropy_with_logits, l1_loss
 from lazy.nn.modules import _Loss
-from lazy.tensor import Tensor, _operand, where
+from lazy.tensor import Tensor, where
 
 __all__ = ["BCELoss", "BCEWithLogitsLoss", "L1Loss", "binary_cross_entropy"]
 FUNCTIONAL = ["binary_cross_entropy"]
 
 _EPS = 1e-12  # torch's EPSILON in binary_cross_entropy_backward
-
-
-def _t(op: str, x) -> Tensor:
-    v = _operand(op, x)
-    if not isinstance(v, Tensor):
-        raise TypeError(f"{op}: expected a tensor, got {type(x).__name__}")
-    return v
 
 
 @autocast_op(FP32, "input", "target", "weight")

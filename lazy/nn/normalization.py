@@ -26,18 +26,12 @@ from lazy.autograd import no_grad
 from lazy.dtypes import DTypeError
 from lazy.graph import float32, int64
 from lazy.nn import init
+from lazy.nn.functional import _t
 from lazy.nn.modules import Module, _param
-from lazy.tensor import Tensor, _operand, owned_tensor
+from lazy.tensor import Tensor, owned_tensor
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "batch_norm", "group_norm"]
 FUNCTIONAL = ["batch_norm", "group_norm"]
-
-
-def _t(op: str, x) -> Tensor:
-    v = _operand(op, x)
-    if not isinstance(v, Tensor):
-        raise TypeError(f"{op}: expected a tensor, got {type(x).__name__}")
-    return v
 
 
 def _channels(x: Tensor, v: Tensor | None, dtype) -> Tensor | None:

@@ -30,21 +30,14 @@ import numpy as np
 
 import lazy
 from lazy.graph import float32, float64
-from lazy.nn.functional import _batched, avg_pool2d, max_pool2d
+from lazy.nn.functional import _batched, _t, avg_pool2d, max_pool2d
 from lazy.nn.modules import Module
 from lazy.shape_ops import _take
-from lazy.tensor import Tensor, _operand, where
+from lazy.tensor import Tensor, where
 
 __all__ = ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d",
            "adaptive_avg_pool2d", "adaptive_max_pool2d", "interpolate", "upsample"]
 FUNCTIONAL = ["adaptive_avg_pool2d", "adaptive_max_pool2d", "interpolate", "upsample"]
-
-def _t(op: str, x) -> Tensor:
-    v = _operand(op, x)
-    if not isinstance(v, Tensor):
-        raise TypeError(f"{op}: expected a tensor, got {type(x).__name__}")
-    return v
-
 
 # ---------------------------------------------------------------- adaptive pooling
 
