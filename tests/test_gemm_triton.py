@@ -7,6 +7,7 @@ spills, shared memory within the H100's 232448 bytes per block).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import lazy
 from codegen import compile_triton, extern, gemm_triton
 from codegen.gemm_triton import GemmConfig, GemmConfigError
 from codegen.kernel_ir import BufferArg, ExternCall, StridedView
+from lazy import runtime
 from lazy.graph import structure_key
 from scheduler import schedule
 
@@ -216,6 +218,10 @@ def test_config_that_does_not_fit_shared_memory_is_rejected():
 @pytest.fixture
 def triton_backend(monkeypatch):
     monkeypatch.setenv("LAZY_BACKEND", "triton")
+    # these tests are about the template: a program seen at several sizes (parametrized shapes)
+    # would become one for all sizes, whose GEMM runs on BLAS (lazy/runtime.py `_compile`)
+    monkeypatch.setattr(runtime, "DYNAMIC", False)
+    monkeypatch.setattr(runtime, "_families", OrderedDict())
 
     def no_blas(*a, **k):
         raise AssertionError("codegen/extern.py ran a float GEMM under LAZY_BACKEND=triton")
