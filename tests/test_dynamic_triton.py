@@ -287,3 +287,13 @@ def test_size_arguments_compile_once_for_every_size(triton_dynamic, capsys):
     keys = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len({json.dumps(v) for v in keys.values()}) == 1 and keys["2"] == [["i64", None]]
 
+
+@pytest.mark.skipif(os.environ.get("LAZY_SKIP_AOT") == "1", reason="LAZY_SKIP_AOT=1")
+def test_lazy_kernels_compiles_a_scripts_symbolic_kernels(tmp_path, capsys):
+    from lazy import kernels_report
+
+    script = tmp_path / "prog.py"
+    script.write_text("import lazy\nfor n in (7, 9, 33):\n    lazy.randn(4, n).softmax(-1).realize()\n")
+    assert kernels_report.main(str(script), [], "sm_90") == 0
+    out = capsys.readouterr().out
+    assert "2 kernel(s) compiled for sm_90" in out and "FAILED" not in out  # the first size's, then all sizes'
