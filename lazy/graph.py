@@ -391,20 +391,35 @@ def prod(xs) -> int:
     return n
 
 
+const_hook = None  # lazy.jit while it records: called (node, expression or None, found) per const() call
+
+
 def const(value: Any, dtype: DType, shape: tuple[int, ...] = ()) -> Node:
     """A constant of `dtype` broadcast to `shape` (stored as a 0-d CONST expanded, so it interns once).
     An int wraps into `dtype` (two's complement), as torch converts a Python int for an op on an
     integer tensor (`uint8 == 256` compares with 0)."""
+    expr = getattr(value, "_expr", None)  # a number lazy.jit traces (lazy/symnum.py)
+    if expr is not None and dtype.kind != "b" and (dtype.kind == "f" or isinstance(value, int)):
+        plain = value.real  # its value, without the guard int()/float() would record
+        value = float(plain) if dtype.kind == "f" else plain
     if dtype.kind == "b":
         value = bool(value)
     elif dtype.kind in "iu":
         bits = 8 * dtype.itemsize
-        value = int(value) % (1 << bits)
-        if dtype.kind == "i" and value >> (bits - 1):
-            value -= 1 << bits
+        wrapped = int(value) % (1 << bits)
+        if dtype.kind == "i" and wrapped >> (bits - 1):
+            wrapped -= 1 << bits
+        if wrapped != value:
+            expr = None  # a wrapped number: the kernel gets this one value
+        value = wrapped
     else:
         value = float(value)
-    return node(Op.CONST, (), value, dtype, tuple(shape))
+    shape = tuple(shape)
+    if const_hook is not None:
+        found = (Op.CONST, (), _arg_key(Op.CONST, value), dtype, _shape(shape)) in _interned
+        const_hook(n := node(Op.CONST, (), value, dtype, shape), expr, found)
+        return n
+    return node(Op.CONST, (), value, dtype, shape)
 
 
 def toposort(roots: list[Node], children=None) -> list[Node]:

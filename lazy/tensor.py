@@ -38,6 +38,7 @@ import torch
 
 from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
 from lazy import autograd, inplace, runtime
+from lazy.symnum import SymFloat, SymInt
 from lazy.graph import (
     Buffer,
     DType,
@@ -271,7 +272,10 @@ def _int64(v: int) -> int:
 
 
 def _pyscalar(x):
-    """A Python bool/int/float for scalar-like inputs (numpy scalars included), else None."""
+    """A Python bool/int/float for scalar-like inputs (numpy scalars included; a number lazy.jit
+    traces stays itself: lazy/symnum.py), else None."""
+    if type(x) in (SymFloat, SymInt):
+        return x
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
@@ -300,7 +304,9 @@ def _operand(op: str, x, seq: bool = False):
 def _key(x):
     if isinstance(x, Tensor):
         return ("tensor" if x._node.shape else "0d", x.dtype)
-    return ("scalar", type(x))
+    t = type(x)
+    return ("scalar", t if t in (bool, int, float) else bool if isinstance(x, bool) else
+            int if isinstance(x, int) else float)  # (lazy.jit's traced numbers are ints and floats)
 
 
 def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor]:
