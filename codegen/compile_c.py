@@ -13,6 +13,9 @@ Invariants
 - Every object has a sidecar `<key>.sha256` (written after the object). An object whose hash
   does not match, or that fails to load, is treated as corrupt: removed and rebuilt.
 - No C compiler: `CompilerNotFound` says which command was tried and how to install one.
+- The flags are BASE_FLAGS plus `$LAZY_CFLAGS_EXTRA`, whose words must each be one of
+  EXTRA_FLAGS (`FlagsError` otherwise): nothing from the environment reaches the compiler unless it
+  is one of those fixed strings, and the compiler runs without a shell. `cflags()` is read at every compile and is part of the key.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ from pathlib import Path
 BASE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
               "-D__FAST_MATH__", "-std=gnu11", "-w")
 LIBS = ("-lmvec", "-lm")
+# What LAZY_CFLAGS_EXTRA may add: flags that take instruction sets away from -march=native, so one
+# machine compiles its kernels as a machine without AVX-512, or without AVX, would (the tests run
+# the vector-width-dependent code under each path the CPU can execute), or that set the vector
+# width gcc prefers. A later -m flag overrides an earlier one, so they apply after BASE_FLAGS.
+EXTRA_FLAGS = ("-mno-avx512f", "-mno-avx2", "-mno-avx", "-mno-fma", "-mno-f16c",
+               "-mprefer-vector-width=128", "-mprefer-vector-width=256", "-mprefer-vector-width=512")
 
 
 class CompilerNotFound(RuntimeError):
@@ -42,6 +51,10 @@ class CompilerNotFound(RuntimeError):
 
 class CompileError(RuntimeError):
     pass
+
+
+class FlagsError(ValueError):
+    """LAZY_CFLAGS_EXTRA holds a word that is not one of EXTRA_FLAGS."""
 
 
 @dataclass
@@ -111,8 +124,26 @@ def compiler_version(cc: tuple[str, ...]) -> str:
     return out.stdout.strip().splitlines()[0] if out.stdout else " ".join(cc)
 
 
-def cache_key(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> str:
+def extra_flags() -> tuple[str, ...]:
+    """The words of `$LAZY_CFLAGS_EXTRA`, each one of EXTRA_FLAGS; FlagsError names any other."""
+    raw = os.environ.get("LAZY_CFLAGS_EXTRA", "")
+    words = tuple(raw.split())
+    bad = [w for w in words if w not in EXTRA_FLAGS]
+    if bad:
+        raise FlagsError(f"LAZY_CFLAGS_EXTRA={raw!r}: {bad[0]!r} is not a flag it accepts; it accepts "
+                         f"{', '.join(EXTRA_FLAGS)} (separated by spaces)")
+    return words
+
+
+def cflags() -> tuple[str, ...]:
+    """The flags kernels compile with: BASE_FLAGS, then LAZY_CFLAGS_EXTRA's."""
+    return BASE_FLAGS + extra_flags()
+
+
+def cache_key(source: str, flags: tuple[str, ...] | None = None) -> str:
+    """The key of `source` compiled with `flags` (None: `cflags()`) by this compiler."""
     cc = compiler()
+    flags = cflags() if flags is None else flags
     h = hashlib.sha256()
     for part in (source, " ".join(flags + LIBS), compiler_version(cc)):
         h.update(part.encode())
@@ -166,8 +197,10 @@ def _compile(source: str, so: Path, flags: tuple[str, ...]) -> None:
     stats.compile_seconds += time.perf_counter() - t0
 
 
-def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] = BASE_FLAGS):
-    """The compiled function for `source`, compiling it only if the disk cache lacks it."""
+def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] | None = None):
+    """The compiled function for `source` (with `flags`; None: `cflags()`), compiling it only if
+    the disk cache lacks it."""
+    flags = cflags() if flags is None else flags
     key = cache_key(source, flags)
     with _lock:
         lib = _loaded.get(key)

@@ -100,11 +100,10 @@ def device_name(kind: str) -> str:
     return "triton interpreter"
 
 
-@cache
 def _c_version() -> str:
     from codegen import compile_c
 
-    flags = hashlib.sha256(" ".join(compile_c.BASE_FLAGS + compile_c.LIBS).encode()).hexdigest()[:8]
+    flags = hashlib.sha256(" ".join(compile_c.cflags() + compile_c.LIBS).encode()).hexdigest()[:8]
     return f"{compile_c.compiler_version(compile_c.compiler())}; flags {flags}; tune {SCHEMA}"
 
 
@@ -170,13 +169,13 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
     if kind is None:
         return None
     p = tunedb.path()
-    key = (str(p), k.key(), kind)
+    key = (str(p), k.key(), kind, backend_version(kind))  # (the version names the C flags)
     if key in _memo:
         return _memo[key]
     cfg = None
     if p.exists():
         stats["lookups"] += 1
-        row = tunedb.get(k.key(), device_name(kind), backend_version(kind))
+        row = tunedb.get(k.key(), device_name(kind), key[3])
         if row is not None:
             try:
                 cfg = config_from(kind, row["config"])
@@ -189,7 +188,7 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
 
 def remember(k: Kernel | ExternCall, kind: str, cfg) -> None:
     """Make this process use `cfg` for `k` from now on (after tuning it)."""
-    _memo[(str(tunedb.path()), k.key(), kind)] = cfg
+    _memo[(str(tunedb.path()), k.key(), kind, backend_version(kind))] = cfg
 
 
 def forget() -> None:
@@ -362,7 +361,7 @@ def _c_adapter(k: Kernel) -> Adapter:
     def build_one(src: str) -> None:
         so = compile_c.cache_dir() / f"{compile_c.cache_key(src)}.so"
         if not compile_c._valid(so):
-            compile_c._compile(src, so, compile_c.BASE_FLAGS)
+            compile_c._compile(src, so, compile_c.cflags())
 
     def prefetch(cfgs: list) -> None:
         # compile a batch in parallel (gcc runs outside the GIL); load() then finds the objects on
