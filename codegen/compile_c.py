@@ -34,8 +34,16 @@ from pathlib import Path
 
 # -D__FAST_MATH__ makes glibc's <math.h> declare its SIMD (libmvec) variants so gcc vectorizes
 # expf/logf/...; we do NOT pass -ffast-math, so comparisons with NaN/Inf keep IEEE semantics.
-BASE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-              "-D__FAST_MATH__", "-std=gnu11", "-w")
+# -mprefer-vector-width=512: loops use the widest vectors the CPU has. gcc's tuning for Intel's
+# AVX-512 models (-march=native on them) prefers 256-bit ones, which the prelude does not expect:
+# its own 16-lane exp and its sum blocks (SUM_LANE per lane) take AVX-512 to mean 16 floats, so
+# there loops called libmvec's 8-lane exp (2.6 ulp) and float sums lost accuracy. On such a VM
+# (2 cores, shared), 2048x2048 rows and 4M-element vectors, the 512-bit kernels took this share of
+# the 256-bit ones' time: softmax 0.83-0.96, bfloat16 softmax 0.72-0.77, layer norm 0.86-0.92,
+# exp 0.77-0.94, relu-sigmoid-tanh 0.21-0.33, logsumexp 0.70-0.81; the C GEMM was within the
+# noise. Below AVX-512 the flag changes nothing.
+BASE_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fPIC", "-shared", "-fopenmp",
+              "-fno-math-errno", "-fno-trapping-math", "-D__FAST_MATH__", "-std=gnu11", "-w")
 LIBS = ("-lmvec", "-lm")
 # What LAZY_CFLAGS_EXTRA may add: flags that take instruction sets away from -march=native, so one
 # machine compiles its kernels as a machine without AVX-512, or without AVX, would (the tests run
