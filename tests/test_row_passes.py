@@ -22,6 +22,9 @@ from codegen import render_c
 from codegen.kernel_ir import Kernel
 from lazy import runtime
 
+# vector-width dependent: every test runs for each instruction set this CPU has (conftest.ISA_PATHS)
+pytestmark = pytest.mark.usefixtures("isa")
+
 
 @pytest.fixture
 def kernels(monkeypatch):
