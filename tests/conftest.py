@@ -8,6 +8,20 @@ import platform
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_tuning_database(tmp_path_factory):
+    """Configs tuned on this machine (`lazy tune`, LAZY_TUNE=1: $LAZY_CACHE_DIR/tuning.sqlite)
+    would change the kernels the tests render, count and compare: the suite reads a database of its
+    own, empty at the start, and tunes nothing unless a test asks."""
+    from lazy import runtime
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAZY_TUNE_DB", str(tmp_path_factory.mktemp("tuning") / "tuning.sqlite"))
+        mp.delenv("LAZY_TUNE", raising=False)
+        mp.setattr(runtime, "tuner", None)  # (LAZY_TUNE=1 started one when lazy was imported)
+        yield
+
+
 def run_cli(*args) -> tuple[int, str, str]:
     """`lazy ARGS...` in this process: (exit code, stdout, stderr)."""
     from lazy.cli import main
