@@ -10,7 +10,9 @@ Invariants
   from there. The kernel key alone would not do: one kernel renders differently per config and
   renderer version, and a file name must never be reused for different text.
 - Writes are atomic (temp file in the same directory + `os.replace`): parallel processes
-  never import half a file, and an existing complete file is never rewritten.
+  never import half a file, and an existing complete file is never rewritten. Beside a cache
+  that cannot be written, modules it lacks go to this process's private directory (see
+  codegen/compile_c.py's `write_dir`).
 - `TRITON_INTERPRET=1` is read when a module is imported (Triton reads it in `@triton.jit`), so
   the in-memory cache is keyed by that setting too; set it before calling `load`.
 - A codegen bug (source that is not valid Python/Triton) raises `TritonCompileError` naming the
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +68,11 @@ class CacheStats:
 
 stats = CacheStats()
 _lock = threading.Lock()
-_modules: dict[tuple[str, bool], object] = {}
+# Imported modules kept for reuse, the one used last at the end. A launcher holds its own module,
+# so this bounds only modules nothing launches now, each with its JIT function and the GPU binaries
+# compiled from it; one imported again is compiled again from Triton's disk cache.
+MAX_MODULES = 256
+_modules: OrderedDict[tuple[str, bool], object] = OrderedDict()
 
 
 def interpreting() -> bool:
@@ -78,25 +85,30 @@ def cache_dir() -> Path:
     return cache_subdir("triton")
 
 
-def source_path(k: Kernel, source: str) -> Path:
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    return cache_dir() / f"{k.key()}-{digest}.py"
+def cached_source(name: str, source: str) -> Path:
+    """The cache file `name` holding `source`: found on disk, else written (the module names hash
+    their source, so a file by that name with other text is a broken write, replaced)."""
+    from codegen import compile_c
+
+    for d in (cache_dir(), compile_c.private_subdir("triton")):
+        try:
+            if d is not None and (d / name).read_text() == source:
+                stats.hits += 1
+                return d / name
+        except OSError:
+            pass
+    path = compile_c.write_dir("triton") / name
+    if path.is_dir():
+        compile_c._discard(path)
+    stats.misses += 1
+    atomic_write(path, source.encode())
+    return path
 
 
 def write_source(k: Kernel, config: TritonConfig | None = None) -> Path:
     """Render `k` and make sure its module is on disk; returns the path."""
     source = render_triton(k, config or choose_config(k))
-    path = source_path(k, source)
-    try:
-        ok = path.read_text() == source
-    except OSError:
-        ok = False
-    if ok:
-        stats.hits += 1
-    else:
-        stats.misses += 1
-        atomic_write(path, source.encode())
-    return path
+    return cached_source(f"{k.key()}-{hashlib.sha256(source.encode()).hexdigest()[:12]}.py", source)
 
 
 _STDLIB_CALL = "Cannot call @triton.jit'd outside of the scope of a kernel"
@@ -120,6 +132,7 @@ def import_module(path: Path):
     with _lock:
         mod = _modules.get(key)
         if mod is not None:
+            _modules.move_to_end(key)
             return mod
         t0 = time.perf_counter()
         name = f"lazy_triton_{path.stem.replace('-', '_')}_{'interp' if key[1] else 'jit'}"
@@ -132,6 +145,8 @@ def import_module(path: Path):
             raise TritonCompileError(path, _short(e)) from e
         stats.import_seconds += time.perf_counter() - t0
         _modules[key] = mod
+        while len(_modules) > MAX_MODULES:
+            _modules.popitem(last=False)
         return mod
 
 
@@ -143,8 +158,8 @@ def _launch_errors() -> tuple[type, ...]:
 
 
 def load(k: Kernel, config: TritonConfig | None = None):
-    """A launcher `fn(*tensors)` for `k`: buffers in `k.buffers` order, torch tensors on the device
-    (CPU tensors under TRITON_INTERPRET=1). Errors from Triton name the generated source file."""
+    """A launcher `fn(*tensors, *scalars)` for `k`: buffers in `k.buffers` order, torch tensors on the
+    device (CPU tensors under TRITON_INTERPRET=1), then the values of its scalar arguments. Errors from Triton name the generated source file."""
     path = write_source(k, config)
     mod = import_module(path)
     launch = mod.launch
@@ -152,8 +167,9 @@ def load(k: Kernel, config: TritonConfig | None = None):
     interp = interpreting()
 
     def fn(*tensors):
-        if len(tensors) != len(k.buffers):
-            raise TypeError(f"{k.name}: expected {len(k.buffers)} buffers, got {len(tensors)}")
+        if len(tensors) != len(k.buffers) + len(k.scalars):
+            raise TypeError(f"{k.name}: expected {len(k.buffers)} buffers and {len(k.scalars)} scalars, "
+                            f"got {len(tensors)} arguments")
         try:
             if interp:
                 import numpy as np

@@ -3,7 +3,7 @@
 In:  an `ExternCall` (buffers out, a, b; `views` give each operand's shape, element strides and
      offset, batch dims included, stride 0 for a broadcast batch) and a `GemmCConfig`
      (`choose_config` picks one; `search_space` is what codegen/tune.py searches, `CONFIGS`
-     whole points of it).
+     whole points of it; `check_config` says whether a config renders a GEMM that runs).
 Out: `render_gemm_c(call, cfg)` is C source defining `int lazy_kernel(out, a, b, e0, e1, ...)`
      (pointers, like every C kernel; e* are the epilogue's other buffers, in
      `gemm_triton.epilogue_buffers` order; it returns 1 only when it cannot allocate its packing
@@ -58,14 +58,21 @@ import os
 from dataclasses import dataclass
 from dataclasses import replace as _replace
 
-from codegen import compile_c, render_c
+from codegen import compile_c, knobs, render_c
 from codegen.gemm_triton import Problem, epilogue_buffers
 from codegen.gemm_triton import problem_of as _problem_of
 from codegen.kernel_ir import C_TYPES, ExternCall
+from codegen.knobs import integer, knob
 from codegen.render_c import Body, index_c
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 _LOADS = {"bfloat16": "bf16_to_f32(x)", "float16": "f16_to_f32(x)"}  # storage -> compute type
+
+
+# What a GemmCConfig knob may hold (codegen/knobs.py); `check_config` adds what spans knobs. A
+# block of 16384 floats a side is 1 GiB of packed panel: larger is no blocking at all.
+MAX_BLOCK = 1 << 14
+ZMM_REGISTERS = 32
 
 
 @dataclass(frozen=True)
@@ -76,12 +83,12 @@ class GemmCConfig:
     fewer for small problems. The default was the fastest (or within 2% of it) on 512^3,
     2048^3 and 4096x1024x4096 on one Zen 4 core: 106-108 GFLOP/s against 92-101 for torch.mm."""
 
-    MC: int = 96
-    KC: int = 512
-    NC: int = 4096
-    MR: int = 8
-    NV: int = 2
-    threads: int | None = None
+    MC: int = knob(96, integer(1, MAX_BLOCK))
+    KC: int = knob(512, integer(1, MAX_BLOCK))
+    NC: int = knob(4096, integer(1, MAX_BLOCK))
+    MR: int = knob(8, integer(1, ZMM_REGISTERS - 2))
+    NV: int = knob(2, integer(1, (ZMM_REGISTERS - 2) // 2))
+    threads: int | None = knob(None, integer(1, render_c.MAX_THREADS, none=True))
 
 
 # Vector bytes -> (MR, NV) for the fallback targets: 12 accumulators + NV loads + 1 broadcast
@@ -110,9 +117,30 @@ def supports(call: ExternCall) -> bool:
     return True
 
 
+def check_config(cfg: GemmCConfig) -> None:
+    """Raise KnobError (a ValueError) unless `cfg` renders a GEMM that runs: every knob within its
+    spec, the micro-tile's accumulators, its B vectors and a broadcast within AVX-512's 32
+    registers, and MC and NC at least one micro-tile of every target (MC / MR * MR and NC / NR * NR
+    are the loop steps: 0 would never end)."""
+    knobs.check(cfg)
+    if cfg.MR * cfg.NV + cfg.NV + 1 > ZMM_REGISTERS:
+        raise knobs.KnobError(f"GemmCConfig MR={cfg.MR}, NV={cfg.NV}: {cfg.MR} x {cfg.NV} accumulators, {cfg.NV} "
+                              f"B vectors and a broadcast need more than {ZMM_REGISTERS} registers")
+    mr = max(cfg.MR, *(m for m, _ in ISA_TILES.values()))
+    if cfg.MC < mr:
+        raise knobs.KnobError(f"GemmCConfig MC={cfg.MC}: less than one micro-tile of {mr} rows")
+    nr = max(cfg.NV * 64, *(nv * vb for vb, (_, nv) in ISA_TILES.items())) // 4  # float32 lanes: the widest NR
+    if cfg.NC < nr:
+        raise knobs.KnobError(f"GemmCConfig NC={cfg.NC}: less than one micro-panel of {nr} columns")
+
+
 def valid_config(cfg: GemmCConfig) -> bool:
-    """The micro-tile's accumulators, its B vectors and a broadcast fit AVX-512's 32 registers."""
-    return cfg.MR >= 1 and cfg.NV >= 1 and cfg.MR * cfg.NV + cfg.NV + 1 <= 32 and min(cfg.MC, cfg.KC, cfg.NC) >= 1
+    """Whether `check_config` accepts `cfg`."""
+    try:
+        check_config(cfg)
+        return True
+    except ValueError:
+        return False
 
 
 def search_space(call: ExternCall) -> dict[str, tuple]:
@@ -168,8 +196,8 @@ def _ukernel(t: str, mr: int, nv: int) -> str:
 
 def _isa_block(t: str, cfg: GemmCConfig) -> str:
     parts = []
-    branches = [("defined(__AVX512F__)", 64, (cfg.MR, cfg.NV)), ("defined(__AVX__)", 32, ISA_TILES[32]),
-                (None, 16, ISA_TILES[16])]
+    branches = [("defined(__AVX512F__)", 64, (knobs.value(cfg, "MR"), knobs.value(cfg, "NV"))),
+                ("defined(__AVX__)", 32, ISA_TILES[32]), (None, 16, ISA_TILES[16])]
     for i, (cond, vb, (mr, nv)) in enumerate(branches):
         head = "#if" if i == 0 else "#elif" if cond else "#else"
         parts.append(f"{head} {cond or ''}".rstrip())
@@ -241,9 +269,8 @@ def ensure_runtime() -> None:
     """Load the workspace library into the global symbol scope (once per process); call it before
     loading a generated GEMM .so by other means than `load`."""
     if not _runtime:
-        compile_c.load(WORKSPACE_SRC, "lazy_gemm_workspace")
-        path = compile_c.cache_dir() / f"{compile_c.cache_key(WORKSPACE_SRC)}.so"
-        _runtime.append(ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL | os.RTLD_NOW))
+        lib = compile_c.load_library(WORKSPACE_SRC)  # wherever the cache found or put it
+        _runtime.append(ctypes.CDLL(lib._name, mode=os.RTLD_GLOBAL | os.RTLD_NOW))
 
 
 def _pack_b(p: Problem) -> list[str]:
@@ -486,6 +513,9 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
         raise ValueError(f"gemm_c: {call.name} is not a floating-point matmul with one dtype")
     p = problem_of(call)
     cfg = cfg or choose_config(call)
+    # checked before anything is rendered (a block smaller than a micro-tile would loop forever);
+    # knob values reach the source only through knobs.src
+    check_config(cfg)
     t, ct = C_TYPES[p.dtype]  # storage type, compute type (16-bit floats compute in float32)
     epi = call.epilogue
     M, N, K = p.M, p.N, p.K
@@ -497,17 +527,20 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
         for i in epilogue_buffers(call):
             params.append(f"const {C_TYPES[epi.buffers[i].dtype][0]}* restrict b{i}")
             args.append(f"b{i}")
+        params += render_c.scalar_params(epi.scalars)  # the epilogue's scalar arguments come last
+        args += [f"s{i}" for i in range(len(epi.scalars))]
     flops = 2 * p.batch_count * M * N * K
     spin, passive = (_lit(min(max(1, flops // m), 1 << 16)) for m in (MIN_FLOPS_PER_THREAD, MIN_FLOPS_PER_THREAD_PASSIVE))
-    threads = (f"{int(cfg.threads)}" if cfg.threads
+    threads = (knobs.src(cfg, "threads") if cfg.threads
                else f"MIN(omp_get_max_threads(), omp_passive() ? {passive} : {spin})")
     src = [f"/* {call.name}: batch {list(p.batch)} x [{M}, {K}] @ [{K}, {N}] {p.dtype}; a {p.a}, b {p.b}, c {p.c}"
-           + ("" if epi is None else f"; epilogue {epi.name} fused") + f"; {cfg} */",
+           + ("" if epi is None else f"; epilogue {epi.name} fused") + f"; {knobs.describe(cfg)} */",
            render_c.PRELUDE,
            f"typedef {ct} T;\ntypedef {t} S;\n#define LD(x) {_LOADS.get(p.dtype, '((T)(x))')}",
            _isa_block(ct, cfg),
            HEADER,
-           f"#define MCB ({cfg.MC} / MR * MR)\n#define KCB {cfg.KC}\n#define NCB ({cfg.NC} / NR * NR)",
+           (f"#define MCB ({knobs.src(cfg, 'MC')} / MR * MR)\n#define KCB {knobs.src(cfg, 'KC')}\n"
+            f"#define NCB ({knobs.src(cfg, 'NC')} / NR * NR)"),
            f"#define M {_lit(M)}\n#define N {_lit(N)}\n#define K {_lit(K)}"]
     src += _pack_b(p) + _pack_a(p)
     if t != ct:
@@ -688,7 +721,8 @@ def load(call: ExternCall, cfg: GemmCConfig | None = None):
     src = render_gemm_c(call, cfg)
     ensure_runtime()
     raw = compile_c.load(src)
-    raw.argtypes = [ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
+    raw.argtypes = ([ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
+                    + render_c.scalar_argtypes(call.epilogue.scalars if call.epilogue is not None else ()))
     raw.restype = ctypes.c_int
 
     def fn(*pointers):

@@ -35,7 +35,9 @@ Files and errors follow codegen/compile_triton.py: the module goes to
 `$LAZY_CACHE_DIR/triton/gemm-<call key>-<source hash>.py`, written atomically, imported once per
 interpreter mode; bad source or a failed launch raises `TritonCompileError` naming the file.
 A config whose pipelined tiles cannot fit the target's shared memory is rejected before
-anything is compiled (`GemmConfigError`), and `aot_compile` checks the compiler's own figure.
+anything is compiled (`GemmConfigError`), and `aot_compile` checks the compiler's own figure. A
+knob outside its spec (codegen/knobs.py) is rejected by every `render`, `check=False` included:
+knob values reach the source only through `knobs.src`.
 """
 
 from __future__ import annotations
@@ -44,13 +46,13 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from codegen import compile_triton, render_triton
-from codegen.compile_c import atomic_write
+from codegen import compile_triton, knobs, render_triton
 from codegen.compile_triton import H100_SHARED_LIMIT, SHARED_LIMITS, TritonCompileError
 from codegen.kernel_ir import ITEMSIZE, ExternCall, StridedView
+from codegen.knobs import REQUIRED, integer, knob, one_of
 from codegen.render_triton import BF16_HELPER, epilogue_needs_int64
 
 INT32_MAX = 2**31 - 1
@@ -65,15 +67,22 @@ class GemmConfigError(ValueError):
     """A GEMM config that cannot work (bad sizes, or tiles that do not fit in shared memory)."""
 
 
+# What a GemmConfig knob may hold (codegen/knobs.py); `check_config` adds the shared memory the
+# blocks need. tl.dot takes power-of-two blocks of 16 and more.
+MAX_BLOCK = 1024
+MAX_GROUP_M = 1024
+INPUT_PRECISIONS = ("ieee", "tf32", "tf32x3")
+
+
 @dataclass(frozen=True)
 class GemmConfig:
-    BLOCK_M: int
-    BLOCK_N: int
-    BLOCK_K: int
-    GROUP_M: int = 8
-    num_warps: int = 4
-    num_stages: int = 3
-    input_precision: str = "ieee"  # float32 operands only: "ieee" | "tf32" | "tf32x3"
+    BLOCK_M: int = knob(REQUIRED, integer(16, MAX_BLOCK, pow2=True))
+    BLOCK_N: int = knob(REQUIRED, integer(16, MAX_BLOCK, pow2=True))
+    BLOCK_K: int = knob(REQUIRED, integer(16, MAX_BLOCK, pow2=True))
+    GROUP_M: int = knob(8, integer(1, MAX_GROUP_M))
+    num_warps: int = knob(4, one_of(1, 2, 4, 8, 16))
+    num_stages: int = knob(3, integer(1, render_triton.MAX_STAGES))
+    input_precision: str = knob("ieee", one_of(*INPUT_PRECISIONS))  # float32 operands only
 
 
 # Candidates for an autotuner (Triton's tutorial / Inductor's mm configs for Hopper and Ampere).
@@ -223,16 +232,12 @@ def shared_limit(target: str | None = None) -> int:
 
 
 def check_config(cfg: GemmConfig, dtype: str, target: str | None = None) -> None:
-    """Raise GemmConfigError for a config that cannot compile or cannot fit the target."""
-    for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"):
-        v = getattr(cfg, name)
-        if v < 16 or v & (v - 1):
-            raise GemmConfigError(f"gemm config {cfg}: {name}={v} must be a power of two >= 16 (tl.dot)")
-    if cfg.GROUP_M < 1 or cfg.num_warps not in (1, 2, 4, 8, 16) or cfg.num_stages < 1:
-        raise GemmConfigError(f"gemm config {cfg}: need GROUP_M >= 1, num_warps in 1..16 (power of 2), "
-                              "num_stages >= 1")
-    if cfg.input_precision not in ("ieee", "tf32", "tf32x3"):
-        raise GemmConfigError(f"gemm config {cfg}: input_precision must be 'ieee', 'tf32' or 'tf32x3'")
+    """Raise GemmConfigError for a config that cannot compile or cannot fit the target: a knob
+    outside its spec (tl.dot: power-of-two blocks of 16 and more), or tiles beyond shared memory."""
+    try:
+        knobs.check(cfg)
+    except knobs.KnobError as e:
+        raise GemmConfigError(f"gemm config: {e}") from None
     need, limit = shared_bytes(cfg, dtype), shared_limit(target)
     if need > limit:
         raise GemmConfigError(
@@ -405,10 +410,12 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
     cfg = cfg or choose_config(call)
     if check:
         check_config(cfg, p.dtype, target)
+    else:  # the shared memory may go unchecked (the tuner checks it once per candidate), the knobs never
+        knobs.check(cfg)
     name = kernel_name(call)
     epi = call.epilogue
     i64 = needs_int64(p, cfg) or (epi is not None and epilogue_needs_int64(epi))
-    BM, BN, BK = cfg.BLOCK_M, cfg.BLOCK_N, cfg.BLOCK_K
+    BM, BN, BK = (knobs.value(cfg, f) for f in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
     tiles_m, tiles_n = _cdiv(p.M, BM), _cdiv(p.N, BN)
     tiles = tiles_m * tiles_n
     k_tiles = _cdiv(p.K, BK)
@@ -480,7 +487,7 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
         w("            a = a.to(tl.float32)")
         w("            b = b.to(tl.float32)")
     if p.dtype == "float32":
-        w(f'        acc = tl.dot(a, b, acc, input_precision="{cfg.input_precision}")')
+        w(f'        acc = tl.dot(a, b, acc, input_precision="{knobs.src(cfg, "input_precision")}")')
     else:
         w("        acc = tl.dot(a, b, acc)")
     if k_tiles > 1 and sak:
@@ -499,20 +506,23 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
     w(f"    c_ptrs = c_ptr + {base(c_base)}{term('rm[:, None]', scm)} + {term('rn[None, :]', scn)}")
     w("    tl.store(c_ptrs, out" + (f", mask={' & '.join(c_mask)})" if c_mask else ")"))
 
-    consts = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": cfg.GROUP_M}
+    consts = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": knobs.value(cfg, "GROUP_M")}
     sig = {"c_ptr": SIG[p.dtype], "a_ptr": SIG[p.dtype], "b_ptr": SIG[p.dtype]}
     extras = [f"b{i}" for i in epilogue_buffers(call)]
     sig.update({e: render_triton.SIG[epi.buffers[i].dtype] for e, i in zip(extras, epilogue_buffers(call))})
+    scalars = render_triton.scalar_signature(epi.scalars) if epi is not None else {}
+    sig.update(scalars)
+    typed = "".join(f"{p}: {t!r}, " for p, t in scalars.items())  # the epilogue's scalar arguments
     sig.update({k: "constexpr" for k in consts})
     shape_doc = (f"batch {list(p.batch)} x [{p.M}, {p.K}] @ [{p.K}, {p.N}] {p.dtype}; a strides "
                  f"{list(a_bst)}+({sam}, {sak}) @{a_off}, b {list(b_bst)}+({sbk}, {sbn}) @{b_off}, "
                  f"c {list(c_bst)}+({scm}, {scn}) @{c_off}")
     out = [f'"""Generated by lazy-triton (codegen/gemm_triton.py): {call.name}, key {call.key()}.',
            f"{shape_doc}" + ("" if epi is None else f", epilogue {epi.name} fused") + ".",
-           f"config {cfg}" + (", int64 indices" if i64 else "") + '."""', "",
+           f"config {knobs.describe(cfg)}" + (", int64 indices" if i64 else "") + '."""', "",
            PRELUDE if epi is None else render_triton.PRELUDE, "",
            "@triton.jit",
-           (f"def {name}(c_ptr, a_ptr, b_ptr, {''.join(e + ', ' for e in extras)}BLOCK_M: tl.constexpr, "
+           (f"def {name}(c_ptr, a_ptr, b_ptr, {''.join(e + ', ' for e in extras)}{typed}BLOCK_M: tl.constexpr, "
             "BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):")]
     out += L
     out += ["", "",
@@ -521,18 +531,18 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
             f"CONSTEXPRS = {consts!r}",
             ("ATTRS = {(0,): [['tt.divisibility', 16]], (1,): [['tt.divisibility', 16]], "
              "(2,): [['tt.divisibility', 16]]}  # what the JIT sees for CUDA allocations"),
-            f"NUM_WARPS = {cfg.num_warps}",
-            f"NUM_STAGES = {cfg.num_stages}",
+            f"NUM_WARPS = {knobs.src(cfg, 'num_warps')}",
+            f"NUM_STAGES = {knobs.src(cfg, 'num_stages')}",
             f"GRID = ({grid},)",
-            f"CONFIG = {asdict(cfg)!r}",
+            f"CONFIG = {knobs.py_dict(cfg)}",
             "",
             "",
-            f"def launch(c, a, b{''.join(', ' + e for e in extras)}):",
+            f"def launch(c, a, b{''.join(', ' + e for e in [*extras, *scalars])}):",
             f'    """Run {call.name} on torch tensors (out, a, b, epilogue inputs; offsets count from data_ptr())."""',
             "    if GRID[0] == 0:",
             "        return",
-            (f"    {name}[GRID](c, a, b, {''.join(e + ', ' for e in extras)}BLOCK_M={BM}, BLOCK_N={BN}, "
-             f"BLOCK_K={BK}, GROUP_M={cfg.GROUP_M}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)"),
+            (f"    {name}[GRID](c, a, b, {''.join(e + ', ' for e in [*extras, *scalars])}BLOCK_M={BM}, BLOCK_N={BN}, "
+             f"BLOCK_K={BK}, GROUP_M={consts['GROUP_M']}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)"),
             ""]
     return "\n".join(out)
 
@@ -543,17 +553,7 @@ def write_source(call: ExternCall, cfg: GemmConfig | None = None, *, target: str
                  check: bool = True) -> Path:
     source = render(call, cfg, target=target, check=check)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    path = compile_triton.cache_dir() / f"gemm-{call.key()}-{digest}.py"
-    try:
-        ok = path.read_text() == source
-    except OSError:
-        ok = False
-    if ok:
-        compile_triton.stats.hits += 1
-    else:
-        compile_triton.stats.misses += 1
-        atomic_write(path, source.encode())
-    return path
+    return compile_triton.cached_source(f"gemm-{call.key()}-{digest}.py", source)
 
 
 def load(call: ExternCall, cfg: GemmConfig | None = None):
@@ -565,11 +565,12 @@ def load(call: ExternCall, cfg: GemmConfig | None = None):
     errors = compile_triton._launch_errors()
     interp = compile_triton.interpreting()
 
-    nbuf = 3 + len(epilogue_buffers(call))
+    nbuf = 3 + len(epilogue_buffers(call)) + (len(call.epilogue.scalars) if call.epilogue is not None else 0)
 
     def fn(*tensors):
         if len(tensors) != nbuf:
-            raise TypeError(f"{call.name}: expected {nbuf} buffers (out, a, b, epilogue inputs), got {len(tensors)}")
+            raise TypeError(f"{call.name}: expected {nbuf} arguments (out, a, b, epilogue inputs, epilogue scalars), "
+                            f"got {len(tensors)}")
         try:
             if interp:
                 import numpy as np

@@ -40,18 +40,23 @@ Shape of the code
 Tuning: `CConfig` holds the knobs the heuristics above fix (threads, the parallel threshold,
 TILE, SIMD width, unrolling, outer-loop chunks, loop order, where the reduction is split across
 threads); `CConfig()` renders exactly the heuristic code. `search_space(k)` lists, per knob,
-the values that can change `k`'s code: what codegen/tune.py searches.
+the values that can change `k`'s code: what codegen/tune.py searches. Each knob's type and range
+is declared with it (codegen/knobs.py); `render_c` checks the config before it renders anything
+(KnobError, a ValueError naming the knob) and formats knob values only through `knobs.src`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy
 
+from codegen import knobs
 from codegen.kernel_ir import C_TYPES, ITEMSIZE, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, subst_expr
+from codegen.knobs import flag, integer, knob, one_of
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
 # float sums: elements each SIMD lane adds in float before the block's sum goes into a double. The
@@ -73,6 +78,13 @@ STREAM_BLOCK = 1024  # elements per streamed block: a few KiB of L1 scratch per 
 STREAM_MIN_ROW_BYTES = 512  # shorter innermost rows keep plain stores (mostly unaligned edges)
 PARALLEL_MIN_WORK = 1 << 15  # elements touched; below this one thread is faster than waking others
 NEVER_PARALLEL = 1 << 62
+# What a CConfig knob may hold (codegen/knobs.py checks every config from a file or the database,
+# and every one rendered): wider than `search_space`, narrow enough that any value builds and runs.
+# A tile is a stack array of accumulators per reduction (4096 doubles: 32 KiB of stack)
+MAX_THREADS = 1024
+MAX_TILE = 4096
+MAX_CHUNK = 1 << 30
+SIMDLENS = (1, 2, 4, 8, 16, 32, 64)  # lanes: powers of two up to 64 bytes of int8
 
 
 @dataclass(frozen=True)
@@ -109,18 +121,18 @@ class CConfig:
         needs kept in L1 scratch arrays (`_call_stages`). None: on when there are two such calls.
     """
 
-    threads: int | None = None
-    parallel_min_work: int = PARALLEL_MIN_WORK
-    tile: int = TILE
-    simdlen: int | None = None
-    unroll: bool = False
-    chunk: int | None = None
-    interchange: bool | None = None
-    rsplit: bool = False
-    row_fn: bool | None = None
-    stream: bool | None = None
-    prefetch: bool | None = None
-    fission: bool | None = None
+    threads: int | None = knob(None, integer(1, MAX_THREADS, none=True))
+    parallel_min_work: int = knob(PARALLEL_MIN_WORK, integer(0, NEVER_PARALLEL))
+    tile: int = knob(TILE, integer(1, MAX_TILE))
+    simdlen: int | None = knob(None, one_of(*SIMDLENS, none=True))
+    unroll: bool = knob(False, flag())
+    chunk: int | None = knob(None, integer(1, MAX_CHUNK, none=True))
+    interchange: bool | None = knob(None, flag(none=True))
+    rsplit: bool = knob(False, flag())
+    row_fn: bool | None = knob(None, flag(none=True))
+    stream: bool | None = knob(None, flag(none=True))
+    prefetch: bool | None = knob(None, flag(none=True))
+    fission: bool | None = knob(None, flag(none=True))
 
 
 ROW_FN_MAX = 16384  # 2048-wide softmax / layer norm / RMS norm rows: 5-7% faster as row functions
@@ -561,14 +573,6 @@ def _neg_int(a: str, t: str) -> str:
     return f"(({t})(0u - ({u}){a}))" if u else f"(-{a})"
 
 
-def _wrap(code: str, dtype: str) -> str:
-    """An int8/uint8 result (computed in int32_t) wrapped to its own range, as torch stores it
-    after every op; wider integers wrap in their own type already."""
-    if dtype in ("int8", "uint8"):
-        return f"((int32_t)({C_TYPES[dtype][0]}){code})"
-    return code
-
-
 def _neg_abs_arg(w: Expr) -> Expr | None:
     """`a` if `w` is where(0 <= a, -a, a), else None."""
     if w.op != "where" or len(w.srcs) != 3:
@@ -618,6 +622,8 @@ def literal(value, dtype: str) -> str:
         if math.isinf(v):
             return f"(({t})INFINITY)" if v > 0 else f"(-({t})INFINITY)"
         return f"(({t}){v!r})"
+    if int(value) == -2**63:  # 9223372036854775808LL does not fit: its negation is no int64 constant
+        return f"(({t})(-9223372036854775807LL - 1))"
     return f"(({t}){int(value)}LL)"
 
 
@@ -637,7 +643,7 @@ class Body:
                 self.used.add(e)
             return name
         code = self._code(e)
-        if e.op == "const":
+        if e.op in ("const", "scalar"):
             self.names[e] = code
             return code
         name = f"t{len(self.names)}"
@@ -651,8 +657,12 @@ class Body:
         t = ctype(compute_dtype(dt))
         if op == "const":
             return literal(e.arg, compute_dtype(dt))
-        if op == "acc":
+        if op == "scalar":  # an argument of the kernel, in its compute type (`scalar_params`)
+            return f"s{int(e.arg)}"
+        if op == "acc":  # the accumulator converted to its reduction's dtype, as a store converts
             v = self.acc_ref(e.arg)
+            if dt == "bool":  # a sum of bools is their `any`
+                return f"({v} != 0)"
             if dt == "float16":
                 return f"round_f16((float){v})"
             if dt == "bfloat16":
@@ -683,24 +693,22 @@ class Body:
         st = ctype(src_dt)
         isf = st in ("float", "double")
         sfx = "f" if st == "float" else ""
-        if op == "cast":
-            if dt == "bool":
-                return f"({a[0]} != 0)"
-            if dt == "float16":
-                return f"round_f16((float){a[0]})"
-            if dt == "bfloat16":
-                return f"round_bf16((float){a[0]})"
+        if op == "cast":  # legal casts are exact, IEEE-rounded, or of floats that fit (codegen/legalize.py)
             return f"(({t}){a[0]})"
+        if op == "round":
+            return f"round_{'f16' if dt == 'float16' else 'bf16'}((float){a[0]})"
+        if op == "wrap":  # two's complement: the low bits (gcc's conversion to a narrower signed type)
+            return f"((int32_t)({C_TYPES[dt][0]}){a[0]})" if C_TYPES[dt][0] != t else f"(({t}){a[0]})"
         if op in _UNARY_F:
             if isf:
                 return f"{_UNARY_F[op]}{sfx}({a[0]})"
             if op == "abs":
-                return _wrap(f"({a[0]} < 0 ? {_neg_int(a[0], st)} : {a[0]})", dt)
+                return f"({a[0]} < 0 ? {_neg_int(a[0], st)} : {a[0]})"
             if op in ("floor", "ceil", "trunc"):
                 return a[0]
             return f"{_UNARY_F[op]}((double){a[0]})"
         if op == "neg":
-            return f"(-{a[0]})" if isf else _wrap(_neg_int(a[0], st), dt)
+            return f"(-{a[0]})" if isf else _neg_int(a[0], st)
         if op == "recip":
             return f"(({st})1 / {a[0]})"
         if op == "not":
@@ -716,7 +724,7 @@ class Body:
             if isf:
                 return f"({a[0]} {sym} {a[1]})"
             u = _UNSIGNED.get(st)
-            return _wrap(f"(({st})(({u}){a[0]} {sym} ({u}){a[1]}))" if u else f"({a[0]} {sym} {a[1]})", dt)
+            return f"(({st})(({u}){a[0]} {sym} ({u}){a[1]}))" if u else f"({a[0]} {sym} {a[1]})"
         if op == "div":
             return f"({a[0]} / {a[1]})" if isf else f"div_{st}({a[0]}, {a[1]})"
         if op == "floordiv":
@@ -785,7 +793,7 @@ def _sum_block(size: int, cfg: CConfig) -> int | str:
     """Elements per float block of a blocked sum over `size`: SUM_LANE per lane of the config's
     vector width, or of the compiler's (the LZ_SUM_BLOCK macro, 256 to 1024)."""
     if cfg.simdlen:
-        return min(size, SUM_LANE * cfg.simdlen)
+        return min(size, SUM_LANE * knobs.value(cfg, "simdlen"))
     return size if size <= SUM_LANE * 4 else "LZ_SUM_BLOCK"
 
 
@@ -800,28 +808,50 @@ def _loads(e: Expr, seen=None):
         yield from _loads(s, seen)
 
 
+SCALAR_CTYPES = {"float32": ctypes.c_float, "float64": ctypes.c_double, "float16": ctypes.c_float,
+                 "bfloat16": ctypes.c_float, "int32": ctypes.c_int32, "int64": ctypes.c_int64,
+                 "int8": ctypes.c_int32, "uint8": ctypes.c_int32, "bool": ctypes.c_int}
+
+
+def scalar_argtypes(dtypes: tuple[str, ...]) -> list:
+    """ctypes of a kernel's scalar arguments (`scalar_params`), for a loaded function's argtypes."""
+    return [SCALAR_CTYPES[dt] for dt in dtypes]
+
+
+def scalar_params(dtypes: tuple[str, ...]) -> list[str]:
+    """C parameters of a kernel's scalar arguments (after its buffers): each in its dtype's compute
+    type, so a float16 scalar arrives as the float it was given (legalize rounds it where a use
+    needs a half)."""
+    return [f"const {ctype(compute_dtype(dt))} s{i}" for i, dt in enumerate(dtypes)]
+
+
 def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None,
              config: CConfig | None = None) -> str:
     """C source for `k`. `config` sets the knobs (None: the heuristics); `threads` caps the OpenMP
     team (None: the config's, else the runtime's default)."""
     cfg = config or CConfig()
-    threads = threads or cfg.threads
-    tile = cfg.tile
-    simd_clause = " simd" + (f" simdlen({cfg.simdlen})" if cfg.simdlen else "")
+    if threads:
+        cfg = replace(cfg, threads=threads)
+    # every knob checked before any code is made, and each one formatted into the source through
+    # knobs.src: a config read from a file or the database can put nothing but numbers there
+    knobs.check(cfg)
+    tile = knobs.src(cfg, "tile")
+    simd_clause = " simd" + (f" simdlen({knobs.src(cfg, 'simdlen')})" if cfg.simdlen else "")
     simd = "#pragma omp" + simd_clause
     params = []
     for i, b in enumerate(k.buffers):
         const = "" if b.output else "const "
         params.append(f"{const}{C_TYPES[b.dtype][0]}* restrict b{i}")
+    params += scalar_params(k.scalars)
     parallel = _work(k) >= cfg.parallel_min_work
-    nt = f" num_threads({threads})" if threads else ""
+    nt = f" num_threads({knobs.src(cfg, 'threads')})" if cfg.threads else ""
     n = len(k.loops)
     tiles = n >= 1 and any(r.depth == n and r.rvars for r in k.reduces)
     interchange = _prefers_interchange(k) if cfg.interchange is None or not tiles else cfg.interchange
     swap = bool(cfg.interchange) and _interchange_legal(k)  # 2-D pointwise: loop x1 outside x0
     rsplit = cfg.rsplit and parallel and any(r.rvars for r in k.reduces)
     outer_parallel = parallel and not rsplit
-    chunk = cfg.chunk if cfg.chunk and outer_parallel and n == 1 and not tiles else None
+    chunk = knobs.value(cfg, "chunk") if cfg.chunk and outer_parallel and n == 1 and not tiles else None
     stream = _streams(k, cfg) and not swap
     # outputs through L1 blocks: streamed ones, and float16 ones (narrowed a block at a time)
     blocks = stream or _f16_blocks(k, cfg) and not swap
@@ -1128,7 +1158,8 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             at = next(i for i, line in enumerate(lines) if line.startswith(f"void {fn_name}("))
             row_params = params + [f"const float* restrict {name}" for _, name in cols]
             lines[at:at] = [f"static inline void {fn_name}_row(int64_t x{x}, {', '.join(row_params)}) {{", *body, "}"]
-            args = ", ".join([f"b{i}" for i in range(len(k.buffers))] + [name for _, name in cols])
+            args = ", ".join([f"b{i}" for i in range(len(k.buffers))] + [f"s{i}" for i in range(len(k.scalars))]
+                             + [name for _, name in cols])
             parallel_open(indent, grab=_grab(size), prologue=column_prologue(indent))
             lines.append(f"{indent}for (int64_t x{x} = 0; x{x} < {size}; x{x}++) {fn_name}_row(x{x}, {args});")
             parallel_close(indent, region=bool(cols))
@@ -1312,7 +1343,7 @@ def _row_cache(k: Kernel, parallel: bool) -> dict:
         stack = [s.value for s in k.stores]
         while stack:
             e = stack.pop()
-            if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "acc"):
+            if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "scalar", "acc"):
                 continue
             moved = subst_expr(e, rep, memo)
             if moved in inside and moved.dtype in ("float32", "float16", "bfloat16"):
@@ -1325,7 +1356,7 @@ def _row_cache(k: Kernel, parallel: bool) -> dict:
 
 
 # -- call fission ------------------------------------------------------------------------------
-_RECOMPUTED = {"const", "load", "index", "valid", "acc"}  # cheaper to redo in a later loop than to keep
+_RECOMPUTED = {"const", "scalar", "load", "index", "valid", "acc"}  # cheaper to redo in a later loop than to keep
 
 
 def _varies(e: Expr, var: sympy.Symbol, memo: dict) -> bool:

@@ -1,6 +1,7 @@
 """Triton backend renderer: Kernel IR -> one Python module with a `@triton.jit` kernel and a launcher.
 
-In:  a `Kernel` and a `TritonConfig` (block sizes, warps; `choose_config` picks one).
+In:  a `Kernel` and a `TritonConfig` (block sizes, warps; `choose_config` picks one; checked by
+     `check_config` before anything is rendered, its values formatted only through `knobs.src`).
 Out: Python source defining the kernel (named after `Kernel.name`), `launch(b0, b1, ...)` that
      launches it on torch tensors in `Kernel.buffers` order, and the metadata an ahead-of-time
      compile needs (`KERNEL`, `SIGNATURE`, `CONSTEXPRS`, `NUM_WARPS`, `NUM_STAGES`, `GRID`).
@@ -22,14 +23,13 @@ Mapping (Inductor's `(numel, rnumel)` model)
   and `rindex` are int64 and everything derived from them is too.
 
 Semantics mirror codegen/render_c.py
-- float16/bfloat16 load as float32 and compute in float32; stores, casts and reduction results
-  round back to the 16-bit type, intermediate results do not (as in C).
+- Every dtype decision is in the Kernel IR (codegen/legalize.py): narrow dtypes compute in
+  `compute_dtype` (float16/bfloat16 load as float32, int8/uint8 as int32), `round` and `wrap`
+  nodes narrow values where the IR says; stores and reduction results convert to their dtype.
 - max/min propagate NaN; floor division and remainder follow torch for floats and ints; integer
   division by zero gives 0; float32 division and sqrt are IEEE-rounded (`div_rn`, `sqrt_rn`).
 - float sums/products in looped reductions accumulate in float64 (per-lane partial sums over many
   iterations: the cheap place to lose accuracy); one-block reductions are a tree in float32.
-- Integer arithmetic happens in the storage type, so int8/uint8 wrap like torch (the C backend
-  widens them to int32; the results agree wherever no intermediate overflows).
 - tanh, float pow and fmod call libdevice on the GPU. The interpreter cannot call libdevice and
   has its own flaws (float32->bfloat16 truncates; custom reductions run element by element), so
   a few jitted helpers branch on the module-level constexpr `_INTERPRET`: tanh/pow in float64
@@ -52,6 +52,7 @@ from dataclasses import dataclass
 
 import sympy
 
+from codegen import knobs
 from codegen.kernel_ir import (
     Expr,
     FloorDiv,
@@ -64,11 +65,22 @@ from codegen.kernel_ir import (
     subst_expr,
     walk_exprs,
 )
+from codegen.knobs import REQUIRED, integer, knob
 
 INT32_MAX = 2**31 - 1
 
 TL = {"float32": "tl.float32", "float64": "tl.float64", "float16": "tl.float16", "bfloat16": "tl.bfloat16",
       "int32": "tl.int32", "int64": "tl.int64", "int8": "tl.int8", "uint8": "tl.uint8", "bool": "tl.int1"}
+# scalar argument types (a kernel's `scalars`, in their compute dtype) for signatures and annotations
+SCALAR_SIG = {"float32": "fp32", "float64": "fp64", "float16": "fp32", "bfloat16": "fp32", "int32": "i32",
+              "int64": "i64", "int8": "i32", "uint8": "i32", "bool": "i1"}
+
+
+def scalar_signature(dtypes: tuple[str, ...]) -> dict[str, str]:
+    """{parameter: Triton type} of a kernel's scalar arguments: `s0, s1, ...` after its buffers."""
+    return {f"s{i}": SCALAR_SIG[dt] for i, dt in enumerate(dtypes)}
+
+
 # pointer element types for triton.compile signatures
 SIG = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "*bf16", "int32": "*i32",
        "int64": "*i64", "int8": "*i8", "uint8": "*u8", "bool": "*i1"}
@@ -78,14 +90,32 @@ _BINOP = {"add": "+", "sub": "-", "mul": "*", "lt": "<", "le": "<=", "eq": "==",
           "xor": "^"}
 
 
+# What a TritonConfig knob may hold (codegen/knobs.py): blocks are `tl.arange` sizes (powers of
+# two; one block at most MAX_TENSOR_NUMEL elements, triton.language's TRITON_MAX_TENSOR_NUMEL),
+# a program at most 32 warps (1024 threads)
+MAX_TENSOR_NUMEL = 1 << 20
+MAX_WARPS = 32
+MAX_STAGES = 8
+
+
 @dataclass(frozen=True)
 class TritonConfig:
-    """Launch/loop parameters. The structure (which stages loop) follows from these at render time."""
+    """Launch/loop parameters. The structure (which stages loop) follows from these at render time.
+    Each knob's type and range is declared with it; `check_config` adds what spans knobs."""
 
-    XBLOCK: int
-    RBLOCK: int = 1
-    num_warps: int = 4
-    num_stages: int = 1
+    XBLOCK: int = knob(REQUIRED, integer(1, MAX_TENSOR_NUMEL, pow2=True))
+    RBLOCK: int = knob(1, integer(1, MAX_TENSOR_NUMEL, pow2=True))
+    num_warps: int = knob(4, integer(1, MAX_WARPS, pow2=True))
+    num_stages: int = knob(1, integer(1, MAX_STAGES))
+
+
+def check_config(cfg: TritonConfig) -> None:
+    """Raise KnobError (a ValueError) unless `cfg` can be rendered: every knob within its spec and
+    the XBLOCK x RBLOCK block within Triton's limit."""
+    knobs.check(cfg)
+    if cfg.XBLOCK * cfg.RBLOCK > MAX_TENSOR_NUMEL:
+        raise knobs.KnobError(f"TritonConfig XBLOCK={cfg.XBLOCK} x RBLOCK={cfg.RBLOCK}: a block holds at most "
+                              f"{MAX_TENSOR_NUMEL} elements")
 
 
 def next_pow2(n: int) -> int:
@@ -493,6 +523,8 @@ class _Scope:
 
 class _Renderer:
     def __init__(self, k: Kernel, cfg: TritonConfig):
+        # checked before anything is rendered; knob values reach the source only through knobs.src
+        check_config(cfg)
         self.k, self.cfg = k, cfg
         self.pointwise = not k.reduces
         self.D = row_depth(k)
@@ -584,6 +616,8 @@ class _Renderer:
         cd = compute_dtype(dt)
         if op == "const":
             return f"tl.full({self.unit}, {_lit(e.arg, cd)}, {TL[cd]})"
+        if op == "scalar":  # a kernel argument, typed by its annotation (`scalar_params`)
+            return f"tl.full({self.unit}, s{int(e.arg)}, {TL[cd]})"
         if op == "acc":
             return self.acc_names[e.arg]
         if op == "index":
@@ -601,14 +635,14 @@ class _Renderer:
         a = [self.emit(s, scope) for s in e.srcs]
         sd = compute_dtype(e.srcs[0].dtype) if e.srcs else cd
         isf = sd in FLOATS
-        if op == "cast":
-            if dt == "bool":
-                return f"{a[0]} != 0"
-            if dt == "float16":
-                return f"{a[0]}.to(tl.float32).to(tl.float16).to(tl.float32)"
-            if dt == "bfloat16":
-                return f"_lz_bf16({a[0]}.to(tl.float32)).to(tl.float32)"
+        if op == "cast":  # legal casts are exact, IEEE-rounded, or of floats that fit (codegen/legalize.py)
             return f"{a[0]}.to({TL[cd]})"
+        if op == "round":
+            if dt == "float16":
+                return f"{a[0]}.to(tl.float16).to(tl.float32)"
+            return f"_lz_bf16({a[0]}).to(tl.float32)"
+        if op == "wrap":  # the low bits
+            return f"{a[0]}.to({TL[dt]})" + (f".to({TL[cd]})" if cd != dt else "")
         if op in ("exp", "log", "sin", "cos", "erf", "sqrt", "tanh"):
             x = a[0] if isf else f"{a[0]}.to(tl.float64)"
             fdt = sd if isf else "float64"
@@ -678,8 +712,8 @@ class _Renderer:
             shape = self.shape_of(names) if names else self.unit
             off = f"tl.full({shape}, {off}, {self.itype})"
         code = f"tl.load(b{b} + {off}" + (f", mask={' & '.join(mask)}, other=0)" if mask else ")")
-        if e.dtype in ("float16", "bfloat16"):
-            code += ".to(tl.float32)"
+        if cd != e.dtype:  # narrow dtypes compute wider
+            code += f".to({TL[cd]})"
         return code
 
     def stores(self, scope: _Scope) -> None:
@@ -856,7 +890,7 @@ class _Renderer:
         reduces = tuple(Reduce(r.name, r.op, subst_expr(r.value, rep, memo), r.dtype, r.rsizes, rv, r.depth)
                         for r, rv in zip(k.reduces, new_meta))
         stores = tuple(Store(s.buf, s.index, subst_expr(s.value, rep, memo), s.dtype) for s in k.stores)
-        return Kernel(k.name, k.buffers, k.loops, reduces, stores, dict(k.meta))
+        return Kernel(k.name, k.buffers, k.loops, reduces, stores, dict(k.meta), k.scalars, k.sizes)
 
     # -- the kernel -----------------------------------------------------------------------
     def body(self) -> list[str]:
@@ -906,26 +940,30 @@ class _Renderer:
         xnumel = k.numel if self.pointwise else _prod(k.loops[:self.D])
         grid = max(1, -(-xnumel // cfg.XBLOCK))
         sig = {p: SIG[b.dtype] for p, b in zip(params, k.buffers)}
+        sig.update(scalar_signature(k.scalars))
         sig.update(XBLOCK="constexpr", RBLOCK="constexpr")
+        typed = params + [f"{p}: {t!r}" for p, t in scalar_signature(k.scalars).items()]
+        params = params + list(scalar_signature(k.scalars))
+        xblock, rblock = knobs.src(cfg, "XBLOCK"), knobs.src(cfg, "RBLOCK")
         out = [f'"""Generated by lazy-triton (codegen/render_triton.py): kernel {k.name}, key {k.key()}.',
-               f"loops {list(k.loops)}, {len(k.reduces)} reduction stage(s), config {cfg}"
+               f"loops {list(k.loops)}, {len(k.reduces)} reduction stage(s), config {knobs.describe(cfg)}"
                + (", int64 indices" if self.i64 else "") + '."""', "", PRELUDE, "",
                "@triton.jit",
-               f"def {name}({', '.join(params + ['XBLOCK: tl.constexpr', 'RBLOCK: tl.constexpr'])}):"]
+               f"def {name}({', '.join(typed + ['XBLOCK: tl.constexpr', 'RBLOCK: tl.constexpr'])}):"]
         out += body
         out += ["", "",
                 f"KERNEL = {name}",
                 f"SIGNATURE = {sig!r}",
-                f"CONSTEXPRS = {{'XBLOCK': {cfg.XBLOCK}, 'RBLOCK': {cfg.RBLOCK}}}",
-                f"NUM_WARPS = {cfg.num_warps}",
-                f"NUM_STAGES = {cfg.num_stages}",
+                f"CONSTEXPRS = {{'XBLOCK': {xblock}, 'RBLOCK': {rblock}}}",
+                f"NUM_WARPS = {knobs.src(cfg, 'num_warps')}",
+                f"NUM_STAGES = {knobs.src(cfg, 'num_stages')}",
                 f"GRID = ({grid},)",
                 "",
                 "",
                 f"def launch({', '.join(params)}):",
                 f'    """Run {k.name} on torch tensors (Kernel.buffers order; indices count from data_ptr())."""',
-                (f"    {name}[GRID]({', '.join(params)}, XBLOCK={cfg.XBLOCK}, "
-                 f"RBLOCK={cfg.RBLOCK}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)"),
+                (f"    {name}[GRID]({', '.join(params)}, XBLOCK={xblock}, "
+                 f"RBLOCK={rblock}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)"),
                 ""]
         return "\n".join(out)
 

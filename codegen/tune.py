@@ -7,6 +7,12 @@ Out: a `TuneResult` (default and best config, their times, what was tried and re
      in the tuning database (codegen/tunedb.py); `tuned_config(kernel, backend)` gives the stored
      winner to the runtime when it compiles the kernel.
 
+Configs are checked wherever they come in (codegen/knobs.py: each knob's type and range is
+declared beside its config class): `tuned_config` refuses a stored row whose config or
+default_config is not what the tuner writes, or that the kernel cannot be built with
+(`check_fit`), warns once and gives None, so the kernel runs with its default config; the search
+skips points outside the specs before building anything.
+
 Search spaces are declared beside each backend: `render_c.search_space` (threads, parallel
 threshold, tile, simdlen, unroll, chunk, loop order, reduction split, row functions),
 `render_triton.search_space` (XBLOCK, RBLOCK, num_warps, num_stages), `gemm_triton.search_space`
@@ -50,7 +56,7 @@ from functools import cache
 import numpy as np
 import torch
 
-from codegen import tunedb
+from codegen import knobs, tunedb
 from codegen.kernel_ir import ExternCall, Kernel
 
 SCHEMA = 1  # of stored configs: bump when a knob's meaning changes, so old winners are not reused
@@ -135,6 +141,9 @@ def kind_of(k: Kernel | ExternCall, backend: str) -> str | None:
     return None
 
 
+KINDS = ("c", "triton", "gemm", "cgemm")  # a stored row's `backend`: which config class it holds
+
+
 def _config_type(kind: str):
     if kind == "c":
         from codegen.render_c import CConfig
@@ -154,7 +163,30 @@ def _config_type(kind: str):
 
 
 def config_from(kind: str, d: dict):
-    return _config_type(kind)(**d)
+    """A checked config of `kind` from stored JSON: KnobError (a ValueError) for an unknown or
+    missing knob, or a value its spec (codegen/knobs.py) does not allow."""
+    if kind not in KINDS:
+        raise knobs.KnobError(f"unknown backend {knobs.shown(kind)} (expected one of {', '.join(KINDS)})")
+    return knobs.from_dict(_config_type(kind), d)
+
+
+def check_fit(k: Kernel | ExternCall, kind: str, cfg) -> None:
+    """Raise ValueError unless `cfg` is a config of `kind` that `k` can be built with: every knob
+    within its spec, and what spans knobs (Triton block size, GEMM shared memory or registers)."""
+    if kind == "c":
+        knobs.check(cfg)
+    elif kind == "triton":
+        from codegen import render_triton
+
+        render_triton.check_config(cfg)
+    elif kind == "cgemm":
+        from codegen import gemm_c
+
+        gemm_c.check_config(cfg)
+    else:
+        from codegen import gemm_triton
+
+        gemm_triton.check_config(cfg, gemm_triton.problem_of(k).dtype)
 
 
 # -- the runtime's lookup ----------------------------------------------------------------------
@@ -178,10 +210,16 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
         row = tunedb.get(k.key(), device_name(kind), key[3])
         if row is not None:
             try:
+                # the file is anyone's who can write it: its knobs become source code, so a row
+                # that is not what the tuner writes is refused whole (its default_config too)
+                config_from(kind, row["default_config"])
                 cfg = config_from(kind, row["config"])
+                check_fit(k, kind, cfg)
                 stats["hits"] += 1
-            except TypeError as e:
-                tunedb._warn(f"tuning database {p}: stored config for {k.key()} does not fit this version ({e})")
+            except ValueError as e:
+                cfg = None
+                tunedb._warn(f"tuning database {p}: stored config of {k.name} ({k.key()}) rejected, running its "
+                             f"default config: {e}")
     _memo[key] = cfg
     return cfg
 
@@ -341,7 +379,7 @@ class Adapter:
     default: object
     space: dict[str, tuple]
     source: Callable[[object], str]  # the generated code: candidates with equal code are one
-    bind: Callable[[object, list], Callable[[], None]]  # (config, tensors) -> launch with no arguments
+    bind: Callable[..., Callable[[], None]]  # (config, tensors, scalar values) -> launch with no arguments
     valid: Callable[[object], bool] = lambda cfg: True
     prefetch: Callable[[list], None] | None = None
 
@@ -352,16 +390,11 @@ def _c_adapter(k: Kernel) -> Adapter:
     def source(cfg) -> str:
         return render_c.render_c(k, config=cfg)
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = compile_c.load(source(cfg))
-        fn.argtypes = [ctypes.c_void_p] * len(tensors)
+        fn.argtypes = [ctypes.c_void_p] * len(tensors) + render_c.scalar_argtypes(k.scalars)
         ptrs = [t.data_ptr() for t in tensors]
-        return lambda: fn(*ptrs)
-
-    def build_one(src: str) -> None:
-        so = compile_c.cache_dir() / f"{compile_c.cache_key(src)}.so"
-        if not compile_c._valid(so):
-            compile_c._compile(src, so, compile_c.cflags())
+        return lambda: fn(*ptrs, *scalars)
 
     def prefetch(cfgs: list) -> None:
         # compile a batch in parallel (gcc runs outside the GIL); load() then finds the objects on
@@ -370,7 +403,7 @@ def _c_adapter(k: Kernel) -> Adapter:
         if len(srcs) < 2:
             return
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as ex:
-            for f in [ex.submit(build_one, s) for s in srcs]:
+            for f in [ex.submit(compile_c.build, s) for s in srcs]:
                 f.exception()
 
     return Adapter("c", render_c.CConfig(), render_c.search_space(k), source, bind, prefetch=prefetch)
@@ -382,9 +415,9 @@ def _triton_adapter(k: Kernel) -> Adapter:
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = compile_triton.load(k, cfg)
-        return lambda: fn(*tensors)
+        return lambda: fn(*tensors, *scalars)
 
     return Adapter("triton", render_triton.choose_config(k), render_triton.search_space(k),
                    lambda cfg: render_triton.render_triton(k, cfg), bind,
@@ -405,9 +438,9 @@ def _gemm_adapter(call: ExternCall) -> Adapter:
         except gemm_triton.GemmConfigError:
             return False
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = gemm_triton.load(call, cfg)
-        return lambda: fn(*tensors)
+        return lambda: fn(*tensors, *scalars)
 
     return Adapter("gemm", gemm_triton.choose_config(call), gemm_triton.search_space(call),
                    lambda cfg: gemm_triton.render(call, cfg, check=False), bind, valid=valid)
@@ -416,10 +449,10 @@ def _gemm_adapter(call: ExternCall) -> Adapter:
 def _cgemm_adapter(call: ExternCall) -> Adapter:
     from codegen import gemm_c
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = gemm_c.load(call, cfg)
         ptrs = [t.data_ptr() for t in tensors]
-        return lambda: fn(*ptrs)
+        return lambda: fn(*ptrs, *scalars)
 
     return Adapter("cgemm", gemm_c.choose_config(call), gemm_c.search_space(call),
                    lambda cfg: gemm_c.render_gemm_c(call, cfg), bind, valid=gemm_c.valid_config)
@@ -586,14 +619,20 @@ def _span_copy(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor], *, budget_s: float = 10.0,
                 max_configs: int = 40, min_gain: float = 0.03,
                 bench: Callable[[Kernel | ExternCall, object], float] | None = None,
-                progress: Callable[[int, float, float], None] | None = None, store: bool = True) -> TuneResult:
+                progress: Callable[[int, float, float], None] | None = None, store: bool = True,
+                scalars: list | None = None) -> TuneResult:
     """Search `k`'s config space, running candidates on `tensors` (its buffers in `k.buffers`
-    order; what they hold is the same afterwards, see `_workspace`).
+    order; what they hold is the same afterwards, see `_workspace`) and `scalars`, the values of
+    its scalar arguments (default: those it was lowered with).
 
     `bench(kernel, config) -> seconds` replaces timing (tests, cost models); candidates still run
     once to be verified. The result is stored in the tuning database unless `store=False`."""
     t_start = time.perf_counter()
+    if scalars is None:
+        lowered = k.epilogue if isinstance(k, ExternCall) else k
+        scalars = lowered.meta.get("scalar_values", ()) if lowered is not None else ()
     ad = adapter_for(k, backend)
+    check_fit(k, ad.kind, ad.default)
     outputs = [i for i, b in enumerate(k.buffers) if b.output]
     ws, restore, put_back = _workspace(k, tensors, outputs)
     sync = _sync(ws)
@@ -603,9 +642,16 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
     def config(point: dict):
         return replace(ad.default, **point)
 
+    def fits(point: dict) -> bool:  # what the tuner builds is checked like what it reads
+        try:
+            check_fit(k, ad.kind, config(point))
+            return True
+        except ValueError:
+            return False
+
     def evaluate(point: dict) -> float | None:
         cfg = config(point)
-        run = ad.bind(cfg, ws)
+        run = ad.bind(cfg, ws, scalars)
         restore()
         t = time.perf_counter()
         run()
@@ -630,7 +676,7 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
         search = coordinate_descent(  # the rest of the budget is for the confirmation below
             ad.space, {name: getattr(ad.default, name) for name in ad.space}, evaluate,
             budget_s=budget_s * (0.85 if bench is None else 1.0), max_configs=max_configs, min_gain=min_gain,
-            identity=lambda p: ad.source(config(p)), valid=lambda p: ad.valid(config(p)),
+            identity=lambda p: ad.source(config(p)), valid=lambda p: fits(p) and ad.valid(config(p)),
             prefetch=(lambda ps: ad.prefetch([config(p) for p in ps])) if ad.prefetch else None, progress=progress)
         best = config(search.best)
         default_s, best_s = search.start_s, search.best_s
@@ -638,7 +684,8 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
             # confirm against the default, interleaved: the winner must be faster both at its best
             # and typically (a config that only wins while other processes hold a core, or only
             # when they do not, is a regression half of the time), else the default stays
-            (d_min, d_med), (b_min, b_med) = measure_pair(ad.bind(ad.default, ws), ad.bind(best, ws), ws)
+            (d_min, d_med), (b_min, b_med) = measure_pair(ad.bind(ad.default, ws, scalars),
+                                                          ad.bind(best, ws, scalars), ws)
             default_s, best_s = d_min, b_min
             if not (b_min < d_min * (1.0 - min_gain) and b_med < d_med * (1.0 - min_gain)):
                 best, best_s = ad.default, d_min

@@ -16,6 +16,13 @@ Invariants
   program: a database that cannot be used reads as empty, and a write that cannot be done is
   reported and dropped (the kernel simply runs untuned).
 - Reading is cheap: when the file does not exist, `get` returns None without opening anything.
+- Rows are data from whoever could write the file or the export, and their configs become
+  generated source: `load_export` checks every field of every row (configs knob by knob, through
+  codegen/tune.py `config_from` and codegen/knobs.py) and refuses the whole file on the first bad
+  one, so an import writes all its rows or none; codegen/tune.py `tuned_config` checks each row
+  it reads. Text from rows reaches the terminal only through `printable` (warnings, reports).
+- A database this process cannot write (read-only media: a container image with a warm cache)
+  is read as immutable: sqlite needs no -shm file beside it then, which it could not create.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from codegen import knobs
 
 SCHEMA = 1
 APP = "lazy-triton tuning database"
@@ -51,6 +60,13 @@ CREATE TABLE IF NOT EXISTS tuned (
     PRIMARY KEY (kernel, device, version)
 )""")
 
+# what each field of an imported row must be (a bool is never a number)
+_TEXT, _OBJECT, _INT = (str, "a string"), (dict, "a JSON object"), (int, "an integer")
+_NUMBER, _TIME = ((int, float), "a number"), ((int, float, type(None)), "a number or null")
+_ROW_TYPES = {"kernel": _TEXT, "device": _TEXT, "version": _TEXT, "backend": _TEXT, "name": _TEXT,
+              "config": _OBJECT, "default_config": _OBJECT, "default_s": _TIME, "tuned_s": _TIME, "tried": _INT,
+              "rejected": _INT, "tuning_s": _NUMBER, "created": _NUMBER}
+
 _warned: set[str] = set()
 _lock = threading.Lock()
 
@@ -64,17 +80,32 @@ def path() -> Path:
     return cache_root() / "tuning.sqlite"
 
 
+def printable(text) -> str:
+    """`text` with every character that is not printable (control characters, terminal escape
+    sequences' ESC, bidirectional overrides) replaced by its `repr` escape: what a file or the
+    database holds may be shown on a terminal, never interpreted by it."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _warn(msg: str) -> None:
     if msg not in _warned:
         _warned.add(msg)
-        print(f"lazy: {msg}", file=sys.stderr)
+        print(f"lazy: {printable(msg)}", file=sys.stderr)
 
 
 class _Foreign(Exception):
     pass
 
 
-def _connect(p: Path) -> sqlite3.Connection:
+def _writable(p: Path) -> bool:
+    from codegen.compile_c import writable
+
+    return writable(p.parent) and (not p.exists() or os.access(p, os.W_OK))
+
+
+def _connect(p: Path, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        return sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
     con = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)  # transactions are explicit
     try:
         con.execute("PRAGMA busy_timeout = 30000")
@@ -136,17 +167,19 @@ def _set_aside(p: Path, why: str) -> None:
               "will not be stored")
 
 
-def _open(create: bool) -> sqlite3.Connection | None:
-    """A checked connection, or None (no file and not `create`, or unusable)."""
+def _open(create: bool, write: bool = True) -> sqlite3.Connection | None:
+    """A checked connection, or None (no file and not `create`, or unusable). Without `write`, a
+    database this process cannot write is opened read-only."""
     p = path()
     for attempt in range(2):
         if not create and not p.exists():
             return None
         con = None
+        read_only = not write and not _writable(p)
         try:
             if create:
                 p.parent.mkdir(parents=True, exist_ok=True)
-            con = _connect(p)
+            con = _connect(p, read_only)
             _check(con)
             return con
         except (_Foreign, sqlite3.DatabaseError) as e:
@@ -154,7 +187,7 @@ def _open(create: bool) -> sqlite3.Connection | None:
                 con.close()
             transient = isinstance(e, sqlite3.OperationalError) and any(
                 w in str(e) for w in ("locked", "busy", "unable to open", "readonly", "disk I/O"))
-            if transient or attempt:
+            if transient or attempt or read_only:  # (read-only: it cannot be moved aside)
                 _warn(f"tuning database {p} cannot be used now ({e}); running without it")
                 return None
             _set_aside(p, f"{type(e).__name__}: {e}" if not isinstance(e, _Foreign) else f"not ours: {e}")
@@ -176,7 +209,7 @@ def _row(r: tuple) -> dict:
 def get(kernel: str, device: str, version: str) -> dict | None:
     """The stored row for a kernel on this device and backend version, or None."""
     with _lock:
-        con = _open(create=False)
+        con = _open(create=False, write=False)
         if con is None:
             return None
         try:
@@ -219,7 +252,7 @@ def put(rows: list[dict]) -> bool:
 def rows(device: str | None = None) -> list[dict]:
     """Every stored row (of one device when given), oldest first."""
     with _lock:
-        con = _open(create=False)
+        con = _open(create=False, write=False)
         if con is None:
             return []
         try:
@@ -262,7 +295,8 @@ def export(dest: Path) -> int:
 
 
 def load_export(src: Path) -> list[dict]:
-    """Rows of a JSON export, validated. ValueError says what is wrong with the file."""
+    """Rows of a JSON export, every field and every config knob checked. ValueError (one line)
+    says what is wrong with the file: which row, which field or knob, its value, what was expected."""
     try:
         payload = json.loads(Path(src).read_text())
     except json.JSONDecodeError as e:
@@ -271,10 +305,22 @@ def load_export(src: Path) -> list[dict]:
         raise ValueError(f"{src} is not a lazy tuning export (expected {{'app': {APP!r}, 'rows': [...]}})")
     if payload.get("schema") != SCHEMA:
         raise ValueError(f"{src} has schema {payload.get('schema')!r}; this version reads schema {SCHEMA}")
+    from codegen import tune  # configs are checked by the classes tune.py builds them with
+
     out = []
     for i, r in enumerate(payload["rows"]):
         missing = [f for f in FIELDS if f not in r] if isinstance(r, dict) else list(FIELDS)
-        if missing or not isinstance(r["config"], dict) or not isinstance(r["default_config"], dict):
-            raise ValueError(f"{src}: row {i} is malformed (missing {missing or 'config dicts'})")
+        if missing:
+            raise ValueError(f"{src}: row {i} is malformed (missing {missing})")
+        where = f"{src}: row {i} (kernel {knobs.shown(r['kernel'])})"
+        for f in FIELDS:
+            types, what = _ROW_TYPES[f]
+            if not isinstance(r[f], types) or isinstance(r[f], bool):
+                raise ValueError(f"{where}: {f}={knobs.shown(r[f])} is not {what}")  # noqa: TRY004 (a bad file)
+        for f in ("config", "default_config"):
+            try:
+                tune.config_from(r["backend"], r[f])
+            except ValueError as e:
+                raise ValueError(f"{where}: {f}: {e}") from None
         out.append({f: r[f] for f in FIELDS})
     return out

@@ -13,11 +13,21 @@ Invariants
 - BUFFER leaves point at realized memory through `arg` (a `Buffer`, compared by identity);
   `structure_key()` replaces them by their position, dtype, shape and strides, so the same
   program built twice over different data gives the same key.
+- Python numbers are kernel arguments. A CONST node whose value is not a `literal` (0, 1, -1, 2,
+  0.5, infinities and NaN, bools, integer limits: values whose literal form matters for speed or
+  meaning) enters `structure_key()` as a scalar slot, not by value: `x * lr` with a new `lr` is the
+  same program, and its kernels take the value as an argument.
+- Values are fixed when created. A `Buffer` counts the in-place writes into its memory
+  (`version`); a BUFFER node is made for one version (it is part of the node's key) and reads that
+  version. The Tensor layer makes sure no pending node still reads a buffer when its memory is
+  overwritten (lazy/inplace.py); `structure_key()` checks it, so a stale read is an error, never a
+  silently wrong value.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -143,12 +153,22 @@ REDUCE_IDENTITY = {Op.SUM: 0, Op.RMAX: float("-inf"), Op.PROD: 1}
 
 
 class Buffer:
-    """Realized memory: a torch tensor (any strides) owned by one or more BUFFER nodes."""
+    """Realized memory: a torch tensor (any strides) read by one or more BUFFER nodes.
 
-    __slots__ = ("__weakref__", "data")
+    version: in-place writes into the memory so far (a BUFFER node reads one version).
+    owned: lazy allocated the memory (a kernel's output, a private host copy), so a tensor holding
+        it may have its next value written into it; memory wrapped from the caller's torch tensor or
+        numpy array is never written by lazy.
+    owner: a weak reference to the Tensor whose value the buffer holds and which may overwrite it
+        (None: not claimed yet). Other tensors holding the buffer only read it."""
 
-    def __init__(self, data: Any):
+    __slots__ = ("__weakref__", "data", "owned", "owner", "version")
+
+    def __init__(self, data: Any, owned: bool = False):
         self.data = data
+        self.version = 0
+        self.owned = owned
+        self.owner = None
 
     def __repr__(self) -> str:
         return f"Buffer({tuple(self.data.shape)}, {self.data.dtype}, {self.data.device})"
@@ -187,8 +207,8 @@ _interned: dict[tuple, weakref.ref] = {}
 
 
 def _arg_key(op: Op, arg: Any) -> Any:
-    if op is Op.BUFFER:
-        return id(arg)
+    if op is Op.BUFFER:  # one node per version of the memory: a write makes later reads new nodes
+        return (id(arg), arg.version)
     if op is Op.CONST:  # 1, 1.0 and True hash alike in python; keep them apart; keep NaN equal
         return (type(arg).__name__, repr(arg))
     if op is Op.STORED:  # the stored node only matters to autograd, never to values or schedules
@@ -233,8 +253,10 @@ def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[i
     _SET_DTYPE(n, dtype)
     _SET_SHAPE(n, shape)
     _SET_KEY(n, key)
-    # what structure_key records for n besides its sources (a buffer's slot and layout come later)
-    _SET_STATIC(n, (op, None if op is Op.BUFFER else key[2], dtype.name, shape))
+    # what structure_key records for n besides its sources (a buffer's slot and layout come later,
+    # a runtime scalar's slot too: its value is not part of the structure)
+    _SET_STATIC(n, (op, None if op is Op.BUFFER else SCALAR if op is Op.CONST and not literal(arg, dtype) else key[2],
+                    dtype.name, shape))
     _SET_DEVICE(n, dev)
     ref = _KeyedRef(n, _forget)
     ref.key = key
@@ -244,6 +266,25 @@ def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[i
 
 _SET_OP, _SET_SRCS, _SET_ARG, _SET_DTYPE, _SET_SHAPE, _SET_KEY, _SET_STATIC, _SET_DEVICE = (
     Node.__dict__[name].__set__ for name in ("op", "srcs", "arg", "dtype", "shape", "_key", "_static", "device"))
+
+
+SCALAR = "scalar"  # a CONST's structure when its value is a kernel argument
+
+
+def literal(value: Any, dtype: DType) -> bool:
+    """Whether a constant stays in the kernel's source (see the module docstring): values whose
+    literal form lets the compiler simplify (x*1, x+0, x*2, x*0.5, -x), the fills of masks (+-inf),
+    NaN, bools, and the integer limits (clamps, wraps). Every other number is a kernel argument, so
+    a program that changes it every step compiles once."""
+    if dtype.kind == "b" or value in _LITERALS:
+        return True
+    if dtype.kind == "f":
+        return math.isnan(value) or math.isinf(value)
+    bits = 8 * dtype.itemsize
+    return value in ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if dtype.kind == "i" else (0, (1 << bits) - 1))
+
+
+_LITERALS = frozenset({0, 1, -1, 2, -2, 0.5, -0.5})
 
 
 class GraphError(ValueError):
@@ -351,11 +392,16 @@ def prod(xs) -> int:
 
 
 def const(value: Any, dtype: DType, shape: tuple[int, ...] = ()) -> Node:
-    """A constant of `dtype` broadcast to `shape` (stored as a 0-d CONST expanded, so it interns once)."""
+    """A constant of `dtype` broadcast to `shape` (stored as a 0-d CONST expanded, so it interns once).
+    An int wraps into `dtype` (two's complement), as torch converts a Python int for an op on an
+    integer tensor (`uint8 == 256` compares with 0)."""
     if dtype.kind == "b":
         value = bool(value)
     elif dtype.kind in "iu":
-        value = int(value)
+        bits = 8 * dtype.itemsize
+        value = int(value) % (1 << bits)
+        if dtype.kind == "i" and value >> (bits - 1):
+            value -= 1 << bits
     else:
         value = float(value)
     return node(Op.CONST, (), value, dtype, tuple(shape))
@@ -382,16 +428,27 @@ def toposort(roots: list[Node], children=None) -> list[Node]:
     return order
 
 
+class StaleRead(RuntimeError):
+    """A pending value reads a buffer that was overwritten after the value was built."""
+
+
+def buffer_version(n: Node) -> int:
+    """The version of its buffer that BUFFER node `n` reads."""
+    return n._key[2][1]
+
+
 def buffer_layout(buf: Buffer) -> tuple:
     d = buf.data
     return (tuple(d.stride()), int(d.storage_offset()), str(d.device))
 
 
-def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
-    """A key that is equal for structurally equal graphs, and the buffers in key order.
+def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer], list[Node]]:
+    """A key that is equal for structurally equal graphs, the buffers in key order, and the CONST
+    nodes that are kernel arguments (scalars) in key order.
 
     Buffers are numbered by first appearance, so `a + b` and `a + a` differ while two
-    separately built `a + b` programs over different data are equal.
+    separately built `a + b` programs over different data are equal; so are scalars: `x * 0.3`
+    and `x * 0.7` share a key (`literal` says which constants are part of it instead).
     """
     # toposort's walk, recording each node as it is finished (every realize of a cached program
     # runs this: one pass, the per-node part precomputed when the node was made; nodes and
@@ -399,6 +456,7 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
     index: dict[Node, int] = {}
     buffers: list[Buffer] = []
     buf_slot: dict[Buffer, int] = {}
+    scalars: list[Node] = []
     parts = []
     stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
     while stack:
@@ -406,11 +464,18 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
         if expanded:
             if n.op is Op.BUFFER:
                 b = n.arg
+                if n._key[2][1] != b.version:
+                    raise StaleRead(f"lazy internal error (please report): a pending value reads version "
+                                    f"{n._key[2][1]} of a {list(n.shape)} buffer overwritten since (now version "
+                                    f"{b.version})")
                 slot = buf_slot.get(b)
                 if slot is None:
                     slot = buf_slot[b] = len(buffers)
                     buffers.append(b)
                 parts.append((n._static, ("buf", slot, buffer_layout(b))))
+            elif n._static[1] is SCALAR:
+                parts.append((n._static, len(scalars)))
+                scalars.append(n)
             else:
                 parts.append((n._static, tuple([index[s] for s in n.srcs])))
             index[n] = len(index)
@@ -421,5 +486,5 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
         for s in reversed(n.srcs):
             if s not in index:
                 stack.append((s, False))
-    return (tuple(parts), tuple([index[r] for r in roots])), buffers
+    return (tuple(parts), tuple([index[r] for r in roots])), buffers, scalars
 

@@ -48,16 +48,19 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 
-from lazy import runtime
+from lazy import inplace, runtime
 from lazy.dtypes import as_dtype
 from lazy.graph import Buffer, Op, node
-from lazy.tensor import Tensor, _held, realize
+from lazy.tensor import Tensor, _held, holds_alone, overwritten, realize
 
 __all__ = ["Jit", "JitWarning", "jit"]
 
 
 class JitWarning(UserWarning):
     """A function given to lazy.jit cannot be replayed; it keeps running as plain Python."""
+
+
+_UNSAFE = object()  # a replay's answer when it must not run (see Jit._replay)
 
 
 class _NotReplayable(Exception):
@@ -70,6 +73,8 @@ class _Realization:
     inputs: list  # per input buffer: ("arg", i) | ("out", realization, output) | ("keep", Buffer)
     dev: str
     n_outputs: int
+    scalars: list = field(default_factory=list)  # the values of its scalar arguments
+    sizes: tuple = ()  # the values of its program's size symbols
 
 
 @dataclass(eq=False)  # compared by identity (the watch lists hold weakrefs to plans)
@@ -104,11 +109,13 @@ class Capture:
         return list({id(x[1]): x[1] for x in srcs if x[0] == "keep"}.values())
 
     # -- runtime hooks
-    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes) -> None:
+    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes, scalars=(),
+                 sizes=()) -> None:
         r = len(self.realizations)
         self.read(nodes)  # a pending tensor realized as it is (no op read it); what is inside its graph
         # stays as it was when a tensor is written later (nodes are immutable), so roots suffice
-        self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs)))
+        self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs),
+                                              list(scalars), tuple(sizes)))
         for o, b in enumerate(outs):
             if not any(b is x for x in buffers):  # not written in place into a buffer that stays
                 self._outs.setdefault(id(b), (r, o))
@@ -149,6 +156,9 @@ class Capture:
         for i, (a, b) in enumerate(zip(self.realizations, other.realizations)):
             if a.prog is not b.prog:
                 return f"realization {i} ran a different program"
+            if a.scalars != b.scalars:
+                return (f"realization {i} used other Python numbers ({_numbers(a.scalars, b.scalars)}): a number "
+                        "computed inside the function changes between calls")
             for j, (x, y) in enumerate(zip(a.inputs, b.inputs)):
                 if x[0] != y[0] or (x[0] == "keep" and x[1] is not y[1]) or (x[0] != "keep" and x != y):
                     where = f"realization {i} input {j} ({tuple(y[1].data.shape) if y[0] == 'keep' else y[1:]})"
@@ -195,6 +205,11 @@ class Capture:
                 return f"a {tuple(buf.data.shape)} tensor it reads was changed outside it"
         self.suspects.clear()
         return None
+
+
+def _numbers(a: list, b: list) -> str:
+    diff = [(x, y) for x, y in zip(a, b) if x != y]
+    return ", ".join(f"{x!r}, then {y!r}" for x, y in diff[:3])
 
 
 def _rebound(entry) -> tuple:
@@ -323,7 +338,10 @@ class Jit:
         if st.plan is not None:
             why = st.plan.stale()
             if why is None:
-                return self._replay(st.plan, tensors, bufs)
+                out = self._replay(st.plan, tensors, bufs)
+                if out is not _UNSAFE:
+                    return out
+                why = "a tensor outside it holds memory the step overwrites (a clone of a parameter)"
             runtime.debug_level() >= 1 and runtime._log(f"lazy.jit({self.name}): recording again: {why}")
             _unwatch(st.plan)
             st.plan = None  # record again from this call on (it compiled long ago)
@@ -387,8 +405,8 @@ class Jit:
         return out
 
     def _replay(self, plan: Capture, tensors: list[Tensor], args: list[Buffer]):
-        for effect in plan.effects:
-            effect()
+        """The results of one replay, or _UNSAFE when a value outside the step still reads memory the
+        replay would overwrite and cannot be computed first (a clone of a parameter)."""
         outs: list[list[Buffer]] = []
 
         def resolve(src):
@@ -398,8 +416,22 @@ class Jit:
                 return outs[src[1]][src[2]]
             return src[1]
 
+        # memory the programs overwrite in place that lives beyond the call (parameters, optimizer
+        # state, arguments): values built outside the step that still read it are computed first
+        over = [resolve(r.inputs[s]) for r in plan.realizations for s in r.prog.written if r.inputs[s][0] != "out"]
+        if over and not all(holds_alone(b) for b in over):
+            first, renamed = inplace.readers({i: (b, b.owner() if b.owner else None) for i, b in enumerate(over)}, {})
+            if renamed:
+                return _UNSAFE
+            if first:
+                realize(*first)
+        for effect in plan.effects:
+            effect()
         for r in plan.realizations:
-            outs.append(runtime.run_program(r.prog, [resolve(s) for s in r.inputs], r.dev))
+            inputs = [resolve(s) for s in r.inputs]
+            outs.append(runtime.run_program(r.prog, inputs, r.dev, scalars=r.scalars, sizes=r.sizes))
+            for s in r.prog.written:  # the owners hold the new versions
+                overwritten(inputs[s])
         for who, ri, oi in plan.rebind:
             t = tensors[who[1]] if isinstance(who, tuple) else who()
             if t is not None:

@@ -9,11 +9,12 @@ Out: `step()` computes each parameter's and each state tensor's new value, reali
      step are one program, and a later `loss.item()` reads a buffer.
 
 In-place writes and lazy reads
-- A write goes into the old buffer only when nothing but this step's graph refers to it
-  (`_in_place_targets`: a lazy tensor built from the old value earlier and realized later must
-  still see the old value, as it would have in torch), and only where the scheduler finds no
-  read of the old value after the write (scheduler.schedule `_in_place_hazards`). Otherwise the
-  value gets a fresh buffer that the tensor takes over, as a plain assignment.
+- A new value goes into its tensor's old buffer by the rules of lazy/inplace.py: a lazy tensor
+  built from the old value earlier (the model's output, held across `step()`) is computed in the
+  same schedule, before the write, as torch would have computed it already; where another tensor
+  holds the old buffer itself, or the scheduler finds a read of the old value after the write
+  (scheduler.schedule `_in_place_hazards`), the value gets a fresh buffer that the tensor takes
+  over, as a plain assignment.
 
 Why the pieces look the way they do
 - Per-step numbers (lr, Adam's bias corrections) go into the graph as a small host BUFFER, never
@@ -38,16 +39,15 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import torch
 
 from lazy.autograd import enable_grad, no_grad
 from lazy.dtypes import to_torch
-from lazy.graph import Node, Op, const, node, toposort
+from lazy.graph import Node, Op, const, node
 from lazy.nn.init import _assign
-from lazy.tensor import Tensor, realize, tensor
+from lazy.tensor import Tensor, holds_alone, overwritten, owned_tensor, realize, tensor
 
 __all__ = ["SGD", "Adam", "AdamW", "Optimizer"]
 
@@ -105,7 +105,7 @@ class Optimizer:
                         p.grad = None
                     else:
                         with no_grad():
-                            p.grad = tensor(torch.zeros(tuple(p.shape), dtype=to_torch(p.dtype))).to(p.device)
+                            p.grad = owned_tensor(torch.zeros(tuple(p.shape), dtype=to_torch(p.dtype))).to(p.device)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -253,11 +253,15 @@ class _Scalars:
         for key, values in layout.items():
             host = torch.tensor(values, dtype=to_torch(key[0]))
             buf = self.bufs.get(key)
-            if buf is None or buf.shape[0] != len(values):
-                buf = tensor(host) if key[1] == "cpu" else tensor(host).to(key[1]).realize()
+            if buf is None or buf.shape[0] != len(values) or not holds_alone(buf._node.arg):
+                # (a fresh buffer also when a pending value still reads the last step's numbers)
+                buf = owned_tensor(host) if key[1] == "cpu" else tensor(host).to(key[1]).realize()
                 self.bufs[key] = buf
             else:
-                buf._node.arg.data.copy_(host)  # in place: nothing pending reads the last step's numbers
+                b = buf._node.arg
+                b.data.copy_(host)  # in place: nothing reads the last step's numbers any more
+                b.version += 1
+                overwritten(b)
             bufs[key] = buf._node
         if not views:
             return []
@@ -275,13 +279,13 @@ class _Scalars:
 
 def _zeros_buffer(p: Tensor) -> Tensor:
     """Optimizer state that owns memory from the start (see the module docstring)."""
-    t = tensor(torch.zeros(tuple(p.shape), dtype=to_torch(p.dtype)))
+    t = owned_tensor(torch.zeros(tuple(p.shape), dtype=to_torch(p.dtype)))
     return t if t.device == p.device else t.to(p.device).realize()
 
 
 def _own_buffer(v, like: Tensor) -> Tensor:
     host = v.torch() if isinstance(v, Tensor) else torch.as_tensor(v)
-    t = tensor(host.to(dtype=to_torch(like.dtype), copy=True))
+    t = owned_tensor(host.to(dtype=to_torch(like.dtype), copy=True))
     return t if t.device == like.device else t.to(like.device).realize()
 
 
@@ -300,7 +304,9 @@ def _realize_step(updates: list[tuple[Tensor, Tensor]], grads: list[tuple[Tensor
     # grouped by the parameter's device: asking a fresh gradient graph for its device walks it
     for p, t in [*updates, *grads, *((t, t) for t in pending)]:
         by_device[str(p.device)].append(t)
-    into = _in_place_targets(updates, [t._node for ts in by_device.values() for t in ts])
+    # each new value may overwrite its tensor's own buffer; realize() checks that nothing pending
+    # still reads the old value (lazy/inplace.py), and the scheduler the order within the step
+    into = {id(value): target for target, value in updates}
     for ts in by_device.values():
         realize(*ts, _into=into)
     for target, value in updates:
@@ -309,26 +315,6 @@ def _realize_step(updates: list[tuple[Tensor, Tensor]], grads: list[tuple[Tensor
         _assign(target, value)
     for t in pending:
         transforms.pending_roots.discard(t)
-
-
-def _in_place_targets(updates: list[tuple[Tensor, Tensor]], roots: list[Node]) -> dict:
-    """{id(new value): the buffer it may overwrite}: a parameter's (or state tensor's) own buffer,
-    when nothing but this step's graph refers to the buffer's node, so no lazy tensor built
-    earlier can read the old value after the step. (torch updates in place too; there every
-    earlier result is computed already.) The scheduler then checks the order within the step."""
-    order = toposort(roots)
-    uses = Counter(id(s) for m in order for s in m.srcs)
-    listed = {id(m) for m in order}
-    into = {}
-    for target, value in updates:
-        n = target._node
-        if n.op is not Op.BUFFER:
-            continue
-        # references to n: target's tensor, this frame's `n`, getrefcount's argument, `order` (if
-        # listed) and one per use as a source in this step's graph; anything more is someone else's
-        if sys.getrefcount(n) == 3 + (id(n) in listed) + uses[id(n)]:
-            into[id(value)] = n.arg
-    return into
 
 
 def _check(name: str, value: float, low: float = 0.0) -> None:

@@ -17,6 +17,8 @@ Invariants
   steps (movement ops only) and bumps the base's version; views rebuild lazily on a version
   change. Readers that captured an older node keep the old value: nodes are immutable.
 - After realization a tensor's node is replaced by a BUFFER node of the result.
+- A written tensor's value is computed with the next realization of anything, and memory is
+  overwritten in place only when no pending value still reads it (lazy/inplace.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import functools
 import math
 import operator
 import os
+import sys
 import warnings
 import weakref
 from collections import namedtuple
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 
 from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
-from lazy import autograd, runtime
+from lazy import autograd, inplace, runtime
 from lazy.graph import (
     Buffer,
     DType,
@@ -43,6 +46,7 @@ from lazy.graph import (
     Op,
     bfloat16,
     bool_,
+    buffer_version,
     const,
     float16,
     float32,
@@ -255,12 +259,23 @@ def _mk(op: Op, srcs: tuple[Node, ...], arg=None) -> Node:
         raise RuntimeError(f"lazy internal error (please report): {e}") from e
 
 
+def _int64(v: int) -> int:
+    """A Python int as torch takes one for a scalar: 64 bits (signed, or unsigned above int64's
+    range), else torch's OverflowError."""
+    if v >= 2**64:
+        raise OverflowError(f"int too big to convert: {v} (a Python int in a tensor op must fit in 64 bits)")
+    if v < -2**63:
+        raise OverflowError(f"can't convert negative int to unsigned: {v} (a Python int in a tensor op must "
+                            "be at least -2**63)")
+    return v
+
+
 def _pyscalar(x):
     """A Python bool/int/float for scalar-like inputs (numpy scalars included), else None."""
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
-        return int(x)
+        return _int64(int(x))
     if isinstance(x, (float, np.floating)):
         return float(x)
     return None
@@ -315,6 +330,11 @@ def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor
             return [x._expand_to(shape) for x in xs]
     ops = [_operand(op, x) for x in xs]
     _same_device(op, *ops)
+    tdts = [o.dtype for o in ops if isinstance(o, Tensor)]
+    if dtype is None and tdts and all(d is bool_ for d in tdts) and any(type(o) is int and o >= 2**63 for o in ops):
+        # torch takes an int from 2**63 as uint64, which bool does not promote with
+        raise DTypeError(f"{op}: promoting bool and {max(o for o in ops if type(o) is int)} (a uint64 in torch) "
+                         "is not supported")
     dt = dtype or result_type(*map(_key, ops), op=op)
     shape = _broadcast(op, *[o._node.shape for o in ops if isinstance(o, Tensor)], *shapes)
     return [o._cast(dt)._expand_to(shape) if isinstance(o, Tensor) else Tensor._new(const(o, dt, shape))
@@ -361,7 +381,7 @@ def _realize(nodes: list[Node], into: list[Buffer | None] | None = None) -> list
     if os.environ.get("LAZY_BACKEND") == "interp":
         from lazy.interpret import interpret
         # clone: results must not alias the inputs' memory (interpret returns views of buffers)
-        return [Buffer(t.clone(memory_format=torch.contiguous_format)) for t in interpret(nodes)]
+        return [Buffer(t.clone(memory_format=torch.contiguous_format), owned=True) for t in interpret(nodes)]
     from lazy.runtime import realize_nodes
     return realize_nodes(nodes, into=into)
 
@@ -369,42 +389,98 @@ def _realize(nodes: list[Node], into: list[Buffer | None] | None = None) -> list
 def realize(*tensors: Tensor, _into: dict | None = None):
     """Realize several tensors in one schedule (e.g. all parameters after an optimizer step).
 
-    `_into` (for optimizers): {id(tensor): Buffer} the tensor's value may overwrite in place when
-    nothing else in the schedule reads that buffer afterwards; the result then *is* that buffer."""
+    Pending in-place writes join it (lazy/inplace.py rule 1), each into its tensor's own buffer
+    when nothing still reads the old value. `_into` (for optimizers): {id(value tensor): the tensor
+    whose buffer the value may overwrite (a parameter, a state tensor)}; the value then *is* that
+    buffer, its owner's to take."""
+    ts = list(tensors)
+    owner_of: dict[int, Tensor] = {}  # id(tensor) -> the tensor whose own buffer its value may overwrite
+    home_of: dict[int, Buffer] = {}  # id(dirty tensor) -> the buffer it held before it was written
+    for t, home in inplace.take_dirty():
+        ts.append(t)
+        if home is not None:
+            owner_of[id(t)], home_of[id(t)] = t, home
+    if _into:
+        for t in ts:
+            o = _into.get(id(t))
+            if o is not None:
+                owner_of[id(t)] = o
     todo: dict[int, Node] = {}
-    targets: dict[int, Buffer] = {}
-    for t in tensors:
+    for t in ts:
         if t._node.op not in _REALIZED:
             todo.setdefault(id(t._node), t._node)
-            if _into and id(t) in _into:
-                targets.setdefault(id(t._node), _into[id(t)])
-    if todo:
-        into = [targets.get(k) for k in todo] if targets else None
-        bufs = dict(zip(todo, _realize(list(todo.values()), into)))
-        leaves = {i for t in _leaf_tensors for i in leaf_node_ids(t)}
-        live = autograd.differentiable_nodes(list(todo.values()), leaves)[1] if leaves else set()
-        for t in tensors:
-            n = t._node
-            if id(n) in bufs:
-                bn = node(Op.BUFFER, (), bufs[id(n)], n.dtype, n.shape)
-                before = None
-                if t in _leaf_tensors:  # a leaf's new value (an optimizer step) starts a new history
-                    _leaf_owner[bn] = t
-                    before = weakref.ref(n)  # ...but graphs built on the value before it was realized
-                elif id(n) in live:
-                    bn = node(Op.STORED, (bn,), n)  # the value is stored; gradients still reach the graph
-                t._set_realized(bn)
-                t._before = before
-                for r in runtime._recorders:  # lazy.jit: a replay gives this tensor its new buffer
-                    r.bound(t, bufs[id(n)])
+    if not todo:
+        return tensors[0] if len(tensors) == 1 else tensors
+    targets: dict[int, tuple[Buffer, Tensor]] = {}  # id(root) -> (buffer it overwrites, owner)
+    for t in ts:
+        o = owner_of.get(id(t))
+        if o is not None and t._node.op not in _REALIZED:
+            b = home_of.get(id(t)) if o is t else _held(o._cur)
+            if b is not None and inplace.may_overwrite(o, b) and id(t._node) not in targets:
+                targets[id(t._node)] = (b, o)
+    if targets:
+        first, renamed = inplace.readers(targets, todo)
+        for rid in renamed:
+            del targets[rid]
+        seen = {id(t) for t in ts}
+        first = [t for t in first if id(t) not in seen]
+        if first:  # computed first: their kernels come before the writes (roots in order)
+            todo = {**{id(t._node): t._node for t in first}, **todo}
+            ts = first + ts
+    into = [targets[k][0] if k in targets else None for k in todo] if targets else None
+    bufs = dict(zip(todo, _realize(list(todo.values()), into)))
+    leaves = {i for t in _leaf_tensors for i in leaf_node_ids(t)}
+    live = autograd.differentiable_nodes(list(todo.values()), leaves)[1] if leaves else set()
+    done: set[int] = set()
+    # nodes read before any binding (binding a base moves its views on); bases bind first, so a view
+    # that took a buffer of its own holds the value of its base's new version
+    for t, n in sorted([(t, t._node) for t in ts], key=lambda tn: tn[0]._base is not None):
+        if id(n) in bufs and id(t) not in done:
+            done.add(id(t))
+            b = bufs[id(n)]
+            bn = node(Op.BUFFER, (), b, n.dtype, n.shape)
+            before = None
+            if t in _leaf_tensors:  # a leaf's new value (an optimizer step) starts a new history
+                _leaf_owner[bn] = t
+                before = weakref.ref(n)  # ...but graphs built on the value before it was realized
+            elif id(n) in live:
+                bn = node(Op.STORED, (bn,), n)  # the value is stored; gradients still reach the graph
+            t._set_realized(bn)
+            t._before = before
+            for r in runtime._recorders:  # lazy.jit: a replay gives this tensor its new buffer
+                r.bound(t, b)
     return tensors[0] if len(tensors) == 1 else tensors
 
 
-def _held(n: Node):
-    """The buffer a realized node holds (None for a pending value)."""
-    while n.op is Op.STORED:
-        n = n.srcs[0]
-    return n.arg if n.op is Op.BUFFER else None
+_held = inplace.held
+
+
+def overwritten(buf: Buffer) -> None:
+    """`buf`'s memory was overwritten outside a realization (a lazy.jit replay, a host copy) and its
+    version bumped: its owner now holds the new version (a leaf stays the same leaf)."""
+    o = buf.owner() if buf.owner is not None else None
+    if o is None or o._base is not None or _held(o._cur) is not buf:
+        return
+    old = o._cur
+    bn = node(Op.BUFFER, (), buf, old.dtype, old.shape)
+    if o in _leaf_tensors:
+        _leaf_owner[bn] = o
+    o._cur = bn
+    o._version += 1  # its views rebuild on the new node
+
+
+def holds_alone(buf: Buffer) -> bool:
+    """Whether nothing but its owner refers to `buf`'s current value (no pending node reads it, no
+    other tensor holds it): then its memory may be overwritten without computing anything first.
+    A cheap check by reference count (lazy.jit runs it before each replay); False may be wrong,
+    True is not."""
+    o = buf.owner() if buf.owner is not None else None
+    if o is None or o._base is not None:
+        return False
+    n = o._cur
+    if n.op is not Op.BUFFER or n.arg is not buf or buffer_version(n) != buf.version:
+        return False
+    return sys.getrefcount(n) <= 3  # o._cur, `n` here and getrefcount's argument
 
 
 def _leave(t: Tensor, old: Node, new: Node, written: bool = False) -> None:
@@ -447,7 +523,7 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
         if type(other) in (float, int) and not kinds and self.dtype.is_float:
             # the common `x * 2.0`: torch keeps a float tensor's dtype for a Python number, so
             # promotion, broadcasting and device checks have nothing to do (same nodes as _promote)
-            c = Tensor._new(const(other, self.dtype, self._node.shape))
+            c = Tensor._new(const(other if type(other) is float else _int64(other), self.dtype, self._node.shape))
             return c._ew(op, self) if reverse else self._ew(op, c)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
@@ -538,6 +614,12 @@ class Tensor:
         t._cur, t._base, t._steps, t._seen, t._version = n, None, (), 0, 0
         t._grad, t._graph_freed, t._before = None, False, None
         t._stride = _contig(n.shape) if stride is None else tuple(stride)
+        live = inplace._live  # the registry of live tensors (lazy/inplace.py): one weak reference each
+        live.append(weakref.ref(t))
+        if len(live) > inplace._prune_at:
+            inplace.prune()
+        if n.op is Op.BUFFER and n.arg.owned and n.arg.owner is None:
+            n.arg.owner = weakref.ref(t)
         return t
 
     def _ew(self, op: Op, *others: Tensor, arg=None) -> Tensor:
@@ -581,6 +663,11 @@ class Tensor:
         self._cur, self._before = bn, None
         if self._base is None:
             self._version += 1  # views rebuild on top of the buffer
+            b = _held(bn)
+            if b is not None:
+                inplace.claim(self, b, force=assigned)
+        else:
+            self._seen = self._base._version  # its buffer holds the value of the base as it is now
 
     def _cast(self, dt: DType) -> Tensor:
         return self if self.dtype is dt else self._ew(Op.CAST, arg=dt)
@@ -724,7 +811,7 @@ class Tensor:
         if device is not None:
             dev = _device("to", device)
             if torch.device(dev) != self.device:  # a real copy between devices, as in torch
-                return _from_torch(out.torch().to(dev))
+                return _from_torch(out.torch().to(dev), owned=True)
         return Tensor._new(out._node) if copy and out is self else out
 
     def type(self, dtype=None):
@@ -778,7 +865,8 @@ class Tensor:
         if self._base is None and _leaf_owner.get(n) is not self:
             # a node of its own (a new Buffer over the same memory), so a clone sharing the old node
             # does not become a leaf with it; kept across requires_grad toggles
-            self._cur = n = node(Op.BUFFER, (), Buffer(n.arg.data), n.dtype, n.shape)
+            self._cur = n = node(Op.BUFFER, (), Buffer(n.arg.data, owned=n.arg.owned), n.dtype, n.shape)
+            inplace.claim(self, n.arg)
             _leaf_owner[n] = self
         _leaf_tensors.add(self)
         return self
@@ -1243,6 +1331,7 @@ class Tensor:
             target = self if base is None else base
             if runtime._watched or runtime._watched_nodes:
                 _leave(target, target._cur, v, written=True)
+            inplace.written(target, target._cur)
             target._cur, target._version, target._before = v, target._version + 1, None
             return self
         if not self._node.numel:
@@ -1265,6 +1354,7 @@ class Tensor:
             v, m = _mk(inv[0], (v,), inv[1]), _mk(inv[0], (m,), inv[1])
         if runtime._watched or runtime._watched_nodes:
             _leave(base, base._cur, v, written=True)
+        inplace.written(base, base._cur)
         base._cur, base._version = _mk(Op.WHERE, (m, v, base._node)), base._version + 1
         self._cur, self._seen = v0, base._version
         return self
@@ -2195,13 +2285,20 @@ def stack(tensors, dim: int = 0) -> Tensor:
 
 # ---------------------------------------------------------------- creation
 
-def _from_torch(t: torch.Tensor) -> Tensor:
-    """Zero-copy: the torch tensor becomes a BUFFER leaf (reads share its memory; lazy never writes it)."""
+def _from_torch(t: torch.Tensor, owned: bool = False) -> Tensor:
+    """Zero-copy: the torch tensor becomes a BUFFER leaf (reads share its memory). `owned`: the memory
+    is a private copy lazy made, which the tensor's later values may overwrite; else lazy never writes it."""
     t = t.detach()
     if t.device.type not in ("cpu", "cuda"):
         raise RuntimeError(f"tensor: torch tensors on {t.device} are not supported (expected cpu or cuda)")
     dt = as_dtype(t.dtype, "tensor")
-    return Tensor._new(node(Op.BUFFER, (), Buffer(t), dt, tuple(t.shape)), t.stride())
+    return Tensor._new(node(Op.BUFFER, (), Buffer(t, owned=owned), dt, tuple(t.shape)), t.stride())
+
+
+def owned_tensor(host: torch.Tensor) -> Tensor:
+    """A tensor over `host`, a torch tensor nobody else holds (drawn, copied, allocated by lazy):
+    its later values may be written into that memory (lazy/inplace.py)."""
+    return _from_torch(host, owned=True)
 
 
 def tensor(data, dtype=None, device=None) -> Tensor:
@@ -2228,8 +2325,10 @@ def tensor(data, dtype=None, device=None) -> Tensor:
         try:
             t = torch.tensor(_host(data), dtype=None if dt is None else to_torch(dt))
         except (TypeError, ValueError, RuntimeError) as e:
+            if isinstance(e, OverflowError) or "Overflow" in str(e):  # a Python int past 64 bits: torch's error
+                raise type(e)(f"tensor: {e}") from None
             raise TypeError(f"tensor: cannot build a tensor from {type(data).__name__}: {e}") from None
-        out = _from_torch(t)
+        out = _from_torch(t, owned=True)  # torch.tensor made a copy of its own
     return out if dt is None else out._cast(dt)
 
 
@@ -2255,6 +2354,8 @@ _INT_RANGE = {"int8": (-2**7, 2**7 - 1), "uint8": (-255, 255), "int32": (-2**31,
 
 def _fits(op: str, v, dt: DType):
     """`v`, a Python number stored into `dt`, or torch's error where it cannot be without overflow."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        _int64(v)
     lo_hi = _INT_RANGE.get(dt.name)
     if lo_hi is None or isinstance(v, bool):
         return v
@@ -2308,6 +2409,9 @@ def arange(start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
         raise TypeError(f"arange: start, end and step must be numbers, got {(start, end, step)}")
     start, end, step = vals
     is_int = all(isinstance(v, int) for v in vals)
+    for v in vals:
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 2**63:  # torch computes in int64
+            raise RuntimeError(f"arange: value {v} cannot be converted to int64 without overflow")
     dt = as_dtype(dtype, "arange") if dtype is not None else (int64 if is_int else get_default_dtype())
     if dt.kind in "iu" and not is_int:  # torch computes an integer arange in int64 from the start
         start, end, step = (math.trunc(v) for v in (start, end, step))
@@ -2363,7 +2467,7 @@ def _random(name: str, fn, size, dtype, device, generator, *args) -> Tensor:
     if name in ("rand", "randn") and not dt.is_float:
         raise DTypeError(f"{name}: expected a floating point dtype, got {dt}")
     t = fn(*args, _new_shape(name, size), generator=generator or _gen, dtype=to_torch(dt))
-    return _from_torch(t)
+    return _from_torch(t, owned=True)
 
 
 def rand(*size, dtype=None, device=None, generator=None) -> Tensor:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from codegen import tune as _tune
 from codegen import tunedb
+from codegen.tunedb import printable
 from lazy import runtime
 
 DEFAULT_BUDGET_S = 10.0
@@ -36,21 +37,33 @@ def _ms(s: float | None) -> str:
     return "-" if s is None else f"{s * 1e3:.3f}" if s >= 1e-4 else f"{s * 1e3:.2g}"
 
 
+def _number(v) -> float | None:
+    """A number from a row (a database or an imported file may hold anything), else None."""
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _changes(default: dict, config: dict) -> str:
+    if not isinstance(default, dict) or not isinstance(config, dict):
+        return printable(repr(config))
     diff = [f"{k}={v}" for k, v in config.items() if default.get(k) != v]
-    return " ".join(diff) if diff else "(default)"
+    return printable(" ".join(diff)) if diff else "(default)"
 
 
 def format_rows(rows: list[dict]) -> str:
-    """Rows with name, kernel, backend, default_s, tuned_s, tried, tuning_s, config, default_config."""
+    """Rows with name, kernel, backend, default_s, tuned_s, tried, tuning_s, config, default_config.
+    Text from the rows is shown with control characters escaped (`tunedb.printable`): a name in an
+    imported file must not reach the terminal as an escape sequence."""
     head = (f"{'kernel':<26} {'key':<12} {'backend':<7} {'default ms':>11} {'tuned ms':>10} {'speedup':>8} "
             f"{'configs':>7} {'tune s':>7}  config")
     out = [head, "-" * len(head)]
     for r in rows:
-        sp = r["default_s"] / r["tuned_s"] if r.get("default_s") and r.get("tuned_s") else 1.0
-        out.append(f"{r['name'][:26]:<26} {r['kernel'][:12]:<12} {r['backend']:<7} {_ms(r['default_s']):>11} "
-                   f"{_ms(r['tuned_s']):>10} {sp:>7.2f}x {r['tried']:>7} {r['tuning_s']:>7.1f}  "
-                   f"{_changes(r['default_config'], r['config'])}")
+        default_s, tuned_s, tuning_s = (_number(r.get(f)) for f in ("default_s", "tuned_s", "tuning_s"))
+        tried = r.get("tried") if isinstance(_number(r.get("tried")), int) else "-"
+        sp = default_s / tuned_s if default_s and tuned_s else 1.0
+        name, key, backend = (printable(r.get(f)) for f in ("name", "kernel", "backend"))
+        out.append(f"{name[:26]:<26} {key[:12]:<12} {backend:<7} {_ms(default_s):>11} "
+                   f"{_ms(tuned_s):>10} {sp:>7.2f}x {tried:>7} {tuning_s or 0.0:>7.1f}  "
+                   f"{_changes(r.get('default_config'), r.get('config'))}")
     return "\n".join(out)
 
 
@@ -80,7 +93,7 @@ class TuneReport:
         head = (f"{len(self.kernels)} kernel(s), {len(self.tuned)} tuned now, {len(self.failed)} failed, "
                 f"{self.seconds:.1f} s")
         lines = [head, format_rows(self.rows())]
-        lines += [f"{name}: tuning failed: {why}" for name, why in self.failed]
+        lines += [printable(f"{name}: tuning failed: {why}") for name, why in self.failed]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -139,7 +152,7 @@ class Session:
             return "triton" if ln.fn is not None else "extern"
         return ln.backend
 
-    def __call__(self, ln, slots):
+    def __call__(self, ln, slots, scalars=()):
         backend = self._backend(ln)
         k = ln.kernel
         known = self.kinds.get(id(k))
@@ -150,29 +163,34 @@ class Session:
         if kind is None:
             return ln
         if key not in self.done:
-            self.done[key] = self._settle(k, kind, backend, [slots[s] for s in ln.slots], ln.config)
+            self.done[key] = self._settle(k, kind, backend, [slots[s] for s in ln.slots], ln.config,
+                                          [scalars[i] for i in ln.scalars])
         cfg = self.done[key]
         if cfg is not None and ln.config != cfg:
             (rebuilt,) = runtime._compile(k, backend)  # with the winner (codegen.tune remembers it)
             return rebuilt
         return ln
 
-    def _settle(self, k, kind: str, backend: str, tensors: list, current):
+    def _settle(self, k, kind: str, backend: str, tensors: list, current, scalars: list = ()):
         """Tune `k` (or take its stored winner); the config it should run with."""
         stored = None if self.force else _tune.tuned_config(k, backend)
         if stored is not None:
             row = tunedb.get(k.key(), _tune.device_name(kind), _tune.backend_version(kind)) or {}
-            default = _tune.config_from(kind, row.get("default_config") or asdict(stored))
+            try:  # tuned_config checked this row; another process may have replaced it since
+                default = _tune.config_from(kind, row.get("default_config") or asdict(stored))
+            except ValueError:
+                default = stored
             self.report.kernels.append(_tune.TuneResult(
-                k.name, k.key(), kind, _tune.device_name(kind), default, stored, row.get("default_s") or 0.0,
-                row.get("tuned_s") or 0.0, 0, status="stored"))
+                k.name, k.key(), kind, _tune.device_name(kind), default, stored,
+                _number(row.get("default_s")) or 0.0, _number(row.get("tuned_s")) or 0.0, 0, status="stored"))
             self.progress.start(k.name, self.budget_s, self.max_configs)
             self.progress.finish(f"{k.name} ({kind}): stored winner, not re-tuned")
             return stored
         self.progress.start(k.name, self.budget_s, self.max_configs)
         try:
             res = _tune.tune_kernel(k, backend, tensors, budget_s=self.budget_s, max_configs=self.max_configs,
-                                    min_gain=self.min_gain, bench=self.bench, progress=self.progress.update)
+                                    min_gain=self.min_gain, bench=self.bench, progress=self.progress.update,
+                                    scalars=scalars)
         except Exception as e:  # noqa: BLE001 (tuning must never break the program: run untuned)
             why = f"{type(e).__name__}: {e}"
             self.report.failed.append((k.name, why))
@@ -312,7 +330,7 @@ def main(args) -> int:
         try:
             rows = tunedb.load_export(Path(args.import_))
         except (OSError, ValueError) as e:
-            print(f"lazy tune: cannot import {args.import_}: {e}", file=sys.stderr)
+            print(printable(f"lazy tune: cannot import {args.import_}: {e}"), file=sys.stderr)
             return 2
         if not tunedb.put(rows):
             return 1

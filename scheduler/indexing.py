@@ -10,6 +10,10 @@ Invariants
   axes (the common reshape) stays affine: `(x0*8 + x1) // 8 -> x0` when `0 <= x1 < 8`.
   What cannot be simplified stays an atom, printed as integer `/` and `%` by the backends
   (operands are non-negative wherever the result is used unmasked).
+- Sizes that change between calls are scheduled as placeholder integers of at least `SYMBOLIC`
+  (lazy/dynamic.py): huge primes that stand for any size >= 2. A rule may only use what holds for
+  every such size: a range that grows with a placeholder is never "smaller than" a divisor of
+  placeholder size unless the bound says so symbolically, and divisor peeling skips huge divisors.
 """
 
 from __future__ import annotations
@@ -22,6 +26,48 @@ import sympy
 from codegen.kernel_ir import FloorDiv, ModIdx
 
 Ranges = dict  # sympy.Symbol -> int size (values lie in [0, size))
+SYMBOLIC = 1 << 62  # sizes from here up are placeholders of sizes that change (lazy/dynamic.py)
+PEEL_MAX = 1 << 16  # divisors whose factors `_split_div`/`_split_mod` try (a factor search per divisor)
+
+
+def _below(hi: int, d: int) -> bool:
+    """`hi < d` for every size the two stand for: a placeholder divisor (>= SYMBOLIC) is only
+    known to exceed bounds that grow with placeholders too (a static bound may exceed a real,
+    small size)."""
+    return hi < d and (d < SYMBOLIC or hi >= SYMBOLIC or hi < 2)
+
+
+def _quotient(lo: int, hi: int, d: int) -> int | None:
+    """The one value of `v // d` for every v in [lo, hi], or None (see `_below`)."""
+    if d < SYMBOLIC:
+        return lo // d if lo // d == hi // d else None
+    return 0 if lo >= 0 and _below(hi, d) else None
+
+
+@cache
+def placeholders(count: int = 3) -> tuple[int, ...]:
+    """The placeholder sizes (lazy/dynamic.py): primes of at least 2**64, each beyond the cube of
+    the one before, so a polynomial of degree <= 2 per size symbol decodes from its value."""
+    out, bits = [], 64
+    for _ in range(count):
+        out.append(int(sympy.nextprime(1 << bits)))
+        bits = 3 * bits + 64
+    return tuple(out)
+
+
+def _divisors(d: int) -> list[int]:
+    """Proper divisors of `d` above 1 worth peeling, largest first: those of its static part (a
+    placeholder divisor `16 * P` peels 16: `(16*x0 + r0) // (16*P) -> x0 // P` when r0 < 16)."""
+    static = d
+    if d >= SYMBOLIC:
+        for p in placeholders():
+            while static % p == 0:
+                static //= p
+    if static > PEEL_MAX:
+        return []
+    # the static part itself is a proper divisor of a placeholder multiple
+    top = static + 1 if static != d else static
+    return sorted((g for g in range(2, top) if static % g == 0), reverse=True)
 
 
 @cache
@@ -108,15 +154,11 @@ def simplify(e: sympy.Expr, ranges: Ranges) -> sympy.Expr:
         a = simplify(a, ranges)
         d = int(d)
         lo, hi = bounds(a, ranges)
+        q = _quotient(lo, hi, d)
         if isinstance(atom, FloorDiv):
-            reps[atom] = sympy.Integer(lo // d) if lo // d == hi // d else _split_div(a, d, ranges)
+            reps[atom] = sympy.Integer(q) if q is not None else _split_div(a, d, ranges)
         else:
-            if lo >= 0 and hi < d:
-                reps[atom] = a
-            elif lo // d == hi // d:
-                reps[atom] = a - d * (lo // d)
-            else:
-                reps[atom] = _split_mod(a, d, ranges)
+            reps[atom] = a - d * q if q is not None else _split_mod(a, d, ranges)
     return sympy.expand(e.xreplace(reps))
 
 
@@ -134,10 +176,11 @@ def _split(a, d, ranges):
 def _split_div(a, d, ranges):
     q, s = _split(a, d, ranges)
     lo, hi = bounds(s, ranges)
-    if lo // d == hi // d:
-        return q + lo // d
+    k = _quotient(lo, hi, d)
+    if k is not None:
+        return q + k
     # try peeling terms with coefficients that are multiples of a divisor g of d: a//d == (a//g)//(d//g)
-    for g in sorted((g for g in range(2, d) if d % g == 0), reverse=True):
+    for g in _divisors(d):
         q2, s2 = _split(s, g, ranges)
         lo2, hi2 = bounds(s2, ranges)
         if q2 != 0 and 0 <= lo2 and hi2 < g:
@@ -147,17 +190,18 @@ def _split_div(a, d, ranges):
 
 def _floordiv_simplified(a, d, ranges):
     lo, hi = bounds(a, ranges)
-    if lo // d == hi // d:
-        return sympy.Integer(lo // d)
+    k = _quotient(lo, hi, d)
+    if k is not None:
+        return sympy.Integer(k)
     return _split_div(a, d, ranges)
 
 
 def _split_mod(a, d, ranges):
     _q, s = _split(a, d, ranges)
     lo, hi = bounds(s, ranges)
-    if lo >= 0 and hi < d:
+    if lo >= 0 and _below(hi, d):
         return s
-    for g in sorted((g for g in range(2, d) if d % g == 0), reverse=True):
+    for g in _divisors(d):
         q2, s2 = _split(s, g, ranges)
         lo2, hi2 = bounds(s2, ranges)
         if q2 != 0 and 0 <= lo2 and hi2 < g:
@@ -167,7 +211,7 @@ def _split_mod(a, d, ranges):
 
 def _mod_simplified(a, d, ranges):
     lo, hi = bounds(a, ranges)
-    if lo >= 0 and hi < d:
+    if lo >= 0 and _below(hi, d):
         return a
     return _split_mod(a, d, ranges)
 
@@ -222,7 +266,7 @@ def movement_index(kind: str, arg, src_shape: tuple[int, ...], out_shape: tuple[
             lo, hi = bounds(j, ranges)
             if lo < 0:
                 conds.append(("ge", j, 0))
-            if hi > s - 1:
+            if not _below(hi, s):
                 conds.append(("lt", j, s))
             src.append(j)
         return tuple(src), conds

@@ -35,6 +35,7 @@ class Schedule:
     allocs: list[tuple[tuple[int, ...], str]]  # slot n_inputs + i: (shape, dtype name)
     outputs: list[int]
     decisions: list[str] = field(default_factory=list)
+    written: tuple[int, ...] = ()  # input slots a kernel overwrites in place (the `into` requests honoured)
 
 
 def _describe(n: Node) -> str:
@@ -69,11 +70,14 @@ def should_realize(n: Node, realized: set[int]) -> tuple[bool, str]:
 
 
 def schedule(roots: list[Node], buffers: list[Buffer], into: tuple[int | None, ...] | None = None,
-             max_rounds: int = 10_000) -> Schedule:
+             max_rounds: int = 10_000, scalars: list[Node] = ()) -> Schedule:
     """`into[i]`, when given, is the input slot root i should be written into in place (an optimizer
     step overwriting a parameter); honoured where no later read sees it (`_in_place`), else the
-    root gets a buffer of its own, as without `into`."""
-    slot_of: dict[int, int] = {id(b): i for i, b in enumerate(buffers)}
+    root gets a buffer of its own, as without `into`. `scalars`: the CONST nodes that are kernel
+    arguments, in `graph.structure_key` order (a kernel reads slot i as its argument; others are
+    literals)."""
+    slot_of: dict = {id(b): i for i, b in enumerate(buffers)}
+    slot_of.update({("scalar", id(c)): i for i, c in enumerate(scalars)})
     decisions: list[str] = []
     realized: set[int] = {id(r) for r in roots if r.op is not Op.BUFFER}
     order = toposort(roots)
@@ -253,6 +257,7 @@ def _lower_in_place(plan, roots, buffers, slot_of, realized, decisions, into) ->
             for r in roots:
                 if id(r) in aliased:
                     decisions.append(f"in-place: {_describe(r)} overwrites input slot {aliased[id(r)]}")
+            sched.written = tuple(sorted(set(aliased.values())))
             return sched
         for rid, why in bad.items():
             r = next(x for x in roots if id(x) == rid)

@@ -20,6 +20,11 @@ def _own_tuning_database(tmp_path_factory):
         mp.delenv("LAZY_TUNE", raising=False)
         mp.setattr(runtime, "tuner", None)  # (LAZY_TUNE=1 started one when lazy was imported)
         yield
+import os
+
+# every kernel the tests build passes codegen.legalize.verify before it is compiled (lazy/runtime.py),
+# in this process and in the processes tests start
+os.environ.setdefault("LAZY_VERIFY", "1")
 
 
 def run_cli(*args) -> tuple[int, str, str]:
@@ -78,8 +83,7 @@ def disassembly(source: str) -> str:
 
     from codegen import compile_c
 
-    compile_c.load(source)
-    so = compile_c.cache_dir() / f"{compile_c.cache_key(source)}.so"
+    so = compile_c.build(source)
     return subprocess.run(["objdump", "-d", str(so)], capture_output=True, text=True, check=True).stdout
 
 
@@ -135,3 +139,14 @@ def isa(request):
         yield request.param
     runtime._programs.clear()
     runtime._programs.update(saved)
+
+
+def call_c(fn, k, tensors) -> None:
+    """Call C function `fn` compiled from kernel `k` on torch `tensors` (in `k.buffers` order), with
+    the scalar arguments `k` was lowered with (`meta["scalar_values"]`)."""
+    import ctypes
+
+    from codegen.render_c import scalar_argtypes
+
+    fn.argtypes = [ctypes.c_void_p] * len(tensors) + scalar_argtypes(k.scalars)
+    fn(*[t.data_ptr() for t in tensors], *k.meta.get("scalar_values", ()))

@@ -378,7 +378,7 @@ def test_fused_epilogue_compiles_for_sm90_with_wgmma_and_no_spills(n):
     # GEMM with an epilogue is at most 128x128
     x, w, b = (lazy.tensor(torch.randn(*s).half()) for s in ((n, 256), (256, n), (n,)))
     roots = [(x @ w + b).gelu()._node]
-    _, buffers = structure_key(roots)
+    _, buffers, _ = structure_key(roots)
     (call,) = schedule(roots, buffers).kernels
     assert call.epilogue is not None
     cfg = gemm_triton.choose_config(call)

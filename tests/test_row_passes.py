@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import render_spy
+from conftest import call_c, render_spy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -259,13 +259,10 @@ def test_forced_prefetch_in_the_store_pass_keeps_results(kernels, shape, stream)
     assert render_c._prefetch_plan(k, 1, render_c.CConfig(prefetch=True))[0] == {"stores": (0, 1, 1)}
     src = render_c.render_c(k, config=render_c.CConfig(prefetch=True, stream=stream))
     assert "__builtin_prefetch" in src and ("lz_stream(&" in src) == (stream and shape[1] * 4 >= 512)
-    import ctypes
-
     from codegen import compile_c
     fn = compile_c.load(src)
-    fn.argtypes = [ctypes.c_void_p] * 2
     out = torch.empty_like(x)
-    fn(x.data_ptr(), out.data_ptr())
+    call_c(fn, k, [x, out])
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
 
 

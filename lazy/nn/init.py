@@ -15,7 +15,7 @@ import torch
 from lazy.autograd import no_grad
 from lazy.dtypes import to_torch
 from lazy.graph import Op
-from lazy.tensor import Tensor, _gen, tensor
+from lazy.tensor import Tensor, _gen, owned_tensor, tensor
 
 __all__ = ["calculate_gain", "constant_", "kaiming_normal_", "kaiming_uniform_", "normal_", "ones_",
            "trunc_normal_", "uniform_", "xavier_normal_", "xavier_uniform_", "zeros_"]
@@ -40,7 +40,7 @@ def _assign(t: Tensor, value: Tensor) -> Tensor:
 def _fill(t: Tensor, draw) -> Tensor:
     host = torch.empty(tuple(t.shape), dtype=to_torch(t.dtype))
     draw(host)
-    return _assign(t, tensor(host) if t.device.type == "cpu" else tensor(host).to(t.device).realize())
+    return _assign(t, owned_tensor(host) if t.device.type == "cpu" else tensor(host).to(t.device).realize())
 
 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator=None) -> Tensor:

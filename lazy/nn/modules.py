@@ -33,7 +33,7 @@ from lazy.dtypes import to_torch
 from lazy.graph import Op
 from lazy.nn import functional as F
 from lazy.nn import init
-from lazy.tensor import Tensor, _leaf_tensors, tensor
+from lazy.tensor import Tensor, _leaf_tensors, owned_tensor, tensor
 
 __all__ = [
     "CELU",
@@ -92,7 +92,7 @@ class Parameter(Tensor):
         src = lazy.empty(0) if data is None else (data if isinstance(data, Tensor) else tensor(data))
         n = src._node
         if n.op is Op.BUFFER and any(t._node is n for t in _leaf_tensors):
-            n = tensor(src.torch().clone())._node  # that buffer is another leaf's identity
+            n = owned_tensor(src.torch().clone())._node  # that buffer is another leaf's identity
         t = object.__new__(cls)
         fresh = Tensor._new(n)
         for s in Tensor.__slots__:
@@ -363,7 +363,7 @@ class Module:
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         for target, host in updated:  # in place: the tensor keeps its identity and owns the host copy
-            init._assign(target, tensor(host))
+            init._assign(target, owned_tensor(host))
         return _IncompatibleKeys(missing, unexpected)
 
     # ---- modes and gradients
