@@ -399,9 +399,10 @@ def const(value: Any, dtype: DType, shape: tuple[int, ...] = ()) -> Node:
     An int wraps into `dtype` (two's complement), as torch converts a Python int for an op on an
     integer tensor (`uint8 == 256` compares with 0)."""
     expr = getattr(value, "_expr", None)  # a number lazy.jit traces (lazy/symnum.py)
-    if expr is not None and dtype.kind != "b" and (dtype.kind == "f" or isinstance(value, int)):
-        plain = value.real  # its value, without the guard int()/float() would record
-        value = float(plain) if dtype.kind == "f" else plain
+    if expr is not None and dtype.kind != "b" and (dtype.kind == "f" or isinstance(value._value, int)):
+        value = float(value._value) if dtype.kind == "f" else value._value  # (read without a guard)
+    elif expr is not None:
+        expr = None
     if dtype.kind == "b":
         value = bool(value)
     elif dtype.kind in "iu":

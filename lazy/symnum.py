@@ -2,7 +2,7 @@
 learning rate, a temperature or an iteration number as an argument.
 
 In:  the float and int arguments of a function lazy.jit records.
-Out: `SymFloat` / `SymInt` stand-ins for them (a float or an int, to every piece of Python code)
+Out: `SymFloat` / `SymInt` stand-ins for them (numbers with every operator of a float or an int)
      that carry an expression of the arguments through arithmetic, so a number the step puts into
      the graph (`x * lr`, `lr * min(1.0, it / warmup)`) is known as a function of the arguments, and
      the comparisons Python made on them (`it < warmup`, `if it % 10 == 0`) as guards.
@@ -45,25 +45,21 @@ _OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv"
 
 
 def expr_of(x):
-    return x._expr if isinstance(x, (SymFloat, SymInt)) else ("num", x)
+    return x._expr if isinstance(x, SymNum) else ("num", x)
 
 
 def plain(x):
     """The number itself, recording no guard."""
-    if isinstance(x, SymFloat):
-        return float.__float__(x)
-    if isinstance(x, SymInt):
-        return int.__int__(x)
-    return x
+    return x._value if isinstance(x, SymNum) else x
 
 
 def _traced(value, expr):
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return SymInt._make(value, expr)
+        return SymInt(value, expr)
     if isinstance(value, float):
-        return SymFloat._make(value, expr)
+        return SymFloat(value, expr)
     return value
 
 
@@ -72,15 +68,18 @@ def _guard(expr, answer) -> None:
         _recorder.guard(expr, answer)
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float, SymNum))
+
+
 def _binop(name: str, reverse: bool = False):
     op = _OPS[name]
 
     def f(self, other):
-        if not isinstance(other, (int, float)):
+        if not _number(other):
             return NotImplemented
         a, b = (other, self) if reverse else (self, other)
-        value = op(plain(a), plain(b))
-        return _traced(value, (name, expr_of(a), expr_of(b)))
+        return _traced(op(plain(a), plain(b)), (name, expr_of(a), expr_of(b)))
     return f
 
 
@@ -88,7 +87,7 @@ def _compare(name: str):
     op = _OPS[name]
 
     def f(self, other):
-        if not isinstance(other, (int, float)):
+        if not _number(other):
             return NotImplemented
         answer = op(plain(self), plain(other))
         _guard((name, expr_of(self), expr_of(other)), answer)
@@ -100,19 +99,28 @@ def _unary(name: str):
     op = _OPS[name]
 
     def f(self):
-        return _traced(op(plain(self)), (name, self._expr))
+        return _traced(op(self._value), (name, self._expr))
     return f
 
 
 def _used(conv):
+    """A conversion that hands the value itself to other code: the replay needs this value."""
     def f(self, *args):
-        _guard(("eq", self._expr, ("num", plain(self))), True)
-        return conv(plain(self), *args)
+        _guard(("eq", self._expr, ("num", self._value)), True)
+        return conv(self._value, *args)
     return f
 
 
-class _Traced:
-    __slots__ = ()
+class SymNum:
+    """A traced number: its value, and its expression of the arguments. Not a subclass of int or
+    float, on purpose: CPython reads an int or float subclass's value without asking it (`range`,
+    slicing, `math.cos`), which would use the value unseen; this class is asked every time."""
+
+    __slots__ = ("_expr", "_value")
+
+    def __init__(self, value, expr):
+        self._value, self._expr = value, expr
+
     __add__, __radd__ = _binop("add"), _binop("add", True)
     __sub__, __rsub__ = _binop("sub"), _binop("sub", True)
     __mul__, __rmul__ = _binop("mul"), _binop("mul", True)
@@ -128,10 +136,13 @@ class _Traced:
         return self
 
     def __bool__(self) -> bool:
-        answer = bool(plain(self))
+        answer = bool(self._value)
         _guard(("truth", self._expr), answer)
         return answer
 
+    __float__ = _used(float)
+    __int__ = _used(int)
+    __complex__ = _used(complex)
     __hash__ = _used(hash)
     __round__ = _used(round)
     __trunc__ = _used(math.trunc)
@@ -139,40 +150,23 @@ class _Traced:
     __ceil__ = _used(math.ceil)
 
     def __repr__(self) -> str:
-        return repr(plain(self))
+        return repr(self._value)
 
     __str__ = __repr__
 
     def __format__(self, spec: str) -> str:
-        return format(plain(self), spec)
+        return format(self._value, spec)
 
     def __reduce__(self):
-        return (type(plain(self)), (plain(self),))
+        return (type(self._value), (self._value,))
 
 
-class SymFloat(_Traced, float):
-    __slots__ = ("_expr",)
-
-    @classmethod
-    def _make(cls, value: float, expr) -> SymFloat:
-        out = float.__new__(cls, value)
-        out._expr = expr
-        return out
-
-    __float__ = _used(float)
-    __int__ = _used(int)
+class SymFloat(SymNum):
+    __slots__ = ()
 
 
-class SymInt(_Traced, int):  # (an int subclass cannot have slots: `_expr` lives in its __dict__)
-
-    @classmethod
-    def _make(cls, value: int, expr) -> SymInt:
-        out = int.__new__(cls, value)
-        out._expr = expr
-        return out
-
-    __int__ = _used(int)
-    __float__ = _used(float)
+class SymInt(SymNum):
+    __slots__ = ()
     __index__ = _used(operator.index)
 
 
@@ -181,9 +175,9 @@ def wrap_args(values: list, start: int = 0) -> list:
     out = []
     for i, v in enumerate(values):
         if type(v) is float:
-            out.append(SymFloat._make(v, ("arg", start + i)))
+            out.append(SymFloat(v, ("arg", start + i)))
         elif type(v) is int:
-            out.append(SymInt._make(v, ("arg", start + i)))
+            out.append(SymInt(v, ("arg", start + i)))
         else:
             out.append(v)
     return out

@@ -36,9 +36,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
 from lazy import autograd, inplace, runtime
-from lazy.symnum import SymFloat, SymInt
+from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
 from lazy.graph import (
     Buffer,
     DType,
@@ -59,6 +58,7 @@ from lazy.graph import (
     prod,
     uint8,
 )
+from lazy.symnum import SymFloat, SymInt
 
 __all__ = ["Tensor", "arange", "cat", "concat", "default_device", "einsum", "empty", "empty_like", "eye", "full",
            "full_like", "linspace", "manual_seed", "ones", "ones_like", "rand", "rand_like", "randint",
@@ -305,8 +305,9 @@ def _key(x):
     if isinstance(x, Tensor):
         return ("tensor" if x._node.shape else "0d", x.dtype)
     t = type(x)
-    return ("scalar", t if t in (bool, int, float) else bool if isinstance(x, bool) else
-            int if isinstance(x, int) else float)  # (lazy.jit's traced numbers are ints and floats)
+    if t is SymInt or t is SymFloat:  # lazy.jit's traced numbers (lazy/symnum.py)
+        return ("scalar", int if t is SymInt else float)
+    return ("scalar", t)
 
 
 def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor]:
@@ -573,8 +574,18 @@ _INTS = "biu"  # bool and integer kinds: what bitwise ops accept
 class Tensor:
     """A lazy tensor. Build with `lazy.tensor`, `lazy.zeros`, ...; see the module docstring."""
 
-    __slots__ = ("__weakref__", "_base", "_cur", "_seen", "_steps", "_stride", "_version", "_grad", "_graph_freed",
-                 "_before")
+    __slots__ = (
+        "__weakref__",
+        "_base",
+        "_before",
+        "_cur",
+        "_grad",
+        "_graph_freed",
+        "_seen",
+        "_steps",
+        "_stride",
+        "_version",
+    )
     __array_ufunc__ = None  # numpy defers `ndarray + Tensor` to our reflected operators
     __hash__ = object.__hash__  # identity, like torch (== is elementwise)
 
@@ -943,7 +954,7 @@ class Tensor:
     def pow(self, exponent) -> Tensor:
         e = _pyscalar(exponent)
         if e is not None and not isinstance(e, bool):
-            dt = result_type(_key(self), ("scalar", type(e)))
+            dt = result_type(_key(self), _key(e))
             if dt.kind in "iu" and e < 0:
                 raise RuntimeError("pow: integers to negative integer powers are not allowed")
             x = self._cast(dt)
@@ -2350,7 +2361,7 @@ def _full(op: str, size, value, dtype, device) -> Tensor:
     v = _pyscalar(value)
     if v is None:
         raise TypeError(f"{op}: fill_value must be a Python number, got {type(value).__name__}")
-    dt = as_dtype(dtype, op) if dtype is not None else result_type(("scalar", type(v)))
+    dt = as_dtype(dtype, op) if dtype is not None else result_type(_key(v))
     return Tensor._new(const(_fits(op, v, dt), dt, _new_shape(op, size)))
 
 
