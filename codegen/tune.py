@@ -130,6 +130,8 @@ def kind_of(k: Kernel | ExternCall, backend: str) -> str | None:
     """Which search space a kernel has on a backend: "c", "triton", "gemm", "cgemm" or None (not tunable)."""
     if isinstance(k, Kernel):
         return backend if backend in ("c", "triton") else None
+    if isinstance(k, ExternCall) and k.op != "matmul":
+        return None  # a library call: nothing of ours to tune
     if isinstance(k, ExternCall) and backend == "triton":
         from codegen import gemm_triton
 

@@ -139,6 +139,9 @@ class Op(enum.Enum):
     FLIP = enum.auto()  # arg: tuple of axes
     # contraction: (a [..., M, K], b [..., K, N]) -> [..., M, N], batch dims equal; its own kernel
     MATMUL = enum.auto()
+    # a library call on realized inputs (gather, scatter_add, cumsum, sort's indices...: the table in
+    # codegen/extern.py); arg: (name, params); dtype and shape given by the caller; its own kernel
+    EXTERN = enum.auto()
 
 
 UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.SIN, Op.COS, Op.TANH, Op.ERF, Op.ABS, Op.RECIP,
@@ -308,6 +311,9 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
     if op is Op.IOTA:
         assert dtype is not None and shape is not None and len(shape) == 1
         return _make(op, (), None, dtype, _shape(shape))
+    if op is Op.EXTERN:  # the Tensor layer checked its operands against the op's rule
+        assert dtype is not None and shape is not None and isinstance(arg, tuple) and isinstance(arg[0], str)
+        return _make(op, srcs, arg, dtype, _shape(shape))
     if op is Op.STORED:
         (b,) = srcs
         if b.op is not Op.BUFFER or arg.shape != b.shape or arg.dtype != b.dtype:

@@ -284,6 +284,8 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     if isinstance(k, ExternCall):
         if level >= 3:
             _log(f"--- {k.name}: extern {k.op} {[(v.shape, v.strides, v.offset) for v in k.views]} ---")
+        if k.op != "matmul":  # a library call (codegen/extern.py OPS): torch's kernel on either device
+            return [Launch(k, None, k.meta["slots"], "", "extern", sized=bool(k.sizes))]
         from codegen import gemm_c, gemm_triton
 
         # GEMMs over sizes that change run on BLAS (its calls take any size): the templates size
@@ -351,6 +353,8 @@ def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
         return [render_c.render_c(k, config=cfg)]
     from codegen import gemm_c
 
+    if k.op != "matmul":
+        return []
     if not k.sizes and gemm_c.choose_impl(k) == "c":
         return [gemm_c.render_gemm_c(k, cfg)]
     return [] if k.epilogue is None else _c_sources(epilogue_in_place(k), backend)

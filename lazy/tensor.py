@@ -1877,8 +1877,14 @@ class Tensor:
         return self if self.is_contiguous() else Tensor._new(self._node)
 
     def __getitem__(self, idx) -> Tensor:
-        """Basic indexing (ints, slices with step > 0, None, ...) as a view built from movement ops."""
+        """Basic indexing (ints, slices with step > 0, None, ...) as a view built from movement ops;
+        tensors, lists and masks as indices: lazy/indexed.py."""
         idx = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, (Tensor, torch.Tensor, np.ndarray, list)) for i in idx):
+            from lazy.indexed import getitem, is_advanced
+
+            if any(is_advanced(i) for i in idx):
+                return getitem(self, idx)
         sh, nd = self._node.shape, self.ndim
         if sum(i is Ellipsis for i in idx) > 1:
             raise IndexError("an index can only have a single ellipsis ('...')")
@@ -1937,6 +1943,12 @@ class Tensor:
         return self._view(steps, st)
 
     def __setitem__(self, idx, value) -> None:
+        key = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, (Tensor, torch.Tensor, np.ndarray, list)) for i in key):
+            from lazy.indexed import is_advanced, setitem
+
+            if any(is_advanced(i) for i in key):
+                return setitem(self, key, value)
         view = self[idx]
         if isinstance(value, Tensor) and value._base is view._base and value._steps == view._steps:
             return  # `x[i] += 1` already wrote through the view; Python stores it back here
