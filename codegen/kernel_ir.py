@@ -232,7 +232,8 @@ class StridedView:
 
 @dataclass(frozen=True)
 class ExternCall:
-    """A contraction: a vendor library call (GEMM) or a GEMM template, on strided views of buffers.
+    """A library call on strided views of buffers: a contraction (a GEMM, or a GEMM template), or
+    one of the ops of codegen/extern.py (gather, scatter_add, cumsum, sort...).
 
     `buffers[0]` is the output (contiguous); the others are inputs seen through `views`.
     `epilogue`, when set, is the elementwise kernel that consumes the GEMM result: its loops are
@@ -244,17 +245,19 @@ class ExternCall:
     out, a, b; the epilogue's own buffers are `epilogue.meta["slots"]`."""
 
     name: str
-    op: str  # "matmul"
+    op: str  # "matmul", or a name of codegen/extern.py OPS
     buffers: tuple[BufferArg, ...]
     views: tuple[StridedView, ...]
     epilogue: Kernel | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False)
     sizes: tuple[str, ...] = ()  # size symbols its views use, bound at launch (see the module docstring)
+    params: tuple = ()  # the op's own arguments (an axis, k of topk, descending...): ints, bools, strings
 
     def key(self) -> str:
         epi = self.epilogue.key() if self.epilogue is not None else None
         return hashlib.sha256(repr((self.op, self.buffers, self.views, epi)
-                                   + ((self.sizes,) if self.sizes else ())).encode()).hexdigest()[:24]
+                                   + ((self.sizes,) if self.sizes else ())
+                                   + ((self.params,) if self.params else ())).encode()).hexdigest()[:24]
 
     def without_epilogue(self) -> ExternCall:
         """The bare GEMM, writing its result into `buffers[0]`."""
@@ -262,7 +265,7 @@ class ExternCall:
             return self
         meta = dict(self.meta)
         meta["bytes_read"] = meta["gemm_bytes_read"]
-        return ExternCall(self.name, self.op, self.buffers, self.views, None, meta, self.sizes)
+        return ExternCall(self.name, self.op, self.buffers, self.views, None, meta, self.sizes, self.params)
 
 
 def epilogue_in_place(call: ExternCall) -> Kernel:

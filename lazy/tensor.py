@@ -36,8 +36,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
 from lazy import autograd, inplace, runtime
+from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
 from lazy.graph import (
     Buffer,
     DType,
@@ -58,6 +58,7 @@ from lazy.graph import (
     prod,
     uint8,
 )
+from lazy.symnum import SymFloat, SymInt
 
 __all__ = ["Tensor", "arange", "cat", "concat", "default_device", "einsum", "empty", "empty_like", "eye", "full",
            "full_like", "linspace", "manual_seed", "ones", "ones_like", "rand", "rand_like", "randint",
@@ -271,7 +272,10 @@ def _int64(v: int) -> int:
 
 
 def _pyscalar(x):
-    """A Python bool/int/float for scalar-like inputs (numpy scalars included), else None."""
+    """A Python bool/int/float for scalar-like inputs (numpy scalars included; a number lazy.jit
+    traces stays itself: lazy/symnum.py), else None."""
+    if type(x) in (SymFloat, SymInt):
+        return x
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
@@ -300,7 +304,10 @@ def _operand(op: str, x, seq: bool = False):
 def _key(x):
     if isinstance(x, Tensor):
         return ("tensor" if x._node.shape else "0d", x.dtype)
-    return ("scalar", type(x))
+    t = type(x)
+    if t is SymInt or t is SymFloat:  # lazy.jit's traced numbers (lazy/symnum.py)
+        return ("scalar", int if t is SymInt else float)
+    return ("scalar", t)
 
 
 def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor]:
@@ -567,8 +574,18 @@ _INTS = "biu"  # bool and integer kinds: what bitwise ops accept
 class Tensor:
     """A lazy tensor. Build with `lazy.tensor`, `lazy.zeros`, ...; see the module docstring."""
 
-    __slots__ = ("__weakref__", "_base", "_cur", "_seen", "_steps", "_stride", "_version", "_grad", "_graph_freed",
-                 "_before")
+    __slots__ = (
+        "__weakref__",
+        "_base",
+        "_before",
+        "_cur",
+        "_grad",
+        "_graph_freed",
+        "_seen",
+        "_steps",
+        "_stride",
+        "_version",
+    )
     __array_ufunc__ = None  # numpy defers `ndarray + Tensor` to our reflected operators
     __hash__ = object.__hash__  # identity, like torch (== is elementwise)
 
@@ -937,7 +954,7 @@ class Tensor:
     def pow(self, exponent) -> Tensor:
         e = _pyscalar(exponent)
         if e is not None and not isinstance(e, bool):
-            dt = result_type(_key(self), ("scalar", type(e)))
+            dt = result_type(_key(self), _key(e))
             if dt.kind in "iu" and e < 0:
                 raise RuntimeError("pow: integers to negative integer powers are not allowed")
             x = self._cast(dt)
@@ -1860,8 +1877,14 @@ class Tensor:
         return self if self.is_contiguous() else Tensor._new(self._node)
 
     def __getitem__(self, idx) -> Tensor:
-        """Basic indexing (ints, slices with step > 0, None, ...) as a view built from movement ops."""
+        """Basic indexing (ints, slices with step > 0, None, ...) as a view built from movement ops;
+        tensors, lists and masks as indices: lazy/indexed.py."""
         idx = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, (Tensor, torch.Tensor, np.ndarray, list)) for i in idx):
+            from lazy.indexed import getitem, is_advanced
+
+            if any(is_advanced(i) for i in idx):
+                return getitem(self, idx)
         sh, nd = self._node.shape, self.ndim
         if sum(i is Ellipsis for i in idx) > 1:
             raise IndexError("an index can only have a single ellipsis ('...')")
@@ -1920,6 +1943,12 @@ class Tensor:
         return self._view(steps, st)
 
     def __setitem__(self, idx, value) -> None:
+        key = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, (Tensor, torch.Tensor, np.ndarray, list)) for i in key):
+            from lazy.indexed import is_advanced, setitem
+
+            if any(is_advanced(i) for i in key):
+                return setitem(self, key, value)
         view = self[idx]
         if isinstance(value, Tensor) and value._base is view._base and value._steps == view._steps:
             return  # `x[i] += 1` already wrote through the view; Python stores it back here
@@ -2344,7 +2373,7 @@ def _full(op: str, size, value, dtype, device) -> Tensor:
     v = _pyscalar(value)
     if v is None:
         raise TypeError(f"{op}: fill_value must be a Python number, got {type(value).__name__}")
-    dt = as_dtype(dtype, op) if dtype is not None else result_type(("scalar", type(v)))
+    dt = as_dtype(dtype, op) if dtype is not None else result_type(_key(v))
     return Tensor._new(const(_fits(op, v, dt), dt, _new_shape(op, size)))
 
 

@@ -210,7 +210,7 @@ def linear(input, weight, bias=None) -> Tensor:
 
 def embedding(input, weight, padding_idx: int | None = None, max_norm=None, norm_type: float = 2.0,
               scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
-    """weight[input] as one-hot(input) @ weight; the padding row receives no gradient."""
+    """weight[input]: a gather of whole rows (lazy/indexed.py); the padding row receives no gradient."""
     idx, w = _t("embedding", input), _t("embedding", weight)
     if idx.dtype.kind not in "iu":
         raise RuntimeError(f"embedding: expected integer indices (int32 or int64), got {idx.dtype}")
@@ -219,12 +219,11 @@ def embedding(input, weight, padding_idx: int | None = None, max_norm=None, norm
     if max_norm is not None or scale_grad_by_freq or sparse:
         raise NotImplementedError("embedding: max_norm, scale_grad_by_freq and sparse are not supported")
     n = w.shape[0]
-    rows = lazy.arange(n)
-    if padding_idx is not None:
+    out = w.index_select(0, idx.reshape(-1).to(lazy.int64)).reshape(*idx.shape, w.shape[1])
+    if padding_idx is not None:  # the same values, through a detach where the padding row was read
         pad = padding_idx + n if padding_idx < 0 else padding_idx
-        w = where((rows == pad).unsqueeze(-1), w.detach(), w)
-    hot = (idx.unsqueeze(-1) == rows).to(w.dtype)
-    return hot @ w
+        out = where((idx == pad).unsqueeze(-1), out.detach(), out)
+    return out
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
