@@ -137,6 +137,9 @@ class Op(enum.Enum):
     PAD = enum.auto()  # arg: ((before, after), ...) ; padded positions read as 0 / False
     SHRINK = enum.auto()  # arg: ((start, stop), ...)
     FLIP = enum.auto()  # arg: tuple of axes
+    # arg: (axis, k, s, d): the axis (size n) becomes two, (O, k), out[.., o, j, ..] = src[.., o*s + j*d, ..]
+    # with O = (n - d*(k-1) - 1) // s + 1: the windows of a convolution or a pooling, affine in (o, j)
+    WINDOW = enum.auto()
     # contraction: (a [..., M, K], b [..., K, N]) -> [..., M, N], batch dims equal; its own kernel
     MATMUL = enum.auto()
     # a library call on realized inputs (gather, scatter_add, cumsum, sort's indices...: the table in
@@ -151,7 +154,7 @@ BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.FLOORDIV, Op.MOD, Op.POW,
 COMPARE = frozenset({Op.LT, Op.LE, Op.EQ, Op.NE, Op.ISNAN, Op.ISINF})
 ELEMENTWISE = UNARY | BINARY | {Op.WHERE}
 REDUCE = frozenset({Op.SUM, Op.RMAX, Op.PROD})
-MOVEMENT = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.PAD, Op.SHRINK, Op.FLIP})
+MOVEMENT = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.PAD, Op.SHRINK, Op.FLIP, Op.WINDOW})
 REDUCE_IDENTITY = {Op.SUM: 0, Op.RMAX: float("-inf"), Op.PROD: 1}
 
 
@@ -387,6 +390,12 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
         if not axes:
             return s0
         return _make(op, srcs, axes, s0.dtype, s0.shape)
+    if op is Op.WINDOW:
+        axis, k, st, dil = (int(a) for a in arg)
+        if not 0 <= axis < len(s0.shape) or k < 1 or st < 1 or dil < 1 or s0.shape[axis] < dil * (k - 1) + 1:
+            raise GraphError(f"WINDOW: {arg} invalid for {s0.shape}")
+        o = (s0.shape[axis] - dil * (k - 1) - 1) // st + 1
+        return _make(op, srcs, (axis, k, st, dil), s0.dtype, s0.shape[:axis] + (o, k) + s0.shape[axis + 1:])
     raise GraphError(f"unknown op {op}")
 
 

@@ -108,6 +108,10 @@ def _eval(n: Node, srcs: list[torch.Tensor]) -> torch.Tensor:
         return x[tuple(slice(a, b) for a, b in n.arg)]
     if op is Op.FLIP:
         return torch.flip(x, n.arg)
+    if op is Op.WINDOW:  # windows of span (k-1)*d+1 every s, then every d-th element: [.., O, .., k]
+        axis, k, st, dil = n.arg
+        w = x.unfold(axis, (k - 1) * dil + 1, st)[..., ::dil]
+        return w.movedim(-1, axis + 1)
     raise NotImplementedError(f"interpret: no rule for {op}")
 
 

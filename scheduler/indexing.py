@@ -256,6 +256,9 @@ def movement_index(kind: str, arg, src_shape: tuple[int, ...], out_shape: tuple[
         return tuple(sympy.Integer(0) if s == 1 and o != 1 else i for i, s, o in zip(idx, src_shape, out_shape)), []
     if kind == "SHRINK":
         return tuple(i + a for i, (a, _) in zip(idx, arg)), []
+    if kind == "WINDOW":
+        axis, _, st, dil = arg
+        return idx[:axis] + (idx[axis] * st + idx[axis + 1] * dil,) + idx[axis + 2:], []
     if kind == "FLIP":
         return tuple((s - 1 - i) if ax in arg else i for ax, (i, s) in enumerate(zip(idx, src_shape))), []
     if kind == "PAD":
