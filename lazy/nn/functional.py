@@ -390,7 +390,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if any(p) or any(extra):
         x = x.pad((p[1], p[1] + extra[1], p[0], p[0] + extra[0]), value=-math.inf)
     # max(dim), not amax: torch sends a window's gradient to its first maximum, not shared among ties
-    y = _windows(x, k, s, d).flatten(-2).max(-1).values
+    # (the first maximum of each window row, then the first of those rows: the first in row-major
+    # order, without merging the two window dims into one, whose index needs // and %)
+    y = _windows(x, k, s, d).max(-1).values.max(-1).values
     return y.squeeze(0) if unbatched else y
 
 
