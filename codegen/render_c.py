@@ -47,6 +47,7 @@ is declared with it (codegen/knobs.py); `render_c` checks the config before it r
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from dataclasses import dataclass, replace
@@ -572,14 +573,6 @@ def _neg_int(a: str, t: str) -> str:
     return f"(({t})(0u - ({u}){a}))" if u else f"(-{a})"
 
 
-def _wrap(code: str, dtype: str) -> str:
-    """An int8/uint8 result (computed in int32_t) wrapped to its own range, as torch stores it
-    after every op; wider integers wrap in their own type already."""
-    if dtype in ("int8", "uint8"):
-        return f"((int32_t)({C_TYPES[dtype][0]}){code})"
-    return code
-
-
 def _neg_abs_arg(w: Expr) -> Expr | None:
     """`a` if `w` is where(0 <= a, -a, a), else None."""
     if w.op != "where" or len(w.srcs) != 3:
@@ -629,6 +622,8 @@ def literal(value, dtype: str) -> str:
         if math.isinf(v):
             return f"(({t})INFINITY)" if v > 0 else f"(-({t})INFINITY)"
         return f"(({t}){v!r})"
+    if int(value) == -2**63:  # 9223372036854775808LL does not fit: its negation is no int64 constant
+        return f"(({t})(-9223372036854775807LL - 1))"
     return f"(({t}){int(value)}LL)"
 
 
@@ -648,7 +643,7 @@ class Body:
                 self.used.add(e)
             return name
         code = self._code(e)
-        if e.op == "const":
+        if e.op in ("const", "scalar"):
             self.names[e] = code
             return code
         name = f"t{len(self.names)}"
@@ -662,8 +657,12 @@ class Body:
         t = ctype(compute_dtype(dt))
         if op == "const":
             return literal(e.arg, compute_dtype(dt))
-        if op == "acc":
+        if op == "scalar":  # an argument of the kernel, in its compute type (`scalar_params`)
+            return f"s{int(e.arg)}"
+        if op == "acc":  # the accumulator converted to its reduction's dtype, as a store converts
             v = self.acc_ref(e.arg)
+            if dt == "bool":  # a sum of bools is their `any`
+                return f"({v} != 0)"
             if dt == "float16":
                 return f"round_f16((float){v})"
             if dt == "bfloat16":
@@ -694,24 +693,22 @@ class Body:
         st = ctype(src_dt)
         isf = st in ("float", "double")
         sfx = "f" if st == "float" else ""
-        if op == "cast":
-            if dt == "bool":
-                return f"({a[0]} != 0)"
-            if dt == "float16":
-                return f"round_f16((float){a[0]})"
-            if dt == "bfloat16":
-                return f"round_bf16((float){a[0]})"
+        if op == "cast":  # legal casts are exact, IEEE-rounded, or of floats that fit (codegen/legalize.py)
             return f"(({t}){a[0]})"
+        if op == "round":
+            return f"round_{'f16' if dt == 'float16' else 'bf16'}((float){a[0]})"
+        if op == "wrap":  # two's complement: the low bits (gcc's conversion to a narrower signed type)
+            return f"((int32_t)({C_TYPES[dt][0]}){a[0]})" if C_TYPES[dt][0] != t else f"(({t}){a[0]})"
         if op in _UNARY_F:
             if isf:
                 return f"{_UNARY_F[op]}{sfx}({a[0]})"
             if op == "abs":
-                return _wrap(f"({a[0]} < 0 ? {_neg_int(a[0], st)} : {a[0]})", dt)
+                return f"({a[0]} < 0 ? {_neg_int(a[0], st)} : {a[0]})"
             if op in ("floor", "ceil", "trunc"):
                 return a[0]
             return f"{_UNARY_F[op]}((double){a[0]})"
         if op == "neg":
-            return f"(-{a[0]})" if isf else _wrap(_neg_int(a[0], st), dt)
+            return f"(-{a[0]})" if isf else _neg_int(a[0], st)
         if op == "recip":
             return f"(({st})1 / {a[0]})"
         if op == "not":
@@ -727,7 +724,7 @@ class Body:
             if isf:
                 return f"({a[0]} {sym} {a[1]})"
             u = _UNSIGNED.get(st)
-            return _wrap(f"(({st})(({u}){a[0]} {sym} ({u}){a[1]}))" if u else f"({a[0]} {sym} {a[1]})", dt)
+            return f"(({st})(({u}){a[0]} {sym} ({u}){a[1]}))" if u else f"({a[0]} {sym} {a[1]})"
         if op == "div":
             return f"({a[0]} / {a[1]})" if isf else f"div_{st}({a[0]}, {a[1]})"
         if op == "floordiv":
@@ -811,6 +808,23 @@ def _loads(e: Expr, seen=None):
         yield from _loads(s, seen)
 
 
+SCALAR_CTYPES = {"float32": ctypes.c_float, "float64": ctypes.c_double, "float16": ctypes.c_float,
+                 "bfloat16": ctypes.c_float, "int32": ctypes.c_int32, "int64": ctypes.c_int64,
+                 "int8": ctypes.c_int32, "uint8": ctypes.c_int32, "bool": ctypes.c_int}
+
+
+def scalar_argtypes(dtypes: tuple[str, ...]) -> list:
+    """ctypes of a kernel's scalar arguments (`scalar_params`), for a loaded function's argtypes."""
+    return [SCALAR_CTYPES[dt] for dt in dtypes]
+
+
+def scalar_params(dtypes: tuple[str, ...]) -> list[str]:
+    """C parameters of a kernel's scalar arguments (after its buffers): each in its dtype's compute
+    type, so a float16 scalar arrives as the float it was given (legalize rounds it where a use
+    needs a half)."""
+    return [f"const {ctype(compute_dtype(dt))} s{i}" for i, dt in enumerate(dtypes)]
+
+
 def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None,
              config: CConfig | None = None) -> str:
     """C source for `k`. `config` sets the knobs (None: the heuristics); `threads` caps the OpenMP
@@ -828,6 +842,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     for i, b in enumerate(k.buffers):
         const = "" if b.output else "const "
         params.append(f"{const}{C_TYPES[b.dtype][0]}* restrict b{i}")
+    params += scalar_params(k.scalars)
     parallel = _work(k) >= cfg.parallel_min_work
     nt = f" num_threads({knobs.src(cfg, 'threads')})" if cfg.threads else ""
     n = len(k.loops)
@@ -1143,7 +1158,8 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             at = next(i for i, line in enumerate(lines) if line.startswith(f"void {fn_name}("))
             row_params = params + [f"const float* restrict {name}" for _, name in cols]
             lines[at:at] = [f"static inline void {fn_name}_row(int64_t x{x}, {', '.join(row_params)}) {{", *body, "}"]
-            args = ", ".join([f"b{i}" for i in range(len(k.buffers))] + [name for _, name in cols])
+            args = ", ".join([f"b{i}" for i in range(len(k.buffers))] + [f"s{i}" for i in range(len(k.scalars))]
+                             + [name for _, name in cols])
             parallel_open(indent, grab=_grab(size), prologue=column_prologue(indent))
             lines.append(f"{indent}for (int64_t x{x} = 0; x{x} < {size}; x{x}++) {fn_name}_row(x{x}, {args});")
             parallel_close(indent, region=bool(cols))
@@ -1327,7 +1343,7 @@ def _row_cache(k: Kernel, parallel: bool) -> dict:
         stack = [s.value for s in k.stores]
         while stack:
             e = stack.pop()
-            if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "acc"):
+            if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "scalar", "acc"):
                 continue
             moved = subst_expr(e, rep, memo)
             if moved in inside and moved.dtype in ("float32", "float16", "bfloat16"):
@@ -1340,7 +1356,7 @@ def _row_cache(k: Kernel, parallel: bool) -> dict:
 
 
 # -- call fission ------------------------------------------------------------------------------
-_RECOMPUTED = {"const", "load", "index", "valid", "acc"}  # cheaper to redo in a later loop than to keep
+_RECOMPUTED = {"const", "scalar", "load", "index", "valid", "acc"}  # cheaper to redo in a later loop than to keep
 
 
 def _varies(e: Expr, var: sympy.Symbol, memo: dict) -> bool:

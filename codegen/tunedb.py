@@ -21,6 +21,8 @@ Invariants
   codegen/tune.py `config_from` and codegen/knobs.py) and refuses the whole file on the first bad
   one, so an import writes all its rows or none; codegen/tune.py `tuned_config` checks each row
   it reads. Text from rows reaches the terminal only through `printable` (warnings, reports).
+- A database this process cannot write (read-only media: a container image with a warm cache)
+  is read as immutable: sqlite needs no -shm file beside it then, which it could not create.
 """
 
 from __future__ import annotations
@@ -95,7 +97,15 @@ class _Foreign(Exception):
     pass
 
 
-def _connect(p: Path) -> sqlite3.Connection:
+def _writable(p: Path) -> bool:
+    from codegen.compile_c import writable
+
+    return writable(p.parent) and (not p.exists() or os.access(p, os.W_OK))
+
+
+def _connect(p: Path, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        return sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
     con = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)  # transactions are explicit
     try:
         con.execute("PRAGMA busy_timeout = 30000")
@@ -157,17 +167,19 @@ def _set_aside(p: Path, why: str) -> None:
               "will not be stored")
 
 
-def _open(create: bool) -> sqlite3.Connection | None:
-    """A checked connection, or None (no file and not `create`, or unusable)."""
+def _open(create: bool, write: bool = True) -> sqlite3.Connection | None:
+    """A checked connection, or None (no file and not `create`, or unusable). Without `write`, a
+    database this process cannot write is opened read-only."""
     p = path()
     for attempt in range(2):
         if not create and not p.exists():
             return None
         con = None
+        read_only = not write and not _writable(p)
         try:
             if create:
                 p.parent.mkdir(parents=True, exist_ok=True)
-            con = _connect(p)
+            con = _connect(p, read_only)
             _check(con)
             return con
         except (_Foreign, sqlite3.DatabaseError) as e:
@@ -175,7 +187,7 @@ def _open(create: bool) -> sqlite3.Connection | None:
                 con.close()
             transient = isinstance(e, sqlite3.OperationalError) and any(
                 w in str(e) for w in ("locked", "busy", "unable to open", "readonly", "disk I/O"))
-            if transient or attempt:
+            if transient or attempt or read_only:  # (read-only: it cannot be moved aside)
                 _warn(f"tuning database {p} cannot be used now ({e}); running without it")
                 return None
             _set_aside(p, f"{type(e).__name__}: {e}" if not isinstance(e, _Foreign) else f"not ours: {e}")
@@ -197,7 +209,7 @@ def _row(r: tuple) -> dict:
 def get(kernel: str, device: str, version: str) -> dict | None:
     """The stored row for a kernel on this device and backend version, or None."""
     with _lock:
-        con = _open(create=False)
+        con = _open(create=False, write=False)
         if con is None:
             return None
         try:
@@ -240,7 +252,7 @@ def put(rows: list[dict]) -> bool:
 def rows(device: str | None = None) -> list[dict]:
     """Every stored row (of one device when given), oldest first."""
     with _lock:
-        con = _open(create=False)
+        con = _open(create=False, write=False)
         if con is None:
             return []
         try:

@@ -42,6 +42,9 @@ from lazy.transforms import grad, jvp, value_and_grad  # noqa: E402,F401
 from lazy import nn  # noqa: F401
 from lazy import optim  # noqa: F401
 from lazy.jit import jit  # noqa: E402,F401
+from lazy import indexed as _indexed  # noqa: E402 (gather, scatter, sort, cumsum... and advanced indexing)
+
+globals().update(_indexed.FUNCTIONS)
 from lazy.tuning import tune  # noqa: F401
 from lazy import accelerator, amp, cuda  # noqa: E402,F401
 from lazy.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402,F401

@@ -156,6 +156,27 @@ def _inverse_perm(order):
     return tuple(sorted(range(len(order)), key=order.__getitem__))
 
 
+def _window_vjp(n: Node, g: Node):
+    """The sum over the window offsets j of g[.., :, j, ..] put back where each read: element o at
+    o*s + j*d (every s-th place when s > 1: the dilation of a strided convolution's gradient)."""
+    axis, k, st, dil = n.arg
+    size, o = n.srcs[0].shape[axis], n.shape[axis]
+    span = (o - 1) * st + 1
+    total = None
+    for j in range(k):
+        bounds = tuple((j, j + 1) if a == axis + 1 else (0, m) for a, m in enumerate(g.shape))
+        gj = node(Op.RESHAPE, (node(Op.SHRINK, (g,), bounds),), g.shape[:axis + 1] + g.shape[axis + 2:])
+        if st > 1:  # o -> o*s: a column of s-1 zeros after each element, the last ones cut
+            wide = node(Op.RESHAPE, (gj,), gj.shape[:axis + 1] + (1,) + gj.shape[axis + 1:])
+            pads = tuple((0, st - 1) if a == axis + 1 else (0, 0) for a in range(len(wide.shape)))
+            spread = node(Op.RESHAPE, (node(Op.PAD, (wide,), pads),), gj.shape[:axis] + (o * st,) + gj.shape[axis + 1:])
+            gj = node(Op.SHRINK, (spread,), tuple((0, span) if a == axis else (0, m) for a, m in enumerate(spread.shape)))
+        placed = node(Op.PAD, (gj,), tuple((j * dil, size - j * dil - span) if a == axis else (0, 0)
+                                         for a in range(len(gj.shape))))
+        total = placed if total is None else node(Op.ADD, (total, placed))
+    return (total,)
+
+
 def _no_grad(n: Node, g: Node):
     return (None,) * len(n.srcs)
 
@@ -193,6 +214,7 @@ VJP = {
     Op.PAD: lambda n, g: (node(Op.SHRINK, (g,), tuple((a, a + s) for (a, _), s in zip(n.arg, n.srcs[0].shape))),),
     Op.SHRINK: lambda n, g: (node(Op.PAD, (g,), tuple((a, s - b) for (a, b), s in zip(n.arg, n.srcs[0].shape))),),
     Op.FLIP: lambda n, g: (node(Op.FLIP, (g,), n.arg),),
+    Op.WINDOW: _window_vjp,
 }
 # Piecewise-constant float ops have a zero gradient (as in torch); boolean/integer results none.
 for _op in (Op.FLOOR, Op.CEIL, Op.TRUNC):

@@ -36,8 +36,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch, torch_default
 from lazy import amp, autograd, inplace, runtime
+from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch, torch_default
 from lazy.graph import (
     Buffer,
     DType,
@@ -58,6 +58,7 @@ from lazy.graph import (
     prod,
     uint8,
 )
+from lazy.symnum import SymFloat, SymInt
 
 __all__ = ["Tensor", "arange", "cat", "concat", "default_device", "einsum", "empty", "empty_like", "eye", "from_numpy",
            "full",
@@ -260,12 +261,26 @@ def _mk(op: Op, srcs: tuple[Node, ...], arg=None) -> Node:
         raise RuntimeError(f"lazy internal error (please report): {e}") from e
 
 
+def _int64(v: int) -> int:
+    """A Python int as torch takes one for a scalar: 64 bits (signed, or unsigned above int64's
+    range), else torch's OverflowError."""
+    if v >= 2**64:
+        raise OverflowError(f"int too big to convert: {v} (a Python int in a tensor op must fit in 64 bits)")
+    if v < -2**63:
+        raise OverflowError(f"can't convert negative int to unsigned: {v} (a Python int in a tensor op must "
+                            "be at least -2**63)")
+    return v
+
+
 def _pyscalar(x):
-    """A Python bool/int/float for scalar-like inputs (numpy scalars included), else None."""
+    """A Python bool/int/float for scalar-like inputs (numpy scalars included; a number lazy.jit
+    traces stays itself: lazy/symnum.py), else None."""
+    if type(x) in (SymFloat, SymInt):
+        return x
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
-        return int(x)
+        return _int64(int(x))
     if isinstance(x, (float, np.floating)):
         return float(x)
     return None
@@ -290,7 +305,10 @@ def _operand(op: str, x, seq: bool = False):
 def _key(x):
     if isinstance(x, Tensor):
         return ("tensor" if x._node.shape else "0d", x.dtype)
-    return ("scalar", type(x))
+    t = type(x)
+    if t is SymInt or t is SymFloat:  # lazy.jit's traced numbers (lazy/symnum.py)
+        return ("scalar", int if t is SymInt else float)
+    return ("scalar", t)
 
 
 def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor]:
@@ -320,6 +338,11 @@ def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor
             return [x._expand_to(shape) for x in xs]
     ops = [_operand(op, x) for x in xs]
     _same_device(op, *ops)
+    tdts = [o.dtype for o in ops if isinstance(o, Tensor)]
+    if dtype is None and tdts and all(d is bool_ for d in tdts) and any(type(o) is int and o >= 2**63 for o in ops):
+        # torch takes an int from 2**63 as uint64, which bool does not promote with
+        raise DTypeError(f"{op}: promoting bool and {max(o for o in ops if type(o) is int)} (a uint64 in torch) "
+                         "is not supported")
     dt = dtype or result_type(*map(_key, ops), op=op)
     shape = _broadcast(op, *[o._node.shape for o in ops if isinstance(o, Tensor)], *shapes)
     return [o._cast(dt)._expand_to(shape) if isinstance(o, Tensor) else Tensor._new(const(o, dt, shape))
@@ -529,7 +552,7 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
         if type(other) in (float, int) and not kinds and self.dtype.is_float:
             # the common `x * 2.0`: torch keeps a float tensor's dtype for a Python number, so
             # promotion, broadcasting and device checks have nothing to do (same nodes as _promote)
-            c = Tensor._new(const(other, self.dtype, self._node.shape))
+            c = Tensor._new(const(other if type(other) is float else _int64(other), self.dtype, self._node.shape))
             return c._ew(op, self) if reverse else self._ew(op, c)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
@@ -573,8 +596,18 @@ _INTS = "biu"  # bool and integer kinds: what bitwise ops accept
 class Tensor:
     """A lazy tensor. Build with `lazy.tensor`, `lazy.zeros`, ...; see the module docstring."""
 
-    __slots__ = ("__weakref__", "_base", "_cur", "_seen", "_steps", "_stride", "_version", "_grad", "_graph_freed",
-                 "_before")
+    __slots__ = (
+        "__weakref__",
+        "_base",
+        "_before",
+        "_cur",
+        "_grad",
+        "_graph_freed",
+        "_seen",
+        "_steps",
+        "_stride",
+        "_version",
+    )
     __array_ufunc__ = None  # numpy defers `ndarray + Tensor` to our reflected operators
     __hash__ = object.__hash__  # identity, like torch (== is elementwise)
 
@@ -961,7 +994,7 @@ class Tensor:
     def pow(self, exponent) -> Tensor:
         e = _pyscalar(exponent)
         if e is not None and not isinstance(e, bool):
-            dt = result_type(_key(self), ("scalar", type(e)))
+            dt = result_type(_key(self), _key(e))
             if dt.kind in "iu" and e < 0:
                 raise RuntimeError("pow: integers to negative integer powers are not allowed")
             x = self._cast(dt)
@@ -1895,8 +1928,14 @@ class Tensor:
         return self if self.is_contiguous() else Tensor._new(self._node)
 
     def __getitem__(self, idx) -> Tensor:
-        """Basic indexing (ints, slices with step > 0, None, ...) as a view built from movement ops."""
+        """Basic indexing (ints, slices with step > 0, None, ...) as a view built from movement ops;
+        tensors, lists and masks as indices: lazy/indexed.py."""
         idx = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, (Tensor, torch.Tensor, np.ndarray, list)) for i in idx):
+            from lazy.indexed import getitem, is_advanced
+
+            if any(is_advanced(i) for i in idx):
+                return getitem(self, idx)
         sh, nd = self._node.shape, self.ndim
         if sum(i is Ellipsis for i in idx) > 1:
             raise IndexError("an index can only have a single ellipsis ('...')")
@@ -1955,6 +1994,12 @@ class Tensor:
         return self._view(steps, st)
 
     def __setitem__(self, idx, value) -> None:
+        key = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, (Tensor, torch.Tensor, np.ndarray, list)) for i in key):
+            from lazy.indexed import is_advanced, setitem
+
+            if any(is_advanced(i) for i in key):
+                return setitem(self, key, value)
         view = self[idx]
         if isinstance(value, Tensor) and value._base is view._base and value._steps == view._steps:
             return  # `x[i] += 1` already wrote through the view; Python stores it back here
@@ -2374,6 +2419,8 @@ def tensor(data, dtype=None, device=None) -> Tensor:
             with torch_default():  # Python floats take lazy's default dtype
                 t = torch.tensor(_host(data), dtype=None if dt is None else to_torch(dt))
         except (TypeError, ValueError, RuntimeError) as e:
+            if isinstance(e, OverflowError) or "Overflow" in str(e):  # a Python int past 64 bits: torch's error
+                raise type(e)(f"tensor: {e}") from None
             raise TypeError(f"tensor: cannot build a tensor from {type(data).__name__}: {e}") from None
         out = _from_torch(t, owned=True)  # torch.tensor made a copy of its own
     return out if dt is None else out._cast(dt)
@@ -2391,7 +2438,7 @@ def _full(op: str, size, value, dtype, device) -> Tensor:
     v = _pyscalar(value)
     if v is None:
         raise TypeError(f"{op}: fill_value must be a Python number, got {type(value).__name__}")
-    dt = as_dtype(dtype, op) if dtype is not None else result_type(("scalar", type(v)))
+    dt = as_dtype(dtype, op) if dtype is not None else result_type(_key(v))
     return Tensor._new(const(_fits(op, v, dt), dt, _new_shape(op, size)))
 
 
@@ -2401,6 +2448,8 @@ _INT_RANGE = {"int8": (-2**7, 2**7 - 1), "uint8": (-255, 255), "int32": (-2**31,
 
 def _fits(op: str, v, dt: DType):
     """`v`, a Python number stored into `dt`, or torch's error where it cannot be without overflow."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        _int64(v)
     lo_hi = _INT_RANGE.get(dt.name)
     if lo_hi is None or isinstance(v, bool):
         return v
@@ -2454,6 +2503,9 @@ def arange(start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
         raise TypeError(f"arange: start, end and step must be numbers, got {(start, end, step)}")
     start, end, step = vals
     is_int = all(isinstance(v, int) for v in vals)
+    for v in vals:
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 2**63:  # torch computes in int64
+            raise RuntimeError(f"arange: value {v} cannot be converted to int64 without overflow")
     dt = as_dtype(dtype, "arange") if dtype is not None else (int64 if is_int else get_default_dtype())
     if dt.kind in "iu" and not is_int:  # torch computes an integer arange in int64 from the start
         start, end, step = (math.trunc(v) for v in (start, end, step))

@@ -15,6 +15,9 @@ Invariants
   element id (`chart-<name>`, see CHARTS) whether or not it has data.
 - Records from older or partial runs (missing peers, failed rows) render; absent data is shown as
   absent, never as zero.
+- Every record the history's validator accepts renders: a field it does not require is read with
+  a default, and a limit that is missing or 0 (not measured) is drawn as no line and named as not
+  measured; tests/test_dashboard.py renders the record with each such field dropped, null or 0.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ def _figure(title: str, ytitle: str, *, log_y: bool = False, barmode: str = "gro
     if log_y:
         fig.update_yaxes(type="log")
     return fig
+
+
+def _measured(x) -> bool:
+    """A machine limit (GB/s, GFLOP/s) that was measured: 0 or absent means the measurement failed."""
+    return bool(x) and x > 0
+
+
+def _kname(k: dict) -> str:
+    return k.get("name") or "?"
 
 
 def _no_data(fig, text: str):
@@ -121,7 +133,8 @@ def bandwidth_chart(rec: dict):
                 kx.append(r["workload"])
                 ky.append(k["gbps"])
                 roof = r.get("roof_gbps") or bw["triad_gbps"]
-                kt.append(f"{k['name']}: {k['gbps']:.1f} GB/s, {100 * k['gbps'] / roof:.0f}% of triad")
+                share = f", {100 * k['gbps'] / roof:.0f}% of triad" if _measured(roof) else ", triad not measured"
+                kt.append(f"{_kname(k)}: {k['gbps']:.1f} GB/s{share}")
     if kx:
         fig.add_trace(go.Scatter(name="lazy kernel (inside the kernel)", x=kx, y=ky, mode="markers",
                                  marker={"symbol": "diamond", "size": 10, "color": "#17becf",
@@ -133,10 +146,16 @@ def bandwidth_chart(rec: dict):
                                  marker={"symbol": "line-ew", "size": 28, "color": "#d62728",
                                          "line": {"width": 3, "color": "#d62728"}},
                                  hovertemplate="%{x}<br>triad: %{y:.1f} GB/s<extra></extra>"))
-    fig.add_hline(y=bw["triad_gbps"], line_dash="dash", line_color="#d62728",
-                  annotation_text=f"triad {bw['triad_gbps']:.1f} GB/s (measured)", annotation_position="top left")
-    fig.add_hline(y=bw["copy_gbps"], line_dash="dot", line_color="#7f7f7f",
-                  annotation_text=f"copy {bw['copy_gbps']:.1f} GB/s", annotation_position="bottom left")
+    if _measured(bw["triad_gbps"]):
+        fig.add_hline(y=bw["triad_gbps"], line_dash="dash", line_color="#d62728",
+                      annotation_text=f"triad {bw['triad_gbps']:.1f} GB/s (measured)", annotation_position="top left")
+    if _measured(bw["copy_gbps"]):
+        fig.add_hline(y=bw["copy_gbps"], line_dash="dot", line_color="#7f7f7f",
+                      annotation_text=f"copy {bw['copy_gbps']:.1f} GB/s", annotation_position="bottom left")
+    unmeasured = [n for n in ("triad", "copy") if not _measured(bw[f"{n}_gbps"])]
+    if unmeasured and rows:
+        fig.add_annotation(text=f"{' and '.join(unmeasured)} not measured in this run: no line", showarrow=False,
+                           xref="paper", yref="paper", x=0, y=1.0, xanchor="left")
     if not rows:
         _no_data(fig, "no bandwidth-bound workload in this run")
     return fig
@@ -153,9 +172,14 @@ def matmul_chart(rec: dict):
         ys = [r.get("peers", {}).get(p, {}).get("gflops") for r in rows]
         fig.add_trace(go.Bar(name=p, x=names, y=ys, marker_color=PEER_COLORS.get(p),
                              hovertemplate="%{x}<br>" + p + ": %{y:.1f} GFLOP/s<extra></extra>"))
-    fig.add_hline(y=mm["gflops"], line_dash="dash", line_color="#d62728",
-                  annotation_text=f"{mm['method']} {mm['gflops']:.0f} GFLOP/s (measured)",
-                  annotation_position="top left")
+    if _measured(mm["gflops"]):
+        fig.add_hline(y=mm["gflops"], line_dash="dash", line_color="#d62728",
+                      annotation_text=f"{mm.get('method') or 'matmul roof (method not recorded)'} "
+                                      f"{mm['gflops']:.0f} GFLOP/s (measured)",
+                      annotation_position="top left")
+    elif rows:
+        fig.add_annotation(text="matmul roof not measured in this run: no line", showarrow=False,
+                           xref="paper", yref="paper", x=0, y=1.0, xanchor="left")
     if not rows:
         _no_data(fig, "no matmul-bound workload in this run")
     return fig
@@ -270,8 +294,8 @@ def _fmt_s(s) -> str:
 def _kernel_cell(detail: list[dict], show: int = 6) -> str:
     """The slowest kernels first, each with its GB/s and share of the triad bandwidth (above 100%:
     its data was in cache)."""
-    ks = sorted((k for k in detail if k.get("gbps")), key=lambda k: -k["seconds"])
-    text = "; ".join(f"{k['name']} {k['gbps']:.1f}" + (f" ({100 * k['roof_fraction']:.0f}%)" if k.get("roof_fraction")
+    ks = sorted((k for k in detail if k.get("gbps")), key=lambda k: -(k.get("seconds") or 0))  # untimed last
+    text = "; ".join(f"{_kname(k)} {k['gbps']:.1f}" + (f" ({100 * k['roof_fraction']:.0f}%)" if k.get("roof_fraction")
                                                        else "") for k in ks[:show])
     return (text + (f"; +{len(ks) - show} more" if len(ks) > show else "")) or "-"
 
@@ -312,6 +336,10 @@ def results_table(rec: dict) -> str:
     return "\n".join(out)
 
 
+def _limit(x, fmt: str, unit: str = "") -> str:
+    return f"{format(x, fmt)} {unit}".rstrip() if _measured(x) else "not measured"
+
+
 def runs_table(records: list[dict]) -> str:
     head = ["date (UTC)", "commit", "size", "device", "machine", "copy / triad GB/s", "matmul GFLOP/s", "peers",
             "versions", "wall"]
@@ -323,7 +351,8 @@ def runs_table(records: list[dict]) -> str:
         vers = ", ".join(f"{k} {val}" for k, val in v.items() if val)
         bw, mm = rec["bandwidth"], rec["matmul"]
         cells = [rec.get("date", "?"), commit, rec.get("size"), rec.get("device"), machine,
-                 f"{bw['copy_gbps']:.1f} / {bw['triad_gbps']:.1f}", f"{mm['gflops']:.0f}", ", ".join(rec["peers"]),
+                 f"{_limit(bw['copy_gbps'], '.1f')} / {_limit(bw['triad_gbps'], '.1f')}", _limit(mm["gflops"], ".0f"),
+                 ", ".join(rec["peers"]),
                  vers, f"{rec['wall_s']:.0f} s" if rec.get("wall_s") else "-"]
         out.append("<tr>" + "".join(f"<td>{_esc(x)}</td>" for x in cells) + "</tr>")
     out.append("</tbody></table>")
@@ -383,8 +412,9 @@ def render(records: list[dict]) -> str:
  &middot; size {_esc(rec.get('size'))} &middot; {_esc(rec.get('device'))} ({_esc(rec.get('backend'))} backend)
  &middot; {len(records)} run(s) in the history</p>
 <p class='meta'>machine: {_esc(m.get('cpu'))}, {_esc(m.get('cpus_usable'))} CPUs, {_esc(m.get('memory_gb'))} GB{(', ' + _esc(m['gpu'])) if m.get('gpu') else ''}
- &middot; measured: copy {bw['copy_gbps']:.1f} GB/s, triad {bw['triad_gbps']:.1f} GB/s ({_esc(bw.get('method'))});
- matmul {mm['gflops']:.0f} GFLOP/s ({_esc(mm.get('method'))})</p>
+ &middot; measured: copy {_limit(bw['copy_gbps'], '.1f', 'GB/s')}, triad {_limit(bw['triad_gbps'], '.1f', 'GB/s')}
+ ({_esc(bw.get('method') or 'method not recorded')});
+ matmul {_limit(mm['gflops'], '.0f', 'GFLOP/s')} ({_esc(mm.get('method') or 'method not recorded')})</p>
 <p class='meta'>peers: {_esc(', '.join(rec['peers']))}{(' &middot; not run: ' + _esc(unavailable)) if unavailable else ''}</p>
 {"<p class='meta'>not ok in this run: " + _esc('; '.join(_why(r) for r in missing)) + "</p>" if missing else ""}
 <section id='speedups'><h2>Speedups</h2>{divs['speedup']}</section>

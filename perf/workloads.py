@@ -483,8 +483,9 @@ _SUITE = [
     _w("layernorm", _mat, layernorm_lazy, layernorm_torch, layernorm_numpy, _norm_bytes, 1, "normalization",
        "layer norm over the last axis, with weight and bias", tinygrad=layernorm_tinygrad),
     _w("layernorm_f16", _half(_mat), layernorm_lazy, layernorm_torch, layernorm_numpy, _norm_bytes, 1,
-       "normalization", "layer norm in float16: lazy computes in float32 and rounds its mean, rsqrt and "
-       "output; numpy rounds every op; torch's layer_norm rounds once", rtol=1e-2),
+       "normalization", "layer norm in float16: lazy computes in float32 and rounds where the ops cast (the "
+       "mean, the squares it averages, variance + eps, rsqrt) and the output; numpy rounds every op; "
+       "torch's layer_norm rounds once", rtol=1e-2),
     _w("rmsnorm", _mat, rmsnorm_lazy, rmsnorm_torch, rmsnorm_numpy, _norm_bytes, 1, "normalization",
        "RMS norm over the last axis, with weight", tinygrad=rmsnorm_tinygrad),
     _w("sum_of_squares", _vec, sumsq_lazy, sumsq_torch, sumsq_numpy, lambda ins: ins[0].nbytes, 1, "reduction",

@@ -8,6 +8,7 @@ another Chromium-family executable.
 """
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -130,3 +131,92 @@ def test_dashboard_in_headless_chromium(tmp_path):
     assert rows == len(_records()[-1]["results"])
     shot = tmp_path / "dashboard.png"
     assert shot.exists() and shot.stat().st_size > 20_000
+
+
+# -- records the validator accepts, each missing or zeroing one optional field --------------------
+def _small_record() -> dict:
+    """A valid record with every field the dashboard reads (add one here when it starts reading
+    another): a bandwidth-bound row, a matmul-bound row, an old row without
+    a roof of its own, a missing row; lazy and two peers."""
+    def peer(s, **kw):
+        return {"status": "ok", "median_s": s, "kernels": 1, "error": None, **kw}
+
+    bw_row = {"workload": "add", "description": "a + b", "status": "ok", "missing": None, "error": None,
+              "flops": None, "roof_gbps": 40.0, "kernels": 1, "expected_kernels": 1, "kernel_names": ["k0_add"],
+              "kernel_detail": [{"name": "k0_add", "seconds": 1e-6, "gbps": 0.77, "roof_fraction": 0.02},
+                                {"name": "k1_copy", "seconds": 2e-6, "gbps": 0.25, "roof_fraction": 0.01}],
+              "overhead_us": 12.0, "lazy_first_call_s": 0.2,
+              "compile": {"lazy_cold_s": 0.2, "lazy_warm_s": 0.001, "torch.compile_cold_s": 2.0,
+                          "torch.compile_warm_s": 0.1},
+              "peers": {"lazy": peer(1e-5, gbps=0.08, roof_fraction=0.002), "torch": peer(2e-5, gbps=0.04),
+                        "torch.compile": {"status": "failed", "error": "RuntimeError: no"}}}
+    mm_row = {"workload": "matmul", "status": "ok", "flops": 2 * 64 ** 3, "kernels": 1,
+              "kernel_detail": [{"name": "k0_gemm", "seconds": 1e-4, "gbps": 0.5}],
+              "peers": {"lazy": peer(1e-4, gflops=5.0, roof_fraction=0.5), "torch": peer(2e-4, gflops=4.0)}}
+    old_row = {"workload": "scale", "status": "ok", "kernel_detail": [{"name": "k0_mul", "gbps": 0.3}],
+               "peers": {}}  # from a run before rows had their own roof: the triad is their roof
+    missing_row = {"workload": "conv", "status": "missing", "missing": "no conv2d yet", "peers": {}}
+    return {"schema": 1, "date": "2026-11-20T09:00:00+00:00",
+            "git": {"commit": "dead0000111122223333444455556666777788ff", "dirty": False},
+            "machine": {"cpu": "AMD EPYC", "cpus_usable": 2, "memory_gb": 23.5, "gpu": "none"},
+            "versions": {"torch": "2.13.0"}, "size": "tiny", "device": "cpu", "backend": "c",
+            "peers": ["lazy", "torch", "torch.compile"], "peers_unavailable": {"tinygrad": "not installed"},
+            "bandwidth": {"copy_gbps": 50.0, "triad_gbps": 60.0, "method": "OpenMP C copy and triad"},
+            "matmul": {"gflops": 8.0, "method": "numpy matmul (BLAS)"},
+            "torch_compile_startup_s": 18.0, "wall_s": 3.0, "results": [bw_row, mm_row, old_row, missing_row]}
+
+
+def _field_paths(x, path=()):
+    """Every dict key, at any depth (through lists), as a path of keys and list indices."""
+    items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+    for k, v in items:
+        if isinstance(x, dict):
+            yield path + (k,)
+        yield from _field_paths(v, path + (k,))
+
+
+def _one_field_variants() -> dict[str, dict]:
+    """The small record with one field dropped, null, zero or empty: those the validator accepts."""
+    base = _small_record()
+    out, seen = {}, set()
+    for path in _field_paths(base):
+        for how, value in (("drop", None), ("null", None), ("zero", 0), ("empty", [])):
+            rec = copy.deepcopy(base)
+            parent = rec
+            for k in path[:-1]:
+                parent = parent[k]
+            if how == "drop":
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = value
+            text = json.dumps(rec, sort_keys=True)
+            if text not in seen and history.validate(rec) == []:
+                seen.add(text)
+                out[f"{how}-" + ".".join(map(str, path))] = rec
+    return out
+
+
+VARIANTS = _one_field_variants()
+
+
+def test_the_variants_cover_the_fields_that_crashed():
+    assert {"drop-matmul.method", "zero-bandwidth.triad_gbps", "drop-results.0.kernel_detail.0.seconds",
+            "drop-results.0.kernel_detail.0.name"} <= set(VARIANTS)
+    assert len(VARIANTS) > 100, len(VARIANTS)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_record_the_validator_accepts_renders(name):
+    rec = VARIANTS[name]
+    page = dashboard.render([_small_record(), rec])  # the trend charts compare it with a full run
+    assert "chart-speedup" in page and "matmul" in page
+
+
+def test_unmeasured_limits_are_marked_not_drawn_at_zero():
+    page = dashboard.render([VARIANTS["zero-bandwidth.triad_gbps"]])
+    assert "triad not measured in this run" in page and "triad 0.0" not in page
+    assert "k0_mul: 0.3 GB\\u002fs, triad not measured" in page  # its row has no roof of its own
+    page = dashboard.render([VARIANTS["drop-matmul.method"]])
+    assert "method not recorded" in page
+    page = dashboard.render([VARIANTS["zero-matmul.gflops"]])
+    assert "matmul roof not measured" in page and "0 GFLOP/s (measured)" not in page

@@ -224,7 +224,7 @@ def test_in_place_write_is_refused_when_the_old_value_is_read_afterwards(reader)
     # a second output reading w: a reduction kernel after new_w's, or a flip in new_w's own kernel
     other = w.T.sum(-1) if reader == "later kernel" else w.flip(0) + 1.0
     roots = [new_w._node, other._node]
-    _, buffers = structure_key(roots)
+    _, buffers, _ = structure_key(roots)
     slot = next(i for i, b in enumerate(buffers) if b is w._node.arg)
     sched = schedule(roots, buffers, (slot, None))
     assert sched.outputs[0] != slot
