@@ -106,11 +106,10 @@ def device_name(kind: str) -> str:
     return "triton interpreter"
 
 
-@cache
 def _c_version() -> str:
     from codegen import compile_c
 
-    flags = hashlib.sha256(" ".join(compile_c.BASE_FLAGS + compile_c.LIBS).encode()).hexdigest()[:8]
+    flags = hashlib.sha256(" ".join(compile_c.cflags() + compile_c.LIBS).encode()).hexdigest()[:8]
     return f"{compile_c.compiler_version(compile_c.compiler())}; flags {flags}; tune {SCHEMA}"
 
 
@@ -131,6 +130,8 @@ def kind_of(k: Kernel | ExternCall, backend: str) -> str | None:
     """Which search space a kernel has on a backend: "c", "triton", "gemm", "cgemm" or None (not tunable)."""
     if isinstance(k, Kernel):
         return backend if backend in ("c", "triton") else None
+    if isinstance(k, ExternCall) and k.op != "matmul":
+        return None  # a library call: nothing of ours to tune
     if isinstance(k, ExternCall) and k.sizes:  # GEMMs over sizes that change run on BLAS (lazy/runtime.py)
         return None
     if isinstance(k, ExternCall) and backend == "triton":
@@ -204,13 +205,13 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
     if kind is None:
         return None
     p = tunedb.path()
-    key = (str(p), k.key(), kind)
+    key = (str(p), k.key(), kind, backend_version(kind))  # (the version names the C flags)
     if key in _memo:
         return _memo[key]
     cfg = None
     if p.exists():
         stats["lookups"] += 1
-        row = tunedb.get(k.key(), device_name(kind), backend_version(kind))
+        row = tunedb.get(k.key(), device_name(kind), key[3])
         if row is not None:
             try:
                 # the file is anyone's who can write it: its knobs become source code, so a row
@@ -229,7 +230,7 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
 
 def remember(k: Kernel | ExternCall, kind: str, cfg) -> None:
     """Make this process use `cfg` for `k` from now on (after tuning it)."""
-    _memo[(str(tunedb.path()), k.key(), kind)] = cfg
+    _memo[(str(tunedb.path()), k.key(), kind, backend_version(kind))] = cfg
 
 
 def forget() -> None:

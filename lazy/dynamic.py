@@ -311,7 +311,7 @@ class _Decoder:
             epi = None if k.epilogue is None else self.kernel(k.epilogue, names, hints)
             meta = self.meta(k.meta)
             meta["hints"] = hints
-            return ExternCall(k.name, k.op, self._buffers(k.buffers), views, epi, meta, names)
+            return ExternCall(k.name, k.op, self._buffers(k.buffers), views, epi, meta, names, k.params)
         reduces = tuple(Reduce(r.name, r.op, self.expr(r.value), r.dtype, tuple(self.size(s) for s in r.rsizes),
                                r.rvars, r.depth) for r in k.reduces)
         stores = tuple(Store(s.buf, self.index(s.index), self.expr(s.value), s.dtype) for s in k.stores)

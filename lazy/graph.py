@@ -137,8 +137,14 @@ class Op(enum.Enum):
     PAD = enum.auto()  # arg: ((before, after), ...) ; padded positions read as 0 / False
     SHRINK = enum.auto()  # arg: ((start, stop), ...)
     FLIP = enum.auto()  # arg: tuple of axes
+    # arg: (axis, k, s, d): the axis (size n) becomes two, (O, k), out[.., o, j, ..] = src[.., o*s + j*d, ..]
+    # with O = (n - d*(k-1) - 1) // s + 1: the windows of a convolution or a pooling, affine in (o, j)
+    WINDOW = enum.auto()
     # contraction: (a [..., M, K], b [..., K, N]) -> [..., M, N], batch dims equal; its own kernel
     MATMUL = enum.auto()
+    # a library call on realized inputs (gather, scatter_add, cumsum, sort's indices...: the table in
+    # codegen/extern.py); arg: (name, params); dtype and shape given by the caller; its own kernel
+    EXTERN = enum.auto()
 
 
 UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.SIN, Op.COS, Op.TANH, Op.ERF, Op.ABS, Op.RECIP,
@@ -148,7 +154,7 @@ BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.FLOORDIV, Op.MOD, Op.POW,
 COMPARE = frozenset({Op.LT, Op.LE, Op.EQ, Op.NE, Op.ISNAN, Op.ISINF})
 ELEMENTWISE = UNARY | BINARY | {Op.WHERE}
 REDUCE = frozenset({Op.SUM, Op.RMAX, Op.PROD})
-MOVEMENT = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.PAD, Op.SHRINK, Op.FLIP})
+MOVEMENT = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.PAD, Op.SHRINK, Op.FLIP, Op.WINDOW})
 REDUCE_IDENTITY = {Op.SUM: 0, Op.RMAX: float("-inf"), Op.PROD: 1}
 
 
@@ -308,6 +314,9 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
     if op is Op.IOTA:
         assert dtype is not None and shape is not None and len(shape) == 1
         return _make(op, (), None, dtype, _shape(shape))
+    if op is Op.EXTERN:  # the Tensor layer checked its operands against the op's rule
+        assert dtype is not None and shape is not None and isinstance(arg, tuple) and isinstance(arg[0], str)
+        return _make(op, srcs, arg, dtype, _shape(shape))
     if op is Op.STORED:
         (b,) = srcs
         if b.op is not Op.BUFFER or arg.shape != b.shape or arg.dtype != b.dtype:
@@ -381,6 +390,12 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
         if not axes:
             return s0
         return _make(op, srcs, axes, s0.dtype, s0.shape)
+    if op is Op.WINDOW:
+        axis, k, st, dil = (int(a) for a in arg)
+        if not 0 <= axis < len(s0.shape) or k < 1 or st < 1 or dil < 1 or s0.shape[axis] < dil * (k - 1) + 1:
+            raise GraphError(f"WINDOW: {arg} invalid for {s0.shape}")
+        o = (s0.shape[axis] - dil * (k - 1) - 1) // st + 1
+        return _make(op, srcs, (axis, k, st, dil), s0.dtype, s0.shape[:axis] + (o, k) + s0.shape[axis + 1:])
     raise GraphError(f"unknown op {op}")
 
 
@@ -391,20 +406,36 @@ def prod(xs) -> int:
     return n
 
 
+const_hook = None  # lazy.jit while it records: called (node, expression or None, found) per const() call
+
+
 def const(value: Any, dtype: DType, shape: tuple[int, ...] = ()) -> Node:
     """A constant of `dtype` broadcast to `shape` (stored as a 0-d CONST expanded, so it interns once).
     An int wraps into `dtype` (two's complement), as torch converts a Python int for an op on an
     integer tensor (`uint8 == 256` compares with 0)."""
+    expr = getattr(value, "_expr", None)  # a number lazy.jit traces (lazy/symnum.py)
+    if expr is not None and dtype.kind != "b" and (dtype.kind == "f" or isinstance(value._value, int)):
+        value = float(value._value) if dtype.kind == "f" else value._value  # (read without a guard)
+    elif expr is not None:
+        expr = None
     if dtype.kind == "b":
         value = bool(value)
     elif dtype.kind in "iu":
         bits = 8 * dtype.itemsize
-        value = int(value) % (1 << bits)
-        if dtype.kind == "i" and value >> (bits - 1):
-            value -= 1 << bits
+        wrapped = int(value) % (1 << bits)
+        if dtype.kind == "i" and wrapped >> (bits - 1):
+            wrapped -= 1 << bits
+        if wrapped != value:
+            expr = None  # a wrapped number: the kernel gets this one value
+        value = wrapped
     else:
         value = float(value)
-    return node(Op.CONST, (), value, dtype, tuple(shape))
+    shape = tuple(shape)
+    if const_hook is not None:
+        found = (Op.CONST, (), _arg_key(Op.CONST, value), dtype, _shape(shape)) in _interned
+        const_hook(n := node(Op.CONST, (), value, dtype, shape), expr, found)
+        return n
+    return node(Op.CONST, (), value, dtype, shape)
 
 
 def toposort(roots: list[Node], children=None) -> list[Node]:

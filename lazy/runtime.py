@@ -284,6 +284,8 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     if isinstance(k, ExternCall):
         if level >= 3:
             _log(f"--- {k.name}: extern {k.op} {[(v.shape, v.strides, v.offset) for v in k.views]} ---")
+        if k.op != "matmul":  # a library call (codegen/extern.py OPS): torch's kernel on either device
+            return [Launch(k, None, k.meta["slots"], "", "extern", sized=bool(k.sizes))]
         from codegen import gemm_c, gemm_triton
 
         # GEMMs over sizes that change run on BLAS (its calls take any size): the templates size
@@ -351,6 +353,8 @@ def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
         return [render_c.render_c(k, config=cfg)]
     from codegen import gemm_c
 
+    if k.op != "matmul":
+        return []
     if not k.sizes and gemm_c.choose_impl(k) == "c":
         return [gemm_c.render_gemm_c(k, cfg)]
     return [] if k.epilogue is None else _c_sources(epilogue_in_place(k), backend)
@@ -417,8 +421,8 @@ DYNAMIC = os.environ.get("LAZY_DYNAMIC", "1") != "0"
 
 def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer | None] | None = None
                 ) -> tuple[Program, list[Buffer], list, tuple, bool, str]:
-    """(the program of `nodes`' structure, its input buffers, its scalar arguments' values, the
-    values of its size symbols, whether it was built now, the device)."""
+    """(the program of `nodes`' structure, its input buffers, the CONST nodes of its scalar arguments,
+    the values of its size symbols, whether it was built now, the device)."""
     key, buffers, scalar_nodes = structure_key(nodes)
     dev = _device_of(buffers, device)
     backend = backend_for(dev)
@@ -427,7 +431,6 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
         where = {id(b): i for i, b in enumerate(buffers)}
         slots = tuple(None if b is None else where.get(id(b)) for b in into)
     full_key = (key, backend, dev, slots, os.environ.get("LAZY_GEMM", ""))  # LAZY_GEMM changes which GEMM runs
-    scalars = [c.arg for c in scalar_nodes]
     prog = _programs.get(full_key)
     if prog is not None:
         with contextlib.suppress(KeyError):  # (another thread may have evicted it meanwhile)
@@ -435,8 +438,8 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
         cache_stats["schedule_hits"] += 1
         bound = _bound.get(full_key)
         if bound is None:
-            return prog, buffers, scalars, (), False, dev
-        return prog, buffers, _arguments(scalars, bound[1]), bound[0], False, dev
+            return prog, buffers, scalar_nodes, (), False, dev
+        return prog, buffers, _arguments(scalar_nodes, bound[1]), bound[0], False, dev
     cache_stats["schedule_misses"] += 1
     fam_key, ints, leaf = dynamic.sizes_of(full_key)
     fam = _families.get(fam_key)
@@ -460,12 +463,12 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
     _programs[full_key] = prog
     if sizes:
         _bound[full_key] = (sizes, plan)
-        scalars = _arguments(scalars, plan)
+        scalar_nodes = _arguments(scalar_nodes, plan)
     while len(_programs) > MAX_PROGRAMS:
         old, _ = _programs.popitem(last=False)
         _bound.pop(old, None)
         cache_stats["schedule_evictions"] += 1
-    return prog, buffers, scalars, sizes, fresh, dev
+    return prog, buffers, scalar_nodes, sizes, fresh, dev
 
 
 def _kin(fam_key: tuple, fam: Family, program: bool):
@@ -496,7 +499,8 @@ def _program_of_kin(nodes, fam_key: tuple, fam: Family, ints: list[int]) -> tupl
 
 
 def _arguments(scalars: list, plan: list | None) -> list:
-    """The scalar arguments of a program that takes a graph's constants by `plan` (None: its own)."""
+    """The scalar arguments of a program that takes a graph's constants by `plan` (None: its own):
+    CONST nodes of the graph, or the values of its literals the program takes as arguments."""
     if plan is None:
         return scalars
     return [scalars[x] if kind == "slot" else x for kind, x in plan]
@@ -556,10 +560,11 @@ def realize_nodes(nodes: list[Node], device: str | None = None,
         for n in toposort(nodes):
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
-    prog, buffers, scalars, sizes, fresh, dev = program_for(nodes, device, into)
-    outs = run_program(prog, buffers, dev, fresh, t0, level, scalars, sizes)
+    prog, buffers, scalar_nodes, sizes, fresh, dev = program_for(nodes, device, into)
+    outs = run_program(prog, buffers, dev, fresh, t0, level,
+                       [c.arg if isinstance(c, Node) else c for c in scalar_nodes], sizes)
     for r in _recorders:
-        r.realized(prog, buffers, outs, dev, nodes, scalars, sizes)
+        r.realized(prog, buffers, outs, dev, nodes, scalar_nodes, sizes)
     return outs
 
 

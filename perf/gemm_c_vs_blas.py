@@ -214,7 +214,8 @@ GRID_B = [(32, 1024, 64, 1024), (32, 128, 64, 128), (256, 64, 64, 64), (8, 512, 
 
 def _program(y, mode: str):
     os.environ["LAZY_GEMM"] = mode
-    prog, bufs, scalars, sizes, _, dev = runtime.program_for([y._node])
+    prog, bufs, scalar_nodes, sizes, _, dev = runtime.program_for([y._node])
+    scalars = [c.arg for c in scalar_nodes]
     slots = [b.data for b in bufs] + [runtime._alloc(s, d, dev) for s, d in prog.allocs]
 
     def run():

@@ -49,6 +49,7 @@ class Lowerer:
         self.ranges: dict = {}
         self.reduces: list[Reduce] = []
         self.memo: dict = {}
+        self.reduced_at: dict[int, tuple] = {}  # id(reduction) -> the index it is computed at
         self.buf_args: dict[int, int] = {}  # schedule slot -> kernel buffer index
         self.buf_list: list[tuple[int, BufferArg]] = []
         self.loads: dict[int, int] = {}  # kernel buffer index -> bytes read (whole buffer once)
@@ -128,6 +129,10 @@ class Lowerer:
         raise NotImplementedError(f"cannot lower {n}")
 
     def _reduce(self, n: Node, idx: tuple, mask: tuple) -> Expr:
+        seen = self.reduced_at.setdefault(id(n), idx)
+        if seen != idx:  # read at another position too (a gradient spread back over windows)
+            raise NotFusable(n, f"{REDUCE_NAMES[n.op]}{list(n.srcs[0].shape)}->{list(n.shape)} is read at several "
+                                "positions: computed once, not once per position")
         src = n.srcs[0]
         rvars, rsizes, sidx = [], [], list(idx)
         for ax in n.arg:
@@ -190,6 +195,15 @@ class Lowerer:
     def lower(self, roots: list[Node], out_slots: list[int], merge: bool = True) -> Kernel:
         """One kernel storing every root (all of one shape) at the same loop index; `merge=False`
         keeps one loop per dim of size > 1 (a GEMM epilogue maps them onto its tile)."""
+        written = roots
+        if merge and len(roots) == 1:
+            # a reshape keeps the row-major order of its source: storing the source, iterated over its
+            # own shape, writes the same memory, and reads it without the // and % a reshaped index
+            # needs (an im2col matrix from a convolution's windows)
+            r = roots[0]
+            while r.op is Op.RESHAPE and r.srcs[0].op is not Op.BUFFER and id(r.srcs[0]) not in self.realized:
+                r = r.srcs[0]
+            roots = [r]
         self.roots = {id(r) for r in roots}
         self.dep_memo: dict = {}
         self.acc_deps: dict = {}
@@ -218,7 +232,7 @@ class Lowerer:
             k = merge_loops(k, self.ranges)
         k = legalize(k)
         k.meta["bytes_read"] = sum(self.loads.values())
-        k.meta["bytes_written"] = sum(r.numel * r.dtype.itemsize for r in roots)
+        k.meta["bytes_written"] = sum(r.numel * r.dtype.itemsize for r in written)
         k.meta["slots"] = tuple(slot for slot, _ in self.buf_list)
         k.meta["scalar_slots"] = tuple(self.scalar_args)
         k.meta["scalar_values"] = tuple(self.scalar_values)  # for reading the source (debug output, tests)

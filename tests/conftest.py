@@ -1,7 +1,25 @@
 """Shared test helpers (pytest puts this folder on sys.path: test modules import from here)."""
 
 import contextlib
+import functools
 import io
+import platform
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_tuning_database(tmp_path_factory):
+    """Configs tuned on this machine (`lazy tune`, LAZY_TUNE=1: $LAZY_CACHE_DIR/tuning.sqlite)
+    would change the kernels the tests render, count and compare: the suite reads a database of its
+    own, empty at the start, and tunes nothing unless a test asks."""
+    from lazy import runtime
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAZY_TUNE_DB", str(tmp_path_factory.mktemp("tuning") / "tuning.sqlite"))
+        mp.delenv("LAZY_TUNE", raising=False)
+        mp.setattr(runtime, "tuner", None)  # (LAZY_TUNE=1 started one when lazy was imported)
+        yield
 import os
 
 import pytest
@@ -96,16 +114,51 @@ def kernel_body(source: str) -> str:
     return source.replace(PRELUDE, "")
 
 
-def native_macro(name: str) -> bool:
-    """Whether the C compiler predefines `name` for this machine (-march=native): `__AVX512F__`,
-    `__F16C__`..."""
+def native_macro(name: str, flags: tuple[str, ...] | None = None) -> bool:
+    """Whether the C compiler predefines `name` (`__AVX512F__`, `__F16C__`...) with `flags`; None:
+    the flags kernels compile with now (-march=native, then LAZY_CFLAGS_EXTRA: the `isa` path)."""
+    from codegen import compile_c
+
+    return f"#define {name} " in _predefined(compile_c.cflags() if flags is None else flags)
+
+
+@functools.cache
+def _predefined(flags: tuple[str, ...]) -> str:
     import subprocess
 
     from codegen import compile_c
 
-    out = subprocess.run([*compile_c.compiler(), "-march=native", "-dM", "-E", "-x", "c", "/dev/null"],
-                         capture_output=True, text=True, check=True).stdout
-    return f"#define {name} " in out
+    return subprocess.run([*compile_c.compiler(), *flags, "-dM", "-E", "-x", "c", "/dev/null"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+# -- the vector widths of the C kernels --------------------------------------------------------
+# Each path: the LAZY_CFLAGS_EXTRA that compiles the kernels as a CPU without the wider instruction
+# sets would, and what -march=native must define for this CPU to run them. A CPU without AVX-512
+# runs the AVX2 and SSE paths, and so on: CI then tests every path its machine can, whichever it gets.
+ISA_PATHS = {"avx512": ("", "__AVX512F__"), "avx2": ("-mno-avx512f", "__AVX2__"), "sse": ("-mno-avx", "__SSE2__")}
+if platform.machine().lower() not in ("x86_64", "amd64"):
+    ISA_PATHS = {"native": ("", None)}
+
+
+@pytest.fixture(scope="module", params=list(ISA_PATHS))
+def isa(request):
+    """A test module with `pytestmark = pytest.mark.usefixtures("isa")` runs once per path of
+    ISA_PATHS (its tests grouped by path), each with its own compiled programs; a path this CPU
+    cannot execute is skipped, saying why."""
+    from codegen import compile_c
+    from lazy import runtime
+
+    extra, needs = ISA_PATHS[request.param]
+    if needs and not native_macro(needs, compile_c.BASE_FLAGS):
+        pytest.skip(f"{request.param} kernels: this CPU lacks {needs.strip('_')} (-march=native does not define {needs})")
+    saved = dict(runtime._programs)
+    runtime._programs.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAZY_CFLAGS_EXTRA", extra)
+        yield request.param
+    runtime._programs.clear()
+    runtime._programs.update(saved)
 
 
 def call_c(fn, k, tensors) -> None:

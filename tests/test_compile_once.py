@@ -141,3 +141,47 @@ def test_debug_level_1_says_why_each_program_is_built(capsys):
     assert "a size changed" in size and "(23, 4) -> (24, 4)" in size
     assert "a dtype changed" in dtype and "float32 -> float64" in dtype
     assert "a literal constant changed" in lit and "a kernel argument -> 2.0" in lit
+
+
+def _sgd_with_warmup(lib, w, v, x, it, base_lr):
+    lr = base_lr * min(1.0, (it + 1) / 5)
+    loss = (x @ w.T).square().mean()
+    loss.backward()
+    with lib.no_grad():
+        v.mul_(0.9).add_(w.grad)
+        w.sub_(lr * v)
+    w.grad = None
+    return loss
+
+
+def test_jit_replays_a_step_that_takes_its_iteration_number_and_learning_rate():
+    import warnings
+
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((16, 8), dtype=np.float32)
+    lw, lv = lazy.tensor(w0.copy(), requires_grad=True), lazy.zeros(16, 8)
+    tw, tv = torch.tensor(w0, requires_grad=True), torch.zeros(16, 8)
+    step = lazy.jit(lambda x, it, lr: _sgd_with_warmup(lazy, lw, lv, x, it, lr))
+    before = compile_c.stats.misses
+    states = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no JitWarning
+        for it in range(12):
+            xb = rng.standard_normal((4, 8), dtype=np.float32)
+            lr = 0.01 * (1 + it % 3)
+            got = step(lazy.tensor(xb), it, lr).item()
+            want = _sgd_with_warmup(torch, tw, tv, torch.tensor(xb), it, lr).item()
+            assert got == pytest.approx(want, rel=1e-5)
+            states.append(next(iter(step.stats.values())))
+    torch.testing.assert_close(lw.torch(), tw.detach(), rtol=1e-5, atol=1e-6)
+    # records on calls 2-3, replays, records again once `it` passes the warm-up (the min() flips)
+    assert states[2:4] == ["replaying", "replaying"] and states[-3:] == ["replaying"] * 3
+    assert states.count("capturing") <= 4
+    assert compile_c.stats.misses - before <= 3  # kernels of the first call; numbers are arguments
+
+
+def test_jit_numbers_used_as_themselves_specialize():
+    x = lazy.arange(12.0)
+    f = lazy.jit(lambda t, n: t[:n].sum())  # a slice bound: the replay needs this very n
+    outs = [f(x, n).item() for n in (3, 3, 3, 3, 5, 5, 5, 4)]
+    assert outs == [sum(range(n)) for n in (3, 3, 3, 3, 5, 5, 5, 4)]

@@ -779,7 +779,7 @@ def test_error_messages():
         (IndexError, r"index 5 is out of bounds for dimension 0 with size 3", lambda: x[5]),
         (IndexError, r"index -6 is out of bounds for dimension 1 with size 4", lambda: x[0, -6]),
         (IndexError, r"too many indices for tensor of dimension 2", lambda: x[0, 0, 0]),
-        (IndexError, r"tensor/list/bool indexing is not supported", lambda: x[[0, 1]]),
+        (IndexError, r"tensors used as indices must be long, int, byte or bool tensors", lambda: x[[0.5, 1.0]]),
         (ValueError, r"step must be greater than zero", lambda: x[::-1]),
         (DTypeError_, r"where: expected a bool condition tensor, got lazy.float32", lambda: lazy.where(x, x, x)),
         (RuntimeError, r"clamp: at least one of 'min' or 'max'", lambda: x.clamp()),
