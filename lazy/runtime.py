@@ -37,7 +37,6 @@ from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place, size_fn
 from codegen.legalize import verify
 from lazy import dynamic, reasons
 from lazy.graph import Buffer, Node, structure_key, toposort
-from scheduler import schedule
 
 TORCH_DTYPES = {
     "float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -360,19 +359,28 @@ def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
     return [] if k.epilogue is None else _c_sources(epilogue_in_place(k), backend)
 
 
+def _schedule():
+    """scheduler.schedule.schedule, looked up when a program is built: `import scheduler` imports lazy
+    (the graph IR lives in it) and so this module before the scheduler's own modules exist, and once
+    they do, scheduler/__init__ binds the name `schedule` to the function over its submodule."""
+    from scheduler.schedule import schedule
+
+    return schedule
+
+
 def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None, scalars=(),
            template: dynamic.Template | None = None, ints: list[int] | None = None) -> Program:
     """The program of a graph; with `template`, for every size it gives (lazy/dynamic.py)."""
     sized: tuple[str, ...] = ()
     if template is not None:
         ph_nodes, ph_buffers, ph_scalars = dynamic.placeholder_graph(nodes, buffers, template, ints)
-        sched = schedule(ph_nodes, ph_buffers, into, scalars=ph_scalars)
+        sched = _schedule()(ph_nodes, ph_buffers, into, scalars=ph_scalars)
         n, hints = len(template.symbols), template.bind(ints)
         sched.kernels = [dynamic.symbolic_kernel(k, n, hints) for k in sched.kernels]  # NotSymbolic: caller
         sched.allocs = [(dynamic.decode_shape(shape, n), dt) for shape, dt in sched.allocs]
         sized = tuple(f"d{i}" for i in range(n))
     else:
-        sched = schedule(nodes, buffers, into, scalars=scalars)
+        sched = _schedule()(nodes, buffers, into, scalars=scalars)
     misses = compile_c.stats.misses
     # a new schedule's kernels compile concurrently (one compiler process per core), then load
     # one by one from the disk cache: a cold training step waits for its slowest kernel, not the sum
