@@ -2,7 +2,10 @@
 
 The public surface is torch-shaped: `lazy.tensor`, `lazy.zeros`, `lazy.float32`, ... and
 torch-style functions mirroring Tensor methods (`lazy.exp(x)`, `lazy.sum(x, 1)`).
+The imports below run in the order written (later ones patch Tensor and read what earlier ones
+defined; the aliases go last), so they are not sorted.
 """
+# ruff: noqa: I001
 
 import os as _os
 
@@ -35,20 +38,20 @@ globals().update(_FUNCTIONS)  # lazy.max, lazy.sum, ...: they shadow builtins on
 
 # ---- exports added by other modules (profile, no_grad, nn, optim, ...) go below this line
 from lazy.runtime import debug, profile  # noqa: F401
-from lazy import autograd  # noqa: E402,F401
-from lazy.autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,  # noqa: E402,F401
+from lazy import autograd  # noqa: F401
+from lazy.autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,  # noqa: F401
                            no_grad, set_grad_enabled)
-from lazy.transforms import grad, jvp, value_and_grad  # noqa: E402,F401
+from lazy.transforms import grad, jvp, value_and_grad  # noqa: F401
 from lazy import nn  # noqa: F401
 from lazy import optim  # noqa: F401
-from lazy.jit import jit  # noqa: E402,F401
-from lazy import indexed as _indexed  # noqa: E402 (gather, scatter, sort, cumsum... and advanced indexing)
+from lazy.jit import jit  # noqa: F401
+from lazy import indexed as _indexed  # gather, scatter, sort, cumsum... and advanced indexing
 
 globals().update(_indexed.FUNCTIONS)
 from lazy.tuning import tune  # noqa: F401
-from lazy import accelerator, amp, cuda  # noqa: E402,F401
-from lazy.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402,F401
-from lazy.dtypes import set_default_dtype  # noqa: E402,F401
+from lazy import accelerator, amp, cuda  # noqa: F401
+from lazy.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: F401
+from lazy.dtypes import set_default_dtype  # noqa: F401
 
 device = _torch.device  # lazy.device("cuda" if lazy.cuda.is_available() else "cpu"): torch's own class
 Size = _torch.Size

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from codegen import extern
-
 from lazy.dtypes import to_torch
 from lazy.graph import REDUCE_IDENTITY, Node, Op, toposort
 
