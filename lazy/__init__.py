@@ -32,8 +32,10 @@ from lazy.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enable
 from lazy.transforms import grad, jvp, value_and_grad  # noqa: E402,F401
 from lazy import nn  # noqa: F401
 from lazy import optim  # noqa: F401
+from lazy import distributed  # noqa: F401 (collectives over torch.distributed; nn.parallel uses it)
 from lazy.jit import jit  # noqa: E402,F401
 from lazy import indexed as _indexed  # noqa: E402 (gather, scatter, sort, cumsum... and advanced indexing)
 
 globals().update(_indexed.FUNCTIONS)
 from lazy.tuning import tune  # noqa: F401
+
