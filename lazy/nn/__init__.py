@@ -4,7 +4,7 @@
 training step (forward, backward, optimizer update) is realized as one schedule.
 """
 
-from lazy.nn import functional, init, modules
+from lazy.nn import functional, init, modules, parallel  # (parallel, DistributedDataParallel, uses modules)
 from lazy.nn.modules import *  # the layers; their list is modules.__all__
 
-__all__ = list(modules.__all__) + ["functional", "init"]
+__all__ = list(modules.__all__) + ["functional", "init", "parallel"]
