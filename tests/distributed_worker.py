@@ -105,7 +105,8 @@ def train(model, opt, lib, data, rank: int, micro: int = 1, jit: bool = False):
     """Steps of AdamW on this rank's shard; `micro` > 1: that many micro-batches per step, all but the
     last under no_sync()."""
     def step(x, y):
-        loss = lib.nn.functional.cross_entropy(model(x), y)
+        out = model(x)  # held across opt.step(), as training loops do
+        loss = lib.nn.functional.cross_entropy(out, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -272,6 +273,20 @@ def ddp(rank: int, ws: int) -> dict:
     train(tz, torch.optim.AdamW(tz.parameters(), lr=1e-2), torch, more, rank)
     res["jit"] = (params(lz), params(tz))
     res["jit stats"] = list(step.stats.values())
+
+    # the model's output held across the step is computed in the backward's schedule, not again by
+    # the optimizer's program before it overwrites the parameters
+    lz = DDP(lazy_model(6))
+    opt = lazy.optim.AdamW(lz.parameters(), lr=1e-2)
+    for _ in range(2):
+        out = lz(lazy.tensor(even[0][rank][0]))
+        loss = nn.functional.cross_entropy(out, lazy.tensor(even[0][rank][1]))
+        opt.zero_grad()
+        loss.backward()
+        with lazy.profile() as prof:
+            opt.step()
+    res["optimizer kernels"] = [k.name for k in prof.kernels]
+    res["held output"] = (out.torch().clone(), params(lz))
 
     # parameters without gradients: an error, unless find_unused_parameters (then `extra`, used on
     # rank 0 only, gets the average over ranks, and `never` keeps no gradient), as in torch

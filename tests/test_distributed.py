@@ -185,6 +185,13 @@ def test_a_jitted_ddp_step_replays_with_its_all_reduces(suite):
         assert res["ddp"]["jit stats"] == ["replaying"]
 
 
+def test_the_optimizer_step_does_not_run_the_forward_again(suite):
+    _, ranks = suite
+    for res in ranks:
+        names = res["ddp"]["optimizer kernels"]
+        assert names and not any("matmul" in n for n in names), names  # the update alone
+
+
 def test_unused_parameters_raise_unless_found_as_torch_does(suite):
     ws, ranks = suite
     for r, res in enumerate(ranks):

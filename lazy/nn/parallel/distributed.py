@@ -233,7 +233,10 @@ class _Reducer:
                 if g._base is None:  # a pending accumulation (no zero_grad) goes into the bucket, not
                     _forget_write(g)  # into the old .grad's memory: the tensor takes its view below
             packs.append(nodes)
-        pending = list(transforms.pending_roots)  # the loss: computed in the same schedule
+        # the loss, and pending values that read the parameters (the model's output, held across the
+        # step): computed in this schedule, where the forward runs anyway; else the optimizer's
+        # program would run the forward again before it overwrites the parameters (lazy/inplace.py)
+        pending = list(transforms.pending_roots) + self._readers(grads)
         step = self._step = {"start": time.perf_counter(), "launch": {}, "done": {}, "works": []} \
             if self.timed else None
         try:
@@ -260,6 +263,13 @@ class _Reducer:
                     g._set_realized(n, assigned=True)
                 for r in runtime._recorders:  # lazy.jit: a replay gives .grad the replay's view
                     r.bound(g, v)
+
+    def _readers(self, grads: list) -> list[Tensor]:
+        """Live tensors whose pending values read the parameters' memory (the gradients aside: they
+        go to the buckets)."""
+        targets = {i: (b, p) for i, p in enumerate(self.params) if (b := inplace.held(p._node)) is not None}
+        skip = {id(g) for g in grads if g is not None}
+        return [t for t in inplace.readers(targets, {})[0] if id(t) not in skip]
 
     def _used(self, grads: list) -> list[bool] | None:
         """Which parameters some rank gave a gradient (None: all of them must have one)."""
