@@ -531,7 +531,8 @@ def realize_nodes(nodes: list[Node], device: str | None = None,
     value; the scheduler decides): then buffer `into[i]` itself is returned for node i.
     `packs`: tuples of node indices (one dtype each) stored back to back in one flat buffer per
     pack; the result then continues with the flats, then every packed node's view of its flat in
-    pack order. `on_ready(i, flat)` is called once flat i is complete (lazy/packing.py).
+    pack order. `on_ready(i, flat)` is called once flat i is complete (lazy/packing.py), then
+    `on_ready(-1, None)` after the last launch.
     """
     level = debug_level()
     if level >= 4:
@@ -573,6 +574,8 @@ def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = Fa
                 ln(slots, scalars, sizes)
                 if events[i + 1]:
                     packing.at(prog, events[i + 1], slots, on_ready)
+            if on_ready is not None:
+                on_ready(-1, None)
         else:
             for ln in prog.launches:
                 ln(slots, scalars, sizes)
@@ -595,6 +598,8 @@ def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = Fa
             moved = size_fn(moved, prog.sizes)(*sizes)
         recs.append(KernelRecord(ln.kernel.name, ln.backend, dev, dt, *moved,
                                  fresh and prog.compiled))
+    if events and on_ready is not None:
+        on_ready(-1, None)
     for p in _profiles:
         p.kernels.extend(recs)
         p.realizes += 1

@@ -409,6 +409,8 @@ def _interp_packs(nodes, outs: list[Buffer], packs, on_ready) -> list[Buffer]:
         flats.append(Buffer(flat, owned=True))
         if on_ready is not None:
             on_ready(f, flat)
+    if on_ready is not None:
+        on_ready(-1, None)
     return flats + views
 
 

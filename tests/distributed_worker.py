@@ -241,7 +241,9 @@ def ddp(rank: int, ws: int) -> dict:
     lz = DDP(lazy_model(100 + rank))
     start.load_state_dict({k.removeprefix("module."): v for k, v in lz.state_dict().items()})
     res["start"] = params(start)
+    lz.record_timings(True)
     res["even"] = pair(lz, TDDP(start), even, rank)
+    res["even comm"] = lz.comm_stats()
 
     # no_sync: two micro-batches per step, the first one's gradients accumulated locally
     lz, tz = DDP(lazy_model(3)), TDDP(torch_model(3))
@@ -272,6 +274,10 @@ def ddp(rank: int, ws: int) -> dict:
     step = train(lz, opt, lazy, more, rank, jit=True)
     train(tz, torch.optim.AdamW(tz.parameters(), lr=1e-2), torch, more, rank)
     res["jit"] = (params(lz), params(tz))
+    lz.record_timings(True)  # two more replays, timed: their all-reduces run from the replayed program
+    for x, y in (b[rank] for b in more[:2]):
+        step(lazy.tensor(x), lazy.tensor(y))
+    res["jit comm"] = lz.comm_stats()
     res["jit stats"] = list(step.stats.values())
 
     # the model's output held across the step is computed in the backward's schedule, not again by

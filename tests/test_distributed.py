@@ -185,6 +185,20 @@ def test_a_jitted_ddp_step_replays_with_its_all_reduces(suite):
         assert res["ddp"]["jit stats"] == ["replaying"]
 
 
+def test_communication_is_timed_in_eager_steps_and_in_jit_replays(suite):
+    import distributed_worker as w
+
+    _, ranks = suite
+    nbytes = 4 * sum(p.numel() for p in w.torch_model().parameters())
+    for res in ranks:
+        eager, replays = res["ddp"]["even comm"], res["ddp"]["jit comm"]
+        assert eager["steps"] == w.STEPS and eager["buckets"] == 1 and eager["bytes"] == nbytes
+        assert eager["compute"] > 0
+        assert replays["steps"] == 2 and "compute" not in replays  # (a replay has no reduce() call to time)
+        for s in (eager, replays):
+            assert 0 <= s["overlap"] <= s["comm"] and 0 <= s["hidden"] <= 1 and s["exposed"] >= 0
+
+
 def test_the_optimizer_step_does_not_run_the_forward_again(suite):
     _, ranks = suite
     for res in ranks:
@@ -257,10 +271,11 @@ def test_a_bucket_is_handed_over_as_soon_as_its_kernels_are_done():
     for _ in range(2):  # (compiled on the first pass)
         loss, packs = _mlp_gradients()
         ready.clear()
-        flats, _ = realize_packed([loss], packs, on_ready=lambda i, flat: ready.append((i, flat.clone())))
+        flats, _ = realize_packed([loss], packs, on_ready=lambda i, flat: ready.append(
+            (i, None if flat is None else flat.clone())))
     prog = next(reversed(runtime._programs.values()))
     at = {f: p for p, ev in enumerate(prog.events) if ev for f in ev[1]}
-    assert [i for i, _ in ready] == [0, 1]
+    assert [i for i, _ in ready] == [0, 1, -1]  # then -1: the last launch is done
     assert at[0] < at[1] <= len(prog.launches)
     assert at[0] < len(prog.launches) - 2  # later backward kernels still run while bucket 0 is reduced
     for (i, early), flat in zip(ready, flats):  # complete when handed over
@@ -282,7 +297,7 @@ def test_packs_on_the_reference_backend(monkeypatch):
     loss, packs = _mlp_gradients()
     ready = []
     flats, views = realize_packed([loss], packs, on_ready=lambda i, flat: ready.append(i))
-    assert ready == [0, 1] and [f.data.numel() for f in flats] == [51, 144]
+    assert ready == [0, 1, -1] and [f.data.numel() for f in flats] == [51, 144]
     assert views[0].data.untyped_storage().data_ptr() == flats[0].data.untyped_storage().data_ptr()
 
 

@@ -37,7 +37,7 @@ ignored); buckets are fixed from the start instead of rebuilt after the first it
 from __future__ import annotations
 
 import contextlib
-import math
+import statistics
 import time
 import weakref
 
@@ -199,7 +199,8 @@ class _Reducer:
         self.armed = False
         self.timed = False
         self.steps: list[dict] = []  # per reduction with `timed`: launch / done times, compute end, works
-        self._step: dict | None = None  # the reduction running now (None in a lazy.jit replay: not timed)
+        self._step: dict | None = None  # the timed reduction whose program runs now
+        self._start: float | None = None  # when reduce() started (None: a lazy.jit replay runs the program)
 
     def after_backward(self, touched: list[Tensor]) -> None:
         if not self.armed:
@@ -237,18 +238,13 @@ class _Reducer:
         # step): computed in this schedule, where the forward runs anyway; else the optimizer's
         # program would run the forward again before it overwrites the parameters (lazy/inplace.py)
         pending = list(transforms.pending_roots) + self._readers(grads)
-        step = self._step = {"start": time.perf_counter(), "launch": {}, "done": {}, "works": []} \
-            if self.timed else None
+        self._start = time.perf_counter()
         try:
-            flats, views = realize_packed(pending, packs, self._ready)
+            _, views = realize_packed(pending, packs, self._ready)
         finally:
-            self._step = None
+            self._start = None
         for t in pending:
             transforms.pending_roots.discard(t)
-        if step is not None:
-            step["compute_end"] = time.perf_counter()
-            step["bytes"] = sum(f.data.numel() * f.data.element_size() for f in flats)
-            self.steps.append(step)
         k = 0
         for b in self.buckets:
             for i in b.indices:
@@ -289,38 +285,50 @@ class _Reducer:
         _dist.all_reduce(flags, group=self.group)
         return [bool(f) for f in flags.tolist()]
 
-    def _ready(self, i: int, flat: torch.Tensor) -> None:
+    def _ready(self, i: int, flat: torch.Tensor | None) -> None:
         """Bucket i's flat is complete (called between two kernels, also by lazy.jit's replays): start
-        its all-reduce; the optimizer's program waits for it (runtime._in_flight)."""
+        its all-reduce; the optimizer's program waits for it (runtime._in_flight). i = -1: the
+        program's last launch is done."""
+        step = self._step
+        if i < 0:
+            if step is not None:
+                step["compute_end"] = time.perf_counter()
+                self.steps.append(step)
+                self._step = None
+            return
         w = ldist._launch(f"all_reduce of gradient bucket {i}",
                           lambda: _dist.all_reduce(flat, group=self.group, async_op=True), [flat], True, self.group)
-        step = self._step
-        if step is not None:
+        if self.timed:
+            if step is None:
+                step = self._step = {"start": self._start, "launch": {}, "done": {}, "works": []}
             step["launch"][i] = time.perf_counter()
             step["works"].append(w)
             w.get_future().then(lambda _, i=i: step["done"].__setitem__(i, time.perf_counter()))
 
     def stats(self) -> dict:
-        """Per reduction, averaged over those recorded (all in seconds): `compute` from the start of the
-        schedule (forward and backward) to its end; `comm` from the first all-reduce's launch to the
-        last one's completion; `overlap` the part of `comm` before the schedule ended (torch's
-        `avg_backward_compute_comm_overlap_time`); `hidden` = overlap / comm; `exposed` the time the
-        process blocked waiting for them."""
+        """Medians over the reductions recorded, in seconds: `comm` from the first all-reduce's launch
+        to the last one's completion; `overlap` the part of `comm` before the program's last kernel
+        ended (torch's reducer reports `backward_comm_time` and `backward_compute_comm_overlap_time`
+        the same way); `hidden` = overlap / comm; `exposed` the time the process blocked waiting
+        for them. `compute` (from reduce() to the program's end) is measured outside lazy.jit only."""
         rows = []
         for s in self.steps:
             if not s["launch"] or len(s["done"]) < len(s["launch"]) or not all(w.done for w in s["works"]):
                 continue
             first, last = min(s["launch"].values()), max(s["done"].values())
             comm = max(last - first, 1e-12)
-            overlap = min(max(s["compute_end"] - first, 0.0), comm)
-            rows.append({"compute": s["compute_end"] - s["start"], "comm": comm, "overlap": overlap,
-                         "exposed": sum(w.waited_s for w in s["works"]), "bytes": s["bytes"]})
+            row = {"comm": comm, "overlap": min(max(s["compute_end"] - first, 0.0), comm),
+                   "exposed": sum(w.waited_s for w in s["works"])}
+            if s["start"] is not None:
+                row["compute"] = s["compute_end"] - s["start"]
+            rows.append(row)
         if not rows:
             return {"steps": 0}
-        out = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-        out["hidden"] = out["overlap"] / out["comm"] if out["comm"] > 0 else math.nan
-        out["steps"] = len(rows)
-        out["buckets"] = len(self.buckets)
+        keys = dict.fromkeys(k for r in rows for k in r)  # (`compute`: only rows outside lazy.jit have it)
+        out = {k: statistics.median(r[k] for r in rows if k in r) for k in keys}
+        out["hidden"] = out["overlap"] / out["comm"]
+        out["steps"], out["buckets"] = len(rows), len(self.buckets)
+        out["bytes"] = sum(b.numel for b in self.buckets) * self.params[0].element_size()
         return out
 
 
