@@ -14,7 +14,8 @@ shared): the median step time (ms) over the ranks' slower one; and for the DDP v
            waits for them; its host work before that hides some communication too)
 Reference rows: the same step without DDP in both processes at once (compute alone, same CPU
 contention), and the step's all-reduces alone (same bucket sizes, no compute; GB/s of algorithm
-bandwidth: bytes / time).
+bandwidth: bytes / time); and after how many launches of lazy's backward schedule each bucket's
+all-reduce starts.
 """
 
 from __future__ import annotations
@@ -63,14 +64,14 @@ class Variant:
             self.model = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap) \
                 if kind == "torch DDP" else model
             if kind == "torch DDP":
-                self.model._set_ddp_runtime_logging_sample_rate(1)
+                self.model._set_ddp_runtime_logging_sample_rate(1)  # (its reducer's timings, every step)
             wrap = torch.tensor
         else:
             model = gpt(lazy, cfg)
             model.load_state_dict(reference.state_dict())
             self.model = lazy.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap) \
                 if "DDP" in kind else model
-            if kind == "lazy DDP":
+            if "DDP" in kind:
                 self.model.record_timings(True)
             wrap = lazy.tensor
         opt = lib.optim.AdamW(self.model.parameters(), lr=3e-3, weight_decay=0.1)
@@ -83,7 +84,7 @@ class Variant:
             opt.step()
             return loss
 
-        run = lazy.jit(step) if kind == "lazy DDP + lazy.jit" else step
+        run = lazy.jit(step) if "lazy.jit" in kind else step
         self.run = lambda x, y: run(wrap(x), wrap(y))
 
     def timed(self, x, y, keep: bool) -> None:
@@ -124,13 +125,15 @@ def bench(model_name: str, steps: int, rounds: int, cap, batch: int) -> None:
     cfg = MODELS[model_name]
     torch.manual_seed(0)
     reference = gpt(torch, cfg)
-    kinds = ["torch DDP", "lazy DDP", "lazy DDP + lazy.jit", "torch alone", "lazy alone"]
+    kinds = ["torch DDP", "lazy DDP", "lazy DDP + lazy.jit", "torch alone", "lazy alone", "lazy alone + lazy.jit"]
     variants = [Variant(k, k, cfg, reference, cap) for k in kinds]
     data = make_batches(3 + rounds * steps, batch, cfg, seed=1)
     shard = [(x[rank::ws], y[rank::ws]) for x, y in data]
     for v in variants:  # warm-up: compiles, torch's bucket rebuild, lazy.jit's recordings
         for x, y in shard[:3]:
             v.timed(x, y, keep=False)
+        if v.kind.startswith("lazy DDP"):
+            v.model.record_timings(True)  # (forgets the warm-up's)
         dist.barrier()
     for r in range(rounds):
         for v in variants:
@@ -138,16 +141,21 @@ def bench(model_name: str, steps: int, rounds: int, cap, batch: int) -> None:
             for x, y in shard[3 + r * steps: 3 + (r + 1) * steps]:
                 v.timed(x, y, keep=True)
     lazy_ddp = next(v for v in variants if v.kind == "lazy DDP")
-    stats = lazy_ddp.model.comm_stats()
     sizes = [b.numel for b in lazy_ddp.model.reducer.buckets]
     alone, nbytes = allreduce_alone(sizes, 20)
     meds = {v.name: slowest(statistics.median(v.times)) for v in variants}
     torch_comm = next(v for v in variants if v.kind == "torch DDP").comm
     tc = statistics.median(c["comm"] for c in torch_comm)
     to = statistics.median(c["overlap"] for c in torch_comm)
-    comm_rows = {"torch DDP": (slowest(tc), slowest(to), None),
-                 "lazy DDP": (slowest(stats["comm"]), slowest(stats["overlap"]), slowest(stats["exposed"]))}
+    comm_rows = {"torch DDP": (slowest(tc), slowest(to), None)}
+    for v in variants:
+        if v.kind.startswith("lazy DDP"):
+            s = v.model.comm_stats()
+            comm_rows[v.name] = (slowest(s["comm"]), slowest(s["overlap"]), slowest(s["exposed"]))
     alone = slowest(alone)
+    # where the schedule hands each bucket over: after how many of its launches
+    prog = next(p for p in reversed(lazy.runtime._programs.values()) if len(p.flats) == len(sizes))
+    handed = sorted((f, pos) for pos, ev in enumerate(prog.events) if ev for f in ev[1])
     if rank != 0:
         return
     n_params = sum(p.numel() for p in reference.parameters())
@@ -163,6 +171,8 @@ def bench(model_name: str, steps: int, rounds: int, cap, batch: int) -> None:
         print(row)
     print(f"{'all-reduces alone':<22}{alone * 1e3:9.2f}   ({nbytes / 2**20:.2f} MiB per step, "
           f"{nbytes / alone / 1e9:.2f} GB/s algorithm bandwidth)")
+    print("lazy's backward schedule hands bucket " + ", ".join(f"{f} over after launch {p}" for f, p in handed)
+          + f" of {len(prog.launches)}")
 
 
 def main(argv=None) -> None:
