@@ -21,6 +21,7 @@ import traceback
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 import lazy
 import lazy.distributed as ldist
@@ -233,6 +234,15 @@ def ddp(rank: int, ws: int) -> dict:
     plain = lazy_model(7)
     d.module.load_state_dict(plain.state_dict())
     res["loaded"] = [torch.equal(a, b) for a, b in zip(params(d), params(plain))]
+    # torch's way out of the prefix for a plain model, and a DDP checkpoint back into a DDP model
+    saved = d.state_dict()
+    consume_prefix_in_state_dict_if_present(saved, "module.")
+    bare = lazy_model(11)
+    bare.load_state_dict(saved)
+    other = DDP(lazy_model(12))
+    other.load_state_dict(d.state_dict())
+    res["unprefixed"] = [torch.equal(a, b) for a, b in zip(params(bare), params(plain))]
+    res["reloaded"] = [torch.equal(a, b) for a, b in zip(params(other), params(plain))]
 
     # N ranks on N shards vs one process on the whole batch (the test trains that one), and vs
     # torch's DDP in these processes: the same starting weights (rank 0's after broadcast)

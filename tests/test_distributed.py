@@ -129,6 +129,7 @@ def test_state_dict_keys_have_the_module_prefix_and_a_plain_models_state_loads(s
     assert d["state_dict keys"] == ["module.0.weight", "module.0.bias", "module.2.weight", "module.2.bias",
                                     "module.3.weight", "module.3.bias"]
     assert all(d["loaded"])
+    assert all(d["unprefixed"]) and all(d["reloaded"])  # consume_prefix_in_state_dict_if_present, as in torch
 
 
 def test_n_ranks_on_n_shards_match_one_process_on_the_whole_batch(suite):
@@ -227,11 +228,14 @@ def test_gradients_are_views_of_flat_buckets_in_reverse_order(suite):
             torch.testing.assert_close(g, want, atol=1e-7, rtol=1e-6)
 
 
-def test_a_rank_that_raises_makes_the_others_fail_with_a_clear_error(tmp_path):
-    codes, errs, seconds = _spawn("fail", 2, tmp_path, timeout=300)
+@pytest.mark.parametrize("ws", [2, 3], ids=lambda ws: f"{ws}ranks")
+def test_a_rank_that_raises_makes_the_others_fail_with_a_clear_error(tmp_path, ws):
+    codes, errs, seconds = _spawn("fail", ws, tmp_path, timeout=300)
     assert codes[1] != 0 and "rank 1 fails on purpose" in errs[1]
-    assert codes[0] != 0, "rank 0 went on without rank 1"
-    assert "lazy.distributed: all_reduce of gradient bucket 0 failed (rank 0 of 2, backend gloo)" in errs[0], errs[0]
+    for r in (0, *range(2, ws)):
+        assert codes[r] != 0, f"rank {r} went on without rank 1"
+        assert f"lazy.distributed: all_reduce of gradient bucket 0 failed (rank {r} of {ws}, backend gloo)" in errs[r], \
+            errs[r]
     assert seconds < 300
 
 
