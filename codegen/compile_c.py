@@ -63,8 +63,19 @@ from pathlib import Path
 # the 256-bit ones' time: softmax 0.83-0.96, bfloat16 softmax 0.72-0.77, layer norm 0.86-0.92,
 # exp 0.77-0.94, relu-sigmoid-tanh 0.21-0.33, logsumexp 0.70-0.81; the C GEMM was within the
 # noise. Below AVX-512 the flag changes nothing.
-BASE_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fPIC", "-shared", "-fopenmp",
-              "-fno-math-errno", "-fno-trapping-math", "-D__FAST_MATH__", "-std=gnu11", "-w")
+# -fno-tree-slp-vectorize: gcc 12's straight-line vectorizer drops a rounding conversion. A loop's
+# remainder (the last 2-7 elements of a constant trip count) is unrolled and vectorized as one
+# block, where double -> float -> double becomes a V4DF -> V4SF -> V4DF pair that gcc folds into
+# nothing (it compares the vectors' lane counts, not their element precisions): `x.double()` of a
+# float32 cast came back unrounded in those lanes, on every instruction set (AVX-512, AVX2, SSE).
+# Loops are vectorized by the loop vectorizer, which this flag leaves on. Both workarounds are
+# pinned by tests/test_compiler_workarounds.py.
+# -mno-mmx: without AVX, gcc 12 spilled a 64-bit value through an MMX register (movq %rax,%mm0;
+# movq2dq) and never ran EMMS, which leaves the x87 unit's registers marked full: the next x87
+# instruction in the process, glibc's fmodf inside torch's remainder among them, returned NaN.
+BASE_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-tree-slp-vectorize", "-mno-mmx",
+              "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-D__FAST_MATH__",
+              "-std=gnu11", "-w")
 LIBS = ("-lmvec", "-lm")
 # What LAZY_CFLAGS_EXTRA may add: flags that take instruction sets away from -march=native, so one
 # machine compiles its kernels as a machine without AVX-512, or without AVX, would (the tests run

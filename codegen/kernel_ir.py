@@ -167,9 +167,17 @@ class Kernel:
     sizes: tuple[str, ...] = ()
 
     def key(self) -> str:
-        """Content hash, independent of the kernel's name."""
-        text = repr((self.buffers, self.loops, self.reduces, self.stores) + ((self.scalars,) if self.scalars else ())
-                    + ((self.sizes,) if self.sizes else ()))
+        """Content hash, independent of the kernel's name. Expressions are DAGs (a value used twice is
+        one Expr): their repr spells each use out again, exponentially long for values built from
+        shared parts (an atan2, and more so its gradient), so such kernels are keyed by a text that
+        names each Expr once. Smaller kernels keep their repr: keys already in tuning databases stay."""
+        parts = (self.buffers, self.loops, self.reduces, self.stores) + ((self.scalars,) if self.scalars else ()) \
+            + ((self.sizes,) if self.sizes else ())
+        memo: dict[int, int] = {}
+        if sum(_tree_size(x.value, memo) for x in (*self.reduces, *self.stores)) <= _REPR_LIMIT:
+            text = repr(parts)
+        else:
+            text = _dag_text(self)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     @property
@@ -178,6 +186,36 @@ class Kernel:
         for s in self.loops:
             n *= s
         return n
+
+
+_REPR_LIMIT = 20000  # expression tree nodes (uses counted again) up to which a key is the repr
+
+
+def _tree_size(e: Expr, memo: dict[int, int]) -> int:
+    """Nodes of e's expression as a tree (each use counted), computed once per DAG node."""
+    n = memo.get(id(e))
+    if n is None:
+        n = memo[id(e)] = 1 + sum(_tree_size(s, memo) for s in e.srcs)
+    return n
+
+
+def _dag_text(k: Kernel) -> str:
+    """k's content with every Expr written once, in post-order, and referred to by its number."""
+    lines: list[str] = []
+    num: dict[int, int] = {}
+
+    def ref(e: Expr) -> str:
+        i = num.get(id(e))
+        if i is None:
+            srcs = ",".join(ref(s) for s in e.srcs)
+            lines.append(f"{e.op}({srcs};{e.arg!r};{e.dtype})")
+            i = num[id(e)] = len(lines) - 1
+        return f"%{i}"
+
+    reduces = [f"Reduce({r.name!r},{r.op!r},{ref(r.value)},{r.dtype!r},{r.rsizes},{r.rvars},{r.depth})"
+               for r in k.reduces]
+    stores = [f"Store({s.buf},{s.index},{ref(s.value)},{s.dtype!r})" for s in k.stores]
+    return "dag\n" + "\n".join(lines) + repr((k.buffers, k.loops, reduces, stores, k.scalars, k.sizes))
 
 
 def size_symbol(name: str) -> sympy.Symbol:

@@ -132,6 +132,8 @@ def kind_of(k: Kernel | ExternCall, backend: str) -> str | None:
         return backend if backend in ("c", "triton") else None
     if isinstance(k, ExternCall) and k.op != "matmul":
         return None  # a library call: nothing of ours to tune
+    if isinstance(k, ExternCall) and k.sizes:  # GEMMs over sizes that change run on BLAS (lazy/runtime.py)
+        return None
     if isinstance(k, ExternCall) and backend == "triton":
         from codegen import gemm_triton
 

@@ -6,6 +6,8 @@ torch-style functions mirroring Tensor methods (`lazy.exp(x)`, `lazy.sum(x, 1)`)
 
 import os as _os
 
+import torch as _torch
+
 # Idle OpenMP threads spin briefly, then sleep (unless the user chose a policy): our kernels,
 # torch's and the BLAS's all start parallel regions back to back, and waking a sleeping thread on
 # the development VM costs 0.1-0.2 ms per region. libgomp's default spins ~100x longer, which on a
@@ -20,7 +22,13 @@ if "OMP_WAIT_POLICY" not in _os.environ:
 from lazy.dtypes import *  # float32, ..., bool_, get_default_dtype
 from lazy.dtypes import ALIASES as _ALIASES
 from lazy.tensor import *  # Tensor, creation functions, where, cat, realize, ...
+from lazy import math_ops as _math_ops  # noqa: F401 (Tensor methods: fmod, atan, addcmul, ...)
+from lazy import shape_ops as _shape_ops  # noqa: F401 (diag, repeat_interleave, unfold)
+from lazy import random_ops as _random_ops  # noqa: F401 (bernoulli, multinomial, uniform_, ...)
+from lazy.arg_aliases import with_aliases as _with_aliases  # last: axis=/keepdims= on all of the above
 from lazy.tensor import FUNCTIONS as _FUNCTIONS
+
+cat, concat, stack, var_mean, std_mean = map(_with_aliases, (cat, concat, stack, var_mean, std_mean))
 
 globals().update(_ALIASES)  # lazy.bool, lazy.float, lazy.long, ...: torch's short dtype names
 globals().update(_FUNCTIONS)  # lazy.max, lazy.sum, ...: they shadow builtins only in this namespace
@@ -28,7 +36,8 @@ globals().update(_FUNCTIONS)  # lazy.max, lazy.sum, ...: they shadow builtins on
 # ---- exports added by other modules (profile, no_grad, nn, optim, ...) go below this line
 from lazy.runtime import debug, profile  # noqa: F401
 from lazy import autograd  # noqa: E402,F401
-from lazy.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402,F401
+from lazy.autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,  # noqa: E402,F401
+                           no_grad, set_grad_enabled)
 from lazy.transforms import grad, jvp, value_and_grad  # noqa: E402,F401
 from lazy import nn  # noqa: F401
 from lazy import optim  # noqa: F401
@@ -38,4 +47,10 @@ from lazy import indexed as _indexed  # noqa: E402 (gather, scatter, sort, cumsu
 
 globals().update(_indexed.FUNCTIONS)
 from lazy.tuning import tune  # noqa: F401
+from lazy import accelerator, amp, cuda  # noqa: E402,F401
+from lazy.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402,F401
+from lazy.dtypes import set_default_dtype  # noqa: E402,F401
 
+device = _torch.device  # lazy.device("cuda" if lazy.cuda.is_available() else "cpu"): torch's own class
+Size = _torch.Size
+Generator = _torch.Generator  # generator= arguments take torch's (lazy draws on the host with one)

@@ -2,15 +2,20 @@
 
 In:  the `DType` values of lazy.graph; torch / numpy dtypes, strings and Python types from users.
 Out: `as_dtype` (anything -> DType), `to_torch`, `result_type` (torch's promotion, exactly),
-     `can_cast` (torch's in-place rule).
+     `can_cast` (torch's in-place rule), `get_default_dtype`/`set_default_dtype`.
 
 Invariants
 - `lazy.float32 is lazy.graph.float32`: the user names *are* the IR dtypes.
 - Promotion is delegated to `torch.result_type` on tiny dummy operands, so dimensioned tensors,
   0-d tensors and Python scalars promote exactly as in torch; answers are cached by key.
+- lazy's default float dtype is its own (`lazy.set_default_dtype` leaves torch's alone); where torch
+  reads its default (promoting a Python float, inferring a dtype from Python data), lazy's is
+  lent to torch for that one call (`torch_default`).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -18,7 +23,7 @@ import torch
 from lazy.graph import DTYPES, DType, bfloat16, bool_, float16, float32, float64, int8, int32, int64, uint8
 
 __all__ = ["DType", "DTypeError", "bfloat16", "bool_", "float16", "float32", "float64", "get_default_dtype", "int8",
-           "int32", "int64", "uint8"]
+           "int32", "int64", "set_default_dtype", "uint8"]
 
 # torch's short names (lazy.float, lazy.long, ...); exported by lazy/__init__.py, not defined here
 # because they would shadow the builtins in this module.
@@ -37,9 +42,39 @@ class DTypeError(TypeError, RuntimeError):
     RuntimeError (what torch raises for the same mistakes), so either `except` clause catches it."""
 
 
+_default = [float32]
+
+
 def get_default_dtype() -> DType:
-    """The dtype of float data without an explicit dtype (torch's default, float32)."""
-    return float32
+    """The dtype of float data without an explicit dtype (float32 unless `set_default_dtype` changed it)."""
+    return _default[0]
+
+
+def set_default_dtype(d) -> None:
+    """torch.set_default_dtype for lazy: Python floats, float data without a dtype, float ops on ints
+    and new parameters take `d` (a floating point dtype). torch's own default is not changed."""
+    try:
+        dt = as_dtype(d, "set_default_dtype")
+    except TypeError:
+        dt = None
+    if dt is None or not dt.is_float:
+        raise TypeError("only floating-point types are supported as the default type")
+    _default[0] = dt
+    _result_cache.clear()
+
+
+@contextlib.contextmanager
+def torch_default():
+    """torch's default dtype is lazy's inside (for torch calls that read it); restored after."""
+    mine, theirs = _TO_TORCH[_default[0]], torch.get_default_dtype()
+    if mine == theirs:
+        yield
+        return
+    torch.set_default_dtype(mine)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(theirs)
 
 
 def to_torch(d: DType) -> torch.dtype:
@@ -74,6 +109,10 @@ def _dummy(key):
     return torch.empty((1,) if kind == "tensor" else (), dtype=_TO_TORCH[v])
 
 
+def _scalar_dtype(t: type) -> DType:
+    return _default[0] if t is float else _PY_TYPES[t]
+
+
 _RANK = {"scalar": 0, "0d": 1, "tensor": 2}
 _result_cache: dict[tuple, DType] = {}
 
@@ -89,18 +128,19 @@ def result_type(*keys: tuple[str, object], op: str = "result_type") -> DType:
         return hit
     acc = keys[0]
     if acc[0] == "scalar" and len(keys) == 1:
-        out = _PY_TYPES[acc[1]]
+        out = _scalar_dtype(acc[1])
     else:
         for k in keys[1:]:
             if acc[0] == k[0] == "scalar":  # two Python scalars: the wider Python type wins
                 acc = max(acc, k, key=lambda kk: [bool, int, float].index(kk[1]))
                 continue
-            td = torch.result_type(_dummy(acc), _dummy(k))
+            with torch_default():  # a Python float promotes to the default dtype
+                td = torch.result_type(_dummy(acc), _dummy(k))
             if td not in _FROM_TORCH:
                 raise DTypeError(f"{op}: promoting {acc[1]} and {k[1]} gives {td}, which lazy does not support")
             d = _FROM_TORCH[td]
             acc = (max(acc[0], k[0], key=_RANK.__getitem__), d)
-        out = acc[1] if acc[0] != "scalar" else _PY_TYPES[acc[1]]
+        out = acc[1] if acc[0] != "scalar" else _scalar_dtype(acc[1])
     _result_cache[keys] = out
     return out
 

@@ -32,7 +32,7 @@ from itertools import combinations_with_replacement
 import sympy
 
 from codegen.kernel_ir import BufferArg, Expr, ExternCall, Kernel, Reduce, Store, StridedView, size_symbol
-from lazy.graph import Buffer, Node, Op, node
+from lazy.graph import SCALAR, Buffer, Node, Op, node
 from scheduler import indexing
 from scheduler.indexing import SYMBOLIC
 
@@ -74,6 +74,33 @@ def sizes_of(key: tuple) -> tuple[tuple, list[int], list[bool]]:
             src = ("buf", src[1], device)
         erased.append(((op, arg, dtype, len(shape)), src))
     return (tuple(erased), roots, *rest), ints, leaf
+
+
+# -- constants that are literals in one family and kernel arguments in another ----------------------
+def loose(fam: tuple) -> tuple:
+    """A family key with the values of its constants erased. A constant that follows a size is a
+    literal at some sizes and a kernel argument at others (a mean over 2 elements divides by the
+    literal 2.0, over 3 by an argument): the families of one graph share this key."""
+    parts, *rest = fam
+    return (tuple(((op, None, dtype, ndim), ()) if op is Op.CONST else ((op, arg, dtype, ndim), src)
+                  for (op, arg, dtype, ndim), src in parts), *rest)
+
+
+def argument_plan(fam: tuple, program_fam: tuple, order: list[Node] | None = None) -> list | None:
+    """How a program of family `program_fam` computes a graph of family `fam` (of the same `loose`
+    key): for each of the program's scalar arguments, ("slot", i), the graph's own scalar argument
+    i, or ("value", v), a literal constant of the graph (`order`: its nodes in key order, whose
+    `arg` gives v; None: feasibility only). None when the program cannot: it has a literal where
+    the graph has another value or an argument."""
+    plan: list = []
+    for p, (((op, arg, _, _), src), ((_, parg, _, _), _)) in enumerate(zip(fam[0], program_fam[0])):
+        if op is not Op.CONST:
+            continue
+        if parg == SCALAR:
+            plan.append(("slot", src) if arg == SCALAR else ("value", None if order is None else order[p].arg))
+        elif parg != arg:
+            return None
+    return plan
 
 
 # -- fitting ----------------------------------------------------------------------------------------

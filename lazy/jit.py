@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 from lazy import graph, inplace, runtime, symnum
 from lazy.dtypes import as_dtype
-from lazy.graph import Buffer, Op, node
+from lazy.graph import Buffer, Node, Op, node
 from lazy.tensor import Tensor, _held, holds_alone, overwritten, realize
 
 __all__ = ["Jit", "JitWarning", "jit"]
@@ -145,7 +145,10 @@ class Capture:
         self.nodes += [weakref.ref(n) for n in srcs if n.op not in (Op.BUFFER, Op.STORED)]
 
     def scalar_expr(self, c) -> tuple:
-        """A scalar argument as an expression of the call's numbers (a constant when untraced)."""
+        """A scalar argument as an expression of the call's numbers (a constant when untraced; a
+        literal of the graph that its program takes as an argument is a constant too)."""
+        if not isinstance(c, Node):
+            return ("num", c)
         hit = self.traced.get(id(c))
         if hit is not None and hit[0]() is c and isinstance(hit[1], tuple):
             return hit[1]

@@ -415,6 +415,7 @@ class Family:
     """Programs that differ only in their sizes (lazy/dynamic.py): the sizes seen, and the
     programs built for all sizes their templates give."""
 
+    loose: tuple = ()  # its key with constants' values erased (`dynamic.loose`)
     instances: list = field(default_factory=list)
     programs: list = field(default_factory=list)  # (Template, Program)
     failed: str | None = None  # why the last generalization was not built
@@ -423,7 +424,9 @@ class Family:
 
 MAX_INSTANCES = 4  # size vectors a family keeps to fit a template from
 _families: OrderedDict = OrderedDict()
-_bound: dict = {}  # full key -> the size values its program (one with size symbols) runs with
+# full key -> (the size values its program (one with size symbols) runs with, how the program takes
+# the key's constants: None for its own scalars, else `dynamic.argument_plan`'s)
+_bound: dict = {}
 DYNAMIC = os.environ.get("LAZY_DYNAMIC", "1") != "0"
 
 
@@ -446,7 +449,10 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
         with contextlib.suppress(KeyError):  # (another thread may have evicted it meanwhile)
             _programs.move_to_end(full_key)
         cache_stats["schedule_hits"] += 1
-        return prog, buffers, scalar_nodes, _bound.get(full_key, ()), False, dev
+        bound = _bound.get(full_key)
+        if bound is None:
+            return prog, buffers, scalar_nodes, (), False, dev
+        return prog, buffers, _arguments(scalar_nodes, bound[1]), bound[0], False, dev
     cache_stats["schedule_misses"] += 1
     if packs:  # sizes stay fixed: a pack's layout is made of them
         if debug_level() >= 1:
@@ -461,22 +467,26 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
     fam_key, ints, leaf = dynamic.sizes_of(full_key)
     fam = _families.get(fam_key)
     if fam is None:
-        fam = _families[fam_key] = Family()
+        fam = _families[fam_key] = Family(dynamic.loose(fam_key))
         while len(_families) > MAX_PROGRAMS:
             _families.popitem(last=False)
     else:
         _families.move_to_end(fam_key)
-    sizes, fresh = (), True
+    sizes, fresh, plan = (), True, None
     for template, sym_prog in fam.programs:
         syms = template.bind(ints)
         if syms is not None:
             prog, sizes, fresh = sym_prog, tuple(syms), False
             break
     if prog is None:
-        prog, sizes = _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam, ints, leaf)
+        prog, sizes, plan = _program_of_kin(nodes, fam_key, fam, ints)
+        fresh = prog is None
+    if prog is None:
+        prog, sizes = _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam_key, fam, ints, leaf)
     _programs[full_key] = prog
     if sizes:
-        _bound[full_key] = sizes
+        _bound[full_key] = (sizes, plan)
+        scalar_nodes = _arguments(scalar_nodes, plan)
     while len(_programs) > MAX_PROGRAMS:
         old, _ = _programs.popitem(last=False)
         _bound.pop(old, None)
@@ -484,8 +494,43 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
     return prog, buffers, scalar_nodes, sizes, fresh, dev
 
 
-def _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam: Family, ints: list[int],
-                 leaf: list[bool]) -> tuple[Program, tuple]:
+def _kin(fam_key: tuple, fam: Family, program: bool):
+    """The other families of the same graph whose constants differ in being literals or kernel
+    arguments (`dynamic.loose`), each with its key: with `program`, those whose programs can run
+    this family's graphs (they take as arguments the constants it has as literals); else those
+    whose graphs this family's programs can run."""
+    for key, other in list(_families.items()):
+        if other is not fam and other.loose == fam.loose and \
+                (dynamic.argument_plan(fam_key, key) if program else dynamic.argument_plan(key, fam_key)) is not None:
+            yield key, other
+
+
+def _program_of_kin(nodes, fam_key: tuple, fam: Family, ints: list[int]) -> tuple:
+    """(a program for all sizes of a kin family (`_kin`) that runs these sizes, the values of its
+    size symbols, how it takes this graph's constants), or (None, (), None). A literal that follows
+    a size (a mean over 2 elements divides by 2.0) then runs the program built for the other sizes;
+    at sizes the kin family was seen with, a literal is a number that changed, not a size, and gets
+    a program of its own (its literal in the source), as before."""
+    for key, other in _kin(fam_key, fam, program=True):
+        if ints in other.instances:  # a number the caller changed at sizes seen: a program with its literal
+            continue
+        for template, prog in other.programs:
+            syms = template.bind(ints)
+            if syms is not None:
+                return prog, tuple(syms), dynamic.argument_plan(fam_key, key, dynamic.nodes_in_key_order(nodes))
+    return None, (), None
+
+
+def _arguments(scalars: list, plan: list | None) -> list:
+    """The scalar arguments of a program that takes a graph's constants by `plan` (None: its own):
+    CONST nodes of the graph, or the values of its literals the program takes as arguments."""
+    if plan is None:
+        return scalars
+    return [scalars[x] if kind == "slot" else x for kind, x in plan]
+
+
+def _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam_key: tuple, fam: Family,
+                 ints: list[int], leaf: list[bool]) -> tuple[Program, tuple]:
     """Build the program of a key no program matches: for all sizes when the family has been seen
     with other sizes and a template fits them (lazy/dynamic.py), else for these sizes."""
     level = debug_level()
@@ -493,7 +538,11 @@ def _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam: Fa
     misses = compile_c.stats.misses
     if ints not in fam.instances:
         fam.instances = (fam.instances + [ints])[-MAX_INSTANCES:]
-    template = dynamic.fit(fam.instances, leaf) if DYNAMIC and len(fam.instances) >= 2 else None
+    # the sizes its kin were seen with count too: a program of this family runs their graphs
+    # (`_program_of_kin`), so a mean seen over 2 elements (a literal 2.0), then over 3, fits here
+    seen = [i for _, other in _kin(fam_key, fam, program=False) for i in other.instances if i not in fam.instances]
+    instances = (seen + fam.instances)[-MAX_INSTANCES:]
+    template = dynamic.fit(instances, leaf) if DYNAMIC and len(instances) >= 2 else None
     prog, sizes = None, ()
     if template is not None and template != fam.failed_template:
         try:
@@ -540,7 +589,8 @@ def realize_nodes(nodes: list[Node], device: str | None = None,
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
     prog, buffers, scalar_nodes, sizes, fresh, dev = program_for(nodes, device, into, packs)
-    outs = run_program(prog, buffers, dev, fresh, t0, level, [c.arg for c in scalar_nodes], sizes, on_ready)
+    outs = run_program(prog, buffers, dev, fresh, t0, level,
+                       [c.arg if isinstance(c, Node) else c for c in scalar_nodes], sizes, on_ready)
     for r in _recorders:
         r.realized(prog, buffers, outs, dev, nodes, scalar_nodes, sizes, on_ready)
     return outs

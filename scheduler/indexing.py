@@ -228,10 +228,63 @@ def flat_index(idx: tuple, strides: tuple[int, ...], offset: int = 0) -> sympy.E
     return sympy.Integer(offset) + sum((i * s for i, s in zip(idx, strides)), sympy.Integer(0))
 
 
+def _blocks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[int, int, int, int]] | None:
+    """The shortest runs a[i:j], b[k:l] with equal products, in order, that cover both shapes (the
+    way a reshape splits and merges dims); None when they do not line up."""
+    out, i, k = [], 0, 0
+    while i < len(a) or k < len(b):
+        j, l, pa, pb = i, k, 1, 1
+        if j < len(a):
+            pa *= a[j]
+            j += 1
+        if l < len(b):
+            pb *= b[l]
+            l += 1
+        while pa != pb:
+            if pa < pb and j < len(a):
+                pa *= a[j]
+                j += 1
+            elif pb < pa and l < len(b):
+                pb *= b[l]
+                l += 1
+            else:
+                return None
+        out.append((i, j, k, l))
+        i, k = j, l
+    return out
+
+
 def reshape_index(idx: tuple, new_shape: tuple[int, ...], old_shape: tuple[int, ...], ranges: Ranges) -> tuple:
     """Index into `old_shape` for index `idx` into `new_shape` (row-major relinearization)."""
     if 0 in old_shape or 0 in new_shape:  # nothing to read: the loops that would read it run 0 times
         return tuple(sympy.Integer(0) for _ in old_shape)
+    blocks = _blocks(tuple(old_shape), tuple(new_shape))
+    if blocks is not None and len(blocks) > 1:  # each run of dims on its own: small expressions
+        out: list = []
+        for i, j, k, l in blocks:
+            out += _reshape_block(idx[k:l], new_shape[k:l], old_shape[i:j], ranges)
+        return tuple(out)
+    return tuple(_reshape_block(idx, new_shape, old_shape, ranges))
+
+
+def _reshape_block(idx: tuple, new_shape: tuple[int, ...], old_shape: tuple[int, ...], ranges: Ranges) -> list:
+    if len(old_shape) == 1:  # dims merged into one (or one dim, or size-1 dims dropped): affine
+        return [flat_index(idx, strides_of(new_shape))]
+    x = sympy.sympify(idx[0]) if len(new_shape) == 1 else None
+    if x is not None and x.is_Symbol and ranges.get(x) == new_shape[0]:
+        # one loop over several dims: its range is their product, so no outer mod, no inner div
+        st = strides_of(old_shape)
+        out = []
+        for k, (size, s) in enumerate(zip(old_shape, st)):
+            if size == 1:
+                out.append(sympy.Integer(0))
+            elif k == 0:
+                out.append(FloorDiv(x, s) if s != 1 else x)
+            elif s == 1:
+                out.append(ModIdx(x, size))
+            else:
+                out.append(ModIdx(FloorDiv(x, s), size))
+        return out
     flat = flat_index(idx, strides_of(new_shape))
     out = []
     for size, st in zip(old_shape, strides_of(old_shape)):
@@ -239,7 +292,7 @@ def reshape_index(idx: tuple, new_shape: tuple[int, ...], old_shape: tuple[int, 
             out.append(sympy.Integer(0))
             continue
         out.append(simplify(_mod(_floordiv(flat, st), size), ranges))
-    return tuple(out)
+    return out
 
 
 def movement_index(kind: str, arg, src_shape: tuple[int, ...], out_shape: tuple[int, ...], idx: tuple,

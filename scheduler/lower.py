@@ -49,6 +49,7 @@ class Lowerer:
         self.ranges: dict = {}
         self.reduces: list[Reduce] = []
         self.memo: dict = {}
+        self.reduced_at: dict[int, tuple] = {}  # id(reduction) -> the index it is computed at
         self.buf_args: dict[int, int] = {}  # schedule slot -> kernel buffer index
         self.buf_list: list[tuple[int, BufferArg]] = []
         self.loads: dict[int, int] = {}  # kernel buffer index -> bytes read (whole buffer once)
@@ -128,6 +129,10 @@ class Lowerer:
         raise NotImplementedError(f"cannot lower {n}")
 
     def _reduce(self, n: Node, idx: tuple, mask: tuple) -> Expr:
+        seen = self.reduced_at.setdefault(id(n), idx)
+        if seen != idx:  # read at another position too (a gradient spread back over windows)
+            raise NotFusable(n, f"{REDUCE_NAMES[n.op]}{list(n.srcs[0].shape)}->{list(n.shape)} is read at several "
+                                "positions: computed once, not once per position")
         src = n.srcs[0]
         rvars, rsizes, sidx = [], [], list(idx)
         for ax in n.arg:

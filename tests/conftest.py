@@ -22,9 +22,25 @@ def _own_tuning_database(tmp_path_factory):
         yield
 import os
 
+import pytest
+
 # every kernel the tests build passes codegen.legalize.verify before it is compiled (lazy/runtime.py),
 # in this process and in the processes tests start
 os.environ.setdefault("LAZY_VERIFY", "1")
+
+
+@pytest.fixture(autouse=True)
+def _no_sizes_seen_before():
+    """Each test starts as a fresh process would: no program family seen with other sizes. A test
+    that runs a program once gets the kernels of its sizes, whatever the tests before it ran with
+    other sizes (lazy/dynamic.py builds a program for every size once a family was seen with two);
+    tests of dynamic shapes run their sizes within the test."""
+    from lazy import runtime
+
+    runtime._families.clear()
+    for key in [key for key, prog in runtime._programs.items() if prog.sizes]:
+        del runtime._programs[key]
+        runtime._bound.pop(key, None)
 
 
 def run_cli(*args) -> tuple[int, str, str]:
@@ -56,7 +72,9 @@ def kernels_of(fn) -> list:
 @contextlib.contextmanager
 def render_spy(monkeypatch, on_render):
     """Inside: `on_render(kernel, source)` sees every C kernel rendered, and programs compiled
-    earlier are forgotten (so every kernel is rendered again); they are restored after."""
+    earlier are forgotten (so every kernel is rendered again), with the sizes their families were
+    seen with (so a program is built for its sizes, not for every size: lazy/dynamic.py); they are
+    restored after."""
     from codegen import render_c
     from lazy import runtime
 
@@ -68,13 +86,15 @@ def render_spy(monkeypatch, on_render):
         return src
 
     monkeypatch.setattr(render_c, "render_c", spy)
-    saved = dict(runtime._programs)
-    runtime._programs.clear()
+    saved = [(table, dict(table)) for table in (runtime._programs, runtime._families, runtime._bound)]
+    for table, _ in saved:
+        table.clear()
     try:
         yield
     finally:
-        runtime._programs.clear()
-        runtime._programs.update(saved)
+        for table, old in saved:
+            table.clear()
+            table.update(old)
 
 
 def disassembly(source: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import lazy
+from lazy.amp import FP32, LOWER, autocast_op
 from lazy.graph import Op
 from lazy.tensor import Tensor, _operand, where
 
@@ -202,6 +203,7 @@ def _implicit_dim(op: str, dim, x: Tensor) -> int:
 
 # ---------------------------------------------------------------- layers
 
+@autocast_op(LOWER, "input", "weight", "bias")
 def linear(input, weight, bias=None) -> Tensor:
     """input @ weight.T + bias, weight of shape (out_features, in_features)."""
     x, w = _t("linear", input), _t("linear", weight)
@@ -324,6 +326,7 @@ def _batched(op: str, x: Tensor) -> tuple[Tensor, bool]:
     return x, False
 
 
+@autocast_op(LOWER, "input", "weight", "bias")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:
     """Cross-correlation like torch, as a GEMM: the windows of the padded input (views) as rows of
     an im2col matrix times the weight (see below); the gradients are GEMMs too, and the input's sums
@@ -390,7 +393,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if any(p) or any(extra):
         x = x.pad((p[1], p[1] + extra[1], p[0], p[0] + extra[0]), value=-math.inf)
     # max(dim), not amax: torch sends a window's gradient to its first maximum, not shared among ties
-    y = _windows(x, k, s, d).flatten(-2).max(-1).values
+    # (the first maximum of each window row, then the first of those rows: the first in row-major
+    # order, without merging the two window dims into one, whose index needs // and %)
+    y = _windows(x, k, s, d).max(-1).values.max(-1).values
     return y.squeeze(0) if unbatched else y
 
 
@@ -418,6 +423,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = Fal
 
 # ---------------------------------------------------------------- attention
 
+@autocast_op(LOWER, "query", "key", "value", "attn_mask")
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
                                  scale: float | None = None, enable_gqa: bool = False) -> Tensor:
     """softmax(q @ k^T * scale + mask) @ v; `is_causal` masks keys after the query position
@@ -477,6 +483,7 @@ def _class_rows(op: str, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return t == cls, cls
 
 
+@autocast_op(FP32, "input", "weight")
 def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
              reduction: str = "mean") -> Tensor:
     """-input[n, target[n]] * weight[target[n]]; 'mean' divides by the summed weights of the
@@ -497,6 +504,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = 
     return _reduce("nll_loss", loss, reduction)
 
 
+@autocast_op(FP32, "input", "target", "weight")
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """log_softmax over the class dim (1, or 0 for an unbatched input) + nll_loss; targets are
@@ -540,15 +548,18 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index: i
     return nll * (1 - label_smoothing) + smooth * (label_smoothing / c)
 
 
+@autocast_op(FP32, "input", "target")
 def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> Tensor:
     d = _t("mse_loss", input) - target
     return _reduce("mse_loss", d * d, reduction)
 
 
+@autocast_op(FP32, "input", "target")
 def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
     return _reduce("l1_loss", (_t("l1_loss", input) - target).abs(), reduction)
 
 
+@autocast_op(FP32, "input", "target", "weight", "pos_weight")
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction: str = "mean", pos_weight=None) -> Tensor:
     """torch's stable form: (1 - y) x + (1 + (pw - 1) y) * log(1 + exp(-x)), log term around max(-x, 0)."""
