@@ -44,6 +44,7 @@ from lazy.autograd import (enable_grad, inference_mode, is_grad_enabled, is_infe
 from lazy.transforms import grad, jvp, value_and_grad  # noqa: F401
 from lazy import nn  # noqa: F401
 from lazy import optim  # noqa: F401
+from lazy import distributed  # noqa: F401 (collectives over torch.distributed; nn.parallel uses it)
 from lazy.jit import jit  # noqa: F401
 from lazy import indexed as _indexed  # gather, scatter, sort, cumsum... and advanced indexing
 

@@ -18,10 +18,13 @@ How
   call, or a buffer that outlives the call: parameters, optimizer state, constants), every tensor
   a realization hands a buffer to (`.grad`, the loss, an argument changed in place), the host
   effects of the step (`runtime.record_host_effect`: the optimizer's step count and its
-  learning-rate numbers, `Module.train()`), each module it calls (its mode and parameters) and
-  every value read on the host.
+  learning-rate numbers, `Module.train()`), the collectives it runs between realizations
+  (`runtime.record_collective`: lazy.distributed, gradient buckets reduced by
+  DistributedDataParallel while its program runs), each module it calls (its mode and parameters)
+  and every value read on the host.
 - When the two recordings agree (same programs, same sources, the same long-lived buffers), the
-  following calls replay: host effects, then each program over the new argument buffers; the
+  following calls replay: host effects, then each program (and each collective, in its place)
+  over the new argument buffers; the
   tensors the recording saw receive their new buffers (so `p.grad` reads the new gradient, and an
   argument changed in place is changed), and the results are new Tensors. Parameters and
   optimizer state are written in place by the programs themselves (lazy.optim), which is what
@@ -75,12 +78,14 @@ class _NotReplayable(Exception):
 
 @dataclass
 class _Realization:
-    prog: object  # runtime.Program
+    prog: object  # runtime.Program; None: a collective (lazy/distributed.py) run between programs
     inputs: list  # per input buffer: ("arg", i) | ("out", realization, output) | ("keep", Buffer)
     dev: str
     n_outputs: int
     scalars: list = field(default_factory=list)  # its scalar arguments: expressions of the call's numbers
     sizes: tuple = ()  # the values of its program's size symbols
+    on_ready: object = None  # the program's pack hook (gradient buckets: runtime.realize_nodes)
+    collective: object = None  # (key, fn): a collective, replayed as fn(its input buffers)
 
 
 @dataclass(eq=False)  # compared by identity (the watch lists hold weakrefs to plans)
@@ -104,6 +109,7 @@ class Capture:
     handed: list = field(default_factory=list)  # output buffers rebound to tensors (see _capture)
     checks: list = field(default_factory=list)  # (expression, answer): what Python asked of the numbers
     traced: dict = field(default_factory=dict)  # id(CONST node) -> (weakref, expression | _AMBIGUOUS)
+    blocked: list[str] = field(default_factory=list)  # what it did that a replay cannot redo
 
     def source(self, b: Buffer) -> tuple:
         for i, a in enumerate(self.arg_buffers):
@@ -118,12 +124,12 @@ class Capture:
 
     # -- runtime hooks
     def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes, scalars=(),
-                 sizes=()) -> None:
+                 sizes=(), on_ready=None) -> None:
         r = len(self.realizations)
         self.read(nodes)  # a pending tensor realized as it is (no op read it); what is inside its graph
         # stays as it was when a tensor is written later (nodes are immutable), so roots suffice
         self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs),
-                                              [self.scalar_expr(c) for c in scalars], tuple(sizes)))
+                                              [self.scalar_expr(c) for c in scalars], tuple(sizes), on_ready))
         for o, b in enumerate(outs):
             if not any(b is x for x in buffers):  # not written in place into a buffer that stays
                 self._outs.setdefault(id(b), (r, o))
@@ -165,6 +171,15 @@ class Capture:
     def host_effect(self, fn) -> None:
         self.effects.append(fn)
 
+    def collective(self, key: tuple, fn, buffers: list[Buffer]) -> None:
+        """A collective between two realizations: a replay runs `fn(buffers)` at its place, over the
+        replay's buffers (it writes some of them in place)."""
+        self.realizations.append(_Realization(None, [self.source(b) for b in buffers], "", 0,
+                                              collective=(key, fn)))
+
+    def unreplayable(self, why: str) -> None:
+        self.blocked.append(why)
+
     def host_read(self, what: str) -> None:
         self.reads.append(what)
 
@@ -188,6 +203,8 @@ class Capture:
         for i, (a, b) in enumerate(zip(self.realizations, other.realizations)):
             if a.prog is not b.prog:
                 return f"realization {i} ran a different program"
+            if (a.collective and a.collective[0]) != (b.collective and b.collective[0]):
+                return f"step {i} ran another collective"
             if a.scalars != b.scalars:
                 return (f"realization {i} used other Python numbers ({_numbers(a.scalars, b.scalars)}): a number "
                         "computed inside the function changes between calls, other than from its number "
@@ -448,6 +465,8 @@ class Jit:
         cap._outs, cap._alive, cap._seen, cap.arg_tensors = {}, [], set(), []
         if cap.reads:  # first: Python may have branched on them, whatever it returned
             why = f"it reads tensor values on the host ({cap.reads[0]}): a replay could not follow them"
+        elif cap.blocked:
+            why = cap.blocked[0]
         if why is None and any(b._version != v for b, v in bases):
             why = "it writes into an argument that is a view"
         if why is not None:
@@ -488,7 +507,8 @@ class Jit:
 
         # memory the programs overwrite in place that lives beyond the call (parameters, optimizer
         # state, arguments): values built outside the step that still read it are computed first
-        over = [resolve(r.inputs[s]) for r in plan.realizations for s in r.prog.written if r.inputs[s][0] != "out"]
+        over = [resolve(r.inputs[s]) for r in plan.realizations if r.prog is not None for s in r.prog.written
+                if r.inputs[s][0] != "out"]
         if over and not all(holds_alone(b) for b in over):
             first, renamed = inplace.readers({i: (b, b.owner() if b.owner else None) for i, b in enumerate(over)}, {})
             if renamed:
@@ -499,8 +519,13 @@ class Jit:
             effect()
         for r in plan.realizations:
             inputs = [resolve(s) for s in r.inputs]
+            if r.collective is not None:  # (it moves the buffers it writes to their next version)
+                r.collective[1](inputs)
+                outs.append([])
+                continue
             scalars = [e[1] if e[0] == "num" else symnum.evaluate(e, nums) for e in r.scalars]
-            outs.append(runtime.run_program(r.prog, inputs, r.dev, scalars=scalars, sizes=r.sizes))
+            outs.append(runtime.run_program(r.prog, inputs, r.dev, scalars=scalars, sizes=r.sizes,
+                                            on_ready=r.on_ready))
             for s in r.prog.written:  # the owners hold the new versions
                 overwritten(inputs[s])
         for who, ri, oi in plan.rebind:

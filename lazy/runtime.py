@@ -15,6 +15,12 @@ Invariants
   (lazy/tuning.py) each new kernel is tuned on its real buffers just before its first launch.
 - Debug output only under LAZY_DEBUG (1: kernels and times, 2: fusion decisions, 3: generated
   source, 4: the graph); `lazy.debug(level)` sets it for one block.
+- Packed roots (`realize_nodes(packs=...)`, data-parallel gradient buckets): the roots of a pack
+  are stored back to back in one flat allocation by the kernels that compute them (no copy kernel),
+  and `on_ready(i, flat)` runs right after the last launch that touches flat i, while the
+  remaining launches run: a collective started there overlaps them.
+- Memory a collective is writing or reading (`_in_flight`, lazy/distributed.py) is waited for
+  before a program reads it (`settle`).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import torch
 from codegen import compile_c, extern, render_c, tune
 from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place, size_fn
 from codegen.legalize import verify
-from lazy import dynamic, reasons
+from lazy import dynamic, packing, reasons
 from lazy.graph import Buffer, Node, structure_key, toposort
 
 TORCH_DTYPES = {
@@ -234,6 +240,11 @@ class Program:
     written: tuple[int, ...] = ()  # input slots its kernels overwrite in place
     sizes: tuple[str, ...] = ()  # its size symbols (lazy/dynamic.py); then `allocs` shapes may use them
     alloc_fn: object = None  # sizes -> the flat shapes of `allocs` (a program with sizes)
+    # packed roots (lazy/packing.py): slots n_inputs + len(allocs) + i are the flats, then the copies' views
+    flats: tuple = ()  # (numel, dtype name) per pack
+    placed: tuple = ()  # per alloc: None, or (flat, offset) when the allocation is a view of a flat
+    copies: tuple = ()  # (source slot, flat, offset, shape): packed roots copied into place
+    events: tuple = ()  # per position 0..len(launches) (before launch i): (copies to make, flats complete)
 
     def alloc_shapes(self, sizes: tuple) -> list[tuple[int, ...]]:
         if not self.sizes:
@@ -427,8 +438,8 @@ _bound: dict = {}
 DYNAMIC = os.environ.get("LAZY_DYNAMIC", "1") != "0"
 
 
-def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer | None] | None = None
-                ) -> tuple[Program, list[Buffer], list, tuple, bool, str]:
+def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer | None] | None = None,
+                packs: tuple | None = None) -> tuple[Program, list[Buffer], list, tuple, bool, str]:
     """(the program of `nodes`' structure, its input buffers, the CONST nodes of its scalar arguments,
     the values of its size symbols, whether it was built now, the device)."""
     key, buffers, scalar_nodes = structure_key(nodes)
@@ -438,7 +449,9 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
     if into is not None:
         where = {id(b): i for i, b in enumerate(buffers)}
         slots = tuple(None if b is None else where.get(id(b)) for b in into)
-    full_key = (key, backend, dev, slots, os.environ.get("LAZY_GEMM", ""))  # LAZY_GEMM changes which GEMM runs
+    packs = tuple(tuple(p) for p in packs) if packs else None
+    # LAZY_GEMM changes which GEMM runs
+    full_key = (key, backend, dev, slots, os.environ.get("LAZY_GEMM", ""), *((packs,) if packs else ()))
     prog = _programs.get(full_key)
     if prog is not None:
         with contextlib.suppress(KeyError):  # (another thread may have evicted it meanwhile)
@@ -449,6 +462,16 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
             return prog, buffers, scalar_nodes, (), False, dev
         return prog, buffers, _arguments(scalar_nodes, bound[1]), bound[0], False, dev
     cache_stats["schedule_misses"] += 1
+    if packs:  # sizes stay fixed: a pack's layout is made of them
+        if debug_level() >= 1:
+            _log(f"lazy: new program ({reasons.note(full_key)}), {len(packs)} pack(s)")
+        prog = packing.pack(_build(nodes, buffers, backend, slots, scalar_nodes), nodes, packs)
+        _programs[full_key] = prog
+        while len(_programs) > MAX_PROGRAMS:
+            old, _ = _programs.popitem(last=False)
+            _bound.pop(old, None)
+            cache_stats["schedule_evictions"] += 1
+        return prog, buffers, scalar_nodes, (), True, dev
     fam_key, ints, leaf = dynamic.sizes_of(full_key)
     fam = _families.get(fam_key)
     if fam is None:
@@ -556,43 +579,64 @@ def _alloc(shape, dtype: str, device: str):
 
 
 def realize_nodes(nodes: list[Node], device: str | None = None,
-                  into: list[Buffer | None] | None = None) -> list[Buffer]:
+                  into: list[Buffer | None] | None = None, packs: tuple | None = None,
+                  on_ready=None) -> list[Buffer]:
     """Compute `nodes` (one schedule for all of them) and return their buffers.
 
     `device` is where results go when no input buffer says so (e.g. `lazy.zeros(3)`).
     `into[i]`: an input buffer node i may overwrite in place (when no other read sees the old
     value; the scheduler decides): then buffer `into[i]` itself is returned for node i.
+    `packs`: tuples of node indices (one dtype each) stored back to back in one flat buffer per
+    pack; the result then continues with the flats, then every packed node's view of its flat in
+    pack order. `on_ready(i, flat)` is called once flat i is complete (lazy/packing.py), then
+    `on_ready(-1, None)` after the last launch.
     """
     level = debug_level()
     if level >= 4:
         for n in toposort(nodes):
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
-    prog, buffers, scalar_nodes, sizes, fresh, dev = program_for(nodes, device, into)
+    prog, buffers, scalar_nodes, sizes, fresh, dev = program_for(nodes, device, into, packs)
     outs = run_program(prog, buffers, dev, fresh, t0, level,
-                       [c.arg if isinstance(c, Node) else c for c in scalar_nodes], sizes)
+                       [c.arg if isinstance(c, Node) else c for c in scalar_nodes], sizes, on_ready)
     for r in _recorders:
-        r.realized(prog, buffers, outs, dev, nodes, scalar_nodes, sizes)
+        r.realized(prog, buffers, outs, dev, nodes, scalar_nodes, sizes, on_ready)
     return outs
 
 
 def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = False,
                 t0: float | None = None, level: int | None = None, scalars: list = (),
-                sizes: tuple = ()) -> list[Buffer]:
+                sizes: tuple = (), on_ready=None) -> list[Buffer]:
     """Launch a program's kernels over `buffers` (its inputs, in structure-key order), fresh
     allocations, `scalars` (the values of its scalar slots) and `sizes` (of its size symbols); the
-    buffers of its outputs."""
+    buffers of its outputs. `on_ready`: see `realize_nodes`."""
+    if _in_flight:  # a collective still writes (or reads) memory this program reads
+        settle(buffers)
     level = debug_level() if level is None else level
     t0 = time.perf_counter() if t0 is None else t0
     for listener in kernel_listeners:  # every launch, cached or not (`lazy kernels` collects them)
         for ln in prog.launches:
             listener(ln.kernel, ln.backend)
     slots: list = [b.data for b in buffers]
-    slots += [_alloc(shape, dt, dev) for shape, (_, dt) in zip(prog.alloc_shapes(sizes), prog.allocs)]
+    if prog.flats:
+        slots += packing.allocations(prog, lambda shape, dt: _alloc(shape, dt, dev))
+    else:
+        slots += [_alloc(shape, dt, dev) for shape, (_, dt) in zip(prog.alloc_shapes(sizes), prog.allocs)]
     timed = bool(_profiles) or level >= 1
+    events = prog.events
+    if events:
+        packing.at(prog, events[0], slots, on_ready)
     if not timed and tuner is None:  # the common case (and every lazy.jit replay): launches only
-        for ln in prog.launches:
-            ln(slots, scalars, sizes)
+        if events:
+            for i, ln in enumerate(prog.launches):
+                ln(slots, scalars, sizes)
+                if events[i + 1]:
+                    packing.at(prog, events[i + 1], slots, on_ready)
+            if on_ready is not None:
+                on_ready(-1, None)
+        else:
+            for ln in prog.launches:
+                ln(slots, scalars, sizes)
         return _results(prog, buffers, slots)
     sync = torch.cuda.synchronize if dev.startswith("cuda") and timed else (lambda: None)
     recs = []
@@ -604,12 +648,16 @@ def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = Fa
         ln(slots, scalars, sizes)
         sync()
         dt = time.perf_counter() - t
+        if events and events[i + 1]:
+            packing.at(prog, events[i + 1], slots, on_ready)
         m = ln.kernel.meta
         moved = (m["bytes_read"], m["bytes_written"])
         if prog.sizes:
             moved = size_fn(moved, prog.sizes)(*sizes)
         recs.append(KernelRecord(ln.kernel.name, ln.backend, dev, dt, *moved,
                                  fresh and prog.compiled))
+    if events and on_ready is not None:
+        on_ready(-1, None)
     for p in _profiles:
         p.kernels.extend(recs)
         p.realizes += 1
@@ -624,7 +672,49 @@ def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = Fa
 
 def _results(prog: Program, buffers: list[Buffer], slots: list) -> list[Buffer]:
     """The output buffers of a run: inputs written in place move to their next version (BUFFER nodes
-    made before the run read the old one), fresh allocations become buffers lazy owns."""
+    made before the run read the old one), fresh allocations become buffers lazy owns (one per slot:
+    a packed root is an output twice, as a root and as a member of its pack)."""
     for s in prog.written:
         buffers[s].version += 1
-    return [buffers[s] if s < prog.n_inputs else Buffer(slots[s], owned=True) for s in prog.outputs]
+    if not prog.flats:
+        return [buffers[s] if s < prog.n_inputs else Buffer(slots[s], owned=True) for s in prog.outputs]
+    made: dict[int, Buffer] = {}
+    out = []
+    for s in prog.outputs:
+        if s < prog.n_inputs:
+            out.append(buffers[s])
+            continue
+        b = made.get(s)
+        if b is None:
+            b = made[s] = Buffer(slots[s], owned=True)
+        out.append(b)
+    return out
+
+
+# -- collectives in flight (lazy/distributed.py) ----------------------------------------------------
+_in_flight: dict = {}  # storage key -> a lazy.distributed.Work that writes or reads that memory
+
+
+def storage_key(t: torch.Tensor) -> tuple:
+    return (str(t.device), t.untyped_storage().data_ptr())
+
+
+def settle(buffers: list[Buffer]) -> None:
+    """Wait for the collectives in flight on `buffers`' memory (a kernel or the host reads it next)."""
+    for b in buffers:
+        w = _in_flight.get(storage_key(b.data))
+        if w is not None:
+            w.wait()
+
+
+def record_collective(key: tuple, fn, buffers: list[Buffer]) -> None:
+    """Tell an active capture about a collective the step ran between its realizations (lazy.jit
+    replays `fn(buffers)` at the same place, over the replay's buffers)."""
+    for r in _recorders:
+        r.collective(key, fn, buffers)
+
+
+def record_unreplayable(why: str) -> None:
+    """Tell an active capture that the step did something a replay cannot redo."""
+    for r in _recorders:
+        r.unreplayable(why)

@@ -384,14 +384,44 @@ return_types = SimpleNamespace(max=namedtuple("max", ["values", "indices"]),
 
 # ---------------------------------------------------------------- realization
 
-def _realize(nodes: list[Node], into: list[Buffer | None] | None = None) -> list[Buffer]:
-    """Run `nodes`; one Buffer per node with exactly its shape and dtype (`into`: see realize)."""
+def _realize(nodes: list[Node], into: list[Buffer | None] | None = None, packs=None, on_ready=None
+             ) -> list[Buffer]:
+    """Run `nodes`; one Buffer per node with exactly its shape and dtype (`into`: see realize;
+    `packs`, `on_ready`: see runtime.realize_nodes, whose extra results follow)."""
     if os.environ.get("LAZY_BACKEND") == "interp":
         from lazy.interpret import interpret
         # clone: results must not alias the inputs' memory (interpret returns views of buffers)
-        return [Buffer(t.clone(memory_format=torch.contiguous_format), owned=True) for t in interpret(nodes)]
+        outs = [Buffer(t.clone(memory_format=torch.contiguous_format), owned=True) for t in interpret(nodes)]
+        return outs + _interp_packs(nodes, outs, packs, on_ready) if packs else outs
     from lazy.runtime import realize_nodes
-    return realize_nodes(nodes, into=into)
+    return realize_nodes(nodes, into=into, packs=packs, on_ready=on_ready)
+
+
+def _interp_packs(nodes, outs: list[Buffer], packs, on_ready) -> list[Buffer]:
+    """The reference backend's packs: each flat made on the host from the results (copies)."""
+    flats, views = [], []
+    for f, pack in enumerate(packs):
+        flat = torch.cat([outs[i].data.reshape(-1) for i in pack]) if pack else torch.empty(0)
+        off = 0
+        for i in pack:
+            n = nodes[i].numel
+            views.append(Buffer(flat[off:off + n].view(nodes[i].shape), owned=True))
+            off += n
+        flats.append(Buffer(flat, owned=True))
+        if on_ready is not None:
+            on_ready(f, flat)
+    if on_ready is not None:
+        on_ready(-1, None)
+    return flats + views
+
+
+def realize_packed(tensors: list[Tensor], packs: list[list[Node]], on_ready=None
+                   ) -> tuple[list[Buffer], list[Buffer]]:
+    """Realize `tensors` (and pending writes) in one schedule with `packs`: per pack, nodes stored
+    back to back in one flat buffer by the kernels that compute them (data-parallel gradient buckets:
+    lazy/packing.py). Returns (the flats, every packed node's view of its flat, in pack order);
+    `on_ready(i, flat)` runs as soon as flat i is complete, while the rest of the schedule runs."""
+    return _realize_all(tensors, None, packs, on_ready)
 
 
 def realize(*tensors: Tensor, _into: dict | None = None):
@@ -401,6 +431,11 @@ def realize(*tensors: Tensor, _into: dict | None = None):
     when nothing still reads the old value. `_into` (for optimizers): {id(value tensor): the tensor
     whose buffer the value may overwrite (a parameter, a state tensor)}; the value then *is* that
     buffer, its owner's to take."""
+    _realize_all(tensors, _into)
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def _realize_all(tensors, _into: dict | None, packs: list[list[Node]] | None = None, on_ready=None):
     ts = list(tensors)
     owner_of: dict[int, Tensor] = {}  # id(tensor) -> the tensor whose own buffer its value may overwrite
     home_of: dict[int, Buffer] = {}  # id(dirty tensor) -> the buffer it held before it was written
@@ -414,15 +449,20 @@ def realize(*tensors: Tensor, _into: dict | None = None):
             if o is not None:
                 owner_of[id(t)] = o
     todo: dict[int, Node] = {}
+    packed: set[int] = set()
+    for pack in packs or ():  # first: the schedule computes roots in this order (buckets complete early)
+        for n in pack:
+            todo.setdefault(id(n), n)
+            packed.add(id(n))
     for t in ts:
         if t._node.op not in _REALIZED:
             todo.setdefault(id(t._node), t._node)
     if not todo:
-        return tensors[0] if len(tensors) == 1 else tensors
+        return ([], []) if packs is not None else None
     targets: dict[int, tuple[Buffer, Tensor]] = {}  # id(root) -> (buffer it overwrites, owner)
     for t in ts:
         o = owner_of.get(id(t))
-        if o is not None and t._node.op not in _REALIZED:
+        if o is not None and t._node.op not in _REALIZED and id(t._node) not in packed:
             b = home_of.get(id(t)) if o is t else _held(o._cur)
             if b is not None and inplace.may_overwrite(o, b) and id(t._node) not in targets:
                 targets[id(t._node)] = (b, o)
@@ -439,7 +479,10 @@ def realize(*tensors: Tensor, _into: dict | None = None):
             todo = {**{id(t._node): t._node for t in first}, **todo}
             ts = first + ts
     into = [targets[k][0] if k in targets else None for k in todo] if targets else None
-    bufs = dict(zip(todo, _realize(list(todo.values()), into)))
+    index = {k: i for i, k in enumerate(todo)}
+    outs = _realize(list(todo.values()), into, [tuple(index[id(n)] for n in p) for p in packs] if packs else None,
+                    on_ready)
+    bufs = dict(zip(todo, outs))
     leaves = {i for t in _leaf_tensors for i in leaf_node_ids(t)}
     live = autograd.differentiable_nodes(list(todo.values()), leaves)[1] if leaves else set()
     done: set[int] = set()
@@ -465,7 +508,10 @@ def realize(*tensors: Tensor, _into: dict | None = None):
             t._before = before
             for r in runtime._recorders:  # lazy.jit: a replay gives this tensor its new buffer
                 r.bound(t, b)
-    return tensors[0] if len(tensors) == 1 else tensors
+    if packs:
+        extra = outs[len(todo):]
+        return extra[:len(packs)], extra[len(packs):]
+    return None
 
 
 _held = inplace.held
@@ -779,7 +825,10 @@ class Tensor:
         if runtime._recorders:
             runtime.record_host_read(f"a {tuple(self.shape)} tensor was read on the host")
         n = self._node
-        return (n.srcs[0] if n.op is Op.STORED else n).arg.data
+        b = (n.srcs[0] if n.op is Op.STORED else n).arg
+        if runtime._in_flight:  # a collective writes it (lazy.distributed, async_op=True)
+            runtime.settle([b])
+        return b.data
 
     def numpy(self) -> np.ndarray:
         if self.dtype is bfloat16:

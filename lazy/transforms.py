@@ -10,6 +10,8 @@ Invariants
 - `backward()` remembers its root until the next realize that includes pending roots
   (`pending_roots`), so an optimizer step can realize the loss in the same schedule and a later
   `loss.item()` costs nothing.
+- `backward_hooks` run after `backward()` has set the gradients (DistributedDataParallel reduces
+  them across processes there, as torch's reducer does from its autograd hooks).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from lazy.graph import Node, Op, const, node
 from lazy.tensor import Tensor, _fmt, _IdentityWeakSet, _leaf_tensors, _operand, leaf_node_ids, tensor
 
 pending_roots = _IdentityWeakSet()
+# callables(tensors that received a gradient) run at the end of each backward() (data parallelism:
+# lazy.nn.parallel reduces the gradients there); weak references, dropped once their object is gone
+backward_hooks: list = []
 
 
 def _cotangent(out: Tensor, gradient, op: str) -> Node:
@@ -62,6 +67,14 @@ def accumulate_backward(root: Tensor, gradient, retain_graph, create_graph: bool
     if not (retain_graph if retain_graph is not None else create_graph):
         root._graph_freed = True
     pending_roots.add(root)
+    if backward_hooks:
+        touched = [t for nid in grads for t in by_node[nid]]
+        for ref in list(backward_hooks):
+            hook = ref()
+            if hook is None:
+                backward_hooks.remove(ref)
+            else:
+                hook(touched)
 
 
 def _as_list(x) -> list:

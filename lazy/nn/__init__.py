@@ -9,7 +9,7 @@ conv_transpose, losses) and are registered here: their layers in this namespace,
 (each module's FUNCTIONAL list) in `functional`, as torch has them.
 """
 
-from lazy.nn import conv_transpose, functional, init, losses, modules, normalization, resample, utils
+from lazy.nn import conv_transpose, functional, init, losses, modules, normalization, parallel, resample, utils
 from lazy.nn.conv_transpose import *
 from lazy.nn.losses import *
 from lazy.nn.modules import *  # the layers; their list is modules.__all__
@@ -23,4 +23,4 @@ for _m in _FAMILIES:
         functional.__all__.append(_name)
 
 __all__ = list(modules.__all__) + [n for m in _FAMILIES for n in m.__all__ if n not in m.FUNCTIONAL] + \
-    ["functional", "init", "utils"]
+    ["functional", "init", "parallel", "utils"]

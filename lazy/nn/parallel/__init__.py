@@ -1,0 +1,5 @@
+"""lazy.nn.parallel: data parallelism over torch.distributed (`DistributedDataParallel`)."""
+
+from lazy.nn.parallel.distributed import DistributedDataParallel
+
+__all__ = ["DistributedDataParallel"]
