@@ -17,6 +17,10 @@ Shape of the code
 - A reduction whose rows are strided while the innermost output loop is contiguous (a column
   sum) is emitted interchanged: a block of `TILE` accumulators advanced together, one
   contiguous vector per reduction step.
+- Mixed layouts: a load strided along the innermost loop but contiguous along another loop (`x.T + y`,
+  `x.T.contiguous()`, NCHW -> NHWC, `(x.T * y).sum(0)`) is copied tile by tile into an L1 array
+  transposed, and the vector loop reads it from there (codegen/tiling.py says when and how; the
+  pointwise nest is `emit_transposed`, the reduction's blocks are in `reduction_loop`).
 - float16 and bfloat16 compute in float32, converted with integer bit operations (vectorizable).
   A row kernel converts its half-precision row once (row cache) and, per thread, the vectors every
   row reads (column cache); float16 outputs leave through float L1 blocks narrowed by
@@ -49,7 +53,7 @@ at run time (`_row_bound`), so no array exceeds what a row of ROW_CACHE_MAX elem
 
 Tuning: `CConfig` holds the knobs the heuristics above fix (threads, the parallel threshold,
 TILE, SIMD width, unrolling, outer-loop chunks, loop order, where the reduction is split across
-threads); `CConfig()` renders exactly the heuristic code. `search_space(k)` lists, per knob,
+threads, transposed tiles and their extents); `CConfig()` renders exactly the heuristic code. `search_space(k)` lists, per knob,
 the values that can change `k`'s code: what codegen/tune.py searches. Each knob's type and range
 is declared with it (codegen/knobs.py); `render_c` checks the config before it renders anything
 (KnobError, a ValueError naming the knob) and formats knob values only through `knobs.src`.
@@ -409,6 +413,12 @@ def search_space(k: Kernel) -> dict[str, tuple]:
         space["chunk"] = (None, *[c for c in (1024, 4096, 16384, 65536) if c < outer])
     if tiles:
         space["tile"] = (16, 32, 64, 128, 256, 512)
+    tplan = transpose_plan(k)
+    if tplan is not None:  # loads read through transposed tiles (codegen/tiling.py)
+        space["transpose"] = (None, False)
+        space["tile_rows"] = (8, 16, 32, 64, 128)
+        if tplan.kind == "pointwise":
+            space["tile_cols"] = (16, 32, 64, 128)
     space["simdlen"] = (None, 4, 8, 16)
     space["unroll"] = (False, True)
     return space
