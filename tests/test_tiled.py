@@ -6,7 +6,6 @@ offsets and steps, every dtype, sizes that change, and tile extents set by a con
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from conftest import call_c, kernels_of, render_spy
