@@ -113,17 +113,20 @@ def test_any_tile_extent_computes_the_plain_nest_values(rows, cols):
                lambda: (lazy.tensor(x).permute(1, 0) * lazy.tensor(y)).sum(1)):
         k = one_kernel(fn)
         outs = []
-        for cfg in (CConfig(transpose=False), CConfig(tile_rows=rows, tile_cols=cols, parallel_min_work=0)):
+        # (threads split the reduction's blocks with rsplit: the tile's sums as array sections)
+        for cfg in (CConfig(transpose=False), CConfig(tile_rows=rows, tile_cols=cols, parallel_min_work=0),
+                    CConfig(tile_rows=rows, rsplit=True, parallel_min_work=0)):
             # the same inputs for both configs, in the kernel's order, and a fresh output
             ins = iter([x.reshape(-1), y.reshape(-1)])
             ts = [torch.zeros(b.numel) if b.output else next(ins) for b in k.buffers]
             call_c(compile_c.load(render_c.render_c(k, config=cfg)), k, ts)
             outs.append(ts[-1])
         assert render_c.transpose_plan(k, cfg) is not None
-        if k.reduces:  # the tiled sum adds in the same order per column
-            torch.testing.assert_close(outs[1], outs[0], rtol=1e-6, atol=1e-6)
-        else:
-            assert torch.equal(outs[1], outs[0])
+        for out in outs[1:]:
+            if k.reduces:  # split across threads, the partial sums are added in another order
+                torch.testing.assert_close(out, outs[0], rtol=1e-6, atol=1e-6)
+            else:
+                assert torch.equal(out, outs[0])
 
 
 # -- values ----------------------------------------------------------------------------------------
