@@ -1003,8 +1003,8 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
     sblock = chunk if n == 1 else _cap(k.loops[-1], STREAM_BLOCK) if blocks else 0
     stream_at: list[str] = []  # the first element of the block being stored (a C expression)
     row_fn = (_prefers_row_fn(k) if cfg.row_fn is None else cfg.row_fn) and outer_parallel and n >= 2 \
-        and not any(r.depth == 0 for r in k.reduces)
-    row_cache = {} if interchange else _row_cache(k, parallel, rows)
+        and not any(r.depth == 0 for r in k.reduces) and not tpoint
+    row_cache = {} if interchange or tpoint else _row_cache(k, parallel, rows)
     cols = _column_cache(k, rows) if row_fn else []
     # row arrays of a length that changes: each thread's, declared once in the parallel region and
     # passed to the row function (a variable-length array in the row function is made per row: a

@@ -205,3 +205,15 @@ def test_sizes_that_change_keep_tiles_right(sources):
 def test_empty_tensors():
     x, y = rand(0, 5), rand(5, 0)
     assert (lazy.tensor(x).permute(1, 0) + lazy.tensor(y)).torch().shape == (5, 0)
+
+
+def test_knobs_of_other_passes_leave_the_tiled_nest_whole():
+    # row functions, streaming, chunks and fission are passes of the plain nest: forced on, a tiled
+    # kernel keeps its tiles (a forced row function once declared column arrays no loop filled)
+    k = one_kernel(lambda: lazy.tensor(rand(70, 90, dtype=torch.float16)).permute(1, 0)
+                   + lazy.tensor(rand(90, 70, seed=1, dtype=torch.float16)))
+    for cfg in (CConfig(row_fn=True), CConfig(stream=True), CConfig(interchange=True), CConfig(chunk=64),
+                CConfig(fission=True), CConfig(prefetch=True)):
+        src = render_c.render_c(k, config=cfg)
+        assert TILED in src
+        compile_c.load(src)
