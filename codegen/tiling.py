@@ -31,6 +31,12 @@ along `a` (at most TRANSPOSE_A_BYTES apart: a line holds several consecutive ele
 stride of at least a cache line (LINE bytes) along `v`. Strides that are sizes that change are
 judged at their hints: the tiles are right for any value, only the choice of plan takes hints.
 
+Not tiled (yet): a kernel whose stores are strided along its innermost loop (an assignment into a
+transposed view), pointwise kernels that also reduce, loads whose index is not affine in the two
+axes (a reshape of a transpose, `//` and `%`), and the Triton backend: its pointwise kernels flatten
+every loop into one `xindex` block, and the same plan there is a 2-D `[YBLOCK, XBLOCK]` block whose
+strided loads are read along `a` and turned with `tl.trans` (or a block pointer with `order`).
+
 Invariants
 - Tiles keep fixed extents whatever the sizes: every tile loop computes its end at run time
   (`min(start + rows, size)`), so a size of 0, 1, or one not a multiple of the tile is right.
