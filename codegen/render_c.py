@@ -17,6 +17,10 @@ Shape of the code
 - A reduction whose rows are strided while the innermost output loop is contiguous (a column
   sum) is emitted interchanged: a block of `TILE` accumulators advanced together, one
   contiguous vector per reduction step.
+- Mixed layouts: a load strided along the innermost loop but contiguous along another loop (`x.T + y`,
+  `x.T.contiguous()`, NCHW -> NHWC, `(x.T * y).sum(0)`) is copied tile by tile into an L1 array
+  transposed, and the vector loop reads it from there (codegen/tiling.py says when and how; the
+  pointwise nest is `emit_transposed`, the reduction's blocks are in `reduction_loop`).
 - float16 and bfloat16 compute in float32, converted with integer bit operations (vectorizable).
   A row kernel converts its half-precision row once (row cache) and, per thread, the vectors every
   row reads (column cache); float16 outputs leave through float L1 blocks narrowed by
@@ -49,7 +53,7 @@ at run time (`_row_bound`), so no array exceeds what a row of ROW_CACHE_MAX elem
 
 Tuning: `CConfig` holds the knobs the heuristics above fix (threads, the parallel threshold,
 TILE, SIMD width, unrolling, outer-loop chunks, loop order, where the reduction is split across
-threads); `CConfig()` renders exactly the heuristic code. `search_space(k)` lists, per knob,
+threads, transposed tiles and their extents); `CConfig()` renders exactly the heuristic code. `search_space(k)` lists, per knob,
 the values that can change `k`'s code: what codegen/tune.py searches. Each knob's type and range
 is declared with it (codegen/knobs.py); `render_c` checks the config before it renders anything
 (KnobError, a ValueError naming the knob) and formats knob values only through `knobs.src`.
@@ -78,6 +82,8 @@ from codegen.kernel_ir import (
     subst_expr,
 )
 from codegen.knobs import flag, integer, knob, one_of
+from codegen.tiling import MAX_TTILE, TILE_COLS, TILE_ROWS
+from codegen.tiling import plan as tile_plan
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
 # float sums: elements each SIMD lane adds in float before the block's sum goes into a double. The
@@ -140,6 +146,13 @@ class CConfig:
     fission: a vector loop of stores that calls two or more vector math functions (exp, tanh...)
         runs as one loop per call over blocks of FISSION_BLOCK elements, the values a later loop
         needs kept in L1 scratch arrays (`_call_stages`). None: on when there are two such calls.
+    transpose: loads strided along the vector loop but contiguous along another loop are read
+        through transposed L1 tiles (codegen/tiling.py). None: wherever `tiling.plan` finds such
+        loads; False: the plain nest.
+    tile_rows: a transposed tile's extent along the loop its loads are contiguous along (for an
+        interchanged reduction: reduction steps per copied block).
+    tile_cols: a transposed tile's extent along the vector loop (pointwise kernels; an
+        interchanged reduction's tile is `tile` columns).
     """
 
     threads: int | None = knob(None, integer(1, MAX_THREADS, none=True))
@@ -154,6 +167,19 @@ class CConfig:
     stream: bool | None = knob(None, flag(none=True))
     prefetch: bool | None = knob(None, flag(none=True))
     fission: bool | None = knob(None, flag(none=True))
+    transpose: bool | None = knob(None, flag(none=True))
+    tile_rows: int = knob(TILE_ROWS, integer(1, MAX_TTILE))
+    tile_cols: int = knob(TILE_COLS, integer(1, MAX_TTILE))
+
+
+def transpose_plan(k: Kernel, cfg: CConfig | None = None):
+    """The transposed tiles `render_c(k, config=cfg)` prints (`tiling.TilePlan`), or None."""
+    cfg = cfg or CConfig()
+    n = len(k.loops)
+    tiles = n >= 1 and any(r.depth == n and r.rvars for r in k.reduces)
+    interchange = _prefers_interchange(k) if cfg.interchange is None or not tiles else cfg.interchange
+    return tile_plan(k, transpose=cfg.transpose, rows=knobs.value(cfg, "tile_rows"),
+                     cols=knobs.value(cfg, "tile_cols"), interchange=interchange, tile=knobs.value(cfg, "tile"))
 
 
 ROW_FN_MAX = 16384  # 2048-wide softmax / layer norm / RMS norm rows: 5-7% faster as row functions
@@ -387,6 +413,12 @@ def search_space(k: Kernel) -> dict[str, tuple]:
         space["chunk"] = (None, *[c for c in (1024, 4096, 16384, 65536) if c < outer])
     if tiles:
         space["tile"] = (16, 32, 64, 128, 256, 512)
+    tplan = transpose_plan(k)
+    if tplan is not None:  # loads read through transposed tiles (codegen/tiling.py)
+        space["transpose"] = (None, False)
+        space["tile_rows"] = (8, 16, 32, 64, 128)
+        if tplan.kind == "pointwise":
+            space["tile_cols"] = (16, 32, 64, 128)
     space["simdlen"] = (None, 4, 8, 16)
     space["unroll"] = (False, True)
     return space
@@ -957,20 +989,22 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
     n = len(k.loops)
     tiles = n >= 1 and any(r.depth == n and r.rvars for r in k.reduces)
     interchange = _prefers_interchange(k) if cfg.interchange is None or not tiles else cfg.interchange
-    swap = bool(cfg.interchange) and _interchange_legal(k)  # 2-D pointwise: loop x1 outside x0
+    tplan = transpose_plan(k, cfg)
+    tpoint = tplan is not None and tplan.kind == "pointwise"  # the whole nest is tiles (`emit_transposed`)
+    swap = bool(cfg.interchange) and _interchange_legal(k) and not tpoint  # 2-D pointwise: loop x1 outside x0
     rsplit = cfg.rsplit and parallel and any(r.rvars for r in k.reduces)
     outer_parallel = parallel and not rsplit
     chunk = knobs.value(cfg, "chunk") if cfg.chunk and outer_parallel and n == 1 and not tiles else None
-    stream = _streams(k, cfg) and not swap
+    stream = _streams(k, cfg) and not swap and not tpoint
     # outputs through L1 blocks: streamed ones, and float16 ones (narrowed a block at a time)
-    blocks = stream or _f16_blocks(k, cfg) and not swap
+    blocks = stream or _f16_blocks(k, cfg) and not swap and not tpoint
     if blocks and n == 1:  # 1-D: each chunk is one block
         chunk = min(chunk or STREAM_BLOCK, 16 * STREAM_BLOCK)
     sblock = chunk if n == 1 else _cap(k.loops[-1], STREAM_BLOCK) if blocks else 0
     stream_at: list[str] = []  # the first element of the block being stored (a C expression)
     row_fn = (_prefers_row_fn(k) if cfg.row_fn is None else cfg.row_fn) and outer_parallel and n >= 2 \
-        and not any(r.depth == 0 for r in k.reduces)
-    row_cache = {} if interchange else _row_cache(k, parallel, rows)
+        and not any(r.depth == 0 for r in k.reduces) and not tpoint
+    row_cache = {} if interchange or tpoint else _row_cache(k, parallel, rows)
     cols = _column_cache(k, rows) if row_fn else []
     # row arrays of a length that changes: each thread's, declared once in the parallel region and
     # passed to the row function (a variable-length array in the row function is made per row: a
@@ -979,7 +1013,7 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
         if row_fn and n >= 2 and _symbolic(k.loops[-1]) else []
     row_preset = {**_row_preset(row_cache, n), **{e: f"{name}[x{n - 1}]" for e, name in cols}}
     row_reads = _row_reads(k, row_cache)
-    stages = _fission_stages(k, cfg, rows)
+    stages = [] if tpoint else _fission_stages(k, cfg, rows)
     # the split loops of a 1-D kernel: its parallel loop runs over their blocks, as many elements a
     # grab as its vector loop would take
     split_chunks = bool(stages) and n == 1 and outer_parallel and not chunk
@@ -1040,8 +1074,37 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
         part = f"{name}_p"
         prefetch = prefetch if len(r.rvars) == 1 and not tiled and not top_parallel else None
         spans = blocked or bool(prefetch)  # the row loop runs in blocks (float partial sums, prefetch)
+        # loads copied a block of reduction steps at a time into transposed L1 tiles (codegen/tiling.py)
+        tloads = [ld for ld, a in tplan.loads if a == r.rvars[-1]] if tiled and tplan is not None else []
+        tnames: dict[Expr, str] = {}
         for j, (v, size) in enumerate(zip(r.rvars, r.rsizes)):
             last = j == len(r.rvars) - 1
+            if last and tloads:
+                if j == 0 and rsplit:
+                    body_lines.append(f"{indent}#pragma omp parallel for{nt} reduction({opname}:{r.name}[:{tile}])"
+                                      + (f" reduction(|:{r.name}_nan[:{tile}])" if nan else ""))
+                trows, size = knobs.src(cfg, "tile_rows"), size_c(size)
+                body_lines.append(f"{indent}for (int64_t {v}b = 0; {v}b < {size}; {v}b += {trows}) {{")
+                indent += "  "
+                body_lines.append(f"{indent}const int64_t {v}e = {v}b + {trows} < {size} ? {v}b + {trows} : {size};")
+                at = f"({v} - {v}b) * {tile} + j"
+                for i, ld in enumerate(tloads):
+                    tnames[ld] = f"tt{i}[{at}]"
+                    body_lines.append(f"{indent}{ctype(compute_dtype(ld.dtype))} tt{i}[{trows} * {tile}] "
+                                      "__attribute__((aligned(64)));")
+                body_lines.append(f"{indent}for (int64_t j = 0; j < nb; j++) {{")
+                body_lines.append(f"{indent}  const int64_t x{n - 1} = xb + j;")
+                body_lines.append(f"{indent}  {simd}")
+                body_lines.append(f"{indent}  for (int64_t {v} = {v}b; {v} < {v}e; {v}++) {{")
+                copy = Body(k, body_lines, indent + "    ", acc_ref)
+                for ld in tloads:
+                    val = copy.emit(ld)
+                    body_lines.append(f"{indent}    {tnames[ld].split('[')[0]}[{at}] = {val};")
+                body_lines.append(f"{indent}  }}")
+                body_lines.append(f"{indent}}}")
+                body_lines.append(f"{indent}for (int64_t {v} = {v}b; {v} < {v}e; {v}++) {{")
+                indent += "  "
+                continue
             if last and spans:
                 block = _cap(size, PREFETCH_SPAN) if prefetch else _sum_block(size, cfg)
                 size = size_c(size)
@@ -1077,7 +1140,7 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
             body_lines.append(f"{indent}for (int64_t j = 0; j < nb; j++) {{")
             indent += "  "
             body_lines.append(f"{indent}const int64_t x{n - 1} = xb + j;")
-        inner = Body(k, body_lines, indent, acc_ref, row_reads.get(r.name))
+        inner = Body(k, body_lines, indent, acc_ref, {**(row_reads.get(r.name) or {}), **tnames})
         val = inner.emit(r.value)
         for cached, scratch, _ in row_cache.get(r.name, ()):
             body_lines.append(f"{indent}{scratch}[{r.rvars[0]}] = {inner.names[cached]};")
@@ -1095,6 +1158,9 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
         for i in range(depth):
             indent = indent[:-2]
             body_lines.append(f"{indent}}}")
+            if tloads and i == 1:  # the block of reduction steps around the last one
+                indent = indent[:-2]
+                body_lines.append(f"{indent}}}")
             if spans and i == 0:
                 if blocked:
                     body_lines.append(f"{indent}{name} += (double){part};")
@@ -1234,7 +1300,53 @@ def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: st
     def scalar_ref(name):
         return name
 
+    def emit_transposed(indent):
+        """A pointwise kernel in tiles of tile_rows x tile_cols over loops x{a} and x{n-1} (`tplan`),
+        the other loops outside, threads over all of them; per tile the transposed loads are copied
+        into L1 arrays along x{a}, then the stores run with x{n-1} innermost, reading those arrays."""
+        a, v = tplan.axis, n - 1
+        trows, tcols = knobs.src(cfg, "tile_rows"), knobs.src(cfg, "tile_cols")
+        lines.append(f"{indent}/* {tplan.describe()} (codegen/tiling.py) */")
+        if outer_parallel:
+            lines.append(f"{indent}#pragma omp parallel for collapse({n}){nt} schedule(static)")
+        for i in range(n):
+            if i not in (a, v):
+                lines.append(f"{indent}for (int64_t x{i} = 0; x{i} < {size_c(k.loops[i])}; x{i}++)")
+        # the tiles along x{a} innermost: the next tile continues the strided load's rows where the
+        # last one left them (4096x4096 copy of a transpose: 1.8x faster than the other order)
+        for i, step in ((v, tcols), (a, trows)):
+            lines.append(f"{indent}for (int64_t x{i}b = 0; x{i}b < {size_c(k.loops[i])}; x{i}b += {step})")
+        lines.append(f"{indent}{{")
+        ind = indent + "  "
+        for i, step in ((a, trows), (v, tcols)):
+            size = size_c(k.loops[i])
+            lines.append(f"{ind}const int64_t x{i}e = x{i}b + {step} < {size} ? x{i}b + {step} : {size};")
+        at = f"(x{a} - x{a}b) * {tcols} + (x{v} - x{v}b)"
+        names = {}
+        for i, (ld, _) in enumerate(tplan.loads):
+            names[ld] = f"tt{i}[{at}]"
+            lines.append(f"{ind}{ctype(compute_dtype(ld.dtype))} tt{i}[{trows} * {tcols}] __attribute__((aligned(64)));")
+        lines.append(f"{ind}for (int64_t x{v} = x{v}b; x{v} < x{v}e; x{v}++) {{")
+        lines.append(f"{ind}  {simd}")
+        lines.append(f"{ind}  for (int64_t x{a} = x{a}b; x{a} < x{a}e; x{a}++) {{")
+        copy = Body(k, lines, ind + "    ", scalar_ref)
+        for i, (ld, _) in enumerate(tplan.loads):
+            val = copy.emit(ld)
+            lines.append(f"{ind}    tt{i}[{at}] = {val};")
+        lines.append(f"{ind}  }}")
+        lines.append(f"{ind}}}")
+        lines.append(f"{ind}for (int64_t x{a} = x{a}b; x{a} < x{a}e; x{a}++) {{")
+        lines.append(f"{ind}  {simd}")
+        lines.append(f"{ind}  for (int64_t x{v} = x{v}b; x{v} < x{v}e; x{v}++) {{")
+        stores(ind + "    ", scalar_ref, lines, names)
+        lines.append(f"{ind}  }}")
+        lines.append(f"{ind}}}")
+        lines.append(f"{indent}}}")
+
     def emit_level(d, indent):
+        if d == 0 and tpoint:
+            emit_transposed(indent)
+            return
         if d == n - 1:
             for entries in row_cache.values():
                 for _, scratch, _ in entries:

@@ -14,7 +14,8 @@ default_config is not what the tuner writes, or that the kernel cannot be built 
 skips points outside the specs before building anything.
 
 Search spaces are declared beside each backend: `render_c.search_space` (threads, parallel
-threshold, tile, simdlen, unroll, chunk, loop order, reduction split, row functions),
+threshold, tile, simdlen, unroll, chunk, loop order, reduction split, row functions, transposed
+tiles and their extents),
 `render_triton.search_space` (XBLOCK, RBLOCK, num_warps, num_stages), `gemm_triton.search_space`
 (BLOCK_M/N/K, GROUP_M, num_warps, num_stages), `gemm_c.search_space` (MC/KC/NC blocking, MR x NV
 micro-tile). Each knob's values are ordered where they have one.

@@ -254,6 +254,53 @@ def sum_outer_t(x):
     return x.T.sum(0)
 
 
+# -- mixed layouts: loads and stores disagree on the contiguous axis (codegen/tiling.py) ---------
+def _vec_square(n):
+    return _square_pair(n)[:1]
+
+
+def _square_pair(n):
+    side = round(n ** 0.5)
+    rng = _rng()
+    return [rng.standard_normal((side, side), dtype=np.float32), rng.standard_normal((side, side), dtype=np.float32)]
+
+
+def permute_add(x, y):  # the same call in lazy, torch and numpy
+    return x.T + y
+
+
+def permute_copy_lazy(x):
+    return x.permute(1, 0).contiguous()
+
+
+permute_copy_torch = permute_copy_lazy
+
+
+def permute_copy_numpy(x):
+    return np.ascontiguousarray(x.T)
+
+
+def permute_mul_sum(x, y):
+    return (x.T * y).sum(0)
+
+
+def _heads_inputs(n):
+    """(batch, seq, heads, head_dim) activations of n elements: 8 heads of 64."""
+    seq = max(1, n // (2 * 8 * 64))
+    return [_rng().standard_normal((2, seq, 8, 64), dtype=np.float32)]
+
+
+def heads_permute_lazy(x):  # (batch, seq, heads, dim) -> (batch, heads, seq, dim), as attention splits heads
+    return x.permute(0, 2, 1, 3).contiguous()
+
+
+heads_permute_torch = heads_permute_lazy
+
+
+def heads_permute_numpy(x):
+    return np.ascontiguousarray(x.transpose(0, 2, 1, 3))
+
+
 # -- broadcasting ------------------------------------------------------------------------------
 def _affine_inputs(n):
     x = _rect(n)[0]
@@ -500,6 +547,15 @@ _SUITE = [
     _w("sum_outer_permuted", _rect_t, sum_outer_t, sum_outer_t, sum_outer_t,
        _all_in_plus(lambda ins: ins[0].shape[0]), 1, "reduction",
        "x.T.sum(0): the outer axis of a transposed view (contiguous in memory)", tinygrad=sum_outer_t),
+    _w("permute_add", _square_pair, permute_add, permute_add, permute_add, _all_in_plus(lambda ins: ins[0].size),
+       1, "layout", "x.T + y, square: x walked a row apart per element of the output"),
+    _w("permute_copy", _vec_square, permute_copy_lazy, permute_copy_torch, permute_copy_numpy, _in_out, 1,
+       "layout", "x.T.contiguous(), square: a transpose"),
+    _w("permute_mul_sum", _square_pair, permute_mul_sum, permute_mul_sum, permute_mul_sum,
+       _all_in_plus(lambda ins: ins[0].shape[1]), 1, "layout",
+       "(x.T * y).sum(0), square: a reduction whose load x is contiguous along the reduced axis, y across it"),
+    _w("permute_heads", _heads_inputs, heads_permute_lazy, heads_permute_torch, heads_permute_numpy, _in_out, 1,
+       "layout", "x.permute(0, 2, 1, 3).contiguous() of (2, seq, 8, 64): attention's split of heads"),
     _w("broadcast_affine", _affine_inputs, affine, affine, affine, _all_in_plus(lambda ins: ins[0].size), 1,
        "broadcast", "x * row_scale[:, None] + col_shift[None, :]", tinygrad=affine),
     _w("broadcast_outer", _outer_inputs, outer_lazy, outer_torch, outer_numpy,
