@@ -43,7 +43,8 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -377,7 +378,7 @@ def _max_pool2d_with_indices(x, kernel_size, stride=(), padding=0, dilation=1, c
         raise Unsupported("max_pool2d of a 3-d input")
     y = F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
     k, s, p, d, o, extra = F._pool_args("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
-    h, w = x.shape[-2:]
+    w = x.shape[-1]
     xp = x.pad((p[1], p[1] + extra[1], p[0], p[0] + extra[0]), value=-math.inf) if any(p) or any(extra) else x
     win = F._windows(xp, k, s, d)  # [N, C, OH, OW, KH, KW]
     j = win.reshape(*win.shape[:4], k[0] * k[1]).argmax(-1)
@@ -616,7 +617,7 @@ def lookup(target) -> Callable | None:
     if getattr(target, "__module__", None) in ("_operator", "operator", "math", "builtins") or \
             target in (operator.getitem, math.floor, math.ceil):
         return target
-    if isinstance(target, Callable) and getattr(target, "__module__", "").startswith("torch.fx.experimental"):
+    if callable(target) and getattr(target, "__module__", "").startswith("torch.fx.experimental"):
         return target  # sym_sum, sym_min...: functions of ints
     return None
 
@@ -624,6 +625,7 @@ def lookup(target) -> Callable | None:
 # ---------------------------------------------------------------- running a graph
 
 fallbacks: Counter = Counter()  # aten op name -> how many graph nodes ran on torch (this process)
+stats: Counter = Counter()  # "graphs" compiled, "calls" of compiled graphs (this process)
 _reported: set[str] = set()
 
 
@@ -729,8 +731,10 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs) -> Compiled:
     if debug_level() >= 4:
         _log(f"lazy.dynamo: aten graph\n{gm.graph}")
     compiled = Compiled(gm)
+    stats["graphs"] += 1
 
     def run(args: list) -> list:
+        stats["calls"] += 1
         return compiled(args)
     run._boxed_call = True
     run.compiled = compiled
