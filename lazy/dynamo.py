@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +51,7 @@ from typing import Any
 import torch
 
 import lazy
+from lazy.jit import JitWarning, jit
 from lazy.runtime import _log, debug_level
 from lazy.tensor import Tensor
 
@@ -624,8 +627,9 @@ def lookup(target) -> Callable | None:
 
 # ---------------------------------------------------------------- running a graph
 
+REPLAY = os.environ.get("LAZY_DYNAMO_REPLAY", "1") != "0"
 fallbacks: Counter = Counter()  # aten op name -> how many graph nodes ran on torch (this process)
-stats: Counter = Counter()  # "graphs" compiled, "calls" of compiled graphs (this process)
+stats: Counter = Counter()  # "graphs" compiled, "calls" of them, "replays" among the calls (this process)
 _reported: set[str] = set()
 
 
@@ -693,15 +697,38 @@ class Compiled:
                 raise NotImplementedError(f"lazy.dynamo: FX node kind {n.op} ({n.target})")
         for name, c in missing.items():
             _report(name, c)
+        self.placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        self.output = next(n for n in gm.graph.nodes if n.op == "output")
+        # a graph lazy takes whole replays its recorded programs without running this Python
+        # (lazy.jit: the third call on, per input shapes); one with a torch node runs as traced
+        self.replay = jit(self.trace_args) if not missing and REPLAY else None
+
+    def trace_args(self, *inputs):
+        self.traced = True
+        return self.trace(list(inputs))
 
     def __call__(self, args: list) -> list:
-        env: dict = {}
-        nodes = iter(self.gm.graph.nodes)
-        for n in nodes:
-            if n.op != "placeholder":
-                break
-            env[n] = _to_lazy(args[len(env)])
+        inputs = [_to_lazy(a) for a in args]
         args.clear()  # boxed: the caller's list no longer holds the inputs (AOTAutograd frees them)
+        out = None
+        if self.replay is not None and all(isinstance(t, Tensor) for t in inputs):
+            self.traced = False
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", JitWarning)
+                out = self.replay(*inputs)
+            stats["replays"] += not self.traced
+            if any(issubclass(w.category, JitWarning) for w in caught):
+                self.replay = None  # it cannot replay (it ran as is): trace from now on
+        if out is None:
+            out = self.trace(inputs)
+        ts = [t for t in _leaves(out, []) if isinstance(t, Tensor)]
+        if ts:
+            lazy.realize(*ts)  # every output in one schedule
+        return list(_tree_map(_to_torch, out))
+
+    def trace(self, inputs: list) -> list:
+        """The graph's outputs as lazy tensors (and Python values) over `inputs`."""
+        env: dict = dict(zip(self.placeholders, inputs))
 
         def val(a):
             return _tree_map(lambda v: env[v] if isinstance(v, torch.fx.Node) else v, a)
@@ -717,13 +744,13 @@ class Compiled:
                     continue
                 except Unsupported as e:
                     self.plan[i] = (n, n.target, True)
+                    self.replay = None
                     _report(str(n.target), 1, str(e))
             env[n] = _on_torch(n.target, a, kw)
-        out = val(next(n for n in self.gm.graph.nodes if n.op == "output").args[0])
-        ts = [t for t in _leaves(out, []) if isinstance(t, Tensor)]
-        if ts:
-            lazy.realize(*ts)  # every output in one schedule
-        return list(_tree_map(_to_torch, out))
+        out = list(val(self.output.args[0]))
+        if self.replay is not None and not all(t is None or isinstance(t, Tensor) for t in out):
+            self.replay = None  # a size among the outputs: lazy.jit replays tensors only
+        return out
 
 
 def compile_graph(gm: torch.fx.GraphModule, example_inputs) -> Compiled:

@@ -43,8 +43,9 @@ def test_model_forward_and_gradients_match_eager(name):
     model, inputs = build(name)
     compiled_model = copy.deepcopy(model)
     compiled = torch.compile(compiled_model, backend=dynamo.backend)
-    graphs = dynamo.stats["graphs"]
-    for step in range(2):  # the second step reuses the compiled graphs and lazy's programs
+    graphs, replays = dynamo.stats["graphs"], dynamo.stats["replays"]
+    # the second step reuses the compiled graphs and lazy's programs, the fourth replays them (lazy.jit)
+    for step in range(4):
         want, got = _step(model, inputs), _step(compiled, inputs)
         for w, g in zip(want, got):
             _close(g, w, 1e-5, 1e-5)
@@ -57,6 +58,7 @@ def test_model_forward_and_gradients_match_eager(name):
         model.zero_grad()
         compiled_model.zero_grad()
     assert dynamo.stats["graphs"] - graphs == 2  # one forward and one backward graph, no recompile
+    assert dynamo.stats["replays"] - replays == 2  # step 4's forward and backward ran no graph-building Python
     assert not dynamo.fallbacks.keys() & {"aten.convolution.default", "aten.convolution_backward.default",
                                           "aten.embedding_dense_backward.default"}
 
