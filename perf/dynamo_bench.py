@@ -4,7 +4,8 @@ In:  perf/torch_models.py's models at `--scale`; nothing else (both compilers' c
      fresh temporary directories first, so "cold" means a first run on a new machine).
 Out: a table per model: cold compile (the first forward+backward, dynamo's tracing and
      AOTAutograd included, minus an eager step) and steady-state step time (forward + backward,
-     median of `--steps` after warm-up), for eager, lazy and inductor, measured in one run.
+     median of `--steps` after warm-up, the three timed in turn each round), for eager, lazy and
+     inductor, measured in one run.
 
 Run: `python -m perf.dynamo_bench [--scale 2] [--steps 30] [--models mlp,gpt]`. Not a test.
 """
@@ -31,15 +32,19 @@ def _step(model, inputs, loss_of) -> None:
     loss_of(model(*inputs)).backward()
 
 
-def _time_steps(model, inputs, loss_of, steps: int) -> float:
-    for _ in range(3):
-        _step(model, inputs, loss_of)
-    ts = []
+def _interleaved(runs: dict, steps: int) -> dict:
+    """Median step time per entry, the entries timed in turn each round, so that a busy neighbour
+    on a shared machine slows them alike instead of whichever ran at the time."""
+    for _ in range(4):  # lazy replays its recorded programs from the fourth call
+        for step in runs.values():
+            step()
+    ts: dict = {k: [] for k in runs}
     for _ in range(steps):
-        t0 = time.perf_counter()
-        _step(model, inputs, loss_of)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        for k, step in runs.items():
+            t0 = time.perf_counter()
+            step()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in ts.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,19 +66,21 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         _step(model, inputs, loss_of)
         eager_first = time.perf_counter() - t0
-        row = {"model": name, "params": sum(p.numel() for p in model.parameters()),
-               "eager": _time_steps(model, inputs, loss_of, args.steps)}
+        row = {"model": name, "params": sum(p.numel() for p in model.parameters())}
+        runs = {"eager": lambda m=model, x=inputs: _step(m, x, loss_of)}
         for backend in ("lazy", "inductor"):
-            torch._dynamo.reset()
             m = torch.compile(copy.deepcopy(model), backend=backend if backend != "lazy" else lazy.dynamo.backend)
             t0 = time.perf_counter()
             _step(m, inputs, loss_of)
             row[f"{backend}_compile"] = time.perf_counter() - t0 - eager_first
-            row[backend] = _time_steps(m, inputs, loss_of, args.steps)
+            runs[backend] = lambda m=m, x=inputs: _step(m, x, loss_of)
+        row.update(_interleaved(runs, args.steps))
+        torch._dynamo.reset()
         rows.append(row)
         print(f"  {name}: done", file=sys.stderr, flush=True)
     print(f"\nforward+backward step, median of {args.steps} (ms); cold compile of the first step (s); "
-          f"scale {args.scale}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"scale {args.scale}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f} (other processes share the cores)")
     head = f"{'model':<10}{'params':>9}{'eager ms':>10}{'lazy ms':>9}{'ind. ms':>9}" \
            f"{'lazy/ind':>9}{'lazy s':>8}{'ind. s':>8}"
     print(head)
