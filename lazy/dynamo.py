@@ -709,6 +709,7 @@ class Compiled:
 
     def __call__(self, args: list) -> list:
         inputs = [_to_lazy(a) for a in args]
+        held = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor) and a.numel()}
         args.clear()  # boxed: the caller's list no longer holds the inputs (AOTAutograd frees them)
         out = None
         if self.replay is not None and all(isinstance(t, Tensor) for t in inputs):
@@ -724,7 +725,14 @@ class Compiled:
         ts = [t for t in _leaves(out, []) if isinstance(t, Tensor)]
         if ts:
             lazy.realize(*ts)  # every output in one schedule
-        return list(_tree_map(_to_torch, out))
+        out = list(_tree_map(_to_torch, out))
+        for i, (o, a) in enumerate(zip(out, self.output.args[0])):
+            # clone(x) of an input is that input's buffer in lazy: a new tensor for torch, unless the
+            # graph returns the input itself
+            if isinstance(o, torch.Tensor) and o.numel() and o.untyped_storage().data_ptr() in held \
+                    and not (isinstance(a, torch.fx.Node) and a.op == "placeholder"):
+                out[i] = o.clone()
+        return out
 
     def trace(self, inputs: list) -> list:
         """The graph's outputs as lazy tensors (and Python values) over `inputs`."""

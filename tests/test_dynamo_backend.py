@@ -239,3 +239,16 @@ def test_aten_translations_match_torch(name):
     got = dynamo.compile_graph(gm, inputs)(list(inputs))
     for g, w in zip(got, want):
         _close(g, w, 1e-5, 1e-5)
+
+
+def test_clone_of_an_input_is_a_new_tensor():
+    """lazy's clone of a buffer is that buffer (values never change in lazy); torch's caller may
+    write the result in place, so an output that would be an input's memory is copied, unless the
+    graph returns the input itself."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x = torch.randn(3, 4)
+    gm = make_fx(lambda x: (x.clone(), x))(x)
+    a, b = dynamo.compile_graph(gm, [x])([x])
+    assert a.data_ptr() != x.data_ptr() and torch.equal(a, x)
+    assert b.data_ptr() == x.data_ptr()
