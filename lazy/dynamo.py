@@ -478,6 +478,52 @@ def _layer_norm(x, normalized_shape, w, b, eps):
     return y.to(x.dtype), mean, rstd
 
 
+def _group_norm(x, w, b, n, c, hw, groups, eps):
+    xg = x.reshape(n, groups, -1)
+    xf = xg.float() if x.dtype.itemsize < 4 else xg
+    var, mean = lazy.var_mean(xf, -1, correction=0, keepdim=True)
+    rstd = (var + eps).rsqrt()
+    y = ((xf - mean) * rstd).reshape(x.shape)
+    return _affine(y, w, b, x), mean.reshape(n, groups), rstd.reshape(n, groups)
+
+
+def _native_dropout(x, p, train):
+    if not train or p == 0:
+        return x, lazy.ones(*x.shape, dtype=lazy.bool)
+    keep = lazy.rand(*x.shape) >= p
+    return lazy.where(keep, x * (1.0 / (1.0 - p)), 0.0), keep
+
+
+def _native_dropout_backward(g, mask, scale):
+    return lazy.where(mask, g * scale, 0.0)
+
+
+def _activation(name: str) -> Callable:
+    def f(x, *args):
+        return getattr(lazy.nn.functional, name)(x, *args)
+    return f
+
+
+def _activation_backward(name: str, nargs: int) -> Callable:
+    """aten's `<name>_backward(grad, self, *args)`: the vjp of lazy's function (extra trailing
+    flags such as leaky_relu's self_is_result are dropped)."""
+    def f(g, x, *args):
+        return _vjp(lambda t: getattr(lazy.nn.functional, name)(t, *args[:nargs]), [x], g, [True])[0]
+    return f
+
+
+def _elu(x, alpha=1.0, scale=1.0, input_scale=1.0):
+    return lazy.where(x > 0, x * scale, (x * input_scale).expm1() * (alpha * scale))
+
+
+def _tanh_backward(g, y):
+    return g * (1 - y * y)
+
+
+def _sigmoid_backward(g, y):
+    return g * y * (1 - y)
+
+
 # ---------------------------------------------------------------- softmax, losses, attention
 
 def _softmax(x, dim, half_to_float=False):
@@ -592,6 +638,16 @@ OPS: dict[Any, Callable] = {
     aten._native_batch_norm_legit.no_stats: _bn_no_stats,
     aten._native_batch_norm_legit_no_training: _bn_no_training, aten.native_batch_norm: _native_batch_norm,
     aten.native_layer_norm: _layer_norm,
+    aten.native_group_norm: _group_norm,  # (its backward: torch's core-aten decomposition)
+    aten.native_dropout: _native_dropout, aten.native_dropout_backward: _native_dropout_backward,
+    aten.leaky_relu: _activation("leaky_relu"), aten.leaky_relu_backward: _activation_backward("leaky_relu", 1),
+    aten.elu: _elu, aten.softplus: _activation("softplus"),
+    aten.softplus_backward: _activation_backward("softplus", 2), aten.hardtanh: _activation("hardtanh"),
+    aten.hardtanh_backward: _activation_backward("hardtanh", 2), aten.hardswish: _activation("hardswish"),
+    aten.hardswish_backward: _activation_backward("hardswish", 0), aten.hardsigmoid: _activation("hardsigmoid"),
+    aten.hardsigmoid_backward: _activation_backward("hardsigmoid", 0),
+    aten.silu_backward: _activation_backward("silu", 0), aten.mish: _activation("mish"),
+    aten.tanh_backward: _tanh_backward, aten.sigmoid_backward: _sigmoid_backward,
     aten._softmax: _softmax, aten._log_softmax: _log_softmax,
     aten._softmax_backward_data: _softmax_backward, aten._log_softmax_backward_data: _log_softmax_backward,
     aten.nll_loss_forward: _nll_loss, aten.nll_loss_backward: _nll_loss_backward,
