@@ -25,6 +25,10 @@ How:
   tensors, its outputs wrapped back. The graph is thereby partitioned at that node: what feeds
   it is one schedule, what follows it joins the final one. Each such op is reported once per
   process with its node count under LAZY_DEBUG=1 (`fallbacks` keeps the counts for tests).
+- From the fourth call with the same input shapes, a graph with no torch node and no size among
+  its inputs replays its recorded programs (`lazy.jit` over the translation): no FX node is
+  visited and no lazy graph is built, which is what a small model's step spends most time on
+  (the GPT block's step: 26 ms traced, 5 ms replayed). `LAZY_DYNAMO_REPLAY=0` traces every call.
 - Backward ops whose forward lazy has as a function (convolution_backward, max-pool backward,
   attention backward) are the vector-Jacobian products of that function through lazy's autograd
   (`_vjp`), so they are the same graphs `loss.backward()` builds on lazy tensors.
@@ -32,8 +36,10 @@ How:
 Invariants
 - Inputs are never written: graphs from AOTAutograd are functional (mutations are returned as
   outputs and applied by AOTAutograd's wrapper), and lazy never writes a buffer it did not allocate.
-- An output that is an input unchanged is returned as that torch tensor; every other output is a
-  buffer lazy allocated for it (no copy afterwards).
+- An output the graph returns as its input is that torch tensor; every other output is a buffer
+  lazy allocated for it (no copy afterwards), except an output that lazy's realize left as an
+  input's buffer (clone of an input: the same value, so the same buffer in lazy), which is copied
+  because torch's caller may write it in place.
 - No module in codegen/ or scheduler/ imports this one; it imports torch._dynamo lazily (at the
   first compile), so `import lazy` does not pay for it.
 """
