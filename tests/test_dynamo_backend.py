@@ -257,3 +257,27 @@ def test_clone_of_an_input_is_a_new_tensor():
     a, b = dynamo.compile_graph(gm, [x])([x])
     assert a.data_ptr() != x.data_ptr() and torch.equal(a, x)
     assert b.data_ptr() == x.data_ptr()
+
+
+def test_training_loop_with_a_compiled_optimizer_step():
+    """Five SGD steps (momentum) with the model and the optimizer's step both compiled by lazy:
+    the parameters and batch norm's running statistics follow eager's (rtol 1e-5: each step's
+    ulp-level differences carry into the next; the loss is a mean, so the run does not diverge)."""
+    torch._dynamo.reset()
+    model, inputs = build("cnn")
+    compiled_model = copy.deepcopy(model)
+    compiled = torch.compile(compiled_model, backend=dynamo.backend)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    copt = torch.optim.SGD(compiled_model.parameters(), lr=0.01, momentum=0.9)
+    cstep = torch.compile(copt.step, backend=dynamo.backend)
+    for _ in range(5):
+        opt.zero_grad()
+        model(*inputs).square().mean().backward()
+        opt.step()
+        copt.zero_grad()
+        compiled(*inputs).square().mean().backward()
+        cstep()
+    for p, q in zip(model.parameters(), compiled_model.parameters()):
+        _close(q, p, 1e-5, 1e-5)
+    for b, c in zip(model.buffers(), compiled_model.buffers()):
+        _close(c.float(), b.float(), 1e-5, 1e-5)
