@@ -102,15 +102,16 @@ def test_graph_break_and_untranslated_op_run_and_are_reported(monkeypatch, capfd
     assert err.count("lazy.dynamo: aten.erfinv.default runs on torch (1 node(s) in this graph)") == 1
 
 
-def test_new_sizes_become_kernel_arguments():
-    """dynamo recompiles for a second batch size with the size symbolic (a SymInt placeholder, an
-    int at run time); lazy's programs take sizes as arguments from then on, so further sizes
-    compile no C kernels."""
+@pytest.mark.parametrize("dynamic", [None, True])
+def test_new_sizes_become_kernel_arguments(dynamic):
+    """dynamo recompiles for a second batch size with the size symbolic (or, dynamic=True, has it
+    symbolic from the start): a SymInt placeholder, an int at run time; lazy's programs take sizes
+    as arguments from its second size on, so further sizes compile no C kernels."""
     from codegen import compile_c
 
     torch._dynamo.reset()
     model, _ = build("mlp")
-    compiled = torch.compile(copy.deepcopy(model), backend=dynamo.backend)
+    compiled = torch.compile(copy.deepcopy(model), backend=dynamo.backend, dynamic=dynamic)
     for batch, new_kernels in ((4, None), (5, None), (7, 0), (9, 0)):
         x = torch.randn(batch, 32)
         before = compile_c.stats.misses
