@@ -286,6 +286,13 @@ def run_from_args(args) -> int:
         print(f"lazy bench: no model matches {unknown[0]!r}; models: {', '.join(models.MODELS)}", file=sys.stderr)
         return 2
     asked = [p.strip() for p in args.peers.split(",") if p.strip()]
+    from perf.run import PEERS as KERNEL_PEERS
+
+    bad = [p for p in asked if p not in PEERS and p not in KERNEL_PEERS]  # numpy, tinygrad: not for models
+    if bad or args.repeat < 1:
+        why = f"unknown peer(s) {', '.join(bad)}; model peers: {', '.join(PEERS)}" if bad else "--repeat must be >= 1"
+        print(f"lazy bench: {why}", file=sys.stderr)
+        return 2
     peers = ["lazy"] + [p for p in PEERS[1:] if p in asked and not (p == "torch.compile" and args.no_compile)]
     if "torch" not in peers:
         peers.insert(1, "torch")  # the reference every model's weights come from
