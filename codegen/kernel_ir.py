@@ -170,7 +170,15 @@ class Kernel:
         """Content hash, independent of the kernel's name. Expressions are DAGs (a value used twice is
         one Expr): their repr spells each use out again, exponentially long for values built from
         shared parts (an atan2, and more so its gradient), so such kernels are keyed by a text that
-        names each Expr once. Smaller kernels keep their repr: keys already in tuning databases stay."""
+        names each Expr once. Smaller kernels keep their repr: keys already in tuning databases stay.
+        Computed once per Kernel value (printing its sympy indices is most of a new kernel's cost)."""
+        key = self.__dict__.get("_key")
+        if key is None:
+            key = self._key()
+            object.__setattr__(self, "_key", key)
+        return key
+
+    def _key(self) -> str:
         parts = (self.buffers, self.loops, self.reduces, self.stores) + ((self.scalars,) if self.scalars else ()) \
             + ((self.sizes,) if self.sizes else ())
         memo: dict[int, int] = {}

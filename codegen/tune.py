@@ -206,6 +206,8 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
     if kind is None:
         return None
     p = tunedb.path()
+    if not p.exists() and not _memo:  # no database and nothing tuned in this process: no key needed
+        return None
     key = (str(p), k.key(), kind, backend_version(kind))  # (the version names the C flags)
     if key in _memo:
         return _memo[key]

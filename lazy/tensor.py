@@ -978,6 +978,21 @@ class Tensor:
         return self
 
     @property
+    def data(self) -> Tensor:
+        """torch's `.data`: this tensor's value without its gradient history, an alias (writes
+        through it, `init.normal_(m.weight.data)`, change this tensor, and autograd does not see them)."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value) -> None:
+        value = _operand("data", value)
+        if not isinstance(value, Tensor) or tuple(value.shape) != tuple(self.shape) or value.dtype != self.dtype:
+            got = f"{_fmt(value.shape)} {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
+            raise RuntimeError(f"data: assigning a value of another shape or dtype is not supported: "
+                               f"expected {_fmt(self.shape)} {self.dtype}, got {got}")
+        self.detach().copy_(value)
+
+    @property
     def is_leaf(self) -> bool:
         return self in _leaf_tensors or not self.requires_grad
 

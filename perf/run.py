@@ -1,7 +1,8 @@
 """Run the benchmark suite against peers in one process: a table, a history record, a dashboard.
 
 Usage: `lazy bench [--size tiny|small|medium|large] [--filter NAMES] [--json] [--output HISTORY.jsonl]`
-(`python -m perf.run` takes the same options).
+(`python -m perf.run` takes the same options). `--suite models` runs perf/models/bench.py instead:
+whole models' training steps and inference.
 
 In:  the workloads of `perf/workloads.py` (SUITE), a size, the peers to run.
 Out: one run record (a dict, see `perf/history.py` for its schema), printed as a table or JSON,
@@ -935,6 +936,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The options of `lazy bench` (and `python -m perf.run`)."""
     from perf import history
 
+    ap.add_argument("--suite", choices=["kernels", "models"], default="kernels",
+                    help="kernels: the workloads of perf/workloads.py (default); models: training steps and "
+                         "inference of the models in perf/models (MNIST CNN, ResNet-18, GPT, VAE, DCGAN; "
+                         "sizes tiny and small)")
     ap.add_argument("--size", choices=list(SIZES), default="small",
                     help="problem size: tiny (seconds, for tests), small (default, a few minutes on 2 cores), "
                          "medium, large")
@@ -988,6 +993,10 @@ def run_from_args(args) -> int:
 
     from perf import dashboard, history
 
+    if args.suite == "models":
+        from perf.models.bench import run_from_args as run_models
+
+        return run_models(args)
     if args.list:
         for n, w in SUITE.items():
             why = w.missing()

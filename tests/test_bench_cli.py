@@ -67,6 +67,17 @@ def test_other_usage_errors_exit_2():
     assert _main("bench", "--repeat", "0", "--no-save")[0] == 2
 
 
+def test_model_suite_lists_the_models_and_checks_its_usage():
+    from perf import models
+
+    rc, out, _ = _main("bench", "--suite", "models", "--list")
+    assert rc == 0 and all(name in out for name in models.MODELS)
+    assert _main("bench", "--suite", "models", "--size", "medium", "--no-save")[0] == 2  # tiny and small only
+    rc, _, err = _main("bench", "--suite", "models", "--filter", "alexnet", "--no-save")
+    assert rc == 2 and "alexnet" in err and "resnet18" in err
+    assert _main("bench", "--suite", "models", "--peers", "pandas", "--no-save")[0] == 2
+    assert _main("bench", "--suite", "models", "--repeat", "0", "--no-save")[0] == 2
+
 def test_list_shows_every_workload_and_what_is_missing():
     rc, out, _ = _main("bench", "--list")
     assert rc == 0

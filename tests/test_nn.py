@@ -185,6 +185,15 @@ def test_dropout():
     np.testing.assert_array_equal(w.grad.numpy(), out.numpy())
 
 
+
+def test_dropout_draws_torchs_mask_from_the_seed():
+    # a model with dropout trains as on torch from the same seed (the MNIST CNN of perf/models)
+    x = np.random.default_rng(0).standard_normal((4, 33), dtype=np.float32)
+    for p in (0.25, 0.5):
+        lazy.manual_seed(7)
+        torch.manual_seed(7)
+        np.testing.assert_array_equal(F.dropout(lazy.tensor(x), p).numpy(), TF.dropout(torch.tensor(x), p).numpy())
+
 # a few configurations only: the backward graphs of windowed views take the scheduler a while
 @pytest.mark.parametrize("kw,grad", [({}, True), ({"stride": 2, "padding": 1, "dilation": (2, 1)}, True),
                                      ({"groups": 2, "padding": "same"}, False), ({"stride": (1, 2)}, False)])
@@ -286,6 +295,23 @@ def test_init_matches_torch_for_the_same_seed():
             np.testing.assert_array_equal(lp.numpy(), tp.detach().numpy())
     assert not le.weight.numpy()[2].any()
 
+
+
+def test_data_is_an_alias_that_init_writes_through():
+    # DCGAN's weights_init: `nn.init.normal_(m.weight.data, 0.0, 0.02)` must change the weight
+    torch.manual_seed(5)
+    lazy.manual_seed(5)
+    tc, lc = torch.nn.Conv2d(2, 3, 3), nn.Conv2d(2, 3, 3)
+    torch.nn.init.normal_(tc.weight.data, 0.0, 0.02)
+    nn.init.normal_(lc.weight.data, 0.0, 0.02)
+    torch.nn.init.zeros_(tc.bias.data)
+    nn.init.zeros_(lc.bias.data)
+    np.testing.assert_array_equal(lc.weight.numpy(), tc.weight.detach().numpy())
+    assert not lc.bias.numpy().any() and lc.weight.requires_grad and not lc.weight.data.requires_grad
+    lc.weight.data = lazy.ones(3, 2, 3, 3)  # assignment replaces the value, the Parameter stays
+    assert isinstance(lc.weight, nn.Parameter) and lc.weight.numpy().min() == 1
+    with pytest.raises(RuntimeError, match="data: assigning"):
+        lc.weight.data = lazy.ones(2)
 
 def test_names_and_state_dict_match_torch():
     lm, tm = mlp_pair()

@@ -266,7 +266,9 @@ def rms_norm(input, normalized_shape, weight=None, eps: float | None = None) -> 
 
 
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
-    """Zero each element with probability p (mask from lazy.rand) and scale the rest by 1/(1-p)."""
+    """Zero each element with probability p and scale the rest by 1/(1-p). The mask is torch's:
+    `empty_like(input).bernoulli_(1 - p)` on lazy's generator, as torch's CPU dropout draws it, so a
+    seed gives torch's mask and a model with dropout trains as it does on torch."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: probability has to be between 0 and 1, but got {p}")
     x = _t("dropout", input)
@@ -274,8 +276,8 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
         return x
     if p == 1.0:
         return x * 0.0
-    keep = lazy.rand(tuple(x.shape), dtype=x.dtype if x.dtype.is_float else None) < (1.0 - p)
-    out = where(keep, x * (1.0 / (1.0 - p)), 0.0)
+    noise = lazy.empty(tuple(x.shape), dtype=x.dtype if x.dtype.is_float else None, device=x.device)
+    out = where(noise.bernoulli_(1.0 - p) != 0, x * (1.0 / (1.0 - p)), 0.0)
     if inplace:
         return x.copy_(out)
     return out

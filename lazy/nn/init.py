@@ -30,7 +30,8 @@ def _assign(t: Tensor, value: Tensor) -> Tensor:
     Not `copy_`: under no_grad that wraps the buffer in a DETACH node, which reads back through a
     copy kernel and makes the first training step's graph differ from every later one's."""
     n = value._node
-    if n.op is not Op.BUFFER or n.shape != t._node.shape or n.dtype is not t.dtype:
+    # a view (`m.weight.data`, `w[0]`) is written through to its base, as torch's init writes
+    if t._base is not None or n.op is not Op.BUFFER or n.shape != t._node.shape or n.dtype is not t.dtype:
         with no_grad():
             return t.copy_(value)
     t._set_realized(n, assigned=True)
