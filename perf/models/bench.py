@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import statistics
 import sys
 import tempfile
@@ -191,13 +190,13 @@ def format_table(record: dict) -> str:
             f"{'x eager':>7} {'x compile':>9} {'jit x eager':>11} {'kern':>5} {'kern ms':>8} "
             f"{'cold lazy':>9} {'cold cmp':>9} {'cmp kern':>8}")
     m = record["machine"]
-    lines = [f"lazy bench --suite models: size {record['size']}, {m['cpu']} ({m['cpus_usable']} CPUs), "
-             f"load {m['load_avg_1min']:.1f} at start, commit {(record['git'].get('commit') or 'unknown')[:10]}",
+    lines = [(f"lazy bench --suite models: size {record['size']}, {m['cpu']} ({m['cpus_usable']} CPUs), "
+              f"load {m['load_avg_1min']:.1f} at start, commit {(record['git'].get('commit') or 'unknown')[:10]}"),
              head, "-" * len(head)]
     for r in record["results"]:
         pe = r["peers"]
 
-        def med(p):
+        def med(p, pe=pe):
             return pe.get(p, {}).get("median_s") if p in peers else None
         lz, jt, te, tc = med("lazy"), med("lazy.jit"), med("torch"), med("torch.compile")
 

@@ -99,7 +99,7 @@ def build(torch, size, rng):
         def __init__(self, config):
             super().__init__()
             self.config = config
-            self.transformer = nn.ModuleDict(dict(
+            self.transformer = nn.ModuleDict(dict(  # noqa: C408 (nanoGPT spells it so)
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
@@ -123,7 +123,7 @@ def build(torch, size, rng):
 
         def forward(self, idx, targets=None):
             device = idx.device
-            b, t = idx.size()
+            _, t = idx.size()
             assert t <= self.config.block_size, f"Cannot forward sequence of length {t}"
             pos = torch.arange(0, t, dtype=torch.long, device=device)
             tok_emb = self.transformer.wte(idx)
@@ -189,7 +189,7 @@ def build(torch, size, rng):
         lr = get_lr(state["iter_num"])
         for param_group in optimizer.param_groups:
             param_group["lr"] = lr
-        logits, loss = model(X, Y)
+        _, loss = model(X, Y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
@@ -200,7 +200,7 @@ def build(torch, size, rng):
     def infer(X, Y):
         model.eval()
         with torch.no_grad():
-            logits, loss = model(X, Y)
+            _, loss = model(X, Y)
             return loss
 
     return Case("gpt2", {"model": model}, (X, Y), train_step, infer, [optimizer],

@@ -44,7 +44,7 @@ def build(torch, size, rng):
     optimizer = optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = StepLR(optimizer, step_size=1, gamma=0.7)
     b = BATCH[size]
-    data = torch.tensor(((rng.random((b, 1, 28, 28), dtype="float32") - 0.1307) / 0.3081))
+    data = torch.tensor((rng.random((b, 1, 28, 28), dtype="float32") - 0.1307) / 0.3081)
     target = torch.tensor(rng.integers(0, 10, b))
 
     def train_step(data, target):

@@ -57,8 +57,8 @@ def build(torch, size, rng):
         def _make_layer(self, block, planes, num_blocks, stride):
             strides = [stride] + [1] * (num_blocks - 1)
             layers = []
-            for stride in strides:
-                layers.append(block(self.in_planes, planes, stride))
+            for s in strides:
+                layers.append(block(self.in_planes, planes, s))
                 self.in_planes = planes * block.expansion
             return nn.Sequential(*layers)
 
