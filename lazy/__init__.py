@@ -53,6 +53,7 @@ from lazy.tuning import tune  # noqa: F401
 from lazy import accelerator, amp, cuda  # noqa: F401
 from lazy.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: F401
 from lazy.dtypes import set_default_dtype  # noqa: F401
+from lazy.dynamic import mark_dynamic  # noqa: F401
 
 device = _torch.device  # lazy.device("cuda" if lazy.cuda.is_available() else "cpu"): torch's own class
 Size = _torch.Size

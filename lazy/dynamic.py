@@ -15,6 +15,14 @@ template when every size of their key is what the rule gives for their symbols (
 exact on every size: the graph is then the symbolic graph at those sizes), and the symbols are at
 least 2 (0 and 1 change what a graph means, broadcasting and empty loops: they are specialized).
 
+Declared dynamic (`mark_dynamic(t, dim)`, torch's `torch._dynamo.mark_dynamic`): the first call of a
+family whose input buffers carry marked dims builds the program for all sizes at once. One call
+cannot show how the other sizes follow the marked ones, so `guess` reads them off its values: a
+size of an input that is not marked stays fixed, and another size equal to a product of marked
+sizes (`B`, `B*T`), or a whole multiple of one, follows them. A wrong guess costs a build, never a
+value: the placeholder graph of a rule that does not hold fails to build (its shapes disagree) and
+the program is built for these sizes, and later calls match the template exactly, as ever.
+
 How the symbolic program is built: the graph is rebuilt with each symbol replaced by a placeholder,
 a prime of at least 2**64 (one per symbol, of increasing magnitudes), and scheduled and lowered as
 any graph: every size in its Kernel IR is then an integer polynomial in the placeholders, which
@@ -74,6 +82,48 @@ def sizes_of(key: tuple) -> tuple[tuple, list[int], list[bool]]:
             src = ("buf", src[1], device)
         erased.append(((op, arg, dtype, len(shape)), src))
     return (tuple(erased), roots, *rest), ints, leaf
+
+
+def buffer_dims(key: tuple) -> list[tuple[int, int] | None]:
+    """Per size position of `sizes_of(key)`: (slot of the input buffer, dim) for the sizes of a
+    BUFFER node's shape, None for the others."""
+    (parts, _), *_ = key
+    out: list[tuple[int, int] | None] = []
+    for (op, arg, _, shape), src in parts:
+        buf = isinstance(src, tuple) and src and src[0] == "buf"
+        out += [(src[1], d) if buf else None for d in range(len(shape))]
+        if op in _SIZED_ARGS:
+            out += [None] * len(_flat(arg))
+        if buf:
+            out += [None] * (len(src[2][0]) + 1)
+    return out
+
+
+def marked_positions(key: tuple, buffers: list[Buffer]) -> list[int]:
+    """The size positions of `key` that are dims its input buffers were marked dynamic in."""
+    return [p for p, bd in enumerate(buffer_dims(key))
+            if bd is not None and bd[1] in buffers[bd[0]].dynamic]
+
+
+def mark_dynamic(t, index) -> None:
+    """Declare dim(s) `index` of tensor `t` to change between calls (torch's `mark_dynamic`): the
+    first program that reads `t` is built for every size of them (see the module docstring). A
+    pending `t` is realized first. Dims of size 0 or 1 are specialized: marking one raises."""
+    dims = [index] if isinstance(index, int) else list(index)
+    if not dims or any(not isinstance(d, int) or isinstance(d, bool) for d in dims):
+        raise TypeError(f"mark_dynamic: index must be an int or a list of ints, got {index!r}")
+    shape = tuple(t.shape)
+    for d in dims:
+        if not -len(shape) <= d < len(shape):
+            raise IndexError(f"mark_dynamic: dim {d} is out of range for a tensor of {len(shape)} dims")
+        if shape[d] < 2:
+            raise ValueError(f"mark_dynamic: dim {d} has size {shape[d]}; sizes 0 and 1 are specialized, "
+                             f"dynamic dims are at least 2")
+    n = t.realize()._node
+    if n.op is Op.STORED:
+        n = n.srcs[0]
+    b = n.arg
+    b.dynamic = b.dynamic | {d % len(shape) for d in dims}
 
 
 # -- constants that are literals in one family and kernel arguments in another ----------------------
@@ -210,6 +260,52 @@ def fit(instances: list[list[int]], leaf: list[bool]) -> Template | None:
             return None
         rules.append(rule)
     return Template(tuple(symbols), tuple(rules))
+
+
+def guess(ints: list[int], leaf: list[bool], marked: list[int]) -> Template | None:
+    """A template from one call's sizes whose `marked` positions are symbols (see the module
+    docstring), or None (a marked size below 2, more than MAX_SYMBOLS distinct marked sizes)."""
+    values: dict[int, int] = {}  # a marked size's value -> its symbol (equal ones: one symbol)
+    symbols: list[int] = []
+    for p in marked:
+        if ints[p] not in values:
+            if ints[p] < 2 or len(symbols) == MAX_SYMBOLS:
+                return None
+            values[ints[p]] = len(symbols)
+            symbols.append(p)
+    if not symbols:
+        return None
+    syms = [ints[p] for p in symbols]
+    monomials = _monomials(len(symbols))
+    fixed = {v for p, v in enumerate(ints) if leaf[p] and p not in marked}
+    zero = (0,) * len(symbols)
+    marked_set = set(marked)
+    rules: list[Rule | None] = []
+    for p, v in enumerate(ints):
+        if p in symbols:
+            rules.append(None)
+        elif p in marked_set:
+            rules.append(Rule(1, tuple(int(k == values[v]) for k in range(len(symbols))), 0))
+        elif leaf[p]:
+            rules.append(Rule(0, zero, v))
+        else:
+            rules.append(_guess_one(v, syms, monomials, fixed) or Rule(0, zero, v))
+    return Template(tuple(symbols), tuple(rules))
+
+
+def _guess_one(v: int, syms: list[int], monomials, fixed: set[int]) -> Rule | None:
+    """The rule a size `v` most likely follows, from one call: a product of the symbols, else (when
+    `v` is not also the size of an input that stays fixed) a whole multiple of one."""
+    for exps in monomials:
+        if Rule(1, exps, 0)(syms) == v:
+            return Rule(1, exps, 0)
+    if v in fixed:
+        return None
+    for exps in monomials:
+        m = Rule(1, exps, 0)(syms)
+        if v > m and v % m == 0:
+            return Rule(v // m, exps, 0)
+    return None
 
 
 # -- placeholders and decoding ----------------------------------------------------------------------

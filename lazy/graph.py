@@ -166,15 +166,17 @@ class Buffer:
         it may have its next value written into it; memory wrapped from the caller's torch tensor or
         numpy array is never written by lazy.
     owner: a weak reference to the Tensor whose value the buffer holds and which may overwrite it
-        (None: not claimed yet). Other tensors holding the buffer only read it."""
+        (None: not claimed yet). Other tensors holding the buffer only read it.
+    dynamic: the dims `lazy.mark_dynamic` declared to change between calls (lazy/dynamic.py)."""
 
-    __slots__ = ("__weakref__", "data", "owned", "owner", "version")
+    __slots__ = ("__weakref__", "data", "dynamic", "owned", "owner", "version")
 
     def __init__(self, data: Any, owned: bool = False):
         self.data = data
         self.version = 0
         self.owned = owned
         self.owner = None
+        self.dynamic = frozenset()
 
     def __repr__(self) -> str:
         return f"Buffer({tuple(self.data.shape)}, {self.data.dtype}, {self.data.device})"

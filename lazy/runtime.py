@@ -551,6 +551,8 @@ def _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam_key
     seen = [i for _, other in _kin(fam_key, fam, program=False) for i in other.instances if i not in fam.instances]
     instances = (seen + fam.instances)[-MAX_INSTANCES:]
     template = dynamic.fit(instances, leaf) if DYNAMIC and len(instances) >= 2 else None
+    if template is None and DYNAMIC and any(b.dynamic for b in buffers):  # dims marked dynamic: at once
+        template = dynamic.guess(ints, leaf, dynamic.marked_positions(full_key, buffers))
     prog, sizes = None, ()
     if template is not None and template != fam.failed_template:
         try:
