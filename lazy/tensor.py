@@ -2246,6 +2246,7 @@ def cat(tensors, dim: int = 0) -> Tensor:
     if not ts or not all(isinstance(t, Tensor) for t in ts):
         raise ValueError("cat: expected a non-empty list of tensors")
     _same_device("cat", *ts)
+    dt = result_type(*map(_key, ts))  # the skipped empties promote too, as in torch
     ts = [t for t in ts if t._node.shape != (0,)] or ts[:1]  # torch skips legacy 1-d empties
     ref = ts[0]
     if ref.ndim == 0:
@@ -2256,7 +2257,6 @@ def cat(tensors, dim: int = 0) -> Tensor:
         if len(sh) != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(sh, ref._node.shape)) if j != d):
             raise RuntimeError(f"cat: shapes {' and '.join(_fmt(t._node.shape) for t in ts)} must match except in "
                                f"dim {d}; tensor {i} has shape {_fmt(sh)}")
-    dt = result_type(*map(_key, ts))
     total = sum(t._node.shape[d] for t in ts)
     out, off = None, 0
     for t in ts:

@@ -413,6 +413,14 @@ def test_split_chunk_unbind_cat_stack():
     assert lazy.cat([lazy.tensor(neg), lazy.tensor(neg)]).torch()[0].signbit()  # no `+ 0` tricks
 
 
+def test_cat_promotes_with_the_skipped_empty_tensors():
+    # torch skips a legacy 1-d empty tensor's shape but not its dtype (perf/fuzz.py, seed 0 case 62)
+    i, h = rnd(4, dtype=torch.int32), torch.zeros(0, dtype=torch.float16)
+    same(lazy.cat([lazy.tensor(i), lazy.tensor(h)]), torch.cat([i, h]))
+    same(lazy.cat([lazy.tensor(h), lazy.tensor(i.reshape(2, 2))]), torch.cat([h, i.reshape(2, 2)]))
+    same(lazy.cat([lazy.tensor(h), lazy.tensor(torch.zeros(0))]), torch.cat([h, torch.zeros(0)]))
+
+
 def test_pad():
     t = rnd(3, 4)
     x = lazy.tensor(t)
