@@ -517,6 +517,9 @@ def _composite(fn):
     return g
 
 
+_BOOL_SUB = "sub: subtraction, the `-` operator, with a bool tensor is not supported; for masks use `^` or logical_xor()"
+
+
 def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str = "", no_bool: bool = False):
     """A torch binary op: promotion, broadcasting, then one IR node (GT/GE come from swapping)."""
     def f(self, other):
@@ -527,8 +530,7 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
             return c._ew(op, self) if reverse else self._ew(op, c)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
-            raise DTypeError(f"{name}: subtraction, the `-` operator, with a bool tensor is not supported; "
-                             "for masks use `^` or logical_xor()")
+            raise DTypeError(_BOOL_SUB)
         if kinds:  # the operands' own dtypes, before promotion (bool | float names float32 and bool)
             _need(name, kinds, *[x for x in (self, other) if isinstance(x, Tensor)], what=what)
         a, b = _promote(name, other, self) if reverse else _promote(name, self, other)
@@ -911,18 +913,35 @@ class Tensor:
     __rmod__ = _dunder(_binary(Op.MOD, "remainder", reverse=True))
 
     def add(self, other, alpha=1) -> Tensor:
-        return self._add(other if alpha == 1 else self._scaled("add", other, alpha))
+        return self._add(other) if type(alpha) is int and alpha == 1 else self._axpy("add", other, alpha)
 
     def sub(self, other, alpha=1) -> Tensor:
-        return self._sub(other if alpha == 1 else self._scaled("sub", other, alpha))
+        return self._sub(other) if type(alpha) is int and alpha == 1 else self._axpy("sub", other, alpha)
 
-    def _scaled(self, op: str, other, alpha):
-        o = _operand(op, other)
-        if isinstance(alpha, float) and not self.dtype.is_float and not (isinstance(o, Tensor) and o.dtype.is_float) \
-                and not isinstance(o, float):
+    def _axpy(self, op: str, other, alpha) -> Tensor:
+        """self + alpha * other (sub: -alpha), as torch computes it: alpha converted to the promoted
+        dtype, with torch's checks (no float alpha for integer results, a bool alpha only for bool ones,
+        no overflow), and the product and sum in that dtype (a bool alpha is True or False)."""
+        if op == "sub" and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
+                            (isinstance(other, Tensor) and other.dtype is bool_)):
+            raise DTypeError(_BOOL_SUB)
+        a, b = _promote(op, self, other)
+        dt = a.dtype
+        al = _pyscalar(alpha.item() if isinstance(alpha, (Tensor, torch.Tensor)) and alpha.numel() == 1 else alpha)
+        if al is None:
+            raise TypeError(f"{op}: alpha must be a number, got {type(alpha).__name__}")
+        if isinstance(al, float) and not dt.is_float:
             raise RuntimeError(f"{op}: for integral input tensors, argument alpha must not be a floating point "
                                f"number (got alpha={alpha})")
-        return o * alpha
+        if isinstance(al, bool) and dt is not bool_:
+            raise RuntimeError(f"{op}: a bool alpha is only supported for bool results (got alpha={alpha} for "
+                               f"{dt})")
+        al = -al if op == "sub" else al
+        if dt.is_float and math.isfinite(al) and abs(al) > torch.finfo(to_torch(dt)).max:
+            raise RuntimeError(f"{op}: alpha={alpha} cannot be converted to {dt} without overflow")
+        scaled = b._ew(Op.MUL, Tensor._new(const(_fits(op, al, dt) if dt is not bool_ else bool(al), dt,
+                                                  b._node.shape)))
+        return a._ew(Op.ADD, scaled)
 
     subtract = sub
 
