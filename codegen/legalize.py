@@ -149,8 +149,10 @@ class _Legalizer:
         if op in COMPARE or op in TESTS:
             return _same(e, tuple(self.exact(s) for s in e.srcs)), True
         if op == "where":
+            if dt in NARROW_INTS:  # a use like any other: the branches are wrapped first
+                return _same(e, tuple(self.exact(s) for s in e.srcs)), True
             (c, _), (a, a_ok), (b, b_ok) = (self.value(s) for s in e.srcs)
-            return _same(e, (c, a, b)), a_ok and b_ok
+            return _same(e, (c, a, b)), a_ok and b_ok  # halves select float32-held values
         if dt in HALFS:  # half arithmetic takes inexact halves: float32 throughout
             parts = [self.value(s) for s in e.srcs]
             out = _same(e, tuple(v for v, _ in parts))
