@@ -1355,7 +1355,10 @@ class Tensor:
             return self
         if not self._node.numel:
             return self
-        if any(op_ is Op.EXPAND for op_, _, _ in self._steps):
+        if any(op_ is Op.EXPAND for op_, _, _ in self._steps) or any(
+                st == 0 and s > 1 for st, s in zip(base._stride, base._node.shape)):
+            # torch writes the element the expanded positions share, so all of them change; the
+            # functional write here would change only the positions of the view (README)
             raise RuntimeError(f"{op}: writing through a view of an expanded tensor is not supported; "
                                "clone() it first")
         m = const(True, bool_, shape)

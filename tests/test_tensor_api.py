@@ -641,6 +641,38 @@ def test_inplace_errors():
         i[::-1] = 1
 
 
+def test_write_through_a_view_of_an_expanded_tensor_raises():
+    # torch writes the one element all positions share, and every position shows it: lazy raises
+    # instead (README, "Where lazy differs from torch"), for its own expand and for a torch tensor
+    # with stride 0 alike (perf/fuzz.py seed 0 case 162 wrote one position only)
+    t = torch.tensor([7]).expand(5)
+    t[4:] = 0  # a view with no overlap of its own: allowed, and all five change
+    assert t.tolist() == [0] * 5
+    for x in (lazy.tensor(torch.tensor([7]).expand(5)), lazy.tensor([7]).expand(5)):
+        with pytest.raises(RuntimeError, match="writing through a view of an expanded tensor"):
+            x[4:] = 0
+        with pytest.raises(RuntimeError, match="writing through a view of an expanded tensor"):
+            x[None, 4].fill_(0)
+    t = torch.tensor([[1], [2]]).expand(2, 3)
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        t[1] = 5  # a row is many positions of one element: torch raises too
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        lazy.tensor(t)[1] = 5
+
+
+def test_overlapping_write_reads_the_old_source():
+    # torch raises; lazy reads the source as it was before the write (README)
+    t = torch.arange(6.0)
+    with pytest.raises(RuntimeError, match="refer to a single memory location"):
+        t[1:] = t[:-1]
+    x = lazy.tensor(torch.arange(6.0))
+    x[1:] = x[:-1]
+    same(x, torch.tensor([0.0, 0, 1, 2, 3, 4]))
+    y = lazy.tensor(torch.arange(6.0).reshape(2, 3))
+    y.t().copy_(y.t().flip(0))
+    same(y, torch.tensor([[2.0, 1, 0], [5, 4, 3]]))
+
+
 # ---------------------------------------------------------------- creation
 
 def test_creation_functions():
