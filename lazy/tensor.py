@@ -363,6 +363,11 @@ def _int_arg(op: str, name: str, v) -> int:
         raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}") from None
 
 
+def _no_bool(op: str, t: Tensor) -> None:
+    if t.dtype is bool_:
+        raise DTypeError(f"{op}: bool tensors are not supported (like torch); cast it first")
+
+
 def _need(op: str, kinds: str, *ts: Tensor, what: str) -> None:
     bad = [t.dtype for t in ts if t.dtype.kind not in kinds]
     if bad:
@@ -902,8 +907,15 @@ class Tensor:
     mul = multiply = _binary(Op.MUL, "mul")
     floor_divide = _binary(Op.FLOORDIV, "floor_divide")
     remainder = _binary(Op.MOD, "remainder")
-    maximum = _binary(Op.MAX, "maximum")
-    minimum = _binary(Op.MIN, "minimum")
+    _maximum = _binary(Op.MAX, "maximum")
+    _minimum = _binary(Op.MIN, "minimum")
+
+    def maximum(self, other) -> Tensor:
+        """The elementwise max of two tensors (NaN propagates); like torch, `other` is a tensor."""
+        return self._maximum(_tensor_arg("maximum", "other", other))
+
+    def minimum(self, other) -> Tensor:
+        return self._minimum(_tensor_arg("minimum", "other", other))
     __add__, __sub__, __mul__ = _dunder(_add), _dunder(_sub), _dunder(mul)
     __floordiv__, __mod__ = _dunder(floor_divide), _dunder(remainder)
     __radd__ = _dunder(_binary(Op.ADD, "add", reverse=True))
@@ -982,6 +994,7 @@ class Tensor:
         return self
 
     def __abs__(self) -> Tensor:
+        _no_bool("abs", self)
         return self.clone() if self.dtype.kind in "bu" else self._ew(Op.ABS)
 
     abs = absolute = __abs__
@@ -1085,14 +1098,23 @@ class Tensor:
         return where(pos, r, e * r)  # one division for both branches
 
     def relu(self) -> Tensor:
+        _no_bool("relu", self)
         return where(self <= 0, self._const(0), self)  # NaN stays NaN; relu'(0) = 0 as in torch
 
-    @_composite
     def silu(self) -> Tensor:
-        return self * self.sigmoid()
+        _need("silu", "f", self, what="a floating point tensor")
+        return self._silu()
 
     @_composite
+    def _silu(self) -> Tensor:
+        return self * self.sigmoid()
+
     def gelu(self, approximate: str = "none") -> Tensor:
+        _need("gelu", "f", self, what="a floating point tensor")
+        return self._gelu(approximate)
+
+    @_composite
+    def _gelu(self, approximate: str = "none") -> Tensor:
         x = self
         if approximate == "tanh":
             return x * 0.5 * ((x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)).tanh().add(1)
@@ -1104,6 +1126,7 @@ class Tensor:
         return self.pow(2) if self.dtype is not bool_ else self._cast(int64).pow(2)
 
     def _int_identity(self, op: Op) -> Tensor:
+        _no_bool(op.name.lower(), self)
         return self.clone() if self.dtype.kind in _INTS else self._ew(op)
 
     def floor(self) -> Tensor:
@@ -1119,6 +1142,7 @@ class Tensor:
 
     def round(self) -> Tensor:
         """Round half to even, like torch (decimals= not supported)."""
+        _no_bool("round", self)
         if self.dtype.kind in _INTS:
             return self.clone()
         f = self.floor()
@@ -1178,8 +1202,15 @@ class Tensor:
         return where(mask, _promote("masked_fill", value, dtype=self.dtype)[0], self)
 
     def lerp(self, end, weight) -> Tensor:
-        """torch's two-sided formula: exact at both ends."""
-        d, w = end - self, _operand("lerp", weight)
+        """torch's two-sided formula: exact at both ends. As in torch: floats only, `end` a tensor of
+        self's dtype, `weight` a number, a 0-d tensor, or a tensor of self's dtype."""
+        _need("lerp", "f", self, what="a floating point tensor")
+        end = _tensor_arg("lerp", "end", end)
+        w = _operand("lerp", weight)
+        for name, t in (("end", end), ("weight", w)):
+            if isinstance(t, Tensor) and t.dtype is not self.dtype and (name == "end" or t.ndim):
+                raise DTypeError(f"lerp: expected dtype {self.dtype} for `{name}` but got dtype {t.dtype}")
+        d = end - self
         if not isinstance(w, Tensor):
             return self + d * w if w < 0.5 else end - d * (1 - w)
         return where(w < 0.5, self + d * w, end - d * (1 - w))
@@ -1574,7 +1605,7 @@ class Tensor:
                 raise RuntimeError(f"{name}: cannot take the {name} of an empty tensor of shape "
                                    f"{_fmt(self._node.shape)}; specify dim=")
             return self.amax() if name == "max" else self.amin()
-        indices = self.argmax(dim, keepdim) if name == "max" else self.argmin(dim, keepdim)
+        indices = self._arg("argmax" if name == "max" else "argmin", dim, keepdim)
         if self.ndim and self.dtype.is_float and self.requires_grad and autograd.grad_enabled():
             # torch sends the gradient to the returned index only, not shared among ties as amax
             # does: read the value at that index (every other element masked by -inf / +inf)
@@ -1619,9 +1650,11 @@ class Tensor:
         return first
 
     def argmax(self, dim=None, keepdim: bool = False) -> Tensor:
+        _no_bool("argmax", self)  # torch refuses bools here (max(dim) takes them)
         return self._arg("argmax", dim, keepdim)
 
     def argmin(self, dim=None, keepdim: bool = False) -> Tensor:
+        _no_bool("argmin", self)
         return self._arg("argmin", dim, keepdim)
 
     def any(self, dim=None, keepdim: bool = False) -> Tensor:
@@ -1644,7 +1677,9 @@ class Tensor:
 
     def _shifted(self, name: str, dim, dtype):
         """(x - rowmax, axes, result dtype) for softmax and log_softmax; halves compute in fp32."""
-        x, out = (self if dtype is None else self.to(dtype))._floating()._acc(None)
+        x = self if dtype is None else self.to(dtype)
+        _need(name, "f", x, what="a floating point tensor (or a floating point dtype=)")
+        x, out = x._acc(None)
         axes = (_dim(name, dim, x.ndim),) if x.ndim else ()
         # softmax(x - c) is the same for every c: the max's gradient is exactly zero, so it is not
         # built (torch's softmax backward is y * (g - sum(g * y)) alike): no tie counting per row

@@ -889,6 +889,45 @@ def test_error_messages():
 
 DTypeError_ = lazy.DTypeError
 
+# dtypes and operand kinds torch refuses (perf/fuzz.py found lazy accepting each): lazy raises the
+# same class, or a DTypeError (a RuntimeError) where torch raises NotImplementedError for a dtype
+# its CPU kernel lacks
+REFUSED = {
+    "abs(bool)": (lambda m, t: t.abs(), "bool"), "floor(bool)": (lambda m, t: t.floor(), "bool"),
+    "ceil(bool)": (lambda m, t: t.ceil(), "bool"), "trunc(bool)": (lambda m, t: t.trunc(), "bool"),
+    "round(bool)": (lambda m, t: t.round(), "bool"), "relu(bool)": (lambda m, t: t.relu(), "bool"),
+    "argmax(bool)": (lambda m, t: t.argmax(), "bool"), "argmin(bool)": (lambda m, t: t.argmin(0), "bool"),
+    "gelu(int)": (lambda m, t: m.nn.functional.gelu(t), "int64"),
+    "silu(uint8)": (lambda m, t: m.nn.functional.silu(t), "uint8"),
+    "softmax(int)": (lambda m, t: t.softmax(0), "int32"), "log_softmax(bool)": (lambda m, t: t.log_softmax(0), "bool"),
+    "softmax(int, dtype=int)": (lambda m, t: m.softmax(t, 0, dtype=m.int64), "int8"),
+    "maximum(scalar)": (lambda m, t: t.maximum(2.0), "float32"), "minimum(scalar)": (lambda m, t: m.minimum(t, 1), "int32"),
+    "lerp(int)": (lambda m, t: t.lerp(t, 0.5), "int64"), "lerp(end scalar)": (lambda m, t: t.lerp(2.0, 0.5), "float32"),
+    "lerp(end dtype)": (lambda m, t: t.lerp(t.double(), 0.5), "float32"),
+    "lerp(weight dtype)": (lambda m, t: t.lerp(t, t.half()), "float32"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_refused_dtypes_raise_like_torch(case):
+    fn, dtype = REFUSED[case]
+    t = rnd(3, dtype=getattr(torch, dtype))
+    with pytest.raises(Exception) as want:
+        fn(torch, t)
+    cls = RuntimeError if type(want.value) is NotImplementedError else type(want.value)
+    with pytest.raises(cls):
+        fn(lazy, lazy.tensor(t))
+
+
+def test_accepted_dtypes_next_to_the_refused_ones():
+    t = rnd(3, dtype=torch.int32)
+    same(lazy.tensor(t).softmax(0, dtype=lazy.float32), t.softmax(0, dtype=torch.float32))
+    same(lazy.tensor(t > 0).max(0).indices, (t > 0).max(0).indices)  # max(dim) takes bools, argmax does not
+    f = rnd(3)
+    same(lazy.tensor(f).lerp(lazy.tensor(f * 2), lazy.tensor(torch.tensor(0.25, dtype=torch.float64))),
+         f.lerp(f * 2, torch.tensor(0.25, dtype=torch.float64)))  # a 0-d weight may have another dtype
+    same(lazy.tensor(f).maximum(torch.tensor(0.5)), f.maximum(torch.tensor(0.5)))
+
 
 def test_no_graph_error_escapes():
     from lazy.graph import GraphError
