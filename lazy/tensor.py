@@ -549,6 +549,14 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
 def _inplace_op(name: str, method: str):
     """x.op_(...): compute x.op(...), check torch's in-place cast rule, write the result into x."""
     def f(self, *args, **kw):
+        if self.dtype in (int8, uint8) and any(isinstance(a, Tensor) and a.dtype in (int8, uint8) and
+                                               a.dtype is not self.dtype for a in (*args, *kw.values())):
+            # torch computes int8 with uint8 in int16, which lazy lacks, and stores the result back into
+            # self's dtype: int32 arithmetic has the same low 8 bits (and no quotient overflows either)
+            args = tuple(a._cast(int32) if isinstance(a, Tensor) and a.dtype in (int8, uint8) else a for a in args)
+            kw = {k: v._cast(int32) if isinstance(v, Tensor) and v.dtype in (int8, uint8) else v
+                  for k, v in kw.items()}
+            return self._inplace(name, getattr(self._cast(int32), method)(*args, **kw))
         return self._inplace(name, getattr(self, method)(*args, **kw))
     f.__name__ = name
     return f
