@@ -1370,16 +1370,19 @@ class Tensor:
         return bool((self == o).all())
 
     # ---- in-place (functional underneath: see the module docstring)
-    def _write(self, value: Tensor, op: str) -> Tensor:
-        """Store `value` (broadcast to self, cast to self.dtype) into self, through views."""
+    def _write(self, value: Tensor, op: str, fill: bool = False) -> Tensor:
+        """Store `value` (broadcast to self, cast to self.dtype) into self, through views. `fill`: the
+        value is one number, which may fill a whole expanded tensor (torch writes its shared elements)."""
         shape = self._node.shape
         if _broadcast(op, shape, value._node.shape) != shape:
             raise RuntimeError(f"{op}: output with shape {_fmt(shape)} doesn't match the broadcast shape "
                                f"{_fmt(_broadcast(op, shape, value._node.shape))}")
-        if any(st == 0 and s > 1 for st, s in zip(self._stride, shape)):
+        base = self._base
+        if any(st == 0 and s > 1 for st, s in zip(self._stride, shape)) and not (fill and not self._steps):
+            if op == "masked_fill_":  # torch writes the shared elements (deprecated): README
+                raise RuntimeError(f"{op}: writing into an expanded tensor is not supported; clone() it first")
             raise RuntimeError(f"{op}: more than one element of the written-to tensor refers to a single "
                                "memory location (an expanded tensor); clone() it first")
-        base = self._base
         detached = any(op_ is Op.DETACH for op_, _, _ in self._steps)  # x.detach().add_(1) is allowed
         if autograd.grad_enabled() and not detached and (self if base is None else base) in _leaf_tensors:
             raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place operation "
@@ -1445,7 +1448,9 @@ class Tensor:
 
     def fill_(self, value) -> Tensor:
         v = _operand("fill_", value)
-        return self._write(v if isinstance(v, Tensor) else self._const(_fits("fill_", v, self.dtype)), "fill_")
+        if isinstance(v, Tensor):
+            return self._write(v, "fill_")
+        return self._write(self._const(_fits("fill_", v, self.dtype)), "fill_", fill=True)
 
     def copy_(self, src) -> Tensor:
         v = _operand("copy_", src, seq=True)

@@ -116,9 +116,10 @@ _DOCUMENTED_ERRORS = {
 # lazy errors where torch computes a value, on purpose (the same README section): the program is
 # compared up to that line.
 _DOCUMENTED_LAZY_ERRORS = {
-    # "Writing through a view of an expanded tensor ... raises: torch writes the one element the
-    # expanded positions share" (tests/test_tensor_api.py::test_write_through_a_view_of_an_expanded_tensor_raises)
+    # "Writing through a view of an expanded tensor ..., or `masked_fill_` of one, raises: torch writes the
+    # one element the expanded positions share" (tests/test_tensor_api.py::test_write_through_a_view_of_an_expanded_tensor_raises)
     "writing through a view of an expanded tensor is not supported": "a write through a view of an expanded tensor",
+    "writing into an expanded tensor is not supported": "masked_fill_ of an expanded tensor",
     # "There is no int16 ...: an op whose torch result is int16 ... raises `DTypeError`"
     # (tests/test_dtype_rules.py::test_int8_with_uint8_in_place_stores_what_torch_int16_result_gives)
     "gives torch.int16, which lazy does not support": "no int16",

@@ -658,6 +658,19 @@ def test_write_through_a_view_of_an_expanded_tensor_raises():
         t[1] = 5  # a row is many positions of one element: torch raises too
     with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
         lazy.tensor(t)[1] = 5
+    with pytest.raises(RuntimeError, match="writing into an expanded tensor is not supported"):
+        lazy.tensor(t).masked_fill_(lazy.tensor([True, False, False]), 0)  # torch: deprecated, writes all
+
+
+def test_fill_of_a_whole_expanded_tensor():
+    # torch fills every shared element with a number (perf/fuzz.py seed 0 case 258), not with a tensor
+    for fill in (lambda x: x.fill_(1e30), lambda x: x.zero_(), lambda x: x.fill_(True)):
+        t = torch.tensor([[1.25], [2.0]]).expand(2, 3)
+        x = lazy.tensor(t)
+        same(fill(x), fill(t))
+        same(x, t)
+    with pytest.raises(RuntimeError, match="more than one element"):
+        lazy.tensor(torch.tensor([1.0]).expand(3)).fill_(lazy.tensor(2.0))
 
 
 def test_overlapping_write_reads_the_old_source():
