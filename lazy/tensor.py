@@ -957,9 +957,7 @@ class Tensor:
             raise RuntimeError(f"{op}: a bool alpha is only supported for bool results (got alpha={alpha} for "
                                f"{dt})")
         al = -al if op == "sub" else al
-        if dt.is_float and math.isfinite(al) and abs(al) > torch.finfo(to_torch(dt)).max:
-            raise RuntimeError(f"{op}: alpha={alpha} cannot be converted to {dt} without overflow")
-        scaled = b._ew(Op.MUL, Tensor._new(const(_fits(op, al, dt) if dt is not bool_ else bool(al), dt,
+        scaled = b._ew(Op.MUL, Tensor._new(const(_fits(op, al, dt, halves=True) if dt is not bool_ else bool(al), dt,
                                                   b._node.shape)))
         return a._ew(Op.ADD, scaled)
 
@@ -1207,6 +1205,9 @@ class Tensor:
         return where(condition, self, other)
 
     def masked_fill(self, mask, value) -> Tensor:
+        v = _pyscalar(value)
+        if v is not None:
+            _fits("masked_fill", v, self.dtype, halves=True)
         return where(mask, _promote("masked_fill", value, dtype=self.dtype)[0], self)
 
     def lerp(self, end, weight) -> Tensor:
@@ -1381,6 +1382,9 @@ class Tensor:
         if any(st == 0 and s > 1 for st, s in zip(self._stride, shape)) and not (fill and not self._steps):
             if op == "masked_fill_":  # torch writes the shared elements (deprecated): README
                 raise RuntimeError(f"{op}: writing into an expanded tensor is not supported; clone() it first")
+            if fill:  # torch fills the elements a view of an expanded tensor shares: README
+                raise RuntimeError(f"{op}: writing through a view of an expanded tensor is not supported; "
+                                   "clone() it first")
             raise RuntimeError(f"{op}: more than one element of the written-to tensor refers to a single "
                                "memory location (an expanded tensor); clone() it first")
         detached = any(op_ is Op.DETACH for op_, _, _ in self._steps)  # x.detach().add_(1) is allowed
@@ -1450,11 +1454,19 @@ class Tensor:
         v = _operand("fill_", value)
         if isinstance(v, Tensor):
             return self._write(v, "fill_")
-        return self._write(self._const(_fits("fill_", v, self.dtype)), "fill_", fill=True)
+        # torch checks a half's overflow only above one element (its one-element path rounds to inf)
+        return self._write(self._const(_fits("fill_", v, self.dtype, halves=self.numel() > 1)), "fill_", fill=True)
 
     def copy_(self, src) -> Tensor:
+        """Copy `src` into self, converted to self's dtype. A number converts as a tensor of it does (a
+        float as a double, an int as an int64, or a uint64 from 2**63): 1e5 into int8 is -96, as in
+        torch, where fill_ and `x[i] = v` raise."""
         v = _operand("copy_", src, seq=True)
-        return self._write(v if isinstance(v, Tensor) else self._const(_fits("copy_", v, self.dtype)), "copy_")
+        if not isinstance(v, Tensor):
+            big = type(v) is int and v >= 2**63  # torch's uint64: positive in a float
+            dt = float64 if isinstance(v, float) or (big and self.dtype.is_float) else int64 if type(v) is int else bool_
+            v = Tensor._new(const(float(v) if dt is float64 else v, dt, ()))
+        return self._write(v, "copy_")
 
     # ---- reductions
     def _reduce(self, op: Op, name: str, dim, keepdim: bool) -> Tensor:
@@ -1468,11 +1480,14 @@ class Tensor:
         return self._mv(Op.RESHAPE, tuple(s for i, s in enumerate(self._node.shape) if i not in axes))
 
     def _acc(self, dtype) -> tuple[Tensor, DType]:
-        """(input cast for accumulation, result dtype): ints sum as int64; halves accumulate in fp32."""
+        """(input cast for accumulation, result dtype): ints sum as int64; halves accumulate in fp32;
+        int8/uint8 (dtype=) in int64 too, wrapped once at the end (the sum or product mod 2^8 is the same)."""
         x = self._cast(as_dtype(dtype, "sum")) if dtype is not None else self
         if dtype is None and x.dtype.kind in _INTS:
             x = x._cast(int64)
         out = x.dtype
+        if out in (int8, uint8):
+            return x._cast(int64), out
         return (x._cast(get_default_dtype()) if out in (float16, bfloat16) else x), out
 
     def sum(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
@@ -1484,8 +1499,9 @@ class Tensor:
         return x._reduce(Op.PROD, "prod", dim, keepdim)._cast(out)
 
     def mean(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
-        if dtype is None and not self.dtype.is_float:
-            raise DTypeError(f"mean: expected a floating point tensor (or dtype=), got {self.dtype}")
+        if not (self.dtype if dtype is None else as_dtype(dtype, "mean")).is_float:
+            raise DTypeError(f"mean: expected a floating point tensor (or a floating point dtype=), got {self.dtype}"
+                             + (f" and dtype={dtype}" if dtype is not None else ""))
         x, out = self._acc(dtype)
         return (x._reduce(Op.SUM, "mean", dim, keepdim) / self._count("mean", dim))._cast(out)
 
@@ -1997,7 +2013,11 @@ class Tensor:
             lead = value.ndim - view.ndim  # torch drops leading size-1 dims of the value
             if all(s == 1 for s in value.shape[:lead]):
                 value = value.reshape(tuple(value.shape[lead:]))
-        view.copy_(value)
+        v = _pyscalar(value)
+        if v is not None:  # a number must fit self's dtype, as for fill_ (copy_ converts it instead)
+            view._write(view._const(_fits("setitem", v, self.dtype)), "copy_")
+        else:
+            view.copy_(value)
 
     def select(self, dim: int, index: int) -> Tensor:
         d = _dim("select", dim, self.ndim)
@@ -2422,17 +2442,30 @@ _INT_RANGE = {"int8": (-2**7, 2**7 - 1), "uint8": (-255, 255), "int32": (-2**31,
               "int64": (-2**63, 2**63 - 1)}  # uint8 takes -255..-1 as torch does (wrapping them)
 
 
-def _fits(op: str, v, dt: DType):
-    """`v`, a Python number stored into `dt`, or torch's error where it cannot be without overflow."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        _int64(v)
-    lo_hi = _INT_RANGE.get(dt.name)
-    if lo_hi is None or isinstance(v, bool):
+def _fits(op: str, v, dt: DType, halves: bool = False):
+    """`v`, a Python number stored into `dt`, or torch's error where it cannot be without overflow:
+    an int outside the dtype (uint8 takes -255..255, wrapping), a float outside an int dtype (before
+    truncation: 127.9 does not fit int8, -0.5 does not fit uint8) or a finite float beyond float32's
+    largest; `halves`: beyond float16's and bfloat16's too (masked_fill, alpha; elsewhere torch rounds
+    those to inf)."""
+    if isinstance(v, bool):
         return v
-    t = v if isinstance(v, int) else (math.trunc(v) if math.isfinite(v) else None)
-    if t is None or not lo_hi[0] <= t <= lo_hi[1]:
+    if isinstance(v, int):
+        _int64(v)
+    if dt.is_float:
+        if math.isfinite(v) and (dt is float32 or halves and dt in (float16, bfloat16)) \
+                and abs(v) > torch.finfo(to_torch(dt)).max:
+            raise RuntimeError(f"{op}: value {v!r} cannot be converted to {dt} without overflow")
+        return v
+    lo_hi = _INT_RANGE.get(dt.name)
+    if lo_hi is None:
+        return v
+    lo, hi = lo_hi
+    if isinstance(v, float):
+        lo = max(lo, 0) if dt is uint8 else lo
+    if not (lo <= v <= hi):  # False for NaN
         raise RuntimeError(f"{op}: value {v!r} cannot be converted to {dt} without overflow "
-                           f"(expected {lo_hi[0]} to {lo_hi[1]})")
+                           f"(expected {lo} to {hi})")
     return v
 
 

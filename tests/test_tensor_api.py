@@ -671,6 +671,34 @@ def test_fill_of_a_whole_expanded_tensor():
         same(x, t)
     with pytest.raises(RuntimeError, match="more than one element"):
         lazy.tensor(torch.tensor([1.0]).expand(3)).fill_(lazy.tensor(2.0))
+    t = torch.tensor([[1.5]]).expand(3, 2)
+    t[1:].fill_(7.0)  # torch fills the one shared element: every position
+    assert t.tolist() == [[7.0] * 2] * 3
+    with pytest.raises(RuntimeError, match="writing through a view of an expanded tensor"):
+        lazy.tensor(torch.tensor([[1.5]]).expand(3, 2))[1:].fill_(7.0)  # README
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int32", "int64", "float16", "bfloat16", "float32", "bool"])
+@pytest.mark.parametrize("value", [100000.0, 300, -1.0, -1, -255, 2.7, -0.5, 127.9, 255.5, float("nan"), 1e30, 1e39,
+                                   65519.0, 3.39e38, 16777217.0, 2**62 + 1, True])
+def test_copy_of_a_number_converts_it_like_a_tensor(dtype, value):
+    # copy_ converts (perf/fuzz.py seed 1: int8 copy_(1e5) raised); fill_, `x[i] = v`, full and
+    # masked_fill check overflow, each as torch does
+    t = torch.zeros(3, dtype=getattr(torch, dtype))
+    x = lazy.tensor(t.clone())
+    same(x.copy_(value), t.copy_(value))
+    same(x, t)
+    mask = torch.tensor([True, False, True])
+    for write in (lambda a: a.fill_(value), lambda a: a[:1].fill_(value), lambda a: a.__setitem__(slice(1, None), value),
+                  lambda a: a.masked_fill_(mask if isinstance(a, torch.Tensor) else lazy.tensor(mask), value)):
+        try:
+            write(t)
+        except RuntimeError:
+            with pytest.raises(RuntimeError, match="without overflow"):
+                write(x)
+        else:
+            write(x)
+            same(x, t)
 
 
 def test_overlapping_write_reads_the_old_source():
