@@ -1029,7 +1029,8 @@ class Tensor:
     __invert__ = bitwise_not
 
     def _logical(self, op: Op, other) -> Tensor:
-        a, b = _promote(op.name.lower(), self, other, dtype=bool_)
+        name = "logical_" + op.name.lower()
+        a, b = _promote(name, self, _tensor_arg(name, "other", other), dtype=bool_)
         return a._ew(op, b)
 
     def logical_and(self, other) -> Tensor:
@@ -1181,6 +1182,8 @@ class Tensor:
         if min is None and max is None:
             raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
         bounds = [b for b in (min, max) if b is not None]
+        if len({isinstance(b, (Tensor, torch.Tensor, np.ndarray)) for b in bounds}) > 1:
+            raise TypeError("clamp: min and max must be both numbers or both tensors, like torch's")
         x, *bs = _promote("clamp", self, *bounds)
         if x.requires_grad and autograd.grad_enabled() and x.dtype.is_float:
             x = where(x.isnan(), x.detach(), x)  # the same values; torch's gradient is 0 at NaN

@@ -946,6 +946,9 @@ REFUSED = {
     "lerp(int)": (lambda m, t: t.lerp(t, 0.5), "int64"), "lerp(end scalar)": (lambda m, t: t.lerp(2.0, 0.5), "float32"),
     "lerp(end dtype)": (lambda m, t: t.lerp(t.double(), 0.5), "float32"),
     "lerp(weight dtype)": (lambda m, t: t.lerp(t, t.half()), "float32"),
+    "logical_and(scalar)": (lambda m, t: t.logical_and(1), "bool"), "logical_xor(scalar)": (lambda m, t: t.logical_xor(0.5), "int32"),
+    "clamp(number, tensor)": (lambda m, t: t.clamp(0.0, t), "float32"), "clamp(tensor, number)": (lambda m, t: t.clamp(t, 2), "int64"),
+    "clamp_(min=number, max=tensor)": (lambda m, t: t.clamp_(min=1.0, max=t), "float32"),
 }
 
 
