@@ -541,6 +541,8 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
         a, b = _promote(name, other, self) if reverse else _promote(name, self, other)
         if kinds:
             _need(name, kinds, a, b, what=what)
+        if op in (Op.FLOORDIV, Op.MOD) and a.dtype is bool_:
+            _no_bool(name, a)
         return a._ew(op, b)
     f.__name__ = name
     return f
@@ -1181,9 +1183,17 @@ class Tensor:
         """min(max(x, min), max), torch promotion; NaN in x propagates; min > max gives max."""
         if min is None and max is None:
             raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+        arrays = (Tensor, torch.Tensor, np.ndarray)
+        if len({isinstance(b, arrays) for b in (min, max) if b is not None}) > 1:
+            if any(isinstance(b, arrays) and b.ndim for b in (min, max)):
+                raise TypeError("clamp: min and max must be both numbers or both tensors, like torch's")
+            # torch's overload for numbers takes a 0-d tensor as its number
+            min, max = (b.item() if isinstance(b, arrays) else b for b in (min, max))
         bounds = [b for b in (min, max) if b is not None]
-        if len({isinstance(b, (Tensor, torch.Tensor, np.ndarray)) for b in bounds}) > 1:
-            raise TypeError("clamp: min and max must be both numbers or both tensors, like torch's")
+        if not any(isinstance(b, arrays) for b in bounds):
+            dt = result_type(_key(self), *[_key(_operand("clamp", b)) for b in bounds], op="clamp")
+            for b in bounds:
+                _fits("clamp", _operand("clamp", b), dt, halves=True)
         x, *bs = _promote("clamp", self, *bounds)
         if x.requires_grad and autograd.grad_enabled() and x.dtype.is_float:
             x = where(x.isnan(), x.detach(), x)  # the same values; torch's gradient is 0 at NaN
@@ -1520,6 +1530,8 @@ class Tensor:
         axes = _dims(name, dim, self.ndim)  # checked here, so a bad dim is reported under this name
         c = correction if correction is not None else (1 if unbiased in (None, True) else 0)
         x, out = self._acc(None)
+        # in float64, as torch's CPU kernels accumulate: float32 deviations beyond 1.8e19 would square to inf
+        x = x._cast(float64)
         m = x.mean(dim, keepdim=True)
         d = x - m
         v = (d * d)._reduce(Op.SUM, name, dim, keepdim) / max(0, self._count(name, dim) - c)
@@ -2125,6 +2137,9 @@ class Tensor:
         x = self._mv(Op.SHRINK, tuple((-min(a, 0), s + min(b, 0)) for s, (a, b) in zip(sh, pairs)))
         grow = tuple((max(a, 0), max(b, 0)) for a, b in pairs)
         out = x._mv(Op.PAD, grow)
+        v = _pyscalar(value)
+        if v is not None:  # torch fills its output first: fill_'s checks (NaN for ints, a half's overflow)
+            _fits("pad", float(v), self.dtype, halves=prod(s + a + b for s, (a, b) in zip(sh, pairs)) > 1)
         if value != 0:
             mask = x._const(True, bool_)._mv(Op.PAD, grow)
             out = where(mask, out, _promote("pad", value, dtype=self.dtype)[0])
@@ -2220,15 +2235,21 @@ def _is_operand(x) -> bool:
 # ---------------------------------------------------------------- module-level ops
 
 def _divide(x, y, rounding_mode: str | None) -> Tensor:
+    if rounding_mode is None:  # ints divide as floats, like torch: a Python int converts, unwrapped
+        ops = [_operand("div", v) for v in (x, y)]
+        if isinstance(ops[0], Tensor) and ops[0].dtype is bool_ and type(ops[1]) is int and ops[1] >= 2**63:
+            # torch promotes these (a uint64); `number / bool_tensor` is a reciprocal times it there
+            raise DTypeError(f"div: promoting bool and {ops[1]} (a uint64 in torch) is not supported")
+        dt = result_type(*map(_key, ops), op="div")
+        a, b = _promote("div", x, y, dtype=None if dt.is_float else get_default_dtype())
+        return a._ew(Op.DIV, b)
     a, b = _promote("div", x, y)
+    _no_bool(f"div (rounding_mode={rounding_mode!r})", a)
     if rounding_mode == "floor":
         return a._ew(Op.FLOORDIV, b)
     if rounding_mode == "trunc":
         return a._ew(Op.DIV, b) if not a.dtype.is_float else a._ew(Op.DIV, b).trunc()
-    if rounding_mode is not None:
-        raise ValueError(f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
-    a, b = a._floating(), b._floating()  # ints divide as floats, like torch
-    return a._ew(Op.DIV, b)
+    raise ValueError(f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
 
 
 def where(condition, input, other) -> Tensor:

@@ -193,6 +193,24 @@ def test_zero_dim_tensor_promotion():
     same(lazy.tensor(a) + torch.tensor([1, 2, 3, 4]), a + torch.tensor([1, 2, 3, 4]))
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int32", "int64", "bool"])
+@pytest.mark.parametrize("number", [300, -2147483648, 2**40, 2**63, True])
+def test_true_division_of_ints_converts_the_number_unwrapped(dtype, number):
+    # ints divide as floats: torch converts a Python int to float32 directly, never wrapping it into
+    # the tensor's dtype first (perf/fuzz.py seed 2: -2**31 / int8 divided 0 by the tensor)
+    t = rnd(5, dtype=getattr(torch, dtype), lo=-9, hi=9)
+    if dtype == "bool" and number == 2**63:
+        with pytest.raises(RuntimeError):
+            t / number  # torch's promotion of bool with a uint64
+        with pytest.raises(RuntimeError, match="uint64"):
+            lazy.tensor(t) / number
+        same(number / lazy.tensor(t), number / t)
+        return
+    same(lazy.tensor(t) / number, t / number)
+    same(number / lazy.tensor(t), number / t)
+    same(lazy.div(lazy.tensor(t), number), torch.div(t, number))
+
+
 def test_division_semantics():
     a = torch.tensor([7, -7, 7, -7, 0])
     b = torch.tensor([2, 2, -2, -2, 3])
@@ -449,6 +467,16 @@ def test_cat_promotes_with_the_skipped_empty_tensors():
     same(lazy.cat([lazy.tensor(i), lazy.tensor(h)]), torch.cat([i, h]))
     same(lazy.cat([lazy.tensor(h), lazy.tensor(i.reshape(2, 2))]), torch.cat([h, i.reshape(2, 2)]))
     same(lazy.cat([lazy.tensor(h), lazy.tensor(torch.zeros(0))]), torch.cat([h, torch.zeros(0)]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_var_and_std_accumulate_like_torch_cpu(dtype):
+    # in float64: deviations of float32 values beyond 1.8e19 square to inf in float32 (perf/fuzz.py
+    # seed 2: a bfloat16 std was inf where torch's is 1.4e38)
+    t = torch.tensor([[3e38, -3e38, 1.0], [3e19, -3e19, 0.0], [1.0, 1.0 + 2**-20, 1.0]]).to(getattr(torch, dtype))
+    for f in (lambda x: x.std(1), lambda x: x.var(1, correction=0), lambda x: x.std(0, keepdim=True),
+              lambda x: torch.var_mean(x, 1)[0] if isinstance(x, torch.Tensor) else lazy.var_mean(x, 1)[0]):
+        same(f(lazy.tensor(t)), f(t), rtol=1e-6, atol=0)
 
 
 def test_pad():
@@ -949,6 +977,14 @@ REFUSED = {
     "logical_and(scalar)": (lambda m, t: t.logical_and(1), "bool"), "logical_xor(scalar)": (lambda m, t: t.logical_xor(0.5), "int32"),
     "clamp(number, tensor)": (lambda m, t: t.clamp(0.0, t), "float32"), "clamp(tensor, number)": (lambda m, t: t.clamp(t, 2), "int64"),
     "clamp_(min=number, max=tensor)": (lambda m, t: t.clamp_(min=1.0, max=t), "float32"),
+    "clamp(number beyond int8)": (lambda m, t: t.clamp(2147483647, 2147483647), "int8"),
+    "clamp(number beyond float16)": (lambda m, t: t.clamp(max=1e5), "float16"),
+    "floor_divide(bool)": (lambda m, t: t // t, "bool"), "remainder(bool)": (lambda m, t: t % True, "bool"),
+    "div(bool, floor)": (lambda m, t: t.div(t, rounding_mode="floor"), "bool"),
+    "div(bool, trunc)": (lambda m, t: t.div(t, rounding_mode="trunc"), "bool"),
+    "pad(int, value=nan)": (lambda m, t: m.nn.functional.pad(t, [1, 1], value=float("nan")), "int32"),
+    "pad(uint8, value=-1)": (lambda m, t: m.nn.functional.pad(t, [1, 1], value=-1), "uint8"),
+    "pad(float16, value=1e5)": (lambda m, t: m.nn.functional.pad(t, [1, 1], value=1e5), "float16"),
 }
 
 
@@ -977,6 +1013,11 @@ def test_dtype_checks_do_not_depend_on_sizes():
 
 def test_accepted_dtypes_next_to_the_refused_ones():
     t = rnd(3, dtype=torch.int32)
+    # torch's number overload of clamp takes a 0-d tensor as a number (float32 here, not float64)
+    z = torch.tensor(2.5, dtype=torch.float64)
+    same(lazy.tensor(t).clamp(0, lazy.tensor(z)), t.clamp(0, z))
+    same(lazy.tensor(t).clamp(lazy.tensor(z), 7.5), t.clamp(z, 7.5))
+    same(lazy.tensor(t).clamp(lazy.tensor(z)), t.clamp(z))  # one tensor: the tensor overload (float64)
     same(lazy.tensor(t).softmax(0, dtype=lazy.float32), t.softmax(0, dtype=torch.float32))
     same(lazy.tensor(t > 0).max(0).indices, (t > 0).max(0).indices)  # max(dim) takes bools, argmax does not
     f = rnd(3)
