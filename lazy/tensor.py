@@ -541,7 +541,7 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
         a, b = _promote(name, other, self) if reverse else _promote(name, self, other)
         if kinds:
             _need(name, kinds, a, b, what=what)
-        if op in (Op.FLOORDIV, Op.MOD) and a.dtype is bool_:
+        if op in (Op.FLOORDIV, Op.MOD, Op.POW) and a.dtype is bool_:
             _no_bool(name, a)
         return a._ew(op, b)
     f.__name__ = name
@@ -648,7 +648,8 @@ class Tensor:
 
     def _red(self, op: Op, axes) -> Tensor:
         """Reduce `axes`, keeping them with size 1 (no axes: self, never an empty REDUCE node)."""
-        return Tensor._new(_tracked(_mk(op, (self._node,), tuple(axes)))) if axes else self
+        # no axes: a new tensor of the same value (a reduction's result never aliases its input)
+        return Tensor._new(_tracked(_mk(op, (self._node,), tuple(axes)))) if axes else Tensor._new(self._node)
 
     def _view(self, steps, stride) -> Tensor:
         """A view of self's root base: the IR `steps` rebuild it from self's node."""
@@ -975,16 +976,20 @@ class Tensor:
 
     def pow(self, exponent) -> Tensor:
         e = _pyscalar(exponent)
+        if isinstance(e, bool) and self.dtype is bool_:  # torch: a copy, or ones; no other bool power
+            return self.clone() if e else self._const(True)
         if e is not None and not isinstance(e, bool):
             dt = result_type(_key(self), ("scalar", type(e)))
             if dt.kind in "iu" and e < 0:
                 raise RuntimeError("pow: integers to negative integer powers are not allowed")
+            _fits("pow", e, dt)
             x = self._cast(dt)
             if e == 2:  # torch special-cases these too (exact x*x, sqrt)
                 return x._ew(Op.MUL, x)
             if e == 0.5 and dt.is_float:
                 return x._ew(Op.SQRT)
         a, b = _promote("pow", self, exponent)
+        _no_bool("pow", a)
         return a._ew(Op.POW, b)
 
     __pow__ = _dunder(pow)
@@ -1195,6 +1200,8 @@ class Tensor:
             for b in bounds:
                 _fits("clamp", _operand("clamp", b), dt, halves=True)
         x, *bs = _promote("clamp", self, *bounds)
+        if x.dtype is bool_ and not (len(bounds) == 1 and isinstance(bounds[0], arrays)):
+            raise DTypeError("clamp: bools are not supported (like torch), but for one tensor bound")
         if x.requires_grad and autograd.grad_enabled() and x.dtype.is_float:
             x = where(x.isnan(), x.detach(), x)  # the same values; torch's gradient is 0 at NaN
         # where() rather than maximum/minimum: at x == bound the gradient flows to x, like torch
@@ -2259,6 +2266,9 @@ def where(condition, input, other) -> Tensor:
         raise DTypeError(f"where: expected a bool condition tensor, got "
                          f"{c.dtype if isinstance(c, Tensor) else type(c).__name__}")
     a, b = _promote("where", input, other, shapes=[c._node.shape])
+    for v in (input, other):
+        if _pyscalar(v) is not None:
+            _fits("where", _pyscalar(v), a.dtype)  # a number must fit the result, as in torch
     _same_device("where", c, a, b)
     return c._expand_to(a._node.shape)._ew(Op.WHERE, a, b)
 

@@ -552,6 +552,21 @@ def test_strides_follow_torch():
     same(x, t)
 
 
+def test_computed_values_are_contiguous():
+    # torch lays out an elementwise result like a permuted input; lazy's computed values are row-major
+    # (README, "Where lazy differs from torch"), which decides what is a view
+    t = torch.arange(12.0).reshape(3, 4).t()
+    x = lazy.tensor(t)
+    assert (t * 2).stride() == (1, 4) and (x * 2).stride() == (3, 1)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        (t * 2).view(-1)
+    same((x * 2).view(-1), (t * 2).reshape(-1))
+    ty, y = t * 2, x * 2
+    ty.reshape(-1)[0] = 100.0  # a copy in torch
+    y.reshape(-1)[0] = 100.0  # a view here
+    assert ty[0, 0].item() == 0.0 and y[0, 0].item() == 100.0
+
+
 # ---------------------------------------------------------------- in-place and aliasing
 
 def test_inplace_ops():
@@ -985,6 +1000,11 @@ REFUSED = {
     "pad(int, value=nan)": (lambda m, t: m.nn.functional.pad(t, [1, 1], value=float("nan")), "int32"),
     "pad(uint8, value=-1)": (lambda m, t: m.nn.functional.pad(t, [1, 1], value=-1), "uint8"),
     "pad(float16, value=1e5)": (lambda m, t: m.nn.functional.pad(t, [1, 1], value=1e5), "float16"),
+    "pow(bool, bool)": (lambda m, t: t.pow(t), "bool"), "True ** bool": (lambda m, t: True ** t, "bool"),
+    "pow(int8, 300)": (lambda m, t: t.pow(300), "int8"),
+    "where(uint8, 2**31 - 1)": (lambda m, t: m.where(t > 0, t, 2147483647), "uint8"),
+    "where(1e39, 2)": (lambda m, t: m.where(t, 1e39, 2), "bool"),
+    "clamp(bool, tensors)": (lambda m, t: t.clamp(t, t), "bool"), "clamp(bool, min=False)": (lambda m, t: t.clamp(min=False), "bool"),
 }
 
 
@@ -1018,6 +1038,14 @@ def test_accepted_dtypes_next_to_the_refused_ones():
     same(lazy.tensor(t).clamp(0, lazy.tensor(z)), t.clamp(0, z))
     same(lazy.tensor(t).clamp(lazy.tensor(z), 7.5), t.clamp(z, 7.5))
     same(lazy.tensor(t).clamp(lazy.tensor(z)), t.clamp(z))  # one tensor: the tensor overload (float64)
+    b = rnd(4, dtype=torch.bool)
+    for f in (lambda x: x ** True, lambda x: x ** False, lambda x: x.pow(2), lambda x: x.clamp(max=x),
+              lambda x: x.clamp(0, 1), lambda x: x.max(-1, keepdim=True)[0]):
+        same(f(lazy.tensor(b)), f(b))
+    s0 = lazy.tensor(torch.tensor(1.5))
+    m = s0.max(-1, keepdim=True)[0]  # a reduction over no dims is a new tensor, never an alias
+    m += 1
+    assert s0.item() == 1.5 and m.item() == 2.5
     same(lazy.tensor(t).softmax(0, dtype=lazy.float32), t.softmax(0, dtype=torch.float32))
     same(lazy.tensor(t > 0).max(0).indices, (t > 0).max(0).indices)  # max(dim) takes bools, argmax does not
     f = rnd(3)
