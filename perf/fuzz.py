@@ -955,10 +955,15 @@ def _default_dtype(dt: torch.dtype):
 class _Nudge(TorchFunctionMode):
     """torch with the float result of every op but a cast moved by one ulp (`_nudge`): a fused
     kernel may leave a float16/bfloat16 intermediate unrounded (README), half an ulp away at most,
-    and may compute a float32 one in another order or with another libm, an ulp or so away."""
+    and may compute a float32 one in another order or with another libm, an ulp or so away. The
+    result of an op that sums (`_SUMS`) moves by two ulps of its largest partial sum instead: the
+    order of a sum, and a log of a sum near 1 (log_softmax), err by that much, however small the
+    result."""
 
     _CASTS = {torch.Tensor.to, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.float, torch.Tensor.double,
               torch.Tensor.type, torch.Tensor.type_as}
+    _SUMS = {"sum", "mean", "var", "std", "var_mean", "std_mean", "logsumexp", "log_softmax", "softmax", "norm",
+             "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "dot", "einsum"}
 
     def __init__(self, style: str, sign: int):
         super().__init__()
@@ -969,8 +974,28 @@ class _Nudge(TorchFunctionMode):
         if (isinstance(r, torch.Tensor) and r.dtype.is_floating_point and func not in self._CASTS
                 and not r._is_view() and not any(r is a for a in args) and r.numel()):
             with torch.no_grad():
-                r.copy_(_nudge(r.contiguous(), self.style, self.sign))  # in place: r's layout stays
+                moved = _nudge(r.contiguous(), self.style, self.sign)
+                scale = self._partial_sum(getattr(func, "__name__", ""), args, r)
+                if scale is not None and bool(torch.isfinite(scale)):
+                    ulp = (torch.nextafter(scale, torch.tensor(math.inf, dtype=scale.dtype)) - scale).to(r.dtype)
+                    moved = torch.where(torch.isfinite(r), r + (moved - r).sign() * 2 * ulp, r)
+                r.copy_(moved)  # in place: r's layout stays
         return r
+
+    def _partial_sum(self, name: str, args, r: torch.Tensor) -> torch.Tensor | None:
+        """The largest magnitude a partial sum of op `name` reaches (None: not an op that sums)."""
+        if name not in self._SUMS:
+            return None
+        ts = [a for a in args if isinstance(a, torch.Tensor)]
+        if not ts or not all(t.numel() for t in ts):
+            return None
+        big = [t.abs().masked_fill(~torch.isfinite(t), 0).amax().to(torch.float64) for t in ts]
+        if name in ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "dot", "einsum"):
+            k = max(ts[0].shape[-1] if ts[0].ndim else 1, 1)
+            s = math.prod(big[:2]) * k
+        else:
+            s = big[0] * max(1, ts[0].numel() // max(r.numel(), 1))
+        return s.to(r.dtype) if r.dtype != torch.float64 else s
 
 
 def _references(p: Program) -> list[dict[str, torch.Tensor]]:
