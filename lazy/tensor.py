@@ -1231,18 +1231,22 @@ class Tensor:
         return where(mask, _promote("masked_fill", value, dtype=self.dtype)[0], self)
 
     def lerp(self, end, weight) -> Tensor:
-        """torch's two-sided formula: exact at both ends. As in torch: floats only, `end` a tensor of
-        self's dtype, `weight` a number, a 0-d tensor, or a tensor of self's dtype."""
-        _need("lerp", "f", self, what="a floating point tensor")
+        """torch's two-sided formula: exact at both ends. As in torch: `end` a tensor of self's dtype,
+        `weight` a number, a 0-d tensor, or a tensor of self's dtype; computed in the promoted dtype
+        (an int self with a 0-d float weight gives floats), which must be a float."""
         end = _tensor_arg("lerp", "end", end)
         w = _operand("lerp", weight)
         for name, t in (("end", end), ("weight", w)):
             if isinstance(t, Tensor) and t.dtype is not self.dtype and (name == "end" or t.ndim):
                 raise DTypeError(f"lerp: expected dtype {self.dtype} for `{name}` but got dtype {t.dtype}")
-        d = end - self
+        dt = result_type(_key(self), _key(w)) if isinstance(w, Tensor) else self.dtype
+        if not dt.is_float:
+            raise DTypeError(f"lerp: expected a floating point tensor, got {self.dtype}")
+        x, end = self._cast(dt), end._cast(dt)
+        d = end - x
         if not isinstance(w, Tensor):
-            return self + d * w if w < 0.5 else end - d * (1 - w)
-        return where(w < 0.5, self + d * w, end - d * (1 - w))
+            return x + d * w if w < 0.5 else end - d * (1 - w)
+        return where(w < 0.5, x + d * w, end - d * (1 - w))
 
     # ---- elementwise: more math (composites; halves compute in float32, rounded once)
     @_composite

@@ -986,7 +986,7 @@ REFUSED = {
     "softmax(int)": (lambda m, t: t.softmax(0), "int32"), "log_softmax(bool)": (lambda m, t: t.log_softmax(0), "bool"),
     "softmax(int, dtype=int)": (lambda m, t: m.softmax(t, 0, dtype=m.int64), "int8"),
     "maximum(scalar)": (lambda m, t: t.maximum(2.0), "float32"), "minimum(scalar)": (lambda m, t: m.minimum(t, 1), "int32"),
-    "lerp(int)": (lambda m, t: t.lerp(t, 0.5), "int64"), "lerp(end scalar)": (lambda m, t: t.lerp(2.0, 0.5), "float32"),
+    "lerp(int)": (lambda m, t: t.lerp(t, 0.5), "int64"), "lerp(int, 0-d int)": (lambda m, t: t.lerp(t, m.tensor(2)), "int64"), "lerp(end scalar)": (lambda m, t: t.lerp(2.0, 0.5), "float32"),
     "lerp(end dtype)": (lambda m, t: t.lerp(t.double(), 0.5), "float32"),
     "lerp(weight dtype)": (lambda m, t: t.lerp(t, t.half()), "float32"),
     "logical_and(scalar)": (lambda m, t: t.logical_and(1), "bool"), "logical_xor(scalar)": (lambda m, t: t.logical_xor(0.5), "int32"),
@@ -1042,6 +1042,9 @@ def test_accepted_dtypes_next_to_the_refused_ones():
     for f in (lambda x: x ** True, lambda x: x ** False, lambda x: x.pow(2), lambda x: x.clamp(max=x),
               lambda x: x.clamp(0, 1), lambda x: x.max(-1, keepdim=True)[0]):
         same(f(lazy.tensor(b)), f(b))
+    for a, w in ((rnd(3, dtype=torch.bool), torch.tensor(0.25)), (rnd(3, dtype=torch.int64), torch.tensor(0.5)),
+                 (rnd(3, dtype=torch.int32), torch.tensor(0.75, dtype=torch.float16))):
+        same(lazy.tensor(a).lerp(lazy.tensor(a.flip(0)), lazy.tensor(w)), a.lerp(a.flip(0), w))  # promoted by w
     s0 = lazy.tensor(torch.tensor(1.5))
     m = s0.max(-1, keepdim=True)[0]  # a reduction over no dims is a new tensor, never an alias
     m += 1
