@@ -2363,7 +2363,10 @@ def _contract(a: Tensor, ta: str, b: Tensor, tb: str, later: set, sizes: dict) -
     a = a.expand(*bs, *a.shape[len(bs):]) if bs else a
     b = b.expand(*bs, *b.shape[len(bs):]) if bs else b
     m, k, n = prod(sizes[c] for c in fa), prod(sizes[c] for c in con), prod(sizes[c] for c in fb)
-    y = a.reshape(*bs, m, k) @ b.reshape(*bs, k, n)
+    if k == 1:  # nothing to sum: a product, as torch's einsum does it (bools and mixed dtypes promote)
+        y = a.reshape(*bs, m, 1) * b.reshape(*bs, 1, n)
+    else:
+        y = a.reshape(*bs, m, k) @ b.reshape(*bs, k, n)
     return y.reshape(*bs, *[sizes[c] for c in fa], *[sizes[c] for c in fb]), "".join(batch + fa + fb)
 
 

@@ -1019,6 +1019,15 @@ def test_refused_dtypes_raise_like_torch(case):
         fn(lazy, lazy.tensor(t))
 
 
+@pytest.mark.parametrize("eq,sa,sb", [("i,i->", (1,), (1,)), ("i,i->i", (3,), (3,)), ("ij,jk->ik", (2, 1), (1, 3)),
+                                      ("bij,bjk->bik", (2, 3, 1), (2, 1, 4))])
+@pytest.mark.parametrize("da,db", [("bool", "bool"), ("float32", "float16"), ("int8", "float32")])
+def test_einsum_without_a_sum_is_a_product(eq, sa, sb, da, db):
+    # torch multiplies where nothing is summed, promoting (perf/fuzz.py seed 7 case 60: bools raised here)
+    a, b = rnd(*sa, dtype=getattr(torch, da)), rnd(*sb, dtype=getattr(torch, db))
+    same(lazy.einsum(eq, lazy.tensor(a), lazy.tensor(b)), torch.einsum(eq, a, b))
+
+
 def test_dtype_checks_do_not_depend_on_sizes():
     # torch skips its kernel, and with it the dtype check, for some empty inputs (README)
     e = torch.zeros(0, dtype=torch.int64)
