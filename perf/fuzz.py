@@ -247,7 +247,7 @@ def snippet(p: Program, backend: str = "c") -> str:
             "        print(T.__name__, 'raised', type(e).__name__, e)",
             "        continue",
             "    for k, v in res.items():",
-            "        print(T.__name__, k, v if isinstance(v, list) else (tuple(v.shape), v.dtype, v.tolist()))"]
+            "        print(T.__name__, k, (tuple(v.shape), v.dtype, v.tolist()) if hasattr(v, 'shape') else v)"]
     return "\n".join(out) + "\n"
 
 

@@ -180,6 +180,17 @@ def test_mean_to_an_int_dtype_raises_like_torch():
         lazy.tensor(t).mean(dtype=lazy.int32)
 
 
+@pytest.mark.parametrize("n", [6, 18, 35, 67])
+def test_float64_cast_to_float32_rounds_in_every_position(backend, n):
+    # gcc 12 at -O3 turned (double)(float)x into x in the unrolled tail of a loop of a constant trip
+    # count (perf/fuzz.py seed 20240601 case 541: 2 of 35 elements); the C renderer turns the SLP
+    # vectorizer off in such kernels
+    t = torch.linspace(0.1, 3.7, n, dtype=torch.float64)
+    x = lazy.tensor(t)
+    same(x.to(lazy.float32) / x, t.to(torch.float32) / t)
+    same(x.to(lazy.float32).to(lazy.float64), t.to(torch.float32).to(torch.float64))
+
+
 INT16_OPS = {"add_": lambda a, b: a.add_(b), "sub_": lambda a, b: a.sub_(b, alpha=3), "mul_": lambda a, b: a.mul_(b),
              "floor_divide_": lambda a, b: a.floor_divide_(b), "remainder_": lambda a, b: a.remainder_(b),
              "&=": lambda a, b: a.__iand__(b), "^=": lambda a, b: a.__ixor__(b), "pow_": lambda a, b: a.pow_(b)}
