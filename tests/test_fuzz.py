@@ -23,7 +23,7 @@ import lazy
 from perf import fuzz
 
 CI_SEED = 20240601
-C_CHUNKS, C_CASES = 12, 50  # 600 cases, about 2 minutes on 2 cores with a cold kernel cache
+C_CHUNKS, C_CASES = 10, 50  # 500 cases, about 2.5 minutes on 2 cores with a cold kernel cache
 TRITON_CHUNKS, TRITON_CASES = 4, 50  # 200 cases with small sizes, under Triton's interpreter
 
 
