@@ -73,7 +73,7 @@ def test_inputs_are_exact_literals():
             t = i.build()
             if i.dtype in fuzz.FLOATS:
                 want = torch.tensor(i.values, dtype=torch.float64).reshape(i.base_shape)
-                got = eval(i.base_source(), dict(fuzz._LITERALS)).double()  # noqa: S307
+                got = eval(i.base_source(), dict(fuzz._LITERALS)).double()
                 assert torch.equal(got.nan_to_num(7, 8, 9), want.nan_to_num(7, 8, 9)), i
             assert t.dtype == getattr(torch, i.dtype)
 
@@ -152,7 +152,7 @@ def test_minutes_runs_a_worker_and_writes_failures(tmp_path):
     out = tmp_path / "failures.txt"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), LAZY_CACHE_DIR=str(tmp_path / "c"))
     r = subprocess.run([sys.executable, "-m", "perf.fuzz", "--minutes", "0.15", "--seed", str(CI_SEED), "--out",
-                        str(out)], capture_output=True, text=True, env=env, timeout=120)
+                        str(out)], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     assert "c: " in r.stderr and " cases in " in r.stderr and "0 failures" in r.stderr, r.stderr
     assert out.exists() and out.read_text() == ""
