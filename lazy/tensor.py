@@ -1403,7 +1403,8 @@ class Tensor:
             raise RuntimeError(f"{op}: output with shape {_fmt(shape)} doesn't match the broadcast shape "
                                f"{_fmt(_broadcast(op, shape, value._node.shape))}")
         base = self._base
-        if any(st == 0 and s > 1 for st, s in zip(self._stride, shape)) and not (fill and not self._steps):
+        if self._node.numel and any(st == 0 and s > 1 for st, s in zip(self._stride, shape)) \
+                and not (fill and not self._steps):  # an empty tensor has no element to overlap
             if op == "masked_fill_":  # torch writes the shared elements (deprecated): README
                 raise RuntimeError(f"{op}: writing into an expanded tensor is not supported; clone() it first")
             if fill:  # torch fills the elements a view of an expanded tensor shares: README
@@ -2148,6 +2149,8 @@ class Tensor:
         x = self._mv(Op.SHRINK, tuple((-min(a, 0), s + min(b, 0)) for s, (a, b) in zip(sh, pairs)))
         grow = tuple((max(a, 0), max(b, 0)) for a, b in pairs)
         out = x._mv(Op.PAD, grow)
+        if not any(a or b for a, b in grow):
+            return out  # nothing padded: the value is neither checked nor used, as in torch
         v = _pyscalar(value)
         if v is not None:  # torch fills its output first: fill_'s checks (NaN for ints, a half's overflow)
             _fits("pad", float(v), self.dtype, halves=prod(s + a + b for s, (a, b) in zip(sh, pairs)) > 1)

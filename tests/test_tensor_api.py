@@ -1055,6 +1055,12 @@ def test_accepted_dtypes_next_to_the_refused_ones():
     for a, w in ((rnd(3, dtype=torch.bool), torch.tensor(0.25)), (rnd(3, dtype=torch.int64), torch.tensor(0.5)),
                  (rnd(3, dtype=torch.int32), torch.tensor(0.75, dtype=torch.float16))):
         same(lazy.tensor(a).lerp(lazy.tensor(a.flip(0)), lazy.tensor(w)), a.lerp(a.flip(0), w))  # promoted by w
+    i = rnd(2, 1, dtype=torch.int64)  # no padding, no fill: no check of the value (perf/fuzz.py seed 100)
+    same(lazy.nn.functional.pad(lazy.tensor(i), [0, 0], value=math.nan), torch.nn.functional.pad(i, [0, 0], value=math.nan))
+    e = torch.tensor([[0]]).expand(3, 3)  # an empty view of an expanded tensor writes nothing: no overlap
+    x = lazy.tensor(e)
+    x.narrow(0, 2, 0).sub_(lazy.tensor(torch.zeros(0, 3, dtype=torch.uint8)))
+    same(x, e)
     s0 = lazy.tensor(torch.tensor(1.5))
     m = s0.max(-1, keepdim=True)[0]  # a reduction over no dims is a new tensor, never an alias
     m += 1
