@@ -112,6 +112,27 @@ class Expr:
             object.__setattr__(self, "_hash", h)
         return h
 
+    def __eq__(self, other) -> bool:
+        """Structural equality in time linear in the DAGs (constants compare as the hash does, by
+        repr): each pair of nodes is compared once, where the generated field-by-field comparison
+        walked a shared expression once per path to it (sinh of sinh, then a softmax: minutes)."""
+        if self is other:
+            return True
+        if type(other) is not Expr:
+            return NotImplemented
+        same: set[tuple[int, int]] = set()
+        stack = [(self, other)]
+        while stack:
+            a, b = stack.pop()
+            if a is b or (id(a), id(b)) in same:
+                continue
+            if (a.op != b.op or a.dtype != b.dtype or len(a.srcs) != len(b.srcs) or hash(a) != hash(b)
+                    or ((repr(a.arg) != repr(b.arg)) if a.op == "const" else (a.arg != b.arg))):
+                return False
+            same.add((id(a), id(b)))
+            stack.extend(zip(a.srcs, b.srcs))
+        return True
+
 
 @dataclass(frozen=True)
 class Reduce:
@@ -150,8 +171,15 @@ class Kernel:
     meta: dict = field(default_factory=dict, compare=False, hash=False)  # bytes, flops, fusion notes
 
     def key(self) -> str:
-        """Content hash, independent of the kernel's name."""
-        text = repr((self.buffers, self.loops, self.reduces, self.stores))
+        """Content hash, independent of the kernel's name: of the kernel's repr while its expression
+        trees are small (so the keys of kernels tuned before stay), else of its DAG written with each
+        distinct expression once. A repr writes a shared expression once per use: sinh of sinh then
+        a softmax made trees of millions of nodes, and the repr ran for minutes."""
+        roots = [r.value for r in self.reduces] + [s.value for s in self.stores]
+        if _tree_size(roots) <= REPR_KEY_NODES:
+            text = repr((self.buffers, self.loops, self.reduces, self.stores))
+        else:
+            text = _dag_text(self)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     @property
@@ -246,6 +274,43 @@ def subst_expr(e: Expr, rep: dict, memo: dict | None = None) -> Expr:
     out = Expr(e.op, srcs, arg, e.dtype)
     memo[id(e)] = out
     return out
+
+
+REPR_KEY_NODES = 20_000  # expression trees up to this many nodes (uses counted apart) key by repr
+
+
+def _postorder(roots) -> list[Expr]:
+    """Every distinct expression under `roots`, each after its sources."""
+    seen, out, stack = set(), [], [(r, False) for r in reversed(roots)]
+    while stack:
+        e, done = stack.pop()
+        if done:
+            out.append(e)
+        elif id(e) not in seen:
+            seen.add(id(e))
+            stack.append((e, True))
+            stack.extend((s, False) for s in reversed(e.srcs))
+    return out
+
+
+def _tree_size(roots) -> int:
+    """How many nodes the expressions under `roots` have as trees (a shared one counted per use)."""
+    size: dict[int, int] = {}
+    for e in _postorder(roots):
+        size[id(e)] = 1 + sum(size[id(s)] for s in e.srcs)
+    return sum(size[id(r)] for r in roots)
+
+
+def _dag_text(k: Kernel) -> str:
+    """The kernel as text with each distinct expression once, its sources named by number."""
+    number: dict[int, int] = {}
+    lines = ["dag", repr((k.buffers, k.loops))]
+    for e in _postorder([r.value for r in k.reduces] + [s.value for s in k.stores]):
+        number[id(e)] = len(number)
+        lines.append(f"{number[id(e)]}: {e.op} {e.dtype} {e.arg!r} {[number[id(s)] for s in e.srcs]}")
+    lines += [repr((r.name, r.op, number[id(r.value)], r.dtype, r.rsizes, r.rvars, r.depth)) for r in k.reduces]
+    lines += [repr((s.buf, s.index, number[id(s.value)], s.dtype)) for s in k.stores]
+    return "\n".join(lines)
 
 
 def walk_exprs(roots) -> list[Expr]:
