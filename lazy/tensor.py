@@ -1243,10 +1243,10 @@ class Tensor:
         if not dt.is_float:
             raise DTypeError(f"lerp: expected a floating point tensor, got {self.dtype}")
         x, end = self._cast(dt), end._cast(dt)
-        d = end - x
+        d = end - x  # torch's test of a small weight is |w| < 0.5 (w = -1 takes the end's side)
         if not isinstance(w, Tensor):
-            return x + d * w if w < 0.5 else end - d * (1 - w)
-        return where(w < 0.5, x + d * w, end - d * (1 - w))
+            return x + d * w if abs(w) < 0.5 else end - d * (1 - w)
+        return where(w.abs() < 0.5, x + d * w, end - d * (1 - w))
 
     # ---- elementwise: more math (composites; halves compute in float32, rounded once)
     @_composite
@@ -1487,6 +1487,8 @@ class Tensor:
         float as a double, an int as an int64, or a uint64 from 2**63): 1e5 into int8 is -96, as in
         torch, where fill_ and `x[i] = v` raise."""
         v = _operand("copy_", src, seq=True)
+        if v is self:  # torch returns at once (an expanded tensor may copy itself)
+            return self
         if not isinstance(v, Tensor):
             big = type(v) is int and v >= 2**63  # torch's uint64: positive in a float
             dt = float64 if isinstance(v, float) or (big and self.dtype.is_float) else int64 if type(v) is int else bool_

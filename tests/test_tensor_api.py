@@ -1061,6 +1061,8 @@ def test_accepted_dtypes_next_to_the_refused_ones():
     x = lazy.tensor(e)
     x.narrow(0, 2, 0).sub_(lazy.tensor(torch.zeros(0, 3, dtype=torch.uint8)))
     same(x, e)
+    e = torch.tensor([[0.5]]).expand(2, 3)
+    same((lambda x: x.copy_(x))(lazy.tensor(e)), e.copy_(e))  # torch copies a tensor into itself at once
     s0 = lazy.tensor(torch.tensor(1.5))
     m = s0.max(-1, keepdim=True)[0]  # a reduction over no dims is a new tensor, never an alias
     m += 1
@@ -1085,6 +1087,15 @@ def test_no_graph_error_escapes():
             fn()
         assert not isinstance(info.value, GraphError), info.value
         assert isinstance(info.value, (IndexError, RuntimeError, ValueError, TypeError))
+
+
+@pytest.mark.parametrize("w", [-1.0, -0.5, -0.25, 0.25, 0.5, 1.5])
+def test_lerp_takes_torch_side_by_the_weight_magnitude(w):
+    # torch computes from `end` unless |w| < 0.5: with an infinite end, w = -1 gives NaN (perf/fuzz.py
+    # seed 100 case 902: lazy gave inf)
+    s, e = torch.tensor([1.0, 0.0, 2.0, 1.0]), torch.tensor([-math.inf, 3e37, 5.0, math.inf])
+    same(lazy.tensor(s).lerp(lazy.tensor(e), w), s.lerp(e, w))
+    same(lazy.tensor(s).lerp(lazy.tensor(e), lazy.tensor(torch.full((4,), w))), s.lerp(e, torch.full((4,), w)))
 
 
 def test_module_functions_and_math_helpers():
