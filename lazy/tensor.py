@@ -363,6 +363,16 @@ def _int_arg(op: str, name: str, v) -> int:
         raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}") from None
 
 
+def _root(t: Tensor) -> Tensor:
+    return t if t._base is None else t._base
+
+
+def _undetached(n: Node) -> Node:
+    while n.op is Op.DETACH:
+        n = n.srcs[0]
+    return n
+
+
 def _no_bool(op: str, t: Tensor) -> None:
     if t.dtype is bool_:
         raise DTypeError(f"{op}: bool tensors are not supported (like torch); cast it first")
@@ -454,6 +464,11 @@ def realize(*tensors: Tensor, _into: dict | None = None):
             t._before = before
             for r in runtime._recorders:  # lazy.jit: a replay gives this tensor its new buffer
                 r.bound(t, b)
+    # a view whose value was a buffer already (a realized tensor copied into it) computed nothing,
+    # and its base's new buffer rebuilds it: its value is computed now, from that buffer
+    late = [t for t in tensors if t._node.op not in _REALIZED]
+    if late:
+        realize(*late)
     return tensors[0] if len(tensors) == 1 else tensors
 
 
@@ -982,13 +997,20 @@ class Tensor:
             dt = result_type(_key(self), ("scalar", type(e)))
             if dt.kind in "iu" and e < 0:
                 raise RuntimeError("pow: integers to negative integer powers are not allowed")
-            _fits("pow", e, dt)
+            _fits("pow", e, dt, halves=True)
             x = self._cast(dt)
+            if dt in (float16, bfloat16):
+                e = _rounded(e, dt)  # torch rounds the exponent to a half dtype (bfloat16: 257 is 256)
+            if dt.is_float and float(e).is_integer() and abs(e) > 2**24:
+                # a float32 constant would round the exponent (2**31 - 1 to 2**31, even); torch's is a
+                # double. |x| ** e is 0, 1 or inf either way: the double's parity gives the sign
+                mag = x.abs()._ew(Op.POW, x._const(float(e)))
+                return where(x.signbit(), -mag, mag) if int(float(e)) % 2 else mag
             if e == 2:  # torch special-cases these too (exact x*x, sqrt)
                 return x._ew(Op.MUL, x)
             if e == 0.5 and dt.is_float:
                 return x._ew(Op.SQRT)
-        a, b = _promote("pow", self, exponent)
+        a, b = _promote("pow", self, exponent if e is None or isinstance(e, bool) else e)
         _no_bool("pow", a)
         return a._ew(Op.POW, b)
 
@@ -1487,8 +1509,9 @@ class Tensor:
         float as a double, an int as an int64, or a uint64 from 2**63): 1e5 into int8 is -96, as in
         torch, where fill_ and `x[i] = v` raise."""
         v = _operand("copy_", src, seq=True)
-        if v is self:  # torch returns at once (an expanded tensor may copy itself)
-            return self
+        if v is self or isinstance(v, Tensor) and v.dtype is self.dtype and _root(v) is _root(self) and \
+                _undetached(v._node) is _undetached(self._node):
+            return self  # the same data, as torch sees it: it returns at once (an expanded tensor too)
         if not isinstance(v, Tensor):
             big = type(v) is int and v >= 2**63  # torch's uint64: positive in a float
             dt = float64 if isinstance(v, float) or (big and self.dtype.is_float) else int64 if type(v) is int else bool_
