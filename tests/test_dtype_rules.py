@@ -208,6 +208,20 @@ def test_bfloat16_subnormals_and_pow_edges(backend):
         same(b ** e, tb ** te)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_python_numbers_in_half_ops_round_where_torch_rounds_them(backend, dtype):
+    # torch keeps a number wide in + - * / (opmath) and converts it to the half dtype elsewhere:
+    # -2**63 // x divides -inf, giving NaN (perf/fuzz.py seed 200 case 3155)
+    x, tx = pair([132.375, -2.5, 0.75], dtype)
+    c, tc = pair([True, False, True], "bool")
+    big = 1e39 if dtype == "bfloat16" else 70000.0
+    for f in (lambda m, v, k: -9223372036854775808 // v, lambda m, v, k: big % v, lambda m, v, k: v // big,
+              lambda m, v, k: v % 0.0999, lambda m, v, k: m.where(k, v, big) / 1000,
+              lambda m, v, k: m.where(k, 0.0999, v) * 1000):
+        same(f(lazy, x, c), f(torch, tx, tc))
+    same(x * big / 1e5, (tx.float() * big / 1e5).to(tx.dtype))  # wide in opmath ops, rounded once
+
+
 INT16_OPS = {"add_": lambda a, b: a.add_(b), "sub_": lambda a, b: a.sub_(b, alpha=3), "mul_": lambda a, b: a.mul_(b),
              "floor_divide_": lambda a, b: a.floor_divide_(b), "remainder_": lambda a, b: a.remainder_(b),
              "&=": lambda a, b: a.__iand__(b), "^=": lambda a, b: a.__ixor__(b), "pow_": lambda a, b: a.pow_(b)}
