@@ -1665,11 +1665,18 @@ class Tensor:
                 raise IndexError(f"{name}: cannot reduce over dim {a} of size 0 in a tensor of shape "
                                  f"{_fmt(self._node.shape)} (expected a non-empty dim)")
 
+    def _no_empty_all(self, name: str, dim) -> None:
+        if self.numel() == 0 and (dim is None or isinstance(dim, (tuple, list)) and not dim):
+            raise RuntimeError(f"{name}: cannot reduce all dims of an empty tensor of shape {_fmt(self._node.shape)} "
+                               "(expected a dim, as in torch)")
+
     def amax(self, dim=(), keepdim: bool = False) -> Tensor:
+        self._no_empty_all("amax", dim)
         self._nonempty("amax", _dims("amax", dim, self.ndim))
         return self._reduce(Op.RMAX, "amax", dim, keepdim)
 
     def amin(self, dim=(), keepdim: bool = False) -> Tensor:
+        self._no_empty_all("amin", dim)
         self._nonempty("amin", _dims("amin", dim, self.ndim))
         if self.dtype.is_float:
             return -((-self)._reduce(Op.RMAX, "amin", dim, keepdim))

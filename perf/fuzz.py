@@ -34,7 +34,7 @@ Invariants
 - Which variables share memory must agree: a write through a view reaches the same tensors.
 - The only exclusions are README's documented differences, each named where it is excluded with
   the test that pins it (`_DOCUMENTED_ERRORS`, `_DOCUMENTED_LAZY_ERRORS`, computed layouts in
-  `check`, the float32 var/std rule as a reference of the envelope).
+  `check`, the float32 var/std and the NaN signbit rules as a reference of the envelope).
 - torch ops that kill the process are never generated: integer division with rounding_mode='trunc'
   of the minimum by -1 traps (SIGFPE) in torch's kernel (tests/test_int_wrap.py).
 
@@ -48,11 +48,13 @@ same statements with torch, each rounded to the output's dtype:
            which torch eager does after every op;
   f64      every float computed in float64 (explicit casts still round): the exact answer,
            which lazy's float32 sums (blocks in float, block sums in double) are closer to;
-  var32    var and std in float32, as README says lazy computes them (`_Float32Var`);
+  README   var and std in float32, and signbit of a NaN False, as README says lazy computes
+           them (`_Documented`);
   nudged   four runs of torch eager with every float input, and every float result of an op but
-           a cast, moved by one ulp: all up, all down, or up and down by a hash of the value and
-           its opposite (equal values move together, so ties stay ties); an op that sums moves by
-           two ulps of its largest partial sum (`_Nudge`). This is the error model of rounding
+           a cast, moved by one ulp (a float32/float64 math function's by four): all up, all
+           down, or up and down by a hash of the value and its opposite (equal values move
+           together, so ties stay ties); an op that sums moves by two ulps of its largest partial
+           sum (`_Nudge`). This is the error model of rounding
            each intermediate otherwise: a fused kernel skips a half's rounding, sums in another
            order, calls another libm; an ill-conditioned value (a cancelling sum, `exp` of a
            large argument, a log of a sum near 1) may differ by what that does to it.
@@ -202,13 +204,13 @@ def _lit(v, short: bool = False) -> str:
     return repr(v)
 
 
-def _nudge(t: torch.Tensor, style: str, sign: int) -> torch.Tensor:
+def _nudge(t: torch.Tensor, style: str, sign: int, ulps: int = 1) -> torch.Tensor:
     """Each finite nonzero value moved one ulp up or down in magnitude: all of them `sign`ward
     (style "all"), or each in a direction hashed from its bits, times `sign` ("hash"); equal values
     move together, so ties stay ties. Values that would become 0 or inf stay."""
     bits = t.view(_BITS[_name(t.dtype)]).to(torch.int64)
     h = ((bits * 2654435761) >> 9) & 1
-    step = (h * 2 - 1) * sign if style == "hash" else sign
+    step = ((h * 2 - 1) * sign if style == "hash" else sign) * ulps
     moved = (bits + step).to(_BITS[_name(t.dtype)]).view(t.dtype)
     ok = torch.isfinite(t) & (t != 0) & torch.isfinite(moved) & (moved != 0)
     return torch.where(ok, moved, t)
@@ -972,6 +974,10 @@ class _Nudge(TorchFunctionMode):
 
     _CASTS = frozenset({torch.Tensor.to, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.float,
                         torch.Tensor.double, torch.Tensor.type, torch.Tensor.type_as})
+    # float32/float64 math functions: glibc/libmvec against SLEEF, up to 4 ulps apart (TOLERANCE)
+    _MATH = frozenset({"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "tanh", "sinh",
+                       "cosh", "erf", "sigmoid", "logit", "rsqrt", "pow", "__pow__", "__rpow__", "gelu", "silu",
+                       "logaddexp", "hypot", "xlogy"})
     _SUMS = frozenset({"sum", "mean", "var", "std", "var_mean", "std_mean", "logsumexp", "log_softmax", "softmax", "norm",
              "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "dot", "einsum"})
 
@@ -984,8 +990,10 @@ class _Nudge(TorchFunctionMode):
         if (isinstance(r, torch.Tensor) and r.dtype.is_floating_point and func not in self._CASTS
                 and not r._is_view() and not any(r is a for a in args) and r.numel()):
             with torch.no_grad():
-                moved = _nudge(r.contiguous(), self.style, self.sign)
-                scale = self._partial_sum(getattr(func, "__name__", ""), args, r)
+                name = getattr(func, "__name__", "")
+                ulps = 4 if name in self._MATH and r.dtype in (torch.float32, torch.float64) else 1
+                moved = _nudge(r.contiguous(), self.style, self.sign, ulps)
+                scale = self._partial_sum(name, args, r)
                 if scale is not None and bool(torch.isfinite(scale)):
                     ulp = (torch.nextafter(scale, torch.tensor(math.inf, dtype=scale.dtype)) - scale).to(r.dtype)
                     moved = torch.where(torch.isfinite(r), r + (moved - r).sign() * 2 * ulp, r)
@@ -1008,16 +1016,21 @@ class _Nudge(TorchFunctionMode):
         return s.to(r.dtype) if r.dtype != torch.float64 else s
 
 
-class _Float32Var(TorchFunctionMode):
-    """torch with var and std of float32/float16/bfloat16 tensors computed as lazy computes them, in
-    float32, mean then squared deviations: README, "`var` and `std` ... compute in float32"
-    (tests/test_tensor_api.py::test_var_and_std_compute_in_float32), where torch's CPU kernels
-    accumulate in float64 (a documented difference, here made a reference of the envelope)."""
+class _Documented(TorchFunctionMode):
+    """torch with the ops README documents lazy computing otherwise computed lazy's way (each a
+    reference of the envelope):
+    - var and std of float32/float16/bfloat16 in float32, mean then squared deviations: "`var` and
+      `std` ... compute in float32" (tests/test_tensor_api.py::test_var_and_std_compute_in_float32),
+      where torch's CPU kernels accumulate in float64;
+    - signbit of a NaN is False: "`signbit` of a NaN is False"
+      (tests/test_tensor_api.py::test_signbit_of_nan_is_false), where torch reads the bit."""
 
     _ROOT: ClassVar[dict] = {torch.Tensor.var: False, torch.Tensor.std: True, torch.var: False, torch.std: True}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        if func in (torch.Tensor.signbit, torch.signbit) and args[0].dtype.is_floating_point:
+            return func(*args, **kwargs) & ~args[0].isnan()
         if func not in self._ROOT or args[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
             return func(*args, **kwargs)
         x, rest = args[0], list(args[1:])
@@ -1042,7 +1055,7 @@ def _references(p: Program) -> list[dict[str, torch.Tensor]]:
         (lambda i: i.build("float32" if i.dtype in ("float16", "bfloat16") else None), _Widen(halves, torch.float32),
          torch.float32),
         (lambda i: i.build("float64" if i.dtype in FLOATS else None), _Widen(floats, torch.float64), torch.float64),
-        (lambda i: i.build(), _Float32Var(), torch.float32),
+        (lambda i: i.build(), _Documented(), torch.float32),
     ]
     for nudge in (("hash", 1), ("hash", -1), ("all", 1), ("all", -1)):
         runs.append((lambda i, n=nudge: i.build(nudge=n), _Nudge(*nudge), torch.float32))

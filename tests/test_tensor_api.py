@@ -469,6 +469,15 @@ def test_cat_promotes_with_the_skipped_empty_tensors():
     same(lazy.cat([lazy.tensor(h), lazy.tensor(torch.zeros(0))]), torch.cat([h, torch.zeros(0)]))
 
 
+def test_signbit_of_nan_is_false():
+    # README, "Where lazy differs from torch": the sign bit of a NaN is not read
+    t = torch.tensor([0.0, -0.0, 1.0, -2.0, math.inf, -math.inf])
+    nan = torch.tensor([0.0]) / 0  # a negative NaN on x86
+    assert nan.signbit().item() and not lazy.tensor(nan).signbit().item()
+    assert not (lazy.tensor(t) % 0).signbit().any().item()
+    same(lazy.tensor(t).signbit(), t.signbit())
+
+
 def test_var_and_std_compute_in_float32():
     # torch's CPU kernels accumulate in float64: lazy's float32 deviations beyond 1.8e19 square to inf
     # (README, "Where lazy differs from torch"; perf/fuzz.py seed 2 found a bfloat16 std of 1.4e38)
@@ -1024,6 +1033,8 @@ REFUSED = {
     "pow(int8, 300)": (lambda m, t: t.pow(300), "int8"), "pow(float16, 65537)": (lambda m, t: t.pow(65537), "float16"),
     "where(uint8, 2**31 - 1)": (lambda m, t: m.where(t > 0, t, 2147483647), "uint8"),
     "where(1e39, 2)": (lambda m, t: m.where(t, 1e39, 2), "bool"),
+    "amax() of empty": (lambda m, t: t[:0].amax(), "float32"), "amin(()) of empty": (lambda m, t: t[:0].amin(()), "int32"),
+    "amax(0) of empty": (lambda m, t: t[:0].amax(0), "float32"),
     "clamp(bool, tensors)": (lambda m, t: t.clamp(t, t), "bool"), "clamp(bool, min=False)": (lambda m, t: t.clamp(min=False), "bool"),
 }
 
