@@ -1640,7 +1640,9 @@ class Tensor:
         if (p < 0 or math.isinf(p)) and any(self._node.shape[a] == 0 for a in axes):
             raise RuntimeError(f"norm: cannot take the {p} norm over an empty dim of shape "
                                f"{_fmt(self._node.shape)} (it has no identity)")
-        if math.isinf(p):
+        if p != 0 and prod(self._node.shape[a] for a in axes) == 1:
+            r = x.abs()  # one element: torch gives |x| (no power that could overflow)
+        elif math.isinf(p):
             a = x.abs()
             r = a._red(Op.RMAX, axes) if p > 0 else -((-a)._red(Op.RMAX, axes))
         elif p == 0:

@@ -222,6 +222,32 @@ def test_python_numbers_in_half_ops_round_where_torch_rounds_them(backend, dtype
     same(x * big / 1e5, (tx.float() * big / 1e5).to(tx.dtype))  # wide in opmath ops, rounded once
 
 
+def test_promotion_of_three_operands_is_torch_n_ary_rule():
+    # dimensioned tensors, 0-d tensors and numbers promote apart, then combine by category: a bool
+    # tensor clamped by a 0-d int32 and an int8 tensor is int8 (perf/fuzz.py seed 400 case 2586:
+    # folding pairs gave int32); every triple torch's clamp takes, against lazy.dtypes.result_type
+    import itertools
+
+    from lazy.dtypes import DTypeError, result_type, to_torch
+    from lazy.graph import DTYPES
+
+    keys = [(kind, d) for kind in ("tensor", "0d") for d in DTYPES.values()]
+    for a, b, c in itertools.product(keys, repeat=3):
+        args = [torch.zeros((1,) if k == "tensor" else (), dtype=to_torch(d)) for k, d in (a, b, c)]
+        try:
+            want = torch.clamp(*args).dtype
+        except (RuntimeError, TypeError):
+            continue
+        try:
+            assert to_torch(result_type(a, b, c)) == want, (a, b, c)
+        except DTypeError:
+            assert want not in (to_torch(d) for d in DTYPES.values()), (a, b, c)
+    x, t = pair([True, False, True], "bool")
+    lo, tlo = lazy.tensor(torch.tensor(0, dtype=torch.int32)), torch.tensor(0, dtype=torch.int32)
+    hi, thi = pair([1, 0, 1], "int8")
+    same(x.clamp(lo, hi), t.clamp(tlo, thi))
+
+
 INT16_OPS = {"add_": lambda a, b: a.add_(b), "sub_": lambda a, b: a.sub_(b, alpha=3), "mul_": lambda a, b: a.mul_(b),
              "floor_divide_": lambda a, b: a.floor_divide_(b), "remainder_": lambda a, b: a.remainder_(b),
              "&=": lambda a, b: a.__iand__(b), "^=": lambda a, b: a.__ixor__(b), "pow_": lambda a, b: a.pow_(b)}
