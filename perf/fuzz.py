@@ -204,6 +204,12 @@ def _lit(v, short: bool = False) -> str:
     return repr(v)
 
 
+def _ulp(t: torch.Tensor) -> torch.Tensor:
+    """The distance from |t| to the next value of its dtype (0 for 0, inf and NaN)."""
+    a = t.abs().contiguous()
+    return _nudge(a, "all", 1) - a
+
+
 def _nudge(t: torch.Tensor, style: str, sign: int, ulps: int = 1) -> torch.Tensor:
     """Each finite nonzero value moved one ulp up or down in magnitude: all of them `sign`ward
     (style "all"), or each in a direction hashed from its bits, times `sign` ("hash"); equal values
@@ -981,23 +987,42 @@ class _Nudge(TorchFunctionMode):
     _SUMS = frozenset({"sum", "mean", "var", "std", "var_mean", "std_mean", "logsumexp", "log_softmax", "softmax", "norm",
              "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "dot", "einsum"})
 
+    # ... whose error is absolute, of the size of an ulp of the argument (log near 1, sin near pi,
+    # gelu of a negative argument: 1 + erf cancels)
+    _ABS_MATH = frozenset({"log", "log2", "log10", "logit", "sin", "cos", "tan", "gelu"})
+    # a remainder whose dividend is uncertain by more than the divisor may be anything between
+    _MOD = frozenset({"remainder", "remainder_", "__mod__", "__rmod__", "__imod__", "fmod"})
+    _EXACT = frozenset({"copy_", "fill_", "zero_", "masked_fill_", "__setitem__", "clone", "contiguous"})
+
     def __init__(self, style: str, sign: int):
         super().__init__()
         self.style, self.sign = style, sign
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        inplace = name.startswith("__i") or name.endswith("_") and not name.startswith("__")
+        dividend = None
+        if name in self._MOD and isinstance(args[0], torch.Tensor):
+            dividend = args[1] if name == "__rmod__" else args[0].clone()
         r = func(*args, **(kwargs or {}))
-        if (isinstance(r, torch.Tensor) and r.dtype.is_floating_point and func not in self._CASTS
-                and not r._is_view() and not any(r is a for a in args) and r.numel()):
-            with torch.no_grad():
-                name = getattr(func, "__name__", "")
-                ulps = 4 if name in self._MATH and r.dtype in (torch.float32, torch.float64) else 1
-                moved = _nudge(r.contiguous(), self.style, self.sign, ulps)
-                scale = self._partial_sum(name, args, r)
-                if scale is not None and bool(torch.isfinite(scale)):
-                    ulp = (torch.nextafter(scale, torch.tensor(math.inf, dtype=scale.dtype)) - scale).to(r.dtype)
-                    moved = torch.where(torch.isfinite(r), r + (moved - r).sign() * 2 * ulp, r)
-                r.copy_(moved)  # in place: r's layout stays
+        if (not isinstance(r, torch.Tensor) or not r.dtype.is_floating_point or not r.numel() or func in self._CASTS
+                or name in self._EXACT or not inplace and (r._is_view() or any(r is a for a in args))):
+            return r
+        with torch.no_grad():
+            ulps = 4 if name in self._MATH and r.dtype in (torch.float32, torch.float64) else 1
+            moved = _nudge(r.contiguous(), self.style, self.sign, ulps)
+            away = (moved - r).sign()  # the direction each element moves
+            scale = self._partial_sum(name, args, r)
+            if name in self._ABS_MATH and isinstance(args[0], torch.Tensor):
+                scale = torch.maximum(args[0].abs(), r.abs()).to(r.dtype)
+                moved = torch.where(torch.isfinite(r), r + away * 4 * _ulp(scale), r)
+            elif scale is not None and bool(torch.isfinite(scale)):
+                moved = torch.where(torch.isfinite(r), r + away * 2 * _ulp(scale).to(r.dtype), r)
+            if dividend is not None:
+                divisor = torch.as_tensor(args[0] if name == "__rmod__" else args[1], dtype=r.dtype)
+                wild = (8 * _ulp(dividend.to(r.dtype)) >= divisor.abs()) & torch.isfinite(r)
+                moved = torch.where(wild, divisor if self.sign > 0 else torch.zeros_like(r), moved)
+            r.copy_(moved)  # in place: r's layout stays
         return r
 
     def _partial_sum(self, name: str, args, r: torch.Tensor) -> torch.Tensor | None:
@@ -1148,6 +1173,15 @@ def check(p: Program) -> list[str]:
             # tensors too" (tests/test_tensor_api.py::test_dtype_checks_do_not_depend_on_sizes)
             return []
         return [f"line {lz.at} `{p.lines[lz.at]}`: lazy raised {_exc(lz.error)}; torch did not"]
+    hazard = next((k for k, line in enumerate(p.body) if _overlapping_write(line, eager.ns)), None)
+    if hazard is not None:
+        # "An in-place write whose source overlaps its destination ... reads the source as it was
+        # before the write; torch raises" (tests/test_tensor_api.py::test_overlapping_write_reads_the_old_source),
+        # or, where torch does not check (x.t().copy_(x)), gives what its loop order does: compared
+        # up to that line
+        lines = p.body[:hazard]
+        return check(dataclasses.replace(p, lines=lines, raises="", outputs=[o for o in p.outputs if _defined(o, lines)],
+                                         reads={k: v for k, v in p.reads.items() if _defined(k, lines)}))
     documented_at = None
     for a, b, shared in _alias_differences(eager.ns, lz.ns):
         if _layout_differs(eager.ns[a], inputs) or _layout_differs(eager.ns[b], inputs):
@@ -1197,6 +1231,25 @@ def check(p: Program) -> list[str]:
         if msg:
             problems.append(msg)
     return problems
+
+
+def _overlapping_write(line: str, ns: dict) -> bool:
+    """Whether in-place `line` reads memory it writes otherwise than element for element: a source
+    sharing the destination's memory that is not the same data (an expression of it, or a view)."""
+    m = re.match(r"([xv]\d+)", line)
+    if not m or re.match(r"[vr]\d+ = ", line) or not isinstance(ns.get(m.group(1)), torch.Tensor):
+        return False
+    dst, rest = ns[m.group(1)], line[m.end():]
+    for n in re.finditer(r"\b[xv]\d+\b", rest):
+        t = ns.get(n.group())
+        if not isinstance(t, torch.Tensor) or not t.numel() or not dst.numel() or \
+                t.untyped_storage().data_ptr() != dst.untyped_storage().data_ptr():
+            continue
+        bare = re.match(r"\s*[,)]|\s*$", rest[n.end():]) and not re.search(r"[.\[]\s*$", rest[:n.start()])
+        same = (t.data_ptr(), t.stride(), t.shape, t.dtype) == (dst.data_ptr(), dst.stride(), dst.shape, dst.dtype)
+        if not (bare and same):
+            return True
+    return False
 
 
 def _layout_differs(t: torch.Tensor, inputs: set[int]) -> bool:
