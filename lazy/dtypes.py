@@ -101,7 +101,7 @@ def result_type(*keys: tuple[str, object], op: str = "result_type") -> DType:
             raise DTypeError(f"{op}: {e}") from None
     td = _combine(groups["tensor"], _combine(groups["0d"], groups["scalar"]))
     if td not in _FROM_TORCH:
-        raise DTypeError(f"{op}: promoting {', '.join(str(v) for _, v in keys)} gives {td}, which lazy does not "
+        raise DTypeError(f"{op}: promoting {' and '.join(str(v) for _, v in keys)} gives {td}, which lazy does not "
                          "support")
     out = _FROM_TORCH[td]
     _result_cache[keys] = out

@@ -540,6 +540,19 @@ def _composite(fn):
 _BOOL_SUB = "sub: subtraction, the `-` operator, with a bool tensor is not supported; for masks use `^` or logical_xor()"
 
 
+def _wide_scalar(dt: DType, other) -> bool:
+    """Whether torch computes `x * other` or `x / other` (a float16/bfloat16 result) with `other` a
+    0-d tensor of another dtype taken as its own value in float32 (its CPU kernels' opmath scalar),
+    not converted to the half dtype first: `h * torch.tensor(70000)` is 70 for h = 1e-3 (+ and -
+    convert it: inf + torch.tensor(-2**63) is NaN)."""
+    return dt in (float16, bfloat16) and isinstance(other, Tensor) and not other.ndim and other.dtype is not dt
+
+
+def _opmath(name: str, op: Op, x: Tensor, y: Tensor, dt: DType) -> Tensor:
+    a, b = _promote(name, x._cast(dt)._cast(float32), y._cast(float32))
+    return a._ew(op, b)._cast(dt)
+
+
 def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str = "", no_bool: bool = False):
     """A torch binary op: promotion, broadcasting, then one IR node (GT/GE come from swapping)."""
     def f(self, other):
@@ -554,6 +567,8 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
         if kinds:  # the operands' own dtypes, before promotion (bool | float names float32 and bool)
             _need(name, kinds, *[x for x in (self, other) if isinstance(x, Tensor)], what=what)
         a, b = _promote(name, other, self) if reverse else _promote(name, self, other)
+        if op is Op.MUL and not reverse and _wide_scalar(a.dtype, other):
+            return _opmath(name, op, self, other, a.dtype)
         if kinds:
             _need(name, kinds, a, b, what=what)
         if op in (Op.FLOORDIV, Op.MOD, Op.POW) and a.dtype is bool_:
@@ -2289,6 +2304,8 @@ def _divide(x, y, rounding_mode: str | None) -> Tensor:
             # torch promotes these (a uint64); `number / bool_tensor` is a reciprocal times it there
             raise DTypeError(f"div: promoting bool and {ops[1]} (a uint64 in torch) is not supported")
         dt = result_type(*map(_key, ops), op="div")
+        if isinstance(ops[0], Tensor) and _wide_scalar(dt, ops[1]):
+            return _opmath("div", Op.DIV, ops[0], ops[1], dt)
         a, b = _promote("div", x, y, dtype=None if dt.is_float else get_default_dtype())
         return a._ew(Op.DIV, b)
     a, b = _promote("div", x, y)

@@ -248,6 +248,22 @@ def test_promotion_of_three_operands_is_torch_n_ary_rule():
     same(x.clamp(lo, hi), t.clamp(tlo, thi))
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_0d_tensor_after_a_half_one_is_taken_wide(backend, dtype):
+    # torch's * and / take a 0-d tensor of another dtype in the second place as its own value in
+    # float32 (opmath), not rounded to the half dtype: inf / int64 minimum is -inf, not NaN
+    # (perf/fuzz.py seed 300 case 2115); in the first place, and in + and -, it converts
+    x, tx = pair([1e-3, 2.0, math.inf, -3.5], dtype)
+    for s in (torch.tensor(70000), torch.tensor(-9223372036854775808), torch.tensor(1e39, dtype=torch.float64),
+              torch.tensor(70000.0), torch.tensor(1.001, dtype=torch.float16)):
+        ls = lazy.tensor(s)
+        for f in (lambda a, b: a * b, lambda a, b: a / b, lambda a, b: a + b, lambda a, b: a - b,
+                  lambda a, b: b * a, lambda a, b: b / a, lambda a, b: a.div(b)):
+            same(f(x, ls), f(tx, s))
+        y, ty = lazy.tensor(tx.clone()), tx.clone()
+        same(y.mul_(ls), ty.mul_(s))
+
+
 INT16_OPS = {"add_": lambda a, b: a.add_(b), "sub_": lambda a, b: a.sub_(b, alpha=3), "mul_": lambda a, b: a.mul_(b),
              "floor_divide_": lambda a, b: a.floor_divide_(b), "remainder_": lambda a, b: a.remainder_(b),
              "&=": lambda a, b: a.__iand__(b), "^=": lambda a, b: a.__ixor__(b), "pow_": lambda a, b: a.pow_(b)}
