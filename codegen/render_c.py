@@ -507,22 +507,24 @@ static inline void lz_stream_fence(void) {
 #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
 typedef float lz_v16sf __attribute__((vector_size(64)));
 #define LZ_SPLAT16(c) ((lz_v16sf){c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c})
+#define LZ_FMA16(a, b, c) __builtin_ia32_vfmaddps512_mask(a, b, c, (uint16_t)-1, 4)
 __attribute__((visibility("hidden"), used)) lz_v16sf _ZGVeN16v_expf(lz_v16sf x) {
   /* clamp first (vmin/vmax return the second operand, x, when it is NaN): e^89 overflows and
      e^-104 rounds to 0, and +-inf would make the reduction inf - inf */
   x = __builtin_ia32_minps512_mask(LZ_SPLAT16(89.0f), x, x, (uint16_t)-1, 4);
   x = __builtin_ia32_maxps512_mask(LZ_SPLAT16(-104.0f), x, x, (uint16_t)-1, 4);
   const lz_v16sf n = __builtin_ia32_rndscaleps_mask(x * LZ_SPLAT16(1.44269504088896341f), 8, x, (uint16_t)-1, 4);
-  /* ln2 in two parts; the high part has 12 significant bits, so n * hi is exact */
-  lz_v16sf r = x - n * LZ_SPLAT16(0.693145751953125f);
-  r = r - n * LZ_SPLAT16(1.428606765330187045e-06f);
+  /* ln2 in two parts; the high part has 12 significant bits, so n * hi is exact. The fused
+     multiply-adds are spelled out: kernels compile without contraction (#pragma below) */
+  lz_v16sf r = LZ_FMA16(-n, LZ_SPLAT16(0.693145751953125f), x);
+  r = LZ_FMA16(-n, LZ_SPLAT16(1.428606765330187045e-06f), r);
   lz_v16sf p = LZ_SPLAT16(1.9875691500E-4f);
-  p = p * r + LZ_SPLAT16(1.3981999507E-3f);
-  p = p * r + LZ_SPLAT16(8.3334519073E-3f);
-  p = p * r + LZ_SPLAT16(4.1665795894E-2f);
-  p = p * r + LZ_SPLAT16(1.6666665459E-1f);
-  p = p * r + LZ_SPLAT16(5.0000001201E-1f);
-  p = p * (r * r) + r + LZ_SPLAT16(1.0f);
+  p = LZ_FMA16(p, r, LZ_SPLAT16(1.3981999507E-3f));
+  p = LZ_FMA16(p, r, LZ_SPLAT16(8.3334519073E-3f));
+  p = LZ_FMA16(p, r, LZ_SPLAT16(4.1665795894E-2f));
+  p = LZ_FMA16(p, r, LZ_SPLAT16(1.6666665459E-1f));
+  p = LZ_FMA16(p, r, LZ_SPLAT16(5.0000001201E-1f));
+  p = LZ_FMA16(p, r * r, r) + LZ_SPLAT16(1.0f);
   return __builtin_ia32_scalefps512_mask(p, n, p, (uint16_t)-1, 4);
 }
 #endif
@@ -850,13 +852,16 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     split_chunks = bool(stages) and n == 1 and outer_parallel and not chunk
     if split_chunks:
         chunk = FISSION_BLOCK
-    lines = [PRELUDE, f"void {fn_name}({', '.join(params)}) {{"]
+    # no contraction into fused multiply-adds: each op rounds, as torch's do, and a value computed
+    # again in a later pass of a row kernel is the same value (x * c - max(x * c) is 0 at the max;
+    # contracted, it was 1.5e23 and softmax NaN)
+    lines = ['#pragma GCC optimize("fp-contract=off")', PRELUDE, f"void {fn_name}({', '.join(params)}) {{"]
     if cfg.unroll:
-        lines.insert(1, '#pragma GCC optimize("unroll-loops")')
+        lines.insert(2, '#pragma GCC optimize("unroll-loops")')
     if any(e.op == "cast" and e.dtype == "float32" and e.srcs[0].dtype == "float64" for e in kernel_exprs(k)):
         # gcc 12's SLP vectorizer drops a double -> float -> double round trip from the unrolled tail
         # of a loop ((double)(float)x becomes x, in 2 of 35 elements: tests/test_dtype_rules.py)
-        lines.insert(1, '#pragma GCC optimize("no-tree-slp-vectorize")')
+        lines.insert(2, '#pragma GCC optimize("no-tree-slp-vectorize")')
 
     def prefetch_lines(indent, d, prefetch, v, body_lines):
         """Prefetch the part of the pass's share of the next row that positions [{v}b, {v}e) of
