@@ -22,6 +22,9 @@ Invariants
   where an artifact belongs (nothing this cache makes) is moved aside to `<name>.corrupt-<pid>-<ns>`
   instead, with whatever it holds.
 - No C compiler: `CompilerNotFound` says which command was tried and how to install one.
+- The flags are BASE_FLAGS plus `$LAZY_CFLAGS_EXTRA`, whose words must each be one of
+  EXTRA_FLAGS (`FlagsError` otherwise): nothing from the environment reaches the compiler unless it
+  is one of those fixed strings, and the compiler runs without a shell. `cflags()` is read at every compile and is part of the key.
 - Loaded objects are unloaded (dlclose) once nothing can call them: a function from `load` holds
   its library (a plain reference, so it goes as soon as the last function does), and the
   libraries kept for reuse are the MAX_LOADED used last. The OpenMP runtime that kernels pull in
@@ -52,9 +55,34 @@ from pathlib import Path
 
 # -D__FAST_MATH__ makes glibc's <math.h> declare its SIMD (libmvec) variants so gcc vectorizes
 # expf/logf/...; we do NOT pass -ffast-math, so comparisons with NaN/Inf keep IEEE semantics.
-BASE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-              "-D__FAST_MATH__", "-std=gnu11", "-w")
+# -mprefer-vector-width=512: loops use the widest vectors the CPU has. gcc's tuning for Intel's
+# AVX-512 models (-march=native on them) prefers 256-bit ones, which the prelude does not expect:
+# its own 16-lane exp and its sum blocks (SUM_LANE per lane) take AVX-512 to mean 16 floats, so
+# there loops called libmvec's 8-lane exp (2.6 ulp) and float sums lost accuracy. On such a VM
+# (2 cores, shared), 2048x2048 rows and 4M-element vectors, the 512-bit kernels took this share of
+# the 256-bit ones' time: softmax 0.83-0.96, bfloat16 softmax 0.72-0.77, layer norm 0.86-0.92,
+# exp 0.77-0.94, relu-sigmoid-tanh 0.21-0.33, logsumexp 0.70-0.81; the C GEMM was within the
+# noise. Below AVX-512 the flag changes nothing.
+# -fno-tree-slp-vectorize: gcc 12's straight-line vectorizer drops a rounding conversion. A loop's
+# remainder (the last 2-7 elements of a constant trip count) is unrolled and vectorized as one
+# block, where double -> float -> double becomes a V4DF -> V4SF -> V4DF pair that gcc folds into
+# nothing (it compares the vectors' lane counts, not their element precisions): `x.double()` of a
+# float32 cast came back unrounded in those lanes, on every instruction set (AVX-512, AVX2, SSE).
+# Loops are vectorized by the loop vectorizer, which this flag leaves on. Both workarounds are
+# pinned by tests/test_compiler_workarounds.py.
+# -mno-mmx: without AVX, gcc 12 spilled a 64-bit value through an MMX register (movq %rax,%mm0;
+# movq2dq) and never ran EMMS, which leaves the x87 unit's registers marked full: the next x87
+# instruction in the process, glibc's fmodf inside torch's remainder among them, returned NaN.
+BASE_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-tree-slp-vectorize", "-mno-mmx",
+              "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-D__FAST_MATH__",
+              "-std=gnu11", "-w")
 LIBS = ("-lmvec", "-lm")
+# What LAZY_CFLAGS_EXTRA may add: flags that take instruction sets away from -march=native, so one
+# machine compiles its kernels as a machine without AVX-512, or without AVX, would (the tests run
+# the vector-width-dependent code under each path the CPU can execute), or that set the vector
+# width gcc prefers. A later -m flag overrides an earlier one, so they apply after BASE_FLAGS.
+EXTRA_FLAGS = ("-mno-avx512f", "-mno-avx2", "-mno-avx", "-mno-fma", "-mno-f16c",
+               "-mprefer-vector-width=128", "-mprefer-vector-width=256", "-mprefer-vector-width=512")
 
 
 class CompilerNotFound(RuntimeError):
@@ -63,6 +91,10 @@ class CompilerNotFound(RuntimeError):
 
 class CompileError(RuntimeError):
     pass
+
+
+class FlagsError(ValueError):
+    """LAZY_CFLAGS_EXTRA holds a word that is not one of EXTRA_FLAGS."""
 
 
 @dataclass
@@ -194,8 +226,26 @@ def compiler_version(cc: tuple[str, ...]) -> str:
     return out.stdout.strip().splitlines()[0] if out.stdout else " ".join(cc)
 
 
-def cache_key(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> str:
+def extra_flags() -> tuple[str, ...]:
+    """The words of `$LAZY_CFLAGS_EXTRA`, each one of EXTRA_FLAGS; FlagsError names any other."""
+    raw = os.environ.get("LAZY_CFLAGS_EXTRA", "")
+    words = tuple(raw.split())
+    bad = [w for w in words if w not in EXTRA_FLAGS]
+    if bad:
+        raise FlagsError(f"LAZY_CFLAGS_EXTRA={raw!r}: {bad[0]!r} is not a flag it accepts; it accepts "
+                         f"{', '.join(EXTRA_FLAGS)} (separated by spaces)")
+    return words
+
+
+def cflags() -> tuple[str, ...]:
+    """The flags kernels compile with: BASE_FLAGS, then LAZY_CFLAGS_EXTRA's."""
+    return BASE_FLAGS + extra_flags()
+
+
+def cache_key(source: str, flags: tuple[str, ...] | None = None) -> str:
+    """The key of `source` compiled with `flags` (None: `cflags()`) by this compiler."""
     cc = compiler()
+    flags = cflags() if flags is None else flags
     h = hashlib.sha256()
     for part in (source, " ".join(flags + LIBS), compiler_version(cc)):
         h.update(part.encode())
@@ -324,17 +374,20 @@ def _rebuild(source: str, key: str, flags: tuple[str, ...]) -> Path:
     return so
 
 
-def build(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> Path:
-    """The compiled object for `source` on disk, compiled if no cache holds it (not loaded)."""
+def build(source: str, flags: tuple[str, ...] | None = None) -> Path:
+    """The compiled object for `source` on disk (with `flags`; None: `cflags()`), compiled if no cache
+    holds it (not loaded)."""
+    flags = cflags() if flags is None else flags
     key = cache_key(source, flags)
     found = _cached(key)
     return found[0] if found else _rebuild(source, key, flags)
 
 
-def build_all(sources: list[str], flags: tuple[str, ...] = BASE_FLAGS) -> None:
+def build_all(sources: list[str], flags: tuple[str, ...] | None = None) -> None:
     """Compile the sources no cache holds yet, one compiler process per core at a time (the
     compiler runs outside the GIL). Loaded or cached ones cost a hash; failures are left for
     `load` to raise, with its message, when the source is loaded."""
+    flags = cflags() if flags is None else flags
     todo = {}
     for src in sources:
         key = cache_key(src, flags)
@@ -383,9 +436,10 @@ def _open(so: Path) -> ctypes.CDLL:
     return lib
 
 
-def load_library(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> ctypes.CDLL:
-    """The loaded object for `source`, compiling it only if no disk cache holds it. It is unloaded
-    once it is neither among the MAX_LOADED used last nor referenced."""
+def load_library(source: str, flags: tuple[str, ...] | None = None) -> ctypes.CDLL:
+    """The loaded object for `source` (with `flags`; None: `cflags()`), compiling it only if no disk
+    cache holds it. It is unloaded once it is neither among the MAX_LOADED used last nor referenced."""
+    flags = cflags() if flags is None else flags
     key = cache_key(source, flags)
     with _lock:
         lib = _loaded.get(key)
@@ -407,9 +461,9 @@ def load_library(source: str, flags: tuple[str, ...] = BASE_FLAGS) -> ctypes.CDL
     return lib
 
 
-def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] = BASE_FLAGS):
-    """The compiled function for `source`, compiling it only if no disk cache holds it. The
-    function holds its library, which stays loaded while the function exists."""
+def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] | None = None):
+    """The compiled function for `source` (with `flags`; None: `cflags()`), compiling it only if no
+    disk cache holds it. The function holds its library, which stays loaded while the function exists."""
     lib = load_library(source, flags)
     try:
         fn = _VOID_FN(_ctypes.dlsym(lib._handle, fn_name))

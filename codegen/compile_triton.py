@@ -22,6 +22,9 @@ Invariants
   was set (torch imports triton on its own), they stay compiled-mode and interpreted kernels
   cannot call them. Generated code uses builtins only (render_triton's `_INTERPRET` helpers);
   the error for a kernel that does not says so.
+- A kernel with size symbols (`Kernel.sizes`) has one module for all sizes: `load`'s launcher takes
+  the size values after the scalars, and `aot_compile` compiles it once with `i64` size parameters
+  (each of its `VARIANTS` when it has a looped and a one-block form; codegen/render_triton.py).
 - `aot_compile` needs `@triton.jit` functions, so under TRITON_INTERPRET=1 it compiles in a
   subprocess with the variable unset (Triton cannot do both in one process, see
   shared/notes/toolchain.md). Triton's own compile cache stays in `$TRITON_CACHE_DIR`.
@@ -158,8 +161,9 @@ def _launch_errors() -> tuple[type, ...]:
 
 
 def load(k: Kernel, config: TritonConfig | None = None):
-    """A launcher `fn(*tensors)` for `k`: buffers in `k.buffers` order, torch tensors on the device
-    (CPU tensors under TRITON_INTERPRET=1). Errors from Triton name the generated source file."""
+    """A launcher `fn(*tensors, *scalars, *sizes)` for `k`: buffers in `k.buffers` order, torch tensors
+    on the device (CPU tensors under TRITON_INTERPRET=1), then the values of its scalar arguments,
+    then those of its size symbols (`k.sizes`). Errors from Triton name the generated source file."""
     path = write_source(k, config)
     mod = import_module(path)
     launch = mod.launch
@@ -167,8 +171,9 @@ def load(k: Kernel, config: TritonConfig | None = None):
     interp = interpreting()
 
     def fn(*tensors):
-        if len(tensors) != len(k.buffers):
-            raise TypeError(f"{k.name}: expected {len(k.buffers)} buffers, got {len(tensors)}")
+        if len(tensors) != len(k.buffers) + len(k.scalars) + len(k.sizes):
+            raise TypeError(f"{k.name}: expected {len(k.buffers)} buffers, {len(k.scalars)} scalars and "
+                            f"{len(k.sizes)} sizes, got {len(tensors)} arguments")
         try:
             if interp:
                 import numpy as np
@@ -229,26 +234,42 @@ def resource_usage(cubin: bytes) -> dict:
     return out
 
 
-def aot_compile_file(path: Path | str, target: str = "sm_90") -> dict:
-    """Compile a generated module's kernel for `target` in this process (TRITON_INTERPRET unset)."""
-    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silences a Triton 3.9 warning
-    if interpreting():
-        raise RuntimeError("aot_compile_file needs TRITON_INTERPRET unset; use aot_compile()")
+def _compile_variant(mod, constexprs: dict, backend: str, cap: int):
     import triton
     from triton.backends.compiler import GPUTarget
 
+    src = triton.compiler.ASTSource(fn=mod.KERNEL, signature=dict(mod.SIGNATURE), constexprs=dict(constexprs))
+    return triton.compile(src, target=GPUTarget(backend, cap, 32),
+                          options={"num_warps": mod.NUM_WARPS, "num_stages": mod.NUM_STAGES})
+
+
+def aot_compile_file(path: Path | str, target: str = "sm_90") -> dict:
+    """Compile a generated module's kernel for `target` in this process (TRITON_INTERPRET unset).
+
+    A kernel with size arguments compiles once for all sizes (they are plain i64 parameters,
+    without Triton's divisibility specialization, as the launcher's `do_not_specialize` runs it);
+    one with `VARIANTS` (a symbolic row that is one block at the hints and loops when longer)
+    compiles each: the numbers reported are those of `CONSTEXPRS` (the variant at the hints),
+    with `variants` listing each one's, and the shared memory check covers all of them."""
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silences a Triton 3.9 warning
+    if interpreting():
+        raise RuntimeError("aot_compile_file needs TRITON_INTERPRET unset; use aot_compile()")
     path = Path(path)
     backend, cap = parse_target(target)
     mod = import_module(path)
     t0 = time.perf_counter()
+    variants = [dict(v) for v in getattr(mod, "VARIANTS", [mod.CONSTEXPRS])]
+    compiled = []
     try:
-        src = triton.compiler.ASTSource(fn=mod.KERNEL, signature=dict(mod.SIGNATURE), constexprs=dict(mod.CONSTEXPRS))
-        ck = triton.compile(src, target=GPUTarget(backend, cap, 32),
-                            options={"num_warps": mod.NUM_WARPS, "num_stages": mod.NUM_STAGES})
+        for v in variants:
+            compiled.append(_compile_variant(mod, v, backend, cap))
     except Exception as e:
         raise TritonCompileError(path, _short(e)) from e
     seconds = time.perf_counter() - t0
-    shared = int(ck.metadata.shared)
+    ck = compiled[0]
+    shared = max(int(c.metadata.shared) for c in compiled)
+    sizes = tuple(getattr(mod, "SIZES", ()))
+    grid = mod.GRID if mod.GRID is not None else mod.grid(*(mod.HINTS[d] for d in sizes))
     out = {
         "path": str(path),
         "target": f"sm_{cap}",
@@ -256,7 +277,8 @@ def aot_compile_file(path: Path | str, target: str = "sm_90") -> dict:
         "num_warps": mod.NUM_WARPS,
         "num_stages": mod.NUM_STAGES,
         "constexprs": dict(mod.CONSTEXPRS),
-        "grid": list(mod.GRID),
+        "grid": list(grid),  # at the hints for a kernel with sizes
+        "sizes": list(sizes),
         "shared": shared,
         "shared_limit": SHARED_LIMITS.get(cap, H100_SHARED_LIMIT),
         "ptx": ck.asm["ptx"],
@@ -265,6 +287,13 @@ def aot_compile_file(path: Path | str, target: str = "sm_90") -> dict:
     }
     out.update(resource_usage(ck.asm["cubin"]))
     out["spills"] = out["spill_stores"] + out["spill_loads"]
+    if len(compiled) > 1:
+        out["variants"] = []
+        for v, c in zip(variants, compiled):
+            use = resource_usage(c.asm["cubin"])
+            out["variants"].append({"constexprs": v, "registers": use["registers"], "local": use["local"],
+                                    "spills": use["spill_stores"] + use["spill_loads"],
+                                    "shared": int(c.metadata.shared), "cubin_bytes": len(c.asm["cubin"])})
     if shared > out["shared_limit"]:
         raise TritonCompileError(path, f"needs {shared} bytes of shared memory; sm_{cap} allows "
                                        f"{out['shared_limit']} per block")

@@ -527,6 +527,8 @@ def render_gemm_c(call: ExternCall, cfg: GemmCConfig | None = None, fn_name: str
         for i in epilogue_buffers(call):
             params.append(f"const {C_TYPES[epi.buffers[i].dtype][0]}* restrict b{i}")
             args.append(f"b{i}")
+        params += render_c.scalar_params(epi.scalars)  # the epilogue's scalar arguments come last
+        args += [f"s{i}" for i in range(len(epi.scalars))]
     flops = 2 * p.batch_count * M * N * K
     spin, passive = (_lit(min(max(1, flops // m), 1 << 16)) for m in (MIN_FLOPS_PER_THREAD, MIN_FLOPS_PER_THREAD_PASSIVE))
     threads = (knobs.src(cfg, "threads") if cfg.threads
@@ -719,7 +721,8 @@ def load(call: ExternCall, cfg: GemmCConfig | None = None):
     src = render_gemm_c(call, cfg)
     ensure_runtime()
     raw = compile_c.load(src)
-    raw.argtypes = [ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
+    raw.argtypes = ([ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
+                    + render_c.scalar_argtypes(call.epilogue.scalars if call.epilogue is not None else ()))
     raw.restype = ctypes.c_int
 
     def fn(*pointers):

@@ -510,6 +510,9 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
     sig = {"c_ptr": SIG[p.dtype], "a_ptr": SIG[p.dtype], "b_ptr": SIG[p.dtype]}
     extras = [f"b{i}" for i in epilogue_buffers(call)]
     sig.update({e: render_triton.SIG[epi.buffers[i].dtype] for e, i in zip(extras, epilogue_buffers(call))})
+    scalars = render_triton.scalar_signature(epi.scalars) if epi is not None else {}
+    sig.update(scalars)
+    typed = "".join(f"{p}: {t!r}, " for p, t in scalars.items())  # the epilogue's scalar arguments
     sig.update({k: "constexpr" for k in consts})
     shape_doc = (f"batch {list(p.batch)} x [{p.M}, {p.K}] @ [{p.K}, {p.N}] {p.dtype}; a strides "
                  f"{list(a_bst)}+({sam}, {sak}) @{a_off}, b {list(b_bst)}+({sbk}, {sbn}) @{b_off}, "
@@ -519,7 +522,7 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
            f"config {knobs.describe(cfg)}" + (", int64 indices" if i64 else "") + '."""', "",
            PRELUDE if epi is None else render_triton.PRELUDE, "",
            "@triton.jit",
-           (f"def {name}(c_ptr, a_ptr, b_ptr, {''.join(e + ', ' for e in extras)}BLOCK_M: tl.constexpr, "
+           (f"def {name}(c_ptr, a_ptr, b_ptr, {''.join(e + ', ' for e in extras)}{typed}BLOCK_M: tl.constexpr, "
             "BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):")]
     out += L
     out += ["", "",
@@ -534,11 +537,11 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
             f"CONFIG = {knobs.py_dict(cfg)}",
             "",
             "",
-            f"def launch(c, a, b{''.join(', ' + e for e in extras)}):",
+            f"def launch(c, a, b{''.join(', ' + e for e in [*extras, *scalars])}):",
             f'    """Run {call.name} on torch tensors (out, a, b, epilogue inputs; offsets count from data_ptr())."""',
             "    if GRID[0] == 0:",
             "        return",
-            (f"    {name}[GRID](c, a, b, {''.join(e + ', ' for e in extras)}BLOCK_M={BM}, BLOCK_N={BN}, "
+            (f"    {name}[GRID](c, a, b, {''.join(e + ', ' for e in [*extras, *scalars])}BLOCK_M={BM}, BLOCK_N={BN}, "
              f"BLOCK_K={BK}, GROUP_M={consts['GROUP_M']}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)"),
             ""]
     return "\n".join(out)
@@ -562,11 +565,12 @@ def load(call: ExternCall, cfg: GemmConfig | None = None):
     errors = compile_triton._launch_errors()
     interp = compile_triton.interpreting()
 
-    nbuf = 3 + len(epilogue_buffers(call))
+    nbuf = 3 + len(epilogue_buffers(call)) + (len(call.epilogue.scalars) if call.epilogue is not None else 0)
 
     def fn(*tensors):
         if len(tensors) != nbuf:
-            raise TypeError(f"{call.name}: expected {nbuf} buffers (out, a, b, epilogue inputs), got {len(tensors)}")
+            raise TypeError(f"{call.name}: expected {nbuf} arguments (out, a, b, epilogue inputs, epilogue scalars), "
+                            f"got {len(tensors)}")
         try:
             if interp:
                 import numpy as np

@@ -14,6 +14,17 @@ outermost first). Inside it:
 Index expressions are sympy integer expressions over the loop symbols (and `FloorDiv`/`ModIdx`
 atoms from scheduler.indexing, which the renderers print as integer `/` and `%`).
 
+Sizes may be symbolic (a dimension that changes between calls, lazy/dynamic.py). Then
+`Kernel.sizes` names size symbols `d0, d1, ...` (`size_symbol`), each an int64 argument of the kernel
+after its buffers and its scalars, and wherever a size appears (`Kernel.loops`, `Reduce.rsizes`,
+`BufferArg.numel`, the coefficients of index expressions, the divisors of `FloorDiv`/`ModIdx`, mask
+bounds, `StridedView` shapes, strides and offsets) it may be a sympy polynomial in them with
+integer coefficients instead of an int. Every size symbol is at least 2. `Kernel.meta["hints"]`
+gives a typical value of each (`{"d0": 18}`) for decisions that only affect speed (threads,
+vector blocks, streaming, tiles): a kernel must compute the right values for every size, and
+`hint(k, e)` evaluates a size at the hints. Kernels without size symbols hold plain ints, as
+before.
+
 Dtypes are names ("float32", "bfloat16", ...). Every `Expr` carries the dtype of the graph value
 it computes; narrow dtypes compute in a wider one (`compute_dtype`: float16/bfloat16 in float32,
 int8/uint8 in int32), so an arithmetic result of a narrow dtype may lie outside it (not rounded
@@ -89,7 +100,8 @@ def compute_dtype(name: str) -> str:
 class Expr:
     """One value in a kernel's expression DAG.
 
-    op: "load" (arg = (buf, index, mask)), "const" (arg = value), "index" (arg = sympy int expr),
+    op: "load" (arg = (buf, index, mask)), "const" (arg = value), "scalar" (arg = k: the kernel's
+        k-th scalar argument, a Python number bound at launch), "index" (arg = sympy int expr),
         "acc" (arg = reduce name), "cast" (arg = target dtype), the narrowing nodes "round"
         (to float16/bfloat16) and "wrap" (to int8/uint8/int32), or an elementwise op name
         ("add", "exp", "where", ...; the graph's op names in lower case).
@@ -140,7 +152,7 @@ class Reduce:
     op: str  # "sum" | "max" | "prod"
     value: Expr
     dtype: str  # accumulator result dtype (the reduced node's dtype)
-    rsizes: tuple[int, ...]
+    rsizes: tuple[int | sympy.Expr, ...]
     rvars: tuple[str, ...]
     depth: int
 
@@ -157,7 +169,7 @@ class Store:
 class BufferArg:
     name: str
     dtype: str
-    numel: int  # elements the kernel may address (bounds for the renderers / sanity checks)
+    numel: int | sympy.Expr  # elements the kernel may address (bounds for the renderers / sanity checks)
     output: bool
 
 
@@ -169,25 +181,73 @@ class Kernel:
     reduces: tuple[Reduce, ...]
     stores: tuple[Store, ...]
     meta: dict = field(default_factory=dict, compare=False, hash=False)  # bytes, flops, fusion notes
+    # dtypes of the scalar arguments after the buffers (Expr "scalar" k reads the k-th); their values
+    # are the program's scalar slots `meta["scalar_slots"]`, bound at each launch
+    scalars: tuple[str, ...] = ()
+    # names of the size symbols (int64 arguments after the scalars; see the module docstring)
+    sizes: tuple[str, ...] = ()
 
     def key(self) -> str:
         """Content hash, independent of the kernel's name: of the kernel's repr while its expression
         trees are small (so the keys of kernels tuned before stay), else of its DAG written with each
         distinct expression once. A repr writes a shared expression once per use: sinh of sinh then
-        a softmax made trees of millions of nodes, and the repr ran for minutes."""
-        roots = [r.value for r in self.reduces] + [s.value for s in self.stores]
-        if _tree_size(roots) <= REPR_KEY_NODES:
-            text = repr((self.buffers, self.loops, self.reduces, self.stores))
+        a softmax, or an atan2's gradient, made trees of millions of nodes, and the repr ran for
+        minutes."""
+        parts = (self.buffers, self.loops, self.reduces, self.stores) + ((self.scalars,) if self.scalars else ()) \
+            + ((self.sizes,) if self.sizes else ())
+        if _tree_size([r.value for r in self.reduces] + [s.value for s in self.stores]) <= REPR_KEY_NODES:
+            text = repr(parts)
         else:
             text = _dag_text(self)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     @property
-    def numel(self) -> int:
+    def numel(self) -> int | sympy.Expr:
         n = 1
         for s in self.loops:
             n *= s
         return n
+
+
+def size_symbol(name: str) -> sympy.Symbol:
+    """The size symbol `name` ("d0", ...): a positive integer."""
+    return sympy.Symbol(name, integer=True, positive=True)
+
+
+def size_fn(exprs, names: tuple[str, ...]):
+    """A function of the size values (in `names` order) giving the tuple of `exprs` (ints or
+    polynomials in the size symbols) as ints: how a launch computes shapes, strides and offsets."""
+    flat = [sympy.sympify(e) for e in exprs]
+    if all(e.is_Integer for e in flat):
+        values = tuple(int(e) for e in flat)
+        return lambda *_: values
+    gens = [size_symbol(n) for n in names]
+    # each size as its terms (coefficient, exponent per symbol): evaluated without building code
+    polys = [[(int(c), m) for m, c in sympy.Poly(e, *gens).terms()] for e in flat]
+
+    def fn(*values):
+        out = []
+        for terms in polys:
+            total = 0
+            for c, exps in terms:
+                for v, k in zip(values, exps):
+                    if k:
+                        c *= v ** k
+                total += c
+            out.append(total)
+        return tuple(out)
+    return fn
+
+
+def hint(k: Kernel | ExternCall, e) -> int:
+    """Size expression `e` of kernel `k` at its hints (`meta["hints"]`): an int for decisions of speed."""
+    if isinstance(e, int):
+        return e
+    e = sympy.sympify(e)
+    if e.is_Integer:
+        return int(e)
+    hints = k.meta.get("hints", {})
+    return int(e.xreplace({size_symbol(n): v for n, v in hints.items()}))
 
 
 @dataclass(frozen=True)
@@ -201,7 +261,8 @@ class StridedView:
 
 @dataclass(frozen=True)
 class ExternCall:
-    """A contraction: a vendor library call (GEMM) or a GEMM template, on strided views of buffers.
+    """A library call on strided views of buffers: a contraction (a GEMM, or a GEMM template), or
+    one of the ops of codegen/extern.py (gather, scatter_add, cumsum, sort...).
 
     `buffers[0]` is the output (contiguous); the others are inputs seen through `views`.
     `epilogue`, when set, is the elementwise kernel that consumes the GEMM result: its loops are
@@ -213,15 +274,19 @@ class ExternCall:
     out, a, b; the epilogue's own buffers are `epilogue.meta["slots"]`."""
 
     name: str
-    op: str  # "matmul"
+    op: str  # "matmul", or a name of codegen/extern.py OPS
     buffers: tuple[BufferArg, ...]
     views: tuple[StridedView, ...]
     epilogue: Kernel | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    sizes: tuple[str, ...] = ()  # size symbols its views use, bound at launch (see the module docstring)
+    params: tuple = ()  # the op's own arguments (an axis, k of topk, descending...): ints, bools, strings
 
     def key(self) -> str:
         epi = self.epilogue.key() if self.epilogue is not None else None
-        return hashlib.sha256(repr((self.op, self.buffers, self.views, epi)).encode()).hexdigest()[:24]
+        return hashlib.sha256(repr((self.op, self.buffers, self.views, epi)
+                                   + ((self.sizes,) if self.sizes else ())
+                                   + ((self.params,) if self.params else ())).encode()).hexdigest()[:24]
 
     def without_epilogue(self) -> ExternCall:
         """The bare GEMM, writing its result into `buffers[0]`."""
@@ -229,7 +294,7 @@ class ExternCall:
             return self
         meta = dict(self.meta)
         meta["bytes_read"] = meta["gemm_bytes_read"]
-        return ExternCall(self.name, self.op, self.buffers, self.views, None, meta)
+        return ExternCall(self.name, self.op, self.buffers, self.views, None, meta, self.sizes, self.params)
 
 
 def epilogue_in_place(call: ExternCall) -> Kernel:
@@ -251,7 +316,7 @@ def epilogue_in_place(call: ExternCall) -> Kernel:
     meta = dict(k.meta)
     meta["bytes_read"] = k.meta["bytes_read"] + k.meta["bytes_written"]
     return Kernel(f"{k.name}_epilogue", k.buffers, k.loops, k.reduces,
-                  (Store(store.buf, store.index, swap(store.value), store.dtype),), meta)
+                  (Store(store.buf, store.index, swap(store.value), store.dtype),), meta, k.scalars, k.sizes)
 
 
 def subst_expr(e: Expr, rep: dict, memo: dict | None = None) -> Expr:
@@ -310,6 +375,7 @@ def _dag_text(k: Kernel) -> str:
         lines.append(f"{number[id(e)]}: {e.op} {e.dtype} {e.arg!r} {[number[id(s)] for s in e.srcs]}")
     lines += [repr((r.name, r.op, number[id(r.value)], r.dtype, r.rsizes, r.rvars, r.depth)) for r in k.reduces]
     lines += [repr((s.buf, s.index, number[id(s.value)], s.dtype)) for s in k.stores]
+    lines.append(repr((k.scalars, k.sizes)))
     return "\n".join(lines)
 
 

@@ -27,7 +27,8 @@ The rules (torch's semantics, decided here once for every backend):
   a half constant may hold a wider value where torch's kernel keeps a Python number in float32
   (its opmath: `x * 1.001`, and + - /) and is rounded, in Python, everywhere else: a comparison
   (`x == 1.001`), a select, `//`, `%`, pow, max and min (torch converts the number to the half
-  dtype there: `-1e19 // x` divides -inf).
+  dtype there: `-1e19 // x` divides -inf). Scalar arguments (`scalar`, a constant bound at
+  launch) follow the same rules; a half one is rounded by a `round` node instead.
 - An accumulator (`acc`) and a store convert to their dtype as they finish: that is the
   renderers' one narrowing, the meaning of `Reduce.dtype` and `Store.dtype`.
 
@@ -55,7 +56,7 @@ BINARY = {"add", "sub", "mul", "div", "floordiv", "mod", "pow", "max", "min", "a
 # arithmetic whose result is exact whenever its operands are: no rounding, no overflow
 KEEPS_EXACT = {"max", "min", "and", "or", "xor", "floor", "ceil", "trunc"}
 KEEPS_EXACT_HALF = KEEPS_EXACT | {"neg", "abs"}
-LEAVES = {"load", "const", "index", "valid", "acc"}
+LEAVES = {"load", "const", "scalar", "index", "valid", "acc"}
 OPMATH = {"add", "sub", "mul", "div"}  # half ops that take a wider constant (torch's opmath scalars)
 # float -> int: the truncations that fit, per (source, target): (op, bound) pairs
 _FITS = {("float32", "int32"): (("ge", -2.0**31), ("lt", 2.0**31)),
@@ -164,8 +165,9 @@ class _Legalizer:
         return out, dt not in NARROW_INTS or op in KEEPS_EXACT
 
     def half_operand(self, e: Expr, s: Expr) -> tuple[Expr, bool]:
-        """Source `s` of half op `e`: a constant is rounded to its dtype unless `e` takes it wide."""
-        if s.op == "const" and s.dtype in HALFS and e.op not in OPMATH:
+        """Source `s` of half op `e`: a constant or scalar argument is rounded to its dtype unless `e`
+        takes it wide."""
+        if s.op in ("const", "scalar") and s.dtype in HALFS and e.op not in OPMATH:
             return self.exact(s), True
         return self.value(s)
 
@@ -202,6 +204,8 @@ class _Legalizer:
 def exact_leaf(e: Expr) -> bool:
     if e.op == "const":
         return const_exact(e)
+    if e.op == "scalar":  # ints arrive wrapped into their dtype (graph.const); a half one as a float
+        return e.dtype not in HALFS
     return e.op != "index" or (e.dtype not in NARROW_INTS and e.dtype not in HALFS)
 
 
@@ -234,7 +238,7 @@ def legalize(k: Kernel) -> Kernel:
         stores.append(s if v is s.value else Store(s.buf, s.index, v, s.dtype))
     if all(a is b for a, b in zip(reduces, k.reduces)) and all(a is b for a, b in zip(stores, k.stores)):
         return k
-    return Kernel(k.name, k.buffers, k.loops, tuple(reduces), tuple(stores), dict(k.meta))
+    return Kernel(k.name, k.buffers, k.loops, tuple(reduces), tuple(stores), dict(k.meta), k.scalars, k.sizes)
 
 
 # -- the verifier ------------------------------------------------------------------------------
@@ -303,6 +307,9 @@ def verify(k: Kernel) -> None:
         elif op == "const":
             if dt in INT_RANGE and not const_exact(e):
                 bad(e, f"constant out of the range of {dt}")
+        elif op == "scalar":
+            if not isinstance(e.arg, int) or not 0 <= e.arg < len(k.scalars) or k.scalars[e.arg] != dt:
+                bad(e, f"reads scalar argument {e.arg}, but the kernel's are {list(k.scalars)}")
         elif op == "valid":
             if dt != "bool":
                 bad(e, "a validity test is not bool")

@@ -37,6 +37,16 @@ Shape of the code
   in spans of PREFETCH_SPAN elements, each a share in proportion to its estimated time, so memory
   and compute overlap (`_prefetch_plan`).
 
+Sizes that change (`Kernel.sizes`, lazy/dynamic.py) are `int64_t` parameters after the scalars,
+and every size prints as C arithmetic of them (`size_c`); what only affects speed (threads, grabs,
+streaming, prefetch, row functions, interchange, tiles, the tuner's search space) reads sizes at
+their hints (`kernel_ir.hint`). Nothing the code holds is sized by a size that changes: blocks keep
+their fixed lengths (float sums, streamed and float16 outputs, fission, prefetch spans) and compute
+their last block's end at run time, and the row and column caches, arrays of one row, are kept for
+rows of at most ROW_CACHE_MAX elements, as variable-length arrays of the row (per thread, declared
+once): such a kernel is two functions, with the caches and without, and the row length picks one
+at run time (`_row_bound`), so no array exceeds what a row of ROW_CACHE_MAX elements needs.
+
 Tuning: `CConfig` holds the knobs the heuristics above fix (threads, the parallel threshold,
 TILE, SIMD width, unrolling, outer-loop chunks, loop order, where the reduction is split across
 threads); `CConfig()` renders exactly the heuristic code. `search_space(k)` lists, per knob,
@@ -47,6 +57,7 @@ is declared with it (codegen/knobs.py); `render_c` checks the config before it r
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from dataclasses import dataclass, replace
@@ -54,7 +65,18 @@ from dataclasses import dataclass, replace
 import sympy
 
 from codegen import knobs
-from codegen.kernel_ir import C_TYPES, ITEMSIZE, Expr, FloorDiv, Kernel, ModIdx, compute_dtype, kernel_exprs, subst_expr
+from codegen.kernel_ir import (
+    C_TYPES,
+    ITEMSIZE,
+    Expr,
+    FloorDiv,
+    Kernel,
+    ModIdx,
+    compute_dtype,
+    hint,
+    size_symbol,
+    subst_expr,
+)
 from codegen.knobs import flag, integer, knob, one_of
 
 TILE = 64  # accumulators per block in interchanged (column) reductions
@@ -174,35 +196,36 @@ def _prefetch_rows(k: Kernel, r, d: int, cfg: CConfig) -> list[tuple[int, sympy.
     for ld in _loads(r.value):
         b, index, mask = ld.arg
         item = ITEMSIZE[k.buffers[b].dtype]
-        if mask or (b, index) in seen or r.rsizes[0] * item > PREFETCH_MAX_ROW_BYTES:
+        if mask or (b, index) in seen or hint(k, r.rsizes[0]) * item > PREFETCH_MAX_ROW_BYTES:
             continue
         if rv in sympy.expand(index - rv).free_symbols:  # not unit stride along the row
             continue
         step = sympy.expand(index.subs(xo, xo + 1) - index)
-        if not step.is_Integer or step == 0:  # the next row is not a fixed distance away
+        if not step.free_symbols <= _size_symbols(k) or step == 0:  # the next row is not a fixed distance away
             continue
         seen.add((b, index))
-        nbytes += math.prod(k.loops[:d]) * r.rsizes[0] * item
+        nbytes += math.prod(hint(k, s) for s in k.loops[:d]) * hint(k, r.rsizes[0]) * item
         out.append((b, index.subs({xo: xo + 1, rv: 0}), max(64 // item, 1)))
     if cfg.prefetch is None and nbytes < PREFETCH_MIN_BYTES:
         return []
     return out
 
 
-def _prefetch_plan(k: Kernel, d: int, cfg: CConfig):
+def _prefetch_plan(k: Kernel, d: int, cfg: CConfig, rows: int | None = None):
     """How the passes over a row at depth `d` prefetch the next row: ({pass: (first element of
-    the next row it prefetches, its weight, the total weight)}, the `_prefetch_rows` of the first
+    the next row it prefetches (a size: an int, or a `FloorDiv` of the row length), its weight,
+    the total weight)}, the `_prefetch_rows` of the first
     pass). The passes are the later reductions over the row and "stores" (the store loop); each
     prefetches a share of the next row in proportion to its estimated time, PREFETCH_PASS_COST
     per element plus PREFETCH_CALL_COST per exp/log/tanh... it computes per element (one per row,
     like a norm's rsqrt, and values read from the row cache cost nothing). None: no first pass
-    from memory, or no later pass over the same row."""
+    from memory, or no later pass over the same row. `rows`: as for `_row_cache`."""
     passes = [r for r in k.reduces if r.depth == d]
-    if not passes or (rows := _prefetch_rows(k, passes[0], d, cfg)) == []:
+    if not passes or (loads := _prefetch_rows(k, passes[0], d, cfg)) == []:
         return None
     length = passes[0].rsizes
     last = d == len(k.loops) - 1
-    cache = _row_cache(k, _work(k) >= cfg.parallel_min_work) if last else {}
+    cache = _row_cache(k, _work(k) >= cfg.parallel_min_work, rows) if last else {}
     reads = _row_reads(k, cache)
     later = [(r.name, [r.value], r.rvars[0], reads.get(r.name, {})) for r in passes[1:] if r.rsizes == length]
     if last and (k.loops[d],) == length and k.stores:
@@ -217,9 +240,12 @@ def _prefetch_plan(k: Kernel, d: int, cfg: CConfig):
         weights.append(PREFETCH_PASS_COST + PREFETCH_CALL_COST * calls)
     total, before, shares = sum(weights), 0, {}
     for (name, *_), w in zip(later, weights):
-        shares[name] = (length[0] * before // total, w, total)
+        g = math.gcd(before, total)
+        first = (length[0] * before // total if isinstance(length[0], int)
+                 else FloorDiv(length[0] * (before // g), total // g))
+        shares[name] = (first, w, total)
         before += w
-    return shares, rows
+    return shares, loads
 
 
 def _store_span(prefetch) -> int:
@@ -270,13 +296,13 @@ def _grab_elements(size: int) -> int:
 
 
 def _work(k: Kernel) -> int:
-    """Elements a kernel touches: its outputs times the length of its longest reduction."""
-    return max(k.numel, 1) * max((math.prod(r.rsizes) for r in k.reduces), default=1)
+    """Elements a kernel touches: its outputs times the length of its longest reduction (at the hints)."""
+    return max(hint(k, k.numel), 1) * max((math.prod(hint(k, s) for s in r.rsizes) for r in k.reduces), default=1)
 
 
 def _prefers_row_fn(k: Kernel) -> bool:
     n = len(k.loops)
-    return n >= 2 and k.loops[-1] <= ROW_FN_MAX and any(r.depth == n - 1 and r.rvars for r in k.reduces)
+    return n >= 2 and hint(k, k.loops[-1]) <= ROW_FN_MAX and any(r.depth == n - 1 and r.rvars for r in k.reduces)
 
 
 def _interchange_legal(k: Kernel) -> bool:
@@ -298,7 +324,7 @@ def _streamable(k: Kernel) -> bool:
         rest = sympy.expand(st.index - xin)
         if xin in rest.free_symbols:
             return False
-    row = k.loops[-1] * min(ITEMSIZE[st.dtype] for st in k.stores)
+    row = hint(k, k.loops[-1]) * min(ITEMSIZE[st.dtype] for st in k.stores)
     return n == 1 or row >= STREAM_MIN_ROW_BYTES
 
 
@@ -313,11 +339,11 @@ def _streams(k: Kernel, cfg: CConfig) -> bool:
     inner, memo = sympy.Symbol(f"x{len(k.loops) - 1}", integer=True, nonnegative=True), {}
     if sum(_row_transcendentals(st.value, inner, memo)[0] for st in k.stores) >= 2:
         return False
-    written = k.numel * sum(ITEMSIZE[st.dtype] for st in k.stores)
+    written = hint(k, k.numel) * sum(ITEMSIZE[st.dtype] for st in k.stores)
     if written >= STREAM_MIN_BYTES:
         return True
     read = {ld.arg[0] for e in [*(r.value for r in k.reduces), *(st.value for st in k.stores)] for ld in _loads(e)}
-    traffic = written + sum(k.buffers[b].numel * ITEMSIZE[k.buffers[b].dtype] for b in read)
+    traffic = written + sum(hint(k, k.buffers[b].numel) * ITEMSIZE[k.buffers[b].dtype] for b in read)
     return (written >= STREAM_FRESH_MIN_BYTES and traffic >= STREAM_TRAFFIC_MIN_BYTES
             and not any(st.buf in read for st in k.stores))
 
@@ -330,7 +356,8 @@ def _f16_blocks(k: Kernel, cfg: CConfig) -> bool:
 
 def search_space(k: Kernel) -> dict[str, tuple]:
     """Per knob of `CConfig`, the values worth trying for `k`, in increasing order where they have
-    one (a tuner walks ordered knobs step by step). Knobs that cannot change `k`'s code are left out."""
+    one (a tuner walks ordered knobs step by step). Knobs that cannot change `k`'s code are left out.
+    Sizes that change (size symbols) count at their hints."""
     n = len(k.loops)
     reduces = any(r.rvars for r in k.reduces)
     tiles = n >= 1 and any(r.depth == n and r.rvars for r in k.reduces)
@@ -340,7 +367,7 @@ def search_space(k: Kernel) -> dict[str, tuple]:
         space["interchange"] = (None, True, False)
     elif _interchange_legal(k):
         space["interchange"] = (None, True)
-    outer = k.loops[0] if n else 0  # iterations of the loop the threads share by default
+    outer = hint(k, k.loops[0]) if n else 0  # iterations of the loop the threads share by default
     if tiles and _prefers_interchange(k):
         outer = -(-outer // TILE)
     if reduces and n and outer < 16 * cpus:  # few, long rows: split the reduction instead
@@ -349,14 +376,15 @@ def search_space(k: Kernel) -> dict[str, tuple]:
         space["row_fn"] = (None, False, True)
     if _streamable(k):
         space["stream"] = (None, False, True)
-    if any(_prefetch_plan(k, d, CConfig(prefetch=True)) for d in range(1, n + 1)):
+    rows = _row_bound(k)
+    if any(_prefetch_plan(k, d, CConfig(prefetch=True), rows) for d in range(1, n + 1)):
         space["prefetch"] = (None, False, True)
-    if _fission_stages(k, CConfig()):
+    if _fission_stages(k, CConfig(), rows):
         space["fission"] = (None, False)
     space["parallel_min_work"] = (0, PARALLEL_MIN_WORK, NEVER_PARALLEL)
     space["threads"] = (None, *[t for t in (1, 2, 4, 8, 16, 32, 64) if t < cpus])
-    if n == 1 and k.loops[0] > 1024 and not tiles:
-        space["chunk"] = (None, *[c for c in (1024, 4096, 16384, 65536) if c < k.loops[0]])
+    if n == 1 and outer > 1024 and not tiles:
+        space["chunk"] = (None, *[c for c in (1024, 4096, 16384, 65536) if c < outer])
     if tiles:
         space["tile"] = (16, 32, 64, 128, 256, 512)
     space["simdlen"] = (None, 4, 8, 16)
@@ -604,11 +632,44 @@ def index_c(e: sympy.Expr) -> str:
         return "(" + " + ".join(index_c(t) for t in terms) + ")"
     if e.is_Mul:
         return "(" + "*".join(index_c(t) for t in e.args) + ")"
+    if e.is_Pow and e.exp.is_Integer and int(e.exp) > 0:  # a size symbol squared (T*T attention)
+        return "(" + "*".join([index_c(e.base)] * int(e.exp)) + ")"
     raise TypeError(f"cannot print index {e!r}")
 
 
+def size_c(e) -> str:
+    """A size as C: an int as its digits, a polynomial in the size symbols (`Kernel.sizes`) as int64
+    arithmetic of the kernel's size parameters (`size_params`). Every loop bound, block tail, mask
+    bound and array extent the renderer prints goes through here (indices through `index_c`)."""
+    if isinstance(e, int):
+        return str(e)
+    e = sympy.sympify(e)
+    return str(int(e)) if e.is_Integer else index_c(e)
+
+
+def size_params(names: tuple[str, ...]) -> list[str]:
+    """C parameters of a kernel's size symbols (after its scalars): `const int64_t d0`, ..."""
+    return [f"const int64_t {name}" for name in names]
+
+
+def _symbolic(e) -> bool:
+    """Whether size `e` changes between calls (a polynomial in size symbols, not a number)."""
+    return not isinstance(e, int) and not sympy.sympify(e).is_Integer
+
+
+def _size_symbols(k: Kernel) -> set:
+    return {size_symbol(name) for name in k.sizes}
+
+
+def _cap(size, limit: int) -> int:
+    """The most iterations of one block when a loop over `size` runs in blocks of `limit`: the loop's
+    own size when it is shorter, `limit` when the size changes (any size: the blocks' tails are
+    computed at run time)."""
+    return limit if _symbolic(size) else min(size, limit)
+
+
 def cond_c(conds) -> str:
-    parts = [f"({index_c(a)} >= {b})" if c == "ge" else f"({index_c(a)} < {b})" for c, a, b in conds]
+    parts = [f"({index_c(a)} >= {size_c(b)})" if c == "ge" else f"({index_c(a)} < {size_c(b)})" for c, a, b in conds]
     return "(" + " && ".join(parts) + ")" if parts else "1"
 
 
@@ -644,7 +705,7 @@ class Body:
                 self.used.add(e)
             return name
         code = self._code(e)
-        if e.op == "const":
+        if e.op in ("const", "scalar"):
             self.names[e] = code
             return code
         name = f"t{len(self.names)}"
@@ -658,6 +719,8 @@ class Body:
         t = ctype(compute_dtype(dt))
         if op == "const":
             return literal(e.arg, compute_dtype(dt))
+        if op == "scalar":  # an argument of the kernel, in its compute type (`scalar_params`)
+            return f"s{int(e.arg)}"
         if op == "acc":  # the accumulator converted to its reduction's dtype, as a store converts
             v = self.acc_ref(e.arg)
             if dt == "bool":  # a sum of bools is their `any`
@@ -781,19 +844,26 @@ def _prefers_interchange(k: Kernel) -> bool:
             continue
         rin = sympy.Symbol(r.rvars[-1], integer=True, nonnegative=True)
         for e in _loads(r.value):
-            d = e.arg[1].as_coefficients_dict()
             # a load the reduction does not move (a row's label or scale) says nothing either way
-            if int(d.get(inner, 0)) == 1 and int(d.get(rin, 0)) not in (0, 1):
+            if _stride(k, e.arg[1], inner) == 1 and _stride(k, e.arg[1], rin) not in (0, 1):
                 return True
     return False
 
 
-def _sum_block(size: int, cfg: CConfig) -> int | str:
+def _stride(k: Kernel, index: sympy.Expr, var: sympy.Symbol) -> int:
+    """The coefficient of loop variable `var` in `index`, at the hints when it is a size that
+    changes; 0 when `index` is not of the form `c * var + terms free of var`."""
+    c = sympy.expand(index).coeff(var)
+    return hint(k, c) if c.free_symbols <= _size_symbols(k) else 0
+
+
+def _sum_block(size, cfg: CConfig) -> int | str:
     """Elements per float block of a blocked sum over `size`: SUM_LANE per lane of the config's
-    vector width, or of the compiler's (the LZ_SUM_BLOCK macro, 256 to 1024)."""
+    vector width, or of the compiler's (the LZ_SUM_BLOCK macro, 256 to 1024). A size that changes
+    takes the full block (the loop computes its last block's end at run time)."""
     if cfg.simdlen:
-        return min(size, SUM_LANE * knobs.value(cfg, "simdlen"))
-    return size if size <= SUM_LANE * 4 else "LZ_SUM_BLOCK"
+        return _cap(size, SUM_LANE * knobs.value(cfg, "simdlen"))
+    return size if not _symbolic(size) and size <= SUM_LANE * 4 else "LZ_SUM_BLOCK"
 
 
 def _loads(e: Expr, seen=None):
@@ -807,23 +877,89 @@ def _loads(e: Expr, seen=None):
         yield from _loads(s, seen)
 
 
+SCALAR_CTYPES = {"float32": ctypes.c_float, "float64": ctypes.c_double, "float16": ctypes.c_float,
+                 "bfloat16": ctypes.c_float, "int32": ctypes.c_int32, "int64": ctypes.c_int64,
+                 "int8": ctypes.c_int32, "uint8": ctypes.c_int32, "bool": ctypes.c_int}
+
+
+def scalar_argtypes(dtypes: tuple[str, ...]) -> list:
+    """ctypes of a kernel's scalar arguments (`scalar_params`), for a loaded function's argtypes."""
+    return [SCALAR_CTYPES[dt] for dt in dtypes]
+
+
+def scalar_params(dtypes: tuple[str, ...]) -> list[str]:
+    """C parameters of a kernel's scalar arguments (after its buffers): each in its dtype's compute
+    type, so a float16 scalar arrives as the float it was given (legalize rounds it where a use
+    needs a half)."""
+    return [f"const {ctype(compute_dtype(dt))} s{i}" for i, dt in enumerate(dtypes)]
+
+
+def _row_bound(k: Kernel) -> int | None:
+    """ROW_CACHE_MAX when the rows of `k` (its innermost loop) have a length that changes and fit
+    row arrays at its hint, else None. Such a kernel is rendered for rows of at most that many
+    elements, with its row and column caches in arrays of the row's length (`_row_array`), and,
+    when that rendering keeps any, once more without them for longer rows (`render_c` compares the
+    length with the bound at run time and calls one)."""
+    if not k.loops or not _symbolic(k.loops[-1]) or hint(k, k.loops[-1]) > ROW_CACHE_MAX:
+        return None
+    return ROW_CACHE_MAX
+
+
+# no contraction into fused multiply-adds, in every function of a kernel's file: each op rounds, as
+# torch's do, and a value computed again in a later pass of a row kernel is the same value
+# (x * c - max(x * c) is 0 at the max; contracted in one pass, it was 1.5e23 and softmax NaN)
+NO_CONTRACT = '#pragma GCC optimize("fp-contract=off")'
+
+
 def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None,
              config: CConfig | None = None) -> str:
     """C source for `k`. `config` sets the knobs (None: the heuristics); `threads` caps the OpenMP
-    team (None: the config's, else the runtime's default)."""
+    team (None: the config's, else the runtime's default).
+
+    Sizes that change (`k.sizes`) are parameters after the scalars (`size_params`) and every size is
+    printed as C arithmetic of them (`size_c`); decisions of speed take their hints. What the code
+    itself would size by a dimension runs in fixed blocks with a tail computed at run time (float
+    sum blocks, streamed and float16 output blocks, fission and prefetch spans), and the row and
+    column caches, arrays of a row, are kept for rows of up to ROW_CACHE_MAX elements: the kernel
+    is then two functions, with and without them, and compares the row length at run time (so the
+    variable-length row arrays of the first stay within what a row of ROW_CACHE_MAX needs)."""
     cfg = config or CConfig()
     if threads:
         cfg = replace(cfg, threads=threads)
     # every knob checked before any code is made, and each one formatted into the source through
     # knobs.src: a config read from a file or the database can put nothing but numbers there
     knobs.check(cfg)
-    tile = knobs.src(cfg, "tile")
-    simd_clause = " simd" + (f" simdlen({knobs.src(cfg, 'simdlen')})" if cfg.simdlen else "")
-    simd = "#pragma omp" + simd_clause
+    rows = _row_bound(k)
+    short, arrays = _render(k, f"{fn_name}_rows", cfg, rows, "static ") if rows is not None else ("", False)
+    if arrays:
+        names = [f"b{i}" for i in range(len(k.buffers))] + [f"s{i}" for i in range(len(k.scalars))] + list(k.sizes)
+        params = _params(k)
+        return "\n".join([
+            NO_CONTRACT, PRELUDE, short, _render(k, f"{fn_name}_long", cfg, None, "static ")[0],
+            f"/* rows of up to {rows} elements keep row arrays (render_c._row_bound) */",
+            f"void {fn_name}({', '.join(params)}) {{",
+            f"  if ({size_c(k.loops[-1])} <= {rows}) {fn_name}_rows({', '.join(names)});",
+            f"  else {fn_name}_long({', '.join(names)});",
+            "}\n"])
+    return "\n".join([NO_CONTRACT, PRELUDE, _render(k, fn_name, cfg, None)[0]])
+
+
+def _params(k: Kernel) -> list[str]:
+    """The C parameters of a kernel: its buffers, its scalars, its sizes."""
     params = []
     for i, b in enumerate(k.buffers):
         const = "" if b.output else "const "
         params.append(f"{const}{C_TYPES[b.dtype][0]}* restrict b{i}")
+    return params + scalar_params(k.scalars) + size_params(k.sizes)
+
+
+def _render(k: Kernel, fn_name: str, cfg: CConfig, rows: int | None, linkage: str = "") -> tuple[str, bool]:
+    """(the C function of `k` without the prelude, whether it keeps row or column arrays). `rows`:
+    render for rows of at most that many elements (`_row_bound`); `linkage`: before `void`."""
+    tile = knobs.src(cfg, "tile")
+    simd_clause = " simd" + (f" simdlen({knobs.src(cfg, 'simdlen')})" if cfg.simdlen else "")
+    simd = "#pragma omp" + simd_clause
+    params = _params(k)
     parallel = _work(k) >= cfg.parallel_min_work
     nt = f" num_threads({knobs.src(cfg, 'threads')})" if cfg.threads else ""
     n = len(k.loops)
@@ -838,30 +974,28 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     blocks = stream or _f16_blocks(k, cfg) and not swap
     if blocks and n == 1:  # 1-D: each chunk is one block
         chunk = min(chunk or STREAM_BLOCK, 16 * STREAM_BLOCK)
-    sblock = chunk if n == 1 else min(STREAM_BLOCK, k.loops[-1]) if blocks else 0
+    sblock = chunk if n == 1 else _cap(k.loops[-1], STREAM_BLOCK) if blocks else 0
     stream_at: list[str] = []  # the first element of the block being stored (a C expression)
     row_fn = (_prefers_row_fn(k) if cfg.row_fn is None else cfg.row_fn) and outer_parallel and n >= 2 \
         and not any(r.depth == 0 for r in k.reduces)
-    row_cache = {} if interchange else _row_cache(k, parallel)
-    cols = _column_cache(k) if row_fn else []
+    row_cache = {} if interchange else _row_cache(k, parallel, rows)
+    cols = _column_cache(k, rows) if row_fn else []
+    # row arrays of a length that changes: each thread's, declared once in the parallel region and
+    # passed to the row function (a variable-length array in the row function is made per row: a
+    # 4096-wide softmax on one thread ran 5% slower)
+    thread_rows = [scratch for entries in row_cache.values() for _, scratch, _ in entries] \
+        if row_fn and n >= 2 and _symbolic(k.loops[-1]) else []
     row_preset = {**_row_preset(row_cache, n), **{e: f"{name}[x{n - 1}]" for e, name in cols}}
     row_reads = _row_reads(k, row_cache)
-    stages = _fission_stages(k, cfg)
+    stages = _fission_stages(k, cfg, rows)
     # the split loops of a 1-D kernel: its parallel loop runs over their blocks, as many elements a
     # grab as its vector loop would take
     split_chunks = bool(stages) and n == 1 and outer_parallel and not chunk
     if split_chunks:
         chunk = FISSION_BLOCK
-    # no contraction into fused multiply-adds: each op rounds, as torch's do, and a value computed
-    # again in a later pass of a row kernel is the same value (x * c - max(x * c) is 0 at the max;
-    # contracted, it was 1.5e23 and softmax NaN)
-    lines = ['#pragma GCC optimize("fp-contract=off")', PRELUDE, f"void {fn_name}({', '.join(params)}) {{"]
+    lines = [f"{linkage}void {fn_name}({', '.join(params)}) {{"]
     if cfg.unroll:
-        lines.insert(2, '#pragma GCC optimize("unroll-loops")')
-    if any(e.op == "cast" and e.dtype == "float32" and e.srcs[0].dtype == "float64" for e in kernel_exprs(k)):
-        # gcc 12's SLP vectorizer drops a double -> float -> double round trip from the unrolled tail
-        # of a loop ((double)(float)x becomes x, in 2 of 35 elements: tests/test_dtype_rules.py)
-        lines.insert(2, '#pragma GCC optimize("no-tree-slp-vectorize")')
+        lines.insert(0, '#pragma GCC optimize("unroll-loops")')
 
     def prefetch_lines(indent, d, prefetch, v, body_lines):
         """Prefetch the part of the pass's share of the next row that positions [{v}b, {v}e) of
@@ -872,9 +1006,9 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
 
         def at(pos):  # where position `pos` of this pass lands in its share of the next row
             scaled = pos if w == total else f"{pos} / {total}" if w == 1 else f"{pos} * {w} / {total}"
-            return f"{first} + {scaled}" if first else scaled
+            return f"{size_c(first)} + {scaled}" if first != 0 else scaled
 
-        guard = f"if (x{d - 1} + 1 < {k.loops[d - 1]}) "
+        guard = f"if (x{d - 1} + 1 < {size_c(k.loops[d - 1])}) "
         for b, start, line in rows:
             body_lines.append(f"{indent}{guard}for (int64_t p = {at(f'{v}b')}; p < {at(f'{v}e')}; p += {line}) "
                               f"__builtin_prefetch(&b{b}[{index_c(start)} + p], 0, {PREFETCH_L2});")
@@ -917,7 +1051,8 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         for j, (v, size) in enumerate(zip(r.rvars, r.rsizes)):
             last = j == len(r.rvars) - 1
             if last and spans:
-                block = min(size, PREFETCH_SPAN) if prefetch else _sum_block(size, cfg)
+                block = _cap(size, PREFETCH_SPAN) if prefetch else _sum_block(size, cfg)
+                size = size_c(size)
                 if j == 0 and top_parallel:
                     body_lines.append(f"{indent}#pragma omp parallel for{nt}{red_clause}")
                 body_lines.append(f"{indent}for (int64_t {v}b = 0; {v}b < {size}; {v}b += {block}) {{")
@@ -943,7 +1078,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
                 pragma = ""
             if pragma:
                 body_lines.append(f"{indent}{pragma}")
-            body_lines.append(f"{indent}for (int64_t {v} = 0; {v} < {size}; {v}++) {{")
+            body_lines.append(f"{indent}for (int64_t {v} = 0; {v} < {size_c(size)}; {v}++) {{")
             indent += "  "
         if tiled:
             body_lines.append(f"{indent}{simd}")
@@ -996,8 +1131,9 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         return body
 
     def store_loop(indent, x, start, end, bound, pragma):
-        """The innermost loop, x{x} over [start, end) (at most `bound` iterations), storing: one
-        loop, or with `stages` one loop per vector math call (call fission, FISSION_BLOCK)."""
+        """The innermost loop, x{x} over [start, end) (at most `bound` iterations; None: a size that
+        changes), storing: one loop, or with `stages` one loop per vector math call (call fission,
+        FISSION_BLOCK)."""
         if not (stages and pragma):
             if pragma:
                 lines.append(f"{indent}{pragma}")
@@ -1005,7 +1141,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             emit_level(n, indent + "  ")
             lines.append(f"{indent}}}")
             return
-        if bound > FISSION_BLOCK:
+        if bound is None or bound > FISSION_BLOCK:
             lines.append(f"{indent}for (int64_t x{x}f = {start}; x{x}f < {end}; x{x}f += {FISSION_BLOCK}) {{")
             lines.append(f"{indent}  const int64_t x{x}fe = x{x}f + {FISSION_BLOCK} < {end} ? x{x}f + {FISSION_BLOCK} : {end};")
             store_loop(indent + "  ", x, f"x{x}f", f"x{x}fe", FISSION_BLOCK, pragma)
@@ -1091,12 +1227,14 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             lines.append(f"{indent}}}")
 
     def column_prologue(indent) -> list[str]:
-        """Each thread converts the column cache's loads (`_column_cache`) into its own arrays."""
+        """Each thread converts the column cache's loads (`_column_cache`) into its own arrays, and
+        declares the row arrays of `thread_rows` (once, not per row call)."""
+        out = [f"{indent}float {name}[{_row_array(k)}] __attribute__((aligned(64)));" for name in thread_rows]
         if not cols:
-            return []
+            return out
         xin, size = f"x{n - 1}", k.loops[-1]
-        out = [f"{indent}float {name}[{size}] __attribute__((aligned(64)));" for _, name in cols]
-        out += [f"{indent}{simd}", f"{indent}for (int64_t {xin} = 0; {xin} < {size}; {xin}++) {{"]
+        out += [f"{indent}float {name}[{_row_array(k)}] __attribute__((aligned(64)));" for _, name in cols]
+        out += [f"{indent}{simd}", f"{indent}for (int64_t {xin} = 0; {xin} < {size_c(size)}; {xin}++) {{"]
         body = Body(k, out, indent + "  ", scalar_ref)
         out += [f"{indent}  {name}[{xin}] = {body.emit(e)};" for e, name in cols]
         return out + [f"{indent}}}"]
@@ -1108,8 +1246,9 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         if d == n - 1:
             for entries in row_cache.values():
                 for _, scratch, _ in entries:
-                    lines.append(f"{indent}float {scratch}[{k.loops[n - 1]}];")
-        plan = _prefetch_plan(k, d, cfg) if not (swap or interchange or rsplit) else None
+                    if scratch not in thread_rows:
+                        lines.append(f"{indent}float {scratch}[{_row_array(k)}];")
+        plan = _prefetch_plan(k, d, cfg, rows) if not (swap or interchange or rsplit) else None
         shares = plan[0] if plan else {}
         for r in k.reduces:
             if r.depth == d:
@@ -1123,10 +1262,11 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             emit_tiled(indent)
             return
         x = n - 1 - d if swap else d
-        size = k.loops[x]
+        size, at_hint = size_c(k.loops[x]), hint(k, k.loops[x])  # (C; the number decisions take)
         if chunk and d == 0:  # parallel over chunks, each one vector loop
             if outer_parallel:
-                parallel_open(indent, grab=_grab_elements(size) // chunk if split_chunks else _grab(-(-size // chunk)))
+                parallel_open(indent, grab=_grab_elements(at_hint) // chunk if split_chunks
+                              else _grab(-(-at_hint // chunk)))
             lines.append(f"{indent}for (int64_t x{x}c = 0; x{x}c < {size}; x{x}c += {chunk}) {{")
             lines.append(f"{indent}  const int64_t x{x}e = x{x}c + {chunk} < {size} ? x{x}c + {chunk} : {size};")
             if blocks:
@@ -1143,13 +1283,16 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             emit_level(d + 1, "  ")
             body = lines[start:]
             del lines[start:]
-            at = next(i for i, line in enumerate(lines) if line.startswith(f"void {fn_name}("))
-            row_params = params + [f"const float* restrict {name}" for _, name in cols]
+            at = next(i for i, line in enumerate(lines) if line.startswith(f"{linkage}void {fn_name}("))
+            row_params = (params + [f"const float* restrict {name}" for _, name in cols]
+                          + [f"float* restrict {name}" for name in thread_rows])
             lines[at:at] = [f"static inline void {fn_name}_row(int64_t x{x}, {', '.join(row_params)}) {{", *body, "}"]
-            args = ", ".join([f"b{i}" for i in range(len(k.buffers))] + [name for _, name in cols])
-            parallel_open(indent, grab=_grab(size), prologue=column_prologue(indent))
+            args = ", ".join([f"b{i}" for i in range(len(k.buffers))] + [f"s{i}" for i in range(len(k.scalars))]
+                             + list(k.sizes) + [name for _, name in cols] + thread_rows)
+            prologue = column_prologue(indent)
+            parallel_open(indent, grab=_grab(at_hint), prologue=prologue)
             lines.append(f"{indent}for (int64_t x{x} = 0; x{x} < {size}; x{x}++) {fn_name}_row(x{x}, {args});")
-            parallel_close(indent, region=bool(cols))
+            parallel_close(indent, region=bool(prologue))
             return
         vector = d == n - 1 and not any(r.depth == n for r in k.reduces)
         if blocks and d == n - 1 and n >= 2:  # the innermost row in blocks
@@ -1167,16 +1310,17 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             lines.append(f"{indent}for (int64_t x{x}b = 0; x{x}b < {size}; x{x}b += {span}) {{")
             lines.append(f"{indent}  const int64_t x{x}e = x{x}b + {span} < {size} ? x{x}b + {span} : {size};")
             prefetch_lines(indent + "  ", d, store_prefetch, f"x{x}", lines)
-            store_loop(indent + "  ", x, f"x{x}b", f"x{x}e", min(span, size), simd if vector else "")
+            store_loop(indent + "  ", x, f"x{x}b", f"x{x}e", _cap(k.loops[x], span), simd if vector else "")
             lines.append(f"{indent}}}")
             return
         top = d == 0 and outer_parallel
         if vector and not top:
-            store_loop(indent, x, "0", str(size), size, simd)
+            store_loop(indent, x, "0", size, None if _symbolic(k.loops[x]) else k.loops[x], simd)
             return
         if top:
-            rows = any(r.depth >= 1 and r.rvars for r in k.reduces)
-            parallel_open(indent, vector, _grab(size) if rows else _grab_elements(size) if vector and n == 1 else 0)
+            by_rows = any(r.depth >= 1 and r.rvars for r in k.reduces)
+            parallel_open(indent, vector, _grab(at_hint) if by_rows else _grab_elements(at_hint) if vector and n == 1
+                          else 0)
         elif vector:
             lines.append(f"{indent}{simd}")
         lines.append(f"{indent}for (int64_t x{x} = 0; x{x} < {size}; x{x}++) {{")
@@ -1186,7 +1330,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
             parallel_close(indent)
 
     def emit_tiled(indent):
-        size = k.loops[n - 1]
+        size = size_c(k.loops[n - 1])
         tiled_accs = {r.name for r in k.reduces if r.depth == n}
         tiled_accs |= {f"{a}_nan" for a in tiled_accs}
 
@@ -1221,7 +1365,7 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
     if stream:
         lines.append("  lz_stream_fence();")
     lines.append("}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", bool(row_cache or cols)
 
 
 # -- row cache ---------------------------------------------------------------------------------
@@ -1267,11 +1411,12 @@ COLUMN_CACHE_MIN_ROWS = 8  # rows of the kernel from which the conversions pay f
 COLUMN_CACHE_MAX = 4  # arrays per thread (each of up to ROW_FN_MAX floats)
 
 
-def _column_cache(k: Kernel) -> list[tuple[Expr, str]]:
+def _column_cache(k: Kernel, rows: int | None = None) -> list[tuple[Expr, str]]:
     """[(half-precision load of the store loop whose index is the innermost loop index alone,
-    name of its per-thread float array)]."""
+    name of its per-thread float array)]. `rows`: as for `_row_cache`."""
     n = len(k.loops)
-    if n < 2 or math.prod(k.loops[:-1]) < COLUMN_CACHE_MIN_ROWS or k.loops[-1] > ROW_FN_MAX:
+    if n < 2 or math.prod(hint(k, s) for s in k.loops[:-1]) < COLUMN_CACHE_MIN_ROWS \
+            or not _row_fits(k, ROW_FN_MAX, rows):
         return []
     xin = sympy.Symbol(f"x{n - 1}", integer=True, nonnegative=True)
     out: list[tuple[Expr, str]] = []
@@ -1310,12 +1455,31 @@ def _row_reads(k: Kernel, row_cache: dict) -> dict:
     return out
 
 
-def _row_cache(k: Kernel, parallel: bool) -> dict:
+def _row_fits(k: Kernel, limit: int, rows: int | None) -> bool:
+    """Whether arrays of one row (the innermost loop) of `k` fit `limit` elements. A row length that
+    changes fits when the rendering is for rows of at most `rows` elements (`_row_bound`: the
+    kernel checks the length at run time) and its hint fits too."""
+    length = k.loops[-1]
+    if not _symbolic(length):
+        return length <= limit
+    return rows is not None and rows <= limit and hint(k, length) <= limit
+
+
+def _row_array(k: Kernel) -> str:
+    """The extent of a row array (row and column caches) in C: the row length. A length that changes
+    makes it a variable-length array, in a rendering for rows of at most ROW_CACHE_MAX elements only
+    (`_row_bound`: the kernel checks the length first). Arrays of ROW_CACHE_MAX elements instead ran
+    a 4096-wide softmax 7-10% slower on one thread (the row's 16 KiB at the start of a 64 KiB array)."""
+    return size_c(k.loops[-1])
+
+
+def _row_cache(k: Kernel, parallel: bool, rows: int | None = None) -> dict:
     """{reduce name: [(expr in the reduce loop, scratch name, same expr in the store loop)]}: the
     values that reduction keeps in a row buffer for the store loop (`_row_preset`) and for later
-    reductions over the same row (`_row_reads`)."""
+    reductions over the same row (`_row_reads`). A row of a length that changes is kept only in a
+    rendering for rows of at most `rows` elements (`_row_bound`), in arrays of its length."""
     n = len(k.loops)
-    if n < 2 and parallel or n == 0 or k.loops[-1] > ROW_CACHE_MAX:
+    if n < 2 and parallel or n == 0 or not _row_fits(k, ROW_CACHE_MAX, rows):
         return {}
     xin = sympy.Symbol(f"x{n - 1}", integer=True, nonnegative=True)
     out: dict = {}
@@ -1330,7 +1494,7 @@ def _row_cache(k: Kernel, parallel: bool) -> dict:
         stack = [s.value for s in k.stores]
         while stack:
             e = stack.pop()
-            if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "acc"):
+            if e in taken or not _expensive(e, exp_memo) or e.op in ("const", "scalar", "acc"):
                 continue
             moved = subst_expr(e, rep, memo)
             if moved in inside and moved.dtype in ("float32", "float16", "bfloat16"):
@@ -1343,7 +1507,7 @@ def _row_cache(k: Kernel, parallel: bool) -> dict:
 
 
 # -- call fission ------------------------------------------------------------------------------
-_RECOMPUTED = {"const", "load", "index", "valid", "acc"}  # cheaper to redo in a later loop than to keep
+_RECOMPUTED = {"const", "scalar", "load", "index", "valid", "acc"}  # cheaper to redo in a later loop than to keep
 
 
 def _varies(e: Expr, var: sympy.Symbol, memo: dict) -> bool:
@@ -1361,13 +1525,14 @@ def _varies(e: Expr, var: sympy.Symbol, memo: dict) -> bool:
     return hit
 
 
-def _fission_stages(k: Kernel, cfg: CConfig) -> list[Expr]:
-    """`_call_stages` of the store loop `render_c` emits for `k` under `cfg` (empty: one loop)."""
+def _fission_stages(k: Kernel, cfg: CConfig, rows: int | None = None) -> list[Expr]:
+    """`_call_stages` of the store loop `render_c` emits for `k` under `cfg` (empty: one loop);
+    `rows` as for `_row_cache`."""
     n = len(k.loops)
     if n == 0 or cfg.fission is False or any(r.depth == n for r in k.reduces):
         return []  # no vector store loop (column tiles, or a loop of reductions)
     swap = bool(cfg.interchange) and _interchange_legal(k)
-    preset = _row_preset(_row_cache(k, _work(k) >= cfg.parallel_min_work), n)
+    preset = _row_preset(_row_cache(k, _work(k) >= cfg.parallel_min_work, rows), n)
     return _call_stages(k, sympy.Symbol(f"x{0 if swap else n - 1}", integer=True, nonnegative=True), preset)
 
 

@@ -2,9 +2,11 @@
 
 In:  a `Kernel` and a `TritonConfig` (block sizes, warps; `choose_config` picks one; checked by
      `check_config` before anything is rendered, its values formatted only through `knobs.src`).
-Out: Python source defining the kernel (named after `Kernel.name`), `launch(b0, b1, ...)` that
-     launches it on torch tensors in `Kernel.buffers` order, and the metadata an ahead-of-time
-     compile needs (`KERNEL`, `SIGNATURE`, `CONSTEXPRS`, `NUM_WARPS`, `NUM_STAGES`, `GRID`).
+Out: Python source defining the kernel (named after `Kernel.name`), `launch(b0, b1, ..., s0, ...,
+     d0, ...)` that launches it on torch tensors in `Kernel.buffers` order, then its scalars and its
+     sizes, and the metadata an ahead-of-time compile needs (`KERNEL`, `SIGNATURE`, `CONSTEXPRS`,
+     `NUM_WARPS`, `NUM_STAGES`, `GRID`; for a kernel with sizes also `SIZES`, `HINTS`, `grid(d0, ...)`,
+     and `VARIANTS` when it has two forms, see below).
 
 Mapping (Inductor's `(numel, rnumel)` model)
 - Pointwise kernels (no reductions): the loops flatten into one `xindex` of XBLOCK elements per
@@ -21,6 +23,28 @@ Mapping (Inductor's `(numel, rnumel)` model)
   `other=0`; reductions replace masked lanes by the identity.
 - Index arithmetic is int32 unless some index (or a subterm) can exceed 2**31-1; then `xindex`
   and `rindex` are int64 and everything derived from them is too.
+
+Sizes that change (`Kernel.sizes`, codegen/kernel_ir.py: sizes are polynomials in `d0, d1, ...`)
+- The kernel takes `d0, d1, ...` after its scalars, annotated `i64` (products of sizes do not
+  overflow) and listed in `do_not_specialize`: Triton 3.9 otherwise keys its binaries on an int
+  argument being 1 (a constexpr), divisible by 16, or past int32, so sizes would recompile; with
+  both, every size has the same key and one binary serves all (at the price of the divisibility
+  hint, as Inductor's dynamic kernels). The body starts with `d0 = d0.to(tl.int64)`: a no-op on the
+  GPU, and int64 under the interpreter, which ignores annotations.
+- Every size is printed as an expression of them: loop bounds, `//` and `%` of the index
+  variables, coefficients, masks. A tail mask is left out only where the block divides the size
+  for every value (every coefficient of the polynomial). A condition on sizes alone is dropped or
+  found false when it holds or fails for every size >= 2 (`nonnegative`), else evaluated at run
+  time. Indices are int64 in every kernel that uses a size symbol (no bound is known).
+- `GRID` is `triton.cdiv(numel, XBLOCK)` from the sizes at launch (`grid`; no program when there
+  is nothing to compute; Triton launches nothing for an empty grid).
+- The config (`choose_config`, `search_space`, `valid_config`) reads sizes at their hints; the
+  code is right for every size. Reduced dims that change: a row that is one block at the hints is
+  rendered twice in one kernel, under the constexpr `LOOPED` that `launch` sets when a symbolic
+  stage is longer than RBLOCK: `LOOPED=False` keeps such stages one block (persistent: softmax
+  still reads its row once), `LOOPED=True` loops over them in RBLOCK blocks. Each form compiles
+  the first time a size needs it (two binaries at most); static stages are the same in both. A
+  row longer than RBLOCK at the hints has only the looped form.
 
 Semantics mirror codegen/render_c.py
 - Every dtype decision is in the Kernel IR (codegen/legalize.py): narrow dtypes compute in
@@ -61,7 +85,9 @@ from codegen.kernel_ir import (
     Reduce,
     Store,
     compute_dtype,
+    hint,
     index_exprs,
+    kernel_exprs,
     subst_expr,
     walk_exprs,
 )
@@ -71,6 +97,16 @@ INT32_MAX = 2**31 - 1
 
 TL = {"float32": "tl.float32", "float64": "tl.float64", "float16": "tl.float16", "bfloat16": "tl.bfloat16",
       "int32": "tl.int32", "int64": "tl.int64", "int8": "tl.int8", "uint8": "tl.uint8", "bool": "tl.int1"}
+# scalar argument types (a kernel's `scalars`, in their compute dtype) for signatures and annotations
+SCALAR_SIG = {"float32": "fp32", "float64": "fp64", "float16": "fp32", "bfloat16": "fp32", "int32": "i32",
+              "int64": "i64", "int8": "i32", "uint8": "i32", "bool": "i1"}
+
+
+def scalar_signature(dtypes: tuple[str, ...]) -> dict[str, str]:
+    """{parameter: Triton type} of a kernel's scalar arguments: `s0, s1, ...` after its buffers."""
+    return {f"s{i}": SCALAR_SIG[dt] for i, dt in enumerate(dtypes)}
+
+
 # pointer element types for triton.compile signatures
 SIG = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "*bf16", "int32": "*i32",
        "int64": "*i64", "int8": "*i8", "uint8": "*u8", "bool": "*i1"}
@@ -112,11 +148,41 @@ def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
-def _prod(xs) -> int:
+def _prod(xs) -> int | sympy.Expr:
+    """The product of sizes: an int when all are, else a polynomial in the size symbols."""
     out = 1
     for x in xs:
-        out *= int(x)
-    return out
+        x = sympy.sympify(x)
+        out = out * int(x) if x.is_Integer else sympy.expand(out * x)
+    return out if isinstance(out, int) else (int(out) if out.is_Integer else out)
+
+
+def is_static(n) -> bool:
+    """A size that is a number (no size symbol)."""
+    return isinstance(n, int) or sympy.sympify(n).is_Integer
+
+
+def divides(block: int, n) -> bool:
+    """`block` divides size `n` for every value of its size symbols (every coefficient does)."""
+    if is_static(n):
+        return int(n) % block == 0
+    n = sympy.sympify(n)
+    return all(int(c) % block == 0 for c in sympy.Poly(n, *sorted(n.free_symbols, key=str)).coeffs())
+
+
+def nonnegative(n) -> bool:
+    """`n` (a polynomial in size symbols) is >= 0 for every size >= 2, provably: with each symbol
+    written as 2 + t (t >= 0), no coefficient is negative. False means "not proved"."""
+    n = sympy.sympify(n)
+    if n.is_Integer:
+        return int(n) >= 0
+    syms = sorted(n.free_symbols, key=str)
+    t = [sympy.Dummy(f"t{i}", integer=True, nonnegative=True) for i in range(len(syms))]
+    shifted = sympy.expand(n.xreplace({s: 2 + u for s, u in zip(syms, t)}))
+    try:
+        return all(c >= 0 for c in sympy.Poly(shifted, *t).coeffs())
+    except sympy.PolynomialError:  # FloorDiv/ModIdx of sizes: not a polynomial
+        return False
 
 
 def row_depth(k: Kernel) -> int:
@@ -124,7 +190,7 @@ def row_depth(k: Kernel) -> int:
     return max((r.depth for r in k.reduces), default=len(k.loops))
 
 
-def stage_sizes(k: Kernel) -> list[int]:
+def stage_sizes(k: Kernel) -> list[int | sympy.Expr]:
     """Element counts of the per-row stages: each reduction's rnumel, then the inner store space."""
     d = row_depth(k)
     sizes = [_prod(r.rsizes) for r in k.reduces if r.rvars]
@@ -147,7 +213,7 @@ def _is_outer_reduction(k: Kernel) -> bool:
         for e in walk_exprs([r.value]):
             if e.op == "load":
                 c = e.arg[1].as_coefficients_dict()
-                if int(c.get(inner, 0)) == 1 and int(c.get(rin, 0)) != 1:
+                if c.get(inner, 0) == 1 and c.get(rin, 0) != 1:
                     return True
     return False
 
@@ -159,12 +225,14 @@ def choose_config(k: Kernel, *, xblock_max: int = 1024, persistent_max: int = 81
     Pointwise: XBLOCK up to `xblock_max`. Reductions: rows up to `persistent_max` elements stay in
     registers (one block); longer rows loop in `loop_rblock` blocks; short rows are packed
     several per program up to `row_block_elems` elements; column reductions use 64x64 tiles.
+    Symbolic sizes count at their hints (`kernel_ir.hint`): only speed depends on the choice, the
+    kernel is right for every size (a row longer than RBLOCK loops, see `_Renderer.render`).
     """
     if not k.reduces:
-        xb = min(next_pow2(k.numel), next_pow2(xblock_max))
+        xb = min(next_pow2(hint(k, k.numel)), next_pow2(xblock_max))
         return TritonConfig(XBLOCK=xb, RBLOCK=1, num_warps=max(1, min(8, xb // 256)), num_stages=1)
-    rows = _prod(k.loops[:row_depth(k)])
-    maxr = max(stage_sizes(k), default=1)
+    rows = hint(k, _prod(k.loops[:row_depth(k)]))
+    maxr = max((hint(k, s) for s in stage_sizes(k)), default=1)
     if _is_outer_reduction(k):
         xb = min(next_pow2(rows), 64)
         rb = min(next_pow2(maxr), max(1, 4096 // xb))
@@ -191,14 +259,15 @@ def _pow2s(lo: int, hi: int) -> tuple[int, ...]:
 
 def search_space(k: Kernel) -> dict[str, tuple]:
     """Per `TritonConfig` field, the values an autotuner tries for `k`, ascending (the default
-    config's values included). `valid_config` says which combinations are worth compiling."""
+    config's values included; symbolic sizes at their hints). `valid_config` says which
+    combinations are worth compiling."""
     d = choose_config(k)
     warps = (1, 2, 4, 8, 16)
     if not k.reduces:
-        top = max(64, min(next_pow2(k.numel), 4096))
+        top = max(64, min(next_pow2(hint(k, k.numel)), 4096))
         return {"XBLOCK": tuple(sorted(set(_pow2s(64, top)) | {d.XBLOCK})), "num_warps": warps}
-    rows = _prod(k.loops[:row_depth(k)])
-    maxr = max(stage_sizes(k), default=1)
+    rows = hint(k, _prod(k.loops[:row_depth(k)]))
+    maxr = max((hint(k, s) for s in stage_sizes(k)), default=1)
     xs = set(_pow2s(1, max(1, min(next_pow2(rows), 256)))) | {d.XBLOCK}
     rs = set(_pow2s(min(16, next_pow2(maxr)), max(1, min(next_pow2(maxr), 16384)))) | {d.RBLOCK}
     return {"XBLOCK": tuple(sorted(xs)), "RBLOCK": tuple(sorted(rs)), "num_warps": warps, "num_stages": (1, 2, 3)}
@@ -236,6 +305,8 @@ def index_py(e) -> str:
         return "(" + " + ".join(index_py(t) for t in terms) + ")"
     if e.is_Mul:
         return "(" + "*".join(index_py(t) for t in e.args) + ")"
+    if e.is_Pow and e.exp.is_Integer and int(e.exp) > 0:  # d0**2 of a size polynomial
+        return "(" + "*".join([index_py(e.base)] * int(e.exp)) + ")"
     raise TypeError(f"cannot print index {e!r}")
 
 
@@ -273,8 +344,25 @@ def _max_abs(e, ranges: dict) -> int:
     return worst
 
 
+def uses_sizes(k: Kernel) -> bool:
+    """Whether a size symbol occurs in `k` (a loop, a reduction, an index, a mask bound)."""
+    if not k.sizes:
+        return False
+    if not all(is_static(s) for s in (*k.loops, *(n for r in k.reduces for n in r.rsizes))):
+        return True
+    names = set(k.sizes)
+    addresses, conditions = index_exprs(k)
+    bounds = [v for e in kernel_exprs(k) if e.op in ("load", "valid")
+              for _, _, v in (e.arg[2] if e.op == "load" else e.arg)]
+    return any(names & {x.name for x in sympy.sympify(a).free_symbols} for a in addresses + conditions + bounds)
+
+
 def needs_int64(k: Kernel, cfg: TritonConfig) -> bool:
-    """Whether any index, subterm, or block index can exceed int32."""
+    """Whether any index, subterm, or block index can exceed int32. Conservative for a kernel
+    that uses size symbols: they have no upper bound, so its indices are int64 (its size
+    arguments are int64 already, so index terms with a size in them are anyway)."""
+    if uses_sizes(k):
+        return True
     ranges = {f"x{i}": s for i, s in enumerate(k.loops)}
     for r in k.reduces:
         ranges.update(zip(r.rvars, r.rsizes))
@@ -520,11 +608,26 @@ class _Scope:
         self.lines.append(self.indent + line)
 
 
+def symbolic_stages(k: Kernel) -> list:
+    """The per-row stage sizes (`stage_sizes`) that are polynomials in size symbols."""
+    return [s for s in stage_sizes(k) if not is_static(s)]
+
+
+def looped_at_hints(k: Kernel, cfg: TritonConfig) -> bool:
+    """Whether a symbolic stage is longer than RBLOCK at the hints: then the kernel only has its
+    looped form (see `_Renderer.render`)."""
+    return any(hint(k, s) > cfg.RBLOCK for s in symbolic_stages(k))
+
+
 class _Renderer:
-    def __init__(self, k: Kernel, cfg: TritonConfig):
+    def __init__(self, k: Kernel, cfg: TritonConfig, sym_looped: bool | None = None):
         # checked before anything is rendered; knob values reach the source only through knobs.src
         check_config(cfg)
         self.k, self.cfg = k, cfg
+        self.size_names = frozenset(k.sizes)
+        # stages whose size is symbolic loop in RBLOCK blocks (True) or are one block (False)
+        self.sym_looped = looped_at_hints(k, cfg) if sym_looped is None else sym_looped
+        self.masks_named: dict = {}  # size -> its persistent mask's name
         self.pointwise = not k.reduces
         self.D = row_depth(k)
         self.i64 = needs_int64(k, cfg)
@@ -548,16 +651,25 @@ class _Renderer:
             return hit
         out: set = set()
         if e.op == "load":
-            out |= {s.name for s in sympy.sympify(e.arg[1]).free_symbols} | {s.name for s in _cond_syms(e.arg[2])}
+            out |= self.loop_vars(e.arg[1]) | {s.name for s in _cond_syms(e.arg[2])}
         elif e.op == "index":
-            out |= {s.name for s in sympy.sympify(e.arg).free_symbols}
+            out |= self.loop_vars(e.arg)
         elif e.op == "valid":
             out |= {s.name for s in _cond_syms(e.arg)}
         for s in e.srcs:
             out |= self.deps(s)
+        out -= self.size_names
         res = frozenset(out)
         self.deps_memo[id(e)] = res
         return res
+
+    def loop_vars(self, e) -> set:
+        """Names of the loop variables in index expression `e` (size symbols are arguments)."""
+        return {s.name for s in sympy.sympify(e).free_symbols} - self.size_names
+
+    def fits(self, numel) -> bool:
+        """Whether a stage of `numel` elements is one block (no loop)."""
+        return int(numel) <= self.cfg.RBLOCK if is_static(numel) else not self.sym_looped
 
     def shape_of(self, names) -> str:
         """The block shape of a value that depends on `names`."""
@@ -579,16 +691,22 @@ class _Renderer:
 
     # -- conditions ------------------------------------------------------------------------
     def conds(self, conds) -> list[str] | None:
-        """Printed conditions; None when one is statically false. Statically true ones drop out."""
+        """Printed conditions; None when one is statically false. Statically true ones drop out;
+        so do conditions on sizes alone that hold (or fail) for every size >= 2."""
         out = []
         for c, a, b in conds:
-            a = sympy.sympify(a)
-            if not a.free_symbols:
-                ok = int(a) >= int(b) if c == "ge" else int(a) < int(b)
-                if not ok:
+            a, b = sympy.sympify(a), sympy.sympify(b)
+            if not self.loop_vars(a):
+                slack = a - b if c == "ge" else b - 1 - a  # >= 0 iff the condition holds
+                if nonnegative(slack):
+                    continue
+                if nonnegative(-1 - slack):
                     return None
-                continue
-            out.append(f"({index_py(a)} >= {int(b)})" if c == "ge" else f"({index_py(a)} < {int(b)})")
+                # depends on the sizes: a block, never a 0-d comparison (see `unit`)
+                a = f"tl.full({self.unit}, {index_py(a)}, {self.itype})"
+            else:
+                a = index_py(a)
+            out.append(f"({a} >= {index_py(b)})" if c == "ge" else f"({a} < {index_py(b)})")
         return out
 
     # -- expressions -----------------------------------------------------------------------
@@ -615,12 +733,14 @@ class _Renderer:
         cd = compute_dtype(dt)
         if op == "const":
             return f"tl.full({self.unit}, {_lit(e.arg, cd)}, {TL[cd]})"
+        if op == "scalar":  # a kernel argument, typed by its annotation (`scalar_params`)
+            return f"tl.full({self.unit}, s{int(e.arg)}, {TL[cd]})"
         if op == "acc":
             return self.acc_names[e.arg]
         if op == "index":
             idx = sympy.sympify(e.arg)
-            if not idx.free_symbols:
-                return f"tl.full({self.unit}, {int(idx)}, {TL[cd]})"
+            if not self.loop_vars(idx):
+                return f"tl.full({self.unit}, {index_py(idx)}, {TL[cd]})"
             return f"({index_py(idx)}).to({TL[cd]})"
         if op == "valid":
             cs = self.conds(e.arg)
@@ -703,7 +823,7 @@ class _Renderer:
         names = self.deps(e)
         mask = cs + self.masks_for(names)
         off = index_py(index)
-        if not index.free_symbols:
+        if not self.loop_vars(index):
             # a fixed element: the pointer gets a block shape (one element when nothing else sets
             # it), never 0-d, for the same reason constants are one-element blocks
             shape = self.shape_of(names) if names else self.unit
@@ -728,7 +848,7 @@ class _Renderer:
         elif s.dtype != compute_dtype(s.dtype):
             v = f"{v}.to({TL[s.dtype]})"
         index = sympy.sympify(s.index)
-        names = {x.name for x in index.free_symbols}
+        names = self.loop_vars(index)
         off = index_py(index)
         mask = self.masks_for(names)
         if not names:  # a single output element: give the pointer the block shape of the program
@@ -739,12 +859,11 @@ class _Renderer:
     # -- index variables -------------------------------------------------------------------
     def define_vars(self, scope: _Scope, index: str, names, sizes, mask: str | None) -> None:
         """v_i = (index // stride_i) % size_i, row-major over `sizes`."""
-        stride = _prod(sizes)
         for i, (n, s) in enumerate(zip(names, sizes)):
-            stride //= s
-            x = index if stride == 1 else f"({index} // {stride})"
+            stride = _prod(sizes[i + 1:])
+            x = index if stride == 1 else f"({index} // {index_py(stride)})"
             if i > 0:
-                x = f"{x} % {s}"
+                x = f"{x} % {index_py(s)}"
             scope.add(f"{n} = {x}")
             self.var_mask[n] = mask
 
@@ -800,7 +919,6 @@ class _Renderer:
         return f"_lz_max({acc}, {v})" if cd in FLOATS else f"tl.maximum({acc}, {v})"
 
     def reduce_stage(self, r: Reduce, top: _Scope, si: int) -> None:
-        cfg = self.cfg
         numel = _prod(r.rsizes)
         ident = self.identity(r)
         if not r.rvars:  # reduction over size-1 axes only: the value itself
@@ -811,7 +929,7 @@ class _Renderer:
             accdt = self.acc_dtype(r, False)
             self.finish(r, top, f"tl.full([XBLOCK, 1], {ident}, {TL[accdt]})", accdt)
             return
-        looped = numel > cfg.RBLOCK
+        looped = not self.fits(numel)
         accdt = self.acc_dtype(r, looped)
         if not looped:
             mask = self.persistent_vars(top, r.rvars, r.rsizes)
@@ -832,29 +950,33 @@ class _Renderer:
         top.lines.extend(body.lines)
         self.finish(r, top, self.combine_block(r, blk), accdt)
 
-    def loop(self, top: _Scope, si: int, numel: int, names, sizes) -> _Scope:
+    def loop(self, top: _Scope, si: int, numel, names, sizes) -> _Scope:
         """Open `for roffset in range(numel)` (returned body is appended by the caller)."""
         body = _Scope([], top.indent + "    ", top, loop_vars=set(names))
-        body.lines.append(f"{top.indent}for roffset in range(0, {numel}, RBLOCK):")
+        body.lines.append(f"{top.indent}for roffset in range(0, {index_py(numel)}, RBLOCK):")
         arange = "tl.arange(0, RBLOCK)[None, :]" + (".to(tl.int64)" if self.i64 else "")
         idx, mask = f"rindex{si}", None
         body.add(f"{idx} = roffset + {arange}")
-        if numel % self.cfg.RBLOCK:
+        if not divides(self.cfg.RBLOCK, numel):
             mask = f"rmask{si}"
-            body.add(f"{mask} = {idx} < {numel}")
+            body.add(f"{mask} = {idx} < {index_py(numel)}")
         self.define_vars(body, idx, names, sizes, mask)
         return body
 
     def persistent_vars(self, top: _Scope, names, sizes) -> str | None:
         """Define a one-block stage's variables at program level (once); returns its mask."""
         numel = _prod(sizes)
-        mask = f"rmask_{numel}" if numel < self.cfg.RBLOCK else None
+        mask = None
+        if not is_static(numel):  # at most RBLOCK here (`fits`), and rarely equal
+            mask = self.masks_named.setdefault(numel, f"rmask_s{len(self.masks_named)}")
+        elif numel < self.cfg.RBLOCK:
+            mask = f"rmask_{numel}"
         if not self.rindex_defined:
             arange = "tl.arange(0, RBLOCK)[None, :]" + (".to(tl.int64)" if self.i64 else "")
             top.add(f"rindex = {arange}")
             self.rindex_defined = True
         if mask and mask not in self.masks_defined:
-            top.add(f"{mask} = rindex < {numel}")
+            top.add(f"{mask} = rindex < {index_py(numel)}")
             self.masks_defined.add(mask)
         if names[0] not in self.var_mask:
             self.define_vars(top, "rindex", names, sizes, mask)
@@ -868,12 +990,12 @@ class _Renderer:
         store_vars = tuple(f"x{i}" for i in range(d, n))
         rep = {}
         canon: dict[tuple, tuple] = {}
-        if store_sizes and _prod(store_sizes) <= self.cfg.RBLOCK:
+        if store_sizes and self.fits(_prod(store_sizes)):
             canon[store_sizes] = store_vars
         new_meta = []
         for r in k.reduces:
             rv = r.rvars
-            if r.rvars and r.depth == d and 0 < _prod(r.rsizes) <= self.cfg.RBLOCK:
+            if r.rvars and r.depth == d and _prod(r.rsizes) != 0 and self.fits(_prod(r.rsizes)):
                 key = tuple(r.rsizes)
                 if key in canon:
                     rv = canon[key]
@@ -889,7 +1011,7 @@ class _Renderer:
         reduces = tuple(Reduce(r.name, r.op, subst_expr(r.value, rep, memo), r.dtype, r.rsizes, rv, r.depth)
                         for r, rv in zip(k.reduces, new_meta))
         stores = tuple(Store(s.buf, s.index, subst_expr(s.value, rep, memo), s.dtype) for s in k.stores)
-        return Kernel(k.name, k.buffers, k.loops, reduces, stores, dict(k.meta))
+        return Kernel(k.name, k.buffers, k.loops, reduces, stores, dict(k.meta), k.scalars, k.sizes)
 
     # -- the kernel -----------------------------------------------------------------------
     def body(self) -> list[str]:
@@ -904,9 +1026,9 @@ class _Renderer:
             xnumel = _prod(k.loops[:self.D])
             top.add(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
         xmask = None
-        if xnumel % cfg.XBLOCK:
+        if not divides(cfg.XBLOCK, xnumel):
             xmask = "xmask"
-            top.add(f"xmask = xindex < {xnumel}")
+            top.add(f"xmask = xindex < {index_py(xnumel)}")
         self.xmask = xmask
         d = len(k.loops) if self.pointwise else self.D
         self.define_vars(top, "xindex", [f"x{i}" for i in range(d)], k.loops[:d], xmask)
@@ -922,7 +1044,7 @@ class _Renderer:
             return lines
         names, sizes = [f"x{i}" for i in range(self.D, n)], k.loops[self.D:]
         numel = _prod(sizes)
-        if numel <= cfg.RBLOCK:
+        if self.fits(numel):
             self.persistent_vars(top, names, sizes)
             self.stores(top)
             return lines
@@ -934,32 +1056,82 @@ class _Renderer:
     def render(self) -> str:
         k, cfg = self.k, self.cfg
         name = kernel_name(k)
-        body = self.body()
+        xblock, rblock = knobs.src(cfg, "XBLOCK"), knobs.src(cfg, "RBLOCK")
+        sym = symbolic_stages(k)
+        # a symbolic stage that is one block at the hints: the kernel also has a looped form for
+        # sizes where it is longer than RBLOCK, and the launch picks one with the constexpr LOOPED
+        variants = bool(sym) and not self.sym_looped
+        if variants:
+            body = ["    if LOOPED:"] + ["    " + ln for ln in _Renderer(k, cfg, sym_looped=True).body()]
+            body += ["    else:"] + ["    " + ln for ln in self.body()]
+        else:
+            body = self.body()
         params = [f"b{i}" for i in range(len(k.buffers))]
         xnumel = k.numel if self.pointwise else _prod(k.loops[:self.D])
-        grid = max(1, -(-xnumel // cfg.XBLOCK))
         sig = {p: SIG[b.dtype] for p, b in zip(params, k.buffers)}
-        sig.update(XBLOCK="constexpr", RBLOCK="constexpr")
-        xblock, rblock = knobs.src(cfg, "XBLOCK"), knobs.src(cfg, "RBLOCK")
+        scalars = scalar_signature(k.scalars)
+        sizes = {d: "i64" for d in k.sizes}
+        sig.update(scalars)
+        sig.update(sizes)
+        constexprs = ["XBLOCK", "RBLOCK"] + (["LOOPED"] if variants else [])
+        sig.update({c: "constexpr" for c in constexprs})
+        typed = params + [f"{p}: {t!r}" for p, t in {**scalars, **sizes}.items()]
+        params = params + list(scalars) + list(sizes)
+        values = {"XBLOCK": xblock, "RBLOCK": rblock}
+        if variants:
+            looped = " or ".join(f"({index_py(n)} > {rblock})" for n in dict.fromkeys(sym))
+            values["LOOPED"] = looped
+        jit = "@triton.jit"
+        if k.sizes:  # one binary for every size: no recompiles for sizes divisible by 16 (or equal to 1)
+            jit = f"@triton.jit(do_not_specialize={list(k.sizes)!r})"
         out = [f'"""Generated by lazy-triton (codegen/render_triton.py): kernel {k.name}, key {k.key()}.',
                f"loops {list(k.loops)}, {len(k.reduces)} reduction stage(s), config {knobs.describe(cfg)}"
-               + (", int64 indices" if self.i64 else "") + '."""', "", PRELUDE, "",
-               "@triton.jit",
-               f"def {name}({', '.join(params + ['XBLOCK: tl.constexpr', 'RBLOCK: tl.constexpr'])}):"]
+               + (", int64 indices" if self.i64 else "") + (f", sizes {', '.join(k.sizes)}" if k.sizes else "")
+               + '."""', "", PRELUDE, "",
+               jit,
+               f"def {name}({', '.join(typed + [f'{c}: tl.constexpr' for c in constexprs])}):"]
+        if k.sizes:
+            # int64 whatever the value (the annotation does it on the GPU; the interpreter ignores it)
+            out += [f"    {d} = {d}.to(tl.int64)" for d in k.sizes]
         out += body
         out += ["", "",
                 f"KERNEL = {name}",
-                f"SIGNATURE = {sig!r}",
-                f"CONSTEXPRS = {{'XBLOCK': {xblock}, 'RBLOCK': {rblock}}}",
-                f"NUM_WARPS = {knobs.src(cfg, 'num_warps')}",
-                f"NUM_STAGES = {knobs.src(cfg, 'num_stages')}",
-                f"GRID = ({grid},)",
+                f"SIGNATURE = {sig!r}"]
+        if variants:
+            at_hints = {"XBLOCK": cfg.XBLOCK, "RBLOCK": cfg.RBLOCK, "LOOPED": False}
+            out += [f"CONSTEXPRS = {at_hints!r}",
+                    "# every set of constexprs a launch may pass (an ahead-of-time compile builds each)",
+                    "VARIANTS = [CONSTEXPRS, {**CONSTEXPRS, 'LOOPED': True}]"]
+        else:
+            out.append(f"CONSTEXPRS = {{'XBLOCK': {xblock}, 'RBLOCK': {rblock}}}")
+        out += [f"NUM_WARPS = {knobs.src(cfg, 'num_warps')}",
+                f"NUM_STAGES = {knobs.src(cfg, 'num_stages')}"]
+        kwargs = "".join(f"{c}={values[c]}, " for c in constexprs) + "num_warps=NUM_WARPS, num_stages=NUM_STAGES"
+        if not k.sizes:
+            out += [f"GRID = ({max(1, -(-xnumel // cfg.XBLOCK))},)",
+                    "",
+                    "",
+                    f"def launch({', '.join(params)}):",
+                    f'    """Run {k.name} on torch tensors (Kernel.buffers order; indices count from data_ptr())."""',
+                    f"    {name}[GRID]({', '.join(params)}, {kwargs})",
+                    ""]
+            return "\n".join(out)
+        hints = {d: int(k.meta.get("hints", {}).get(d, 2)) for d in k.sizes}
+        grid = (max(1, -(-xnumel // cfg.XBLOCK)),) if is_static(xnumel) else None
+        out += [f"SIZES = {tuple(k.sizes)!r}",
+                f"HINTS = {hints!r}  # typical sizes (the config was chosen for them)",
+                f"GRID = {grid!r}  # None: it depends on the sizes (`grid`)",
+                "",
+                "",
+                f"def grid({', '.join(k.sizes)}):",
+                '    """The launch grid at these sizes (no programs when there is nothing to compute)."""',
+                f"    return (triton.cdiv({index_py(xnumel)}, {xblock}),)",
                 "",
                 "",
                 f"def launch({', '.join(params)}):",
-                f'    """Run {k.name} on torch tensors (Kernel.buffers order; indices count from data_ptr())."""',
-                (f"    {name}[GRID]({', '.join(params)}, XBLOCK={xblock}, "
-                 f"RBLOCK={rblock}, num_warps=NUM_WARPS, num_stages=NUM_STAGES)"),
+                f'    """Run {k.name} on torch tensors (Kernel.buffers order; indices count from data_ptr()), then '
+                + 'its scalars and sizes."""',
+                f"    {name}[grid({', '.join(k.sizes)})]({', '.join(params)}, {kwargs})",
                 ""]
         return "\n".join(out)
 

@@ -106,11 +106,10 @@ def device_name(kind: str) -> str:
     return "triton interpreter"
 
 
-@cache
 def _c_version() -> str:
     from codegen import compile_c
 
-    flags = hashlib.sha256(" ".join(compile_c.BASE_FLAGS + compile_c.LIBS).encode()).hexdigest()[:8]
+    flags = hashlib.sha256(" ".join(compile_c.cflags() + compile_c.LIBS).encode()).hexdigest()[:8]
     return f"{compile_c.compiler_version(compile_c.compiler())}; flags {flags}; tune {SCHEMA}"
 
 
@@ -131,6 +130,10 @@ def kind_of(k: Kernel | ExternCall, backend: str) -> str | None:
     """Which search space a kernel has on a backend: "c", "triton", "gemm", "cgemm" or None (not tunable)."""
     if isinstance(k, Kernel):
         return backend if backend in ("c", "triton") else None
+    if isinstance(k, ExternCall) and k.op != "matmul":
+        return None  # a library call: nothing of ours to tune
+    if isinstance(k, ExternCall) and k.sizes:  # GEMMs over sizes that change run on BLAS (lazy/runtime.py)
+        return None
     if isinstance(k, ExternCall) and backend == "triton":
         from codegen import gemm_triton
 
@@ -202,13 +205,13 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
     if kind is None:
         return None
     p = tunedb.path()
-    key = (str(p), k.key(), kind)
+    key = (str(p), k.key(), kind, backend_version(kind))  # (the version names the C flags)
     if key in _memo:
         return _memo[key]
     cfg = None
     if p.exists():
         stats["lookups"] += 1
-        row = tunedb.get(k.key(), device_name(kind), backend_version(kind))
+        row = tunedb.get(k.key(), device_name(kind), key[3])
         if row is not None:
             try:
                 # the file is anyone's who can write it: its knobs become source code, so a row
@@ -227,7 +230,7 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
 
 def remember(k: Kernel | ExternCall, kind: str, cfg) -> None:
     """Make this process use `cfg` for `k` from now on (after tuning it)."""
-    _memo[(str(tunedb.path()), k.key(), kind)] = cfg
+    _memo[(str(tunedb.path()), k.key(), kind, backend_version(kind))] = cfg
 
 
 def forget() -> None:
@@ -380,7 +383,7 @@ class Adapter:
     default: object
     space: dict[str, tuple]
     source: Callable[[object], str]  # the generated code: candidates with equal code are one
-    bind: Callable[[object, list], Callable[[], None]]  # (config, tensors) -> launch with no arguments
+    bind: Callable[..., Callable[[], None]]  # (config, tensors, scalar values) -> launch with no arguments
     valid: Callable[[object], bool] = lambda cfg: True
     prefetch: Callable[[list], None] | None = None
 
@@ -391,11 +394,11 @@ def _c_adapter(k: Kernel) -> Adapter:
     def source(cfg) -> str:
         return render_c.render_c(k, config=cfg)
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = compile_c.load(source(cfg))
-        fn.argtypes = [ctypes.c_void_p] * len(tensors)
+        fn.argtypes = [ctypes.c_void_p] * len(tensors) + render_c.scalar_argtypes(k.scalars)
         ptrs = [t.data_ptr() for t in tensors]
-        return lambda: fn(*ptrs)
+        return lambda: fn(*ptrs, *scalars)
 
     def prefetch(cfgs: list) -> None:
         # compile a batch in parallel (gcc runs outside the GIL); load() then finds the objects on
@@ -416,9 +419,9 @@ def _triton_adapter(k: Kernel) -> Adapter:
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = compile_triton.load(k, cfg)
-        return lambda: fn(*tensors)
+        return lambda: fn(*tensors, *scalars)
 
     return Adapter("triton", render_triton.choose_config(k), render_triton.search_space(k),
                    lambda cfg: render_triton.render_triton(k, cfg), bind,
@@ -439,9 +442,9 @@ def _gemm_adapter(call: ExternCall) -> Adapter:
         except gemm_triton.GemmConfigError:
             return False
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = gemm_triton.load(call, cfg)
-        return lambda: fn(*tensors)
+        return lambda: fn(*tensors, *scalars)
 
     return Adapter("gemm", gemm_triton.choose_config(call), gemm_triton.search_space(call),
                    lambda cfg: gemm_triton.render(call, cfg, check=False), bind, valid=valid)
@@ -450,10 +453,10 @@ def _gemm_adapter(call: ExternCall) -> Adapter:
 def _cgemm_adapter(call: ExternCall) -> Adapter:
     from codegen import gemm_c
 
-    def bind(cfg, tensors):
+    def bind(cfg, tensors, scalars=()):
         fn = gemm_c.load(call, cfg)
         ptrs = [t.data_ptr() for t in tensors]
-        return lambda: fn(*ptrs)
+        return lambda: fn(*ptrs, *scalars)
 
     return Adapter("cgemm", gemm_c.choose_config(call), gemm_c.search_space(call),
                    lambda cfg: gemm_c.render_gemm_c(call, cfg), bind, valid=gemm_c.valid_config)
@@ -620,13 +623,18 @@ def _span_copy(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor], *, budget_s: float = 10.0,
                 max_configs: int = 40, min_gain: float = 0.03,
                 bench: Callable[[Kernel | ExternCall, object], float] | None = None,
-                progress: Callable[[int, float, float], None] | None = None, store: bool = True) -> TuneResult:
+                progress: Callable[[int, float, float], None] | None = None, store: bool = True,
+                scalars: list | None = None) -> TuneResult:
     """Search `k`'s config space, running candidates on `tensors` (its buffers in `k.buffers`
-    order; what they hold is the same afterwards, see `_workspace`).
+    order; what they hold is the same afterwards, see `_workspace`) and `scalars`, the values of
+    its scalar arguments (default: those it was lowered with).
 
     `bench(kernel, config) -> seconds` replaces timing (tests, cost models); candidates still run
     once to be verified. The result is stored in the tuning database unless `store=False`."""
     t_start = time.perf_counter()
+    if scalars is None:
+        lowered = k.epilogue if isinstance(k, ExternCall) else k
+        scalars = lowered.meta.get("scalar_values", ()) if lowered is not None else ()
     ad = adapter_for(k, backend)
     check_fit(k, ad.kind, ad.default)
     outputs = [i for i, b in enumerate(k.buffers) if b.output]
@@ -647,7 +655,7 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
 
     def evaluate(point: dict) -> float | None:
         cfg = config(point)
-        run = ad.bind(cfg, ws)
+        run = ad.bind(cfg, ws, scalars)
         restore()
         t = time.perf_counter()
         run()
@@ -680,7 +688,8 @@ def tune_kernel(k: Kernel | ExternCall, backend: str, tensors: list[torch.Tensor
             # confirm against the default, interleaved: the winner must be faster both at its best
             # and typically (a config that only wins while other processes hold a core, or only
             # when they do not, is a regression half of the time), else the default stays
-            (d_min, d_med), (b_min, b_med) = measure_pair(ad.bind(ad.default, ws), ad.bind(best, ws), ws)
+            (d_min, d_med), (b_min, b_med) = measure_pair(ad.bind(ad.default, ws, scalars),
+                                                          ad.bind(best, ws, scalars), ws)
             default_s, best_s = d_min, b_min
             if not (b_min < d_min * (1.0 - min_gain) and b_med < d_med * (1.0 - min_gain)):
                 best, best_s = ad.default, d_min

@@ -2,9 +2,14 @@
 
 The public surface is torch-shaped: `lazy.tensor`, `lazy.zeros`, `lazy.float32`, ... and
 torch-style functions mirroring Tensor methods (`lazy.exp(x)`, `lazy.sum(x, 1)`).
+The imports below run in the order written (later ones patch Tensor and read what earlier ones
+defined; the aliases go last), so they are not sorted.
 """
+# ruff: noqa: I001
 
 import os as _os
+
+import torch as _torch
 
 # Idle OpenMP threads spin briefly, then sleep (unless the user chose a policy): our kernels,
 # torch's and the BLAS's all start parallel regions back to back, and waking a sleeping thread on
@@ -20,17 +25,34 @@ if "OMP_WAIT_POLICY" not in _os.environ:
 from lazy.dtypes import *  # float32, ..., bool_, get_default_dtype
 from lazy.dtypes import ALIASES as _ALIASES
 from lazy.tensor import *  # Tensor, creation functions, where, cat, realize, ...
+from lazy import math_ops as _math_ops  # noqa: F401 (Tensor methods: fmod, atan, addcmul, ...)
+from lazy import shape_ops as _shape_ops  # noqa: F401 (diag, repeat_interleave, unfold)
+from lazy import random_ops as _random_ops  # noqa: F401 (bernoulli, multinomial, uniform_, ...)
+from lazy.arg_aliases import with_aliases as _with_aliases  # last: axis=/keepdims= on all of the above
 from lazy.tensor import FUNCTIONS as _FUNCTIONS
+
+cat, concat, stack, var_mean, std_mean = map(_with_aliases, (cat, concat, stack, var_mean, std_mean))
 
 globals().update(_ALIASES)  # lazy.bool, lazy.float, lazy.long, ...: torch's short dtype names
 globals().update(_FUNCTIONS)  # lazy.max, lazy.sum, ...: they shadow builtins only in this namespace
 
 # ---- exports added by other modules (profile, no_grad, nn, optim, ...) go below this line
 from lazy.runtime import debug, profile  # noqa: F401
-from lazy import autograd  # noqa: E402,F401
-from lazy.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402,F401
-from lazy.transforms import grad, jvp, value_and_grad  # noqa: E402,F401
+from lazy import autograd  # noqa: F401
+from lazy.autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,  # noqa: F401
+                           no_grad, set_grad_enabled)
+from lazy.transforms import grad, jvp, value_and_grad  # noqa: F401
 from lazy import nn  # noqa: F401
 from lazy import optim  # noqa: F401
-from lazy.jit import jit  # noqa: E402,F401
+from lazy.jit import jit  # noqa: F401
+from lazy import indexed as _indexed  # gather, scatter, sort, cumsum... and advanced indexing
+
+globals().update(_indexed.FUNCTIONS)
 from lazy.tuning import tune  # noqa: F401
+from lazy import accelerator, amp, cuda  # noqa: F401
+from lazy.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: F401
+from lazy.dtypes import set_default_dtype  # noqa: F401
+
+device = _torch.device  # lazy.device("cuda" if lazy.cuda.is_available() else "cpu"): torch's own class
+Size = _torch.Size
+Generator = _torch.Generator  # generator= arguments take torch's (lazy draws on the host with one)

@@ -156,6 +156,27 @@ def _inverse_perm(order):
     return tuple(sorted(range(len(order)), key=order.__getitem__))
 
 
+def _window_vjp(n: Node, g: Node):
+    """The sum over the window offsets j of g[.., :, j, ..] put back where each read: element o at
+    o*s + j*d (every s-th place when s > 1: the dilation of a strided convolution's gradient)."""
+    axis, k, st, dil = n.arg
+    size, o = n.srcs[0].shape[axis], n.shape[axis]
+    span = (o - 1) * st + 1
+    total = None
+    for j in range(k):
+        bounds = tuple((j, j + 1) if a == axis + 1 else (0, m) for a, m in enumerate(g.shape))
+        gj = node(Op.RESHAPE, (node(Op.SHRINK, (g,), bounds),), g.shape[:axis + 1] + g.shape[axis + 2:])
+        if st > 1:  # o -> o*s: a column of s-1 zeros after each element, the last ones cut
+            wide = node(Op.RESHAPE, (gj,), gj.shape[:axis + 1] + (1,) + gj.shape[axis + 1:])
+            pads = tuple((0, st - 1) if a == axis + 1 else (0, 0) for a in range(len(wide.shape)))
+            spread = node(Op.RESHAPE, (node(Op.PAD, (wide,), pads),), gj.shape[:axis] + (o * st,) + gj.shape[axis + 1:])
+            gj = node(Op.SHRINK, (spread,), tuple((0, span) if a == axis else (0, m) for a, m in enumerate(spread.shape)))
+        placed = node(Op.PAD, (gj,), tuple((j * dil, size - j * dil - span) if a == axis else (0, 0)
+                                         for a in range(len(gj.shape))))
+        total = placed if total is None else node(Op.ADD, (total, placed))
+    return (total,)
+
+
 def _no_grad(n: Node, g: Node):
     return (None,) * len(n.srcs)
 
@@ -193,6 +214,7 @@ VJP = {
     Op.PAD: lambda n, g: (node(Op.SHRINK, (g,), tuple((a, a + s) for (a, _), s in zip(n.arg, n.srcs[0].shape))),),
     Op.SHRINK: lambda n, g: (node(Op.PAD, (g,), tuple((a, s - b) for (a, b), s in zip(n.arg, n.srcs[0].shape))),),
     Op.FLIP: lambda n, g: (node(Op.FLIP, (g,), n.arg),),
+    Op.WINDOW: _window_vjp,
 }
 # Piecewise-constant float ops have a zero gradient (as in torch); boolean/integer results none.
 for _op in (Op.FLOOR, Op.CEIL, Op.TRUNC):
@@ -259,39 +281,131 @@ def grad_enabled() -> bool:
 
 
 class _GradMode:
-    """Context manager and decorator, like torch.no_grad / enable_grad / set_grad_enabled."""
+    """Context manager and decorator, like torch.no_grad / enable_grad: entering pushes the mode,
+    leaving pops it. Decorates plain and generator functions, with or without parentheses
+    (`@lazy.no_grad` and `@lazy.no_grad()`), as torch's do."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = bool(enabled)
+    enabled: bool | None = None  # None: leave the mode as it is (inference_mode(False))
+
+    def __new__(cls, *args, **kw):
+        if len(args) == 1 and not kw and callable(args[0]) and not isinstance(args[0], bool):
+            return cls()(args[0])  # used as `@decorator` without parentheses
+        return super().__new__(cls)
 
     def __enter__(self):
-        _grad_enabled.append(self.enabled)
+        _grad_enabled.append(_grad_enabled[-1] if self.enabled is None else self.enabled)
         return self
 
     def __exit__(self, *exc):
         _grad_enabled.pop()
         return False
 
+    def clone(self) -> _GradMode:
+        return self
+
     def __call__(self, fn):
         import functools
+        import inspect
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*args, **kw):
+                it = fn(*args, **kw)
+                with self.clone():
+                    value = next(it, _DONE)
+                while value is not _DONE:
+                    sent = yield value
+                    with self.clone():
+                        value = it.send(sent) if sent is not None else next(it, _DONE)
+            return gen
 
         @functools.wraps(fn)
         def wrapped(*args, **kw):
-            with _GradMode(self.enabled):
+            with self.clone():
                 return fn(*args, **kw)
         return wrapped
 
 
-def no_grad() -> _GradMode:
-    return _GradMode(False)
+_DONE = object()
 
 
-def enable_grad() -> _GradMode:
-    return _GradMode(True)
+class no_grad(_GradMode):
+    """Ops inside build graph that no gradient flows through (torch.no_grad)."""
+
+    enabled = False
+
+    def __init__(self, orig_func=None):
+        pass
 
 
-def set_grad_enabled(mode: bool) -> _GradMode:
-    return _GradMode(mode)
+class enable_grad(_GradMode):
+    enabled = True
+
+    def __init__(self, orig_func=None):
+        pass
+
+
+class inference_mode(_GradMode):
+    """torch.inference_mode: here the same as no_grad (lazy has no version counters or views to save
+    work on); `inference_mode(False)` changes nothing. Tensors made inside are ordinary tensors."""
+
+    def __new__(cls, mode=True):
+        if not isinstance(mode, bool):  # `@inference_mode` without parentheses
+            return cls()(mode)
+        return super().__new__(cls)
+
+    def __init__(self, mode: bool = True):
+        self.mode = mode
+        self.enabled = False if mode else None
+
+    def clone(self) -> inference_mode:
+        return inference_mode(self.mode)
+
+    def __enter__(self):
+        _inference.append(self.mode or _inference[-1])
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        _inference.pop()
+        return super().__exit__(*exc)
+
+
+_inference: list[bool] = [False]
+
+
+def is_inference_mode_enabled() -> bool:
+    return _inference[-1]
+
+
+class set_grad_enabled(_GradMode):
+    """torch.set_grad_enabled: sets the mode at once (as a statement, it stays set); as a context
+    manager or decorator, the mode before comes back at the end."""
+
+    def __new__(cls, mode: bool):
+        return object.__new__(cls)
+
+    def __init__(self, mode: bool):
+        self.prev, self.enabled = _grad_enabled[-1], bool(mode)
+        _grad_enabled[-1] = self.enabled
+
+    def clone(self) -> _GradMode:
+        return _Fixed(self.enabled)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _grad_enabled[-1] = self.prev
+        return False
+
+    def __call__(self, fn):
+        _grad_enabled[-1] = self.prev  # as a decorator it only applies inside the function
+        return super().__call__(fn)
+
+
+class _Fixed(_GradMode):
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
 
 
 def is_grad_enabled() -> bool:

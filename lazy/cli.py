@@ -172,8 +172,9 @@ def main(argv=None) -> int:
         if args.cmd != "dashboard":  # the others compile kernels: say now, not per workload, what is missing
             compile_c.compiler()
             compile_c.cache_dir()
+            compile_c.extra_flags()
         return args.fn(args)
-    except (compile_c.CompilerNotFound, compile_c.CacheDirError) as e:
+    except (compile_c.CompilerNotFound, compile_c.CacheDirError, compile_c.FlagsError) as e:
         print(f"lazy {args.cmd}: {e}", file=sys.stderr)
         return 2
 

@@ -2,15 +2,20 @@
 
 In:  the `DType` values of lazy.graph; torch / numpy dtypes, strings and Python types from users.
 Out: `as_dtype` (anything -> DType), `to_torch`, `result_type` (torch's promotion, exactly),
-     `can_cast` (torch's in-place rule).
+     `can_cast` (torch's in-place rule), `get_default_dtype`/`set_default_dtype`.
 
 Invariants
 - `lazy.float32 is lazy.graph.float32`: the user names *are* the IR dtypes.
 - Promotion follows torch's n-ary rule (dimensioned tensors, 0-d tensors and Python scalars
   promoted apart, then combined by category) over `torch.promote_types`; answers are cached by key.
+- lazy's default float dtype is its own (`lazy.set_default_dtype` leaves torch's alone): promotion
+  wraps a Python float as it, and where torch reads its default (inferring a dtype from Python
+  data), lazy's is lent to torch for that one call (`torch_default`).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -18,7 +23,7 @@ import torch
 from lazy.graph import DTYPES, DType, bfloat16, bool_, float16, float32, float64, int8, int32, int64, uint8
 
 __all__ = ["DType", "DTypeError", "bfloat16", "bool_", "float16", "float32", "float64", "get_default_dtype", "int8",
-           "int32", "int64", "uint8"]
+           "int32", "int64", "set_default_dtype", "uint8"]
 
 # torch's short names (lazy.float, lazy.long, ...); exported by lazy/__init__.py, not defined here
 # because they would shadow the builtins in this module.
@@ -37,9 +42,39 @@ class DTypeError(TypeError, RuntimeError):
     RuntimeError (what torch raises for the same mistakes), so either `except` clause catches it."""
 
 
+_default = [float32]
+
+
 def get_default_dtype() -> DType:
-    """The dtype of float data without an explicit dtype (torch's default, float32)."""
-    return float32
+    """The dtype of float data without an explicit dtype (float32 unless `set_default_dtype` changed it)."""
+    return _default[0]
+
+
+def set_default_dtype(d) -> None:
+    """torch.set_default_dtype for lazy: Python floats, float data without a dtype, float ops on ints
+    and new parameters take `d` (a floating point dtype). torch's own default is not changed."""
+    try:
+        dt = as_dtype(d, "set_default_dtype")
+    except TypeError:
+        dt = None
+    if dt is None or not dt.is_float:
+        raise TypeError("only floating-point types are supported as the default type")
+    _default[0] = dt
+    _result_cache.clear()
+
+
+@contextlib.contextmanager
+def torch_default():
+    """torch's default dtype is lazy's inside (for torch calls that read it); restored after."""
+    mine, theirs = _TO_TORCH[_default[0]], torch.get_default_dtype()
+    if mine == theirs:
+        yield
+        return
+    torch.set_default_dtype(mine)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(theirs)
 
 
 def to_torch(d: DType) -> torch.dtype:
@@ -67,7 +102,7 @@ def as_dtype(x, op: str = "dtype") -> DType:
                     f"{', '.join('lazy.' + n for n in DTYPES)})")
 
 
-_WRAPPED = {bool: torch.bool, int: torch.int64}  # a Python float wraps as the default dtype
+_WRAPPED = {bool: torch.bool, int: torch.int64}  # a Python float wraps as lazy's default dtype
 _result_cache: dict[tuple, DType] = {}
 
 
@@ -93,7 +128,7 @@ def result_type(*keys: tuple[str, object], op: str = "result_type") -> DType:
         return hit
     groups: dict[str, torch.dtype | None] = {"tensor": None, "0d": None, "scalar": None}
     for kind, v in keys:
-        d = (_WRAPPED.get(v) or torch.get_default_dtype()) if kind == "scalar" else _TO_TORCH[v]
+        d = (_WRAPPED.get(v) or _TO_TORCH[_default[0]]) if kind == "scalar" else _TO_TORCH[v]
         g = groups[kind]
         try:
             groups[kind] = d if g is None else torch.promote_types(g, d)

@@ -13,6 +13,10 @@ Invariants
 - BUFFER leaves point at realized memory through `arg` (a `Buffer`, compared by identity);
   `structure_key()` replaces them by their position, dtype, shape and strides, so the same
   program built twice over different data gives the same key.
+- Python numbers are kernel arguments. A CONST node whose value is not a `literal` (0, 1, -1, 2,
+  0.5, infinities and NaN, bools, integer limits: values whose literal form matters for speed or
+  meaning) enters `structure_key()` as a scalar slot, not by value: `x * lr` with a new `lr` is the
+  same program, and its kernels take the value as an argument.
 - Values are fixed when created. A `Buffer` counts the in-place writes into its memory
   (`version`); a BUFFER node is made for one version (it is part of the node's key) and reads that
   version. The Tensor layer makes sure no pending node still reads a buffer when its memory is
@@ -23,6 +27,7 @@ Invariants
 from __future__ import annotations
 
 import enum
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -132,8 +137,14 @@ class Op(enum.Enum):
     PAD = enum.auto()  # arg: ((before, after), ...) ; padded positions read as 0 / False
     SHRINK = enum.auto()  # arg: ((start, stop), ...)
     FLIP = enum.auto()  # arg: tuple of axes
+    # arg: (axis, k, s, d): the axis (size n) becomes two, (O, k), out[.., o, j, ..] = src[.., o*s + j*d, ..]
+    # with O = (n - d*(k-1) - 1) // s + 1: the windows of a convolution or a pooling, affine in (o, j)
+    WINDOW = enum.auto()
     # contraction: (a [..., M, K], b [..., K, N]) -> [..., M, N], batch dims equal; its own kernel
     MATMUL = enum.auto()
+    # a library call on realized inputs (gather, scatter_add, cumsum, sort's indices...: the table in
+    # codegen/extern.py); arg: (name, params); dtype and shape given by the caller; its own kernel
+    EXTERN = enum.auto()
 
 
 UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.SIN, Op.COS, Op.TANH, Op.ERF, Op.ABS, Op.RECIP,
@@ -143,7 +154,7 @@ BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.FLOORDIV, Op.MOD, Op.POW,
 COMPARE = frozenset({Op.LT, Op.LE, Op.EQ, Op.NE, Op.ISNAN, Op.ISINF})
 ELEMENTWISE = UNARY | BINARY | {Op.WHERE}
 REDUCE = frozenset({Op.SUM, Op.RMAX, Op.PROD})
-MOVEMENT = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.PAD, Op.SHRINK, Op.FLIP})
+MOVEMENT = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.PAD, Op.SHRINK, Op.FLIP, Op.WINDOW})
 REDUCE_IDENTITY = {Op.SUM: 0, Op.RMAX: float("-inf"), Op.PROD: 1}
 
 
@@ -248,8 +259,10 @@ def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[i
     _SET_DTYPE(n, dtype)
     _SET_SHAPE(n, shape)
     _SET_KEY(n, key)
-    # what structure_key records for n besides its sources (a buffer's slot and layout come later)
-    _SET_STATIC(n, (op, None if op is Op.BUFFER else key[2], dtype.name, shape))
+    # what structure_key records for n besides its sources (a buffer's slot and layout come later,
+    # a runtime scalar's slot too: its value is not part of the structure)
+    _SET_STATIC(n, (op, None if op is Op.BUFFER else SCALAR if op is Op.CONST and not literal(arg, dtype) else key[2],
+                    dtype.name, shape))
     _SET_DEVICE(n, dev)
     ref = _KeyedRef(n, _forget)
     ref.key = key
@@ -259,6 +272,25 @@ def _make(op: Op, srcs: tuple[Node, ...], arg: Any, dtype: DType, shape: tuple[i
 
 _SET_OP, _SET_SRCS, _SET_ARG, _SET_DTYPE, _SET_SHAPE, _SET_KEY, _SET_STATIC, _SET_DEVICE = (
     Node.__dict__[name].__set__ for name in ("op", "srcs", "arg", "dtype", "shape", "_key", "_static", "device"))
+
+
+SCALAR = "scalar"  # a CONST's structure when its value is a kernel argument
+
+
+def literal(value: Any, dtype: DType) -> bool:
+    """Whether a constant stays in the kernel's source (see the module docstring): values whose
+    literal form lets the compiler simplify (x*1, x+0, x*2, x*0.5, -x), the fills of masks (+-inf),
+    NaN, bools, and the integer limits (clamps, wraps). Every other number is a kernel argument, so
+    a program that changes it every step compiles once."""
+    if dtype.kind == "b" or value in _LITERALS:
+        return True
+    if dtype.kind == "f":
+        return math.isnan(value) or math.isinf(value)
+    bits = 8 * dtype.itemsize
+    return value in ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if dtype.kind == "i" else (0, (1 << bits) - 1))
+
+
+_LITERALS = frozenset({0, 1, -1, 2, -2, 0.5, -0.5})
 
 
 class GraphError(ValueError):
@@ -282,6 +314,9 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
     if op is Op.IOTA:
         assert dtype is not None and shape is not None and len(shape) == 1
         return _make(op, (), None, dtype, _shape(shape))
+    if op is Op.EXTERN:  # the Tensor layer checked its operands against the op's rule
+        assert dtype is not None and shape is not None and isinstance(arg, tuple) and isinstance(arg[0], str)
+        return _make(op, srcs, arg, dtype, _shape(shape))
     if op is Op.STORED:
         (b,) = srcs
         if b.op is not Op.BUFFER or arg.shape != b.shape or arg.dtype != b.dtype:
@@ -355,6 +390,12 @@ def node(op: Op, srcs: tuple[Node, ...] = (), arg: Any = None, dtype: DType | No
         if not axes:
             return s0
         return _make(op, srcs, axes, s0.dtype, s0.shape)
+    if op is Op.WINDOW:
+        axis, k, st, dil = (int(a) for a in arg)
+        if not 0 <= axis < len(s0.shape) or k < 1 or st < 1 or dil < 1 or s0.shape[axis] < dil * (k - 1) + 1:
+            raise GraphError(f"WINDOW: {arg} invalid for {s0.shape}")
+        o = (s0.shape[axis] - dil * (k - 1) - 1) // st + 1
+        return _make(op, srcs, (axis, k, st, dil), s0.dtype, s0.shape[:axis] + (o, k) + s0.shape[axis + 1:])
     raise GraphError(f"unknown op {op}")
 
 
@@ -365,20 +406,36 @@ def prod(xs) -> int:
     return n
 
 
+const_hook = None  # lazy.jit while it records: called (node, expression or None, found) per const() call
+
+
 def const(value: Any, dtype: DType, shape: tuple[int, ...] = ()) -> Node:
     """A constant of `dtype` broadcast to `shape` (stored as a 0-d CONST expanded, so it interns once).
     An int wraps into `dtype` (two's complement), as torch converts a Python int for an op on an
     integer tensor (`uint8 == 256` compares with 0)."""
+    expr = getattr(value, "_expr", None)  # a number lazy.jit traces (lazy/symnum.py)
+    if expr is not None and dtype.kind != "b" and (dtype.kind == "f" or isinstance(value._value, int)):
+        value = float(value._value) if dtype.kind == "f" else value._value  # (read without a guard)
+    elif expr is not None:
+        expr = None
     if dtype.kind == "b":
         value = bool(value)
     elif dtype.kind in "iu":
         bits = 8 * dtype.itemsize
-        value = int(value) % (1 << bits)
-        if dtype.kind == "i" and value >> (bits - 1):
-            value -= 1 << bits
+        wrapped = int(value) % (1 << bits)
+        if dtype.kind == "i" and wrapped >> (bits - 1):
+            wrapped -= 1 << bits
+        if wrapped != value:
+            expr = None  # a wrapped number: the kernel gets this one value
+        value = wrapped
     else:
         value = float(value)
-    return node(Op.CONST, (), value, dtype, tuple(shape))
+    shape = tuple(shape)
+    if const_hook is not None:
+        found = (Op.CONST, (), _arg_key(Op.CONST, value), dtype, _shape(shape)) in _interned
+        const_hook(n := node(Op.CONST, (), value, dtype, shape), expr, found)
+        return n
+    return node(Op.CONST, (), value, dtype, shape)
 
 
 def toposort(roots: list[Node], children=None) -> list[Node]:
@@ -416,11 +473,13 @@ def buffer_layout(buf: Buffer) -> tuple:
     return (tuple(d.stride()), int(d.storage_offset()), str(d.device))
 
 
-def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
-    """A key that is equal for structurally equal graphs, and the buffers in key order.
+def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer], list[Node]]:
+    """A key that is equal for structurally equal graphs, the buffers in key order, and the CONST
+    nodes that are kernel arguments (scalars) in key order.
 
     Buffers are numbered by first appearance, so `a + b` and `a + a` differ while two
-    separately built `a + b` programs over different data are equal.
+    separately built `a + b` programs over different data are equal; so are scalars: `x * 0.3`
+    and `x * 0.7` share a key (`literal` says which constants are part of it instead).
     """
     # toposort's walk, recording each node as it is finished (every realize of a cached program
     # runs this: one pass, the per-node part precomputed when the node was made; nodes and
@@ -428,6 +487,7 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
     index: dict[Node, int] = {}
     buffers: list[Buffer] = []
     buf_slot: dict[Buffer, int] = {}
+    scalars: list[Node] = []
     parts = []
     stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
     while stack:
@@ -444,6 +504,9 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
                     slot = buf_slot[b] = len(buffers)
                     buffers.append(b)
                 parts.append((n._static, ("buf", slot, buffer_layout(b))))
+            elif n._static[1] is SCALAR:
+                parts.append((n._static, len(scalars)))
+                scalars.append(n)
             else:
                 parts.append((n._static, tuple([index[s] for s in n.srcs])))
             index[n] = len(index)
@@ -454,5 +517,5 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer]]:
         for s in reversed(n.srcs):
             if s not in index:
                 stack.append((s, False))
-    return (tuple(parts), tuple([index[r] for r in roots])), buffers
+    return (tuple(parts), tuple([index[r] for r in roots])), buffers, scalars
 

@@ -31,6 +31,13 @@ silently change. The rules:
    read one version and `graph.structure_key` raises on a stale one, so a case these rules miss
    is an error, not a wrong value.
 
+The one exception to "lazy never writes the caller's memory" is `lazy.from_numpy`: as in torch,
+the tensor *is* the array's memory, so its buffer is owned and *pinned* (`pin`). A pinned buffer is
+never renamed away from: a write to its tensor is realized at once (`written` returns True), other
+tensors holding that memory (clones, `lazy.tensor(array)`) get a private copy first (rule 3's
+renaming is turned around), and where the scheduler put the value in a fresh buffer it is copied
+back into the array. So the array shows each write as soon as it is made, as torch's does.
+
 Live tensors are found through a registry of weak references that `Tensor._new` appends to (one
 per tensor, pruned whenever it doubles). Only realizations that overwrite memory scan it.
 """
@@ -84,18 +91,34 @@ def may_overwrite(t, buf: Buffer | None) -> bool:
     return o is None or o() is None or o() is t
 
 
+# -- memory shared with the caller (lazy.from_numpy) ------------------------------------------------
+_pinned: weakref.WeakSet = weakref.WeakSet()
+
+
+def pin(buf: Buffer) -> None:
+    """`buf`'s memory is the caller's array, shared on purpose: every value of its owner goes there."""
+    _pinned.add(buf)
+
+
+def pinned(buf: Buffer | None) -> bool:
+    return buf is not None and buf in _pinned
+
+
 # -- dirty tensors ---------------------------------------------------------------------------------
 _dirty: dict[int, tuple[weakref.ref, Buffer | None]] = {}  # id(base tensor) -> (tensor, its own buffer)
 
 
-def written(t, before: Node) -> None:
+def written(t, before: Node) -> bool:
     """Base tensor `t` was written in place; its value before was `before`. Its own buffer (where
-    the new value may go) is the one it held before its first pending write."""
+    the new value may go) is the one it held before its first pending write. True: that buffer is
+    pinned, and the write must be realized now."""
     e = _dirty.get(id(t))
     if e is not None and e[0]() is t:
-        return
+        return pinned(e[1])
     b = held(before)
-    _dirty[id(t)] = (weakref.ref(t), b if may_overwrite(t, b) else None)
+    home = b if may_overwrite(t, b) else None
+    _dirty[id(t)] = (weakref.ref(t), home)
+    return pinned(home)
 
 
 def take_dirty() -> list[tuple[object, Buffer | None]]:
@@ -119,14 +142,17 @@ def _storage(b: Buffer) -> tuple:
     return (d.device, d.untyped_storage().data_ptr())
 
 
-def readers(targets: dict[int, tuple[Buffer, object]], computing: dict[int, Node]) -> tuple[list, set[int]]:
+def readers(targets: dict[int, tuple[Buffer, object]], computing: dict[int, Node],
+            copies: list | None = None) -> tuple[list, set[int]]:
     """Rule 3 for one realization.
 
     targets: id(root node) -> (buffer it will overwrite, the tensor owning it).
     computing: id(node) -> node, the roots the realization computes.
     Returns (tensors to compute in the same realization: pending readers of a target's memory, and
     other tensors holding a root being computed, which then share its result; ids of roots whose
-    target must not be overwritten: a tensor other than its owner holds that memory as its value)."""
+    target must not be overwritten: a tensor other than its owner holds that memory as its value).
+    With `copies`, such a holder of a pinned target's memory is appended there instead (it is to
+    get a copy of its own, and the target is written)."""
     storages: dict[tuple, list[int]] = {}
     owners: set[int] = set()
     for rid, (buf, owner) in targets.items():
@@ -152,7 +178,11 @@ def readers(targets: dict[int, tuple[Buffer, object]], computing: dict[int, Node
         b = held(n)
         if b is not None:
             if hit(b):
-                renamed.update(storages[keys[id(b)]])
+                rids = storages[keys[id(b)]]
+                if copies is not None and any(pinned(targets[r][0]) for r in rids):
+                    copies.append(t)
+                else:
+                    renamed.update(rids)
             continue
         if _reads(n, hit, memo):
             first.append(t)

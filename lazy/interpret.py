@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from codegen import extern
 from lazy.dtypes import to_torch
 from lazy.graph import REDUCE_IDENTITY, Node, Op, toposort
 
@@ -80,6 +81,10 @@ def _eval(n: Node, srcs: list[torch.Tensor]) -> torch.Tensor:
         return torch.arange(n.shape[0], dtype=to_torch(n.dtype))
     if op is Op.MATMUL:
         return torch.matmul(*srcs)
+    if op is Op.EXTERN:  # the table the kernels run (codegen/extern.py)
+        out = torch.empty(n.shape, dtype=to_torch(n.dtype))
+        extern.call_op(n.arg[0], out, srcs, n.arg[1])
+        return out
     if op is Op.CAST:  # float->int truncates toward zero; ->bool is x != 0 (torch's .to)
         return srcs[0].to(to_torch(n.dtype))
     if op in _UNARY:
@@ -105,6 +110,10 @@ def _eval(n: Node, srcs: list[torch.Tensor]) -> torch.Tensor:
         return x[tuple(slice(a, b) for a, b in n.arg)]
     if op is Op.FLIP:
         return torch.flip(x, n.arg)
+    if op is Op.WINDOW:  # windows of span (k-1)*d+1 every s, then every d-th element: [.., O, .., k]
+        axis, k, st, dil = n.arg
+        w = x.unfold(axis, (k - 1) * dil + 1, st)[..., ::dil]
+        return w.movedim(-1, axis + 1)
     raise NotImplementedError(f"interpret: no rule for {op}")
 
 

@@ -31,6 +31,12 @@ How
   has moved to another value (`load_state_dict`, `fill_` under no_grad, `w += 1`: the tensor
   tells `runtime.buffer_left`). A failed guard drops the plan and the next two calls record
   again, so a replay never reads a stale value.
+- Python numbers among the arguments (floats and ints, not bools) are arguments of the replay too:
+  the recordings run `fn` with stand-ins that trace them (lazy/symnum.py), so a number the step puts
+  into the graph (`x * lr`, `lr * min(1.0, it / warmup)`) is computed from the new arguments at
+  each replay, and each comparison Python made on them (`it < warmup`) is a guard: a replay whose
+  numbers would answer one differently records again. A number used as itself (an index, `range`,
+  `math.cos`) must keep its value for the replay.
 - When the two recordings disagree, or `fn` reads a value on the host (`.item()`, `bool(t)`:
   Python may branch on it) or returns something other than Tensors and None in lists, tuples and
   dicts, `fn` keeps running as is and a `JitWarning` says why.
@@ -48,9 +54,9 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 
-from lazy import inplace, runtime
+from lazy import graph, inplace, runtime, symnum
 from lazy.dtypes import as_dtype
-from lazy.graph import Buffer, Op, node
+from lazy.graph import Buffer, Node, Op, node
 from lazy.tensor import Tensor, _held, holds_alone, overwritten, realize
 
 __all__ = ["Jit", "JitWarning", "jit"]
@@ -73,6 +79,8 @@ class _Realization:
     inputs: list  # per input buffer: ("arg", i) | ("out", realization, output) | ("keep", Buffer)
     dev: str
     n_outputs: int
+    scalars: list = field(default_factory=list)  # its scalar arguments: expressions of the call's numbers
+    sizes: tuple = ()  # the values of its program's size symbols
 
 
 @dataclass(eq=False)  # compared by identity (the watch lists hold weakrefs to plans)
@@ -94,6 +102,8 @@ class Capture:
     _seen: set = field(default_factory=set)  # ids of the modules guarded or whose mode fn set
     epoch: int = -1  # runtime.module_epoch when the guards last held
     handed: list = field(default_factory=list)  # output buffers rebound to tensors (see _capture)
+    checks: list = field(default_factory=list)  # (expression, answer): what Python asked of the numbers
+    traced: dict = field(default_factory=dict)  # id(CONST node) -> (weakref, expression | _AMBIGUOUS)
 
     def source(self, b: Buffer) -> tuple:
         for i, a in enumerate(self.arg_buffers):
@@ -107,11 +117,13 @@ class Capture:
         return list({id(x[1]): x[1] for x in srcs if x[0] == "keep"}.values())
 
     # -- runtime hooks
-    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes) -> None:
+    def realized(self, prog, buffers: list[Buffer], outs: list[Buffer], dev: str, nodes, scalars=(),
+                 sizes=()) -> None:
         r = len(self.realizations)
         self.read(nodes)  # a pending tensor realized as it is (no op read it); what is inside its graph
         # stays as it was when a tensor is written later (nodes are immutable), so roots suffice
-        self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs)))
+        self.realizations.append(_Realization(prog, [self.source(b) for b in buffers], dev, len(outs),
+                                              [self.scalar_expr(c) for c in scalars], tuple(sizes)))
         for o, b in enumerate(outs):
             if not any(b is x for x in buffers):  # not written in place into a buffer that stays
                 self._outs.setdefault(id(b), (r, o))
@@ -125,6 +137,30 @@ class Capture:
 
     def read(self, srcs) -> None:
         self.nodes += [weakref.ref(n) for n in srcs if n.op not in (Op.BUFFER, Op.STORED)]
+
+    def scalar_expr(self, c) -> tuple:
+        """A scalar argument as an expression of the call's numbers (a constant when untraced; a
+        literal of the graph that its program takes as an argument is a constant too)."""
+        if not isinstance(c, Node):
+            return ("num", c)
+        hit = self.traced.get(id(c))
+        if hit is not None and hit[0]() is c and isinstance(hit[1], tuple):
+            return hit[1]
+        return ("num", c.arg)
+
+    def const_seen(self, n, expr, found: bool) -> None:
+        """graph.const made (or found) CONST node `n` for a number traced as `expr` (None: untraced).
+        A node that also stands for another number (an equal constant outside the traced ones) would
+        get one value for both at a replay: it is marked ambiguous."""
+        hit = self.traced.get(id(n))
+        prev = hit[1] if hit is not None and hit[0]() is n else ("untraced" if found else None)
+        if prev is None or prev == expr or (expr is None and prev == "untraced"):
+            self.traced[id(n)] = (weakref.ref(n), expr if expr is not None else prev or "untraced")
+        else:
+            self.traced[id(n)] = (weakref.ref(n), _AMBIGUOUS)
+
+    def guard(self, expr, answer) -> None:
+        self.checks.append((expr, answer))
 
     def host_effect(self, fn) -> None:
         self.effects.append(fn)
@@ -152,6 +188,13 @@ class Capture:
         for i, (a, b) in enumerate(zip(self.realizations, other.realizations)):
             if a.prog is not b.prog:
                 return f"realization {i} ran a different program"
+            if a.scalars != b.scalars:
+                return (f"realization {i} used other Python numbers ({_numbers(a.scalars, b.scalars)}): a number "
+                        "computed inside the function changes between calls, other than from its number "
+                        "arguments")
+            if any(e is _AMBIGUOUS for e in a.scalars):
+                return (f"realization {i} used a number that is both an argument's and a constant of its own: "
+                        "a replay could not tell them apart")
             for j, (x, y) in enumerate(zip(a.inputs, b.inputs)):
                 if x[0] != y[0] or (x[0] == "keep" and x[1] is not y[1]) or (x[0] != "keep" and x != y):
                     where = f"realization {i} input {j} ({tuple(y[1].data.shape) if y[0] == 'keep' else y[1:]})"
@@ -161,6 +204,8 @@ class Capture:
                                 "place): a replay would not carry it from call to call")
                     what = ("a new buffer each call" if x[0] == y[0] == "keep" else f"{x[0]}, then {y[0]}")
                     return f"{where} is {what}: its contents would not be replayed"
+        if self.checks != other.checks:
+            return "Python compared its number arguments differently (it branched on them)"
         if len(self.effects) != len(other.effects):
             return "a different number of host effects (optimizer steps, train()/eval())"
         if [_rebound(e) for e in self.rebind] != [_rebound(e) for e in other.rebind]:
@@ -200,6 +245,18 @@ class Capture:
         return None
 
 
+_AMBIGUOUS = ("ambiguous",)
+
+
+def _numbers(a: list, b: list) -> str:
+    diff = [(x, y) for x, y in zip(a, b) if x != y]
+    return ", ".join(f"{_shown(x)}, then {_shown(y)}" for x, y in diff[:3])
+
+
+def _shown(e) -> str:
+    return repr(e[1]) if e[0] == "num" else "a number from the arguments"
+
+
 def _rebound(entry) -> tuple:
     who, r, o = entry
     return (who if isinstance(who, tuple) else "tensor", r, o)
@@ -211,22 +268,40 @@ def _shape_of(results):
 
 
 # -- arguments and results as trees (lists, tuples, dicts) with Tensor leaves
-def _key(obj, leaves: list):
-    """A hashable signature of `obj`; its Tensors are appended to `leaves`."""
+def _key(obj, leaves: list, nums: list | None = None):
+    """A hashable signature of `obj`; its Tensors are appended to `leaves`, its Python numbers to
+    `nums` (their values are not part of it)."""
     if isinstance(obj, Tensor):
         leaves.append(obj)
         n = obj._node  # from the node: `.shape`/`.device` build torch objects (60 us after a large kernel)
         return ("T", n.shape, n.dtype, n.device or "cpu")
     if isinstance(obj, (list, tuple)):
-        return (type(obj), tuple(_key(x, leaves) for x in obj))
+        return (type(obj), tuple(_key(x, leaves, nums) for x in obj))
     if isinstance(obj, dict):
-        return (dict, tuple((k, _key(v, leaves)) for k, v in obj.items()))
+        return (dict, tuple((k, _key(v, leaves, nums)) for k, v in obj.items()))
+    if type(obj) in (float, int) and nums is not None:  # an argument of the replay (lazy/symnum.py)
+        nums.append(obj)
+        return ("num", type(obj))
     try:
         hash(obj)
     except TypeError:
         raise _NotReplayable(f"an argument of type {type(obj).__name__} has no value to key recordings "
                              "by (it is unhashable)") from None
     return (type(obj), obj)
+
+
+def _traced_numbers(obj, it):
+    """`obj` with each Python number replaced by the next traced stand-in of `it` (`_key`'s order)."""
+    if isinstance(obj, Tensor):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        items = [_traced_numbers(x, it) for x in obj]
+        return type(obj)._make(items) if hasattr(type(obj), "_make") else type(obj)(items)
+    if isinstance(obj, dict):
+        return {k: _traced_numbers(v, it) for k, v in obj.items()}
+    if type(obj) in (float, int):
+        return next(it)
+    return obj
 
 
 def _tree(out, leaves: list):
@@ -305,8 +380,9 @@ class Jit:
 
     def __call__(self, *args, **kwargs):
         tensors: list[Tensor] = []
+        nums: list = []
         try:
-            sig = (_key(args, tensors), _key(kwargs, tensors))
+            sig = (_key(args, tensors, nums), _key(kwargs, tensors, nums))
         except _NotReplayable as e:
             self._warn(str(e), depth=3)
             return self.fn(*args, **kwargs)
@@ -324,9 +400,9 @@ class Jit:
             st = self.plans[sig] = _Signature()
         st.calls += 1
         if st.plan is not None:
-            why = st.plan.stale()
+            why = st.plan.stale() or _changed_answer(st.plan, nums)
             if why is None:
-                out = self._replay(st.plan, tensors, bufs)
+                out = self._replay(st.plan, tensors, bufs, nums)
                 if out is not _UNSAFE:
                     return out
                 why = "a tensor outside it holds memory the step overwrites (a clone of a parameter)"
@@ -338,12 +414,17 @@ class Jit:
             st.failed = st.failed_on = None
         elif st.failed or st.calls == 1:
             return self.fn(*args, **kwargs)
-        return self._capture(st, args, kwargs, tensors)
+        return self._capture(st, args, kwargs, tensors, nums)
 
-    def _capture(self, st: _Signature, args, kwargs, tensors: list[Tensor]):
+    def _capture(self, st: _Signature, args, kwargs, tensors: list[Tensor], nums: list):
         cap = Capture([_buffer_of(t) for t in tensors], list(tensors))
         bases = [(t._base, t._base._version) for t in tensors if t._base is not None]
+        if nums:  # the numbers as traced stand-ins (lazy/symnum.py)
+            it = iter(symnum.wrap_args(nums))
+            args, kwargs = _traced_numbers(args, it), _traced_numbers(kwargs, it)
         runtime._recorders.append(cap)
+        prev_recorder, prev_hook = symnum._recorder, graph.const_hook
+        symnum._recorder, graph.const_hook = cap, cap.const_seen
         try:
             out = self.fn(*args, **kwargs)
             results: list[Tensor] = []
@@ -360,6 +441,7 @@ class Jit:
             cap.results = (tree, [cap.source(_buffer_of(t)) for t in results])
         finally:
             runtime._recorders.remove(cap)
+            symnum._recorder, graph.const_hook = prev_recorder, prev_hook
         # the buffers handed to tensors that outlive the call (`p.grad`): a next call reading one
         # again carries state from call to call (named in the warning)
         cap.handed = [b for b in cap._alive if any(e[1:] == cap._outs.get(id(b)) for e in cap.rebind)]
@@ -392,7 +474,7 @@ class Jit:
             st.captures = []
         return out
 
-    def _replay(self, plan: Capture, tensors: list[Tensor], args: list[Buffer]):
+    def _replay(self, plan: Capture, tensors: list[Tensor], args: list[Buffer], nums: list = ()):
         """The results of one replay, or _UNSAFE when a value outside the step still reads memory the
         replay would overwrite and cannot be computed first (a clone of a parameter)."""
         outs: list[list[Buffer]] = []
@@ -417,7 +499,8 @@ class Jit:
             effect()
         for r in plan.realizations:
             inputs = [resolve(s) for s in r.inputs]
-            outs.append(runtime.run_program(r.prog, inputs, r.dev))
+            scalars = [e[1] if e[0] == "num" else symnum.evaluate(e, nums) for e in r.scalars]
+            outs.append(runtime.run_program(r.prog, inputs, r.dev, scalars=scalars, sizes=r.sizes))
             for s in r.prog.written:  # the owners hold the new versions
                 overwritten(inputs[s])
         for who, ri, oi in plan.rebind:
@@ -432,6 +515,19 @@ class Jit:
 
         tree, leaves = plan.results
         return _build(tree, iter([fresh(x) for x in leaves]))
+
+
+def _changed_answer(plan: Capture, nums: list) -> str | None:
+    """Why this call's numbers cannot replay `plan`: a comparison Python made on them while it was
+    recorded would answer otherwise now (None: every one answers the same)."""
+    for expr, answer in plan.checks:
+        try:
+            now = symnum.evaluate(expr, nums)
+        except (ArithmeticError, ValueError, TypeError):
+            return "a comparison of its number arguments cannot be evaluated for these numbers"
+        if now != answer:
+            return "its number arguments answer a comparison it made differently (it may branch)"
+    return None
 
 
 def _watch(plan: Capture) -> None:

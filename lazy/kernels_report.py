@@ -44,9 +44,13 @@ def report(kernels: list[Kernel], target: str) -> tuple[list[dict], bool]:
     from codegen import compile_triton
 
     rows, ok = [], True
-    for k in kernels:
+    try:  # one compile process for all (under TRITON_INTERPRET=1 each call starts one)
+        done = compile_triton.aot_compile_many(kernels, target)
+    except compile_triton.TritonCompileError:
+        done = [None] * len(kernels)  # one by one, to name each failure
+    for k, r in zip(kernels, done):
         try:
-            r = compile_triton.aot_compile(k, target)
+            r = r or compile_triton.aot_compile(k, target)
             rows.append({"kernel": k.name, "key": k.key()[:12], "registers": r.get("registers"),
                          "spills": r.get("spills"), "shared": r.get("shared"),
                          "ptx_lines": r["ptx"].count("\n") if "ptx" in r else None, "error": None})

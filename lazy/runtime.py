@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from codegen import compile_c, extern, render_c, tune
-from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place
+from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place, size_fn
 from codegen.legalize import verify
+from lazy import dynamic, reasons
 from lazy.graph import Buffer, Node, structure_key, toposort
-from scheduler import schedule
 
 TORCH_DTYPES = {
     "float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -210,14 +210,17 @@ class Launch:
     source: str  # C source, or the path of the generated Triton module
     backend: str
     config: object = None  # the tuned config it was built with (None: the backend's heuristics)
+    scalars: tuple[int, ...] = ()  # the program's scalar slots its kernel takes as arguments, in order
+    sized: bool = False  # it takes the program's size symbols (lazy/dynamic.py) after its scalars
 
-    def __call__(self, slots: list) -> None:
+    def __call__(self, slots: list, scalars: list = (), sizes: tuple = ()) -> None:
+        sz = sizes if self.sized else ()
         if self.backend == "extern":
-            extern.run(self.kernel, [slots[s] for s in self.slots])
+            extern.run(self.kernel, [slots[s] for s in self.slots], sz)
         elif self.backend == "c":
-            self.fn(*[slots[s].data_ptr() for s in self.slots])
+            self.fn(*[slots[s].data_ptr() for s in self.slots], *[scalars[i] for i in self.scalars], *sz)
         else:
-            self.fn(*[slots[s] for s in self.slots])
+            self.fn(*[slots[s] for s in self.slots], *[scalars[i] for i in self.scalars], *sz)
 
 
 @dataclass
@@ -229,6 +232,17 @@ class Program:
     decisions: list[str]
     compiled: bool = False
     written: tuple[int, ...] = ()  # input slots its kernels overwrite in place
+    sizes: tuple[str, ...] = ()  # its size symbols (lazy/dynamic.py); then `allocs` shapes may use them
+    alloc_fn: object = None  # sizes -> the flat shapes of `allocs` (a program with sizes)
+
+    def alloc_shapes(self, sizes: tuple) -> list[tuple[int, ...]]:
+        if not self.sizes:
+            return [shape for shape, _ in self.allocs]
+        flat, out, i = self.alloc_fn(*sizes), [], 0
+        for shape, _ in self.allocs:
+            out.append(tuple(flat[i:i + len(shape)]))
+            i += len(shape)
+        return out
 
 
 # Programs kept, the one used last at the end. A loop reuses a handful of graphs (a training
@@ -241,7 +255,7 @@ MAX_PROGRAMS = 512
 _programs: OrderedDict = OrderedDict()
 cache_stats = {"schedule_hits": 0, "schedule_misses": 0, "schedule_evictions": 0}
 kernel_listeners: list = []  # callables(Kernel, backend): `lazy kernels` collects kernels this way
-tuner = None  # set by lazy/tuning.py while tuning: callable(Launch, slots) -> the Launch to run
+tuner = None  # set by lazy/tuning.py while tuning: callable(Launch, slots, scalars) -> the Launch to run
 BACKENDS = ("c", "triton", "interp")
 
 
@@ -269,9 +283,13 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     if isinstance(k, ExternCall):
         if level >= 3:
             _log(f"--- {k.name}: extern {k.op} {[(v.shape, v.strides, v.offset) for v in k.views]} ---")
+        if k.op != "matmul":  # a library call (codegen/extern.py OPS): torch's kernel on either device
+            return [Launch(k, None, k.meta["slots"], "", "extern", sized=bool(k.sizes))]
         from codegen import gemm_c, gemm_triton
 
-        impl = gemm_c.choose_impl(k) if backend == "c" else None
+        # GEMMs over sizes that change run on BLAS (its calls take any size): the templates size
+        # their blocks at compile time
+        impl = gemm_c.choose_impl(k) if backend == "c" and not k.sizes else None
         if level >= 2 and impl is not None:
             _log(f"  {k.name}: " + ("C GEMM template, epilogue fused" if impl == "c" else "BLAS")
                  + f" (LAZY_GEMM={os.environ.get('LAZY_GEMM') or 'auto'}; rule: codegen/gemm_c.choose_impl)")
@@ -280,10 +298,10 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
             if level >= 3:
                 _log(f"--- {k.name} C GEMM ({k.key()}) ---\n{fn.source}")
             return [Launch(k, fn, k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k)),
-                           fn.source, "c", cfg)]
-        if backend != "triton" or not gemm_triton.supports(k):  # C backend, int GEMMs: BLAS via torch
+                           fn.source, "c", cfg, _scalar_slots(k))]
+        if backend != "triton" or k.sizes or not gemm_triton.supports(k):  # C, int, symbolic GEMMs: BLAS
             if k.epilogue is None:
-                return [Launch(k, None, k.meta["slots"], "", "extern")]
+                return [Launch(k, None, k.meta["slots"], "", "extern", sized=bool(k.sizes))]
             return _compile(k.without_epilogue(), backend) + _compile(epilogue_in_place(k), backend)
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -294,18 +312,19 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
         class TritonGemmLaunch(Launch):
             # still reported as backend "extern" (an ExternCall: profiles count GEMMs that way),
             # but runs the Triton template (codegen/gemm_triton.py) instead of codegen/extern.py
-            def __call__(self, slots: list) -> None:
-                self.fn(*[slots[s] for s in self.slots])
+            def __call__(self, slots: list, scalars: list = (), sizes: tuple = ()) -> None:
+                self.fn(*[slots[s] for s in self.slots], *[scalars[i] for i in self.scalars])
 
         slots = k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k))
-        return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern", cfg)]
+        return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern", cfg, _scalar_slots(k))]
     if backend == "c":
         src = render_c.render_c(k, config=cfg)
         if level >= 3:
             _log(f"--- {k.name} ({k.key()}) ---\n{src}")
         fn = compile_c.load(src)
-        fn.argtypes = [ctypes.c_void_p] * len(k.buffers)
-        return [Launch(k, fn, k.meta["slots"], src, "c", cfg)]
+        fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
+                       + [ctypes.c_int64] * len(k.sizes))
+        return [Launch(k, fn, k.meta["slots"], src, "c", cfg, _scalar_slots(k), bool(k.sizes))]
     from codegen import compile_triton
 
     if not torch.cuda.is_available():
@@ -314,7 +333,14 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     fn = compile_triton.load(k, cfg)
     if level >= 3:
         _log(f"--- {k.name} ({k.key()}) {fn.path} ---\n{Path(fn.path).read_text()}")
-    return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton", cfg)]
+    return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton", cfg, _scalar_slots(k), bool(k.sizes))]
+
+
+def _scalar_slots(k: Kernel | ExternCall) -> tuple[int, ...]:
+    """The program scalar slots a kernel (or a GEMM's fused epilogue) takes, in argument order."""
+    if isinstance(k, ExternCall):
+        k = k.epilogue
+    return () if k is None else k.meta.get("scalar_slots", ())
 
 
 def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
@@ -326,13 +352,35 @@ def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
         return [render_c.render_c(k, config=cfg)]
     from codegen import gemm_c
 
-    if gemm_c.choose_impl(k) == "c":
+    if k.op != "matmul":
+        return []
+    if not k.sizes and gemm_c.choose_impl(k) == "c":
         return [gemm_c.render_gemm_c(k, cfg)]
     return [] if k.epilogue is None else _c_sources(epilogue_in_place(k), backend)
 
 
-def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None) -> Program:
-    sched = schedule(nodes, buffers, into)
+def _schedule():
+    """scheduler.schedule.schedule, looked up when a program is built: `import scheduler` imports lazy
+    (the graph IR lives in it) and so this module before the scheduler's own modules exist, and once
+    they do, scheduler/__init__ binds the name `schedule` to the function over its submodule."""
+    from scheduler.schedule import schedule
+
+    return schedule
+
+
+def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None, scalars=(),
+           template: dynamic.Template | None = None, ints: list[int] | None = None) -> Program:
+    """The program of a graph; with `template`, for every size it gives (lazy/dynamic.py)."""
+    sized: tuple[str, ...] = ()
+    if template is not None:
+        ph_nodes, ph_buffers, ph_scalars = dynamic.placeholder_graph(nodes, buffers, template, ints)
+        sched = _schedule()(ph_nodes, ph_buffers, into, scalars=ph_scalars)
+        n, hints = len(template.symbols), template.bind(ints)
+        sched.kernels = [dynamic.symbolic_kernel(k, n, hints) for k in sched.kernels]  # NotSymbolic: caller
+        sched.allocs = [(dynamic.decode_shape(shape, n), dt) for shape, dt in sched.allocs]
+        sized = tuple(f"d{i}" for i in range(n))
+    else:
+        sched = _schedule()(nodes, buffers, into, scalars=scalars)
     misses = compile_c.stats.misses
     # a new schedule's kernels compile concurrently (one compiler process per core), then load
     # one by one from the disk cache: a cold training step waits for its slowest kernel, not the sum
@@ -344,8 +392,9 @@ def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None) ->
         _log(f"schedule: {len(sched.kernels)} kernel(s) [{backend}]")
         for d in sched.decisions:
             _log(f"  {d}")
+    alloc_fn = size_fn([s for shape, _ in sched.allocs for s in shape], sized) if sized else None
     return Program(launches, sched.n_inputs, sched.allocs, sched.outputs, sched.decisions,
-                   compile_c.stats.misses > misses or backend == "triton", sched.written)
+                   compile_c.stats.misses > misses or backend == "triton", sched.written, sized, alloc_fn)
 
 
 def _device_of(buffers: list[Buffer], device: str | None) -> str:
@@ -358,9 +407,31 @@ def _device_of(buffers: list[Buffer], device: str | None) -> str:
     return devices.pop() if devices else "cpu"
 
 
-def program_for(nodes: list[Node], device: str | None = None,
-                into: list[Buffer | None] | None = None) -> tuple[Program, list[Buffer], bool, str]:
-    key, buffers = structure_key(nodes)
+@dataclass
+class Family:
+    """Programs that differ only in their sizes (lazy/dynamic.py): the sizes seen, and the
+    programs built for all sizes their templates give."""
+
+    loose: tuple = ()  # its key with constants' values erased (`dynamic.loose`)
+    instances: list = field(default_factory=list)
+    programs: list = field(default_factory=list)  # (Template, Program)
+    failed: str | None = None  # why the last generalization was not built
+    failed_template: object = None  # (not tried again)
+
+
+MAX_INSTANCES = 4  # size vectors a family keeps to fit a template from
+_families: OrderedDict = OrderedDict()
+# full key -> (the size values its program (one with size symbols) runs with, how the program takes
+# the key's constants: None for its own scalars, else `dynamic.argument_plan`'s)
+_bound: dict = {}
+DYNAMIC = os.environ.get("LAZY_DYNAMIC", "1") != "0"
+
+
+def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer | None] | None = None
+                ) -> tuple[Program, list[Buffer], list, tuple, bool, str]:
+    """(the program of `nodes`' structure, its input buffers, the CONST nodes of its scalar arguments,
+    the values of its size symbols, whether it was built now, the device)."""
+    key, buffers, scalar_nodes = structure_key(nodes)
     dev = _device_of(buffers, device)
     backend = backend_for(dev)
     slots = None
@@ -369,19 +440,113 @@ def program_for(nodes: list[Node], device: str | None = None,
         slots = tuple(None if b is None else where.get(id(b)) for b in into)
     full_key = (key, backend, dev, slots, os.environ.get("LAZY_GEMM", ""))  # LAZY_GEMM changes which GEMM runs
     prog = _programs.get(full_key)
-    fresh = prog is None
-    if fresh:
-        cache_stats["schedule_misses"] += 1
-        prog = _build(nodes, buffers, backend, slots)
-        _programs[full_key] = prog
-        while len(_programs) > MAX_PROGRAMS:
-            _programs.popitem(last=False)
-            cache_stats["schedule_evictions"] += 1
-    else:
+    if prog is not None:
         with contextlib.suppress(KeyError):  # (another thread may have evicted it meanwhile)
             _programs.move_to_end(full_key)
         cache_stats["schedule_hits"] += 1
-    return prog, buffers, fresh, dev
+        bound = _bound.get(full_key)
+        if bound is None:
+            return prog, buffers, scalar_nodes, (), False, dev
+        return prog, buffers, _arguments(scalar_nodes, bound[1]), bound[0], False, dev
+    cache_stats["schedule_misses"] += 1
+    fam_key, ints, leaf = dynamic.sizes_of(full_key)
+    fam = _families.get(fam_key)
+    if fam is None:
+        fam = _families[fam_key] = Family(dynamic.loose(fam_key))
+        while len(_families) > MAX_PROGRAMS:
+            _families.popitem(last=False)
+    else:
+        _families.move_to_end(fam_key)
+    sizes, fresh, plan = (), True, None
+    for template, sym_prog in fam.programs:
+        syms = template.bind(ints)
+        if syms is not None:
+            prog, sizes, fresh = sym_prog, tuple(syms), False
+            break
+    if prog is None:
+        prog, sizes, plan = _program_of_kin(nodes, fam_key, fam, ints)
+        fresh = prog is None
+    if prog is None:
+        prog, sizes = _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam_key, fam, ints, leaf)
+    _programs[full_key] = prog
+    if sizes:
+        _bound[full_key] = (sizes, plan)
+        scalar_nodes = _arguments(scalar_nodes, plan)
+    while len(_programs) > MAX_PROGRAMS:
+        old, _ = _programs.popitem(last=False)
+        _bound.pop(old, None)
+        cache_stats["schedule_evictions"] += 1
+    return prog, buffers, scalar_nodes, sizes, fresh, dev
+
+
+def _kin(fam_key: tuple, fam: Family, program: bool):
+    """The other families of the same graph whose constants differ in being literals or kernel
+    arguments (`dynamic.loose`), each with its key: with `program`, those whose programs can run
+    this family's graphs (they take as arguments the constants it has as literals); else those
+    whose graphs this family's programs can run."""
+    for key, other in list(_families.items()):
+        if other is not fam and other.loose == fam.loose and \
+                (dynamic.argument_plan(fam_key, key) if program else dynamic.argument_plan(key, fam_key)) is not None:
+            yield key, other
+
+
+def _program_of_kin(nodes, fam_key: tuple, fam: Family, ints: list[int]) -> tuple:
+    """(a program for all sizes of a kin family (`_kin`) that runs these sizes, the values of its
+    size symbols, how it takes this graph's constants), or (None, (), None). A literal that follows
+    a size (a mean over 2 elements divides by 2.0) then runs the program built for the other sizes;
+    at sizes the kin family was seen with, a literal is a number that changed, not a size, and gets
+    a program of its own (its literal in the source), as before."""
+    for key, other in _kin(fam_key, fam, program=True):
+        if ints in other.instances:  # a number the caller changed at sizes seen: a program with its literal
+            continue
+        for template, prog in other.programs:
+            syms = template.bind(ints)
+            if syms is not None:
+                return prog, tuple(syms), dynamic.argument_plan(fam_key, key, dynamic.nodes_in_key_order(nodes))
+    return None, (), None
+
+
+def _arguments(scalars: list, plan: list | None) -> list:
+    """The scalar arguments of a program that takes a graph's constants by `plan` (None: its own):
+    CONST nodes of the graph, or the values of its literals the program takes as arguments."""
+    if plan is None:
+        return scalars
+    return [scalars[x] if kind == "slot" else x for kind, x in plan]
+
+
+def _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam_key: tuple, fam: Family,
+                 ints: list[int], leaf: list[bool]) -> tuple[Program, tuple]:
+    """Build the program of a key no program matches: for all sizes when the family has been seen
+    with other sizes and a template fits them (lazy/dynamic.py), else for these sizes."""
+    level = debug_level()
+    why = reasons.note(full_key) if level >= 1 else None
+    misses = compile_c.stats.misses
+    if ints not in fam.instances:
+        fam.instances = (fam.instances + [ints])[-MAX_INSTANCES:]
+    # the sizes its kin were seen with count too: a program of this family runs their graphs
+    # (`_program_of_kin`), so a mean seen over 2 elements (a literal 2.0), then over 3, fits here
+    seen = [i for _, other in _kin(fam_key, fam, program=False) for i in other.instances if i not in fam.instances]
+    instances = (seen + fam.instances)[-MAX_INSTANCES:]
+    template = dynamic.fit(instances, leaf) if DYNAMIC and len(instances) >= 2 else None
+    prog, sizes = None, ()
+    if template is not None and template != fam.failed_template:
+        try:
+            prog = _build(nodes, buffers, backend, slots, scalar_nodes, template, ints)
+            sizes = tuple(template.bind(ints))
+            fam.programs.append((template, prog))
+            why = f"{why}; sizes {', '.join(f'd{i}={v}' for i, v in enumerate(sizes))} are arguments from now on" \
+                if why else why
+        except Exception as e:  # noqa: BLE001 (a program for these sizes alone is always right)
+            fam.failed, fam.failed_template = f"{type(e).__name__}: {e}", template
+            if level >= 1:
+                _log(f"lazy: sizes stay fixed for this program ({fam.failed})")
+    if prog is None:
+        prog = _build(nodes, buffers, backend, slots, scalar_nodes)
+    if level >= 1:
+        built = compile_c.stats.misses - misses
+        _log(f"lazy: new program ({why}): {len(prog.launches)} launch(es), "
+             + (f"{built} kernel(s) compiled" if backend == "c" else f"{backend} kernels"))
+    return prog, sizes
 
 
 def _alloc(shape, dtype: str, device: str):
@@ -403,41 +568,47 @@ def realize_nodes(nodes: list[Node], device: str | None = None,
         for n in toposort(nodes):
             _log(f"  {id(n):x} {n} <- {[f'{id(s):x}' for s in n.srcs]}")
     t0 = time.perf_counter()
-    prog, buffers, fresh, dev = program_for(nodes, device, into)
-    outs = run_program(prog, buffers, dev, fresh, t0, level)
+    prog, buffers, scalar_nodes, sizes, fresh, dev = program_for(nodes, device, into)
+    outs = run_program(prog, buffers, dev, fresh, t0, level,
+                       [c.arg if isinstance(c, Node) else c for c in scalar_nodes], sizes)
     for r in _recorders:
-        r.realized(prog, buffers, outs, dev, nodes)
+        r.realized(prog, buffers, outs, dev, nodes, scalar_nodes, sizes)
     return outs
 
 
 def run_program(prog: Program, buffers: list[Buffer], dev: str, fresh: bool = False,
-                t0: float | None = None, level: int | None = None) -> list[Buffer]:
-    """Launch a program's kernels over `buffers` (its inputs, in structure-key order) and fresh
-    allocations; the buffers of its outputs."""
+                t0: float | None = None, level: int | None = None, scalars: list = (),
+                sizes: tuple = ()) -> list[Buffer]:
+    """Launch a program's kernels over `buffers` (its inputs, in structure-key order), fresh
+    allocations, `scalars` (the values of its scalar slots) and `sizes` (of its size symbols); the
+    buffers of its outputs."""
     level = debug_level() if level is None else level
     t0 = time.perf_counter() if t0 is None else t0
     for listener in kernel_listeners:  # every launch, cached or not (`lazy kernels` collects them)
         for ln in prog.launches:
             listener(ln.kernel, ln.backend)
     slots: list = [b.data for b in buffers]
-    slots += [_alloc(shape, dt, dev) for shape, dt in prog.allocs]
+    slots += [_alloc(shape, dt, dev) for shape, (_, dt) in zip(prog.alloc_shapes(sizes), prog.allocs)]
     timed = bool(_profiles) or level >= 1
     if not timed and tuner is None:  # the common case (and every lazy.jit replay): launches only
         for ln in prog.launches:
-            ln(slots)
+            ln(slots, scalars, sizes)
         return _results(prog, buffers, slots)
     sync = torch.cuda.synchronize if dev.startswith("cuda") and timed else (lambda: None)
     recs = []
     for i, ln in enumerate(prog.launches):
         if tuner is not None:  # tune on the real buffers (inputs of this launch are ready now)
-            ln = prog.launches[i] = tuner(ln, slots)
+            ln = prog.launches[i] = tuner(ln, slots, scalars) if not prog.sizes else ln
         sync()
         t = time.perf_counter()
-        ln(slots)
+        ln(slots, scalars, sizes)
         sync()
         dt = time.perf_counter() - t
         m = ln.kernel.meta
-        recs.append(KernelRecord(ln.kernel.name, ln.backend, dev, dt, m["bytes_read"], m["bytes_written"],
+        moved = (m["bytes_read"], m["bytes_written"])
+        if prog.sizes:
+            moved = size_fn(moved, prog.sizes)(*sizes)
+        recs.append(KernelRecord(ln.kernel.name, ln.backend, dev, dt, *moved,
                                  fresh and prog.compiled))
     for p in _profiles:
         p.kernels.extend(recs)

@@ -36,8 +36,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch
-from lazy import autograd, inplace, runtime
+from lazy import amp, autograd, inplace, runtime
+from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch, torch_default
 from lazy.graph import (
     Buffer,
     DType,
@@ -58,8 +58,10 @@ from lazy.graph import (
     prod,
     uint8,
 )
+from lazy.symnum import SymFloat, SymInt
 
-__all__ = ["Tensor", "arange", "cat", "concat", "default_device", "einsum", "empty", "empty_like", "eye", "full",
+__all__ = ["Tensor", "arange", "cat", "concat", "default_device", "einsum", "empty", "empty_like", "eye", "from_numpy",
+           "full",
            "full_like", "linspace", "manual_seed", "ones", "ones_like", "rand", "rand_like", "randint",
            "randn", "randn_like", "realize", "return_types", "stack", "std_mean", "tensor", "var_mean", "where",
            "xlogy", "zeros", "zeros_like"]
@@ -271,7 +273,10 @@ def _int64(v: int) -> int:
 
 
 def _pyscalar(x):
-    """A Python bool/int/float for scalar-like inputs (numpy scalars included), else None."""
+    """A Python bool/int/float for scalar-like inputs (numpy scalars included; a number lazy.jit
+    traces stays itself: lazy/symnum.py), else None."""
+    if type(x) in (SymFloat, SymInt):
+        return x
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
@@ -300,7 +305,10 @@ def _operand(op: str, x, seq: bool = False):
 def _key(x):
     if isinstance(x, Tensor):
         return ("tensor" if x._node.shape else "0d", x.dtype)
-    return ("scalar", type(x))
+    t = type(x)
+    if t is SymInt or t is SymFloat:  # lazy.jit's traced numbers (lazy/symnum.py)
+        return ("scalar", int if t is SymInt else float)
+    return ("scalar", t)
 
 
 def _promote(op: str, *xs, dtype: DType | None = None, shapes=()) -> list[Tensor]:
@@ -434,9 +442,12 @@ def realize(*tensors: Tensor, _into: dict | None = None):
             if b is not None and inplace.may_overwrite(o, b) and id(t._node) not in targets:
                 targets[id(t._node)] = (b, o)
     if targets:
-        first, renamed = inplace.readers(targets, todo)
+        copies: list[Tensor] = []
+        first, renamed = inplace.readers(targets, todo, copies)
         for rid in renamed:
             del targets[rid]
+        for t in copies:  # they hold memory shared with the caller that is about to be written
+            _private_copy(t)
         seen = {id(t) for t in ts}
         first = [t for t in first if id(t) not in seen]
         if first:  # computed first: their kernels come before the writes (roots in order)
@@ -453,6 +464,11 @@ def realize(*tensors: Tensor, _into: dict | None = None):
         if id(n) in bufs and id(t) not in done:
             done.add(id(t))
             b = bufs[id(n)]
+            home = targets[id(n)][0] if id(n) in targets else None
+            if home is not b and inplace.pinned(home):  # the value went elsewhere: into the array it is
+                home.data.copy_(b.data)
+                home.version += 1
+                b = bufs[id(n)] = home
             bn = node(Op.BUFFER, (), b, n.dtype, n.shape)
             before = None
             if t in _leaf_tensors:  # a leaf's new value (an optimizer step) starts a new history
@@ -473,6 +489,19 @@ def realize(*tensors: Tensor, _into: dict | None = None):
 
 
 _held = inplace.held
+
+
+def _private_copy(t: Tensor) -> None:
+    """t holds a buffer whose memory is about to be overwritten by its owner (lazy.from_numpy's
+    array): t takes a host copy of its own, as torch's clone would have."""
+    n = t._cur
+    bn = n.srcs[0] if n.op is Op.STORED else n
+    c = node(Op.BUFFER, (), Buffer(bn.arg.data.clone(), owned=True), bn.dtype, bn.shape)
+    if t in _leaf_tensors:
+        _leaf_owner[c] = t
+    t._cur = c if n.op is Op.BUFFER else node(Op.STORED, (c,), n.arg)
+    t._version += 1
+    inplace.claim(t, c.arg, force=True)
 
 
 def overwritten(buf: Buffer) -> None:
@@ -614,8 +643,18 @@ _INTS = "biu"  # bool and integer kinds: what bitwise ops accept
 class Tensor:
     """A lazy tensor. Build with `lazy.tensor`, `lazy.zeros`, ...; see the module docstring."""
 
-    __slots__ = ("__weakref__", "_base", "_cur", "_seen", "_steps", "_stride", "_version", "_grad", "_graph_freed",
-                 "_before")
+    __slots__ = (
+        "__weakref__",
+        "_base",
+        "_before",
+        "_cur",
+        "_grad",
+        "_graph_freed",
+        "_seen",
+        "_steps",
+        "_stride",
+        "_version",
+    )
     __array_ufunc__ = None  # numpy defers `ndarray + Tensor` to our reflected operators
     __hash__ = object.__hash__  # identity, like torch (== is elementwise)
 
@@ -846,15 +885,25 @@ class Tensor:
         return format(self.item(), spec) if self.ndim == 0 and spec else str(self)
 
     # ---- dtype / device conversion
-    def to(self, *args, dtype=None, device=None, copy: bool = False) -> Tensor:
-        """to(dtype) / to(device) / to(device, dtype) / to(other): same object if nothing changes."""
+    def to(self, *args, dtype=None, device=None, non_blocking: bool = False, copy: bool = False,
+           memory_format=None) -> Tensor:
+        """to(dtype) / to(device) / to(device, dtype) / to(other), then torch's optional positional
+        non_blocking and copy flags: same object if nothing changes. non_blocking changes nothing
+        (a copy between devices is made when the value is realized)."""
+        flags = []
         for a in args:
             if isinstance(a, Tensor):
-                dtype = a.dtype
+                dtype, device = a.dtype, a.device
+            elif isinstance(a, bool):
+                flags.append(a)
             elif isinstance(a, (str, torch.device)):
                 device = a
+            elif isinstance(a, int):
+                device = torch.device(a)  # an index: torch's cuda:<index>
             else:
                 dtype = a
+        if len(flags) > 1:
+            copy = flags[1]
         out = self if dtype is None else self._cast(as_dtype(dtype, "to"))
         if device is not None:
             dev = _device("to", device)
@@ -868,8 +917,13 @@ class Tensor:
     def cpu(self) -> Tensor:
         return self.to("cpu")
 
-    def cuda(self) -> Tensor:
-        return self.to("cuda")
+    def cuda(self, device=None, non_blocking: bool = False, memory_format=None) -> Tensor:
+        """To the GPU; without one, torch's own error (on a CPU build: AssertionError, "Torch not
+        compiled with CUDA enabled")."""
+        from lazy import cuda
+
+        cuda.require()
+        return self.to("cuda" if device is None else torch.device("cuda", device) if isinstance(device, int) else device)
 
     def clone(self) -> Tensor:
         return Tensor._new(self._node)
@@ -913,7 +967,10 @@ class Tensor:
         if self._base is None and _leaf_owner.get(n) is not self:
             # a node of its own (a new Buffer over the same memory), so a clone sharing the old node
             # does not become a leaf with it; kept across requires_grad toggles
-            self._cur = n = node(Op.BUFFER, (), Buffer(n.arg.data, owned=n.arg.owned), n.dtype, n.shape)
+            was = n.arg
+            self._cur = n = node(Op.BUFFER, (), Buffer(was.data, owned=was.owned), n.dtype, n.shape)
+            if inplace.pinned(was):  # from_numpy's array stays this tensor's memory
+                inplace.pin(n.arg)
             inplace.claim(self, n.arg)
             _leaf_owner[n] = self
         _leaf_tensors.add(self)
@@ -1009,7 +1066,7 @@ class Tensor:
         if isinstance(e, bool) and self.dtype is bool_:  # torch: a copy, or ones; no other bool power
             return self.clone() if e else self._const(True)
         if e is not None and not isinstance(e, bool):
-            dt = result_type(_key(self), ("scalar", type(e)))
+            dt = result_type(_key(self), _key(e))
             if dt.kind in "iu" and e < 0:
                 raise RuntimeError("pow: integers to negative integer powers are not allowed")
             _fits("pow", e, dt, halves=True)
@@ -1458,8 +1515,10 @@ class Tensor:
             target = self if base is None else base
             if runtime._watched or runtime._watched_nodes:
                 _leave(target, target._cur, v, written=True)
-            inplace.written(target, target._cur)
+            now = inplace.written(target, target._cur)
             target._cur, target._version, target._before = v, target._version + 1, None
+            if now:  # memory shared with the caller (from_numpy): it shows the write at once, as in torch
+                realize(target)
             return self
         if not self._node.numel:
             return self
@@ -1484,9 +1543,11 @@ class Tensor:
             v, m = _mk(inv[0], (v,), inv[1]), _mk(inv[0], (m,), inv[1])
         if runtime._watched or runtime._watched_nodes:
             _leave(base, base._cur, v, written=True)
-        inplace.written(base, base._cur)
+        now = inplace.written(base, base._cur)
         base._cur, base._version = _mk(Op.WHERE, (m, v, base._node)), base._version + 1
         self._cur, self._seen = v0, base._version
+        if now:
+            realize(base)
         return self
 
     def _inplace(self, op: str, result: Tensor) -> Tensor:
@@ -1560,7 +1621,8 @@ class Tensor:
         return x._reduce(Op.SUM, "sum", dim, keepdim)._cast(out)
 
     def prod(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
-        x, out = self._acc(dtype)
+        src = amp.cast_inputs(amp.FP32, self)[0] if amp._active[0] else self  # a float32 op under autocast
+        x, out = src._acc(dtype)
         return x._reduce(Op.PROD, "prod", dim, keepdim)._cast(out)
 
     def mean(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
@@ -1803,7 +1865,13 @@ class Tensor:
 
     def matmul(self, other) -> Tensor:
         """Batched matmul with torch's 1-d and batch-broadcasting rules: one MATMUL node, which the
-        scheduler hands to a GEMM (BLAS on the CPU) with strided views of its operands."""
+        scheduler hands to a GEMM (BLAS on the CPU) with strided views of its operands. Inside an
+        autocast region the operands take its dtype (lazy/amp.py)."""
+        if amp._active[0]:
+            return Tensor._matmul(*amp.cast_inputs(amp.LOWER, self, _operand("matmul", other)))
+        return self._matmul(other)
+
+    def _matmul(self, other) -> Tensor:
         b = _operand("matmul", other)
         if not isinstance(b, Tensor) or not self.ndim or not b.ndim:
             raise RuntimeError("matmul: both arguments need at least 1 dimension")
@@ -1884,7 +1952,7 @@ class Tensor:
         if self.dtype is not v.dtype:
             raise DTypeError(f"mv: expected the matrix and the vector to have the same dtype, got {self.dtype} "
                              f"and {v.dtype}")
-        return self.matmul(v)
+        return self._matmul(v)  # torch's autocast leaves mv alone
 
     def __rmatmul__(self, other):
         return tensor(other).matmul(self) if isinstance(other, (torch.Tensor, np.ndarray)) else NotImplemented
@@ -2022,8 +2090,14 @@ class Tensor:
         return self if self.is_contiguous() else Tensor._new(self._node)
 
     def __getitem__(self, idx) -> Tensor:
-        """Basic indexing (ints, slices with step > 0, None, ...) as a view built from movement ops."""
+        """Basic indexing (ints, slices with step > 0, None, ...) as a view built from movement ops;
+        tensors, lists and masks as indices: lazy/indexed.py."""
         idx = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, (Tensor, torch.Tensor, np.ndarray, list)) for i in idx):
+            from lazy.indexed import getitem, is_advanced
+
+            if any(is_advanced(i) for i in idx):
+                return getitem(self, idx)
         sh, nd = self._node.shape, self.ndim
         if sum(i is Ellipsis for i in idx) > 1:
             raise IndexError("an index can only have a single ellipsis ('...')")
@@ -2082,6 +2156,12 @@ class Tensor:
         return self._view(steps, st)
 
     def __setitem__(self, idx, value) -> None:
+        key = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, (Tensor, torch.Tensor, np.ndarray, list)) for i in key):
+            from lazy.indexed import is_advanced, setitem
+
+            if any(is_advanced(i) for i in key):
+                return setitem(self, key, value)
         view = self[idx]
         if isinstance(value, Tensor) and value._base is view._base and value._steps == view._steps:
             return  # `x[i] += 1` already wrote through the view; Python stores it back here
@@ -2480,6 +2560,19 @@ def _from_torch(t: torch.Tensor, owned: bool = False) -> Tensor:
     return Tensor._new(node(Op.BUFFER, (), Buffer(t, owned=owned), dt, tuple(t.shape)), t.stride())
 
 
+def from_numpy(ndarray: np.ndarray) -> Tensor:
+    """torch.from_numpy: a tensor that *is* the array's memory. Unlike `lazy.tensor(array)` (which
+    lazy never writes), in-place writes to it (`add_`, `x[i] = v`, an optimizer step) go into the
+    array at once, and the array's own later changes show in it; see lazy/inplace.py's exception
+    for shared memory. The array's dtype must be one lazy has (torch's errors otherwise)."""
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
+    t = torch.from_numpy(ndarray)
+    out = _from_torch(t, owned=True)
+    inplace.pin(out._node.arg)
+    return out
+
+
 def owned_tensor(host: torch.Tensor) -> Tensor:
     """A tensor over `host`, a torch tensor nobody else holds (drawn, copied, allocated by lazy):
     its later values may be written into that memory (lazy/inplace.py)."""
@@ -2508,7 +2601,8 @@ def tensor(data, dtype=None, device=None) -> Tensor:
         out = _from_torch(t)
     else:
         try:
-            t = torch.tensor(_host(data), dtype=None if dt is None else to_torch(dt))
+            with torch_default():  # Python floats take lazy's default dtype
+                t = torch.tensor(_host(data), dtype=None if dt is None else to_torch(dt))
         except (TypeError, ValueError, RuntimeError) as e:
             if isinstance(e, OverflowError) or "Overflow" in str(e):  # a Python int past 64 bits: torch's error
                 raise type(e)(f"tensor: {e}") from None
@@ -2529,7 +2623,7 @@ def _full(op: str, size, value, dtype, device) -> Tensor:
     v = _pyscalar(value)
     if v is None:
         raise TypeError(f"{op}: fill_value must be a Python number, got {type(value).__name__}")
-    dt = as_dtype(dtype, op) if dtype is not None else result_type(("scalar", type(v)))
+    dt = as_dtype(dtype, op) if dtype is not None else result_type(_key(v))
     return Tensor._new(const(_fits(op, v, dt), dt, _new_shape(op, size)))
 
 

@@ -152,7 +152,7 @@ class Session:
             return "triton" if ln.fn is not None else "extern"
         return ln.backend
 
-    def __call__(self, ln, slots):
+    def __call__(self, ln, slots, scalars=()):
         backend = self._backend(ln)
         k = ln.kernel
         known = self.kinds.get(id(k))
@@ -163,14 +163,15 @@ class Session:
         if kind is None:
             return ln
         if key not in self.done:
-            self.done[key] = self._settle(k, kind, backend, [slots[s] for s in ln.slots], ln.config)
+            self.done[key] = self._settle(k, kind, backend, [slots[s] for s in ln.slots], ln.config,
+                                          [scalars[i] for i in ln.scalars])
         cfg = self.done[key]
         if cfg is not None and ln.config != cfg:
             (rebuilt,) = runtime._compile(k, backend)  # with the winner (codegen.tune remembers it)
             return rebuilt
         return ln
 
-    def _settle(self, k, kind: str, backend: str, tensors: list, current):
+    def _settle(self, k, kind: str, backend: str, tensors: list, current, scalars: list = ()):
         """Tune `k` (or take its stored winner); the config it should run with."""
         stored = None if self.force else _tune.tuned_config(k, backend)
         if stored is not None:
@@ -188,7 +189,8 @@ class Session:
         self.progress.start(k.name, self.budget_s, self.max_configs)
         try:
             res = _tune.tune_kernel(k, backend, tensors, budget_s=self.budget_s, max_configs=self.max_configs,
-                                    min_gain=self.min_gain, bench=self.bench, progress=self.progress.update)
+                                    min_gain=self.min_gain, bench=self.bench, progress=self.progress.update,
+                                    scalars=scalars)
         except Exception as e:  # noqa: BLE001 (tuning must never break the program: run untuned)
             why = f"{type(e).__name__}: {e}"
             self.report.failed.append((k.name, why))

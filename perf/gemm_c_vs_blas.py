@@ -128,7 +128,7 @@ def _lazy_call(fn, mode: str, args, kernel_seconds: list):
 
 
 def _gemm_call_of(y) -> ExternCall:
-    _, bufs = structure_key([y._node])
+    _, bufs, _ = structure_key([y._node])
     return next(k for k in schedule([y._node], bufs).kernels if isinstance(k, ExternCall))
 
 
@@ -214,12 +214,13 @@ GRID_B = [(32, 1024, 64, 1024), (32, 128, 64, 128), (256, 64, 64, 64), (8, 512, 
 
 def _program(y, mode: str):
     os.environ["LAZY_GEMM"] = mode
-    prog, bufs, _, dev = runtime.program_for([y._node])
+    prog, bufs, scalar_nodes, sizes, _, dev = runtime.program_for([y._node])
+    scalars = [c.arg for c in scalar_nodes]
     slots = [b.data for b in bufs] + [runtime._alloc(s, d, dev) for s, d in prog.allocs]
 
     def run():
         for ln in prog.launches:
-            ln(slots)
+            ln(slots, scalars, sizes)
     return run
 
 

@@ -49,11 +49,15 @@ class Lowerer:
         self.ranges: dict = {}
         self.reduces: list[Reduce] = []
         self.memo: dict = {}
+        self.reduced_at: dict[int, tuple] = {}  # id(reduction) -> the index it is computed at
         self.buf_args: dict[int, int] = {}  # schedule slot -> kernel buffer index
         self.buf_list: list[tuple[int, BufferArg]] = []
         self.loads: dict[int, int] = {}  # kernel buffer index -> bytes read (whole buffer once)
         self.nrvars = 0
         self.scope_rvars: list[set] = []  # reduction variables of the reductions being built
+        self.scalar_args: dict[int, int] = {}  # program scalar slot -> the kernel's scalar argument
+        self.scalar_types: list[str] = []  # dtype of each scalar argument
+        self.scalar_values: list = []  # its value in the graph lowered (launches pass their own)
 
     # -- buffers -------------------------------------------------------------------------
     def _buf(self, slot: int, dtype: str, numel: int, output: bool) -> int:
@@ -94,6 +98,13 @@ class Lowerer:
         if n.op is Op.BUFFER or id(n) in self.realized:
             return self._load(n, idx, mask)
         if n.op is Op.CONST:
+            slot = self.slot_of.get(("scalar", id(n)))
+            if slot is not None:  # a kernel argument (graph.literal)
+                if slot not in self.scalar_args:
+                    self.scalar_args[slot] = len(self.scalar_args)
+                    self.scalar_types.append(n.dtype.name)
+                    self.scalar_values.append(n.arg)
+                return Expr("scalar", arg=self.scalar_args[slot], dtype=n.dtype.name)
             return Expr("const", arg=n.arg, dtype=n.dtype.name)
         if n.op is Op.IOTA:
             return Expr("index", arg=idx[0], dtype=n.dtype.name)
@@ -118,6 +129,10 @@ class Lowerer:
         raise NotImplementedError(f"cannot lower {n}")
 
     def _reduce(self, n: Node, idx: tuple, mask: tuple) -> Expr:
+        seen = self.reduced_at.setdefault(id(n), idx)
+        if seen != idx:  # read at another position too (a gradient spread back over windows)
+            raise NotFusable(n, f"{REDUCE_NAMES[n.op]}{list(n.srcs[0].shape)}->{list(n.shape)} is read at several "
+                                "positions: computed once, not once per position")
         src = n.srcs[0]
         rvars, rsizes, sidx = [], [], list(idx)
         for ax in n.arg:
@@ -180,6 +195,15 @@ class Lowerer:
     def lower(self, roots: list[Node], out_slots: list[int], merge: bool = True) -> Kernel:
         """One kernel storing every root (all of one shape) at the same loop index; `merge=False`
         keeps one loop per dim of size > 1 (a GEMM epilogue maps them onto its tile)."""
+        written = roots
+        if merge and len(roots) == 1:
+            # a reshape keeps the row-major order of its source: storing the source, iterated over its
+            # own shape, writes the same memory, and reads it without the // and % a reshaped index
+            # needs (an im2col matrix from a convolution's windows)
+            r = roots[0]
+            while r.op is Op.RESHAPE and r.srcs[0].op is not Op.BUFFER and id(r.srcs[0]) not in self.realized:
+                r = r.srcs[0]
+            roots = [r]
         self.roots = {id(r) for r in roots}
         self.dep_memo: dict = {}
         self.acc_deps: dict = {}
@@ -203,13 +227,15 @@ class Lowerer:
             ob = self._buf(slot, root.dtype.name, root.numel, True)
             stores.append(Store(ob, out_index, value, root.dtype.name))
         k = Kernel(self.name, tuple(b for _, b in self.buf_list), tuple(self.loop_sizes), tuple(self.reduces),
-                   tuple(stores))
+                   tuple(stores), scalars=tuple(self.scalar_types))
         if merge:
             k = merge_loops(k, self.ranges)
         k = legalize(k)
         k.meta["bytes_read"] = sum(self.loads.values())
-        k.meta["bytes_written"] = sum(r.numel * r.dtype.itemsize for r in roots)
+        k.meta["bytes_written"] = sum(r.numel * r.dtype.itemsize for r in written)
         k.meta["slots"] = tuple(slot for slot, _ in self.buf_list)
+        k.meta["scalar_slots"] = tuple(self.scalar_args)
+        k.meta["scalar_values"] = tuple(self.scalar_values)  # for reading the source (debug output, tests)
         return k
 
 
@@ -235,7 +261,7 @@ def _rebuild(k: Kernel, rep: dict, loops, reduces_meta) -> Kernel:
                     for r, (rs, rv, d) in zip(k.reduces, reduces_meta))
     stores = tuple(Store(s.buf, sympy.expand(s.index.xreplace(rep)), subst_expr(s.value, rep, memo), s.dtype)
                    for s in k.stores)
-    return Kernel(k.name, k.buffers, tuple(loops), reduces, stores, dict(k.meta))
+    return Kernel(k.name, k.buffers, tuple(loops), reduces, stores, dict(k.meta), k.scalars, k.sizes)
 
 
 def merge_loops(k: Kernel, ranges: dict) -> Kernel:

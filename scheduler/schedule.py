@@ -27,6 +27,8 @@ from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Buffer, Node, Op, buffer_l
 from scheduler.indexing import flat_index, linear_coeffs, movement_index, strides_of, symbol
 from scheduler.lower import REDUCE_NAMES, Lowerer, NotFusable
 
+_OWN_KERNEL = (Op.MATMUL, Op.EXTERN)  # rule 5: kernels of their own, never fused into others
+
 
 @dataclass
 class Schedule:
@@ -70,19 +72,22 @@ def should_realize(n: Node, realized: set[int]) -> tuple[bool, str]:
 
 
 def schedule(roots: list[Node], buffers: list[Buffer], into: tuple[int | None, ...] | None = None,
-             max_rounds: int = 10_000) -> Schedule:
+             max_rounds: int = 10_000, scalars: list[Node] = ()) -> Schedule:
     """`into[i]`, when given, is the input slot root i should be written into in place (an optimizer
     step overwriting a parameter); honoured where no later read sees it (`_in_place`), else the
-    root gets a buffer of its own, as without `into`."""
-    slot_of: dict[int, int] = {id(b): i for i, b in enumerate(buffers)}
+    root gets a buffer of its own, as without `into`. `scalars`: the CONST nodes that are kernel
+    arguments, in `graph.structure_key` order (a kernel reads slot i as its argument; others are
+    literals)."""
+    slot_of: dict = {id(b): i for i, b in enumerate(buffers)}
+    slot_of.update({("scalar", id(c)): i for i, c in enumerate(scalars)})
     decisions: list[str] = []
     realized: set[int] = {id(r) for r in roots if r.op is not Op.BUFFER}
     order = toposort(roots)
-    for n in order:  # rule 5: a contraction is its own (extern) kernel, reading strided views
-        if n.op is Op.MATMUL:
+    for n in order:  # rule 5: a contraction (or a library call) is its own kernel, reading strided views
+        if n.op in _OWN_KERNEL:
             realized.add(id(n))
     for n in order:
-        if n.op is Op.MATMUL:
+        if n.op in _OWN_KERNEL:
             for s in n.srcs:
                 if strided_view(s, realized) is not None:
                     continue
@@ -92,10 +97,11 @@ def schedule(roots: list[Node], buffers: list[Buffer], into: tuple[int | None, .
                 while base.op in MOVEMENT and id(base) not in realized:
                     base = base.srcs[0]
                 if base is not s and base.op is not Op.BUFFER and strided_view(s, realized | {id(base)}) is not None:
-                    decisions.append(f"realize: {_describe(base)} feeds a GEMM through a strided view")
+                    decisions.append(f"realize: {_describe(base)} feeds a GEMM or library call through a strided view")
                     realized.add(id(base))
                 else:
-                    decisions.append(f"realize: {_describe(s)} feeds a GEMM and is not a strided view of a buffer")
+                    decisions.append(f"realize: {_describe(s)} feeds a GEMM or library call and is not a strided view "
+                                     "of a buffer")
                     realized.add(id(s))
 
     for _ in range(max_rounds):
@@ -145,8 +151,8 @@ def _group_outputs(plan: list[Node], realized: set[int]) -> list[list[Node]]:
             members = {id(m) for m in groups[gi]}
             if max((group_of[d] for d in deps - members if d in group_of), default=-1) >= gi:
                 break  # n reads something computed in this group's position or later
-            if (groups[gi][0].shape == n.shape and n.numel > 0 and n.op is not Op.MATMUL
-                    and groups[gi][0].op is not Op.MATMUL):
+            if (groups[gi][0].shape == n.shape and n.numel > 0 and n.op not in _OWN_KERNEL
+                    and groups[gi][0].op not in _OWN_KERNEL):
                 target = gi
                 break
         if target is None:
@@ -183,8 +189,8 @@ def gemm_epilogues(plan: list[Node], groups: list[list[Node]], roots: list[Node]
             continue
         e = users[0]
         why = None
-        if e.op is Op.MATMUL:
-            why = "its reader is another GEMM"
+        if e.op in _OWN_KERNEL:
+            why = "its reader is another GEMM or a library call"
         elif (e.shape, e.dtype) != (m.shape, m.dtype):
             why = f"its reader is {_describe(e)} {e.dtype.name}, not {_describe(m)} {m.dtype.name}"
         elif id(e) not in alone:
@@ -234,8 +240,8 @@ def _lower_in_place(plan, roots, buffers, slot_of, realized, decisions, into) ->
             continue
         strides, offset, _ = buffer_layout(buffers[j])
         why = None
-        if r.op is Op.MATMUL:
-            why = "a GEMM writes through its own view"
+        if r.op in _OWN_KERNEL:
+            why = "a GEMM or library call writes through its own view"
         elif (buffers[j].data.shape, buffers[j].data.dtype.itemsize) != (r.shape, r.dtype.itemsize) or \
                 str(buffers[j].data.dtype).split(".")[-1] != r.dtype.name:
             why = f"the target {tuple(buffers[j].data.shape)} {buffers[j].data.dtype} does not match"
@@ -330,6 +336,8 @@ def _lower_all(plan, roots, buffers, slot_of, realized, decisions, aliased=None)
 def _lower_group(group: list[Node], index: int, slots, realized, decisions) -> Kernel | ExternCall:
     if group[0].op is Op.MATMUL:
         return _extern_matmul(group[0], index, slots, realized)
+    if group[0].op is Op.EXTERN:
+        return _extern_op(group[0], index, slots, realized)
     ids = {id(n) for n in group}
     lw = Lowerer(f"k{index}_{_describe(group[0]).split('[')[0]}", slots, realized - ids)
     k = lw.lower(group, [slots[id(n)] for n in group])
@@ -375,6 +383,23 @@ def strided_view(n: Node, realized: set[int]) -> tuple[Node, tuple[int, ...], in
         return None  # not affine, or flipped (BLAS takes no negative strides)
     out = tuple(coeffs.get(symbol(f"v{i}"), 0) if size > 1 else 0 for i, size in enumerate(n.shape))
     return base, out, coeffs.get(1, 0)
+
+
+def _extern_op(n: Node, index: int, slots, realized) -> ExternCall:
+    """An EXTERN node as a call of codegen/extern.py's table on strided views of its inputs."""
+    name, params = n.arg
+    bufs, views = [BufferArg("b0", n.dtype.name, n.numel, True)], [StridedView(n.shape, strides_of(n.shape), 0)]
+    slot_list = [slots[id(n)]]
+    read = 0
+    for i, s in enumerate(n.srcs):
+        base, strides, offset = strided_view(s, realized)
+        slot_list.append(slots[id(base.arg)] if base.op is Op.BUFFER else slots[id(base)])
+        bufs.append(BufferArg(f"b{i + 1}", s.dtype.name, base.numel, False))
+        views.append(StridedView(s.shape, strides, offset))
+        read += s.numel * s.dtype.itemsize
+    call = ExternCall(f"k{index}_{name}", name, tuple(bufs), tuple(views), params=tuple(params))
+    call.meta.update(slots=tuple(slot_list), bytes_read=read, bytes_written=n.numel * n.dtype.itemsize)
+    return call
 
 
 def _extern_matmul(n: Node, index: int, slots, realized, epilogue: Node | None = None) -> ExternCall:

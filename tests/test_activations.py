@@ -9,6 +9,9 @@ import torch
 
 import lazy
 
+# vector-width dependent: every test runs for each instruction set this CPU has (conftest.ISA_PATHS)
+pytestmark = pytest.mark.usefixtures("isa")
+
 TF, LF = torch.nn.functional, lazy.nn.functional
 EDGES = [-100.0, -7.0, -6.0, -3.0, -2.5, -1.0, -0.5, 0.0, 0.25, 1.0, 3.0, 5.9, 6.0, 7.5, 30.0]
 

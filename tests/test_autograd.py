@@ -557,6 +557,11 @@ PRIMITIVES = {  # the op whose rule is under test: (program, inputs)
 }
 if hasattr(Op, "MATMUL"):  # a primitive since the GEMM path; before, matmul was multiply + sum
     PRIMITIVES[Op.MATMUL] = (lambda a, b: a @ b, (_d(2, 3, 2), _d(2, 3)))
+# a convolution's windows (stride and dilation: the gradient spreads over every s-th place)
+PRIMITIVES[Op.WINDOW] = (lambda a: a._mv(Op.WINDOW, (1, 2, 2, 2)).exp() * _arange(2.0), (_d(3, 7),))
+# library calls: gather, scatter_add (its gradient), cumsum, sort's values (a gather)
+PRIMITIVES[Op.EXTERN] = (lambda a: a.cumsum(1) * a.sort(1).values + a.gather(1, lazy.tensor([[1, 1], [0, 2]])).sum(),
+                         (_d(2, 3),))
 
 
 def _arange(n):

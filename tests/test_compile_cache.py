@@ -128,6 +128,26 @@ def test_a_compiler_command_with_arguments(cache, monkeypatch):
         compile_c.compiler()
 
 
+def test_extra_flags_narrow_the_instruction_set_and_key_their_own_objects(cache, monkeypatch):
+    src = "#ifdef __AVX__\n#define AVX_OR_NOT 1.0f\n#else\n#define AVX_OR_NOT 0.0f\n#endif\n" + SRC.replace("42.0f", "AVX_OR_NOT")
+    monkeypatch.setenv("LAZY_CFLAGS_EXTRA", "  -mno-avx512f   -mno-avx ")
+    assert compile_c.cflags() == (*compile_c.BASE_FLAGS, "-mno-avx512f", "-mno-avx")
+    narrow = compile_c.cache_key(src)
+    assert _call(compile_c.load(src)) == 0.0  # what a CPU without AVX compiles
+    monkeypatch.delenv("LAZY_CFLAGS_EXTRA")
+    assert compile_c.cache_key(src) != narrow and compile_c.cache_key(src, compile_c.BASE_FLAGS) == compile_c.cache_key(src)
+
+
+@pytest.mark.parametrize("extra", ["-O0", "-mno-avx;rm -rf /", "$(touch x)", "-fplugin=./evil.so", "-mno-avx512f -o/tmp/x",
+                                   "-MNO-AVX"])
+def test_extra_flags_outside_the_allowed_list_never_reach_the_compiler(cache, monkeypatch, extra):
+    monkeypatch.setenv("LAZY_CFLAGS_EXTRA", extra)
+    compiled = compile_c.stats.misses
+    with pytest.raises(compile_c.FlagsError, match=r"LAZY_CFLAGS_EXTRA=.*is not a flag it accepts; it accepts -mno-avx512f"):
+        compile_c.load(SRC + "/* never compiled */")
+    assert compile_c.stats.misses == compiled and not list(cache.glob("*.c"))
+
+
 def test_a_cache_dir_that_cannot_be_made_says_which_and_how(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -256,6 +276,10 @@ def test_cli_commands_check_the_compiler_and_cache_up_front(tmp_path, monkeypatc
     monkeypatch.setenv("CC", "no-such-cc-anywhere")
     rc, out, err = run_cli(*cmd)
     assert rc == 2 and out == "" and "apt-get install -y gcc" in err and len(err.splitlines()) == 1
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("LAZY_CFLAGS_EXTRA", "-O0")
+    rc, out, err = run_cli(*cmd)
+    assert rc == 2 and out == "" and err.startswith(f"lazy {cmd[0]}: LAZY_CFLAGS_EXTRA='-O0': '-O0' is not a flag")
 
 
 def _age(path: Path, seconds: float) -> None:

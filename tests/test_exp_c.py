@@ -9,6 +9,9 @@ values, and each path's error bound is stated:
 - ours: 1.013 ulp at most over all 2^32 float32 inputs (a one-off exhaustive run; 21 inputs lie
   above 1 ulp, and the sweep here includes the worst of them), bound OURS_ULP;
 - libmvec's vector expf: 2.64 ulp at most over all inputs (2.47 on this sweep), bound 3.
+
+The module runs once per instruction set the CPU has (conftest.ISA_PATHS: AVX-512, AVX2, SSE),
+so each path's exp is checked whichever CPU runs the tests.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from conftest import disassembly, kernel_body, native_macro, render_spy
 
 import lazy
 from codegen import compile_c, render_c
+
+# vector-width dependent: every test runs for each instruction set this CPU has (conftest.ISA_PATHS)
+pytestmark = pytest.mark.usefixtures("isa")
 
 SPECIALS = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 88.72, 88.7229, 88.73, 89.0,
                      100.0, 3e38, -87.33, -87.34, -103.27, -103.97, -103.98, -104.0, -200.0, -3e38], np.float32)
@@ -62,7 +68,7 @@ void exp_scalar(const float* restrict a, float* restrict o, int64_t n) {
 """
 
 
-def run(fn_name: str, x: np.ndarray, flags=compile_c.BASE_FLAGS) -> np.ndarray:
+def run(fn_name: str, x: np.ndarray, flags=None) -> np.ndarray:
     fn = compile_c.load(LOOP, fn_name, flags)
     out = np.empty_like(x)
     fn(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(x.size))
@@ -87,11 +93,20 @@ def test_scalar_calls_are_glibc_expf():
     assert max_ulp(x, run("exp_scalar", x)) < 1.0
 
 
-def test_without_avx512_the_vector_loop_is_libmvec():
-    # what a machine without AVX-512 compiles: no exp of our own, libmvec's 8-lane one
-    flags = compile_c.BASE_FLAGS + ("-mno-avx512f",)
-    x = sweep()
-    assert max_ulp(x, run("exp_loop", x, flags)) < 3.0
+# the vector exp a kernel's loops call on each path: ours with AVX-512, libmvec's below it
+PATH_EXP = {"avx512": "_ZGVeN16v_expf", "avx2": "_ZGVdN8v_expf", "sse": "_ZGVbN4v_expf"}
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
+def test_each_path_compiles_the_kernels_for_its_instruction_set(monkeypatch, isa):
+    if isa not in PATH_EXP:
+        pytest.skip("not an x86 CPU: one path, the native one")
+    assert native_macro("__AVX512F__") == (isa == "avx512") and native_macro("__AVX__") == (isa != "sse")
+    sources: list[str] = []
+    with render_spy(monkeypatch, lambda k, src: sources.append(src)):
+        lazy.tensor(torch.randn(4096)).exp().realize()
+    calls = set(re.findall(r"call\s+[0-9a-f]+ <(_ZGV\w+_expf)", disassembly(sources[-1])))
+    assert calls == {PATH_EXP[isa]}, calls
 
 
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 1023, 4097])

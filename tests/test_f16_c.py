@@ -18,6 +18,9 @@ from conftest import disassembly, kernel_body, native_macro, render_spy
 import lazy
 from codegen import compile_c, render_c
 
+# vector-width dependent: every test runs for each instruction set this CPU has (conftest.ISA_PATHS)
+pytestmark = pytest.mark.usefixtures("isa")
+
 
 def test_every_float16_widens_exactly():
     h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
@@ -58,7 +61,7 @@ def test_float16_stores_narrow_blocks_like_numpy(monkeypatch, shape, stream, f16
     src = render_c.render_c(seen[-1], config=render_c.CConfig(stream=stream))
     assert ("lz_stream_f16(" if stream else "lz_copy_f16(") in kernel_body(src)
     assert "f32_to_f16(t" not in kernel_body(src)
-    fn = compile_c.load(src, flags=compile_c.BASE_FLAGS + (() if f16c else ("-mno-f16c",)))
+    fn = compile_c.load(src, flags=compile_c.cflags() + (() if f16c else ("-mno-f16c",)))
     fn.argtypes = [ctypes.c_void_p] * 2
     got = np.full(shape, 7, np.float16)
     fn(x.ctypes.data, got.ctypes.data)

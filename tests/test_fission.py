@@ -22,6 +22,9 @@ import lazy
 from codegen import compile_c, render_c
 from codegen.render_c import CConfig
 
+# vector-width dependent: every test runs for each instruction set this CPU has (conftest.ISA_PATHS)
+pytestmark = pytest.mark.usefixtures("isa")
+
 # the split only changes which values pass through memory; a contraction into an fma that the
 # split prevents (or allows) moves a result by an ulp or so
 SPLIT_RTOL, SPLIT_ATOL = 2e-6, 1e-7

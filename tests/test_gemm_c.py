@@ -77,7 +77,7 @@ def run_plain(a, b, dtype=torch.float32, cfg=None):
 
 def scheduled_call(y):
     """The (one) GEMM call of `y`'s schedule and the tensors of its input slots."""
-    _, bufs = structure_key([y._node])
+    _, bufs, _ = structure_key([y._node])
     sched = schedule([y._node], bufs)
     (call,) = [k for k in sched.kernels if isinstance(k, ExternCall)]
     return call, [b.data for b in bufs]

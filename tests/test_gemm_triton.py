@@ -7,6 +7,7 @@ spills, shared memory within the H100's 232448 bytes per block).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import lazy
 from codegen import compile_triton, extern, gemm_triton
 from codegen.gemm_triton import GemmConfig, GemmConfigError
 from codegen.kernel_ir import BufferArg, ExternCall, StridedView
+from lazy import runtime
 from lazy.graph import structure_key
 from scheduler import schedule
 
@@ -216,6 +218,10 @@ def test_config_that_does_not_fit_shared_memory_is_rejected():
 @pytest.fixture
 def triton_backend(monkeypatch):
     monkeypatch.setenv("LAZY_BACKEND", "triton")
+    # these tests are about the template: a program seen at several sizes (parametrized shapes)
+    # would become one for all sizes, whose GEMM runs on BLAS (lazy/runtime.py `_compile`)
+    monkeypatch.setattr(runtime, "DYNAMIC", False)
+    monkeypatch.setattr(runtime, "_families", OrderedDict())
 
     def no_blas(*a, **k):
         raise AssertionError("codegen/extern.py ran a float GEMM under LAZY_BACKEND=triton")
@@ -309,7 +315,7 @@ def test_int_matmul_falls_back_to_extern(monkeypatch):
     monkeypatch.setenv("LAZY_BACKEND", "triton")
     calls = []
     real = extern.run
-    monkeypatch.setattr(extern, "run", lambda call, ts: (calls.append(call.op), real(call, ts)))
+    monkeypatch.setattr(extern, "run", lambda call, ts, sizes=(): (calls.append(call.op), real(call, ts, sizes)))
     a, b = torch.randint(-3, 4, (9, 13)), torch.randint(-3, 4, (13, 6))
     out = (lazy.tensor(a) @ lazy.tensor(b)).torch()
     assert calls == ["matmul"] and torch.equal(out, a @ b)
@@ -378,7 +384,7 @@ def test_fused_epilogue_compiles_for_sm90_with_wgmma_and_no_spills(n):
     # GEMM with an epilogue is at most 128x128
     x, w, b = (lazy.tensor(torch.randn(*s).half()) for s in ((n, 256), (256, n), (n,)))
     roots = [(x @ w + b).gelu()._node]
-    _, buffers = structure_key(roots)
+    _, buffers, _ = structure_key(roots)
     (call,) = schedule(roots, buffers).kernels
     assert call.epilogue is not None
     cfg = gemm_triton.choose_config(call)

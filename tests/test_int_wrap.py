@@ -13,6 +13,9 @@ import torch
 
 import lazy
 
+# vector-width dependent: every test runs for each instruction set this CPU has (conftest.ISA_PATHS)
+pytestmark = pytest.mark.usefixtures("isa")
+
 I32_MIN, I64_MIN = -2**31, -2**63
 
 

@@ -59,7 +59,7 @@ def test_gemm_writes_into_the_epilogue_output_no_temporary(monkeypatch):
     # rewrites it in place (reading bias and residual), so one allocation serves both
     x, w, b, r = rand(32, 64, seed=1), rand(48, 64, seed=2), rand(48, seed=3), rand(32, 48, seed=4)
     y = ((x @ w.T + b).relu() + r) * 0.5
-    _, buffers = structure_key([y._node])
+    _, buffers, _ = structure_key([y._node])
     sched = schedule([y._node], buffers)
     assert len(sched.allocs) == 1 and sched.kernels[0].epilogue is not None
     ks = kernels_of(y)
@@ -74,7 +74,7 @@ def test_epilogue_of_another_dtype_or_index_is_not_fused():
     xt, wt = x.torch(), w.torch()
     for y, ref in [((x @ w).to(lazy.float16) * 2, (xt @ wt).half() * 2),
                    ((x @ w).T + (x @ w), (xt @ wt).T + xt @ wt)]:
-        _, buffers = structure_key([y._node])
+        _, buffers, _ = structure_key([y._node])
         sched = schedule([y._node], buffers)
         assert sched.kernels[0].epilogue is None and len(sched.allocs) == 2
         assert any(d.startswith("no epilogue fusion") for d in sched.decisions)

@@ -1,5 +1,7 @@
-"""lazy.optim: SGD, Adam and AdamW follow torch's trajectories; a step is one schedule that updates
-parameters and state in place; the update of parameters of one shape fuses into one kernel."""
+"""lazy.optim: SGD, Adam, AdamW, RMSprop, Adagrad and Adadelta follow torch's trajectories; a step is
+one schedule that updates parameters and state in place; the update of parameters of one shape fuses
+into one kernel; a learning rate (or a scheduled momentum) that changes every step compiles nothing
+after the first step."""
 
 import numpy as np
 import pytest
@@ -50,6 +52,75 @@ def test_sgd_matches_torch(kw):
                                     ("AdamW", {"lr": 0.01}), ("AdamW", {"lr": 0.01, "weight_decay": 0.3, "amsgrad": True})])
 def test_adam_matches_torch(cls, kw):
     run_both(lambda ps: getattr(optim, cls)(ps, **kw), lambda ps: getattr(torch.optim, cls)(ps, **kw))
+
+
+@pytest.mark.parametrize("cls,kw", [("RMSprop", {"lr": 0.01}),
+                                    ("RMSprop", {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1}),
+                                    ("RMSprop", {"lr": 0.02, "alpha": 0.9, "eps": 1e-6, "maximize": True, "momentum": 0.5}),
+                                    ("Adagrad", {"lr": 0.1}),
+                                    ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1,
+                                                 "initial_accumulator_value": 0.3, "eps": 1e-8, "maximize": True}),
+                                    ("Adadelta", {}),
+                                    ("Adadelta", {"lr": 0.5, "rho": 0.8, "eps": 1e-5, "weight_decay": 0.05, "maximize": True})])
+def test_adaptive_optimizers_match_torch(cls, kw):
+    lo, lps = run_both(lambda ps: getattr(optim, cls)(ps, **kw), lambda ps: getattr(torch.optim, cls)(ps, **kw), steps=6)
+    sd = lo.state_dict()  # (run_both compared every state tensor torch keeps)
+    fresh = getattr(optim, cls)(lps, **kw)
+    fresh.load_state_dict(sd)
+    for k, v in lo.state[lps[1]].items():
+        got = fresh.state[lps[1]][k]
+        assert got == v if k == "step" else np.array_equal(got.numpy(), v.numpy())
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.9, centered=True),
+                                  lambda ps: optim.Adagrad(ps, lr=0.1, lr_decay=0.1),
+                                  lambda ps: optim.Adadelta(ps, lr=1.0),
+                                  lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.AdamW(ps, lr=0.01)])
+def test_changing_lr_compiles_nothing_after_the_first_step(make):
+    # parameters in memory lazy owns (drawn), so the first step already writes them in place (from
+    # the caller's arrays, the first step moves them to memory of their own: a second program)
+    lazy.manual_seed(0)
+    lps = [nn.Parameter(lazy.randn(*s)) for s in SHAPES]
+    opt = make(lps)
+    rng = np.random.default_rng(0)
+    compiled, misses = [], []
+    for step in range(5):
+        for p in lps:
+            p.grad = lazy.tensor(rng.standard_normal(tuple(p.shape), dtype=np.float32))
+        opt.param_groups[0]["lr"] = 0.1 / (step + 1)  # a schedule: a new lr every step
+        before = runtime.cache_stats["schedule_misses"]
+        with lazy.profile() as prof:
+            opt.step()
+        compiled.append(sum(k.compiled for k in prof.kernels))
+        misses.append(runtime.cache_stats["schedule_misses"] - before)
+    assert compiled[1:] == [0] * 4 and misses[1:] == [0] * 4, (compiled, misses)
+
+
+@pytest.mark.parametrize("cls,kw,key", [("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}, "momentum"),
+                                        ("RMSprop", {"lr": 0.01, "momentum": 0.9}, "momentum"),
+                                        ("Adam", {"lr": 0.01}, "betas"), ("AdamW", {"lr": 0.01, "amsgrad": True}, "betas")])
+def test_scheduled_momentum_matches_torch_and_recompiles_once(cls, kw, key):
+    """OneCycleLR's cycle of momentum or beta1: the folded constant becomes a host number once."""
+    lps, tps = params_pair()
+    lo, to = getattr(optim, cls)(lps, **kw), getattr(torch.optim, cls)(tps, **kw)
+    rng = np.random.default_rng(0)
+    misses = []
+    for step in range(6):
+        for lp, tp in zip(lps, tps):
+            g = rng.standard_normal(tuple(tp.shape), dtype=np.float32)
+            lp.grad, tp.grad = lazy.tensor(g), torch.tensor(g)
+        m = 0.95 - 0.02 * step
+        for og in (lo, to):
+            g0 = og.param_groups[0]
+            g0[key] = (m, g0["betas"][1]) if key == "betas" else m
+        before = runtime.cache_stats["schedule_misses"]
+        lo.step()
+        to.step()
+        misses.append(runtime.cache_stats["schedule_misses"] - before)
+    for lp, tp in zip(lps, tps):
+        torch.testing.assert_close(lp.torch(), tp.detach(), rtol=1e-5, atol=1e-6)
+    assert misses[2:] == [0] * 4, misses  # step 1 changed it: one new schedule there, then none
 
 
 def test_param_groups_and_lr_changes_do_not_recompile():
@@ -153,7 +224,7 @@ def test_in_place_write_is_refused_when_the_old_value_is_read_afterwards(reader)
     # a second output reading w: a reduction kernel after new_w's, or a flip in new_w's own kernel
     other = w.T.sum(-1) if reader == "later kernel" else w.flip(0) + 1.0
     roots = [new_w._node, other._node]
-    _, buffers = structure_key(roots)
+    _, buffers, _ = structure_key(roots)
     slot = next(i for i, b in enumerate(buffers) if b is w._node.arg)
     sched = schedule(roots, buffers, (slot, None))
     assert sched.outputs[0] != slot

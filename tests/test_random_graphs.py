@@ -60,7 +60,7 @@ def build(lib, x, y, steps):
             if a.shape != b.shape:
                 try:
                     b = b.reshape(a.shape) if b.numel() == a.numel() else b.sum().reshape([1] * a.ndim)
-                except Exception:
+                except (RuntimeError, ValueError):  # a shape reshape cannot reach
                     b = b.sum().reshape([1] * a.ndim)
             op = r % 5
             if op == 4:

@@ -18,9 +18,8 @@ import torch
 from conftest import kernels_of, render_spy
 
 import lazy
-import lazy.nn as nn
-import lazy.optim as optim
 from codegen import render_c
+from lazy import nn, optim
 
 
 @pytest.fixture

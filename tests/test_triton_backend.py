@@ -69,7 +69,7 @@ def red(op, x, axes):
 
 def run(nodes, **cfg):
     """Schedule `nodes`, launch every kernel through Triton (interpreted); outputs and schedule."""
-    _, buffers = structure_key(nodes)
+    _, buffers, _ = structure_key(nodes)
     sched = schedule(nodes, buffers)
     slots = [bf.data for bf in buffers]
     slots += [torch.empty(shape, dtype=to_torch(DTYPES[dt])) for shape, dt in sched.allocs]
@@ -236,7 +236,7 @@ def test_fixed_index_load_kernels_compile_for_sm90():
     nodes = [b(Op.POW, X, S1), b(Op.MAX, S, c(0.0, S)), red(Op.SUM, b(Op.MAX, X, S1), [0])]
     kernels = []
     for y in nodes:
-        _, bufs = structure_key([y])
+        _, bufs, _ = structure_key([y])
         kernels += schedule([y], bufs).kernels
     for res in compile_triton.aot_compile_many(kernels, "sm_90"):
         assert ".target sm_90a" in res["ptx"] and res["cubin_bytes"] > 0 and res["spills"] == 0
@@ -475,7 +475,7 @@ def test_softmax_layernorm_and_int64_kernels_compile_for_sm90_without_spills():
     X, W, B = buf(x), buf(w), buf(bias)
     kernels = []
     for y in (softmax(X), layer_norm(X, W, B)):
-        _, bufs = structure_key([y])
+        _, bufs, _ = structure_key([y])
         (k,) = schedule([y], bufs).kernels
         kernels.append(k)
     kernels.append(big_kernel())

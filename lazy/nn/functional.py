@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 
 import lazy
+from lazy.amp import FP32, LOWER, autocast_op
+from lazy.graph import Op
 from lazy.tensor import Tensor, _operand, where
 
 __all__ = [
@@ -201,6 +203,7 @@ def _implicit_dim(op: str, dim, x: Tensor) -> int:
 
 # ---------------------------------------------------------------- layers
 
+@autocast_op(LOWER, "input", "weight", "bias")
 def linear(input, weight, bias=None) -> Tensor:
     """input @ weight.T + bias, weight of shape (out_features, in_features)."""
     x, w = _t("linear", input), _t("linear", weight)
@@ -210,7 +213,7 @@ def linear(input, weight, bias=None) -> Tensor:
 
 def embedding(input, weight, padding_idx: int | None = None, max_norm=None, norm_type: float = 2.0,
               scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
-    """weight[input] as one-hot(input) @ weight; the padding row receives no gradient."""
+    """weight[input]: a gather of whole rows (lazy/indexed.py); the padding row receives no gradient."""
     idx, w = _t("embedding", input), _t("embedding", weight)
     if idx.dtype.kind not in "iu":
         raise RuntimeError(f"embedding: expected integer indices (int32 or int64), got {idx.dtype}")
@@ -219,12 +222,11 @@ def embedding(input, weight, padding_idx: int | None = None, max_norm=None, norm
     if max_norm is not None or scale_grad_by_freq or sparse:
         raise NotImplementedError("embedding: max_norm, scale_grad_by_freq and sparse are not supported")
     n = w.shape[0]
-    rows = lazy.arange(n)
-    if padding_idx is not None:
+    out = w.index_select(0, idx.reshape(-1).to(lazy.int64)).reshape(*idx.shape, w.shape[1])
+    if padding_idx is not None:  # the same values, through a detach where the padding row was read
         pad = padding_idx + n if padding_idx < 0 else padding_idx
-        w = where((rows == pad).unsqueeze(-1), w.detach(), w)
-    hot = (idx.unsqueeze(-1) == rows).to(w.dtype)
-    return hot @ w
+        out = where((idx == pad).unsqueeze(-1), out.detach(), out)
+    return out
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
@@ -297,35 +299,13 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
 # ---------------------------------------------------------------- windows: conv and pooling
 
 def _windows(x: Tensor, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int]) -> Tensor:
-    """[..., H, W] -> [..., OH, OW, KH, KW] with out[.., i, j, a, b] = x[.., i*sH + a*dH, j*sW + b*dW].
-
-    im2col through views: one shifted (and, for strides, subsampled) view of x per kernel offset,
-    stacked. Strides never use step slicing: x is split once into (H/s, s) and each offset's rows
-    are a plain shrink of it, so every index stays affine (step slices and tinygrad's
-    repeat-and-fold trick give index maps full of // and % whose backward graphs take the
-    scheduler seconds to simplify)."""
-    h, w = x.shape[-2:]
-    oh, ow = (h - d[0] * (k[0] - 1) - 1) // s[0] + 1, (w - d[1] * (k[1] - 1) - 1) // s[1] + 1
-    lead = (slice(None),) * (x.ndim - 2)
-    if s == k and d == (1, 1):  # non-overlapping windows (pooling): one split of each dim
-        x = x[lead + (slice(0, oh * k[0]), slice(0, ow * k[1]))].reshape(*x.shape[:-2], oh, k[0], ow, k[1])
-        n = x.ndim
-        return x.permute(*range(n - 4), n - 4, n - 2, n - 3, n - 1)
-    if s == (1, 1):
-        pieces = [x[lead + (slice(a * d[0], a * d[0] + oh), slice(b * d[1], b * d[1] + ow))]
-                  for a in range(k[0]) for b in range(k[1])]
-    else:
-        # rows/cols up to the last offset's block, in whole blocks of s (the padding is never read)
-        hn = max(-(-h // s[0]), (k[0] - 1) * d[0] // s[0] + oh) * s[0]
-        wn = max(-(-w // s[1]), (k[1] - 1) * d[1] // s[1] + ow) * s[1]
-        xs = x.pad((0, wn - w, 0, hn - h)).reshape(*x.shape[:-2], hn // s[0], s[0], wn // s[1], s[1])
-        pieces = []
-        for a in range(k[0]):
-            r0, r = divmod(a * d[0], s[0])
-            for b in range(k[1]):
-                c0, c = divmod(b * d[1], s[1])
-                pieces.append(xs[lead + (slice(r0, r0 + oh), r, slice(c0, c0 + ow), c)])
-    return lazy.stack(pieces, -1).reshape(*x.shape[:-2], oh, ow, k[0], k[1])
+    """[..., H, W] -> [..., OH, OW, KH, KW] with out[.., i, j, a, b] = x[.., i*sH + a*dH, j*sW + b*dW]:
+    two WINDOW views (lazy/graph.py), whose index maps stay affine (no // or %), so a pooling or a
+    convolution and their gradients schedule in milliseconds."""
+    n = x.ndim
+    y = x._mv(Op.WINDOW, (n - 2, k[0], s[0], d[0]))  # [..., OH, KH, W]
+    y = y._mv(Op.WINDOW, (n, k[1], s[1], d[1]))  # [..., OH, KH, OW, KW]
+    return y.permute(*range(n - 2), n - 2, n, n - 1, n + 1)
 
 
 def _out_size(op: str, n: int, k: int, s: int, d: int, p: int, ceil_mode: bool) -> int:
@@ -346,9 +326,11 @@ def _batched(op: str, x: Tensor) -> tuple[Tensor, bool]:
     return x, False
 
 
+@autocast_op(LOWER, "input", "weight", "bias")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:
-    """Cross-correlation like torch: windows of the padded input (views) times the weight, summed
-    over (in_channels/groups, KH, KW) in one reduction."""
+    """Cross-correlation like torch, as a GEMM: the windows of the padded input (views) as rows of
+    an im2col matrix times the weight (see below); the gradients are GEMMs too, and the input's sums
+    the windows' rows back where they were read (lazy/autograd.py, WINDOW)."""
     x, unbatched = _batched("conv2d", _t("conv2d", input))
     w = _t("conv2d", weight)
     s, d = _pair("conv2d", stride, "stride"), _pair("conv2d", dilation, "dilation")
@@ -375,12 +357,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
         x = x.pad((pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
     win = _windows(x, (kh, kw), s, d)  # [N, C, OH, OW, KH, KW]
     oh, ow = win.shape[2], win.shape[3]
-    g = groups
-    win = win.reshape(n, g, 1, icg, oh, ow, kh, kw)
-    wg = w.reshape(1, g, oc // g, icg, 1, 1, kh, kw)
-    y = (win * wg).sum((3, 6, 7)).reshape(n, oc, oh, ow)
+    g, ocg, m = groups, oc // groups, n * oh * ow
+    # a GEMM over the im2col matrix [N*OH*OW, C/g*KH*KW] (the scheduler writes it from the windows,
+    # padding and any elementwise op before it fused in) and the weight, per group; the bias is the
+    # GEMM's epilogue; the result [N*OH*OW, OC] is NCHW through a permute (a view)
+    cols = win.reshape(n, g, icg, oh, ow, kh, kw).permute(1, 0, 3, 4, 2, 5, 6).reshape(g, m, icg * kh * kw)
+    wg = w.reshape(g, ocg, icg * kh * kw).transpose(1, 2)  # [g, C/g*KH*KW, OC/g]
+    y = (cols @ wg).permute(1, 0, 2).reshape(m, oc)
     if bias is not None:
-        y = y + _t("conv2d", bias).reshape(1, oc, 1, 1)
+        y = y + _t("conv2d", bias)
+    y = y.reshape(n, oh, ow, oc).permute(0, 3, 1, 2)
     return y.squeeze(0) if unbatched else y
 
 
@@ -407,7 +393,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if any(p) or any(extra):
         x = x.pad((p[1], p[1] + extra[1], p[0], p[0] + extra[0]), value=-math.inf)
     # max(dim), not amax: torch sends a window's gradient to its first maximum, not shared among ties
-    y = _windows(x, k, s, d).flatten(-2).max(-1).values
+    # (the first maximum of each window row, then the first of those rows: the first in row-major
+    # order, without merging the two window dims into one, whose index needs // and %)
+    y = _windows(x, k, s, d).max(-1).values.max(-1).values
     return y.squeeze(0) if unbatched else y
 
 
@@ -435,6 +423,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = Fal
 
 # ---------------------------------------------------------------- attention
 
+@autocast_op(LOWER, "query", "key", "value", "attn_mask")
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
                                  scale: float | None = None, enable_gqa: bool = False) -> Tensor:
     """softmax(q @ k^T * scale + mask) @ v; `is_causal` masks keys after the query position
@@ -494,6 +483,7 @@ def _class_rows(op: str, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return t == cls, cls
 
 
+@autocast_op(FP32, "input", "weight")
 def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
              reduction: str = "mean") -> Tensor:
     """-input[n, target[n]] * weight[target[n]]; 'mean' divides by the summed weights of the
@@ -514,6 +504,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = 
     return _reduce("nll_loss", loss, reduction)
 
 
+@autocast_op(FP32, "input", "target", "weight")
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """log_softmax over the class dim (1, or 0 for an unbatched input) + nll_loss; targets are
@@ -557,15 +548,18 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index: i
     return nll * (1 - label_smoothing) + smooth * (label_smoothing / c)
 
 
+@autocast_op(FP32, "input", "target")
 def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> Tensor:
     d = _t("mse_loss", input) - target
     return _reduce("mse_loss", d * d, reduction)
 
 
+@autocast_op(FP32, "input", "target")
 def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
     return _reduce("l1_loss", (_t("l1_loss", input) - target).abs(), reduction)
 
 
+@autocast_op(FP32, "input", "target", "weight", "pos_weight")
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction: str = "mean", pos_weight=None) -> Tensor:
     """torch's stable form: (1 - y) x + (1 + (pw - 1) y) * log(1 + exp(-x)), log term around max(-x, 0)."""

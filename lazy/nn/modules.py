@@ -392,12 +392,14 @@ class Module:
                 p.grad = None if set_to_none else lazy.zeros_like(p.grad)
 
     # ---- conversion (new parameters, like building the model again; see the module docstring)
-    def to(self, *args, device=None, dtype=None) -> Module:
-        """to(device) / to(dtype) / to(device, dtype): floating-point parameters and buffers take the
-        dtype, all take the device."""
+    def to(self, *args, device=None, dtype=None, non_blocking: bool = False, memory_format=None) -> Module:
+        """to(device) / to(dtype) / to(device, dtype) / to(tensor): floating-point parameters and buffers
+        take the dtype, all take the device (non_blocking changes nothing)."""
         for a in args:
-            if isinstance(a, (str, torch.device)):
-                device = a
+            if isinstance(a, bool):
+                continue  # torch's positional non_blocking
+            if isinstance(a, (str, torch.device, int)):
+                device = torch.device(a) if isinstance(a, int) else a
             elif isinstance(a, Tensor):
                 device, dtype = a.device, a.dtype
             else:
@@ -429,7 +431,8 @@ class Module:
         return self.to("cpu")
 
     def cuda(self, device=None) -> Module:
-        return self.to("cuda" if device is None else device)
+        lazy.cuda.require()
+        return self.to("cuda" if device is None else torch.device("cuda", device) if isinstance(device, int) else device)
 
     # ---- printing
     def extra_repr(self) -> str:

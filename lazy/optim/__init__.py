@@ -1,4 +1,5 @@
-"""torch.optim for lazy parameters: SGD, Adam, AdamW with torch's update formulas.
+"""torch.optim for lazy parameters: SGD, Adam, AdamW (here), RMSprop, Adagrad, Adadelta
+(lazy/optim/adaptive.py) with torch's update formulas; lr schedulers in lazy/optim/lr_scheduler.py.
 
 In:  parameters whose `.grad` holds lazy gradient graphs (from `loss.backward()`).
 Out: `step()` computes each parameter's and each state tensor's new value, realizes them all in
@@ -20,7 +21,10 @@ Why the pieces look the way they do
 - Per-step numbers (lr, Adam's bias corrections) go into the graph as a small host BUFFER, never
   as constants: constants are part of a graph's structure key, so a new value every step would
   reschedule and recompile every step. Hyperparameters that stay fixed (betas, eps, momentum,
-  weight decay) are constants the compiler can fold; changing one costs one new schedule.
+  weight decay) are constants the compiler can fold; one that changes (OneCycleLR cycles SGD's
+  momentum and Adam's beta1) moves to the buffer from then on (`_varies`): one new schedule, then
+  none. (Under lazy.jit, a hyperparameter that first changes during replays needs `step.reset()`,
+  as changing a folded one always did.)
 - State starts as zero buffers (not lazy zeros), so the first step has the same graph as every
   later one and the step program is compiled once.
 - The update is elementwise in tensors of the parameter's shape, so the scheduler stores all of it
@@ -49,7 +53,7 @@ from lazy.graph import Node, Op, const, node
 from lazy.nn.init import _assign
 from lazy.tensor import Tensor, holds_alone, overwritten, owned_tensor, realize, tensor
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer"]
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "lr_scheduler"]
 
 
 class _Required:
@@ -67,6 +71,8 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state: dict = defaultdict(dict)  # Tensor hashes by identity, like torch
         self._scalars = _Scalars()
+        self._first: dict[int, dict] = {}  # id(group) -> the hyperparameters' values at their first step
+        self._dynamic: set[tuple[int, str]] = set()  # (id(group), key): changed since, sent as host numbers
         self.param_groups: list[dict] = []
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
@@ -143,6 +149,15 @@ class Optimizer:
 
     def _renumber(self, entries) -> None:
         self._scalars.write(entries, [self._numbers(p, group, self.state[p]) for p, group in entries], views=False)
+
+    def _varies(self, group: dict, key: str, value=None) -> bool:
+        """Whether group[key] (or `value` derived from it) reaches the kernels as a host number: from
+        the first step at which it differs from its first value on (see the module docstring)."""
+        value = group[key] if value is None else value
+        first = self._first.setdefault(id(group), {}).setdefault(key, value)
+        if first != value:
+            self._dynamic.add((id(group), key))
+        return (id(group), key) in self._dynamic
 
     def _numbers(self, param: Tensor, group: dict, state: dict) -> tuple[float, ...]:
         """This step's host numbers for one parameter (learning rate, bias corrections), advancing
@@ -336,16 +351,18 @@ class SGD(Optimizer):
                                       "nesterov": nesterov, "maximize": maximize})
 
     def _numbers(self, param, group, state):
-        return (group["lr"],)
+        return (group["lr"],) + ((group["momentum"],) if self._varies(group, "momentum") else ())
 
     def _update(self, param, p, grad, group, state, nums):
-        (lr,) = nums
+        lr = nums[0]
         g = -grad if group["maximize"] else grad
         if group["weight_decay"] != 0:
             g = g + p * group["weight_decay"]
         out = []
         momentum, dampening = group["momentum"], group["dampening"]
-        if momentum != 0:
+        if self._varies(group, "momentum"):
+            momentum = nums[1]
+        if group["momentum"] != 0:
             buf = state.get("momentum_buffer")
             first = buf is None
             if first:  # a zero buffer, so the first step's graph is every step's when dampening is 0:
@@ -382,7 +399,9 @@ class Adam(Optimizer):
         beta1, beta2 = group["betas"]
         # torch's host arithmetic in double; the kernel sees each number rounded to p's dtype once
         step_size = lr / (1 - beta1 ** step)
-        return 1 - lr * wd, -step_size, math.sqrt(1 - beta2 ** step)
+        w = 1 - beta1  # the lerp weight, or (at 1/2 and above) the one from the other end, as torch's lerp
+        varies = ((w if w < 0.5 else beta1),) if self._varies(group, "beta1", beta1) else ()
+        return 1 - lr * wd, -step_size, math.sqrt(1 - beta2 ** step), *varies
 
     def _update(self, param, p, grad, group, state, nums):
         if "exp_avg" not in state:
@@ -392,7 +411,7 @@ class Adam(Optimizer):
                 state["max_exp_avg_sq"] = _zeros_buffer(param)
         wd = group["weight_decay"]
         beta1, beta2 = group["betas"]
-        decay, neg_step, bc2_sqrt = nums
+        decay, neg_step, bc2_sqrt = nums[:3]
         g = -grad if group["maximize"] else grad
         m, v = state["exp_avg"], state["exp_avg_sq"]
         new_p = p
@@ -401,7 +420,11 @@ class Adam(Optimizer):
                 new_p = p * decay
             else:
                 g = g + p * wd
-        new_m = _Expr(m._node).lerp(g, 1 - beta1)
+        if self._varies(group, "beta1", beta1):  # _Expr.lerp's two formulas, the weight a host number
+            mm = _Expr(m._node)
+            new_m = mm + (g - mm) * nums[3] if 1 - beta1 < 0.5 else g - (g - mm) * nums[3]
+        else:
+            new_m = _Expr(m._node).lerp(g, 1 - beta1)
         new_v = _Expr(v._node) * beta2 + g * (1 - beta2) * g
         out = [(m, new_m), (v, new_v)]
         if group["amsgrad"]:
@@ -420,3 +443,7 @@ class AdamW(Adam):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+
+
+from lazy.optim import lr_scheduler  # (they build on the classes above)
+from lazy.optim.adaptive import Adadelta, Adagrad, RMSprop

@@ -1,0 +1,413 @@
+"""Dynamic shapes: one program for every size of a dimension that changes between calls.
+
+In:  the structure key of a program the runtime does not have, and its graph.
+Out: a `Template` of the program's sizes (which are symbols, how the others follow from them) and
+     the program built once for all its sizes: Kernel IR whose loops, strides and offsets are
+     polynomials in size symbols `d0, d1, ...` that the kernels take as arguments.
+
+Automatic dynamic, as Inductor's: the first size seen is specialized; when the same program
+(the same structure key with its sizes erased: a *family*) comes with other sizes, the sizes of
+the input buffers that changed become symbols and every other size of the key (node shapes,
+reshape/expand/pad/shrink arguments, buffer strides and offsets) must follow from them by a simple
+rule (`fit`: a constant, or c * m + d for a monomial m of the symbols: `B*T*C`, `T - 1`, `(T-1)*C`).
+A size that fits no rule leaves the family specialized. Later calls of the family match the
+template when every size of their key is what the rule gives for their symbols (`Template.match`,
+exact on every size: the graph is then the symbolic graph at those sizes), and the symbols are at
+least 2 (0 and 1 change what a graph means, broadcasting and empty loops: they are specialized).
+
+How the symbolic program is built: the graph is rebuilt with each symbol replaced by a placeholder,
+a prime of at least 2**64 (one per symbol, of increasing magnitudes), and scheduled and lowered as
+any graph: every size in its Kernel IR is then an integer polynomial in the placeholders, which
+`decode` reads back as one in the symbols (balanced digits in the placeholders' base). The index
+algebra only draws conclusions that hold for every size a placeholder stands for
+(scheduler/indexing.py `SYMBOLIC`), and a number that does not decode into whole coefficients
+(a conclusion that held for the prime only) abandons the symbolic build: correct, specialized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations_with_replacement
+
+import sympy
+
+from codegen.kernel_ir import BufferArg, Expr, ExternCall, Kernel, Reduce, Store, StridedView, size_symbol
+from lazy.graph import SCALAR, Buffer, Node, Op, node
+from scheduler import indexing
+from scheduler.indexing import SYMBOLIC
+
+MAX_SYMBOLS = 3
+MAX_DEGREE = 3  # of a monomial in the symbols (B*T*C with C static is degree 2: T*T attention is 2)
+COEFF_LIMIT = 1 << 60  # |coefficients| a decoded number may have
+_SIZED_ARGS = (Op.RESHAPE, Op.EXPAND, Op.PAD, Op.SHRINK)
+
+
+# -- sizes of a structure key ---------------------------------------------------------------------
+def _flat(x) -> list[int]:
+    out = []
+    for v in x:
+        if isinstance(v, tuple):
+            out += _flat(v)
+        else:
+            out.append(v)
+    return out
+
+
+def sizes_of(key: tuple) -> tuple[tuple, list[int], list[bool]]:
+    """(the key with its sizes erased: the family; the sizes in order; which are sizes of input
+    buffers and aranges: the candidates for symbols). Per node: its shape, then the sizes of its
+    argument (reshape, expand, pad, shrink), then a buffer's strides and offset."""
+    (parts, roots), *rest = key
+    erased, ints, leaf = [], [], []
+    for (op, arg, dtype, shape), src in parts:
+        ints += shape
+        leaf += [op in (Op.BUFFER, Op.IOTA)] * len(shape)
+        if op in _SIZED_ARGS:
+            flat = _flat(arg)
+            ints += flat
+            leaf += [False] * len(flat)
+            arg = len(flat)
+        if isinstance(src, tuple) and src and src[0] == "buf":
+            strides, offset, device = src[2]
+            ints += [*strides, offset]
+            leaf += [False] * (len(strides) + 1)
+            src = ("buf", src[1], device)
+        erased.append(((op, arg, dtype, len(shape)), src))
+    return (tuple(erased), roots, *rest), ints, leaf
+
+
+# -- constants that are literals in one family and kernel arguments in another ----------------------
+def loose(fam: tuple) -> tuple:
+    """A family key with the values of its constants erased. A constant that follows a size is a
+    literal at some sizes and a kernel argument at others (a mean over 2 elements divides by the
+    literal 2.0, over 3 by an argument): the families of one graph share this key."""
+    parts, *rest = fam
+    return (tuple(((op, None, dtype, ndim), ()) if op is Op.CONST else ((op, arg, dtype, ndim), src)
+                  for (op, arg, dtype, ndim), src in parts), *rest)
+
+
+def argument_plan(fam: tuple, program_fam: tuple, order: list[Node] | None = None) -> list | None:
+    """How a program of family `program_fam` computes a graph of family `fam` (of the same `loose`
+    key): for each of the program's scalar arguments, ("slot", i), the graph's own scalar argument
+    i, or ("value", v), a literal constant of the graph (`order`: its nodes in key order, whose
+    `arg` gives v; None: feasibility only). None when the program cannot: it has a literal where
+    the graph has another value or an argument."""
+    plan: list = []
+    for p, (((op, arg, _, _), src), ((_, parg, _, _), _)) in enumerate(zip(fam[0], program_fam[0])):
+        if op is not Op.CONST:
+            continue
+        if parg == SCALAR:
+            plan.append(("slot", src) if arg == SCALAR else ("value", None if order is None else order[p].arg))
+        elif parg != arg:
+            return None
+    return plan
+
+
+# -- fitting ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """size = c * prod(symbol_k ** exps[k]) + d (exps all zero: the constant d)."""
+
+    c: int
+    exps: tuple[int, ...]
+    d: int
+
+    def __call__(self, syms: list[int]) -> int:
+        m = self.c
+        for v, e in zip(syms, self.exps):
+            if e:
+                m *= v ** e
+        return m + self.d if any(self.exps) else self.d
+
+    def expr(self) -> sympy.Expr:
+        if not any(self.exps):
+            return sympy.Integer(self.d)
+        m = sympy.Integer(self.c)
+        for k, e in enumerate(self.exps):
+            m *= size_symbol(f"d{k}") ** e
+        return m + self.d
+
+
+def _monomials(n: int) -> list[tuple[int, ...]]:
+    out = []
+    for deg in range(1, MAX_DEGREE + 1):
+        for combo in combinations_with_replacement(range(n), deg):
+            exps = [0] * n
+            for k in combo:
+                exps[k] += 1
+            out.append(tuple(exps))
+    return out
+
+
+def _fit_one(col: tuple[int, ...], syms: list[list[int]], monomials) -> Rule | None:
+    """The simplest rule giving `col[i]` at symbol values `syms[i]` for every instance i."""
+    if len(set(col)) == 1:
+        return Rule(0, (0,) * len(syms[0]), col[0])
+    for form in ("mul", "add", "affine"):
+        for exps in monomials:
+            ms = [Rule(1, exps, 0)(s) for s in syms]
+            if form == "mul":
+                if ms[0] == 0 or col[0] % ms[0]:
+                    continue
+                rule = Rule(col[0] // ms[0], exps, 0)
+            elif form == "add":
+                rule = Rule(1, exps, col[0] - ms[0])
+            else:
+                dm = ms[1] - ms[0]
+                if dm == 0 or (col[1] - col[0]) % dm:
+                    continue
+                c = (col[1] - col[0]) // dm
+                rule = Rule(c, exps, col[0] - c * ms[0])
+            if rule.c and all(rule(s) == v for s, v in zip(syms, col)):
+                return rule
+    return None
+
+
+@dataclass(frozen=True)
+class Template:
+    """The sizes of a family as rules over its symbols (see the module docstring)."""
+
+    symbols: tuple[int, ...]  # position in the sizes of each symbol's defining input size
+    rules: tuple[Rule | None, ...]  # per size position (None: a symbol's own position)
+
+    def bind(self, ints: list[int]) -> list[int] | None:
+        """The symbols' values for the sizes `ints`, or None when the template does not give them."""
+        syms = [ints[p] for p in self.symbols]
+        if any(v < 2 for v in syms):
+            return None
+        for rule, v in zip(self.rules, ints):
+            if rule is not None and rule(syms) != v:
+                return None
+        return syms
+
+
+def fit(instances: list[list[int]], leaf: list[bool]) -> Template | None:
+    """A template giving every instance's sizes, or None (nothing varies at the inputs, a symbol
+    below 2, more than MAX_SYMBOLS, or a size that follows no rule)."""
+    cols = list(zip(*instances))
+    first: dict[tuple, int] = {}  # an input size's values -> its symbol (equal columns: one symbol)
+    symbols: list[int] = []
+    for p, col in enumerate(cols):
+        if leaf[p] and len(set(col)) > 1 and col not in first:
+            if len(symbols) == MAX_SYMBOLS or min(col) < 2:
+                return None
+            first[col] = len(symbols)
+            symbols.append(p)
+    if not symbols:
+        return None
+    syms = [[inst[p] for p in symbols] for inst in instances]
+    monomials = _monomials(len(symbols))
+    rules: list[Rule | None] = []
+    for p, col in enumerate(cols):
+        if p in symbols:
+            rules.append(None)
+            continue
+        if leaf[p] and col in first:  # another input of the same size: the same symbol
+            rules.append(Rule(1, tuple(int(k == first[col]) for k in range(len(symbols))), 0))
+            continue
+        rule = _fit_one(col, syms, monomials)
+        if rule is None:
+            return None
+        rules.append(rule)
+    return Template(tuple(symbols), tuple(rules))
+
+
+# -- placeholders and decoding ----------------------------------------------------------------------
+def placeholders() -> tuple[int, ...]:
+    return indexing.placeholders(MAX_SYMBOLS)
+
+
+class NotSymbolic(Exception):
+    """A number of the placeholder schedule that is no polynomial in the symbols."""
+
+
+def decode(n: int, nsyms: int) -> sympy.Expr:
+    """The polynomial in d0..d{nsyms-1} whose value at the placeholders is `n` (small numbers are
+    themselves)."""
+    n = int(n)
+    if abs(n) < SYMBOLIC:
+        return sympy.Integer(n)
+    return _decode(n, nsyms)
+
+
+def _decode(n: int, k: int) -> sympy.Expr:
+    if k == 0:
+        if abs(n) >= COEFF_LIMIT:
+            raise NotSymbolic(n)
+        return sympy.Integer(n)
+    p = placeholders()[k - 1]
+    digits = []
+    for _ in range(3):  # degree <= 2 in each placeholder
+        r = n % p
+        if r > p // 2:
+            r -= p
+        digits.append(r)
+        n = (n - r) // p
+    if n:
+        raise NotSymbolic(n)
+    sym = size_symbol(f"d{k - 1}")
+    return sum((_decode(r, k - 1) * sym ** i for i, r in enumerate(digits)), sympy.Integer(0))
+
+
+def _decode_expr(e, nsyms: int):
+    """A sympy index expression with every big integer decoded."""
+    e = sympy.sympify(e)
+    big = [a for a in e.atoms(sympy.Integer) if abs(int(a)) >= SYMBOLIC]
+    if not big:
+        return e
+    return sympy.expand(e.xreplace({a: decode(int(a), nsyms) for a in big}))
+
+
+def _check_whole(e) -> None:
+    """Decoded coefficients are whole: a fraction is a conclusion that held for the prime only."""
+    for a in sympy.sympify(e).atoms(sympy.Rational):
+        if not a.is_Integer:
+            raise NotSymbolic(a)
+
+
+class _Decoder:
+    def __init__(self, nsyms: int):
+        self.nsyms = nsyms
+        self.memo: dict[int, Expr] = {}
+
+    def size(self, v):
+        out = decode(v, self.nsyms) if isinstance(v, int) else _decode_expr(v, self.nsyms)
+        _check_whole(out)
+        return int(out) if out.is_Integer else out
+
+    def index(self, e):
+        out = _decode_expr(e, self.nsyms)
+        _check_whole(out)
+        return out
+
+    def expr(self, e: Expr) -> Expr:
+        hit = self.memo.get(id(e))
+        if hit is not None:
+            return hit
+        srcs = tuple(self.expr(s) for s in e.srcs)
+        arg = e.arg
+        if e.op == "load":
+            b, index, mask = arg
+            arg = (b, self.index(index), tuple((c, self.index(a), self.size(v)) for c, a, v in mask))
+        elif e.op == "index":
+            arg = self.index(arg)
+        elif e.op == "valid":
+            arg = tuple((c, self.index(a), self.size(v)) for c, a, v in arg)
+        out = Expr(e.op, srcs, arg, e.dtype)
+        self.memo[id(e)] = out
+        return out
+
+    def meta(self, m: dict) -> dict:
+        out = dict(m)
+        for key in ("bytes_read", "bytes_written", "flops", "gemm_bytes_read"):
+            if key in out:
+                out[key] = self.size(out[key])
+        return out
+
+    def kernel(self, k: Kernel | ExternCall, names: tuple[str, ...], hints: dict):
+        if isinstance(k, ExternCall):
+            views = tuple(StridedView(tuple(self.size(s) for s in v.shape), tuple(self.size(s) for s in v.strides),
+                                      self.size(v.offset)) for v in k.views)
+            epi = None if k.epilogue is None else self.kernel(k.epilogue, names, hints)
+            meta = self.meta(k.meta)
+            meta["hints"] = hints
+            return ExternCall(k.name, k.op, self._buffers(k.buffers), views, epi, meta, names, k.params)
+        reduces = tuple(Reduce(r.name, r.op, self.expr(r.value), r.dtype, tuple(self.size(s) for s in r.rsizes),
+                               r.rvars, r.depth) for r in k.reduces)
+        stores = tuple(Store(s.buf, self.index(s.index), self.expr(s.value), s.dtype) for s in k.stores)
+        meta = self.meta(k.meta)
+        meta["hints"] = hints
+        return Kernel(k.name, self._buffers(k.buffers), tuple(self.size(s) for s in k.loops), reduces, stores,
+                      meta, k.scalars, names)
+
+    def _buffers(self, bufs) -> tuple[BufferArg, ...]:
+        return tuple(BufferArg(b.name, b.dtype, self.size(b.numel), b.output) for b in bufs)
+
+
+def symbolic_kernel(k: Kernel | ExternCall, nsyms: int, hints: list[int]) -> Kernel | ExternCall:
+    """Kernel IR scheduled with placeholders, with every size as a polynomial in d0..d{nsyms-1}
+    (NotSymbolic when a number does not decode). The kernel takes every symbol of the program."""
+    names = tuple(f"d{i}" for i in range(nsyms))
+    return _Decoder(nsyms).kernel(k, names, {f"d{i}": v for i, v in enumerate(hints)})
+
+
+def decode_shape(shape, nsyms: int) -> tuple:
+    return tuple(_Decoder(nsyms).size(s) for s in shape)
+
+
+# -- the graph at placeholder sizes -----------------------------------------------------------------
+class _Sized:
+    """What the scheduler reads of an input buffer's memory, at placeholder sizes (no storage)."""
+
+    def __init__(self, shape, strides, offset, dtype, device):
+        self.shape, self._strides, self._offset = tuple(shape), tuple(strides), offset
+        self.dtype, self.device = dtype, device
+
+    def stride(self):
+        return self._strides
+
+    def storage_offset(self):
+        return self._offset
+
+
+def nodes_in_key_order(roots: list[Node]) -> list[Node]:
+    """The nodes of `roots` in the order `graph.structure_key` records them."""
+    index: dict[Node, int] = {}
+    order: list[Node] = []
+    stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
+    while stack:
+        n, expanded = stack.pop()
+        if expanded:
+            index[n] = len(index)
+            order.append(n)
+            continue
+        if n in index:
+            continue
+        stack.append((n, True))
+        for s in reversed(n.srcs):
+            if s not in index:
+                stack.append((s, False))
+    return order
+
+
+def _take(it, shape_like):
+    if isinstance(shape_like, tuple):
+        return tuple(_take(it, x) for x in shape_like)
+    return next(it)
+
+
+def placeholder_graph(roots: list[Node], buffers: list[Buffer], template: Template, ints: list[int]
+                      ) -> tuple[list[Node], list[Buffer], list[Node]]:
+    """The graph of `roots` with each symbol at its placeholder: (roots, input buffers in key order,
+    scalar CONST nodes in key order), ready for `scheduler.schedule`."""
+    ph = placeholders()
+    syms = [ph[k] for k in range(len(template.symbols))]
+    sizes = iter([rule(syms) if rule is not None else ph[template.symbols.index(p)]
+                  for p, rule in enumerate(template.rules)])
+    new: dict[int, Node] = {}
+    fake: dict[int, Buffer] = {}
+    fakes: list[Buffer] = []
+    scalars: list[Node] = []
+    for n in nodes_in_key_order(roots):
+        shape = tuple(next(sizes) for _ in n.shape)
+        arg = _take(sizes, n.arg) if n.op in _SIZED_ARGS else n.arg
+        srcs = tuple(new[id(s)] for s in n.srcs)
+        if n.op is Op.BUFFER:
+            d = n.arg.data
+            strides = tuple(next(sizes) for _ in d.stride())
+            offset = next(sizes)
+            b = fake.get(id(n.arg))
+            if b is None:
+                b = fake[id(n.arg)] = Buffer(_Sized(shape, strides, offset, d.dtype, d.device))
+                fakes.append(b)
+            m = node(Op.BUFFER, (), b, n.dtype, shape)
+        elif n.op in (Op.CONST, Op.IOTA):
+            m = node(n.op, (), n.arg, n.dtype, shape)
+            if n.op is Op.CONST and n._static[1] == "scalar":
+                scalars.append(m)
+        elif n.op is Op.STORED:  # the value is its buffer's (the stored graph only serves autograd)
+            m = srcs[0]
+        else:
+            m = node(n.op, srcs, arg)
+        new[id(n)] = m
+    return [new[id(r)] for r in roots], fakes, scalars

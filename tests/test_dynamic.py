@@ -1,0 +1,98 @@
+"""Dynamic shapes (lazy/dynamic.py): a program seen with other sizes is built once for all of them.
+Fitting templates of sizes, decoding placeholder sizes, and the symbolic Kernel IR they give."""
+
+import random
+
+import pytest
+import sympy
+
+import lazy
+from codegen.kernel_ir import size_symbol
+from lazy import dynamic
+from lazy.graph import structure_key
+from scheduler import schedule
+
+
+def family(build, sizes_list):
+    """(templates' inputs) for `build(*sizes)` -> list of root nodes, at each sizes tuple."""
+    out = []
+    for sizes in sizes_list:
+        roots = build(*sizes)
+        key, bufs, _ = structure_key(roots)
+        fam, ints, leaf = dynamic.sizes_of((key, "c"))
+        out.append((fam, ints, leaf, roots, bufs))
+    return out
+
+
+def gpt_like(b, t):
+    x = lazy.randn(b, t, 16)
+    y = (x.reshape(b * t, 16) * 0.5).softmax(-1)[:, :8].sum(1)
+    z = x[:, -1, :].exp()
+    w = x[:, :-1].transpose(1, 2).flip(2)
+    return [y._node, z._node, w._node]
+
+
+def test_one_family_for_all_sizes_and_rules_that_give_them():
+    fams = family(gpt_like, [(3, 5), (4, 7), (9, 3)])
+    assert len({f[0] for f in fams}) == 1  # sizes erased: one family
+    t = dynamic.fit([f[1] for f in fams[:2]], fams[0][2])
+    assert len(t.symbols) == 2
+    assert t.bind(fams[2][1]) == [9, 3]
+    exprs = {str(r.expr()) for r in t.rules if r is not None and any(r.exps)}
+    assert {"d0*d1", "16*d1", "d1 - 1"} <= exprs  # reshape(B*T), the strides, x[:, -1] and x[:, :-1]
+
+
+def test_sizes_below_two_and_other_programs_do_not_bind():
+    fams = family(gpt_like, [(3, 5), (4, 7), (1, 7), (4, 1)])
+    t = dynamic.fit([f[1] for f in fams[:2]], fams[0][2])
+    assert t.bind(fams[2][1]) is None and t.bind(fams[3][1]) is None
+    other = family(lambda b, t: [(lazy.randn(b, t) * 2).sum(0)._node], [(3, 5)])[0]
+    assert other[0] != fams[0][0]
+
+
+def test_a_size_that_follows_no_rule_leaves_the_family_fixed():
+    fams = family(lambda n, m: [lazy.randn(n, 4)[: n * n % 7 + 1].sum(0)._node], [(5, 0), (6, 0), (9, 0)])
+    assert dynamic.fit([f[1] for f in fams], fams[0][2]) is None
+
+
+def test_nothing_changed_at_the_inputs_gives_no_template():
+    fams = family(lambda n: [lazy.randn(4, 4)[:n].sum(0)._node], [(2,), (3,)])
+    assert dynamic.fit([f[1] for f in fams], fams[0][2]) is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_placeholder_numbers_decode_to_their_polynomials(seed):
+    rng = random.Random(seed)
+    d = [size_symbol(f"d{i}") for i in range(3)]
+    poly = sum(rng.randint(-1000, 1000) * d[0] ** rng.randint(0, 2) * d[1] ** rng.randint(0, 2)
+               * d[2] ** rng.randint(0, 2) for _ in range(4))
+    value = int(poly.xreplace(dict(zip(d, dynamic.placeholders()))))
+    assert sympy.expand(dynamic.decode(value, 3) - poly) == 0
+
+
+def test_a_number_that_is_no_polynomial_does_not_decode():
+    p = dynamic.placeholders()[0]
+    with pytest.raises(dynamic.NotSymbolic):
+        dynamic.decode(p * p * p, 1)  # degree 3 in one placeholder
+    dec = dynamic._Decoder(1)
+    with pytest.raises(dynamic.NotSymbolic):
+        dec.size(sympy.Rational(p - 1, 2) * 2 + sympy.Rational(1, 3) * p)
+
+
+def test_the_symbolic_kernels_are_the_kernels_at_every_size():
+    """Scheduled at placeholders and decoded, every kernel is, at some sizes, the kernel those
+    sizes schedule to: same loops, same buffers' extents."""
+    fams = family(gpt_like, [(3, 5), (4, 7)])
+    t = dynamic.fit([f[1] for f in fams], fams[0][2])
+    for b, tt in ((6, 9), (2, 3), (5, 11)):
+        (_, ints, _, roots, bufs), = family(gpt_like, [(b, tt)])
+        assert t.bind(ints) == [b, tt]
+        ph, fakes, scalars = dynamic.placeholder_graph(roots, bufs, t, ints)
+        sym = [dynamic.symbolic_kernel(k, 2, [b, tt]) for k in schedule(ph, fakes, scalars=scalars).kernels]
+        concrete = schedule(roots, bufs, scalars=structure_key(roots)[2]).kernels
+        at = {size_symbol("d0"): b, size_symbol("d1"): tt}
+        assert len(sym) == len(concrete)
+        for s, c in zip(sym, concrete):
+            assert s.sizes == ("d0", "d1")
+            assert [int(sympy.sympify(x).xreplace(at)) for x in s.loops] == list(c.loops)
+            assert [int(sympy.sympify(x.numel).xreplace(at)) for x in s.buffers] == [x.numel for x in c.buffers]
