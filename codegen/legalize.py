@@ -25,9 +25,10 @@ The rules (torch's semantics, decided here once for every backend):
   float32/float64), a widening, or from bool.
 - Constants hold values of their dtype where that is exact (ints wrap when the graph builds them);
   a half constant may hold a wider value where torch's kernel keeps a Python number in float32
-  (its opmath: `x * 1.001`, and + - /) and is rounded, in Python, everywhere else: a comparison
-  (`x == 1.001`), a select, `//`, `%`, pow, max and min (torch converts the number to the half
-  dtype there: `-1e19 // x` divides -inf). Scalar arguments (`scalar`, a constant bound at
+  (its opmath: `x * 1.001` and `x / 1.001`) and is rounded, in Python, everywhere else: + and -
+  (torch's add kernel converts the number to the half dtype: float16 2048 + 1.0003 is 2048, not
+  2050), a comparison (`x == 1.001`), a select, `//`, `%`, pow, max and min (`-1e19 // x` divides
+  -inf). Scalar arguments (`scalar`, a constant bound at
   launch) follow the same rules; a half one is rounded by a `round` node instead.
 - An accumulator (`acc`) and a store convert to their dtype as they finish: that is the
   renderers' one narrowing, the meaning of `Reduce.dtype` and `Store.dtype`.
@@ -57,7 +58,7 @@ BINARY = {"add", "sub", "mul", "div", "floordiv", "mod", "pow", "max", "min", "a
 KEEPS_EXACT = {"max", "min", "and", "or", "xor", "floor", "ceil", "trunc"}
 KEEPS_EXACT_HALF = KEEPS_EXACT | {"neg", "abs"}
 LEAVES = {"load", "const", "scalar", "index", "valid", "acc"}
-OPMATH = {"add", "sub", "mul", "div"}  # half ops that take a wider constant (torch's opmath scalars)
+OPMATH = {"mul", "div"}  # half ops that take a wider constant (torch's opmath scalars)
 # float -> int: the truncations that fit, per (source, target): (op, bound) pairs
 _FITS = {("float32", "int32"): (("ge", -2.0**31), ("lt", 2.0**31)),
          ("float64", "int32"): (("gt", -2.0**31 - 1), ("lt", 2.0**31)),

@@ -210,7 +210,7 @@ def test_bfloat16_subnormals_and_pow_edges(backend):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_python_numbers_in_half_ops_round_where_torch_rounds_them(backend, dtype):
-    # torch keeps a number wide in + - * / (opmath) and converts it to the half dtype elsewhere:
+    # torch keeps a number wide in * and / (opmath) and converts it to the half dtype elsewhere:
     # -2**63 // x divides -inf, giving NaN (perf/fuzz.py seed 200 case 3155)
     x, tx = pair([132.375, -2.5, 0.75], dtype)
     c, tc = pair([True, False, True], "bool")
@@ -220,6 +220,17 @@ def test_python_numbers_in_half_ops_round_where_torch_rounds_them(backend, dtype
               lambda m, v, k: m.where(k, 0.0999, v) * 1000):
         same(f(lazy, x, c), f(torch, tx, tc))
     same(x * big / 1e5, (tx.float() * big / 1e5).to(tx.dtype))  # wide in opmath ops, rounded once
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_python_numbers_in_half_add_and_sub_are_rounded(backend, dtype):
+    # torch's add kernel converts the number to the half dtype (its * and / keep it in float32):
+    # float16 2048 + 1.0003 is 2048 + 1, a tie that rounds to 2048; kept wide it was 2050
+    x, tx = pair([2048.0, 256.0, -2048.0, 3.0], dtype)
+    s = 1.0003 if dtype == "float16" else 1.003
+    for f in (lambda v: v + s, lambda v: v - s, lambda v: s + v, lambda v: s - v, lambda v: v.add(s),
+              lambda v: v.sub(-s), lambda v: v.clone().add_(s), lambda v: v * 1.0004):
+        same(f(x), f(tx))
 
 
 def test_promotion_of_three_operands_is_torch_n_ary_rule():
