@@ -29,6 +29,19 @@ import pytest
 os.environ.setdefault("LAZY_VERIFY", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (the fuzzer's long budget)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: runs with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _no_sizes_seen_before():
     """Each test starts as a fresh process would: no program family seen with other sizes. A test

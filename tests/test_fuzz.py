@@ -1,9 +1,10 @@
 """The differential fuzzer (perf/fuzz.py) on a fixed budget, and the fuzzer's own rules.
 
-A fixed list of cases (seed, case numbers) runs on the C backend (about two minutes here) and a
-smaller one on the Triton backend under Triton's interpreter; each failing case is reported as
-the snippet `python -m perf.fuzz --seed S --case N` prints, so it replays alone. Longer runs:
-`python -m perf.fuzz --minutes N [--backend c|triton]`.
+A fixed list of cases (seed, case numbers: every run checks the same programs) runs on the C
+backend and a smaller one on the Triton backend under Triton's interpreter, in well under a minute;
+each failing case is reported as the snippet `python -m perf.fuzz --seed S --case N` prints, so it
+replays alone. The longer fixed budget (500 C and 200 Triton cases, minutes) is marked slow and runs
+with `pytest --runslow`; open-ended runs: `python -m perf.fuzz --minutes N [--backend c|triton]`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import lazy
 from perf import fuzz
 
 CI_SEED = 20240601
-C_CHUNKS, C_CASES = 10, 50  # 500 cases, about 2.5 minutes on 2 cores with a cold kernel cache
-TRITON_CHUNKS, TRITON_CASES = 4, 50  # 200 cases with small sizes, under Triton's interpreter
+QUICK_C, QUICK_TRITON = 40, 10  # the default run's cases: seconds with a warm kernel cache
+C_CHUNKS, C_CASES = 10, 50  # slow: 500 cases, about 2.5 minutes on 2 cores with a cold kernel cache
+TRITON_CHUNKS, TRITON_CASES = 4, 50  # slow: 200 cases with small sizes, under Triton's interpreter
+TRITON_FIRST = 100_000
 
 
 def _run(backend: str, first: int, count: int) -> None:
@@ -36,15 +39,26 @@ def _run(backend: str, first: int, count: int) -> None:
     assert not failures, f"{len(failures)} of {count} cases differ from torch:\n\n" + "\n\n".join(failures)
 
 
+def test_fuzz_c():
+    _run("c", 0, QUICK_C)
+
+
+def test_fuzz_triton(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("LAZY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "lazy-cache"))
+    _run("triton", TRITON_FIRST, QUICK_TRITON)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", range(C_CHUNKS))
-def test_fuzz_c(chunk):
+def test_fuzz_c_long(chunk):
     _run("c", chunk * C_CASES, C_CASES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", range(TRITON_CHUNKS))
-def test_fuzz_triton(chunk, monkeypatch, tmp_path_factory):
+def test_fuzz_triton_long(chunk, monkeypatch, tmp_path_factory):
     monkeypatch.setenv("LAZY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "lazy-cache"))
-    _run("triton", 100_000 + chunk * TRITON_CASES, TRITON_CASES)
+    _run("triton", TRITON_FIRST + chunk * TRITON_CASES, TRITON_CASES)
 
 
 # -- the fuzzer itself -------------------------------------------------------------------------
