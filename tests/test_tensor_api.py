@@ -1103,7 +1103,8 @@ def test_accepted_dtypes_next_to_the_refused_ones():
     x.narrow(0, 2, 0).sub_(lazy.tensor(torch.zeros(0, 3, dtype=torch.uint8)))
     same(x, e)
     e = torch.tensor([[0.5]]).expand(2, 3)
-    same((lambda x: x.copy_(x))(lazy.tensor(e)), e.copy_(e))  # torch copies a tensor into itself at once
+    x = lazy.tensor(e)
+    same(x.copy_(x), e.copy_(e))  # torch copies a tensor into itself at once
     x = lazy.tensor(e)  # ...and a view of the same data (perf/fuzz.py seed 200 case 2646)
     same(x.detach().copy_(x.expand(2, 3)), e.detach().copy_(e.expand(2, 3)))
     with pytest.raises(RuntimeError, match="more than one element"):
