@@ -1291,8 +1291,10 @@ class Tensor:
         bounds = [b for b in (min, max) if b is not None]
         if not any(isinstance(b, arrays) for b in bounds):
             dt = result_type(_key(self), *[_key(_operand("clamp", b)) for b in bounds], op="clamp")
-            for b in bounds:
-                _fits("clamp", _operand("clamp", b), dt, halves=True)
+            # torch fills NaN when one of two number bounds is NaN, without converting either number
+            if not (len(bounds) == 2 and any(b != b for b in bounds)):  # noqa: PLR0124 (NaN test)
+                for b in bounds:
+                    _fits("clamp", _operand("clamp", b), dt, halves=True)
         x, *bs = _promote("clamp", self, *bounds)
         if x.dtype is bool_ and not (len(bounds) == 1 and isinstance(bounds[0], arrays)):
             raise DTypeError("clamp: bools are not supported (like torch), but for one tensor bound")

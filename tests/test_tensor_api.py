@@ -1305,3 +1305,15 @@ def test_dtypes_compare_equal_to_torchs():
         assert ld == td and td == ld and not (ld != td)  # noqa: SIM202 (__ne__ is under test)
     assert lazy.float32 != torch.float64 and lazy.float32 != "float32" and lazy.float32 != lazy.float64
     assert hash(lazy.float32) == hash(lazy.float32) and {lazy.float32: 1}[lazy.float32] == 1
+
+
+def test_clamp_by_a_nan_and_a_number_beyond_the_dtype_is_nan():
+    # torch fills NaN when one of two number bounds is NaN and converts neither (perf/fuzz.py seed
+    # 4242 case 3666: a float16 clamp with max 2**31 raised here)
+    t = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float16)
+    for lo, hi in ((math.nan, 2147483648), (-1e6, math.nan)):
+        torch.testing.assert_close(lazy.tensor(t).clamp(lo, hi).torch(), t.clamp(lo, hi), equal_nan=True)
+    with pytest.raises(RuntimeError):
+        lazy.tensor(t).clamp(0.0, 2147483648)
+    with pytest.raises(RuntimeError):
+        t.clamp(0.0, 2147483648)
