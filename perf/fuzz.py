@@ -1020,7 +1020,7 @@ class _Nudge(TorchFunctionMode):
                 moved = torch.where(torch.isfinite(r), r + away * 2 * _ulp(scale).to(r.dtype), r)
             if dividend is not None:
                 divisor = torch.as_tensor(args[0] if name == "__rmod__" else args[1], dtype=r.dtype)
-                wild = (8 * _ulp(dividend.to(r.dtype)) >= divisor.abs()) & torch.isfinite(r)
+                wild = (8 * _ulp(torch.as_tensor(dividend).to(r.dtype)) >= divisor.abs()) & torch.isfinite(r)
                 moved = torch.where(wild, divisor if self.sign > 0 else torch.zeros_like(r), moved)
             r.copy_(moved)  # in place: r's layout stays
         return r
@@ -1032,7 +1032,7 @@ class _Nudge(TorchFunctionMode):
         ts = [a for a in args if isinstance(a, torch.Tensor)]
         if not ts or not all(t.numel() for t in ts):
             return None
-        big = [t.abs().masked_fill(~torch.isfinite(t), 0).amax().to(torch.float64) for t in ts]
+        big = [t.to(torch.float64).abs().masked_fill(~torch.isfinite(t), 0).amax() for t in ts]
         if name in ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "dot", "einsum"):
             k = max(ts[0].shape[-1] if ts[0].ndim else 1, 1)
             s = math.prod(big[:2]) * k
