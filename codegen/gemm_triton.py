@@ -484,8 +484,8 @@ def render(call: ExternCall, cfg: GemmConfig | None = None, *, target: str | Non
     w("        b = tl.load(b_ptrs" + (f", mask={' & '.join(b_mask)}, other=0.0)" if b_mask else ")"))
     if p.dtype == "bfloat16":
         w("        if _INTERPRET:  # the interpreter's bf16 tl.dot multiplies raw bits")
-        w("            a = a.to(tl.float32)")
-        w("            b = b.to(tl.float32)")
+        w("            a = _lz_bf16_f32(a)")  # and its own widening loses subnormals
+        w("            b = _lz_bf16_f32(b)")
     if p.dtype == "float32":
         w(f'        acc = tl.dot(a, b, acc, input_precision="{knobs.src(cfg, "input_precision")}")')
     else:

@@ -124,6 +124,27 @@ class Expr:
             object.__setattr__(self, "_hash", h)
         return h
 
+    def __eq__(self, other) -> bool:
+        """Structural equality in time linear in the DAGs (constants compare as the hash does, by
+        repr): each pair of nodes is compared once, where the generated field-by-field comparison
+        walked a shared expression once per path to it (sinh of sinh, then a softmax: minutes)."""
+        if self is other:
+            return True
+        if type(other) is not Expr:
+            return NotImplemented
+        same: set[tuple[int, int]] = set()
+        stack = [(self, other)]
+        while stack:
+            a, b = stack.pop()
+            if a is b or (id(a), id(b)) in same:
+                continue
+            if (a.op != b.op or a.dtype != b.dtype or len(a.srcs) != len(b.srcs) or hash(a) != hash(b)
+                    or ((repr(a.arg) != repr(b.arg)) if a.op == "const" else (a.arg != b.arg))):
+                return False
+            same.add((id(a), id(b)))
+            stack.extend(zip(a.srcs, b.srcs))
+        return True
+
 
 @dataclass(frozen=True)
 class Reduce:
@@ -167,11 +188,12 @@ class Kernel:
     sizes: tuple[str, ...] = ()
 
     def key(self) -> str:
-        """Content hash, independent of the kernel's name. Expressions are DAGs (a value used twice is
-        one Expr): their repr spells each use out again, exponentially long for values built from
-        shared parts (an atan2, and more so its gradient), so such kernels are keyed by a text that
-        names each Expr once. Smaller kernels keep their repr: keys already in tuning databases stay.
-        Computed once per Kernel value (printing its sympy indices is most of a new kernel's cost)."""
+        """Content hash, independent of the kernel's name: of the kernel's repr while its expression
+        trees are small (so the keys of kernels tuned before stay), else of its DAG written with each
+        distinct expression once. A repr writes a shared expression once per use: sinh of sinh then
+        a softmax, or an atan2's gradient, made trees of millions of nodes, and the repr ran for
+        minutes. Computed once per Kernel value (printing its sympy indices is most of a new kernel's
+        cost)."""
         key = self.__dict__.get("_key")
         if key is None:
             key = self._key()
@@ -181,8 +203,7 @@ class Kernel:
     def _key(self) -> str:
         parts = (self.buffers, self.loops, self.reduces, self.stores) + ((self.scalars,) if self.scalars else ()) \
             + ((self.sizes,) if self.sizes else ())
-        memo: dict[int, int] = {}
-        if sum(_tree_size(x.value, memo) for x in (*self.reduces, *self.stores)) <= _REPR_LIMIT:
+        if _tree_size([r.value for r in self.reduces] + [s.value for s in self.stores]) <= REPR_KEY_NODES:
             text = repr(parts)
         else:
             text = _dag_text(self)
@@ -194,36 +215,6 @@ class Kernel:
         for s in self.loops:
             n *= s
         return n
-
-
-_REPR_LIMIT = 20000  # expression tree nodes (uses counted again) up to which a key is the repr
-
-
-def _tree_size(e: Expr, memo: dict[int, int]) -> int:
-    """Nodes of e's expression as a tree (each use counted), computed once per DAG node."""
-    n = memo.get(id(e))
-    if n is None:
-        n = memo[id(e)] = 1 + sum(_tree_size(s, memo) for s in e.srcs)
-    return n
-
-
-def _dag_text(k: Kernel) -> str:
-    """k's content with every Expr written once, in post-order, and referred to by its number."""
-    lines: list[str] = []
-    num: dict[int, int] = {}
-
-    def ref(e: Expr) -> str:
-        i = num.get(id(e))
-        if i is None:
-            srcs = ",".join(ref(s) for s in e.srcs)
-            lines.append(f"{e.op}({srcs};{e.arg!r};{e.dtype})")
-            i = num[id(e)] = len(lines) - 1
-        return f"%{i}"
-
-    reduces = [f"Reduce({r.name!r},{r.op!r},{ref(r.value)},{r.dtype!r},{r.rsizes},{r.rvars},{r.depth})"
-               for r in k.reduces]
-    stores = [f"Store({s.buf},{s.index},{ref(s.value)},{s.dtype!r})" for s in k.stores]
-    return "dag\n" + "\n".join(lines) + repr((k.buffers, k.loops, reduces, stores, k.scalars, k.sizes))
 
 
 def size_symbol(name: str) -> sympy.Symbol:
@@ -356,6 +347,44 @@ def subst_expr(e: Expr, rep: dict, memo: dict | None = None) -> Expr:
     out = Expr(e.op, srcs, arg, e.dtype)
     memo[id(e)] = out
     return out
+
+
+REPR_KEY_NODES = 20_000  # expression trees up to this many nodes (uses counted apart) key by repr
+
+
+def _postorder(roots) -> list[Expr]:
+    """Every distinct expression under `roots`, each after its sources."""
+    seen, out, stack = set(), [], [(r, False) for r in reversed(roots)]
+    while stack:
+        e, done = stack.pop()
+        if done:
+            out.append(e)
+        elif id(e) not in seen:
+            seen.add(id(e))
+            stack.append((e, True))
+            stack.extend((s, False) for s in reversed(e.srcs))
+    return out
+
+
+def _tree_size(roots) -> int:
+    """How many nodes the expressions under `roots` have as trees (a shared one counted per use)."""
+    size: dict[int, int] = {}
+    for e in _postorder(roots):
+        size[id(e)] = 1 + sum(size[id(s)] for s in e.srcs)
+    return sum(size[id(r)] for r in roots)
+
+
+def _dag_text(k: Kernel) -> str:
+    """The kernel as text with each distinct expression once, its sources named by number."""
+    number: dict[int, int] = {}
+    lines = ["dag", repr((k.buffers, k.loops))]
+    for e in _postorder([r.value for r in k.reduces] + [s.value for s in k.stores]):
+        number[id(e)] = len(number)
+        lines.append(f"{number[id(e)]}: {e.op} {e.dtype} {e.arg!r} {[number[id(s)] for s in e.srcs]}")
+    lines += [repr((r.name, r.op, number[id(r.value)], r.dtype, r.rsizes, r.rvars, r.depth)) for r in k.reduces]
+    lines += [repr((s.buf, s.index, number[id(s.value)], s.dtype)) for s in k.stores]
+    lines.append(repr((k.scalars, k.sizes)))
+    return "\n".join(lines)
 
 
 def walk_exprs(roots) -> list[Expr]:

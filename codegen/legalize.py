@@ -24,10 +24,12 @@ The rules (torch's semantics, decided here once for every backend):
   and saturates on GPUs. What remains a `cast` is exact or IEEE-rounded (int/float to
   float32/float64), a widening, or from bool.
 - Constants hold values of their dtype where that is exact (ints wrap when the graph builds them);
-  a half constant may hold a wider value (`x * 1.001` multiplies by the float, as torch's opmath
-  does) and is rounded, in Python, where its use needs an exact value (`x == 1.001`). Scalar
-  arguments (`scalar`, a constant bound at launch) follow the same rules; a half one is rounded by
-  a `round` node instead.
+  a half constant may hold a wider value where torch's kernel keeps a Python number in float32
+  (its opmath: `x * 1.001` and `x / 1.001`) and is rounded, in Python, everywhere else: + and -
+  (torch's add kernel converts the number to the half dtype: float16 2048 + 1.0003 is 2048, not
+  2050), a comparison (`x == 1.001`), a select, `//`, `%`, pow, max and min (`-1e19 // x` divides
+  -inf). Scalar arguments (`scalar`, a constant bound at
+  launch) follow the same rules; a half one is rounded by a `round` node instead.
 - An accumulator (`acc`) and a store convert to their dtype as they finish: that is the
   renderers' one narrowing, the meaning of `Reduce.dtype` and `Store.dtype`.
 
@@ -56,6 +58,7 @@ BINARY = {"add", "sub", "mul", "div", "floordiv", "mod", "pow", "max", "min", "a
 KEEPS_EXACT = {"max", "min", "and", "or", "xor", "floor", "ceil", "trunc"}
 KEEPS_EXACT_HALF = KEEPS_EXACT | {"neg", "abs"}
 LEAVES = {"load", "const", "scalar", "index", "valid", "acc"}
+OPMATH = {"mul", "div"}  # half ops that take a wider constant (torch's opmath scalars)
 # float -> int: the truncations that fit, per (source, target): (op, bound) pairs
 _FITS = {("float32", "int32"): (("ge", -2.0**31), ("lt", 2.0**31)),
          ("float64", "int32"): (("gt", -2.0**31 - 1), ("lt", 2.0**31)),
@@ -151,14 +154,23 @@ class _Legalizer:
         if op in COMPARE or op in TESTS:
             return _same(e, tuple(self.exact(s) for s in e.srcs)), True
         if op == "where":
-            (c, _), (a, a_ok), (b, b_ok) = (self.value(s) for s in e.srcs)
-            return _same(e, (c, a, b)), a_ok and b_ok
+            if dt in NARROW_INTS:  # a use like any other: the branches are wrapped first
+                return _same(e, tuple(self.exact(s) for s in e.srcs)), True
+            (c, _), (a, a_ok), (b, b_ok) = (self.half_operand(e, s) for s in e.srcs)
+            return _same(e, (c, a, b)), a_ok and b_ok  # halves select float32-held values
         if dt in HALFS:  # half arithmetic takes inexact halves: float32 throughout
-            parts = [self.value(s) for s in e.srcs]
+            parts = [self.half_operand(e, s) for s in e.srcs]
             out = _same(e, tuple(v for v, _ in parts))
             return out, op in KEEPS_EXACT_HALF and all(ok for _, ok in parts)
         out = _same(e, tuple(self.exact(s) for s in e.srcs))
         return out, dt not in NARROW_INTS or op in KEEPS_EXACT
+
+    def half_operand(self, e: Expr, s: Expr) -> tuple[Expr, bool]:
+        """Source `s` of half op `e`: a constant or scalar argument is rounded to its dtype unless `e`
+        takes it wide."""
+        if s.op in ("const", "scalar") and s.dtype in HALFS and e.op not in OPMATH:
+            return self.exact(s), True
+        return self.value(s)
 
     def cast(self, x: Expr, to: str) -> Expr:
         frm = x.dtype

@@ -567,22 +567,24 @@ static inline void lz_stream_fence(void) {
 #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
 typedef float lz_v16sf __attribute__((vector_size(64)));
 #define LZ_SPLAT16(c) ((lz_v16sf){c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c})
+#define LZ_FMA16(a, b, c) __builtin_ia32_vfmaddps512_mask(a, b, c, (uint16_t)-1, 4)
 __attribute__((visibility("hidden"), used)) lz_v16sf _ZGVeN16v_expf(lz_v16sf x) {
   /* clamp first (vmin/vmax return the second operand, x, when it is NaN): e^89 overflows and
      e^-104 rounds to 0, and +-inf would make the reduction inf - inf */
   x = __builtin_ia32_minps512_mask(LZ_SPLAT16(89.0f), x, x, (uint16_t)-1, 4);
   x = __builtin_ia32_maxps512_mask(LZ_SPLAT16(-104.0f), x, x, (uint16_t)-1, 4);
   const lz_v16sf n = __builtin_ia32_rndscaleps_mask(x * LZ_SPLAT16(1.44269504088896341f), 8, x, (uint16_t)-1, 4);
-  /* ln2 in two parts; the high part has 12 significant bits, so n * hi is exact */
-  lz_v16sf r = x - n * LZ_SPLAT16(0.693145751953125f);
-  r = r - n * LZ_SPLAT16(1.428606765330187045e-06f);
+  /* ln2 in two parts; the high part has 12 significant bits, so n * hi is exact. The fused
+     multiply-adds are spelled out: kernels compile without contraction (#pragma below) */
+  lz_v16sf r = LZ_FMA16(-n, LZ_SPLAT16(0.693145751953125f), x);
+  r = LZ_FMA16(-n, LZ_SPLAT16(1.428606765330187045e-06f), r);
   lz_v16sf p = LZ_SPLAT16(1.9875691500E-4f);
-  p = p * r + LZ_SPLAT16(1.3981999507E-3f);
-  p = p * r + LZ_SPLAT16(8.3334519073E-3f);
-  p = p * r + LZ_SPLAT16(4.1665795894E-2f);
-  p = p * r + LZ_SPLAT16(1.6666665459E-1f);
-  p = p * r + LZ_SPLAT16(5.0000001201E-1f);
-  p = p * (r * r) + r + LZ_SPLAT16(1.0f);
+  p = LZ_FMA16(p, r, LZ_SPLAT16(1.3981999507E-3f));
+  p = LZ_FMA16(p, r, LZ_SPLAT16(8.3334519073E-3f));
+  p = LZ_FMA16(p, r, LZ_SPLAT16(4.1665795894E-2f));
+  p = LZ_FMA16(p, r, LZ_SPLAT16(1.6666665459E-1f));
+  p = LZ_FMA16(p, r, LZ_SPLAT16(5.0000001201E-1f));
+  p = LZ_FMA16(p, r * r, r) + LZ_SPLAT16(1.0f);
   return __builtin_ia32_scalefps512_mask(p, n, p, (uint16_t)-1, 4);
 }
 #endif
@@ -935,6 +937,12 @@ def _row_bound(k: Kernel) -> int | None:
     return ROW_CACHE_MAX
 
 
+# no contraction into fused multiply-adds, in every function of a kernel's file: each op rounds, as
+# torch's do, and a value computed again in a later pass of a row kernel is the same value
+# (x * c - max(x * c) is 0 at the max; contracted in one pass, it was 1.5e23 and softmax NaN)
+NO_CONTRACT = '#pragma GCC optimize("fp-contract=off")'
+
+
 def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None,
              config: CConfig | None = None) -> str:
     """C source for `k`. `config` sets the knobs (None: the heuristics); `threads` caps the OpenMP
@@ -959,13 +967,13 @@ def render_c(k: Kernel, fn_name: str = "lazy_kernel", threads: int | None = None
         names = [f"b{i}" for i in range(len(k.buffers))] + [f"s{i}" for i in range(len(k.scalars))] + list(k.sizes)
         params = _params(k)
         return "\n".join([
-            PRELUDE, short, _render(k, f"{fn_name}_long", cfg, None, "static ")[0],
+            NO_CONTRACT, PRELUDE, short, _render(k, f"{fn_name}_long", cfg, None, "static ")[0],
             f"/* rows of up to {rows} elements keep row arrays (render_c._row_bound) */",
             f"void {fn_name}({', '.join(params)}) {{",
             f"  if ({size_c(k.loops[-1])} <= {rows}) {fn_name}_rows({', '.join(names)});",
             f"  else {fn_name}_long({', '.join(names)});",
             "}\n"])
-    return PRELUDE + "\n" + _render(k, fn_name, cfg, None)[0]
+    return "\n".join([NO_CONTRACT, PRELUDE, _render(k, fn_name, cfg, None)[0]])
 
 
 def _params(k: Kernel) -> list[str]:

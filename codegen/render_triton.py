@@ -402,6 +402,15 @@ def _lz_bf16(x):
         return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
         return x.to(tl.bfloat16)
+
+
+@triton.jit
+def _lz_bf16_f32(x):
+    # bfloat16 -> float32, exactly. The interpreter's own conversion loses subnormals.
+    if _INTERPRET:
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return x.to(tl.float32)
 '''
 
 PRELUDE = '''\
@@ -501,7 +510,7 @@ def _lz_powf(a, b):
         isint = tl.floor(bd) == bd
         odd = isint & ((bd % 2.0) != 0.0)
         r = tl.where(ad < 0, tl.where(isint, tl.where(odd, -r, r), float('nan')), r)
-        r = tl.where((bd == 0.0) | (ad == 1.0), 1.0, r)
+        r = tl.where((bd == 0.0) | (ad == 1.0) | ((ad == -1.0) & (tl.abs(bd) == float('inf'))), 1.0, r)
         return r.to(a.dtype)
     else:
         return libdevice.pow(a, b)
@@ -748,7 +757,7 @@ class _Renderer:
         if op == "round":
             if dt == "float16":
                 return f"{a[0]}.to(tl.float16).to(tl.float32)"
-            return f"_lz_bf16({a[0]}).to(tl.float32)"
+            return f"_lz_bf16_f32(_lz_bf16({a[0]}))"
         if op == "wrap":  # the low bits
             return f"{a[0]}.to({TL[dt]})" + (f".to({TL[cd]})" if cd != dt else "")
         if op in ("exp", "log", "sin", "cos", "erf", "sqrt", "tanh"):
@@ -820,6 +829,8 @@ class _Renderer:
             shape = self.shape_of(names) if names else self.unit
             off = f"tl.full({shape}, {off}, {self.itype})"
         code = f"tl.load(b{b} + {off}" + (f", mask={' & '.join(mask)}, other=0)" if mask else ")")
+        if e.dtype == "bfloat16":
+            return f"_lz_bf16_f32({code})"
         if cd != e.dtype:  # narrow dtypes compute wider
             code += f".to({TL[cd]})"
         return code
@@ -882,7 +893,7 @@ class _Renderer:
         elif r.dtype == "float16":
             value = f"{value}.to(tl.float32).to(tl.float16).to(tl.float32)"
         elif r.dtype == "bfloat16":
-            value = f"_lz_bf16({value}.to(tl.float32)).to(tl.float32)"
+            value = f"_lz_bf16_f32(_lz_bf16({value}.to(tl.float32)))"
         elif accdt != cd:
             value = f"{value}.to({TL[cd]})"
         scope.add(f"{r.name} = {value}")

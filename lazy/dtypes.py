@@ -6,11 +6,11 @@ Out: `as_dtype` (anything -> DType), `to_torch`, `result_type` (torch's promotio
 
 Invariants
 - `lazy.float32 is lazy.graph.float32`: the user names *are* the IR dtypes.
-- Promotion is delegated to `torch.result_type` on tiny dummy operands, so dimensioned tensors,
-  0-d tensors and Python scalars promote exactly as in torch; answers are cached by key.
-- lazy's default float dtype is its own (`lazy.set_default_dtype` leaves torch's alone); where torch
-  reads its default (promoting a Python float, inferring a dtype from Python data), lazy's is
-  lent to torch for that one call (`torch_default`).
+- Promotion follows torch's n-ary rule (dimensioned tensors, 0-d tensors and Python scalars
+  promoted apart, then combined by category) over `torch.promote_types`; answers are cached by key.
+- lazy's default float dtype is its own (`lazy.set_default_dtype` leaves torch's alone): promotion
+  wraps a Python float as it, and where torch reads its default (inferring a dtype from Python
+  data), lazy's is lent to torch for that one call (`torch_default`).
 """
 
 from __future__ import annotations
@@ -102,45 +102,43 @@ def as_dtype(x, op: str = "dtype") -> DType:
                     f"{', '.join('lazy.' + n for n in DTYPES)})")
 
 
-def _dummy(key):
-    kind, v = key
-    if kind == "scalar":
-        return v(1)  # a Python scalar of that type
-    return torch.empty((1,) if kind == "tensor" else (), dtype=_TO_TORCH[v])
-
-
-def _scalar_dtype(t: type) -> DType:
-    return _default[0] if t is float else _PY_TYPES[t]
-
-
-_RANK = {"scalar": 0, "0d": 1, "tensor": 2}
+_WRAPPED = {bool: torch.bool, int: torch.int64}  # a Python float wraps as lazy's default dtype
 _result_cache: dict[tuple, DType] = {}
+
+
+def _combine(higher, lower):
+    """torch's combine_categories: a lower-priority result only raises a higher one's category."""
+    if higher is None:
+        return lower
+    if lower is None or higher.is_floating_point:
+        return higher
+    if higher == torch.bool or lower.is_floating_point:
+        return torch.promote_types(higher, lower)
+    return higher
 
 
 def result_type(*keys: tuple[str, object], op: str = "result_type") -> DType:
     """Promoted dtype of operands given as keys ("tensor"|"0d", DType) or ("scalar", python type).
 
-    torch.result_type takes two operands; we fold left, keeping the key of the highest category
-    (dimensioned tensor > 0-d tensor > scalar), which is how torch's n-ary promotion combines.
-    """
+    torch's n-ary rule (ResultTypeState): dimensioned tensors, 0-d tensors and Python scalars are
+    promoted apart, then a lower group raises the category of a higher one only: an int8 tensor
+    with a 0-d int32 and a bool tensor is int8, where folding pairs gave int32."""
     hit = _result_cache.get(keys)
     if hit is not None:
         return hit
-    acc = keys[0]
-    if acc[0] == "scalar" and len(keys) == 1:
-        out = _scalar_dtype(acc[1])
-    else:
-        for k in keys[1:]:
-            if acc[0] == k[0] == "scalar":  # two Python scalars: the wider Python type wins
-                acc = max(acc, k, key=lambda kk: [bool, int, float].index(kk[1]))
-                continue
-            with torch_default():  # a Python float promotes to the default dtype
-                td = torch.result_type(_dummy(acc), _dummy(k))
-            if td not in _FROM_TORCH:
-                raise DTypeError(f"{op}: promoting {acc[1]} and {k[1]} gives {td}, which lazy does not support")
-            d = _FROM_TORCH[td]
-            acc = (max(acc[0], k[0], key=_RANK.__getitem__), d)
-        out = acc[1] if acc[0] != "scalar" else _scalar_dtype(acc[1])
+    groups: dict[str, torch.dtype | None] = {"tensor": None, "0d": None, "scalar": None}
+    for kind, v in keys:
+        d = (_WRAPPED.get(v) or _TO_TORCH[_default[0]]) if kind == "scalar" else _TO_TORCH[v]
+        g = groups[kind]
+        try:
+            groups[kind] = d if g is None else torch.promote_types(g, d)
+        except RuntimeError as e:
+            raise DTypeError(f"{op}: {e}") from None
+    td = _combine(groups["tensor"], _combine(groups["0d"], groups["scalar"]))
+    if td not in _FROM_TORCH:
+        raise DTypeError(f"{op}: promoting {' and '.join(str(v) for _, v in keys)} gives {td}, which lazy does not "
+                         "support")
+    out = _FROM_TORCH[td]
     _result_cache[keys] = out
     return out
 

@@ -72,8 +72,11 @@ def _eval(n: Node, srcs: list[torch.Tensor]) -> torch.Tensor:
     op = n.op
     if op is Op.BUFFER:
         return n.arg.data
-    if op is Op.CONST:
-        return torch.full(n.shape, n.arg, dtype=to_torch(n.dtype))
+    if op is Op.CONST:  # a float held as a double, rounded as torch rounds one (halves through float32)
+        td = to_torch(n.dtype)
+        if not td.is_floating_point:
+            return torch.full(n.shape, n.arg, dtype=td)
+        return torch.full(n.shape, n.arg, dtype=torch.float64).to(torch.float32 if td.itemsize == 2 else td).to(td)
     if op is Op.IOTA:
         return torch.arange(n.shape[0], dtype=to_torch(n.dtype))
     if op is Op.MATMUL:

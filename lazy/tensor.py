@@ -371,6 +371,21 @@ def _int_arg(op: str, name: str, v) -> int:
         raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}") from None
 
 
+def _root(t: Tensor) -> Tensor:
+    return t if t._base is None else t._base
+
+
+def _undetached(n: Node) -> Node:
+    while n.op is Op.DETACH:
+        n = n.srcs[0]
+    return n
+
+
+def _no_bool(op: str, t: Tensor) -> None:
+    if t.dtype is bool_:
+        raise DTypeError(f"{op}: bool tensors are not supported (like torch); cast it first")
+
+
 def _need(op: str, kinds: str, *ts: Tensor, what: str) -> None:
     bad = [t.dtype for t in ts if t.dtype.kind not in kinds]
     if bad:
@@ -508,6 +523,11 @@ def _realize_all(tensors, _into: dict | None, packs: list[list[Node]] | None = N
             t._before = before
             for r in runtime._recorders:  # lazy.jit: a replay gives this tensor its new buffer
                 r.bound(t, b)
+    # a view whose value was a buffer already (a realized tensor copied into it) computed nothing,
+    # and its base's new buffer rebuilds it: its value is computed now, from that buffer
+    late = [t for t in tensors if t._node.op not in _REALIZED]
+    if late:
+        realize(*late)
     if packs:
         extra = outs[len(todo):]
         return extra[:len(packs)], extra[len(packs):]
@@ -592,6 +612,22 @@ def _composite(fn):
     return g
 
 
+_BOOL_SUB = "sub: subtraction, the `-` operator, with a bool tensor is not supported; for masks use `^` or logical_xor()"
+
+
+def _wide_scalar(dt: DType, other) -> bool:
+    """Whether torch computes `x * other` or `x / other` (a float16/bfloat16 result) with `other` a
+    0-d tensor of another dtype taken as its own value in float32 (its CPU kernels' opmath scalar),
+    not converted to the half dtype first: `h * torch.tensor(70000)` is 70 for h = 1e-3 (+ and -
+    convert it: inf + torch.tensor(-2**63) is NaN)."""
+    return dt in (float16, bfloat16) and isinstance(other, Tensor) and not other.ndim and other.dtype is not dt
+
+
+def _opmath(name: str, op: Op, x: Tensor, y: Tensor, dt: DType) -> Tensor:
+    a, b = _promote(name, x._cast(dt)._cast(float32), y._cast(float32))
+    return a._ew(op, b)._cast(dt)
+
+
 def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str = "", no_bool: bool = False):
     """A torch binary op: promotion, broadcasting, then one IR node (GT/GE come from swapping)."""
     def f(self, other):
@@ -602,13 +638,16 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
             return c._ew(op, self) if reverse else self._ew(op, c)
         if no_bool and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
                         (isinstance(other, Tensor) and other.dtype is bool_)):
-            raise DTypeError(f"{name}: subtraction, the `-` operator, with a bool tensor is not supported; "
-                             "for masks use `^` or logical_xor()")
+            raise DTypeError(_BOOL_SUB)
         if kinds:  # the operands' own dtypes, before promotion (bool | float names float32 and bool)
             _need(name, kinds, *[x for x in (self, other) if isinstance(x, Tensor)], what=what)
         a, b = _promote(name, other, self) if reverse else _promote(name, self, other)
+        if op is Op.MUL and not reverse and _wide_scalar(a.dtype, other):
+            return _opmath(name, op, self, other, a.dtype)
         if kinds:
             _need(name, kinds, a, b, what=what)
+        if op in (Op.FLOORDIV, Op.MOD, Op.POW) and a.dtype is bool_:
+            _no_bool(name, a)
         return a._ew(op, b)
     f.__name__ = name
     return f
@@ -617,6 +656,14 @@ def _binary(op: Op, name: str, reverse: bool = False, kinds: str = "", what: str
 def _inplace_op(name: str, method: str):
     """x.op_(...): compute x.op(...), check torch's in-place cast rule, write the result into x."""
     def f(self, *args, **kw):
+        if self.dtype in (int8, uint8) and any(isinstance(a, Tensor) and a.dtype in (int8, uint8) and
+                                               a.dtype is not self.dtype for a in (*args, *kw.values())):
+            # torch computes int8 with uint8 in int16, which lazy lacks, and stores the result back into
+            # self's dtype: int32 arithmetic has the same low 8 bits (and no quotient overflows either)
+            args = tuple(a._cast(int32) if isinstance(a, Tensor) and a.dtype in (int8, uint8) else a for a in args)
+            kw = {k: v._cast(int32) if isinstance(v, Tensor) and v.dtype in (int8, uint8) else v
+                  for k, v in kw.items()}
+            return self._inplace(name, getattr(self._cast(int32), method)(*args, **kw))
         return self._inplace(name, getattr(self, method)(*args, **kw))
     f.__name__ = name
     return f
@@ -716,7 +763,8 @@ class Tensor:
 
     def _red(self, op: Op, axes) -> Tensor:
         """Reduce `axes`, keeping them with size 1 (no axes: self, never an empty REDUCE node)."""
-        return Tensor._new(_tracked(_mk(op, (self._node,), tuple(axes)))) if axes else self
+        # no axes: a new tensor of the same value (a reduction's result never aliases its input)
+        return Tensor._new(_tracked(_mk(op, (self._node,), tuple(axes)))) if axes else Tensor._new(self._node)
 
     def _view(self, steps, stride) -> Tensor:
         """A view of self's root base: the IR `steps` rebuild it from self's node."""
@@ -1021,8 +1069,15 @@ class Tensor:
     mul = multiply = _binary(Op.MUL, "mul")
     floor_divide = _binary(Op.FLOORDIV, "floor_divide")
     remainder = _binary(Op.MOD, "remainder")
-    maximum = _binary(Op.MAX, "maximum")
-    minimum = _binary(Op.MIN, "minimum")
+    _maximum = _binary(Op.MAX, "maximum")
+    _minimum = _binary(Op.MIN, "minimum")
+
+    def maximum(self, other) -> Tensor:
+        """The elementwise max of two tensors (NaN propagates); like torch, `other` is a tensor."""
+        return self._maximum(_tensor_arg("maximum", "other", other))
+
+    def minimum(self, other) -> Tensor:
+        return self._minimum(_tensor_arg("minimum", "other", other))
     __add__, __sub__, __mul__ = _dunder(_add), _dunder(_sub), _dunder(mul)
     __floordiv__, __mod__ = _dunder(floor_divide), _dunder(remainder)
     __radd__ = _dunder(_binary(Op.ADD, "add", reverse=True))
@@ -1032,18 +1087,33 @@ class Tensor:
     __rmod__ = _dunder(_binary(Op.MOD, "remainder", reverse=True))
 
     def add(self, other, alpha=1) -> Tensor:
-        return self._add(other if alpha == 1 else self._scaled("add", other, alpha))
+        return self._add(other) if type(alpha) is int and alpha == 1 else self._axpy("add", other, alpha)
 
     def sub(self, other, alpha=1) -> Tensor:
-        return self._sub(other if alpha == 1 else self._scaled("sub", other, alpha))
+        return self._sub(other) if type(alpha) is int and alpha == 1 else self._axpy("sub", other, alpha)
 
-    def _scaled(self, op: str, other, alpha):
-        o = _operand(op, other)
-        if isinstance(alpha, float) and not self.dtype.is_float and not (isinstance(o, Tensor) and o.dtype.is_float) \
-                and not isinstance(o, float):
+    def _axpy(self, op: str, other, alpha) -> Tensor:
+        """self + alpha * other (sub: -alpha), as torch computes it: alpha converted to the promoted
+        dtype, with torch's checks (no float alpha for integer results, a bool alpha only for bool ones,
+        no overflow), and the product and sum in that dtype (a bool alpha is True or False)."""
+        if op == "sub" and (self.dtype is bool_ or isinstance(other, (bool, np.bool_)) or
+                            (isinstance(other, Tensor) and other.dtype is bool_)):
+            raise DTypeError(_BOOL_SUB)
+        a, b = _promote(op, self, other)
+        dt = a.dtype
+        al = _pyscalar(alpha.item() if isinstance(alpha, (Tensor, torch.Tensor)) and alpha.numel() == 1 else alpha)
+        if al is None:
+            raise TypeError(f"{op}: alpha must be a number, got {type(alpha).__name__}")
+        if isinstance(al, float) and not dt.is_float:
             raise RuntimeError(f"{op}: for integral input tensors, argument alpha must not be a floating point "
                                f"number (got alpha={alpha})")
-        return o * alpha
+        if isinstance(al, bool) and dt is not bool_:
+            raise RuntimeError(f"{op}: a bool alpha is only supported for bool results (got alpha={alpha} for "
+                               f"{dt})")
+        al = -al if op == "sub" else al
+        scaled = b._ew(Op.MUL, Tensor._new(const(_fits(op, al, dt, halves=True) if dt is not bool_ else bool(al), dt,
+                                                  b._node.shape)))
+        return a._ew(Op.ADD, scaled)
 
     subtract = sub
 
@@ -1057,16 +1127,27 @@ class Tensor:
 
     def pow(self, exponent) -> Tensor:
         e = _pyscalar(exponent)
+        if isinstance(e, bool) and self.dtype is bool_:  # torch: a copy, or ones; no other bool power
+            return self.clone() if e else self._const(True)
         if e is not None and not isinstance(e, bool):
             dt = result_type(_key(self), _key(e))
             if dt.kind in "iu" and e < 0:
                 raise RuntimeError("pow: integers to negative integer powers are not allowed")
+            _fits("pow", e, dt, halves=True)
             x = self._cast(dt)
+            if dt in (float16, bfloat16):
+                e = _rounded(e, dt)  # torch rounds the exponent to a half dtype (bfloat16: 257 is 256)
+            if dt.is_float and float(e).is_integer() and abs(e) > 2**24:
+                # a float32 constant would round the exponent (2**31 - 1 to 2**31, even); torch's is a
+                # double. |x| ** e is 0, 1 or inf either way: the double's parity gives the sign
+                mag = x.abs()._ew(Op.POW, x._const(float(e)))
+                return where(x.signbit(), -mag, mag) if int(float(e)) % 2 else mag
             if e == 2:  # torch special-cases these too (exact x*x, sqrt)
                 return x._ew(Op.MUL, x)
             if e == 0.5 and dt.is_float:
                 return x._ew(Op.SQRT)
-        a, b = _promote("pow", self, exponent)
+        a, b = _promote("pow", self, exponent if e is None or isinstance(e, bool) else e)
+        _no_bool("pow", a)
         return a._ew(Op.POW, b)
 
     __pow__ = _dunder(pow)
@@ -1084,6 +1165,7 @@ class Tensor:
         return self
 
     def __abs__(self) -> Tensor:
+        _no_bool("abs", self)
         return self.clone() if self.dtype.kind in "bu" else self._ew(Op.ABS)
 
     abs = absolute = __abs__
@@ -1112,7 +1194,8 @@ class Tensor:
     __invert__ = bitwise_not
 
     def _logical(self, op: Op, other) -> Tensor:
-        a, b = _promote(op.name.lower(), self, other, dtype=bool_)
+        name = "logical_" + op.name.lower()
+        a, b = _promote(name, self, _tensor_arg(name, "other", other), dtype=bool_)
         return a._ew(op, b)
 
     def logical_and(self, other) -> Tensor:
@@ -1187,14 +1270,23 @@ class Tensor:
         return where(pos, r, e * r)  # one division for both branches
 
     def relu(self) -> Tensor:
+        _no_bool("relu", self)
         return where(self <= 0, self._const(0), self)  # NaN stays NaN; relu'(0) = 0 as in torch
 
-    @_composite
     def silu(self) -> Tensor:
-        return self * self.sigmoid()
+        _need("silu", "f", self, what="a floating point tensor")
+        return self._silu()
 
     @_composite
+    def _silu(self) -> Tensor:
+        return self * self.sigmoid()
+
     def gelu(self, approximate: str = "none") -> Tensor:
+        _need("gelu", "f", self, what="a floating point tensor")
+        return self._gelu(approximate)
+
+    @_composite
+    def _gelu(self, approximate: str = "none") -> Tensor:
         x = self
         if approximate == "tanh":
             return x * 0.5 * ((x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)).tanh().add(1)
@@ -1206,6 +1298,7 @@ class Tensor:
         return self.pow(2) if self.dtype is not bool_ else self._cast(int64).pow(2)
 
     def _int_identity(self, op: Op) -> Tensor:
+        _no_bool(op.name.lower(), self)
         return self.clone() if self.dtype.kind in _INTS else self._ew(op)
 
     def floor(self) -> Tensor:
@@ -1221,6 +1314,7 @@ class Tensor:
 
     def round(self) -> Tensor:
         """Round half to even, like torch (decimals= not supported)."""
+        _no_bool("round", self)
         if self.dtype.kind in _INTS:
             return self.clone()
         f = self.floor()
@@ -1252,8 +1346,22 @@ class Tensor:
         """min(max(x, min), max), torch promotion; NaN in x propagates; min > max gives max."""
         if min is None and max is None:
             raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+        arrays = (Tensor, torch.Tensor, np.ndarray)
+        if len({isinstance(b, arrays) for b in (min, max) if b is not None}) > 1:
+            if any(isinstance(b, arrays) and b.ndim for b in (min, max)):
+                raise TypeError("clamp: min and max must be both numbers or both tensors, like torch's")
+            # torch's overload for numbers takes a 0-d tensor as its number
+            min, max = (b.item() if isinstance(b, arrays) else b for b in (min, max))
         bounds = [b for b in (min, max) if b is not None]
+        if not any(isinstance(b, arrays) for b in bounds):
+            dt = result_type(_key(self), *[_key(_operand("clamp", b)) for b in bounds], op="clamp")
+            # torch fills NaN when one of two number bounds is NaN, without converting either number
+            if not (len(bounds) == 2 and any(b != b for b in bounds)):  # noqa: PLR0124 (NaN test)
+                for b in bounds:
+                    _fits("clamp", _operand("clamp", b), dt, halves=True)
         x, *bs = _promote("clamp", self, *bounds)
+        if x.dtype is bool_ and not (len(bounds) == 1 and isinstance(bounds[0], arrays)):
+            raise DTypeError("clamp: bools are not supported (like torch), but for one tensor bound")
         if x.requires_grad and autograd.grad_enabled() and x.dtype.is_float:
             x = where(x.isnan(), x.detach(), x)  # the same values; torch's gradient is 0 at NaN
         # where() rather than maximum/minimum: at x == bound the gradient flows to x, like torch
@@ -1277,14 +1385,28 @@ class Tensor:
         return where(condition, self, other)
 
     def masked_fill(self, mask, value) -> Tensor:
+        v = _pyscalar(value)
+        if v is not None:
+            _fits("masked_fill", v, self.dtype, halves=True)
         return where(mask, _promote("masked_fill", value, dtype=self.dtype)[0], self)
 
     def lerp(self, end, weight) -> Tensor:
-        """torch's two-sided formula: exact at both ends."""
-        d, w = end - self, _operand("lerp", weight)
+        """torch's two-sided formula: exact at both ends. As in torch: `end` a tensor of self's dtype,
+        `weight` a number, a 0-d tensor, or a tensor of self's dtype; computed in the promoted dtype
+        (an int self with a 0-d float weight gives floats), which must be a float."""
+        end = _tensor_arg("lerp", "end", end)
+        w = _operand("lerp", weight)
+        for name, t in (("end", end), ("weight", w)):
+            if isinstance(t, Tensor) and t.dtype is not self.dtype and (name == "end" or t.ndim):
+                raise DTypeError(f"lerp: expected dtype {self.dtype} for `{name}` but got dtype {t.dtype}")
+        dt = result_type(_key(self), _key(w)) if isinstance(w, Tensor) else self.dtype
+        if not dt.is_float:
+            raise DTypeError(f"lerp: expected a floating point tensor, got {self.dtype}")
+        x, end = self._cast(dt), end._cast(dt)
+        d = end - x  # torch's test of a small weight is |w| < 0.5 (w = -1 takes the end's side)
         if not isinstance(w, Tensor):
-            return self + d * w if w < 0.5 else end - d * (1 - w)
-        return where(w < 0.5, self + d * w, end - d * (1 - w))
+            return x + d * w if abs(w) < 0.5 else end - d * (1 - w)
+        return where(w.abs() < 0.5, x + d * w, end - d * (1 - w))
 
     # ---- elementwise: more math (composites; halves compute in float32, rounded once)
     @_composite
@@ -1433,16 +1555,23 @@ class Tensor:
         return bool((self == o).all())
 
     # ---- in-place (functional underneath: see the module docstring)
-    def _write(self, value: Tensor, op: str) -> Tensor:
-        """Store `value` (broadcast to self, cast to self.dtype) into self, through views."""
+    def _write(self, value: Tensor, op: str, fill: bool = False) -> Tensor:
+        """Store `value` (broadcast to self, cast to self.dtype) into self, through views. `fill`: the
+        value is one number, which may fill a whole expanded tensor (torch writes its shared elements)."""
         shape = self._node.shape
         if _broadcast(op, shape, value._node.shape) != shape:
             raise RuntimeError(f"{op}: output with shape {_fmt(shape)} doesn't match the broadcast shape "
                                f"{_fmt(_broadcast(op, shape, value._node.shape))}")
-        if any(st == 0 and s > 1 for st, s in zip(self._stride, shape)):
+        base = self._base
+        if self._node.numel and any(st == 0 and s > 1 for st, s in zip(self._stride, shape)) \
+                and not (fill and not self._steps):  # an empty tensor has no element to overlap
+            if op == "masked_fill_":  # torch writes the shared elements (deprecated): README
+                raise RuntimeError(f"{op}: writing into an expanded tensor is not supported; clone() it first")
+            if fill:  # torch fills the elements a view of an expanded tensor shares: README
+                raise RuntimeError(f"{op}: writing through a view of an expanded tensor is not supported; "
+                                   "clone() it first")
             raise RuntimeError(f"{op}: more than one element of the written-to tensor refers to a single "
                                "memory location (an expanded tensor); clone() it first")
-        base = self._base
         detached = any(op_ is Op.DETACH for op_, _, _ in self._steps)  # x.detach().add_(1) is allowed
         if autograd.grad_enabled() and not detached and (self if base is None else base) in _leaf_tensors:
             raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place operation "
@@ -1459,7 +1588,10 @@ class Tensor:
             return self
         if not self._node.numel:
             return self
-        if any(op_ is Op.EXPAND for op_, _, _ in self._steps):
+        if any(op_ is Op.EXPAND for op_, _, _ in self._steps) or any(
+                st == 0 and s > 1 for st, s in zip(base._stride, base._node.shape)):
+            # torch writes the element the expanded positions share, so all of them change; the
+            # functional write here would change only the positions of the view (README)
             raise RuntimeError(f"{op}: writing through a view of an expanded tensor is not supported; "
                                "clone() it first")
         m = const(True, bool_, shape)
@@ -1509,11 +1641,24 @@ class Tensor:
 
     def fill_(self, value) -> Tensor:
         v = _operand("fill_", value)
-        return self._write(v if isinstance(v, Tensor) else self._const(_fits("fill_", v, self.dtype)), "fill_")
+        if isinstance(v, Tensor):
+            return self._write(v, "fill_")
+        # torch checks a half's overflow only above one element (its one-element path rounds to inf)
+        return self._write(self._const(_fits("fill_", v, self.dtype, halves=self.numel() > 1)), "fill_", fill=True)
 
     def copy_(self, src) -> Tensor:
+        """Copy `src` into self, converted to self's dtype. A number converts as a tensor of it does (a
+        float as a double, an int as an int64, or a uint64 from 2**63): 1e5 into int8 is -96, as in
+        torch, where fill_ and `x[i] = v` raise."""
         v = _operand("copy_", src, seq=True)
-        return self._write(v if isinstance(v, Tensor) else self._const(_fits("copy_", v, self.dtype)), "copy_")
+        if v is self or isinstance(v, Tensor) and v.dtype is self.dtype and _root(v) is _root(self) and \
+                _undetached(v._node) is _undetached(self._node):
+            return self  # the same data, as torch sees it: it returns at once (an expanded tensor too)
+        if not isinstance(v, Tensor):
+            big = type(v) is int and v >= 2**63  # torch's uint64: positive in a float
+            dt = float64 if isinstance(v, float) or (big and self.dtype.is_float) else int64 if type(v) is int else bool_
+            v = Tensor._new(const(float(v) if dt is float64 else v, dt, ()))
+        return self._write(v, "copy_")
 
     # ---- reductions
     def _reduce(self, op: Op, name: str, dim, keepdim: bool) -> Tensor:
@@ -1527,11 +1672,14 @@ class Tensor:
         return self._mv(Op.RESHAPE, tuple(s for i, s in enumerate(self._node.shape) if i not in axes))
 
     def _acc(self, dtype) -> tuple[Tensor, DType]:
-        """(input cast for accumulation, result dtype): ints sum as int64; halves accumulate in fp32."""
+        """(input cast for accumulation, result dtype): ints sum as int64; halves accumulate in fp32;
+        int8/uint8 (dtype=) in int64 too, wrapped once at the end (the sum or product mod 2^8 is the same)."""
         x = self._cast(as_dtype(dtype, "sum")) if dtype is not None else self
         if dtype is None and x.dtype.kind in _INTS:
             x = x._cast(int64)
         out = x.dtype
+        if out in (int8, uint8):
+            return x._cast(int64), out
         return (x._cast(get_default_dtype()) if out in (float16, bfloat16) else x), out
 
     def sum(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
@@ -1544,8 +1692,9 @@ class Tensor:
         return x._reduce(Op.PROD, "prod", dim, keepdim)._cast(out)
 
     def mean(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
-        if dtype is None and not self.dtype.is_float:
-            raise DTypeError(f"mean: expected a floating point tensor (or dtype=), got {self.dtype}")
+        if not (self.dtype if dtype is None else as_dtype(dtype, "mean")).is_float:
+            raise DTypeError(f"mean: expected a floating point tensor (or a floating point dtype=), got {self.dtype}"
+                             + (f" and dtype={dtype}" if dtype is not None else ""))
         x, out = self._acc(dtype)
         return (x._reduce(Op.SUM, "mean", dim, keepdim) / self._count("mean", dim))._cast(out)
 
@@ -1561,6 +1710,8 @@ class Tensor:
         axes = _dims(name, dim, self.ndim)  # checked here, so a bad dim is reported under this name
         c = correction if correction is not None else (1 if unbiased in (None, True) else 0)
         x, out = self._acc(None)
+        # float32 (README: torch's CPU kernels accumulate in float64, a double accumulator halves the
+        # vector lanes of a norm's passes)
         m = x.mean(dim, keepdim=True)
         d = x - m
         v = (d * d)._reduce(Op.SUM, name, dim, keepdim) / max(0, self._count(name, dim) - c)
@@ -1632,7 +1783,9 @@ class Tensor:
         if (p < 0 or math.isinf(p)) and any(self._node.shape[a] == 0 for a in axes):
             raise RuntimeError(f"norm: cannot take the {p} norm over an empty dim of shape "
                                f"{_fmt(self._node.shape)} (it has no identity)")
-        if math.isinf(p):
+        if p != 0 and prod(self._node.shape[a] for a in axes) == 1:
+            r = x.abs()  # one element: torch gives |x| (no power that could overflow)
+        elif math.isinf(p):
             a = x.abs()
             r = a._red(Op.RMAX, axes) if p > 0 else -((-a)._red(Op.RMAX, axes))
         elif p == 0:
@@ -1657,11 +1810,18 @@ class Tensor:
                 raise IndexError(f"{name}: cannot reduce over dim {a} of size 0 in a tensor of shape "
                                  f"{_fmt(self._node.shape)} (expected a non-empty dim)")
 
+    def _no_empty_all(self, name: str, dim) -> None:
+        if self.numel() == 0 and (dim is None or isinstance(dim, (tuple, list)) and not dim):
+            raise RuntimeError(f"{name}: cannot reduce all dims of an empty tensor of shape {_fmt(self._node.shape)} "
+                               "(expected a dim, as in torch)")
+
     def amax(self, dim=(), keepdim: bool = False) -> Tensor:
+        self._no_empty_all("amax", dim)
         self._nonempty("amax", _dims("amax", dim, self.ndim))
         return self._reduce(Op.RMAX, "amax", dim, keepdim)
 
     def amin(self, dim=(), keepdim: bool = False) -> Tensor:
+        self._no_empty_all("amin", dim)
         self._nonempty("amin", _dims("amin", dim, self.ndim))
         if self.dtype.is_float:
             return -((-self)._reduce(Op.RMAX, "amin", dim, keepdim))
@@ -1678,7 +1838,7 @@ class Tensor:
                 raise RuntimeError(f"{name}: cannot take the {name} of an empty tensor of shape "
                                    f"{_fmt(self._node.shape)}; specify dim=")
             return self.amax() if name == "max" else self.amin()
-        indices = self.argmax(dim, keepdim) if name == "max" else self.argmin(dim, keepdim)
+        indices = self._arg("argmax" if name == "max" else "argmin", dim, keepdim)
         if self.ndim and self.dtype.is_float and self.requires_grad and autograd.grad_enabled():
             # torch sends the gradient to the returned index only, not shared among ties as amax
             # does: read the value at that index (every other element masked by -inf / +inf)
@@ -1723,9 +1883,11 @@ class Tensor:
         return first
 
     def argmax(self, dim=None, keepdim: bool = False) -> Tensor:
+        _no_bool("argmax", self)  # torch refuses bools here (max(dim) takes them)
         return self._arg("argmax", dim, keepdim)
 
     def argmin(self, dim=None, keepdim: bool = False) -> Tensor:
+        _no_bool("argmin", self)
         return self._arg("argmin", dim, keepdim)
 
     def any(self, dim=None, keepdim: bool = False) -> Tensor:
@@ -1748,7 +1910,9 @@ class Tensor:
 
     def _shifted(self, name: str, dim, dtype):
         """(x - rowmax, axes, result dtype) for softmax and log_softmax; halves compute in fp32."""
-        x, out = (self if dtype is None else self.to(dtype))._floating()._acc(None)
+        x = self if dtype is None else self.to(dtype)
+        _need(name, "f", x, what="a floating point tensor (or a floating point dtype=)")
+        x, out = x._acc(None)
         axes = (_dim(name, dim, x.ndim),) if x.ndim else ()
         # softmax(x - c) is the same for every c: the max's gradient is exactly zero, so it is not
         # built (torch's softmax backward is y * (g - sum(g * y)) alike): no tie counting per row
@@ -2071,7 +2235,11 @@ class Tensor:
             lead = value.ndim - view.ndim  # torch drops leading size-1 dims of the value
             if all(s == 1 for s in value.shape[:lead]):
                 value = value.reshape(tuple(value.shape[lead:]))
-        view.copy_(value)
+        v = _pyscalar(value)
+        if v is not None:  # a number must fit self's dtype, as for fill_ (copy_ converts it instead)
+            view._write(view._const(_fits("setitem", v, self.dtype)), "copy_")
+        else:
+            view.copy_(value)
 
     def select(self, dim: int, index: int) -> Tensor:
         d = _dim("select", dim, self.ndim)
@@ -2176,6 +2344,11 @@ class Tensor:
         x = self._mv(Op.SHRINK, tuple((-min(a, 0), s + min(b, 0)) for s, (a, b) in zip(sh, pairs)))
         grow = tuple((max(a, 0), max(b, 0)) for a, b in pairs)
         out = x._mv(Op.PAD, grow)
+        if not any(a or b for a, b in grow):
+            return out  # nothing padded: the value is neither checked nor used, as in torch
+        v = _pyscalar(value)
+        if v is not None:  # torch fills its output first: fill_'s checks (NaN for ints, a half's overflow)
+            _fits("pad", float(v), self.dtype, halves=prod(s + a + b for s, (a, b) in zip(sh, pairs)) > 1)
         if value != 0:
             mask = x._const(True, bool_)._mv(Op.PAD, grow)
             out = where(mask, out, _promote("pad", value, dtype=self.dtype)[0])
@@ -2271,15 +2444,23 @@ def _is_operand(x) -> bool:
 # ---------------------------------------------------------------- module-level ops
 
 def _divide(x, y, rounding_mode: str | None) -> Tensor:
+    if rounding_mode is None:  # ints divide as floats, like torch: a Python int converts, unwrapped
+        ops = [_operand("div", v) for v in (x, y)]
+        if isinstance(ops[0], Tensor) and ops[0].dtype is bool_ and type(ops[1]) is int and ops[1] >= 2**63:
+            # torch promotes these (a uint64); `number / bool_tensor` is a reciprocal times it there
+            raise DTypeError(f"div: promoting bool and {ops[1]} (a uint64 in torch) is not supported")
+        dt = result_type(*map(_key, ops), op="div")
+        if isinstance(ops[0], Tensor) and _wide_scalar(dt, ops[1]):
+            return _opmath("div", Op.DIV, ops[0], ops[1], dt)
+        a, b = _promote("div", x, y, dtype=None if dt.is_float else get_default_dtype())
+        return a._ew(Op.DIV, b)
     a, b = _promote("div", x, y)
+    _no_bool(f"div (rounding_mode={rounding_mode!r})", a)
     if rounding_mode == "floor":
         return a._ew(Op.FLOORDIV, b)
     if rounding_mode == "trunc":
         return a._ew(Op.DIV, b) if not a.dtype.is_float else a._ew(Op.DIV, b).trunc()
-    if rounding_mode is not None:
-        raise ValueError(f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
-    a, b = a._floating(), b._floating()  # ints divide as floats, like torch
-    return a._ew(Op.DIV, b)
+    raise ValueError(f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
 
 
 def where(condition, input, other) -> Tensor:
@@ -2289,6 +2470,9 @@ def where(condition, input, other) -> Tensor:
         raise DTypeError(f"where: expected a bool condition tensor, got "
                          f"{c.dtype if isinstance(c, Tensor) else type(c).__name__}")
     a, b = _promote("where", input, other, shapes=[c._node.shape])
+    for v in (input, other):
+        if _pyscalar(v) is not None:
+            _fits("where", _pyscalar(v), a.dtype)  # a number must fit the result, as in torch
     _same_device("where", c, a, b)
     return c._expand_to(a._node.shape)._ew(Op.WHERE, a, b)
 
@@ -2379,7 +2563,10 @@ def _contract(a: Tensor, ta: str, b: Tensor, tb: str, later: set, sizes: dict) -
     a = a.expand(*bs, *a.shape[len(bs):]) if bs else a
     b = b.expand(*bs, *b.shape[len(bs):]) if bs else b
     m, k, n = prod(sizes[c] for c in fa), prod(sizes[c] for c in con), prod(sizes[c] for c in fb)
-    y = a.reshape(*bs, m, k) @ b.reshape(*bs, k, n)
+    if k == 1:  # nothing to sum: a product, as torch's einsum does it (bools and mixed dtypes promote)
+        y = a.reshape(*bs, m, 1) * b.reshape(*bs, 1, n)
+    else:
+        y = a.reshape(*bs, m, k) @ b.reshape(*bs, k, n)
     return y.reshape(*bs, *[sizes[c] for c in fa], *[sizes[c] for c in fb]), "".join(batch + fa + fb)
 
 
@@ -2390,6 +2577,7 @@ def cat(tensors, dim: int = 0) -> Tensor:
     if not ts or not all(isinstance(t, Tensor) for t in ts):
         raise ValueError("cat: expected a non-empty list of tensors")
     _same_device("cat", *ts)
+    dt = result_type(*map(_key, ts))  # the skipped empties promote too, as in torch
     ts = [t for t in ts if t._node.shape != (0,)] or ts[:1]  # torch skips legacy 1-d empties
     ref = ts[0]
     if ref.ndim == 0:
@@ -2400,7 +2588,6 @@ def cat(tensors, dim: int = 0) -> Tensor:
         if len(sh) != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(sh, ref._node.shape)) if j != d):
             raise RuntimeError(f"cat: shapes {' and '.join(_fmt(t._node.shape) for t in ts)} must match except in "
                                f"dim {d}; tensor {i} has shape {_fmt(sh)}")
-    dt = result_type(*map(_key, ts))
     total = sum(t._node.shape[d] for t in ts)
     out, off = None, 0
     for t in ts:
@@ -2510,17 +2697,30 @@ _INT_RANGE = {"int8": (-2**7, 2**7 - 1), "uint8": (-255, 255), "int32": (-2**31,
               "int64": (-2**63, 2**63 - 1)}  # uint8 takes -255..-1 as torch does (wrapping them)
 
 
-def _fits(op: str, v, dt: DType):
-    """`v`, a Python number stored into `dt`, or torch's error where it cannot be without overflow."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        _int64(v)
-    lo_hi = _INT_RANGE.get(dt.name)
-    if lo_hi is None or isinstance(v, bool):
+def _fits(op: str, v, dt: DType, halves: bool = False):
+    """`v`, a Python number stored into `dt`, or torch's error where it cannot be without overflow:
+    an int outside the dtype (uint8 takes -255..255, wrapping), a float outside an int dtype (before
+    truncation: 127.9 does not fit int8, -0.5 does not fit uint8) or a finite float beyond float32's
+    largest; `halves`: beyond float16's and bfloat16's too (masked_fill, alpha; elsewhere torch rounds
+    those to inf)."""
+    if isinstance(v, bool):
         return v
-    t = v if isinstance(v, int) else (math.trunc(v) if math.isfinite(v) else None)
-    if t is None or not lo_hi[0] <= t <= lo_hi[1]:
+    if isinstance(v, int):
+        _int64(v)
+    if dt.is_float:
+        if math.isfinite(v) and (dt is float32 or halves and dt in (float16, bfloat16)) \
+                and abs(v) > torch.finfo(to_torch(dt)).max:
+            raise RuntimeError(f"{op}: value {v!r} cannot be converted to {dt} without overflow")
+        return v
+    lo_hi = _INT_RANGE.get(dt.name)
+    if lo_hi is None:
+        return v
+    lo, hi = lo_hi
+    if isinstance(v, float):
+        lo = max(lo, 0) if dt is uint8 else lo
+    if not (lo <= v <= hi):  # False for NaN
         raise RuntimeError(f"{op}: value {v!r} cannot be converted to {dt} without overflow "
-                           f"(expected {lo_hi[0]} to {lo_hi[1]})")
+                           f"(expected {lo} to {hi})")
     return v
 
 

@@ -29,6 +29,19 @@ import pytest
 os.environ.setdefault("LAZY_VERIFY", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (the fuzzer's long budget)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: runs with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _no_sizes_seen_before():
     """Each test starts as a fresh process would: no program family seen with other sizes. A test
@@ -109,9 +122,9 @@ def disassembly(source: str) -> str:
 
 def kernel_body(source: str) -> str:
     """A rendered C kernel without the shared prelude."""
-    from codegen.render_c import PRELUDE
+    from codegen.render_c import NO_CONTRACT, PRELUDE
 
-    return source.replace(PRELUDE, "")
+    return source.replace(NO_CONTRACT + "\n", "", 1).replace(PRELUDE, "")
 
 
 def native_macro(name: str, flags: tuple[str, ...] | None = None) -> bool:

@@ -377,3 +377,15 @@ def test_per_row_transcendentals_do_not_weigh_in_the_prefetch_shares(kernels):
     k = big_rows_kernel(kernels, lambda x: (x - x.var(-1, keepdim=True)).exp() + (x * 2).exp())
     shares = render_c._prefetch_plan(k, 1, render_c.CConfig())[0]
     assert {name: share[1:] for name, share in shares.items()} == {"acc1": (1, 10), "stores": (9, 10)}
+
+
+def test_a_value_recomputed_in_a_later_pass_is_the_same_value(kernels):
+    # a row kernel computes 1e30 * x again in softmax's exp pass; contracted into a fused
+    # multiply-add there, x * c - max(x * c) was 1.5e23 at the max and the softmax NaN (perf/fuzz.py
+    # seed 300 case 2152): kernels compile without contraction, as torch rounds each op
+    t = torch.tensor([[-8, -3], [10, 1], [6, 9]])
+    x = lazy.tensor(t)
+    torch.testing.assert_close(lazy.softmax(1e30 * x, 1).torch(), torch.softmax(1e30 * t, 1))
+    torch.testing.assert_close(lazy.log_softmax(3.3 * x, 1).torch(), torch.log_softmax(3.3 * t, 1))
+    ks = list(kernels)  # (rendering again adds to `kernels`)
+    assert ks and all(render_c.render_c(k).startswith('#pragma GCC optimize("fp-contract=off")') for k in ks)

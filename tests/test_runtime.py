@@ -268,3 +268,28 @@ def test_a_new_kernel_per_call_keeps_programs_and_libraries_bounded(tmp_path, mo
     for i in range(8):  # the plan's program leaves the cache too
         step(100.0 + i)
     assert not held_lib & _mapped(tmp_path)
+
+
+@pytest.mark.parametrize("backend", ["c", "triton"])
+def test_kernels_that_share_expressions_deeply_build_in_linear_time(backend, monkeypatch, tmp_path):
+    # sinh uses its argument five times: sinh of sinh, then a softmax, made expression trees of
+    # millions of nodes, which Kernel.key's repr and Expr's generated == walked for minutes
+    # (perf/fuzz.py seed 200 case 180)
+    import time
+
+    from codegen.kernel_ir import REPR_KEY_NODES, Expr, Kernel, _tree_size
+
+    monkeypatch.setenv("LAZY_BACKEND", backend)
+    monkeypatch.setenv("LAZY_CACHE_DIR", str(tmp_path))
+    t = torch.tensor([[0.1, -0.4, 0.3], [1.0, 0.2, -2.0]])
+    t0 = time.perf_counter()
+    ks = kernels_of(lambda: lazy.tensor(t).sinh().sinh().sinh().softmax(-1).realize())
+    assert time.perf_counter() - t0 < 60
+    k = next(k for k in ks if isinstance(k, Kernel))
+    assert _tree_size([s.value for s in k.stores]) > REPR_KEY_NODES  # keyed by its DAG text
+    torch.testing.assert_close(lazy.tensor(t).sinh().sinh().sinh().softmax(-1).torch(),
+                               t.sinh().sinh().sinh().softmax(-1))
+    ks2 = kernels_of(lambda: lazy.tensor(t * 2).sinh().sinh().sinh().softmax(-1).realize())
+    assert next(k2 for k2 in ks2 if isinstance(k2, Kernel)).key() == k.key()  # the same kernel, the same key
+    a, b = Expr("const", arg=float("nan")), Expr("const", arg=float("nan"))
+    assert Expr("exp", (a,)) == Expr("exp", (b,)) and Expr("exp", (a,)) != Expr("exp", (Expr("const", arg=1.0),))
