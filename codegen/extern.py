@@ -82,6 +82,11 @@ def _topk_index(out, ins, p):
     out.copy_(torch.topk(ins[0], k, dim=axis, largest=largest, sorted=ordered).indices)
 
 
+def _arg_index(out, ins, p):  # the first index of the max (min) along axis, NaN first, as torch's
+    axis, largest = p
+    out.copy_((torch.argmax if largest else torch.argmin)(ins[0], dim=axis, keepdim=True))
+
+
 OPS = {
     "gather": _gather,  # (x, idx int64) -> x's values at idx along axis; idx's shape
     "scatter_add": _scatter_add,  # ([base,] idx, src): base with src added at idx along axis
@@ -92,6 +97,7 @@ OPS = {
     "cummin_index": _cum_index(torch.cummin),
     "sort_index": _sort_index,  # params (axis, descending, stable)
     "topk_index": _topk_index,  # params (k, axis, largest, sorted)
+    "arg_index": _arg_index,  # params (axis, largest): argmax/argmin of a computed float, keepdim
 }
 
 

@@ -39,6 +39,7 @@ import torch
 from lazy import amp, autograd, inplace, runtime
 from lazy.dtypes import DTypeError, as_dtype, can_cast, get_default_dtype, result_type, to_torch, torch_default
 from lazy.graph import (
+    MOVEMENT,
     Buffer,
     DType,
     GraphError,
@@ -395,6 +396,13 @@ def _need(op: str, kinds: str, *ts: Tensor, what: str) -> None:
 return_types = SimpleNamespace(max=namedtuple("max", ["values", "indices"]),
                                min=namedtuple("min", ["values", "indices"]),
                                aminmax=namedtuple("aminmax", ["min", "max"]))
+
+
+def _computed(n: Node) -> bool:
+    """Whether `n` computes its values (not only moves a realized tensor's)."""
+    while n.op in MOVEMENT:
+        n = n.srcs[0]
+    return n.op not in _REALIZED
 
 
 # ---------------------------------------------------------------- realization
@@ -1870,6 +1878,19 @@ class Tensor:
         if n == 0:
             raise IndexError(f"{name}: cannot reduce over dim {d} of size 0 in a tensor of shape "
                              f"{_fmt(self._node.shape)} (expected a non-empty dim)")
+        if x.dtype.is_float and _computed(x._node):
+            # a computed float is read once, by torch's argmax: the composite below computes it in
+            # two passes, and where the compiler vectorizes them apart (another width, another exp)
+            # no element equals the max and the index came out n
+            from lazy.indexed import _ext
+
+            kept = tuple(1 if i == d else s for i, s in enumerate(x._node.shape))
+            first = _ext("arg_index", (x,), (d, name == "argmax"), int64, kept)
+            if not keepdim:
+                first = first._mv(Op.RESHAPE, tuple(s for i, s in enumerate(kept) if i != d))
+            if dim is None and keepdim:
+                return first._mv(Op.RESHAPE, (1,) * self.ndim)
+            return first
         m = x.amax(d, keepdim=True) if name == "argmax" else x.amin(d, keepdim=True)
         hit = x == m
         if x.dtype.is_float:  # NaN wins like in torch: the first NaN if the row has one
