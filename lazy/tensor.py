@@ -2093,8 +2093,21 @@ class Tensor:
         return self._reshape("flatten", sh[:s] + (prod(sh[s:e + 1]),) + sh[e + 1:])
 
     def unflatten(self, dim: int, sizes) -> Tensor:
+        """As torch's: a -1 among `sizes` is inferred from dim `dim`'s own size (so an empty dim
+        unflattens to (1, -1)), and the sizes must multiply to it."""
         d, sh = _dim("unflatten", dim, self.ndim), self._node.shape
-        return self._reshape("unflatten", sh[:d] + _sizes("unflatten", (sizes,)) + sh[d + 1:])
+        sizes = list(_sizes("unflatten", (sizes,)))
+        if sizes.count(-1) > 1:
+            raise RuntimeError(f"unflatten: only one dimension can be inferred, got sizes {sizes}")
+        rest = prod(s for s in sizes if s != -1)
+        if -1 in sizes and rest == 0:
+            raise RuntimeError(f"unflatten: cannot infer the -1 of sizes {sizes} for dim {d} of size {sh[d]}: "
+                               f"the other sizes multiply to 0, so it could be any value")
+        if (-1 in sizes and sh[d] % rest) or (-1 not in sizes and rest != sh[d]):
+            raise RuntimeError(f"unflatten: Provided sizes {sizes} don't multiply up to the size of dim {d} "
+                               f"({sh[d]}) in the input tensor")
+        sizes = [sh[d] // rest if s == -1 else s for s in sizes]
+        return self._reshape("unflatten", sh[:d] + tuple(sizes) + sh[d + 1:])
 
     def squeeze(self, dim=None) -> Tensor:
         sh = self._node.shape

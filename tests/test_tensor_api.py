@@ -1135,6 +1135,22 @@ def test_no_graph_error_escapes():
         assert isinstance(info.value, (IndexError, RuntimeError, ValueError, TypeError))
 
 
+@pytest.mark.parametrize("shape", [(3, 0, 5), (3, 6)])
+@pytest.mark.parametrize("sizes", [(1, -1), (2, -1), (0, -1), (-1, -1), (4, -1), (-1,), (3, 2), (2, 2), (-1, 3)])
+def test_unflatten_infers_minus_one_from_the_dim(shape, sizes):
+    """torch infers a -1 from the unflattened dim's own size: an empty dim unflattens to (1, -1)
+    (perf/fuzz.py seed 777 case 5033), and sizes that cannot give the dim raise."""
+    t = torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape)
+
+    def outcome(v):
+        try:
+            return v.unflatten(1, sizes).tolist()
+        except RuntimeError:
+            return RuntimeError
+
+    assert outcome(lazy.tensor(t)) == outcome(t)
+
+
 @pytest.mark.parametrize("e", [2**31 - 1, 2**31, -(2**31 - 1), 2**25 + 1, 2**62 + 1, 3, 257, 4097])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_pow_by_a_large_odd_int_keeps_the_sign(e, dtype):
