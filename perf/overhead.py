@@ -160,7 +160,7 @@ START_SCRIPT = textwrap.dedent("""
     import time; t0 = time.perf_counter()
     import importlib.util, json, sys
     spec = importlib.util.spec_from_file_location("example", sys.argv[1])
-    ex = importlib.util.module_from_spec(spec); spec.loader.exec_module(ex)
+    ex = importlib.util.module_from_spec(spec); sys.modules["example"] = ex; spec.loader.exec_module(ex)
     lib, compile = sys.argv[2], sys.argv[3] == "1"
     if "gpt" in sys.argv[1]:
         cfg = ex.Config()
