@@ -204,6 +204,28 @@ def test_conv2d(kw, grad):
              tol={"rtol": 1e-4, "atol": 1e-4}, grad=grad)
 
 
+@pytest.mark.parametrize("kw", [{}, {"stride": 2, "padding": 1, "dilation": 2}, {"groups": 2, "padding": "same"},
+                                {"padding": "valid", "stride": (3,)}])
+def test_conv1d(kw):
+    groups = kw.get("groups", 1)
+    x, w, b = rand(2, 4, 11), rand(6, 4 // groups, 3, seed=1), rand(6, seed=2)
+    check_fn(lambda x, w, b: F.conv1d(x, w, b, **kw), lambda x, w, b: TF.conv1d(x, w, b, **kw), x, w, b,
+             tol={"rtol": 1e-4, "atol": 1e-4}, grad=True)
+
+
+def test_conv1d_module_matches_torch_and_unbatched_input():
+    torch.manual_seed(0)
+    tm = torch.nn.Conv1d(3, 5, 4, stride=2, padding=1, bias=True)
+    lm = lazy.nn.Conv1d(3, 5, 4, stride=2, padding=1)
+    lm.load_state_dict(tm.state_dict())
+    assert repr(lm) == repr(tm)
+    x = torch.randn(2, 3, 9)
+    torch.testing.assert_close(lm(lazy.tensor(x)).torch(), tm(x).detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lm(lazy.tensor(x[0])).torch(), tm(x[0]).detach(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="conv1d: expected a 2-d"):
+        lm(lazy.ones(1, 1, 3, 9))
+
+
 def test_conv2d_module_matches_torch_and_unbatched_input():
     torch.manual_seed(0)
     tm = torch.nn.Conv2d(3, 4, 3, padding=1)

@@ -26,7 +26,7 @@ from lazy.graph import Op
 from lazy.tensor import Tensor, _operand, where
 
 __all__ = [
-    "avg_pool2d", "binary_cross_entropy_with_logits", "conv2d", "cross_entropy", "dropout", "elu", "embedding",
+    "avg_pool2d", "binary_cross_entropy_with_logits", "conv1d", "conv2d", "cross_entropy", "dropout", "elu", "embedding",
     "gelu", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax", "max_pool2d", "mse_loss", "nll_loss",
     "one_hot", "pad", "relu", "rms_norm", "scaled_dot_product_attention", "sigmoid", "silu", "softmax",
     "softplus", "tanh",
@@ -370,6 +370,27 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
         y = y + _t("conv2d", bias)
     y = y.reshape(n, oh, ow, oc).permute(0, 3, 1, 2)
     return y.squeeze(0) if unbatched else y
+
+
+def _single(op: str, v, name: str) -> int:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    v = tuple(v)
+    if len(v) != 1 or not isinstance(v[0], int):
+        raise ValueError(f"{op}: {name} must be an int or a 1-tuple of ints, got {v!r}")
+    return v[0]
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:
+    """torch's conv1d: conv2d over a height of 1, so the same im2col GEMM and the same gradients."""
+    x, w = _t("conv1d", input), _t("conv1d", weight)
+    if x.ndim not in (2, 3) or w.ndim != 3:
+        raise RuntimeError(f"conv1d: expected a 2-d (unbatched) or 3-d input and a 3-d weight, got shapes "
+                           f"{tuple(x.shape)} and {tuple(w.shape)}")
+    s, d = _single("conv1d", stride, "stride"), _single("conv1d", dilation, "dilation")
+    p = padding if isinstance(padding, str) else (0, _single("conv1d", padding, "padding"))
+    y = conv2d(x.unsqueeze(-2), w.unsqueeze(-2), bias, (1, s), p, (1, d), groups)
+    return y.squeeze(-2)
 
 
 def _pool_args(op: str, x: Tensor, kernel_size, stride, padding, dilation, ceil_mode):
