@@ -818,65 +818,24 @@ class Flatten(Module):
         return input.flatten(self.start_dim, self.end_dim)
 
 
-class Conv1d(Module):
-    """1-d cross-correlation (functional.conv1d: conv2d over a height of 1); torch's init."""
+class _ConvNd(Module):
+    """What Conv1d and Conv2d share: arguments as tuples of `dims` ints, torch's init and repr."""
+
+    dims = 2
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None):
         super().__init__()
+        name = type(self).__name__
         if in_channels % groups or out_channels % groups:
             raise ValueError("in_channels and out_channels must be divisible by groups")
         if padding_mode != "zeros":
-            raise NotImplementedError(f"Conv1d: padding_mode {padding_mode!r} is not supported (only 'zeros')")
-        k = F._single("Conv1d", kernel_size, "kernel_size")
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (k,)
-        self.stride = (F._single("Conv1d", stride, "stride"),)
-        self.padding = padding if isinstance(padding, str) else (F._single("Conv1d", padding, "padding"),)
-        self.dilation, self.groups = (F._single("Conv1d", dilation, "dilation"),), groups
-        self.weight = _param(out_channels, in_channels // groups, k, dtype=dtype, device=device)
-        if bias:
-            self.bias = _param(out_channels, dtype=dtype, device=device)
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_channels // self.groups * self.kernel_size[0]
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, input):
-        p = self.padding if isinstance(self.padding, str) else self.padding[0]
-        return F.conv1d(input, self.weight, self.bias, self.stride[0], p, self.dilation[0], self.groups)
-
-    def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0,):
-            s += f", padding={self.padding}"
-        if self.dilation != (1,):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        return s + ("" if self.bias is not None else ", bias=False")
-
-
-class Conv2d(Module):
-    """2-d cross-correlation (im2col through views, see functional.conv2d); torch's init."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None):
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError("in_channels and out_channels must be divisible by groups")
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"Conv2d: padding_mode {padding_mode!r} is not supported (only 'zeros')")
-        k = F._pair("Conv2d", kernel_size, "kernel_size")
+            raise NotImplementedError(f"{name}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
+        k = self._tuple(kernel_size, "kernel_size")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
-        self.stride = F._pair("Conv2d", stride, "stride")
-        self.padding = padding if isinstance(padding, str) else F._pair("Conv2d", padding, "padding")
-        self.dilation, self.groups = F._pair("Conv2d", dilation, "dilation"), groups
+        self.stride = self._tuple(stride, "stride")
+        self.padding = padding if isinstance(padding, str) else self._tuple(padding, "padding")
+        self.dilation, self.groups = self._tuple(dilation, "dilation"), groups
         self.weight = _param(out_channels, in_channels // groups, *k, dtype=dtype, device=device)
         if bias:
             self.bias = _param(out_channels, dtype=dtype, device=device)
@@ -884,25 +843,43 @@ class Conv2d(Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
+    def _tuple(self, v, what: str) -> tuple[int, ...]:
+        name = type(self).__name__
+        return (F._single(name, v, what),) if self.dims == 1 else F._pair(name, v, what)
+
     def reset_parameters(self) -> None:
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+            fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, input):
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
+        if self.padding != (0,) * self.dims:
             s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
+        if self.dilation != (1,) * self.dims:
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         return s + ("" if self.bias is not None else ", bias=False")
+
+
+class Conv1d(_ConvNd):
+    """1-d cross-correlation (functional.conv1d: conv2d over a height of 1); torch's init."""
+
+    dims = 1
+
+    def forward(self, input):
+        p = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return F.conv1d(input, self.weight, self.bias, self.stride[0], p, self.dilation[0], self.groups)
+
+
+class Conv2d(_ConvNd):
+    """2-d cross-correlation (im2col through views, see functional.conv2d); torch's init."""
+
+    def forward(self, input):
+        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class MaxPool2d(Module):
