@@ -26,8 +26,8 @@ Invariants
   the size values after the scalars, and `aot_compile` compiles it once with `i64` size parameters
   (each of its `VARIANTS` when it has a looped and a one-block form; codegen/render_triton.py).
 - `aot_compile` needs `@triton.jit` functions, so under TRITON_INTERPRET=1 it compiles in a
-  subprocess with the variable unset (Triton cannot do both in one process, see
-  shared/notes/toolchain.md). Triton's own compile cache stays in `$TRITON_CACHE_DIR`.
+  subprocess with the variable unset (Triton cannot do both in one process: with
+  TRITON_INTERPRET=1, `@triton.jit` makes interpreted functions, which cannot be compiled). Triton's own compile cache stays in `$TRITON_CACHE_DIR`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Out: a `Schedule`: kernels (Kernel IR, in dependency order), the buffer slots ea
      writes, the allocations to make, and which slot holds each root. A schedule refers to
      inputs only by slot, so it is cached by the graph's structure key and replayed over new data.
 
-The fusion rules (DESIGN.md) and where they live:
+The fusion rules (README, "How it works") and where they live:
 1. Elementwise ops and views are inlined into their consumer: nothing but realized nodes and
    BUFFERs is ever loaded (scheduler.lower).
 2-3. A reduction is inlined into its consumer's kernel (prologue, epilogue, and several
@@ -168,7 +168,7 @@ def gemm_epilogues(plan: list[Node], groups: list[list[Node]], roots: list[Node]
                    decisions: list[str]) -> dict[int, Node]:
     """Epilogue fusion (rule 5): {id(E): M} for each GEMM M whose only reader is the realized node E,
     an elementwise kernel of M's shape and dtype that reads M at the output index. Then M is never
-    stored: the GEMM kernel computes E (DESIGN.md: a contraction is a kernel boundary with a
+    stored: the GEMM kernel computes E (a contraction is a kernel boundary with a
     fusible epilogue)."""
     readers: dict[int, list[Node]] = {}
     for n in plan:
