@@ -58,7 +58,11 @@ same statements with torch, each rounded to the output's dtype:
            each intermediate otherwise: a fused kernel skips a half's rounding, sums in another
            order, calls another libm; an ill-conditioned value (a cancelling sum, `exp` of a
            large argument, a log of a sum near 1) may differ by what that does to it.
-  widened by `TOLERANCE` at both ends. Integer and bool values must equal one of these exactly:
+  widened by `TOLERANCE` at both ends. Where the references disagree in sign, rounding decides the
+  sign of the value or of something it was divided by (`1 / log_softmax(x)` of a row's maximum:
+  -1e-7 or -2e-7 by rounding, one ulp of 1): the envelope is then also taken of the reciprocals,
+  the map that turns an interval about zero into the outside of a large one.
+  Integer and bool values must equal one of these exactly:
   a value no float rounding touches (all references agree) is exact, one computed from rounded
   floats (a comparison, a float-to-int cast, an argmax) may be any value a rounding produces.
 """
@@ -983,9 +987,14 @@ class _Nudge(TorchFunctionMode):
     # float32/float64 math functions: glibc/libmvec against SLEEF, up to 4 ulps apart (TOLERANCE)
     _MATH = frozenset({"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "tanh", "sinh",
                        "cosh", "erf", "sigmoid", "logit", "rsqrt", "pow", "__pow__", "__rpow__", "gelu", "silu",
-                       "logaddexp", "hypot", "xlogy"})
-    _SUMS = frozenset({"sum", "mean", "var", "std", "var_mean", "std_mean", "logsumexp", "log_softmax", "softmax", "norm",
+                       "logaddexp", "hypot", "xlogy", "softmax"})
+    _SUMS = frozenset({"sum", "mean", "var", "std", "var_mean", "std_mean", "norm",
              "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "dot", "einsum"})
+    # ... a log of a sum of exponentials, each at most 1 once the row's maximum is subtracted
+    # (log_softmax = x - max - log(s), logsumexp = max + log(s), 1 <= s <= n): the log of the sum
+    # errs by an ulp of 1 or so, however small the result (the sum near 1); the row's other values
+    # do not enter, so the scale is max(|result|, 1), not a partial sum over the tensor
+    _LOG_SUMS = frozenset({"log_softmax", "logsumexp"})
 
     # ... whose error is absolute, of the size of an ulp of the argument (log near 1, sin near pi,
     # gelu of a negative argument: 1 + erf cancels)
@@ -1013,7 +1022,10 @@ class _Nudge(TorchFunctionMode):
             moved = _nudge(r.contiguous(), self.style, self.sign, ulps)
             away = (moved - r).sign()  # the direction each element moves
             scale = self._partial_sum(name, args, r)
-            if name in self._ABS_MATH and isinstance(args[0], torch.Tensor):
+            if name in self._LOG_SUMS:
+                scale = torch.maximum(r.abs(), torch.ones_like(r))
+                moved = torch.where(torch.isfinite(r), r + away * 4 * _ulp(scale), r)
+            elif name in self._ABS_MATH and isinstance(args[0], torch.Tensor):
                 scale = torch.maximum(args[0].abs(), r.abs()).to(r.dtype)
                 moved = torch.where(torch.isfinite(r), r + away * 4 * _ulp(scale), r)
             elif scale is not None and bool(torch.isfinite(scale)):
@@ -1115,6 +1127,12 @@ def _judge(name: str, got: torch.Tensor, want: torch.Tensor, refs) -> str | None
         hi = torch.where(nan, -math.inf, c).amax(0)
         inside = (g >= lo - (atol + rtol * lo.abs())) & (g <= hi + (atol + rtol * hi.abs()))
         inside |= g.isinf() & ((c == g).any(0))
+        straddle = ((c < 0).any(0) & (c > 0).any(0))
+        if straddle.any():
+            rc, rg = 1 / torch.where(nan, math.inf, c), 1 / g
+            rlo = torch.where(nan, math.inf, rc).amin(0)
+            rhi = torch.where(nan, -math.inf, rc).amax(0)
+            inside |= straddle & (rg >= rlo - (atol + rtol * rlo.abs())) & (rg <= rhi + (atol + rtol * rhi.abs()))
         ok = torch.where(g.isnan(), nan.any(0), inside)
     else:
         c = torch.stack([x.to(got.dtype) for x in cands])
