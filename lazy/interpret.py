@@ -30,10 +30,19 @@ _UNARY = {
 
 _BINARY = {
     Op.ADD: torch.add, Op.SUB: torch.sub, Op.MUL: torch.mul, Op.FLOORDIV: torch.floor_divide,
-    Op.MOD: torch.remainder, Op.POW: torch.pow, Op.MAX: torch.maximum, Op.MIN: torch.minimum,
+    Op.MOD: lambda a, b: _mod(a, b), Op.POW: torch.pow, Op.MAX: torch.maximum, Op.MIN: torch.minimum,
     Op.LT: torch.lt, Op.LE: torch.le, Op.EQ: torch.eq, Op.NE: torch.ne,
     Op.AND: torch.bitwise_and, Op.OR: torch.bitwise_or, Op.XOR: torch.bitwise_xor,
 }
+
+
+def _mod(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Float remainder as the compiled backends compute it (README, "Where lazy differs"): fmod
+    corrected to the divisor's sign, exact at any quotient (torch.remainder's vector loop overflows)."""
+    if not a.dtype.is_floating_point:
+        return torch.remainder(a, b)
+    m = torch.fmod(a.double(), b.double()).to(a.dtype)  # (exact, so representable; torch's float fmod overflows too)
+    return torch.where((m != 0) & ((b < 0) != (m < 0)), m + b, m)
 
 
 def _div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1022,17 +1022,31 @@ class _Nudge(TorchFunctionMode):
             moved = _nudge(r.contiguous(), self.style, self.sign, ulps)
             away = (moved - r).sign()  # the direction each element moves
             scale = self._partial_sum(name, args, r)
-            if name in self._LOG_SUMS:
+            if name in self._LOG_SUMS:  # (a row's maximum gives 0 or so: it moves too)
                 scale = torch.maximum(r.abs(), torch.ones_like(r))
-                moved = torch.where(torch.isfinite(r), r + away * 4 * _ulp(scale), r)
+                moved = torch.where(torch.isfinite(r), r + torch.where(away == 0, self.sign, away) * 4 * _ulp(scale), r)
             elif name in self._ABS_MATH and isinstance(args[0], torch.Tensor):
                 scale = torch.maximum(args[0].abs(), r.abs()).to(r.dtype)
                 moved = torch.where(torch.isfinite(r), r + away * 4 * _ulp(scale), r)
             elif scale is not None and bool(torch.isfinite(scale)):
                 moved = torch.where(torch.isfinite(r), r + away * 2 * _ulp(scale).to(r.dtype), r)
             if dividend is not None:
-                divisor = torch.as_tensor(args[0] if name == "__rmod__" else args[1], dtype=r.dtype)
-                wild = (8 * _ulp(torch.as_tensor(dividend).to(r.dtype)) >= divisor.abs()) & torch.isfinite(r)
+                # a - floor(a / b) * b errs by the dividend's error plus the quotient times the
+                # divisor's: 8 ulps of the dividend (in its own dtype: a bfloat16 logsumexp's), 16 of
+                # a computed divisor (this run's sits up to 8 from torch's: inputs moved by one, a math
+                # function by four; lazy's on either side). -3.75 % sigmoid(-10) multiplies the
+                # divisor's by 82,603. A wrap within that distance of 0 or of the divisor makes the
+                # remainder wild: anything between 0 and the divisor.
+                b = args[0] if name == "__rmod__" else args[1]
+                divisor = torch.as_tensor(b, dtype=r.dtype)
+                a = torch.as_tensor(dividend)
+                shift = (8 * _ulp(a)).to(r.dtype) if a.is_floating_point() else torch.zeros((), dtype=r.dtype)
+                if isinstance(b, torch.Tensor) and b.is_floating_point():
+                    q = (a.to(r.dtype) / divisor).floor().abs()
+                    shift = shift + q * 16 * _ulp(b).to(r.dtype)
+                shift = torch.nan_to_num(shift, nan=0.0, posinf=math.inf)
+                moved = torch.where(torch.isfinite(r), moved + self.sign * shift, moved)
+                wild = ((r.abs() <= shift) | ((divisor.abs() - r.abs()) <= shift)) & torch.isfinite(r)
                 moved = torch.where(wild, divisor if self.sign > 0 else torch.zeros_like(r), moved)
             r.copy_(moved)  # in place: r's layout stays
         return r
@@ -1060,7 +1074,14 @@ class _Documented(TorchFunctionMode):
       `std` ... compute in float32" (tests/test_tensor_api.py::test_var_and_std_compute_in_float32),
       where torch's CPU kernels accumulate in float64;
     - signbit of a NaN is False: "`signbit` of a NaN is False"
-      (tests/test_tensor_api.py::test_signbit_of_nan_is_false), where torch reads the bit."""
+      (tests/test_tensor_api.py::test_signbit_of_nan_is_false), where torch reads the bit;
+    - float remainder is fmod corrected to the divisor's sign at any quotient: "`remainder` (`%`) of
+      floats is exact" (tests/test_tensor_api.py::test_remainder_is_exact_for_huge_quotients), where
+      torch's vector loop overflows a / b."""
+
+    _REMAINDER: ClassVar[dict] = {torch.remainder: False, torch.Tensor.remainder: False, torch.Tensor.__mod__: False,
+                                  torch.Tensor.__rmod__: False, torch.Tensor.remainder_: True,
+                                  torch.Tensor.__imod__: True}
 
     _ROOT: ClassVar[dict] = {torch.Tensor.var: False, torch.Tensor.std: True, torch.var: False, torch.std: True}
 
@@ -1068,6 +1089,15 @@ class _Documented(TorchFunctionMode):
         kwargs = dict(kwargs or {})
         if func in (torch.Tensor.signbit, torch.signbit) and args[0].dtype.is_floating_point:
             return func(*args, **kwargs) & ~args[0].isnan()
+        if func in self._REMAINDER and not kwargs:
+            a, b = (args[1], args[0]) if func is torch.Tensor.__rmod__ else args[:2]
+            r = func(*args)
+            if isinstance(r, torch.Tensor) and r.dtype.is_floating_point:
+                a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+                m = torch.fmod(a, b)
+                exact = torch.where((m != 0) & ((m < 0) != (b < 0)), m.to(r.dtype) + b.to(r.dtype), m.to(r.dtype))
+                return r.copy_(exact) if self._REMAINDER[func] else exact  # (in place: r is args[0])
+            return r
         if func not in self._ROOT or args[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
             return func(*args, **kwargs)
         x, rest = args[0], list(args[1:])

@@ -489,6 +489,19 @@ def test_signbit_of_nan_is_false():
     same(lazy.tensor(t).signbit(), t.signbit())
 
 
+def test_remainder_is_exact_for_huge_quotients():
+    # README, "Where lazy differs from torch": fmod corrected to the divisor's sign at any quotient;
+    # torch's vectorized kernel overflows a / b to inf (NaN) where its scalar tail does not
+    # (perf/fuzz.py seed 777 case 3768)
+    a = torch.tensor([3e38, -3e38, 1e30, 5.0, -7.5] * 8)
+    b = torch.tensor([-0.1934023, 0.37, 1e-8, 1e-8, 2.0] * 8)
+    m = torch.fmod(a.double(), b.double()).float()  # exact, so a float32
+    exact = torch.where((m != 0) & ((m < 0) != (b < 0)), m + b, m)
+    got = (lazy.tensor(a) % lazy.tensor(b)).torch()
+    torch.testing.assert_close(got, exact, rtol=0, atol=0)
+    assert (a[:1] % b[:1]).isfinite().all() and torch.isnan(a % b).any()  # torch: finite alone, NaN in a vector
+
+
 def test_var_and_std_compute_in_float32():
     # torch's CPU kernels accumulate in float64: lazy's float32 deviations beyond 1.8e19 square to inf
     # (README, "Where lazy differs from torch"; perf/fuzz.py seed 2 found a bfloat16 std of 1.4e38)
