@@ -53,12 +53,14 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-# -D__FAST_MATH__ makes glibc's <math.h> declare its SIMD (libmvec) variants so gcc vectorizes
-# expf/logf/...; we do NOT pass -ffast-math, so comparisons with NaN/Inf keep IEEE semantics.
+# No -ffast-math, so comparisons with NaN/Inf keep IEEE semantics; and no -D__FAST_MATH__, which
+# would make glibc's <math.h> declare its vector (libmvec) variants: each vector width has its own
+# algorithm there, so a value came out of a loop body and its scalar tail with different bits. The
+# float32 functions that matter for speed are the prelude's own, the same at every width (render_c).
 # -mprefer-vector-width=512: loops use the widest vectors the CPU has. gcc's tuning for Intel's
 # AVX-512 models (-march=native on them) prefers 256-bit ones, which the prelude does not expect:
-# its own 16-lane exp and its sum blocks (SUM_LANE per lane) take AVX-512 to mean 16 floats, so
-# there loops called libmvec's 8-lane exp (2.6 ulp) and float sums lost accuracy. On such a VM
+# its sum blocks (SUM_LANE per lane) take AVX-512 to mean 16 floats, so there float sums lost
+# accuracy. On such a VM
 # (2 cores, shared), 2048x2048 rows and 4M-element vectors, the 512-bit kernels took this share of
 # the 256-bit ones' time: softmax 0.83-0.96, bfloat16 softmax 0.72-0.77, layer norm 0.86-0.92,
 # exp 0.77-0.94, relu-sigmoid-tanh 0.21-0.33, logsumexp 0.70-0.81; the C GEMM was within the
@@ -74,9 +76,9 @@ from pathlib import Path
 # movq2dq) and never ran EMMS, which leaves the x87 unit's registers marked full: the next x87
 # instruction in the process, glibc's fmodf inside torch's remainder among them, returned NaN.
 BASE_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-tree-slp-vectorize", "-mno-mmx",
-              "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-D__FAST_MATH__",
+              "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
               "-std=gnu11", "-w")
-LIBS = ("-lmvec", "-lm")
+LIBS = ("-lm",)
 # What LAZY_CFLAGS_EXTRA may add: flags that take instruction sets away from -march=native, so one
 # machine compiles its kernels as a machine without AVX-512, or without AVX, would (the tests run
 # the vector-width-dependent code under each path the CPU can execute), or that set the vector

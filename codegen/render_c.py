@@ -5,9 +5,10 @@ In:  a `Kernel`. Out: C source defining `void lazy_kernel(T* restrict b0, ...)`.
 Shape of the code
 - The outermost loop is `#pragma omp parallel for` when the kernel has enough work; the
   innermost loop and every reduction loop carry `#pragma omp simd` so gcc vectorizes them.
-- Transcendentals vectorize through glibc's libmvec: we compile with `-D__FAST_MATH__`
-  (which makes <math.h> declare the SIMD variants) and `-fopenmp` but *without* `-ffast-math`,
-  so NaN/Inf semantics stay IEEE (see codegen/compile_c.py).
+- float32 exp, log, tanh and erf are the prelude's own (`lz_expf`, ...), inlined and vectorized at
+  any width with the same bits as their scalar tails; sin, cos, pow and the float64 functions call
+  glibc's scalar ones (the same bits everywhere too, but a loop calling them is not vectorized).
+  Compiled without `-ffast-math`, so NaN/Inf semantics stay IEEE (see codegen/compile_c.py).
 - Reductions: float sums add blocks of SUM_LANE elements per SIMD lane in float at full SIMD
   width and the block sums in double (within the final float rounding of a float64 reference on
   16M elements; a double accumulator throughout halved the lanes of the L1 passes of norms and
@@ -555,39 +556,109 @@ static inline void lz_stream_fence(void) {
   __builtin_ia32_sfence();
 #endif
 }
-/* float32 exp. gcc vectorizes a loop calling expf into calls of glibc's vector variants (the
-   function vector ABI: _ZGVeN16v_expf for 16 AVX-512 lanes). With AVX-512 this file defines that
-   16-lane variant itself, hidden, so the kernel's loops call it instead of libmvec's: Cody-Waite
-   reduction x = n ln2 + r, a degree-7 polynomial for e^r, and vscalefps for 2^n, which rounds
-   subnormal results correctly and overflows to inf. Against exp in double, over every float32
-   input: 1.013 ulp at most, 21 inputs above 1 ulp; libmvec's reaches 2.64 ulp, 37 million inputs
-   above 1 (tests/test_exp_c.py); 0.26-0.32 ns per element and thread against its 0.34-0.44 on a
-   4096-element loop from L1. expf stays the builtin, so gcc still folds it and
-   if-converts it; narrower loops and scalar tails keep glibc's. */
-#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
-typedef float lz_v16sf __attribute__((vector_size(64)));
-#define LZ_SPLAT16(c) ((lz_v16sf){c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c})
-#define LZ_FMA16(a, b, c) __builtin_ia32_vfmaddps512_mask(a, b, c, (uint16_t)-1, 4)
-__attribute__((visibility("hidden"), used)) lz_v16sf _ZGVeN16v_expf(lz_v16sf x) {
-  /* clamp first (vmin/vmax return the second operand, x, when it is NaN): e^89 overflows and
-     e^-104 rounds to 0, and +-inf would make the reduction inf - inf */
-  x = __builtin_ia32_minps512_mask(LZ_SPLAT16(89.0f), x, x, (uint16_t)-1, 4);
-  x = __builtin_ia32_maxps512_mask(LZ_SPLAT16(-104.0f), x, x, (uint16_t)-1, 4);
-  const lz_v16sf n = __builtin_ia32_rndscaleps_mask(x * LZ_SPLAT16(1.44269504088896341f), 8, x, (uint16_t)-1, 4);
-  /* ln2 in two parts; the high part has 12 significant bits, so n * hi is exact. The fused
-     multiply-adds are spelled out: kernels compile without contraction (#pragma below) */
-  lz_v16sf r = LZ_FMA16(-n, LZ_SPLAT16(0.693145751953125f), x);
-  r = LZ_FMA16(-n, LZ_SPLAT16(1.428606765330187045e-06f), r);
-  lz_v16sf p = LZ_SPLAT16(1.9875691500E-4f);
-  p = LZ_FMA16(p, r, LZ_SPLAT16(1.3981999507E-3f));
-  p = LZ_FMA16(p, r, LZ_SPLAT16(8.3334519073E-3f));
-  p = LZ_FMA16(p, r, LZ_SPLAT16(4.1665795894E-2f));
-  p = LZ_FMA16(p, r, LZ_SPLAT16(1.6666665459E-1f));
-  p = LZ_FMA16(p, r, LZ_SPLAT16(5.0000001201E-1f));
-  p = LZ_FMA16(p, r * r, r) + LZ_SPLAT16(1.0f);
-  return __builtin_ia32_scalefps512_mask(p, n, p, (uint16_t)-1, 4);
-}
+/* float32 exp, log, tanh and erf: one source for every vector width and for scalar code, so a
+   value is the same bits wherever it is computed: in a 16-lane loop body, its 8-lane epilogue, its
+   scalar tail, or another kernel (glibc's libmvec has a different algorithm per width, and its
+   scalar expf another still: a tensor of equal values came out of `log` with two different results,
+   and an argmin of ties picked the wrong one). Plain arithmetic and bit operations, inlined into the
+   loops, so gcc vectorizes them at any width. Against the function in double, on a sweep of every
+   997th float32 bit pattern (tests/test_math_c.py; fused multiply-adds where the CPU has them):
+   exp 0.975 ulp at most, log 0.755, tanh 1.248, erf 0.801. exp: Cody-Waite reduction
+   x = n ln2 + r, a degree-7 polynomial for e^r, 2^n as two exponent-field scalings (so subnormal
+   results round once and e^88.72 does not overflow); log: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+   log(1 + f) as f - f^2/2 + f^3 P(f) (Cephes' coefficients), e ln2 in two parts; tanh: an odd
+   polynomial below 0.625 (Cephes'), 1 - 2 / (e^2|x| + 1) above; erf: x + x P(x^2) below 0.875,
+   1 - e^-x^2 g(x) up to 4 (g fitted to erfc(x) e^x^2 on [0.875, 2] and [2, 4]), 1 above.
+   sin, cos and pow, and every float64 function, are glibc's scalar ones: consistent, unvectorized. */
+static inline float lz_fbits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t lz_bitsf(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+#if defined(__FMA__)
+#define LZ_MAD(a, b, c) __builtin_fmaf(a, b, c)
+#else
+#define LZ_MAD(a, b, c) ((a) * (b) + (c))
 #endif
+static inline float lz_expf(float x) {
+  float c = x < 88.8f ? x : 88.8f;
+  c = c > -104.0f ? c : -104.0f;
+  const float n = __builtin_rintf(c * 1.44269504088896341f);
+  float r = LZ_MAD(-n, 0.693145751953125f, c);
+  r = LZ_MAD(-n, 1.428606765330187045e-06f, r);
+  float p = 1.9875691500E-4f;
+  p = LZ_MAD(p, r, 1.3981999507E-3f);
+  p = LZ_MAD(p, r, 8.3334519073E-3f);
+  p = LZ_MAD(p, r, 4.1665795894E-2f);
+  p = LZ_MAD(p, r, 1.6666665459E-1f);
+  p = LZ_MAD(p, r, 5.0000001201E-1f);
+  p = LZ_MAD(p, r * r, r) + 1.0f;
+  const int32_t k = (int32_t)n, k1 = k >> 1, k2 = k - k1;
+  const float y = p * lz_fbits((uint32_t)(k1 + 127) << 23) * lz_fbits((uint32_t)(k2 + 127) << 23);
+  return x != x ? x : y;
+}
+static inline float lz_logf(float x) {
+  const int sub = x < 1.17549435e-38f;
+  const uint32_t ix = lz_bitsf(sub ? x * 8388608.0f : x);
+  int32_t e = (int32_t)(ix >> 23) - (sub ? 150 : 127);
+  float m = lz_fbits((ix & 0x007fffffu) | 0x3f800000u);
+  const int big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  e += big;
+  const float f = m - 1.0f, z = f * f, fe = (float)e;
+  float y = 7.0376836292E-2f;
+  y = LZ_MAD(y, f, -1.1514610310E-1f);
+  y = LZ_MAD(y, f, 1.1676998740E-1f);
+  y = LZ_MAD(y, f, -1.2420140846E-1f);
+  y = LZ_MAD(y, f, 1.4249322787E-1f);
+  y = LZ_MAD(y, f, -1.6668057665E-1f);
+  y = LZ_MAD(y, f, 2.0000714765E-1f);
+  y = LZ_MAD(y, f, -2.4999993993E-1f);
+  y = LZ_MAD(y, f, 3.3333331174E-1f);
+  y = y * f * z;
+  y = LZ_MAD(fe, -2.12194440e-4f, y);
+  y = LZ_MAD(-0.5f, z, y);
+  const float r = LZ_MAD(fe, 0.693359375f, f + y);
+  /* inf -> inf, 0 -> -inf, negative -> NaN, NaN -> itself; as selects of one type (an `&&`
+     here kept gcc from vectorizing a clamp to (0, 1] followed by log) */
+  float s = x == INFINITY ? x : r;
+  s = x == 0.0f ? -INFINITY : s;
+  s = x < 0.0f ? NAN : s;
+  return x != x ? x : s;
+}
+static inline float lz_tanhf(float x) {
+  const float a = __builtin_fabsf(x), z = x * x;
+  const float e = lz_expf(2.0f * a);
+  const float big = __builtin_copysignf(1.0f - 2.0f / (e + 1.0f), x);
+  float p = -5.70498872745E-3f;
+  p = LZ_MAD(p, z, 2.06390887954E-2f);
+  p = LZ_MAD(p, z, -5.37397155531E-2f);
+  p = LZ_MAD(p, z, 1.33314422036E-1f);
+  p = LZ_MAD(p, z, -3.33332819422E-1f);
+  return a < 0.625f ? LZ_MAD(p * z, x, x) : big;
+}
+static inline float lz_erff(float x) {
+  const float a = __builtin_fabsf(x), z = x * x;
+  float p = 8.554767555324361e-05f;
+  p = LZ_MAD(p, z, -0.0008181033772416413f);
+  p = LZ_MAD(p, z, 0.005203865002840757f);
+  p = LZ_MAD(p, z, -0.026860259473323822f);
+  p = LZ_MAD(p, z, 0.11283703148365021f);
+  p = LZ_MAD(p, z, -0.37612631916999817f);
+  p = LZ_MAD(p, z, 0.12837916612625122f);
+  const float small = LZ_MAD(x, p, x);
+  const int hi = a >= 2.0f;
+  const float t = a - (hi ? 3.0f : 1.4375f);
+  float g = hi ? -1.3815749753121054e-06f : -9.397936810273677e-05f;
+  g = LZ_MAD(g, t, hi ? 5.9298840824340004e-06f : 0.00029180292040109634f);
+  g = LZ_MAD(g, t, hi ? -2.0899575247312896e-05f : -0.0007837607990950346f);
+  g = LZ_MAD(g, t, hi ? 8.285520016215742e-05f : 0.002195216016843915f);
+  g = LZ_MAD(g, t, hi ? -0.0003241304657422006f : -0.005910684820264578f);
+  g = LZ_MAD(g, t, hi ? 0.0012232892913743854f : 0.01510260533541441f);
+  g = LZ_MAD(g, t, hi ? -0.004479438532143831f : -0.03648584708571434f);
+  g = LZ_MAD(g, t, hi ? 0.015884339809417725f : 0.08265209943056107f);
+  g = LZ_MAD(g, t, hi ? -0.054372258484363556f : -0.17354117333889008f);
+  g = LZ_MAD(g, t, hi ? 0.17900115251541138f : 0.33211755752563477f);
+  const float large = a < 4.0f ? 1.0f - lz_expf(-z) * g : 1.0f;
+  return a < 0.875f ? small : x != x ? x : __builtin_copysignf(large, x);
+}
 /* torch's floor division and remainder (c10 div_floor_floating / remainder) */
 #define FLOAT_DIVMOD(T, SFX) \
 static inline T floordiv_##SFX(T a, T b) { \
@@ -625,6 +696,8 @@ _UNARY_F = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "co
             "erf": "erf", "abs": "fabs", "floor": "floor", "ceil": "ceil", "trunc": "trunc"}
 
 
+# float32 functions the prelude defines (lz_expf, ...): the same bits at every vector width
+_LZ_F32 = frozenset({"exp", "log", "tanh", "erf"})
 _UNSIGNED = {"int32_t": "uint32_t", "int64_t": "uint64_t"}
 
 
@@ -780,8 +853,7 @@ class Body:
             # and no select under the call: gcc's jump threading duplicated the call into both
             # arms of a select on the same condition further on (two vector exps per element)
             a = self.emit(_neg_abs_arg(e.srcs[0]))
-            sfx = "f" if ctype(compute_dtype(dt)) == "float" else ""
-            return f"exp{sfx}(-fabs{sfx}({a}))"
+            return (f"lz_expf(-fabsf({a}))" if ctype(compute_dtype(dt)) == "float" else f"exp(-fabs({a}))")
         a = [self.emit(s) for s in e.srcs]
         src_dt = compute_dtype(e.srcs[0].dtype) if e.srcs else dt
         st = ctype(src_dt)
@@ -794,6 +866,8 @@ class Body:
         if op == "wrap":  # two's complement: the low bits (gcc's conversion to a narrower signed type)
             return f"((int32_t)({C_TYPES[dt][0]}){a[0]})" if C_TYPES[dt][0] != t else f"(({t}){a[0]})"
         if op in _UNARY_F:
+            if st == "float" and op in _LZ_F32:
+                return f"lz_{op}f({a[0]})"
             if isf:
                 return f"{_UNARY_F[op]}{sfx}({a[0]})"
             if op == "abs":
