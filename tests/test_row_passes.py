@@ -123,9 +123,9 @@ def test_half_rows_are_converted_once_and_later_passes_read_floats(kernels, monk
     # what the kernel gives when every pass converts the row itself, within one ulp of the dtype
     # here and there. Not bit for bit: gcc vectorizes a loop that reads 16-bit halves with twice
     # the lanes of one that reads the cached floats (32 and 16 with AVX-512, 16 and 8 with AVX2),
-    # so a later pass's float sum adds the same values in another order, and the two loops' scalar
-    # tails (glibc's expf, where the vector bodies call a vector exp) need not cover the same
-    # elements. Either can change the sum's last float bit, which moves an output that lies at a
+    # so a later pass's float sum adds the same values in another order (the exp itself is the
+    # same bits at every width: render_c's lz_expf). That can change the sum's last float bit,
+    # which moves an output that lies at a
     # rounding boundary of the dtype by one ulp (1 of the 9009 bfloat16 softmax outputs with
     # AVX-512). Fixing the lanes (simdlen) gives the same bits, but a float16 row's first pass
     # then ran on 256-bit vectors: 25% slower over a row in L1, a 2048x2048 float16 layer norm 13%.
