@@ -76,7 +76,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from codegen import knobs
+from codegen import knobs, tiling
 from codegen.kernel_ir import (
     Expr,
     FloorDiv,
@@ -91,7 +91,7 @@ from codegen.kernel_ir import (
     subst_expr,
     walk_exprs,
 )
-from codegen.knobs import REQUIRED, integer, knob
+from codegen.knobs import REQUIRED, flag, integer, knob
 
 INT32_MAX = 2**31 - 1
 
@@ -133,15 +133,42 @@ class TritonConfig:
     RBLOCK: int = knob(1, integer(1, MAX_TENSOR_NUMEL, pow2=True))
     num_warps: int = knob(4, integer(1, MAX_WARPS, pow2=True))
     num_stages: int = knob(1, integer(1, MAX_STAGES))
+    # transposed tiles (`transpose_plan`): None where codegen/tiling.py finds loads that disagree
+    # with the stores on the contiguous axis, False for the flat block; YBLOCK is the tile's extent
+    # along the loop those loads are contiguous along (XBLOCK: along the stores' contiguous loop)
+    transpose: bool | None = knob(None, flag(none=True))
+    YBLOCK: int = knob(1, integer(1, MAX_TENSOR_NUMEL, pow2=True))
 
 
 def check_config(cfg: TritonConfig) -> None:
     """Raise KnobError (a ValueError) unless `cfg` can be rendered: every knob within its spec and
-    the XBLOCK x RBLOCK block within Triton's limit."""
+    the XBLOCK x RBLOCK and YBLOCK x XBLOCK blocks within Triton's limit."""
     knobs.check(cfg)
-    if cfg.XBLOCK * cfg.RBLOCK > MAX_TENSOR_NUMEL:
-        raise knobs.KnobError(f"TritonConfig XBLOCK={cfg.XBLOCK} x RBLOCK={cfg.RBLOCK}: a block holds at most "
-                              f"{MAX_TENSOR_NUMEL} elements")
+    for other in ("RBLOCK", "YBLOCK"):
+        if cfg.XBLOCK * getattr(cfg, other) > MAX_TENSOR_NUMEL:
+            raise knobs.KnobError(f"TritonConfig XBLOCK={cfg.XBLOCK} x {other}={getattr(cfg, other)}: a block "
+                                  f"holds at most {MAX_TENSOR_NUMEL} elements")
+
+
+# default transposed tile: XBLOCK along the stores' contiguous loop, at least YBLOCK along the
+# transposed loads' one, TILE_NUMEL elements where a short loop leaves room (Inductor's transposes
+# run 32x32 to 64x64 tiles; these are not measured on a GPU yet)
+TILE_X = 64
+TILE_Y = 32
+TILE_NUMEL = 2048
+
+
+def transpose_plan(k: Kernel, cfg: TritonConfig | None = None) -> tiling.TilePlan | None:
+    """The transposed tiles `render_triton(k, cfg)` prints: codegen/tiling.py's plan (the same
+    loads and loops as the C backend's) with Triton's block extents, or None for the flat block.
+    Pointwise kernels only: a reduction's [XBLOCK, RBLOCK] block already holds both axes, the
+    reduced one last, so loads contiguous along it are read along it (see the module docstring)."""
+    if k.reduces:
+        return None
+    if cfg is None:
+        return tiling.plan(k, transpose=None, rows=1, cols=1, interchange=False, tile=1, budget=None)
+    return tiling.plan(k, transpose=knobs.value(cfg, "transpose"), rows=knobs.value(cfg, "YBLOCK"),
+                       cols=knobs.value(cfg, "XBLOCK"), interchange=False, tile=1, budget=None)
 
 
 def next_pow2(n: int) -> int:
@@ -229,6 +256,12 @@ def choose_config(k: Kernel, *, xblock_max: int = 1024, persistent_max: int = 81
     kernel is right for every size (a row longer than RBLOCK loops, see `_Renderer.render`).
     """
     if not k.reduces:
+        tplan = transpose_plan(k)
+        if tplan is not None:
+            xb = min(TILE_X, next_pow2(hint(k, k.loops[-1])))
+            yb = min(next_pow2(hint(k, k.loops[tplan.axis])), max(TILE_Y, TILE_NUMEL // xb))
+            return TritonConfig(XBLOCK=xb, RBLOCK=1, num_warps=max(1, min(8, xb * yb // 512)), num_stages=1,
+                                YBLOCK=yb)
         xb = min(next_pow2(hint(k, k.numel)), next_pow2(xblock_max))
         return TritonConfig(XBLOCK=xb, RBLOCK=1, num_warps=max(1, min(8, xb // 256)), num_stages=1)
     rows = hint(k, _prod(k.loops[:row_depth(k)]))
@@ -263,6 +296,12 @@ def search_space(k: Kernel) -> dict[str, tuple]:
     combinations are worth compiling."""
     d = choose_config(k)
     warps = (1, 2, 4, 8, 16)
+    tplan = transpose_plan(k)
+    if tplan is not None:
+        xs = _pow2s(16, max(16, min(next_pow2(hint(k, k.loops[-1])), 256)))
+        ys = _pow2s(8, max(8, min(next_pow2(hint(k, k.loops[tplan.axis])), 256)))
+        return {"XBLOCK": tuple(sorted(set(xs) | {d.XBLOCK})), "YBLOCK": tuple(sorted(set(ys) | {d.YBLOCK})),
+                "num_warps": warps, "transpose": (None, False)}
     if not k.reduces:
         top = max(64, min(next_pow2(hint(k, k.numel)), 4096))
         return {"XBLOCK": tuple(sorted(set(_pow2s(64, top)) | {d.XBLOCK})), "num_warps": warps}
@@ -275,9 +314,19 @@ def search_space(k: Kernel) -> dict[str, tuple]:
 
 def valid_config(k: Kernel, cfg: TritonConfig) -> bool:
     """Blocks that fit: at most MAX_BLOCK_NUMEL elements (or the default's), one element per thread or more."""
-    numel = cfg.XBLOCK * max(cfg.RBLOCK, 1)
     d = choose_config(k)
-    return numel <= max(MAX_BLOCK_NUMEL, d.XBLOCK * d.RBLOCK) and cfg.num_warps * 32 <= max(numel, 32)
+    numel = block_numel(k, cfg)
+    return numel <= max(MAX_BLOCK_NUMEL, block_numel(k, d)) and cfg.num_warps * 32 <= max(numel, 32)
+
+
+def block_numel(k: Kernel, cfg: TritonConfig) -> int:
+    """Elements of one program's block: YBLOCK x XBLOCK for transposed tiles, else XBLOCK x RBLOCK."""
+    return cfg.XBLOCK * (cfg.YBLOCK if transpose_plan(k, cfg) is not None else cfg.RBLOCK)
+
+
+def _sym(name: str) -> sympy.Symbol:
+    """Loop variable `name` as the scheduler writes it in index expressions."""
+    return sympy.Symbol(name, integer=True, nonnegative=True)
 
 
 def _cond_syms(conds) -> set:
@@ -367,7 +416,7 @@ def needs_int64(k: Kernel, cfg: TritonConfig) -> bool:
     for r in k.reduces:
         ranges.update(zip(r.rvars, r.rsizes))
     d = row_depth(k)
-    if _prod(k.loops[:d]) + cfg.XBLOCK > INT32_MAX or k.numel > INT32_MAX:
+    if _prod(k.loops[:d]) + max(cfg.XBLOCK, cfg.YBLOCK) > INT32_MAX or k.numel > INT32_MAX:
         return True
     if any(s + cfg.RBLOCK > INT32_MAX for s in stage_sizes(k)):
         return True
@@ -629,6 +678,15 @@ class _Renderer:
         self.sym_looped = looped_at_hints(k, cfg) if sym_looped is None else sym_looped
         self.masks_named: dict = {}  # size -> its persistent mask's name
         self.pointwise = not k.reduces
+        self.tplan = transpose_plan(k, cfg)
+        # each transposed load with x{a}, x{v} replaced by x{a}t, x{v}t: the variables of the tile
+        # turned over, so the load walks its contiguous axis along the block's last one
+        self.turned: dict[Expr, Expr] = {}
+        if self.tplan is not None:
+            a, v = f"x{self.tplan.axis}", f"x{len(k.loops) - 1}"
+            swap = {_sym(a): _sym(a + "t"), _sym(v): _sym(v + "t")}
+            memo: dict = {}
+            self.turned = {ld: subst_expr(ld, swap, memo) for ld, _ in self.tplan.loads}
         self.D = row_depth(k)
         self.i64 = needs_int64(k, cfg)
         self.itype = "tl.int64" if self.i64 else "tl.int32"
@@ -639,7 +697,7 @@ class _Renderer:
         self.acc_names: dict[str, str] = {}
         # constants are one-element blocks, not 0-d tensors: the interpreter gives a broadcast 0-d
         # comparison result the dtype of its operands (0-d (1.5 == 0.0) | block fails)
-        self.unit = "[1]" if self.pointwise else "[1, 1]"
+        self.unit = "[1]" if self.pointwise and self.tplan is None else "[1, 1]"
         self.xmask: str | None = None
         self.rindex_defined = False  # the shared `rindex` of one-block stages
         self.masks_defined: set = set()
@@ -675,6 +733,8 @@ class _Renderer:
         """The block shape of a value that depends on `names`."""
         if not names:
             return "[]"
+        if self.tplan is not None:
+            return "[YBLOCK, XBLOCK]"
         if self.pointwise:
             return "[XBLOCK]"
         xs = any(n in self.outer for n in names)
@@ -814,6 +874,9 @@ class _Renderer:
         raise NotImplementedError(f"Triton backend: no rendering for op {op!r}")
 
     def load(self, e: Expr) -> str:
+        turned = self.turned.get(e)
+        if turned is not None:
+            e = turned
         b, index, conds = e.arg
         index = sympy.sympify(index)
         cd = compute_dtype(e.dtype)
@@ -829,6 +892,8 @@ class _Renderer:
             shape = self.shape_of(names) if names else self.unit
             off = f"tl.full({shape}, {off}, {self.itype})"
         code = f"tl.load(b{b} + {off}" + (f", mask={' & '.join(mask)}, other=0)" if mask else ")")
+        if turned is not None:  # [XBLOCK, YBLOCK], x{a} fastest -> [YBLOCK, XBLOCK], as the stores
+            code = f"tl.trans({code})"
         if e.dtype == "bfloat16":
             return f"_lz_bf16_f32({code})"
         if cd != e.dtype:  # narrow dtypes compute wider
@@ -1019,6 +1084,10 @@ class _Renderer:
         lines: list[str] = []
         top = _Scope(lines, "    ")
         pid = "tl.program_id(0).to(tl.int64)" if self.i64 else "tl.program_id(0)"
+        if self.tplan is not None:
+            self.tiles(top, pid)
+            self.stores(top)
+            return lines
         if self.pointwise:
             xnumel = k.numel
             top.add(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)")
@@ -1053,6 +1122,67 @@ class _Renderer:
         top.lines.extend(body.lines)
         return lines
 
+    def tiles(self, top: _Scope, pid: str) -> None:
+        """Program -> (tile along x{a}, tile along x{v}, other loops); the tile's variables twice:
+        x{a} down the block and x{v} along it (the stores'), and turned over, x{a}t along the block
+        and x{v}t down it (the `turned` loads')."""
+        k, p = self.k, self.tplan
+        n = len(k.loops)
+        a, v = p.axis, n - 1
+        top.add(f"# {p.describe().replace('read through L1 tiles', 'read turned over (tl.trans)')} "
+                "(codegen/tiling.py)")
+        # a [1, 1] block, never 0-d: what derives from it broadcasts as a block (see `unit`)
+        top.add(f"tile = tl.full([1, 1], {pid}, {self.itype})")
+        # the tiles along x{a} first: neighbouring programs continue the turned loads' rows
+        ny, nx = self.tiles_py(k.loops[a], "YBLOCK"), self.tiles_py(k.loops[v], "XBLOCK")
+        top.add(f"tile_y = tile % {ny}")
+        top.add(f"tile_x = (tile // {ny}) % {nx}")
+        if n > 2:
+            top.add(f"tile_o = tile // ({ny} * {nx})")
+            rest = [i for i in range(n - 1) if i != a]
+            self.define_vars(top, "tile_o", [f"x{i}" for i in rest], [k.loops[i] for i in rest], None)
+        ar = ".to(tl.int64)" if self.i64 else ""
+        for var, start, blk, size, down in ((f"x{a}", "tile_y", "YBLOCK", k.loops[a], True),
+                                             (f"x{v}", "tile_x", "XBLOCK", k.loops[v], False)):
+            exact = divides(getattr(self.cfg, blk), size)
+            for name, col in ((var, down), (var + "t", not down)):
+                top.add(f"{name} = {start} * {blk} + tl.arange(0, {blk}){'[:, None]' if col else '[None, :]'}{ar}")
+                self.var_mask[name] = None if exact else f"{name}_mask"
+                if not exact:
+                    top.add(f"{name}_mask = {name} < {index_py(size)}")
+
+    def tiles_py(self, size, blk: str) -> str:
+        """In the kernel: how many blocks of constexpr `blk` cover `size`."""
+        if is_static(size):
+            return str(-(-int(size) // getattr(self.cfg, blk)))
+        return f"(({index_py(size)} + {blk} - 1) // {blk})"
+
+    def programs_py(self) -> str:
+        """On the host: how many programs the kernel launches, an expression of the sizes: the
+        rows of `xindex` in XBLOCK blocks, or the tiles (`tiles`)."""
+        k, cfg = self.k, self.cfg
+        xb = knobs.src(cfg, "XBLOCK")
+        if self.tplan is None:
+            xnumel = k.numel if self.pointwise else _prod(k.loops[:self.D])
+            return f"triton.cdiv({index_py(xnumel)}, {xb})"
+        others = _prod(s for i, s in enumerate(k.loops[:-1]) if i != self.tplan.axis)
+        terms = [f"triton.cdiv({index_py(k.loops[self.tplan.axis])}, {knobs.src(cfg, 'YBLOCK')})",
+                 f"triton.cdiv({index_py(k.loops[-1])}, {xb})"]
+        return " * ".join(terms + ([index_py(others)] if others != 1 else []))
+
+    def programs(self) -> int | None:
+        """`programs_py` as a number, at least 1 (a program that masks everything); None where it
+        depends on the sizes."""
+        k, cfg = self.k, self.cfg
+        if self.tplan is None:
+            counts = [(k.numel if self.pointwise else _prod(k.loops[:self.D]), cfg.XBLOCK)]
+        else:
+            others = _prod(s for i, s in enumerate(k.loops[:-1]) if i != self.tplan.axis)
+            counts = [(others, 1), (k.loops[self.tplan.axis], cfg.YBLOCK), (k.loops[-1], cfg.XBLOCK)]
+        if not all(is_static(n) for n, _ in counts):
+            return None
+        return max(1, math.prod(-(-int(n) // blk) for n, blk in counts))
+
     def render(self) -> str:
         k, cfg = self.k, self.cfg
         name = kernel_name(k)
@@ -1067,17 +1197,18 @@ class _Renderer:
         else:
             body = self.body()
         params = [f"b{i}" for i in range(len(k.buffers))]
-        xnumel = k.numel if self.pointwise else _prod(k.loops[:self.D])
         sig = {p: SIG[b.dtype] for p, b in zip(params, k.buffers)}
         scalars = scalar_signature(k.scalars)
         sizes = {d: "i64" for d in k.sizes}
         sig.update(scalars)
         sig.update(sizes)
-        constexprs = ["XBLOCK", "RBLOCK"] + (["LOOPED"] if variants else [])
+        constexprs = ["XBLOCK", "RBLOCK"] + (["LOOPED"] if variants else []) + (["YBLOCK"] if self.tplan else [])
         sig.update({c: "constexpr" for c in constexprs})
         typed = params + [f"{p}: {t!r}" for p, t in {**scalars, **sizes}.items()]
         params = params + list(scalars) + list(sizes)
         values = {"XBLOCK": xblock, "RBLOCK": rblock}
+        if self.tplan:
+            values["YBLOCK"] = knobs.src(cfg, "YBLOCK")
         if variants:
             looped = " or ".join(f"({index_py(n)} > {rblock})" for n in dict.fromkeys(sym))
             values["LOOPED"] = looped
@@ -1103,12 +1234,12 @@ class _Renderer:
                     "# every set of constexprs a launch may pass (an ahead-of-time compile builds each)",
                     "VARIANTS = [CONSTEXPRS, {**CONSTEXPRS, 'LOOPED': True}]"]
         else:
-            out.append(f"CONSTEXPRS = {{'XBLOCK': {xblock}, 'RBLOCK': {rblock}}}")
+            out.append("CONSTEXPRS = {" + ", ".join(f"{c!r}: {values[c]}" for c in constexprs) + "}")
         out += [f"NUM_WARPS = {knobs.src(cfg, 'num_warps')}",
                 f"NUM_STAGES = {knobs.src(cfg, 'num_stages')}"]
         kwargs = "".join(f"{c}={values[c]}, " for c in constexprs) + "num_warps=NUM_WARPS, num_stages=NUM_STAGES"
         if not k.sizes:
-            out += [f"GRID = ({max(1, -(-xnumel // cfg.XBLOCK))},)",
+            out += [f"GRID = ({self.programs()},)",
                     "",
                     "",
                     f"def launch({', '.join(params)}):",
@@ -1117,7 +1248,7 @@ class _Renderer:
                     ""]
             return "\n".join(out)
         hints = {d: int(k.meta.get("hints", {}).get(d, 2)) for d in k.sizes}
-        grid = (max(1, -(-xnumel // cfg.XBLOCK)),) if is_static(xnumel) else None
+        grid = (self.programs(),) if self.programs() is not None else None
         out += [f"SIZES = {tuple(k.sizes)!r}",
                 f"HINTS = {hints!r}  # typical sizes (the config was chosen for them)",
                 f"GRID = {grid!r}  # None: it depends on the sizes (`grid`)",
@@ -1125,7 +1256,7 @@ class _Renderer:
                 "",
                 f"def grid({', '.join(k.sizes)}):",
                 '    """The launch grid at these sizes (no programs when there is nothing to compute)."""',
-                f"    return (triton.cdiv({index_py(xnumel)}, {xblock}),)",
+                f"    return ({self.programs_py()},)",
                 "",
                 "",
                 f"def launch({', '.join(params)}):",
@@ -1143,7 +1274,7 @@ class _TileRenderer(_Renderer):
 
     def __init__(self, k: Kernel, var_masks: dict, acc: str, i64: bool):
         super().__init__(k, TritonConfig(XBLOCK=1, RBLOCK=1, num_warps=1, num_stages=1))
-        self.pointwise = False
+        self.pointwise, self.tplan, self.turned = False, None, {}
         self.i64, self.itype = i64, "tl.int64" if i64 else "tl.int32"
         self.unit = "[1, 1]"
         self.var_mask = dict(var_masks)

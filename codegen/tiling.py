@@ -130,15 +130,18 @@ def _buffer_bytes(loads, rows: int, cols: int) -> int:
     return sum(rows * cols * (8 if ITEMSIZE[ld.dtype] == 8 else 4) for ld, _ in loads)
 
 
-def plan(k: Kernel, *, transpose: bool | None, rows: int, cols: int, interchange: bool, tile: int) -> TilePlan | None:
-    """The tiles `k` runs in (see the module docstring), or None. `interchange`: whether render_c
-    runs `k`'s reductions as column tiles of `tile` columns."""
+def plan(k: Kernel, *, transpose: bool | None, rows: int, cols: int, interchange: bool, tile: int,
+         budget: int | None = TILE_BUF_MAX) -> TilePlan | None:
+    """The tiles `k` runs in (see the module docstring), or None. `interchange`: whether the
+    renderer runs `k`'s reductions as column tiles of `tile` columns. `budget`: bytes of tiles one
+    C thread keeps in L1 (a plan that needs more is none); None for Triton, whose blocks live in
+    registers and shared memory and are bounded by its config check instead."""
     if transpose is False or not k.loops:
         return None
     n = len(k.loops)
     v = _var(f"x{n - 1}")
     if not k.reduces and n >= 2:
-        return _pointwise(k, v, rows, cols)
+        return _pointwise(k, v, rows, cols, budget)
     if interchange and any(r.depth == n and r.rvars for r in k.reduces):
         loads = []
         for r in k.reduces:
@@ -146,12 +149,12 @@ def plan(k: Kernel, *, transpose: bool | None, rows: int, cols: int, interchange
                 continue
             a = _var(r.rvars[-1])
             loads += [(ld, r.rvars[-1]) for ld in _loads(r.value, set()) if transposed(k, ld, a, v)]
-        if loads and _buffer_bytes(loads, rows, tile) <= TILE_BUF_MAX:
+        if loads and (budget is None or _buffer_bytes(loads, rows, tile) <= budget):
             return TilePlan("reduction", n - 1, tuple(loads), rows, tile)
     return None
 
 
-def _pointwise(k: Kernel, v: sympy.Symbol, rows: int, cols: int) -> TilePlan | None:
+def _pointwise(k: Kernel, v: sympy.Symbol, rows: int, cols: int, budget: int | None) -> TilePlan | None:
     n = len(k.loops)
     seen: set = set()
     loads = [ld for s in k.stores for ld in _loads(s.value, seen)]
@@ -180,6 +183,6 @@ def _pointwise(k: Kernel, v: sympy.Symbol, rows: int, cols: int) -> TilePlan | N
         return None
     _, i, picked = best
     pairs = tuple((ld, f"x{i}") for ld in picked)
-    if _buffer_bytes(pairs, rows, cols) > TILE_BUF_MAX:
+    if budget is not None and _buffer_bytes(pairs, rows, cols) > budget:
         return None
     return TilePlan("pointwise", i, pairs, rows, cols)
