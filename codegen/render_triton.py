@@ -309,7 +309,10 @@ def search_space(k: Kernel) -> dict[str, tuple]:
     maxr = max((hint(k, s) for s in stage_sizes(k)), default=1)
     xs = set(_pow2s(1, max(1, min(next_pow2(rows), 256)))) | {d.XBLOCK}
     rs = set(_pow2s(min(16, next_pow2(maxr)), max(1, min(next_pow2(maxr), 16384)))) | {d.RBLOCK}
-    return {"XBLOCK": tuple(sorted(xs)), "RBLOCK": tuple(sorted(rs)), "num_warps": warps, "num_stages": (1, 2, 3)}
+    space = {"XBLOCK": tuple(sorted(xs)), "RBLOCK": tuple(sorted(rs)), "num_warps": warps, "num_stages": (1, 2, 3)}
+    if turned_reduction_loads(k, d):
+        space["transpose"] = (None, False)
+    return space
 
 
 def valid_config(k: Kernel, cfg: TritonConfig) -> bool:
@@ -317,6 +320,26 @@ def valid_config(k: Kernel, cfg: TritonConfig) -> bool:
     d = choose_config(k)
     numel = block_numel(k, cfg)
     return numel <= max(MAX_BLOCK_NUMEL, block_numel(k, d)) and cfg.num_warps * 32 <= max(numel, 32)
+
+
+def turned_reduction_loads(k: Kernel, cfg: TritonConfig) -> list[tuple[Reduce, Expr]]:
+    """(reduction, load) pairs read turned over in a reduction over all loops whose reduced axis
+    disagrees with the rows' contiguous one, where codegen/tiling.py plans tiles for it. The
+    [XBLOCK, RBLOCK] block has the reduced axis last, so the loads to turn are the ones contiguous
+    along the rows and a cache line or more apart along the reduction (`tiling.transposed` with the
+    plan's two axes in this block's order): read as [RBLOCK, XBLOCK], the rows last, then turned."""
+    n = len(k.loops)
+    if not k.reduces or row_depth(k) != n or n == 0:
+        return []
+    if tiling.plan(k, transpose=knobs.value(cfg, "transpose"), rows=cfg.RBLOCK, cols=1, interchange=True,
+                   tile=cfg.XBLOCK, budget=None) is None:
+        return []
+    row, out = _sym(f"x{n - 1}"), []
+    for r in k.reduces:
+        if r.depth == n and r.rvars:
+            out += [(r, ld) for ld in walk_exprs([r.value])
+                    if ld.op == "load" and tiling.transposed(k, ld, row, _sym(r.rvars[-1]))]
+    return out
 
 
 def block_numel(k: Kernel, cfg: TritonConfig) -> int:
@@ -687,6 +710,7 @@ class _Renderer:
             swap = {_sym(a): _sym(a + "t"), _sym(v): _sym(v + "t")}
             memo: dict = {}
             self.turned = {ld: subst_expr(ld, swap, memo) for ld, _ in self.tplan.loads}
+        self.turned_vars: set[str] = set()  # reduction variables some turned load uses
         self.D = row_depth(k)
         self.i64 = needs_int64(k, cfg)
         self.itype = "tl.int64" if self.i64 else "tl.int32"
@@ -892,7 +916,7 @@ class _Renderer:
             shape = self.shape_of(names) if names else self.unit
             off = f"tl.full({shape}, {off}, {self.itype})"
         code = f"tl.load(b{b} + {off}" + (f", mask={' & '.join(mask)}, other=0)" if mask else ")")
-        if turned is not None:  # [XBLOCK, YBLOCK], x{a} fastest -> [YBLOCK, XBLOCK], as the stores
+        if turned is not None:  # read with its contiguous axis last, then turned to the block's shape
             code = f"tl.trans({code})"
         if e.dtype == "bfloat16":
             return f"_lz_bf16_f32({code})"
@@ -1026,6 +1050,11 @@ class _Renderer:
             mask = f"rmask{si}"
             body.add(f"{mask} = {idx} < {index_py(numel)}")
         self.define_vars(body, idx, names, sizes, mask)
+        if self.turned_vars & set(names):  # across the block, for the turned loads
+            body.add(f"{idx}t = roffset + tl.arange(0, RBLOCK)[:, None]" + (".to(tl.int64)" if self.i64 else ""))
+            if mask:
+                body.add(f"{mask}t = {idx}t < {index_py(numel)}")
+            self.define_vars(body, f"{idx}t", [nm + "t" for nm in names], sizes, mask and f"{mask}t")
         return body
 
     def persistent_vars(self, top: _Scope, names, sizes) -> str | None:
@@ -1045,6 +1074,15 @@ class _Renderer:
             self.masks_defined.add(mask)
         if names[0] not in self.var_mask:
             self.define_vars(top, "rindex", names, sizes, mask)
+            if self.turned_vars & set(names):  # across the block, for the turned loads
+                if "rindex_t" not in self.masks_defined:
+                    arange = "tl.arange(0, RBLOCK)[:, None]" + (".to(tl.int64)" if self.i64 else "")
+                    top.add(f"rindex_t = {arange}")
+                    self.masks_defined.add("rindex_t")
+                if mask and f"{mask}_t" not in self.masks_defined:
+                    top.add(f"{mask}_t = rindex_t < {index_py(numel)}")
+                    self.masks_defined.add(f"{mask}_t")
+                self.define_vars(top, "rindex_t", [nm + "t" for nm in names], sizes, mask and f"{mask}_t")
         return mask
 
     # -- sharing variables between one-block stages -------------------------------------------
@@ -1092,6 +1130,8 @@ class _Renderer:
             xnumel = k.numel
             top.add(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)")
         else:
+            self.k = k = self.share_persistent()
+            self.turn_reductions()
             xnumel = _prod(k.loops[:self.D])
             top.add(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
         xmask = None
@@ -1104,7 +1144,11 @@ class _Renderer:
         if self.pointwise:
             self.stores(top)
             return lines
-        self.k = k = self.share_persistent()
+        if self.turned:  # the rows along the block for the turned loads, `xindex` across it
+            top.add(f"xindex_t = {pid} * XBLOCK + tl.arange(0, XBLOCK)[None, :]")
+            if xmask:
+                top.add(f"xmask_t = xindex_t < {index_py(xnumel)}")
+            self.define_vars(top, "xindex_t", [f"x{i}t" for i in range(d)], k.loops[:d], xmask and "xmask_t")
         for si, r in enumerate(k.reduces):
             self.reduce_stage(r, top, si)
         n = len(k.loops)
@@ -1121,6 +1165,15 @@ class _Renderer:
         self.stores(body)
         top.lines.extend(body.lines)
         return lines
+
+    def turn_reductions(self) -> None:
+        """Fill `turned` with the loads `turned_reduction_loads` names, each over the turned-over
+        variables of its reduction and of the rows."""
+        n = len(self.k.loops)
+        for r, ld in turned_reduction_loads(self.k, self.cfg):
+            swap = {_sym(x): _sym(x + "t") for x in [*(f"x{i}" for i in range(n)), *r.rvars]}
+            self.turned[ld] = subst_expr(ld, swap)
+            self.turned_vars |= set(r.rvars)
 
     def tiles(self, top: _Scope, pid: str) -> None:
         """Program -> (tile along x{a}, tile along x{v}, other loops); the tile's variables twice:

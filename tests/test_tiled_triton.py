@@ -10,6 +10,7 @@ Runs under TRITON_INTERPRET=1 with LAZY_BACKEND=triton (about 1 ms per program: 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import OrderedDict
 
@@ -103,6 +104,25 @@ def test_contiguous_kernels_keep_the_flat_block(triton_backend):
         assert TURNED not in src and "YBLOCK: tl.constexpr" not in src
     # the plain kernel's source is what it was before tiles: YBLOCK is no parameter of it
     assert "CONSTEXPRS = {'XBLOCK': " in triton_backend[-1] and "'YBLOCK'" not in triton_backend[-1]
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_reductions_turn_the_load_contiguous_along_the_rows(axis):
+    # the [XBLOCK, RBLOCK] block has the reduced axis last: x.T's load walks it, y's is the turned one
+    x, y = rand(70, 90), rand(90, 70, seed=1)
+    k = one_kernel(lambda: (lazy.tensor(x).permute(1, 0) * lazy.tensor(y)).sum(axis))
+    turned = render_triton.turned_reduction_loads(k, render_triton.choose_config(k))
+    assert [ld.arg[0] for _, ld in turned] == [1 if axis == 0 else 0]
+    src = render_triton.render_triton(k)
+    assert src.count(TURNED) == 1 and "xindex_t = " in src
+    flat = dataclasses.replace(render_triton.choose_config(k), transpose=False)
+    assert TURNED not in render_triton.render_triton(k, flat)
+    assert render_triton.search_space(k)["transpose"] == (None, False)
+    got = (lazy.tensor(x).permute(1, 0) * lazy.tensor(y)).sum(axis).torch()
+    torch.testing.assert_close(got, (x.T.double() * y.double()).sum(axis).float(), rtol=1e-5, atol=1e-5)
+    # a column sum of one contiguous tensor: its axes agree with each other, nothing to turn
+    kc = one_kernel(lambda: lazy.tensor(x).sum(0))
+    assert not render_triton.turned_reduction_loads(kc, render_triton.choose_config(kc))
 
 
 def test_nchw_to_nhwc_tiles_the_two_axes_that_disagree():
@@ -200,6 +220,11 @@ def test_every_dtype_equals_torch(dtype, triton_backend):
     else:
         assert torch.equal((lx.permute(1, 0) * 2 + ly).torch(), x.T * 2 + y)
     assert sum(TURNED in s for s in triton_backend) == 2
+    if dtype == torch.bool:  # a reduction that turns y's load
+        assert torch.equal((lx.permute(1, 0) | ly).amax(0).torch(), (x.T | y).any(0))
+    else:
+        assert torch.equal((lx.permute(1, 0) + ly).amax(0).torch(), (x.T + y).amax(0))
+    assert sum(TURNED in s for s in triton_backend) == 3
 
 
 def test_sizes_that_change_keep_tiles_right(triton_backend):
@@ -207,7 +232,10 @@ def test_sizes_that_change_keep_tiles_right(triton_backend):
     for rows, cols in [(70, 40), (130, 90), (5, 7), (1023, 3), (2, 4097), (65, 64)]:
         x, y = rand(rows, cols), rand(cols, rows, seed=1)
         assert torch.equal((lazy.tensor(x).permute(1, 0) + lazy.tensor(y)).torch(), x.T + y)
-    (sym,) = [s for s in triton_backend if TURNED in s and "d0 = d0.to(tl.int64)" in s]
+        torch.testing.assert_close((lazy.tensor(x).permute(1, 0) * lazy.tensor(y)).sum(0).torch(),
+                                   (x.T.double() * y.double()).sum(0).float(), rtol=1e-5, atol=1e-5)
+    sym, red = [s for s in triton_backend if TURNED in s and "d0 = d0.to(tl.int64)" in s]
+    assert "xindex_t" in red
     assert "// YBLOCK)" in sym and "triton.cdiv(" in sym  # tile counts from the sizes at launch
 
 
@@ -233,6 +261,8 @@ def test_tiled_kernels_compile_for_sm90_without_spills(triton_backend):
     ks.append(one_kernel(lambda: lazy.tensor(x).permute(1, 0) * 2 + lazy.tensor(y)))
     ks.append(one_kernel(lambda: lazy.tensor(x.half()).permute(1, 0).contiguous()))
     ks.append(one_kernel(lambda: lazy.tensor(x > 0).permute(1, 0) | lazy.tensor(y > 0)))
+    ks.append(one_kernel(lambda: (lazy.tensor(x).permute(1, 0) * lazy.tensor(y)).sum(0)))
+    ks.append(one_kernel(lambda: (lazy.tensor(x.half()).permute(1, 0) * lazy.tensor(y.half())).sum(1)))
     ks.append(one_kernel(lambda: lazy.tensor(rand(8, 64, 56, 56)).permute(0, 2, 3, 1).contiguous()))
     for rows in (70, 130):  # the second size builds the kernel that takes its sizes
         (lazy.tensor(rand(rows, 90)).permute(1, 0) + lazy.tensor(rand(90, rows))).torch()
@@ -240,7 +270,8 @@ def test_tiled_kernels_compile_for_sm90_without_spills(triton_backend):
     assert ks[-1].sizes
     results = compile_triton.aot_compile_many(ks, "sm_90")  # one subprocess, TRITON_INTERPRET unset
     for k, res in zip(ks, results):
-        assert render_triton.transpose_plan(k, render_triton.choose_config(k)) is not None, k.name
+        cfg = render_triton.choose_config(k)
+        assert render_triton.transpose_plan(k, cfg) or render_triton.turned_reduction_loads(k, cfg), k.name
         assert res["target"] == "sm_90" and ".target sm_90a" in res["ptx"] and res["cubin_bytes"] > 0
         assert res["spills"] == 0 and res["local"] == 0, res["resource_usage"]
         assert res["shared"] <= compile_triton.H100_SHARED_LIMIT
