@@ -11,6 +11,13 @@ Out: Python source defining the kernel (named after `Kernel.name`), `launch(b0, 
 Mapping (Inductor's `(numel, rnumel)` model)
 - Pointwise kernels (no reductions): the loops flatten into one `xindex` of XBLOCK elements per
   program, with a tail mask; `x_i` are recovered from `xindex` with `//` and `%`.
+- Pointwise kernels whose loads and stores disagree on the contiguous axis (`x.T + y`, a permute
+  copied out; codegen/tiling.py's plan, `transpose_plan`): the flat block would read a strided load
+  a row apart per lane. Instead a program is a [YBLOCK, XBLOCK] tile of loops x{a} (the strided
+  loads' contiguous loop) and x{v} (the last, the stores'), the other loops one value each; the
+  strided loads are read as [XBLOCK, YBLOCK] blocks over the variables turned over (`x{a}t` along
+  the block), so each walks its own contiguous axis, and turned with `tl.trans` (through shared
+  memory on the GPU) before they meet the stores' layout. Tiles along x{a} are neighbouring programs.
 - Kernels with reductions: the loops outside the deepest reduction (`x0..x{D-1}`,
   D = max depth) form `xindex` ([XBLOCK, 1], one row per lane); the program then runs every
   stage one after another: each reduction over its own `rindex` ([1, RBLOCK]), and finally the
@@ -19,6 +26,10 @@ Mapping (Inductor's `(numel, rnumel)` model)
   the same shape share their index variables, so softmax's max, sum and output read the row
   from memory once (the loads are common subexpressions). Larger stages loop with a tail mask.
   Reductions shallower than D are recomputed per row of the program (correct, rarely emitted).
+  A reduction over every loop whose reduced axis disagrees with the rows' contiguous one
+  (`(x.T * y).sum(0)`, where tiling.py tiles the C kernel) reads the loads contiguous along the
+  rows as [RBLOCK, XBLOCK] blocks and turns them (`turned_reduction_loads`): every load then walks
+  the block's last axis.
 - Loads are masked by the IR's conditions and the tail masks of the variables they use,
   `other=0`; reductions replace masked lanes by the identity.
 - Index arithmetic is int32 unless some index (or a subterm) can exceed 2**31-1; then `xindex`
