@@ -106,10 +106,11 @@ def test_contiguous_kernels_keep_the_flat_block(triton_backend):
     assert "CONSTEXPRS = {'XBLOCK': " in triton_backend[-1] and "'YBLOCK'" not in triton_backend[-1]
 
 
+@pytest.mark.parametrize("shape", [(70, 90), (20, 50)])  # rows looped over RBLOCK blocks, and one block
 @pytest.mark.parametrize("axis", [0, 1])
-def test_reductions_turn_the_load_contiguous_along_the_rows(axis):
+def test_reductions_turn_the_load_contiguous_along_the_rows(axis, shape):
     # the [XBLOCK, RBLOCK] block has the reduced axis last: x.T's load walks it, y's is the turned one
-    x, y = rand(70, 90), rand(90, 70, seed=1)
+    x, y = rand(*shape), rand(*shape[::-1], seed=1)
     k = one_kernel(lambda: (lazy.tensor(x).permute(1, 0) * lazy.tensor(y)).sum(axis))
     turned = render_triton.turned_reduction_loads(k, render_triton.choose_config(k))
     assert [ld.arg[0] for _, ld in turned] == [1 if axis == 0 else 0]
