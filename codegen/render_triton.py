@@ -11,6 +11,13 @@ Out: Python source defining the kernel (named after `Kernel.name`), `launch(b0, 
 Mapping (Inductor's `(numel, rnumel)` model)
 - Pointwise kernels (no reductions): the loops flatten into one `xindex` of XBLOCK elements per
   program, with a tail mask; `x_i` are recovered from `xindex` with `//` and `%`.
+- Pointwise kernels whose loads and stores disagree on the contiguous axis (`x.T + y`, a permute
+  copied out; codegen/tiling.py's plan, `transpose_plan`): the flat block would read a strided load
+  a row apart per lane. Instead a program is a [YBLOCK, XBLOCK] tile of loops x{a} (the strided
+  loads' contiguous loop) and x{v} (the last, the stores'), the other loops one value each; the
+  strided loads are read as [XBLOCK, YBLOCK] blocks over the variables turned over (`x{a}t` along
+  the block), so each walks its own contiguous axis, and turned with `tl.trans` (through shared
+  memory on the GPU) before they meet the stores' layout. Tiles along x{a} are neighbouring programs.
 - Kernels with reductions: the loops outside the deepest reduction (`x0..x{D-1}`,
   D = max depth) form `xindex` ([XBLOCK, 1], one row per lane); the program then runs every
   stage one after another: each reduction over its own `rindex` ([1, RBLOCK]), and finally the
@@ -19,6 +26,10 @@ Mapping (Inductor's `(numel, rnumel)` model)
   the same shape share their index variables, so softmax's max, sum and output read the row
   from memory once (the loads are common subexpressions). Larger stages loop with a tail mask.
   Reductions shallower than D are recomputed per row of the program (correct, rarely emitted).
+  A reduction over every loop whose reduced axis disagrees with the rows' contiguous one
+  (`(x.T * y).sum(0)`, where tiling.py tiles the C kernel) reads the loads contiguous along the
+  rows as [RBLOCK, XBLOCK] blocks and turns them (`turned_reduction_loads`): every load then walks
+  the block's last axis.
 - Loads are masked by the IR's conditions and the tail masks of the variables they use,
   `other=0`; reductions replace masked lanes by the identity.
 - Index arithmetic is int32 unless some index (or a subterm) can exceed 2**31-1; then `xindex`
@@ -76,7 +87,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from codegen import knobs
+from codegen import knobs, tiling
 from codegen.kernel_ir import (
     Expr,
     FloorDiv,
@@ -91,7 +102,7 @@ from codegen.kernel_ir import (
     subst_expr,
     walk_exprs,
 )
-from codegen.knobs import REQUIRED, integer, knob
+from codegen.knobs import REQUIRED, flag, integer, knob
 
 INT32_MAX = 2**31 - 1
 
@@ -133,15 +144,42 @@ class TritonConfig:
     RBLOCK: int = knob(1, integer(1, MAX_TENSOR_NUMEL, pow2=True))
     num_warps: int = knob(4, integer(1, MAX_WARPS, pow2=True))
     num_stages: int = knob(1, integer(1, MAX_STAGES))
+    # transposed tiles (`transpose_plan`): None where codegen/tiling.py finds loads that disagree
+    # with the stores on the contiguous axis, False for the flat block; YBLOCK is the tile's extent
+    # along the loop those loads are contiguous along (XBLOCK: along the stores' contiguous loop)
+    transpose: bool | None = knob(None, flag(none=True))
+    YBLOCK: int = knob(1, integer(1, MAX_TENSOR_NUMEL, pow2=True))
 
 
 def check_config(cfg: TritonConfig) -> None:
     """Raise KnobError (a ValueError) unless `cfg` can be rendered: every knob within its spec and
-    the XBLOCK x RBLOCK block within Triton's limit."""
+    the XBLOCK x RBLOCK and YBLOCK x XBLOCK blocks within Triton's limit."""
     knobs.check(cfg)
-    if cfg.XBLOCK * cfg.RBLOCK > MAX_TENSOR_NUMEL:
-        raise knobs.KnobError(f"TritonConfig XBLOCK={cfg.XBLOCK} x RBLOCK={cfg.RBLOCK}: a block holds at most "
-                              f"{MAX_TENSOR_NUMEL} elements")
+    for other in ("RBLOCK", "YBLOCK"):
+        if cfg.XBLOCK * getattr(cfg, other) > MAX_TENSOR_NUMEL:
+            raise knobs.KnobError(f"TritonConfig XBLOCK={cfg.XBLOCK} x {other}={getattr(cfg, other)}: a block "
+                                  f"holds at most {MAX_TENSOR_NUMEL} elements")
+
+
+# default transposed tile: XBLOCK along the stores' contiguous loop, at least YBLOCK along the
+# transposed loads' one, TILE_NUMEL elements where a short loop leaves room (Inductor's transposes
+# run 32x32 to 64x64 tiles; these are not measured on a GPU yet)
+TILE_X = 64
+TILE_Y = 32
+TILE_NUMEL = 2048
+
+
+def transpose_plan(k: Kernel, cfg: TritonConfig | None = None) -> tiling.TilePlan | None:
+    """The transposed tiles `render_triton(k, cfg)` prints: codegen/tiling.py's plan (the same
+    loads and loops as the C backend's) with Triton's block extents, or None for the flat block.
+    Pointwise kernels only: a reduction's [XBLOCK, RBLOCK] block already holds both axes, the
+    reduced one last, so loads contiguous along it are read along it (see the module docstring)."""
+    if k.reduces:
+        return None
+    if cfg is None:
+        return tiling.plan(k, transpose=None, rows=1, cols=1, interchange=False, tile=1, budget=None)
+    return tiling.plan(k, transpose=knobs.value(cfg, "transpose"), rows=knobs.value(cfg, "YBLOCK"),
+                       cols=knobs.value(cfg, "XBLOCK"), interchange=False, tile=1, budget=None)
 
 
 def next_pow2(n: int) -> int:
@@ -229,6 +267,12 @@ def choose_config(k: Kernel, *, xblock_max: int = 1024, persistent_max: int = 81
     kernel is right for every size (a row longer than RBLOCK loops, see `_Renderer.render`).
     """
     if not k.reduces:
+        tplan = transpose_plan(k)
+        if tplan is not None:
+            xb = min(TILE_X, next_pow2(hint(k, k.loops[-1])))
+            yb = min(next_pow2(hint(k, k.loops[tplan.axis])), max(TILE_Y, TILE_NUMEL // xb))
+            return TritonConfig(XBLOCK=xb, RBLOCK=1, num_warps=max(1, min(8, xb * yb // 512)), num_stages=1,
+                                YBLOCK=yb)
         xb = min(next_pow2(hint(k, k.numel)), next_pow2(xblock_max))
         return TritonConfig(XBLOCK=xb, RBLOCK=1, num_warps=max(1, min(8, xb // 256)), num_stages=1)
     rows = hint(k, _prod(k.loops[:row_depth(k)]))
@@ -263,6 +307,12 @@ def search_space(k: Kernel) -> dict[str, tuple]:
     combinations are worth compiling."""
     d = choose_config(k)
     warps = (1, 2, 4, 8, 16)
+    tplan = transpose_plan(k)
+    if tplan is not None:
+        xs = _pow2s(16, max(16, min(next_pow2(hint(k, k.loops[-1])), 256)))
+        ys = _pow2s(8, max(8, min(next_pow2(hint(k, k.loops[tplan.axis])), 256)))
+        return {"XBLOCK": tuple(sorted(set(xs) | {d.XBLOCK})), "YBLOCK": tuple(sorted(set(ys) | {d.YBLOCK})),
+                "num_warps": warps, "transpose": (None, False)}
     if not k.reduces:
         top = max(64, min(next_pow2(hint(k, k.numel)), 4096))
         return {"XBLOCK": tuple(sorted(set(_pow2s(64, top)) | {d.XBLOCK})), "num_warps": warps}
@@ -270,14 +320,47 @@ def search_space(k: Kernel) -> dict[str, tuple]:
     maxr = max((hint(k, s) for s in stage_sizes(k)), default=1)
     xs = set(_pow2s(1, max(1, min(next_pow2(rows), 256)))) | {d.XBLOCK}
     rs = set(_pow2s(min(16, next_pow2(maxr)), max(1, min(next_pow2(maxr), 16384)))) | {d.RBLOCK}
-    return {"XBLOCK": tuple(sorted(xs)), "RBLOCK": tuple(sorted(rs)), "num_warps": warps, "num_stages": (1, 2, 3)}
+    space = {"XBLOCK": tuple(sorted(xs)), "RBLOCK": tuple(sorted(rs)), "num_warps": warps, "num_stages": (1, 2, 3)}
+    if turned_reduction_loads(k, d):
+        space["transpose"] = (None, False)
+    return space
 
 
 def valid_config(k: Kernel, cfg: TritonConfig) -> bool:
     """Blocks that fit: at most MAX_BLOCK_NUMEL elements (or the default's), one element per thread or more."""
-    numel = cfg.XBLOCK * max(cfg.RBLOCK, 1)
     d = choose_config(k)
-    return numel <= max(MAX_BLOCK_NUMEL, d.XBLOCK * d.RBLOCK) and cfg.num_warps * 32 <= max(numel, 32)
+    numel = block_numel(k, cfg)
+    return numel <= max(MAX_BLOCK_NUMEL, block_numel(k, d)) and cfg.num_warps * 32 <= max(numel, 32)
+
+
+def turned_reduction_loads(k: Kernel, cfg: TritonConfig) -> list[tuple[Reduce, Expr]]:
+    """(reduction, load) pairs read turned over in a reduction over all loops whose reduced axis
+    disagrees with the rows' contiguous one, where codegen/tiling.py plans tiles for it. The
+    [XBLOCK, RBLOCK] block has the reduced axis last, so the loads to turn are the ones contiguous
+    along the rows and a cache line or more apart along the reduction (`tiling.transposed` with the
+    plan's two axes in this block's order): read as [RBLOCK, XBLOCK], the rows last, then turned."""
+    n = len(k.loops)
+    if not k.reduces or row_depth(k) != n or n == 0:
+        return []
+    if tiling.plan(k, transpose=knobs.value(cfg, "transpose"), rows=cfg.RBLOCK, cols=1, interchange=True,
+                   tile=cfg.XBLOCK, budget=None) is None:
+        return []
+    row, out = _sym(f"x{n - 1}"), []
+    for r in k.reduces:
+        if r.depth == n and r.rvars:
+            out += [(r, ld) for ld in walk_exprs([r.value])
+                    if ld.op == "load" and tiling.transposed(k, ld, row, _sym(r.rvars[-1]))]
+    return out
+
+
+def block_numel(k: Kernel, cfg: TritonConfig) -> int:
+    """Elements of one program's block: YBLOCK x XBLOCK for transposed tiles, else XBLOCK x RBLOCK."""
+    return cfg.XBLOCK * (cfg.YBLOCK if transpose_plan(k, cfg) is not None else cfg.RBLOCK)
+
+
+def _sym(name: str) -> sympy.Symbol:
+    """Loop variable `name` as the scheduler writes it in index expressions."""
+    return sympy.Symbol(name, integer=True, nonnegative=True)
 
 
 def _cond_syms(conds) -> set:
@@ -367,7 +450,7 @@ def needs_int64(k: Kernel, cfg: TritonConfig) -> bool:
     for r in k.reduces:
         ranges.update(zip(r.rvars, r.rsizes))
     d = row_depth(k)
-    if _prod(k.loops[:d]) + cfg.XBLOCK > INT32_MAX or k.numel > INT32_MAX:
+    if _prod(k.loops[:d]) + max(cfg.XBLOCK, cfg.YBLOCK) > INT32_MAX or k.numel > INT32_MAX:
         return True
     if any(s + cfg.RBLOCK > INT32_MAX for s in stage_sizes(k)):
         return True
@@ -629,6 +712,16 @@ class _Renderer:
         self.sym_looped = looped_at_hints(k, cfg) if sym_looped is None else sym_looped
         self.masks_named: dict = {}  # size -> its persistent mask's name
         self.pointwise = not k.reduces
+        self.tplan = transpose_plan(k, cfg)
+        # each transposed load with x{a}, x{v} replaced by x{a}t, x{v}t: the variables of the tile
+        # turned over, so the load walks its contiguous axis along the block's last one
+        self.turned: dict[Expr, Expr] = {}
+        if self.tplan is not None:
+            a, v = f"x{self.tplan.axis}", f"x{len(k.loops) - 1}"
+            swap = {_sym(a): _sym(a + "t"), _sym(v): _sym(v + "t")}
+            memo: dict = {}
+            self.turned = {ld: subst_expr(ld, swap, memo) for ld, _ in self.tplan.loads}
+        self.turned_vars: set[str] = set()  # reduction variables some turned load uses
         self.D = row_depth(k)
         self.i64 = needs_int64(k, cfg)
         self.itype = "tl.int64" if self.i64 else "tl.int32"
@@ -639,7 +732,7 @@ class _Renderer:
         self.acc_names: dict[str, str] = {}
         # constants are one-element blocks, not 0-d tensors: the interpreter gives a broadcast 0-d
         # comparison result the dtype of its operands (0-d (1.5 == 0.0) | block fails)
-        self.unit = "[1]" if self.pointwise else "[1, 1]"
+        self.unit = "[1]" if self.pointwise and self.tplan is None else "[1, 1]"
         self.xmask: str | None = None
         self.rindex_defined = False  # the shared `rindex` of one-block stages
         self.masks_defined: set = set()
@@ -675,6 +768,8 @@ class _Renderer:
         """The block shape of a value that depends on `names`."""
         if not names:
             return "[]"
+        if self.tplan is not None:
+            return "[YBLOCK, XBLOCK]"
         if self.pointwise:
             return "[XBLOCK]"
         xs = any(n in self.outer for n in names)
@@ -814,6 +909,9 @@ class _Renderer:
         raise NotImplementedError(f"Triton backend: no rendering for op {op!r}")
 
     def load(self, e: Expr) -> str:
+        turned = self.turned.get(e)
+        if turned is not None:
+            e = turned
         b, index, conds = e.arg
         index = sympy.sympify(index)
         cd = compute_dtype(e.dtype)
@@ -829,6 +927,8 @@ class _Renderer:
             shape = self.shape_of(names) if names else self.unit
             off = f"tl.full({shape}, {off}, {self.itype})"
         code = f"tl.load(b{b} + {off}" + (f", mask={' & '.join(mask)}, other=0)" if mask else ")")
+        if turned is not None:  # read with its contiguous axis last, then turned to the block's shape
+            code = f"tl.trans({code})"
         if e.dtype == "bfloat16":
             return f"_lz_bf16_f32({code})"
         if cd != e.dtype:  # narrow dtypes compute wider
@@ -961,6 +1061,11 @@ class _Renderer:
             mask = f"rmask{si}"
             body.add(f"{mask} = {idx} < {index_py(numel)}")
         self.define_vars(body, idx, names, sizes, mask)
+        if self.turned_vars & set(names):  # across the block, for the turned loads
+            body.add(f"{idx}t = roffset + tl.arange(0, RBLOCK)[:, None]" + (".to(tl.int64)" if self.i64 else ""))
+            if mask:
+                body.add(f"{mask}t = {idx}t < {index_py(numel)}")
+            self.define_vars(body, f"{idx}t", [nm + "t" for nm in names], sizes, mask and f"{mask}t")
         return body
 
     def persistent_vars(self, top: _Scope, names, sizes) -> str | None:
@@ -980,6 +1085,15 @@ class _Renderer:
             self.masks_defined.add(mask)
         if names[0] not in self.var_mask:
             self.define_vars(top, "rindex", names, sizes, mask)
+            if self.turned_vars & set(names):  # across the block, for the turned loads
+                if "rindex_t" not in self.masks_defined:
+                    arange = "tl.arange(0, RBLOCK)[:, None]" + (".to(tl.int64)" if self.i64 else "")
+                    top.add(f"rindex_t = {arange}")
+                    self.masks_defined.add("rindex_t")
+                if mask and f"{mask}_t" not in self.masks_defined:
+                    top.add(f"{mask}_t = rindex_t < {index_py(numel)}")
+                    self.masks_defined.add(f"{mask}_t")
+                self.define_vars(top, "rindex_t", [nm + "t" for nm in names], sizes, mask and f"{mask}_t")
         return mask
 
     # -- sharing variables between one-block stages -------------------------------------------
@@ -1019,10 +1133,16 @@ class _Renderer:
         lines: list[str] = []
         top = _Scope(lines, "    ")
         pid = "tl.program_id(0).to(tl.int64)" if self.i64 else "tl.program_id(0)"
+        if self.tplan is not None:
+            self.tiles(top, pid)
+            self.stores(top)
+            return lines
         if self.pointwise:
             xnumel = k.numel
             top.add(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)")
         else:
+            self.k = k = self.share_persistent()
+            self.turn_reductions()
             xnumel = _prod(k.loops[:self.D])
             top.add(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
         xmask = None
@@ -1035,7 +1155,11 @@ class _Renderer:
         if self.pointwise:
             self.stores(top)
             return lines
-        self.k = k = self.share_persistent()
+        if self.turned:  # the rows along the block for the turned loads, `xindex` across it
+            top.add(f"xindex_t = {pid} * XBLOCK + tl.arange(0, XBLOCK)[None, :]")
+            if xmask:
+                top.add(f"xmask_t = xindex_t < {index_py(xnumel)}")
+            self.define_vars(top, "xindex_t", [f"x{i}t" for i in range(d)], k.loops[:d], xmask and "xmask_t")
         for si, r in enumerate(k.reduces):
             self.reduce_stage(r, top, si)
         n = len(k.loops)
@@ -1053,6 +1177,76 @@ class _Renderer:
         top.lines.extend(body.lines)
         return lines
 
+    def turn_reductions(self) -> None:
+        """Fill `turned` with the loads `turned_reduction_loads` names, each over the turned-over
+        variables of its reduction and of the rows."""
+        n = len(self.k.loops)
+        for r, ld in turned_reduction_loads(self.k, self.cfg):
+            swap = {_sym(x): _sym(x + "t") for x in [*(f"x{i}" for i in range(n)), *r.rvars]}
+            self.turned[ld] = subst_expr(ld, swap)
+            self.turned_vars |= set(r.rvars)
+
+    def tiles(self, top: _Scope, pid: str) -> None:
+        """Program -> (tile along x{a}, tile along x{v}, other loops); the tile's variables twice:
+        x{a} down the block and x{v} along it (the stores'), and turned over, x{a}t along the block
+        and x{v}t down it (the `turned` loads')."""
+        k, p = self.k, self.tplan
+        n = len(k.loops)
+        a, v = p.axis, n - 1
+        top.add(f"# {p.describe().replace('read through L1 tiles', 'read turned over (tl.trans)')} "
+                "(codegen/tiling.py)")
+        # a [1, 1] block, never 0-d: what derives from it broadcasts as a block (see `unit`)
+        top.add(f"tile = tl.full([1, 1], {pid}, {self.itype})")
+        # the tiles along x{a} first: neighbouring programs continue the turned loads' rows
+        ny, nx = self.tiles_py(k.loops[a], "YBLOCK"), self.tiles_py(k.loops[v], "XBLOCK")
+        top.add(f"tile_y = tile % {ny}")
+        top.add(f"tile_x = (tile // {ny}) % {nx}")
+        if n > 2:
+            top.add(f"tile_o = tile // ({ny} * {nx})")
+            rest = [i for i in range(n - 1) if i != a]
+            self.define_vars(top, "tile_o", [f"x{i}" for i in rest], [k.loops[i] for i in rest], None)
+        ar = ".to(tl.int64)" if self.i64 else ""
+        for var, start, blk, size, down in ((f"x{a}", "tile_y", "YBLOCK", k.loops[a], True),
+                                             (f"x{v}", "tile_x", "XBLOCK", k.loops[v], False)):
+            exact = divides(getattr(self.cfg, blk), size)
+            for name, col in ((var, down), (var + "t", not down)):
+                top.add(f"{name} = {start} * {blk} + tl.arange(0, {blk}){'[:, None]' if col else '[None, :]'}{ar}")
+                self.var_mask[name] = None if exact else f"{name}_mask"
+                if not exact:
+                    top.add(f"{name}_mask = {name} < {index_py(size)}")
+
+    def tiles_py(self, size, blk: str) -> str:
+        """In the kernel: how many blocks of constexpr `blk` cover `size`."""
+        if is_static(size):
+            return str(-(-int(size) // getattr(self.cfg, blk)))
+        return f"(({index_py(size)} + {blk} - 1) // {blk})"
+
+    def programs_py(self) -> str:
+        """On the host: how many programs the kernel launches, an expression of the sizes: the
+        rows of `xindex` in XBLOCK blocks, or the tiles (`tiles`)."""
+        k, cfg = self.k, self.cfg
+        xb = knobs.src(cfg, "XBLOCK")
+        if self.tplan is None:
+            xnumel = k.numel if self.pointwise else _prod(k.loops[:self.D])
+            return f"triton.cdiv({index_py(xnumel)}, {xb})"
+        others = _prod(s for i, s in enumerate(k.loops[:-1]) if i != self.tplan.axis)
+        terms = [f"triton.cdiv({index_py(k.loops[self.tplan.axis])}, {knobs.src(cfg, 'YBLOCK')})",
+                 f"triton.cdiv({index_py(k.loops[-1])}, {xb})"]
+        return " * ".join(terms + ([index_py(others)] if others != 1 else []))
+
+    def programs(self) -> int | None:
+        """`programs_py` as a number, at least 1 (a program that masks everything); None where it
+        depends on the sizes."""
+        k, cfg = self.k, self.cfg
+        if self.tplan is None:
+            counts = [(k.numel if self.pointwise else _prod(k.loops[:self.D]), cfg.XBLOCK)]
+        else:
+            others = _prod(s for i, s in enumerate(k.loops[:-1]) if i != self.tplan.axis)
+            counts = [(others, 1), (k.loops[self.tplan.axis], cfg.YBLOCK), (k.loops[-1], cfg.XBLOCK)]
+        if not all(is_static(n) for n, _ in counts):
+            return None
+        return max(1, math.prod(-(-int(n) // blk) for n, blk in counts))
+
     def render(self) -> str:
         k, cfg = self.k, self.cfg
         name = kernel_name(k)
@@ -1067,17 +1261,18 @@ class _Renderer:
         else:
             body = self.body()
         params = [f"b{i}" for i in range(len(k.buffers))]
-        xnumel = k.numel if self.pointwise else _prod(k.loops[:self.D])
         sig = {p: SIG[b.dtype] for p, b in zip(params, k.buffers)}
         scalars = scalar_signature(k.scalars)
         sizes = {d: "i64" for d in k.sizes}
         sig.update(scalars)
         sig.update(sizes)
-        constexprs = ["XBLOCK", "RBLOCK"] + (["LOOPED"] if variants else [])
+        constexprs = ["XBLOCK", "RBLOCK"] + (["LOOPED"] if variants else []) + (["YBLOCK"] if self.tplan else [])
         sig.update({c: "constexpr" for c in constexprs})
         typed = params + [f"{p}: {t!r}" for p, t in {**scalars, **sizes}.items()]
         params = params + list(scalars) + list(sizes)
         values = {"XBLOCK": xblock, "RBLOCK": rblock}
+        if self.tplan:
+            values["YBLOCK"] = knobs.src(cfg, "YBLOCK")
         if variants:
             looped = " or ".join(f"({index_py(n)} > {rblock})" for n in dict.fromkeys(sym))
             values["LOOPED"] = looped
@@ -1103,12 +1298,12 @@ class _Renderer:
                     "# every set of constexprs a launch may pass (an ahead-of-time compile builds each)",
                     "VARIANTS = [CONSTEXPRS, {**CONSTEXPRS, 'LOOPED': True}]"]
         else:
-            out.append(f"CONSTEXPRS = {{'XBLOCK': {xblock}, 'RBLOCK': {rblock}}}")
+            out.append("CONSTEXPRS = {" + ", ".join(f"{c!r}: {values[c]}" for c in constexprs) + "}")
         out += [f"NUM_WARPS = {knobs.src(cfg, 'num_warps')}",
                 f"NUM_STAGES = {knobs.src(cfg, 'num_stages')}"]
         kwargs = "".join(f"{c}={values[c]}, " for c in constexprs) + "num_warps=NUM_WARPS, num_stages=NUM_STAGES"
         if not k.sizes:
-            out += [f"GRID = ({max(1, -(-xnumel // cfg.XBLOCK))},)",
+            out += [f"GRID = ({self.programs()},)",
                     "",
                     "",
                     f"def launch({', '.join(params)}):",
@@ -1117,7 +1312,7 @@ class _Renderer:
                     ""]
             return "\n".join(out)
         hints = {d: int(k.meta.get("hints", {}).get(d, 2)) for d in k.sizes}
-        grid = (max(1, -(-xnumel // cfg.XBLOCK)),) if is_static(xnumel) else None
+        grid = (self.programs(),) if self.programs() is not None else None
         out += [f"SIZES = {tuple(k.sizes)!r}",
                 f"HINTS = {hints!r}  # typical sizes (the config was chosen for them)",
                 f"GRID = {grid!r}  # None: it depends on the sizes (`grid`)",
@@ -1125,7 +1320,7 @@ class _Renderer:
                 "",
                 f"def grid({', '.join(k.sizes)}):",
                 '    """The launch grid at these sizes (no programs when there is nothing to compute)."""',
-                f"    return (triton.cdiv({index_py(xnumel)}, {xblock}),)",
+                f"    return ({self.programs_py()},)",
                 "",
                 "",
                 f"def launch({', '.join(params)}):",
@@ -1143,7 +1338,7 @@ class _TileRenderer(_Renderer):
 
     def __init__(self, k: Kernel, var_masks: dict, acc: str, i64: bool):
         super().__init__(k, TritonConfig(XBLOCK=1, RBLOCK=1, num_warps=1, num_stages=1))
-        self.pointwise = False
+        self.pointwise, self.tplan, self.turned = False, None, {}
         self.i64, self.itype = i64, "tl.int64" if i64 else "tl.int32"
         self.unit = "[1, 1]"
         self.var_mask = dict(var_masks)

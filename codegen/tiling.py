@@ -1,11 +1,14 @@
 """Transposed tiles: kernels whose loads and stores disagree on the contiguous axis.
 
 In:  a `Kernel` and the tile knobs of a C config (codegen/render_c.py `CConfig`: `transpose`,
-     `tile_rows`, `tile_cols`, and `tile`, the columns of an interchanged reduction).
+     `tile_rows`, `tile_cols`, and `tile`, the columns of an interchanged reduction), or of a
+     Triton one (codegen/render_triton.py `TritonConfig`: `transpose`, `YBLOCK`, `XBLOCK`).
 Out: `plan(...)`: a `TilePlan` naming the loads that are read through L1 tiles, the loop variable
      they are contiguous along, and the tile's extent; None where the kernel keeps its plain nest.
      render_c prints the nest the plan describes (`_render`: `emit_transposed`, and the blocked
-     reduction loop of `reduction_loop`).
+     reduction loop of `reduction_loop`); render_triton the same tiles as [YBLOCK, XBLOCK] blocks
+     whose transposed loads are read along `a` and turned with `tl.trans` (`transpose_plan`,
+     `turned_reduction_loads`).
 
 Why. `x.permute(1, 0) + y` is a loop nest whose innermost (vector) loop `v` walks `y` and the
 output contiguously and `x` a whole row apart: every element of `x` costs a cache line, and rows
@@ -31,11 +34,19 @@ along `a` (at most TRANSPOSE_A_BYTES apart: a line holds several consecutive ele
 stride of at least a cache line (LINE bytes) along `v`. Strides that are sizes that change are
 judged at their hints: the tiles are right for any value, only the choice of plan takes hints.
 
+Triton. A pointwise plan is one [YBLOCK, XBLOCK] block per program over `a` and `v` (XBLOCK along
+`v`), its transposed loads read as [XBLOCK, YBLOCK] along `a` and turned with `tl.trans`; no L1
+budget applies (`budget=None`: the block lives in registers and shared memory, bounded by
+render_triton's config check). A reduction plan keeps Triton's [XBLOCK, RBLOCK] block, whose last
+axis is the reduced one: the planned loads already walk it, and the loads turned there are the
+others, contiguous along the rows (`transposed` with `a` and `v` swapped).
+
 Not tiled (yet): a kernel whose stores are strided along its innermost loop (an assignment into a
 transposed view), pointwise kernels that also reduce, loads whose index is not affine in the two
-axes (a reshape of a transpose, `//` and `%`), and the Triton backend: its pointwise kernels flatten
-every loop into one `xindex` block, and the same plan there is a 2-D `[YBLOCK, XBLOCK]` block whose
-strided loads are read along `a` and turned with `tl.trans` (or a block pointer with `order`).
+axes (a reshape of a transpose, `//` and `%`), and on Triton reductions over some loops only (rows
+of a softmax over a transpose: the rows come from `xindex` with `//` and `%`). The Triton tiles
+are not measured on a GPU yet: their default extents (render_triton's TILE_X, TILE_Y) are guesses
+for `lazy tune` to correct.
 
 Invariants
 - Tiles keep fixed extents whatever the sizes: every tile loop computes its end at run time
@@ -130,15 +141,18 @@ def _buffer_bytes(loads, rows: int, cols: int) -> int:
     return sum(rows * cols * (8 if ITEMSIZE[ld.dtype] == 8 else 4) for ld, _ in loads)
 
 
-def plan(k: Kernel, *, transpose: bool | None, rows: int, cols: int, interchange: bool, tile: int) -> TilePlan | None:
-    """The tiles `k` runs in (see the module docstring), or None. `interchange`: whether render_c
-    runs `k`'s reductions as column tiles of `tile` columns."""
+def plan(k: Kernel, *, transpose: bool | None, rows: int, cols: int, interchange: bool, tile: int,
+         budget: int | None = TILE_BUF_MAX) -> TilePlan | None:
+    """The tiles `k` runs in (see the module docstring), or None. `interchange`: whether the
+    renderer runs `k`'s reductions as column tiles of `tile` columns. `budget`: bytes of tiles one
+    C thread keeps in L1 (a plan that needs more is none); None for Triton, whose blocks live in
+    registers and shared memory and are bounded by its config check instead."""
     if transpose is False or not k.loops:
         return None
     n = len(k.loops)
     v = _var(f"x{n - 1}")
     if not k.reduces and n >= 2:
-        return _pointwise(k, v, rows, cols)
+        return _pointwise(k, v, rows, cols, budget)
     if interchange and any(r.depth == n and r.rvars for r in k.reduces):
         loads = []
         for r in k.reduces:
@@ -146,12 +160,12 @@ def plan(k: Kernel, *, transpose: bool | None, rows: int, cols: int, interchange
                 continue
             a = _var(r.rvars[-1])
             loads += [(ld, r.rvars[-1]) for ld in _loads(r.value, set()) if transposed(k, ld, a, v)]
-        if loads and _buffer_bytes(loads, rows, tile) <= TILE_BUF_MAX:
+        if loads and (budget is None or _buffer_bytes(loads, rows, tile) <= budget):
             return TilePlan("reduction", n - 1, tuple(loads), rows, tile)
     return None
 
 
-def _pointwise(k: Kernel, v: sympy.Symbol, rows: int, cols: int) -> TilePlan | None:
+def _pointwise(k: Kernel, v: sympy.Symbol, rows: int, cols: int, budget: int | None) -> TilePlan | None:
     n = len(k.loops)
     seen: set = set()
     loads = [ld for s in k.stores for ld in _loads(s.value, seen)]
@@ -180,6 +194,6 @@ def _pointwise(k: Kernel, v: sympy.Symbol, rows: int, cols: int) -> TilePlan | N
         return None
     _, i, picked = best
     pairs = tuple((ld, f"x{i}") for ld in picked)
-    if _buffer_bytes(pairs, rows, cols) > TILE_BUF_MAX:
+    if budget is not None and _buffer_bytes(pairs, rows, cols) > budget:
         return None
     return TilePlan("pointwise", i, pairs, rows, cols)

@@ -16,7 +16,8 @@ skips points outside the specs before building anything.
 Search spaces are declared beside each backend: `render_c.search_space` (threads, parallel
 threshold, tile, simdlen, unroll, chunk, loop order, reduction split, row functions, transposed
 tiles and their extents),
-`render_triton.search_space` (XBLOCK, RBLOCK, num_warps, num_stages), `gemm_triton.search_space`
+`render_triton.search_space` (XBLOCK, RBLOCK, num_warps, num_stages; transposed tiles and their
+YBLOCK), `gemm_triton.search_space`
 (BLOCK_M/N/K, GROUP_M, num_warps, num_stages), `gemm_c.search_space` (MC/KC/NC blocking, MR x NV
 micro-tile). Each knob's values are ordered where they have one.
 
@@ -61,6 +62,10 @@ from codegen import knobs, tunedb
 from codegen.kernel_ir import ExternCall, Kernel
 
 SCHEMA = 1  # of stored configs: bump when a knob's meaning changes, so old winners are not reused
+# the same for one kind of config alone, so the others keep their winners. triton 2: XBLOCK of a
+# kernel with transposed tiles (render_triton.transpose_plan) is the tile's width, no longer a
+# flat block of thousands of elements
+KIND_SCHEMA = {"triton": 2}
 
 # Outputs of a candidate must match the default's. Candidates change loop order, vector width,
 # threads and block sizes, never the arithmetic: float32 sums accumulate in double on the C backend
@@ -125,7 +130,8 @@ def _triton_version() -> str:
 
 
 def backend_version(kind: str) -> str:
-    return _c_version() if kind in ("c", "cgemm") else _triton_version()
+    v = _c_version() if kind in ("c", "cgemm") else _triton_version()
+    return v + (f"; {kind} {KIND_SCHEMA[kind]}" if kind in KIND_SCHEMA else "")
 
 
 def kind_of(k: Kernel | ExternCall, backend: str) -> str | None:
