@@ -489,6 +489,20 @@ def test_signbit_of_nan_is_false():
     same(lazy.tensor(t).signbit(), t.signbit())
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_var_and_std_of_equal_values_are_zero(dtype):
+    # a mean computed as a rounded sum over n was an ulp off: std 6.7e-16 (perf/fuzz.py seed 777
+    # case 7004); torch's Welford gives 0
+    x = torch.full((7, 33), 0.1, dtype=torch.float64).to(dtype)
+    t = lazy.tensor(x)
+    assert t.std().item() == 0 and (t.var(1).torch() == 0).all() and (t.std(0, correction=0).torch() == 0).all()
+    v, m = lazy.var_mean(t, 0)
+    assert (v.torch() == 0).all() and (m.torch() == x[0]).all()
+    g = lazy.tensor(x.float(), requires_grad=True)
+    lazy.std_mean(g, 1)[1].sum().backward()  # the mean's gradient is 1/n, however the mean was kept
+    assert torch.equal(g.grad.torch(), torch.full((7, 33), 1 / 33))
+
+
 def test_remainder_is_exact_for_huge_quotients():
     # README, "Where lazy differs from torch": fmod corrected to the divisor's sign at any quotient;
     # torch's vectorized kernel overflows a / b to inf (NaN) where its scalar tail does not
