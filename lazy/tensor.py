@@ -1412,9 +1412,16 @@ class Tensor:
             raise DTypeError(f"lerp: expected a floating point tensor, got {self.dtype}")
         x, end = self._cast(dt), end._cast(dt)
         d = end - x  # torch's test of a small weight is |w| < 0.5 (w = -1 takes the end's side)
+
+        def far(w):
+            # end - d (1 - w), which torch forms in one fused multiply-add: d (1 - w) may overflow
+            # where the result does not (lerp(0, -3e38, -0.71) is 2.1e38), so for |d| > 1 it is
+            # computed halved (exact scalings: the same roundings), and doubled back
+            return where(d.abs() > 1, (end * 0.5 - (d * 0.5) * (1 - w)) * 2, end - d * (1 - w))
+
         if not isinstance(w, Tensor):
-            return x + d * w if abs(w) < 0.5 else end - d * (1 - w)
-        return where(w.abs() < 0.5, x + d * w, end - d * (1 - w))
+            return x + d * w if abs(w) < 0.5 else far(w)
+        return where(w.abs() < 0.5, x + d * w, far(w))
 
     # ---- elementwise: more math (composites; halves compute in float32, rounded once)
     @_composite

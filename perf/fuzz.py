@@ -1027,7 +1027,7 @@ class _Nudge(TorchFunctionMode):
                 scale = torch.maximum(r.abs(), torch.ones_like(r))
                 moved = torch.where(torch.isfinite(r), r + torch.where(away == 0, self.sign, away) * 4 * _ulp(scale), r)
             elif name in self._ABS_MATH and isinstance(args[0], torch.Tensor):
-                scale = torch.maximum(args[0].abs(), r.abs()).to(r.dtype)
+                scale = torch.maximum(args[0].to(r.dtype).abs(), r.abs())  # (a bool or int argument too)
                 moved = torch.where(torch.isfinite(r), r + away * 4 * _ulp(scale), r)
             elif scale is not None and bool(torch.isfinite(scale)):
                 moved = torch.where(torch.isfinite(r), r + away * 2 * _ulp(scale).to(r.dtype), r)

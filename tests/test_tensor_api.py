@@ -1199,6 +1199,19 @@ def test_lerp_takes_torch_side_by_the_weight_magnitude(w):
     same(lazy.tensor(s).lerp(lazy.tensor(e), lazy.tensor(torch.full((4,), w))), s.lerp(e, torch.full((4,), w)))
 
 
+@pytest.mark.parametrize("w", [-1.0, -0.71, 0.9, 1.5])
+def test_lerp_near_the_float_limit_does_not_overflow_where_torch_does_not(w):
+    # torch forms end - d (1 - w) in one fused multiply-add: d (1 - w) may exceed the largest float
+    # while the result does not (perf/fuzz.py seed 777 cases 5235, 5245: lazy gave inf)
+    s = torch.tensor([0.0, -1e38, 1e-3, 2.0] * 5)
+    e = torch.tensor([-3e38, 1.5e38, 1e-40, -3.0] * 5)
+    want = s.lerp(e, w)
+    got = lazy.tensor(s).lerp(lazy.tensor(e), w).torch()
+    torch.testing.assert_close(got, want, rtol=3e-7, atol=1e-45)  # two roundings here, one in torch's fma
+    got = lazy.tensor(s).lerp(lazy.tensor(e), lazy.tensor(torch.full((20,), w))).torch()
+    torch.testing.assert_close(got, want, rtol=3e-7, atol=1e-45)
+
+
 def test_module_functions_and_math_helpers():
     t = rnd(3, 4)
     x = lazy.tensor(t)
