@@ -101,7 +101,13 @@ def schedule(roots: list[Node], buffers: list[Buffer], into: tuple[int | None, .
             for i, s in enumerate(n.srcs):
                 if strided_view(s, realized) is not None:
                     continue
-                if n.op is Op.MATMUL and i == 0 and implicit_gemm():  # rule 6: a GEMM reads its A operand through an index map
+                base = s
+                while base.op in MOVEMENT and id(base) not in realized:
+                    base = base.srcs[0]
+                strided_below = (base is not s and base.op is not Op.BUFFER
+                                 and strided_view(s, realized | {id(base)}) is not None)
+                # rule 6: a GEMM reads its A operand through an index map
+                if n.op is Op.MATMUL and i == 0 and not strided_below and implicit_gemm():
                     gv = _implicit_operand(s, realized)
                     if gv is not None:
                         base, why = gv
@@ -113,10 +119,7 @@ def schedule(roots: list[Node], buffers: list[Buffer], into: tuple[int | None, .
                         continue
                 # realize what the movement ops stand on, when the GEMM can then read the moved
                 # operand as a strided view of it (a transposed gradient: no transposing copy)
-                base = s
-                while base.op in MOVEMENT and id(base) not in realized:
-                    base = base.srcs[0]
-                if base is not s and base.op is not Op.BUFFER and strided_view(s, realized | {id(base)}) is not None:
+                if strided_below:
                     decisions.append(f"realize: {_describe(base)} feeds a GEMM or library call through a strided view")
                     realized.add(id(base))
                 else:
