@@ -333,14 +333,22 @@ def linear_coeffs(e: sympy.Expr) -> dict | None:
     """{symbol: coeff, 1: const} if `e` is affine in plain symbols, else None. A split index
     recombined, c*d*(a // d) + c*(a % d), is c*a (a reshape that merges two dims of a view)."""
     terms = dict(sympy.expand(e).as_coefficients_dict())
-    for t in [t for t in terms if isinstance(t, ModIdx)]:
-        a, d = t.args
-        q = FloorDiv(a, d)
-        if t in terms and q in terms and terms[q] == terms[t] * d:
-            c = terms.pop(t)
-            terms.pop(q)
-            for u, cu in sympy.expand(c * a).as_coefficients_dict().items():
-                terms[u] = terms.get(u, 0) + cu
+    merged = True
+    while merged:  # three merged dims: 9*(a // 9) + 3*((a // 3) % 3) + a % 3 -> 3*(a // 3) + a % 3 -> a
+        merged = False
+        for t in [t for t in terms if isinstance(t, ModIdx)]:
+            a, d = t.args
+            q = FloorDiv(a, d)
+            if isinstance(a, FloorDiv) and a.args[1].is_Integer and q not in terms:
+                q = FloorDiv(a.args[0], a.args[1] * d)
+            if t in terms and q in terms and terms[q] == terms[t] * d:
+                c = terms.pop(t)
+                terms.pop(q)
+                for u, cu in sympy.expand(c * a).as_coefficients_dict().items():
+                    terms[u] = terms.get(u, 0) + cu
+                    if terms[u] == 0:
+                        terms.pop(u)
+                merged = True
     out = {}
     for t, c in terms.items():
         if c == 0:
