@@ -61,7 +61,8 @@ same statements with torch, each rounded to the output's dtype:
   widened by `TOLERANCE` at both ends. Where the references disagree in sign, rounding decides the
   sign of the value or of something it was divided by (`1 / log_softmax(x)` of a row's maximum:
   -1e-7 or -2e-7 by rounding, one ulp of 1): the envelope is then also taken of the reciprocals,
-  the map that turns an interval about zero into the outside of a large one.
+  the map that turns an interval about zero into the outside of a large one, for values within 16
+  times the largest reference (a heuristic: a cancelling sum near 0 may not come out as 5.0).
   Integer and bool values must equal one of these exactly:
   a value no float rounding touches (all references agree) is exact, one computed from rounded
   floats (a comparison, a float-to-int cast, an argmax) may be any value a rounding produces.
@@ -1163,7 +1164,8 @@ def _judge(name: str, got: torch.Tensor, want: torch.Tensor, refs) -> str | None
             rc, rg = 1 / torch.where(nan, math.inf, c), 1 / g
             rlo = torch.where(nan, math.inf, rc).amin(0)
             rhi = torch.where(nan, -math.inf, rc).amax(0)
-            inside |= straddle & (rg >= rlo - (atol + rtol * rlo.abs())) & (rg <= rhi + (atol + rtol * rhi.abs()))
+            near = g.abs() <= 16 * torch.where(nan, 0, c.abs()).amax(0)  # a reciprocal's scale, not any value
+            inside |= straddle & near & (rg >= rlo - (atol + rtol * rlo.abs())) & (rg <= rhi + (atol + rtol * rhi.abs()))
         ok = torch.where(g.isnan(), nan.any(0), inside)
     else:
         c = torch.stack([x.to(got.dtype) for x in cands])

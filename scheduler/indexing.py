@@ -18,7 +18,6 @@ Invariants
 
 from __future__ import annotations
 
-import math
 from functools import cache
 
 import sympy
@@ -358,10 +357,3 @@ def linear_coeffs(e: sympy.Expr) -> dict | None:
         else:
             return None
     return out
-
-
-def gcd_all(xs) -> int:
-    g = 0
-    for x in xs:
-        g = math.gcd(g, int(x))
-    return g

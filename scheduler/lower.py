@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import sympy
 
-from codegen.kernel_ir import BufferArg, Expr, Kernel, Reduce, Store, index_exprs, kernel_exprs, subst_expr
+from codegen.kernel_ir import BufferArg, Expr, Kernel, Reduce, Store, index_exprs, subst_expr
 from codegen.legalize import legalize
 from lazy.graph import BINARY, MOVEMENT, REDUCE, UNARY, Node, Op, buffer_layout
-from scheduler.indexing import bounds, flat_index, movement_index, strides_of, symbol
+from scheduler.indexing import flat_index, movement_index, strides_of, symbol
 
 REDUCE_NAMES = {Op.SUM: "sum", Op.RMAX: "max", Op.PROD: "prod"}
 
@@ -305,19 +305,3 @@ def merge_loops(k: Kernel, ranges: dict) -> Kernel:
             if changed:
                 break
     return k
-
-
-def bytes_bounds_ok(k: Kernel, ranges: dict) -> bool:
-    """Every unmasked load and store stays inside its buffer (a self-check used by tests)."""
-    full = dict(ranges)
-    for i, s in enumerate(k.loops):
-        full[symbol(f"x{i}")] = s
-    for r in k.reduces:
-        for v, s in zip(r.rvars, r.rsizes):
-            full[symbol(v)] = s
-    for e in kernel_exprs(k):
-        if e.op == "load" and not e.arg[2]:
-            lo, hi = bounds(e.arg[1], full)
-            if lo < 0 or hi >= k.buffers[e.arg[0]].numel:
-                return False
-    return True

@@ -9,7 +9,7 @@ The fusion rules (README, "How it works") and where they live:
 1. Elementwise ops and views are inlined into their consumer: nothing but realized nodes and
    BUFFERs is ever loaded (scheduler.lower).
 2-3. A reduction is inlined into its consumer's kernel (prologue, epilogue, and several
-   reductions over the same rows) unless lowering rejects it (`can_fuse` = lowering succeeds;
+   reductions over the same rows) unless lowering rejects it (`_lower_group` tries it;
    the rejection carries the reason); rejected reductions become kernels of their own.
 4. A node inlined into several kernels is realized once when recomputing it costs more than
    reading it back (`should_realize`): it holds a reduction, or reads two or more buffers.
