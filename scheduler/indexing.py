@@ -227,7 +227,7 @@ def flat_index(idx: tuple, strides: tuple[int, ...], offset: int = 0) -> sympy.E
     return sympy.Integer(offset) + sum((i * s for i, s in zip(idx, strides)), sympy.Integer(0))
 
 
-def _blocks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[int, int, int, int]] | None:
+def reshape_blocks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[int, int, int, int]] | None:
     """The shortest runs a[i:j], b[k:l] with equal products, in order, that cover both shapes (the
     way a reshape splits and merges dims); None when they do not line up."""
     out, i, k = [], 0, 0
@@ -257,7 +257,7 @@ def reshape_index(idx: tuple, new_shape: tuple[int, ...], old_shape: tuple[int, 
     """Index into `old_shape` for index `idx` into `new_shape` (row-major relinearization)."""
     if 0 in old_shape or 0 in new_shape:  # nothing to read: the loops that would read it run 0 times
         return tuple(sympy.Integer(0) for _ in old_shape)
-    blocks = _blocks(tuple(old_shape), tuple(new_shape))
+    blocks = reshape_blocks(tuple(old_shape), tuple(new_shape))
     if blocks is not None and len(blocks) > 1:  # each run of dims on its own: small expressions
         out: list = []
         for i, j, k, l in blocks:

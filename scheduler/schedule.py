@@ -28,7 +28,7 @@ import sympy
 
 from codegen.kernel_ir import BufferArg, Expr, ExternCall, GatherView, Kernel, StridedView, walk_exprs
 from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Buffer, Node, Op, buffer_layout, toposort
-from scheduler.indexing import _blocks, flat_index, linear_coeffs, movement_index, strides_of, symbol
+from scheduler.indexing import flat_index, linear_coeffs, movement_index, reshape_blocks, strides_of, symbol
 from scheduler.lower import REDUCE_NAMES, Lowerer, NotFusable
 
 _OWN_KERNEL = (Op.MATMUL, Op.EXTERN)  # rule 5: kernels of their own, never fused into others
@@ -439,7 +439,7 @@ def gather_view(n: Node, realized: set[int]) -> tuple[Node, GatherView] | None:
         if top.op is Op.PERMUTE:
             groups = [[top.arg[d] for d in g] for g in groups]
         else:
-            blocks = _blocks(tuple(src.shape), tuple(top.shape))
+            blocks = reshape_blocks(tuple(src.shape), tuple(top.shape))
             if blocks is None or any(k_hi - k_lo > 1 for _, _, k_lo, k_hi in blocks):
                 break  # a split (or no clean runs): the index map of `top` itself is what we want
             into = {}
