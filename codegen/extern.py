@@ -3,7 +3,9 @@
 In:  an `ExternCall` and the torch tensors of its buffers. Out: the output buffer written.
 GEMM goes to torch.matmul, which is the BLAS torch ships on the CPU and cuBLAS on a GPU; the
 operands are `as_strided` views of the buffers, so a transposed or batched-broadcast operand
-reaches the BLAS as strides and transpose flags, not as a copy.
+reaches the BLAS as strides and transpose flags, not as a copy. An operand read through an index
+map (`GatherView`, a convolution's im2col matrix) is the one exception: the BLAS needs it as a
+matrix, so it is gathered into one first (the C GEMM template reads it in place instead).
 
 The other ops (`OPS`) are what data decides, which fused loops cannot express: a read or write at
 an index held in memory (gather, scatter), a running result along an axis (cumsum), an order
@@ -18,11 +20,43 @@ from __future__ import annotations
 
 import torch
 
-from codegen.kernel_ir import ExternCall, StridedView, size_fn
+from codegen.kernel_ir import ExternCall, GatherView, StridedView, size_fn
 
 
-def view_of(t: torch.Tensor, v: StridedView) -> torch.Tensor:
+def view_of(t: torch.Tensor, v: StridedView | GatherView) -> torch.Tensor:
+    if isinstance(v, GatherView):
+        return gathered(t, v)
     return torch.as_strided(t, v.shape, v.strides, t.storage_offset() + v.offset)
+
+
+_GATHER_INDEX: dict = {}  # (view, device) -> (flat index, validity), a few per model
+
+
+def gathered(t: torch.Tensor, v: GatherView) -> torch.Tensor:
+    """The operand `v` describes, as a new tensor: the elements at their flat indices, 0 where a
+    cond fails."""
+    key = (v, t.device)
+    hit = _GATHER_INDEX.get(key)
+    if hit is None:
+        n = len(v.sizes)
+        idx = torch.full(v.sizes, v.offset, dtype=torch.int64, device=t.device)
+        parts = [torch.zeros(v.sizes, dtype=torch.int64, device=t.device) for _ in v.conds]
+        for d, (size, stride) in enumerate(zip(v.sizes, v.strides)):
+            ar = torch.arange(size, device=t.device).reshape([size if j == d else 1 for j in range(n)])
+            idx = idx + ar * stride
+            for part, (coef, _, _) in zip(parts, v.conds):
+                part += ar * coef[d]
+        ok = torch.ones(v.sizes, dtype=torch.bool, device=t.device)
+        for part, (_, const, bound) in zip(parts, v.conds):
+            ok &= (part + const >= 0) & (part + const < bound)
+        order = [d for g in v.dims for d in g]
+        hit = (torch.where(ok, idx, 0).permute(order).reshape(v.shape), ok.permute(order).reshape(v.shape))
+        if len(_GATHER_INDEX) > 64:
+            _GATHER_INDEX.clear()
+        _GATHER_INDEX[key] = hit
+    idx, ok = hit
+    flat = torch.as_strided(t, (t.numel(),), (1,), t.storage_offset())
+    return torch.where(ok, flat[idx], torch.zeros((), dtype=t.dtype, device=t.device))
 
 
 def _views_at(call: ExternCall, sizes) -> list[StridedView]:

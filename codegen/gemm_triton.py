@@ -51,7 +51,7 @@ from pathlib import Path
 
 from codegen import compile_triton, knobs, render_triton
 from codegen.compile_triton import H100_SHARED_LIMIT, SHARED_LIMITS, TritonCompileError
-from codegen.kernel_ir import ITEMSIZE, ExternCall, StridedView
+from codegen.kernel_ir import ITEMSIZE, ExternCall, GatherView, StridedView
 from codegen.knobs import REQUIRED, integer, knob, one_of
 from codegen.render_triton import BF16_HELPER, epilogue_needs_int64
 
@@ -130,6 +130,7 @@ class Problem:
     b: tuple  # (offset, batch strides, stride_k, stride_n)
     c: tuple  # (offset, batch strides, stride_m, stride_n)
     rows_per_batch: int = 0  # > 0: the batch was folded into M (codegen/gemm_c.fold_batch)
+    gather: GatherView | None = None  # A read through an index map (`a` holds its batch strides only)
 
     @property
     def batch_count(self) -> int:
@@ -159,6 +160,12 @@ def problem_of(call: ExternCall) -> Problem:
     if call.op != "matmul" or len(call.views) != 3:
         raise ValueError(f"gemm: expected a matmul ExternCall with 3 views, got {call.op!r}")
     vc, va, vb = call.views
+    gather = None
+    if isinstance(va, GatherView):  # its batch dims are plain strides; rows and columns are the pack's
+        gather = va
+        va = StridedView(va.shape, tuple(va.strides[d[0]] if d else 0 for d in va.dims[:-2]) + (0, 0), va.offset)
+    if isinstance(vb, GatherView):
+        raise ValueError("gemm: a B operand read through an index map")  # noqa: TRY004 (supports() catches it)
     if min(len(vc.shape), len(va.shape), len(vb.shape)) < 2:
         raise ValueError("gemm: views must be at least 2-d ([..., M, K] @ [..., K, N])")
     M, N = vc.shape[-2:]
@@ -186,7 +193,7 @@ def problem_of(call: ExternCall) -> Problem:
     return Problem(dtype=call.buffers[0].dtype, batch=bsizes, M=M, N=N, K=K,
                    a=(va.offset, bst[1], va.strides[-2], va.strides[-1]),
                    b=(vb.offset, bst[2], vb.strides[-2], vb.strides[-1]),
-                   c=(vc.offset, bst[0], vc.strides[-2], vc.strides[-1]))
+                   c=(vc.offset, bst[0], vc.strides[-2], vc.strides[-1]), gather=gather)
 
 
 def epilogue_buffers(call: ExternCall) -> list[int]:
@@ -205,7 +212,8 @@ def epilogue_slots(call: ExternCall) -> tuple[int, ...]:
 def supports(call: ExternCall) -> bool:
     """Whether this template runs `call` (float matmuls; int dtypes stay with codegen/extern.py)."""
     return (isinstance(call, ExternCall) and call.op == "matmul" and len(call.buffers) == 3
-            and len({b.dtype for b in call.buffers}) == 1 and call.buffers[0].dtype in DTYPES)
+            and len({b.dtype for b in call.buffers}) == 1 and call.buffers[0].dtype in DTYPES
+            and not any(isinstance(v, GatherView) for v in call.views))  # those: BLAS on the gathered operand
 
 
 # -- configs -------------------------------------------------------------------------------------

@@ -268,6 +268,27 @@ class StridedView:
 
 
 @dataclass(frozen=True)
+class GatherView:
+    """How a GEMM reads an operand that is no strided view of its buffer but is affine in finer
+    coordinates: each operand dim merges sub-dims (row-major), each sub-dim has its own element
+    stride, and reads outside the buffer's padding bounds are zero. The windows of a convolution as
+    an im2col matrix are one: rows (image, oh, ow), columns (channel, kh, kw), element
+    x[n, c, oh*s + kh*d - p, ow*s + kw*d - p] or 0, read in place instead of copied out.
+
+    `dims[i]`: the sub-dims operand dim i merges, outer first (indices into `sizes`; none for a
+    dim of size 1). Element = buffer[offset + sum(coord * stride)] when every cond
+    (coefficient per sub-dim, constant, bound) has 0 <= sum(coord * coefficient) + constant < bound,
+    else 0. Batch dims (all but the last two) have at most one sub-dim and no cond."""
+
+    shape: tuple[int, ...]
+    dims: tuple[tuple[int, ...], ...]
+    sizes: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int
+    conds: tuple[tuple[tuple[int, ...], int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class ExternCall:
     """A library call on strided views of buffers: a contraction (a GEMM, or a GEMM template), or
     one of the ops of codegen/extern.py (gather, scatter_add, cumsum, sort...).
@@ -284,7 +305,7 @@ class ExternCall:
     name: str
     op: str  # "matmul", or a name of codegen/extern.py OPS
     buffers: tuple[BufferArg, ...]
-    views: tuple[StridedView, ...]
+    views: tuple[StridedView | GatherView, ...]  # GatherView: a GEMM operand read through its index map
     epilogue: Kernel | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False)
     sizes: tuple[str, ...] = ()  # size symbols its views use, bound at launch (see the module docstring)

@@ -39,7 +39,7 @@ from itertools import combinations_with_replacement
 
 import sympy
 
-from codegen.kernel_ir import BufferArg, Expr, ExternCall, Kernel, Reduce, Store, StridedView, size_symbol
+from codegen.kernel_ir import BufferArg, Expr, ExternCall, GatherView, Kernel, Reduce, Store, StridedView, size_symbol
 from lazy.graph import SCALAR, Buffer, Node, Op, node
 from scheduler import indexing
 from scheduler.indexing import SYMBOLIC
@@ -402,6 +402,8 @@ class _Decoder:
 
     def kernel(self, k: Kernel | ExternCall, names: tuple[str, ...], hints: dict):
         if isinstance(k, ExternCall):
+            if any(isinstance(v, GatherView) for v in k.views):  # sized at compile time: the pack's
+                raise NotSymbolic(k.name)  # sub-dims and bounds are literals, so the program is specialized
             views = tuple(StridedView(tuple(self.size(s) for s in v.shape), tuple(self.size(s) for s in v.strides),
                                       self.size(v.offset)) for v in k.views)
             epi = None if k.epilogue is None else self.kernel(k.epilogue, names, hints)

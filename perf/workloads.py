@@ -366,6 +366,30 @@ def gelu_linear_numpy(x, w, b):
     return 0.5 * y * (1.0 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y ** 3)))
 
 
+def _conv_inputs(n):
+    """A 3x3 convolution of ResNet's CIFAR stages: batch 32, c channels at s x s."""
+    c, s = ((4, 8), (16, 32), (32, 16), (64, 32))[_level(n)]
+    rng = _rng()
+    return [rng.standard_normal((32, c, s, s), dtype=np.float32),
+            rng.standard_normal((c, c, 3, 3), dtype=np.float32) / np.float32(3 * c ** 0.5),
+            rng.standard_normal(c, dtype=np.float32)]
+
+
+def _conv_flops(ins):
+    (n, c, h, w), oc = ins[0].shape, ins[1].shape[0]
+    return 2 * n * h * w * oc * c * 9
+
+
+def conv_relu_lazy(x, w, b):
+    import lazy.nn.functional as F
+    return F.relu(F.conv2d(x, w, b, padding=1))
+
+
+def conv_relu_torch(x, w, b):
+    import torch
+    return torch.relu(torch.nn.functional.conv2d(x, w, b, padding=1))
+
+
 def _attention_inputs(n):
     bh, s, d = ((2, 32, 16), (8, 256, 64), (16, 512, 64), (32, 1024, 64))[_level(n)]
     rng = _rng()
@@ -565,6 +589,10 @@ _SUITE = [
        _all_in_plus(lambda ins: ins[0].shape[0] * ins[1].shape[1]), None, "matmul",
        "gelu(x @ w + b), square d x d: a matmul with a bias and activation epilogue",
        flops=_linear_flops, tinygrad=gelu_linear_tinygrad),
+    _w("conv_relu", _conv_inputs, conv_relu_lazy, conv_relu_torch, None,
+       _all_in_plus(lambda ins: ins[0].size), 2, "matmul",
+       "relu(conv2d(x, w, b, padding=1)), 3x3, batch 32: an implicit GEMM over the input's windows (no im2col "
+       "matrix), then the bias and relu over NCHW", flops=_conv_flops),
     _w("attention", _attention_inputs, attention_lazy, attention_torch, attention_numpy,
        _all_in_plus(lambda ins: ins[0].size), None, "matmul",
        "softmax(q @ k^T / sqrt(d)) @ v over (batch*heads, seq, head_dim); torch: scaled_dot_product_attention",

@@ -227,7 +227,7 @@ def flat_index(idx: tuple, strides: tuple[int, ...], offset: int = 0) -> sympy.E
     return sympy.Integer(offset) + sum((i * s for i, s in zip(idx, strides)), sympy.Integer(0))
 
 
-def _blocks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[int, int, int, int]] | None:
+def reshape_blocks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[int, int, int, int]] | None:
     """The shortest runs a[i:j], b[k:l] with equal products, in order, that cover both shapes (the
     way a reshape splits and merges dims); None when they do not line up."""
     out, i, k = [], 0, 0
@@ -257,7 +257,7 @@ def reshape_index(idx: tuple, new_shape: tuple[int, ...], old_shape: tuple[int, 
     """Index into `old_shape` for index `idx` into `new_shape` (row-major relinearization)."""
     if 0 in old_shape or 0 in new_shape:  # nothing to read: the loops that would read it run 0 times
         return tuple(sympy.Integer(0) for _ in old_shape)
-    blocks = _blocks(tuple(old_shape), tuple(new_shape))
+    blocks = reshape_blocks(tuple(old_shape), tuple(new_shape))
     if blocks is not None and len(blocks) > 1:  # each run of dims on its own: small expressions
         out: list = []
         for i, j, k, l in blocks:
@@ -332,14 +332,22 @@ def linear_coeffs(e: sympy.Expr) -> dict | None:
     """{symbol: coeff, 1: const} if `e` is affine in plain symbols, else None. A split index
     recombined, c*d*(a // d) + c*(a % d), is c*a (a reshape that merges two dims of a view)."""
     terms = dict(sympy.expand(e).as_coefficients_dict())
-    for t in [t for t in terms if isinstance(t, ModIdx)]:
-        a, d = t.args
-        q = FloorDiv(a, d)
-        if t in terms and q in terms and terms[q] == terms[t] * d:
-            c = terms.pop(t)
-            terms.pop(q)
-            for u, cu in sympy.expand(c * a).as_coefficients_dict().items():
-                terms[u] = terms.get(u, 0) + cu
+    merged = True
+    while merged:  # three merged dims: 9*(a // 9) + 3*((a // 3) % 3) + a % 3 -> 3*(a // 3) + a % 3 -> a
+        merged = False
+        for t in [t for t in terms if isinstance(t, ModIdx)]:
+            a, d = t.args
+            q = FloorDiv(a, d)
+            if isinstance(a, FloorDiv) and a.args[1].is_Integer and q not in terms:
+                q = FloorDiv(a.args[0], a.args[1] * d)
+            if t in terms and q in terms and terms[q] == terms[t] * d:
+                c = terms.pop(t)
+                terms.pop(q)
+                for u, cu in sympy.expand(c * a).as_coefficients_dict().items():
+                    terms[u] = terms.get(u, 0) + cu
+                    if terms[u] == 0:
+                        terms.pop(u)
+                merged = True
     out = {}
     for t, c in terms.items():
         if c == 0:

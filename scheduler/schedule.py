@@ -13,21 +13,31 @@ The fusion rules (README, "How it works") and where they live:
    the rejection carries the reason); rejected reductions become kernels of their own.
 4. A node inlined into several kernels is realized once when recomputing it costs more than
    reading it back (`should_realize`): it holds a reduction, or reads two or more buffers.
+6. A GEMM's A operand that is no strided view but is affine in finer coordinates (the windows of
+   a convolution as an im2col matrix) is read through its index map (`gather_view`), never
+   realized: the GEMM packs it straight from the input.
 Every decision is recorded in `Schedule.decisions` (printed at LAZY_DEBUG>=2).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import sympy
 
-from codegen.kernel_ir import BufferArg, Expr, ExternCall, Kernel, StridedView, walk_exprs
+from codegen.kernel_ir import BufferArg, Expr, ExternCall, GatherView, Kernel, StridedView, walk_exprs
 from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Buffer, Node, Op, buffer_layout, toposort
-from scheduler.indexing import flat_index, linear_coeffs, movement_index, strides_of, symbol
+from scheduler.indexing import flat_index, linear_coeffs, movement_index, reshape_blocks, strides_of, symbol
 from scheduler.lower import REDUCE_NAMES, Lowerer, NotFusable
 
 _OWN_KERNEL = (Op.MATMUL, Op.EXTERN)  # rule 5: kernels of their own, never fused into others
+
+
+def implicit_gemm() -> bool:
+    """Rule 6 on (the default); LAZY_IMPLICIT_GEMM=0 realizes im2col matrices as before (read when a
+    graph is scheduled: programs already built keep their schedule)."""
+    return os.environ.get("LAZY_IMPLICIT_GEMM", "1") != "0"
 
 
 @dataclass
@@ -88,15 +98,28 @@ def schedule(roots: list[Node], buffers: list[Buffer], into: tuple[int | None, .
             realized.add(id(n))
     for n in order:
         if n.op in _OWN_KERNEL:
-            for s in n.srcs:
+            for i, s in enumerate(n.srcs):
                 if strided_view(s, realized) is not None:
                     continue
-                # realize what the movement ops stand on, when the GEMM can then read the moved
-                # operand as a strided view of it (a transposed gradient: no transposing copy)
                 base = s
                 while base.op in MOVEMENT and id(base) not in realized:
                     base = base.srcs[0]
-                if base is not s and base.op is not Op.BUFFER and strided_view(s, realized | {id(base)}) is not None:
+                strided_below = (base is not s and base.op is not Op.BUFFER
+                                 and strided_view(s, realized | {id(base)}) is not None)
+                # rule 6: a GEMM reads its A operand through an index map
+                if n.op is Op.MATMUL and i == 0 and not strided_below and implicit_gemm():
+                    gv = _implicit_operand(s, realized)
+                    if gv is not None:
+                        base, why = gv
+                        if base is not None:
+                            decisions.append(f"realize: {_describe(base)} feeds a GEMM through an index map")
+                            realized.add(id(base))
+                        decisions.append(f"implicit: {_describe(s)} is read by the GEMM through its index map, "
+                                         f"not realized ({why})")
+                        continue
+                # realize what the movement ops stand on, when the GEMM can then read the moved
+                # operand as a strided view of it (a transposed gradient: no transposing copy)
+                if strided_below:
                     decisions.append(f"realize: {_describe(base)} feeds a GEMM or library call through a strided view")
                     realized.add(id(base))
                 else:
@@ -385,6 +408,85 @@ def strided_view(n: Node, realized: set[int]) -> tuple[Node, tuple[int, ...], in
     return base, out, coeffs.get(1, 0)
 
 
+def _implicit_operand(s: Node, realized: set[int]) -> tuple[Node | None, str] | None:
+    """Whether GEMM operand `s` should be read through its index map (`gather_view`) instead of
+    being realized: when it has more elements than what it reads (the overlapping windows of a
+    convolution) or is a gathered view of a buffer at all (a 1x1 convolution's NHWC rows). Returns
+    (the node to realize below it, or None when it stands on a buffer or realized node; the reason),
+    or None."""
+    base = s
+    while base.op in MOVEMENT and id(base) not in realized:
+        base = base.srcs[0]
+    if base is s or not s.dtype.is_float:
+        return None
+    below = None if base.op is Op.BUFFER or id(base) in realized else base
+    if gather_view(s, realized if below is None else realized | {id(below)}) is None:
+        return None
+    return below, f"{s.numel} elements over {base.numel}: no im2col copy"
+
+
+def gather_view(n: Node, realized: set[int]) -> tuple[Node, GatherView] | None:
+    """(base, view) when `n` is merging reshapes and permutes over movement ops whose index map
+    (with padding's bounds) is affine in the dims under them: the im2col matrix of a convolution,
+    [N*OH*OW, C*KH*KW] over the windows of the padded input. None otherwise, or when a batch dim
+    (all but the last two) would need more than a stride."""
+    if any(not isinstance(d, int) for d in n.shape):
+        return None
+    groups: list[list[int]] = [[i] for i in range(len(n.shape))]  # n's dims as dims of `top`
+    top = n
+    while top.op in (Op.PERMUTE, Op.RESHAPE) and id(top) not in realized:
+        src = top.srcs[0]
+        if top.op is Op.PERMUTE:
+            groups = [[top.arg[d] for d in g] for g in groups]
+        else:
+            blocks = reshape_blocks(tuple(src.shape), tuple(top.shape))
+            if blocks is None or any(k_hi - k_lo > 1 for _, _, k_lo, k_hi in blocks):
+                break  # a split (or no clean runs): the index map of `top` itself is what we want
+            into = {}
+            for i_lo, i_hi, k_lo, k_hi in blocks:
+                for k in range(k_lo, k_hi):
+                    into[k] = list(range(i_lo, i_hi))
+            groups = [[s for d in g for s in into[d]] for g in groups]
+        top = src
+    chain, base = [], top
+    while base.op is not Op.BUFFER and id(base) not in realized:
+        if base.op not in MOVEMENT or any(not isinstance(d, int) for d in base.shape):
+            return None
+        chain.append(base)
+        base = base.srcs[0]
+    ranges, idx = {}, []
+    for i, size in enumerate(top.shape):
+        x = symbol(f"v{i}")
+        ranges[x] = size
+        idx.append(x if size > 1 else sympy.Integer(0))
+    idx, conds = tuple(idx), []
+    for m in chain:
+        idx, c = movement_index(m.op.name, m.arg, m.srcs[0].shape, m.shape, idx, ranges)
+        conds += c
+    strides = buffer_layout(base.arg)[0] if base.op is Op.BUFFER else strides_of(base.shape)
+    coeffs = linear_coeffs(flat_index(tuple(i if s > 1 else 0 for i, s in zip(idx, base.shape)), strides))
+    if coeffs is None:
+        return None
+    sub = [d for d in range(len(top.shape)) if top.shape[d] > 1]
+    pos = {d: j for j, d in enumerate(sub)}
+    bounds: dict = {}  # affine expression -> its upper bound (padding checks both sides of one index)
+    for kind, e, bound in conds:
+        c = linear_coeffs(e)
+        if c is None:
+            return None
+        key = (tuple(c.get(symbol(f"v{d}"), 0) for d in sub), c.get(1, 0))
+        hi = bounds.setdefault(key, 1 << 62)
+        if kind == "lt":
+            bounds[key] = min(hi, bound)
+    dims = tuple(tuple(pos[d] for d in g if top.shape[d] > 1) for g in groups)
+    if any(len(d) > 1 or (d and any(k[0][d[0]] for k in bounds)) for d in dims[:-2]):
+        return None
+    view = GatherView(tuple(n.shape), dims, tuple(top.shape[d] for d in sub),
+                      tuple(coeffs.get(symbol(f"v{d}"), 0) for d in sub), coeffs.get(1, 0),
+                      tuple((c, k, b) for (c, k), b in bounds.items()))
+    return base, view
+
+
 def _extern_op(n: Node, index: int, slots, realized) -> ExternCall:
     """An EXTERN node as a call of codegen/extern.py's table on strided views of its inputs."""
     name, params = n.arg
@@ -408,10 +510,14 @@ def _extern_matmul(n: Node, index: int, slots, realized, epilogue: Node | None =
     slot_list = [slots[id(out)]]
     read = 0
     for i, s in enumerate(n.srcs):
-        base, strides, offset = strided_view(s, realized)
+        sv = strided_view(s, realized)
+        if sv is None:  # rule 6: read through its index map
+            base, view = gather_view(s, realized)
+        else:
+            base, view = sv[0], StridedView(s.shape, sv[1], sv[2])
         slot = slots[id(base.arg)] if base.op is Op.BUFFER else slots[id(base)]
         bufs.append(BufferArg(f"b{i + 1}", s.dtype.name, base.numel, False))
-        views.append(StridedView(s.shape, strides, offset))
+        views.append(view)
         slot_list.append(slot)
         read += base.numel * base.dtype.itemsize
     a, b = n.srcs
