@@ -101,7 +101,7 @@ def _tuning_state(backend: str) -> tuple:
     """What `tune.tuned_config` reads: the database's contents and the names its rows are keyed by."""
     p = tunedb.path()
     kinds = ("c", "cgemm") if backend == "c" else ("triton", "gemm")
-    return (str(p), _file_digest(p), _file_digest(p.with_name(p.name + "-wal")),
+    return (_file_digest(p), _file_digest(p.with_name(p.name + "-wal")),
             *(tune.device_name(k) for k in kinds), *(tune.backend_version(k) for k in kinds))
 
 
