@@ -5,7 +5,9 @@ In:  nodes to compute. Out: one `Buffer` per node, holding a torch tensor of the
 Invariants
 - The schedule and the compiled kernels are cached by `graph.structure_key`, so a program
   that builds the same graph again (a training loop, a second run of a script) does no
-  scheduling, no sympy and no compiling: it allocates and launches. The cache keeps the
+  scheduling, no sympy and no compiling: it allocates and launches. A program built is also kept
+  on disk (lazy/program_cache.py): a new process that meets the same structure loads its schedule
+  and kernel sources and dlopens the kernels, scheduling and rendering nothing. The cache keeps the
   MAX_PROGRAMS used last; an evicted program's kernels stay loaded while anything (a lazy.jit
   plan) still holds it, and are unloaded after (codegen/compile_c.py).
 - Large buffers come from a pool of huge-page-backed numpy allocations, reused once no tensor
@@ -333,10 +335,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
         src = render_c.render_c(k, config=cfg)
         if level >= 3:
             _log(f"--- {k.name} ({k.key()}) ---\n{src}")
-        fn = compile_c.load(src)
-        fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
-                       + [ctypes.c_int64] * len(k.sizes))
-        return [Launch(k, fn, k.meta["slots"], src, "c", cfg, _scalar_slots(k), bool(k.sizes))]
+        return [Launch(k, _c_kernel(k, src), k.meta["slots"], src, "c", cfg, _scalar_slots(k), bool(k.sizes))]
     from codegen import compile_triton
 
     if not torch.cuda.is_available():
@@ -346,6 +345,14 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     if level >= 3:
         _log(f"--- {k.name} ({k.key()}) {fn.path} ---\n{Path(fn.path).read_text()}")
     return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton", cfg, _scalar_slots(k), bool(k.sizes))]
+
+
+def _c_kernel(k: Kernel, src: str):
+    """The compiled function of `k`'s C source `src`, taking buffer pointers, scalars, sizes."""
+    fn = compile_c.load(src)
+    fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
+                   + [ctypes.c_int64] * len(k.sizes))
+    return fn
 
 
 def _scalar_slots(k: Kernel | ExternCall) -> tuple[int, ...]:
@@ -462,12 +469,8 @@ def _from_record(rec: dict, backend: str) -> Program:
             continue
         for ln in stored:
             if ln.backend == "c":
-                if isinstance(ln.kernel, Kernel):
-                    fn = compile_c.load(ln.source)
-                    fn.argtypes = ([ctypes.c_void_p] * len(ln.kernel.buffers)
-                                   + render_c.scalar_argtypes(ln.kernel.scalars) + [ctypes.c_int64] * len(ln.kernel.sizes))
-                else:
-                    fn = gemm_c.from_source(ln.kernel, ln.source)
+                fn = _c_kernel(ln.kernel, ln.source) if isinstance(ln.kernel, Kernel) else \
+                    gemm_c.from_source(ln.kernel, ln.source)
                 ln = replace(ln, fn=fn)
                 if level >= 3:
                     _log(f"--- {ln.kernel.name} ({ln.kernel.key()}), from the program cache ---\n{ln.source}")
