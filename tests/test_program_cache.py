@@ -244,3 +244,14 @@ def test_the_debug_line_says_the_program_came_from_the_disk(cache, capsys):
         step(DATA)
     err = capsys.readouterr().err
     assert "lazy: new program (" in err and "from the program cache on disk" in err
+
+
+def test_a_record_whose_kernels_left_the_disk_compiles_them_again(cache, monkeypatch):
+    want = step(DATA)
+    for p in (cache / "c").iterdir():
+        p.unlink()
+    compile_c._loaded.clear()
+    new_process()
+    n = Counts(monkeypatch)
+    np.testing.assert_array_equal(step(DATA), want)
+    assert n("hits") == 1 and n.schedules == 0 and n("compiles") >= 1
