@@ -811,7 +811,11 @@ def _unit_bounds_c() -> list[str]:
 def load(call: ExternCall, cfg: GemmCConfig | None = None):
     """The compiled kernel: `fn(out_ptr, a_ptr, b_ptr, *epilogue_ptrs)` (data pointers of the
     buffers; views' offsets count from them). `fn.source` is the C source."""
-    src = render_gemm_c(call, cfg)
+    return from_source(call, render_gemm_c(call, cfg))
+
+
+def from_source(call: ExternCall, src: str):
+    """`load`'s kernel from its source (`render_gemm_c`'s for `call`), rendered before."""
     ensure_runtime()
     raw = compile_c.load(src)
     raw.argtypes = ([ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))

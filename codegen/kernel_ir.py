@@ -124,6 +124,9 @@ class Expr:
             object.__setattr__(self, "_hash", h)
         return h
 
+    def __getstate__(self) -> dict:  # a str's hash differs between processes: a pickle holds no `_hash`
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     def __eq__(self, other) -> bool:
         """Structural equality in time linear in the DAGs (constants compare as the hash does, by
         repr): each pair of nodes is compared once, where the generated field-by-field comparison

@@ -204,6 +204,7 @@ def check_fit(k: Kernel | ExternCall, kind: str, cfg) -> None:
 # -- the runtime's lookup ----------------------------------------------------------------------
 _memo: dict[tuple, object] = {}
 stats = {"lookups": 0, "hits": 0}
+remembered = 0  # configs this process uses that it did not read from the database (tuned here)
 
 
 def tuned_config(k: Kernel | ExternCall, backend: str):
@@ -240,10 +241,14 @@ def tuned_config(k: Kernel | ExternCall, backend: str):
 
 def remember(k: Kernel | ExternCall, kind: str, cfg) -> None:
     """Make this process use `cfg` for `k` from now on (after tuning it)."""
+    global remembered
+    remembered += 1
     _memo[(str(tunedb.path()), k.key(), kind, backend_version(kind))] = cfg
 
 
 def forget() -> None:
+    global remembered
+    remembered = 0
     _memo.clear()
 
 

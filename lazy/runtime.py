@@ -5,7 +5,9 @@ In:  nodes to compute. Out: one `Buffer` per node, holding a torch tensor of the
 Invariants
 - The schedule and the compiled kernels are cached by `graph.structure_key`, so a program
   that builds the same graph again (a training loop, a second run of a script) does no
-  scheduling, no sympy and no compiling: it allocates and launches. The cache keeps the
+  scheduling, no sympy and no compiling: it allocates and launches. A program built is also kept
+  on disk (lazy/program_cache.py): a new process that meets the same structure loads its schedule
+  and kernel sources and dlopens the kernels, scheduling and rendering nothing. The cache keeps the
   MAX_PROGRAMS used last; an evicted program's kernels stay loaded while anything (a lazy.jit
   plan) still holds it, and are unloaded after (codegen/compile_c.py).
 - Large buffers come from a pool of huge-page-backed numpy allocations, reused once no tensor
@@ -32,7 +34,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,7 @@ import torch
 from codegen import compile_c, extern, render_c, tune
 from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place, size_fn
 from codegen.legalize import verify
-from lazy import dynamic, packing, reasons
+from lazy import dynamic, packing, program_cache, reasons
 from lazy.graph import Buffer, Node, structure_key, toposort
 
 TORCH_DTYPES = {
@@ -245,6 +247,7 @@ class Program:
     placed: tuple = ()  # per alloc: None, or (flat, offset) when the allocation is a view of a flat
     copies: tuple = ()  # (source slot, flat, offset, shape): packed roots copied into place
     events: tuple = ()  # per position 0..len(launches) (before launch i): (copies to make, flats complete)
+    from_disk: bool = False  # loaded from the program cache (lazy/program_cache.py), not scheduled here
 
     def alloc_shapes(self, sizes: tuple) -> list[tuple[int, ...]]:
         if not self.sizes:
@@ -332,10 +335,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
         src = render_c.render_c(k, config=cfg)
         if level >= 3:
             _log(f"--- {k.name} ({k.key()}) ---\n{src}")
-        fn = compile_c.load(src)
-        fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
-                       + [ctypes.c_int64] * len(k.sizes))
-        return [Launch(k, fn, k.meta["slots"], src, "c", cfg, _scalar_slots(k), bool(k.sizes))]
+        return [Launch(k, _c_kernel(k, src), k.meta["slots"], src, "c", cfg, _scalar_slots(k), bool(k.sizes))]
     from codegen import compile_triton
 
     if not torch.cuda.is_available():
@@ -345,6 +345,14 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     if level >= 3:
         _log(f"--- {k.name} ({k.key()}) {fn.path} ---\n{Path(fn.path).read_text()}")
     return [Launch(k, fn, k.meta["slots"], str(fn.path), "triton", cfg, _scalar_slots(k), bool(k.sizes))]
+
+
+def _c_kernel(k: Kernel, src: str):
+    """The compiled function of `k`'s C source `src`, taking buffer pointers, scalars, sizes."""
+    fn = compile_c.load(src)
+    fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
+                   + [ctypes.c_int64] * len(k.sizes))
+    return fn
 
 
 def _scalar_slots(k: Kernel | ExternCall) -> tuple[int, ...]:
@@ -380,8 +388,20 @@ def _schedule():
 
 
 def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None, scalars=(),
-           template: dynamic.Template | None = None, ints: list[int] | None = None) -> Program:
-    """The program of a graph; with `template`, for every size it gives (lazy/dynamic.py)."""
+           template: dynamic.Template | None = None, ints: list[int] | None = None,
+           full_key: tuple | None = None) -> Program:
+    """The program of a graph; with `template`, for every size it gives (lazy/dynamic.py). With
+    `full_key` (`program_for`'s), from the program cache on disk when it holds the program
+    (lazy/program_cache.py), else built and stored there."""
+    name = None if full_key is None else program_cache.digest(full_key, backend, template, ints)
+    if name is not None:
+        rec = program_cache.load(name)
+        if rec is not None:
+            try:
+                return _from_record(rec, backend)
+            except Exception as e:  # noqa: BLE001 (a record this code cannot use: built again, and replaced)
+                if debug_level() >= 1:
+                    _log(f"lazy: program record {name} not used ({type(e).__name__}: {e})")
     sized: tuple[str, ...] = ()
     if template is not None:
         ph_nodes, ph_buffers, ph_scalars = dynamic.placeholder_graph(nodes, buffers, template, ints)
@@ -396,16 +416,70 @@ def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None, sc
     # a new schedule's kernels compile concurrently (one compiler process per core), then load
     # one by one from the disk cache: a cold training step waits for its slowest kernel, not the sum
     compile_c.build_all([src for k in sched.kernels for src in _c_sources(k, backend)])
-    launches = []
+    launches, kept = [], []
     for k in sched.kernels:
-        launches += _compile(k, backend)
+        made = _compile(k, backend)
+        launches += made
+        kept.append((k, _storable(made)))
+    _log_schedule(sched.kernels, sched.decisions, backend)
+    prog = _program(launches, sched.n_inputs, sched.allocs, sched.outputs, sched.decisions,
+                    compile_c.stats.misses > misses or backend == "triton", sched.written, sized)
+    if name is not None:
+        program_cache.store(name, {"kernels": kept, "n_inputs": sched.n_inputs, "allocs": sched.allocs,
+                                   "outputs": sched.outputs, "decisions": sched.decisions,
+                                   "written": sched.written, "sizes": sized})
+    return prog
+
+
+def _program(launches, n_inputs, allocs, outputs, decisions, compiled, written, sized) -> Program:
+    alloc_fn = size_fn([s for shape, _ in allocs for s in shape], sized) if sized else None
+    return Program(launches, n_inputs, allocs, outputs, decisions, compiled, written, sized, alloc_fn)
+
+
+def _log_schedule(kernels: list, decisions: list[str], backend: str) -> None:
     if debug_level() >= 2:
-        _log(f"schedule: {len(sched.kernels)} kernel(s) [{backend}]")
-        for d in sched.decisions:
+        _log(f"schedule: {len(kernels)} kernel(s) [{backend}]")
+        for d in decisions:
             _log(f"  {d}")
-    alloc_fn = size_fn([s for shape, _ in sched.allocs for s in shape], sized) if sized else None
-    return Program(launches, sched.n_inputs, sched.allocs, sched.outputs, sched.decisions,
-                   compile_c.stats.misses > misses or backend == "triton", sched.written, sized, alloc_fn)
+
+
+def _storable(launches: list[Launch]) -> list[Launch] | None:
+    """`launches` without their functions, for the program cache: each can be loaded again from its
+    source alone (C kernels, C GEMMs, library calls); None when one cannot (Triton: built again)."""
+    out = []
+    for ln in launches:
+        if type(ln) is not Launch or ln.backend not in ("c", "extern") or (ln.backend == "extern" and ln.fn is not None):
+            return None
+        out.append(replace(ln, fn=None))
+    return out
+
+
+def _from_record(rec: dict, backend: str) -> Program:
+    """The program a record of the program cache describes (`_build` stored it): its kernels loaded
+    by their sources, nothing scheduled or rendered (a source whose object left the disk cache is
+    compiled again)."""
+    from codegen import gemm_c
+
+    misses = compile_c.stats.misses
+    level = debug_level()
+    launches = []
+    for k, stored in rec["kernels"]:
+        if stored is None:
+            launches += _compile(k, backend)
+            continue
+        for ln in stored:
+            if ln.backend == "c":
+                fn = _c_kernel(ln.kernel, ln.source) if isinstance(ln.kernel, Kernel) else \
+                    gemm_c.from_source(ln.kernel, ln.source)
+                ln = replace(ln, fn=fn)
+                if level >= 3:
+                    _log(f"--- {ln.kernel.name} ({ln.kernel.key()}), from the program cache ---\n{ln.source}")
+            launches.append(ln)
+    _log_schedule([k for k, _ in rec["kernels"]], rec["decisions"], backend)
+    prog = _program(launches, rec["n_inputs"], rec["allocs"], rec["outputs"], rec["decisions"],
+                    compile_c.stats.misses > misses or backend == "triton", rec["written"], rec["sizes"])
+    prog.from_disk = True
+    return prog
 
 
 def _device_of(buffers: list[Buffer], device: str | None) -> str:
@@ -465,7 +539,7 @@ def program_for(nodes: list[Node], device: str | None = None, into: list[Buffer 
     if packs:  # sizes stay fixed: a pack's layout is made of them
         if debug_level() >= 1:
             _log(f"lazy: new program ({reasons.note(full_key)}), {len(packs)} pack(s)")
-        prog = packing.pack(_build(nodes, buffers, backend, slots, scalar_nodes), nodes, packs)
+        prog = packing.pack(_build(nodes, buffers, backend, slots, scalar_nodes, full_key=full_key), nodes, packs)
         _programs[full_key] = prog
         while len(_programs) > MAX_PROGRAMS:
             old, _ = _programs.popitem(last=False)
@@ -556,7 +630,7 @@ def _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam_key
     prog, sizes = None, ()
     if template is not None and template != fam.failed_template:
         try:
-            prog = _build(nodes, buffers, backend, slots, scalar_nodes, template, ints)
+            prog = _build(nodes, buffers, backend, slots, scalar_nodes, template, ints, full_key)
             sizes = tuple(template.bind(ints))
             fam.programs.append((template, prog))
             why = f"{why}; sizes {', '.join(f'd{i}={v}' for i, v in enumerate(sizes))} are arguments from now on" \
@@ -566,11 +640,12 @@ def _new_program(nodes, buffers, backend, slots, scalar_nodes, full_key, fam_key
             if level >= 1:
                 _log(f"lazy: sizes stay fixed for this program ({fam.failed})")
     if prog is None:
-        prog = _build(nodes, buffers, backend, slots, scalar_nodes)
+        prog = _build(nodes, buffers, backend, slots, scalar_nodes, full_key=full_key)
     if level >= 1:
         built = compile_c.stats.misses - misses
         _log(f"lazy: new program ({why}): {len(prog.launches)} launch(es), "
-             + (f"{built} kernel(s) compiled" if backend == "c" else f"{backend} kernels"))
+             + (f"{built} kernel(s) compiled" if backend == "c" else f"{backend} kernels")
+             + (", from the program cache on disk" if prog.from_disk else ""))
     return prog, sizes
 
 

@@ -27,6 +27,10 @@ import pytest
 # every kernel the tests build passes codegen.legalize.verify before it is compiled (lazy/runtime.py),
 # in this process and in the processes tests start
 os.environ.setdefault("LAZY_VERIFY", "1")
+# tests change what a build gives (a scheduler or renderer patched, a threshold lowered) where the
+# program cache's key cannot see it: programs are built here, as they were; tests/test_program_cache.py
+# turns the cache on
+os.environ.setdefault("LAZY_PROGRAM_CACHE", "0")
 
 
 def pytest_addoption(parser):
