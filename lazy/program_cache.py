@@ -67,10 +67,11 @@ def stable(value) -> bool:
 
 @cache
 def code_version() -> str:
-    """A digest of the source of the modules that schedule, render and build programs."""
+    """A digest of the source of the modules that schedule, render and build programs, and of the
+    C they paste into kernels (codegen/prelude.h: a record holds its kernels' full sources)."""
     h = hashlib.sha256()
     for pkg in SOURCES:
-        for p in sorted((ROOT / pkg).rglob("*.py")):
+        for p in sorted([*(ROOT / pkg).rglob("*.py"), *(ROOT / pkg).rglob("*.h")]):
             h.update(str(p.relative_to(ROOT)).encode())
             h.update(b"\0")
             h.update(p.read_bytes())

@@ -255,3 +255,22 @@ def test_a_record_whose_kernels_left_the_disk_compiles_them_again(cache, monkeyp
     n = Counts(monkeypatch)
     np.testing.assert_array_equal(step(DATA), want)
     assert n("hits") == 1 and n.schedules == 0 and n("compiles") >= 1
+
+
+def test_the_code_version_covers_the_c_prelude(tmp_path, monkeypatch):
+    # a record holds its kernels' full C sources: a changed codegen/prelude.h must miss
+    from lazy import program_cache
+
+    for pkg in program_cache.SOURCES:
+        (tmp_path / pkg).mkdir(parents=True)
+        (tmp_path / pkg / "m.py").write_text("x = 1\n")
+    (tmp_path / "codegen" / "prelude.h").write_text("/* one */\n")
+    monkeypatch.setattr(program_cache, "ROOT", tmp_path)
+    program_cache.code_version.cache_clear()
+    try:
+        first = program_cache.code_version()
+        (tmp_path / "codegen" / "prelude.h").write_text("/* two */\n")
+        program_cache.code_version.cache_clear()
+        assert program_cache.code_version() != first
+    finally:
+        program_cache.code_version.cache_clear()
