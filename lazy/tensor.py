@@ -1728,12 +1728,6 @@ class Tensor:
         # float32 (README: torch's CPU kernels accumulate in float64, a double accumulator halves the
         # vector lanes of a norm's passes)
         m = x.mean(dim, keepdim=True)
-        if all(x._node.shape[a] for a in axes):
-            # the mean lies between the least and the greatest value, as a rounded sum over n need
-            # not: n equal values had a mean one ulp off, and a std of 6.7e-16 (torch: 0). Moved by
-            # the (exact, a few ulps at most) difference, detached: the mean's gradient stays 1/n
-            inside = m.maximum(x.amin(axes, keepdim=True)).minimum(x.amax(axes, keepdim=True))
-            m = m + (inside - m).detach()
         d = x - m
         v = (d * d)._reduce(Op.SUM, name, dim, keepdim) / max(0, self._count(name, dim) - c)
         if root:  # torch's gradient is 0 where std is 0 (not 0 / 0): sqrt of 1 there, then 0

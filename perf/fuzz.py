@@ -1074,7 +1074,9 @@ class _Documented(TorchFunctionMode):
     reference of the envelope):
     - var and std of float32/float16/bfloat16 in float32, mean then squared deviations: "`var` and
       `std` ... compute in float32" (tests/test_tensor_api.py::test_var_and_std_compute_in_float32),
-      where torch's CPU kernels accumulate in float64;
+      where torch's CPU kernels accumulate in float64; and of n equal values, up to n ulps of the
+      value: "the mean is a rounded sum over n"
+      (tests/test_tensor_api.py::test_std_of_equal_values_is_within_ulps_of_zero);
     - signbit of a NaN is False: "`signbit` of a NaN is False"
       (tests/test_tensor_api.py::test_signbit_of_nan_is_false), where torch reads the bit;
     - float remainder is fmod corrected to the divisor's sign at any quotient: "`remainder` (`%`) of
@@ -1100,7 +1102,7 @@ class _Documented(TorchFunctionMode):
                 exact = torch.where((m != 0) & ((m < 0) != (b < 0)), m.to(r.dtype) + b.to(r.dtype), m.to(r.dtype))
                 return r.copy_(exact) if self._REMAINDER[func] else exact  # (in place: r is args[0])
             return r
-        if func not in self._ROOT or args[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        if func not in self._ROOT or not args[0].dtype.is_floating_point:
             return func(*args, **kwargs)
         x, rest = args[0], list(args[1:])
         dim = rest.pop(0) if rest else kwargs.pop("dim", None)
@@ -1110,9 +1112,14 @@ class _Documented(TorchFunctionMode):
         c = c if c is not None else (0 if unbiased is False else 1)
         dims = tuple(range(x.ndim)) if dim is None or dim == () else (dim,) if isinstance(dim, int) else tuple(dim)
         n = math.prod(x.shape[d] for d in dims) if x.ndim else 1
-        x32 = x.float()
+        x32 = x.double() if x.dtype == torch.float64 else x.float()
         d = x32 - (x32.mean(dims, keepdim=True) if x.ndim else x32)
         v = ((d * d).sum(dims, keepdim=keepdim) if x.ndim else d * d) / max(0, n - c)
+        if x.ndim and n > c:
+            # n equal values: a std of up to n ulps of the value ("the mean is a rounded sum over n")
+            equal = x.amax(dims, keepdim=keepdim) == x.amin(dims, keepdim=keepdim)
+            bound = n * torch.finfo(x32.dtype).eps * x32.abs().amax(dims, keepdim=keepdim)
+            v = torch.where(equal, bound * bound, v)
         return (v.sqrt() if self._ROOT[func] else v).to(x.dtype)
 
 
