@@ -415,7 +415,7 @@ def _implicit_operand(s: Node, realized: set[int]) -> tuple[Node | None, str] | 
     (the node to realize below it, or None when it stands on a buffer or realized node; the reason),
     or None."""
     base = s
-    while base.op in MOVEMENT and id(base) not in realized:
+    while (base.op in MOVEMENT or base.op is Op.DETACH) and id(base) not in realized:
         base = base.srcs[0]
     if base is s or not s.dtype.is_float:
         return None
@@ -434,9 +434,11 @@ def gather_view(n: Node, realized: set[int]) -> tuple[Node, GatherView] | None:
         return None
     groups: list[list[int]] = [[i] for i in range(len(n.shape))]  # n's dims as dims of `top`
     top = n
-    while top.op in (Op.PERMUTE, Op.RESHAPE) and id(top) not in realized:
+    while top.op in (Op.PERMUTE, Op.RESHAPE, Op.DETACH) and id(top) not in realized:
         src = top.srcs[0]
-        if top.op is Op.PERMUTE:
+        if top.op is Op.DETACH:  # (values pass unchanged: movement ops under no_grad carry one)
+            pass
+        elif top.op is Op.PERMUTE:
             groups = [[top.arg[d] for d in g] for g in groups]
         else:
             blocks = reshape_blocks(tuple(src.shape), tuple(top.shape))
@@ -450,6 +452,9 @@ def gather_view(n: Node, realized: set[int]) -> tuple[Node, GatherView] | None:
         top = src
     chain, base = [], top
     while base.op is not Op.BUFFER and id(base) not in realized:
+        if base.op is Op.DETACH:
+            base = base.srcs[0]
+            continue
         if base.op not in MOVEMENT or any(not isinstance(d, int) for d in base.shape):
             return None
         chain.append(base)
