@@ -11,6 +11,8 @@ code below pins the IR's meaning explicitly.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from codegen import extern
@@ -45,12 +47,27 @@ def _sqrt(t: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(t)
 
 
+def fmod_exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """C's fmod (exact at any quotient) of float tensors, broadcast, in a's dtype. torch's float fmod
+    overflows a / b: in float64 for float32 and the halves (whose quotients fit), and element by
+    element with Python's math.fmod where even float64's would (2147483647 % 1e-300)."""
+    a, b = torch.broadcast_tensors(a, b)
+    wa, wb = a.double(), b.double()
+    m = torch.fmod(wa, wb)
+    wild = torch.isfinite(wa) & torch.isfinite(wb) & (wb != 0) & ~torch.isfinite(wa / wb)
+    if wild.any():
+        m = m.clone()
+        m[wild] = torch.tensor([math.fmod(x, y) for x, y in zip(wa[wild].tolist(), wb[wild].tolist())],
+                               dtype=torch.float64)
+    return m.to(a.dtype)
+
+
 def _mod(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Float remainder as the compiled backends compute it (README, "Where lazy differs"): fmod
     corrected to the divisor's sign, exact at any quotient (torch.remainder's vector loop overflows)."""
     if not a.dtype.is_floating_point:
         return torch.remainder(a, b)
-    m = torch.fmod(a.double(), b.double()).to(a.dtype)  # (exact, so representable; torch's float fmod overflows too)
+    m = fmod_exact(a, b)
     return torch.where((m != 0) & ((b < 0) != (m < 0)), m + b, m)
 
 

@@ -1097,8 +1097,10 @@ class _Documented(TorchFunctionMode):
             a, b = (args[1], args[0]) if func is torch.Tensor.__rmod__ else args[:2]
             r = func(*args)
             if isinstance(r, torch.Tensor) and r.dtype.is_floating_point:
+                from lazy.interpret import fmod_exact
+
                 a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
-                m = torch.fmod(a, b)
+                m = fmod_exact(a, b)
                 exact = torch.where((m != 0) & ((m < 0) != (b < 0)), m.to(r.dtype) + b.to(r.dtype), m.to(r.dtype))
                 return r.copy_(exact) if self._REMAINDER[func] else exact  # (in place: r is args[0])
             return r

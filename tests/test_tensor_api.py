@@ -514,6 +514,12 @@ def test_remainder_is_exact_for_huge_quotients():
     got = (lazy.tensor(a) % lazy.tensor(b)).torch()
     torch.testing.assert_close(got, exact, rtol=0, atol=0)
     assert (a[:1] % b[:1]).isfinite().all() and torch.isnan(a % b).any()  # torch: finite alone, NaN in a vector
+    # float64 quotients beyond its range too (perf/fuzz.py seed 31 case 1139)
+    a64 = torch.tensor([2147483647.0, -5.0, 1e300, 3.0] * 5, dtype=torch.float64)
+    b64 = torch.tensor([1e-300, 1e-310, -1e-20, 2.0] * 5, dtype=torch.float64)
+    want = torch.tensor([math.fmod(x, y) for x, y in zip(a64.tolist(), b64.tolist())], dtype=torch.float64)
+    want = torch.where((want != 0) & ((want < 0) != (b64 < 0)), want + b64, want)
+    torch.testing.assert_close((lazy.tensor(a64) % lazy.tensor(b64)).torch(), want, rtol=0, atol=0)
 
 
 def test_var_and_std_compute_in_float32():
