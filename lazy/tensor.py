@@ -2928,6 +2928,19 @@ INPLACE = ("abs", "neg", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p"
            "lerp", "hypot", "xlogy", "tril", "triu")
 for _name in INPLACE:
     setattr(Tensor, _name + "_", _inplace_op(_name + "_", _name))
+_nan_to_num_in_place = Tensor.nan_to_num_
+
+
+def _nan_to_num_(self, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None) -> Tensor:
+    """In place. Ints and bools have nothing to replace, so nothing is written: torch returns self
+    as it is, an expanded tensor it could not write into included."""
+    if not self.dtype.is_float:
+        self.nan_to_num(nan, posinf, neginf)  # (its argument checks)
+        return self
+    return _nan_to_num_in_place(self, nan, posinf, neginf)
+
+
+Tensor.nan_to_num_ = _nan_to_num_
 
 FUNCTIONS = {name: getattr(Tensor, name) for name in (
     "add", "sub", "mul", "div", "true_divide", "floor_divide", "remainder", "pow", "maximum", "minimum",

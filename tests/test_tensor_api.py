@@ -503,6 +503,21 @@ def test_std_of_equal_values_is_within_ulps_of_zero(dtype):
         assert abs(m.item() - value) <= n * eps * value and 0 <= v.item() <= (n * eps * value) ** 2
 
 
+def test_nan_to_num_in_place_of_ints_writes_nothing():
+    # torch returns an int tensor as it is, even an expanded one it could not write into (perf/fuzz.py
+    # seed 32 case 2694); a float one it refuses, as lazy does
+    t = torch.tensor([7, 16, 19], dtype=torch.uint8).reshape(1, 3).expand(4, 3)
+    x = lazy.tensor(t)
+    assert x.nan_to_num_() is x and torch.equal(x.torch(), t.nan_to_num_())
+    with pytest.raises(TypeError, match="nan"):
+        x.nan_to_num_(nan="zero")
+    f = lazy.tensor(torch.tensor([1.0, math.nan]).expand(2, 2))
+    with pytest.raises(RuntimeError, match="single memory location"):
+        f.nan_to_num_()
+    y = lazy.tensor(torch.tensor([1.0, math.nan, math.inf]))
+    assert y.nan_to_num_(nan=2.0) is y and y.tolist() == [1.0, 2.0, torch.finfo(torch.float32).max]
+
+
 def test_remainder_is_exact_for_huge_quotients():
     # README, "Where lazy differs from torch": fmod corrected to the divisor's sign at any quotient;
     # torch's vectorized kernel overflows a / b to inf (NaN) where its scalar tail does not
