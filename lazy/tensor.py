@@ -1411,6 +1411,9 @@ class Tensor:
         if not dt.is_float:
             raise DTypeError(f"lerp: expected a floating point tensor, got {self.dtype}")
         x, end = self._cast(dt), end._cast(dt)
+        if dt in (float16, bfloat16):  # torch computes halves in float32 (a weight tensor in the dtype first)
+            w = w._cast(dt)._cast(float32) if isinstance(w, Tensor) else w
+            return x._cast(float32).lerp(end._cast(float32), w)._cast(dt)
         d = end - x  # torch's test of a small weight is |w| < 0.5 (w = -1 takes the end's side)
 
         def far(w):

@@ -1233,6 +1233,17 @@ def test_lerp_near_the_float_limit_does_not_overflow_where_torch_does_not(w):
     torch.testing.assert_close(got, want, rtol=3e-7, atol=1e-45)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lerp_of_halves_rounds_once_as_torch(dtype):
+    # torch computes in float32 (a weight tensor rounded to the dtype first) and rounds once; the
+    # product d (1 - w) rounded to bfloat16 first gave -0.03125 for -0.03516 (fuzz seed 33 case 2628)
+    s = torch.tensor([0.0, -1.0, 0.23242188, 1.21875, -1.6953125, 0.5, 0.75]).to(dtype)
+    e = torch.tensor([-4.0, -4, 0, 0, 3, 1, -1]).to(dtype)
+    for w in (torch.tensor(-1.0686027), -1.0686027, 0.3, torch.full((7,), 0.7).to(dtype), torch.tensor(0.2345)):
+        got = lazy.tensor(s).lerp(lazy.tensor(e), lazy.tensor(w) if isinstance(w, torch.Tensor) else w).torch()
+        assert torch.equal(got, s.lerp(e, w)), (w, got, s.lerp(e, w))
+
+
 def test_module_functions_and_math_helpers():
     t = rnd(3, 4)
     x = lazy.tensor(t)
