@@ -187,3 +187,25 @@ def call_c(fn, k, tensors) -> None:
 
     fn.argtypes = [ctypes.c_void_p] * len(tensors) + scalar_argtypes(k.scalars)
     fn(*[t.data_ptr() for t in tensors], *k.meta.get("scalar_values", ()))
+
+
+def assert_transposed_views_equal(x, sums: bool = True) -> None:
+    """Transposed views of `x` (2-d, at least 150x130) with offsets, steps and a flip, added to a
+    contiguous tensor and copied (and, with `sums`, multiplied and summed over their first dim):
+    equal to torch. The tiled-kernel tests of both backends run it."""
+    import torch
+
+    import lazy
+
+    r, c = x.shape
+    views = [(lambda t: t[3:, 5::2].T), (lambda t: t[1:-2:3, 4:].T), (lambda t: t.flip(0)[7:r * 2 // 3].T),
+             (lambda t: t.T[2:c - 10, 10:r - 10])]
+    tx = lazy.tensor(x)
+    for i, view in enumerate(views):
+        v = view(x)
+        y = torch.randn(*v.shape, generator=torch.Generator().manual_seed(i + 1))
+        assert torch.equal((view(tx) + lazy.tensor(y)).torch(), v + y)
+        assert torch.equal(view(tx).contiguous().torch(), v.contiguous())
+        if sums:
+            torch.testing.assert_close((view(tx) * lazy.tensor(y)).sum(0).torch(),
+                                       (v.double() * y.double()).sum(0).float(), rtol=1e-5, atol=1e-5)

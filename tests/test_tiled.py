@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import call_c, kernels_of, render_spy
+from conftest import assert_transposed_views_equal, call_c, kernels_of, render_spy
 
 import lazy
 from codegen import compile_c, knobs, render_c, tiling
@@ -163,17 +163,7 @@ def test_permutes_of_three_and_four_dims_equal_torch(perm):
 
 
 def test_views_with_offsets_and_steps_equal_torch(sources):
-    x = rand(300, 260)
-    tx = lazy.tensor(x)
-    views = [(lambda t: t[3:, 5::2].T), (lambda t: t[1:-2:3, 4:].T), (lambda t: t.flip(0)[7:200].T),
-             (lambda t: t.T[2:250, 10:290])]
-    for view in views:
-        v = view(x)
-        y = rand(*v.shape, seed=1)
-        assert torch.equal((view(tx) + lazy.tensor(y)).torch(), v + y)
-        assert torch.equal(view(tx).contiguous().torch(), v.contiguous())
-        torch.testing.assert_close((view(tx) * lazy.tensor(y)).sum(0).torch(), (v.double() * y.double()).sum(0).float(),
-                                   rtol=1e-5, atol=1e-5)
+    assert_transposed_views_equal(rand(300, 260))
     assert sum(TILED in s for s in sources) >= 4
 
 
