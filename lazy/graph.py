@@ -169,7 +169,7 @@ class Buffer:
         (None: not claimed yet). Other tensors holding the buffer only read it.
     dynamic: the dims `lazy.mark_dynamic` declared to change between calls (lazy/dynamic.py)."""
 
-    __slots__ = ("__weakref__", "data", "dynamic", "owned", "owner", "version")
+    __slots__ = ("__weakref__", "_layout", "data", "dynamic", "owned", "owner", "version")
 
     def __init__(self, data: Any, owned: bool = False):
         self.data = data
@@ -177,6 +177,18 @@ class Buffer:
         self.owned = owned
         self.owner = None
         self.dynamic = frozenset()
+        self._layout = None
+
+    @property
+    def layout(self) -> tuple:
+        """(strides, storage offset, device name) of `data`: asked by every realize that reads the
+        buffer, so made once (a buffer's memory never changes its layout: lazy writes into it only
+        through kernels and copies)."""
+        lay = self._layout
+        if lay is None:
+            d = self.data
+            lay = self._layout = (tuple(d.stride()), int(d.storage_offset()), str(d.device))
+        return lay
 
     def __repr__(self) -> str:
         return f"Buffer({tuple(self.data.shape)}, {self.data.dtype}, {self.data.device})"
@@ -471,8 +483,7 @@ def buffer_version(n: Node) -> int:
 
 
 def buffer_layout(buf: Buffer) -> tuple:
-    d = buf.data
-    return (tuple(d.stride()), int(d.storage_offset()), str(d.device))
+    return buf.layout
 
 
 def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer], list[Node]]:
@@ -505,7 +516,7 @@ def structure_key(roots: list[Node]) -> tuple[tuple, list[Buffer], list[Node]]:
                 if slot is None:
                     slot = buf_slot[b] = len(buffers)
                     buffers.append(b)
-                parts.append((n._static, ("buf", slot, buffer_layout(b))))
+                parts.append((n._static, ("buf", slot, b.layout)))
             elif n._static[1] is SCALAR:
                 parts.append((n._static, len(scalars)))
                 scalars.append(n)

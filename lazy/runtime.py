@@ -483,7 +483,7 @@ def _from_record(rec: dict, backend: str) -> Program:
 
 
 def _device_of(buffers: list[Buffer], device: str | None) -> str:
-    devices = {str(b.data.device) for b in buffers}
+    devices = {b.layout[2] for b in buffers}
     if device is not None:
         devices.add(str(device))
     if len(devices) > 1:
