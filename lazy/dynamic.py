@@ -239,6 +239,8 @@ def fit(instances: list[list[int]], leaf: list[bool]) -> Template | None:
     symbols: list[int] = []
     for p, col in enumerate(cols):
         if leaf[p] and len(set(col)) > 1 and col not in first:
+            if _follows(col, [cols[q] for q in symbols]):
+                continue  # not a symbol of its own: its rule below gives it
             if len(symbols) == MAX_SYMBOLS or min(col) < 2:
                 return None
             first[col] = len(symbols)
@@ -260,6 +262,21 @@ def fit(instances: list[list[int]], leaf: list[bool]) -> Template | None:
             return None
         rules.append(rule)
     return Template(tuple(symbols), tuple(rules))
+
+
+def _follows(col: tuple[int, ...], symbol_cols: list[tuple[int, ...]]) -> bool:
+    """Whether input size `col` is a symbol's plus a constant or a whole multiple of it at every
+    instance: a sequence of length T and the positions of T + 1 tokens, a flattened (B*C) input
+    beside a (B, C) one. Such inputs get no symbol of their own: as independent placeholders they
+    would build a graph whose shapes disagree. Two instances may agree by chance (B and T both one
+    more); a later size where they do not misses the template (`Template.bind` checks every size)
+    and the family is fitted again over more instances."""
+    for sc in symbol_cols:
+        if len({v - s for v, s in zip(col, sc)}) == 1:
+            return True
+        if col[0] % sc[0] == 0 and all(v == col[0] // sc[0] * s for v, s in zip(col, sc)):
+            return True
+    return False
 
 
 def guess(ints: list[int], leaf: list[bool], marked: list[int]) -> Template | None:
@@ -505,6 +522,8 @@ def placeholder_graph(roots: list[Node], buffers: list[Buffer], template: Templa
                 scalars.append(m)
         elif n.op is Op.STORED:  # the value is its buffer's (the stored graph only serves autograd)
             m = srcs[0]
+        elif n.op is Op.EXTERN:  # (its shape is its own: a library call's result)
+            m = node(n.op, srcs, n.arg, n.dtype, shape)
         else:
             m = node(n.op, srcs, arg)
         new[id(n)] = m

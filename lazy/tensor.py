@@ -407,10 +407,15 @@ def _computed(n: Node) -> bool:
 
 # ---------------------------------------------------------------- realization
 
+_realizations = 0  # schedules run so far (`cat` tells values carried from an earlier step by it)
+
+
 def _realize(nodes: list[Node], into: list[Buffer | None] | None = None, packs=None, on_ready=None
              ) -> list[Buffer]:
     """Run `nodes`; one Buffer per node with exactly its shape and dtype (`into`: see realize;
     `packs`, `on_ready`: see runtime.realize_nodes, whose extra results follow)."""
+    global _realizations
+    _realizations += 1
     if os.environ.get("LAZY_BACKEND") == "interp":
         from lazy.interpret import interpret
         # clone: results must not alias the inputs' memory (interpret returns views of buffers)
@@ -2632,6 +2637,15 @@ def cat(tensors, dim: int = 0) -> Tensor:
         if len(sh) != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(sh, ref._node.shape)) if j != d):
             raise RuntimeError(f"cat: shapes {' and '.join(_fmt(t._node.shape) for t in ts)} must match except in "
                                f"dim {d}; tensor {i} has shape {_fmt(sh)}")
+    # a pending result of a cat made before the last realization is computed first: a sequence
+    # grown by one cat per step (generate's `idx = cat((idx, next))`, a KV cache) would otherwise
+    # nest every step's cat in the next step's graph, a new structure (and a new program) per step;
+    # realized, it is a buffer of a new size, which dynamic shapes absorb. (Cats nested in one
+    # expression stay one fused kernel.)
+    grown = [t for t in ts if _concatenated.get(id(t), (None, _realizations))[1] < _realizations
+             and _concatenated[id(t)][0]() is t and t._node.op not in _REALIZED]
+    if grown:
+        realize(*grown)
     total = sum(t._node.shape[d] for t in ts)
     out, off = None, 0
     for t in ts:
@@ -2640,9 +2654,13 @@ def cat(tensors, dim: int = 0) -> Tensor:
         piece = t._cast(dt)._mv(Op.PAD, pads)
         out = piece if out is None else where(t._const(True, bool_)._mv(Op.PAD, pads), piece, out)
         off += k
+    if len(ts) > 1:
+        key = id(out)
+        _concatenated[key] = (weakref.ref(out, lambda _: _concatenated.pop(key, None)), _realizations)
     return out
 
 
+_concatenated: dict[int, tuple] = {}  # id(tensor made by cat) -> (weak reference, _realizations then)
 concat = cat
 
 

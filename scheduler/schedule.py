@@ -28,7 +28,7 @@ import sympy
 
 from codegen.kernel_ir import BufferArg, Expr, ExternCall, GatherView, Kernel, StridedView, walk_exprs
 from lazy.graph import ELEMENTWISE, MOVEMENT, REDUCE, Buffer, Node, Op, buffer_layout, toposort
-from scheduler.indexing import flat_index, linear_coeffs, movement_index, reshape_blocks, strides_of, symbol
+from scheduler.indexing import SYMBOLIC, flat_index, linear_coeffs, movement_index, reshape_blocks, strides_of, symbol
 from scheduler.lower import REDUCE_NAMES, Lowerer, NotFusable
 
 _OWN_KERNEL = (Op.MATMUL, Op.EXTERN)  # rule 5: kernels of their own, never fused into others
@@ -102,7 +102,7 @@ def schedule(roots: list[Node], buffers: list[Buffer], into: tuple[int | None, .
                 if strided_view(s, realized) is not None:
                     continue
                 base = s
-                while base.op in MOVEMENT and id(base) not in realized:
+                while (base.op in MOVEMENT or base.op is Op.DETACH) and id(base) not in realized:
                     base = base.srcs[0]
                 strided_below = (base is not s and base.op is not Op.BUFFER
                                  and strided_view(s, realized | {id(base)}) is not None)
@@ -381,6 +381,9 @@ def strided_view(n: Node, realized: set[int]) -> tuple[Node, tuple[int, ...], in
     chain = []
     base = n
     while base.op is not Op.BUFFER and id(base) not in realized:
+        if base.op is Op.DETACH:  # (values pass through: what no_grad puts on every result)
+            base = base.srcs[0]
+            continue
         if base.op not in MOVEMENT:
             return None
         chain.append(base)
@@ -419,6 +422,8 @@ def _implicit_operand(s: Node, realized: set[int]) -> tuple[Node | None, str] | 
         base = base.srcs[0]
     if base is s or not s.dtype.is_float:
         return None
+    if any(d >= SYMBOLIC for d in s.shape):  # an index map's sub-dims and bounds are literals: a
+        return None  # program for sizes that change (lazy/dynamic.py) realizes the operand instead
     below = None if base.op is Op.BUFFER or id(base) in realized else base
     if gather_view(s, realized if below is None else realized | {id(below)}) is None:
         return None

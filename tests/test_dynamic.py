@@ -169,3 +169,16 @@ def test_guess_reads_products_and_multiples_of_the_marked_sizes():
                                                                 16, 3 * size_symbol("d0"), 16]
     assert t.bind([9, 16, 9, 144, 16, 27, 16]) == [9]
     assert dynamic.guess([1, 4], [True, True], [0]) is None  # a marked size of 1 is specialized
+
+
+def test_an_input_that_follows_a_symbol_gets_no_symbol_of_its_own():
+    # a sequence of T - 1 tokens and the positions of T (generate: the realized tokens, then the
+    # arange of the next length): one symbol, the other input its rule
+    t = dynamic.fit([[2, 3, 5], [3, 4, 5]], [True, True, True])
+    assert t.symbols == (0,) and t.rules[1] == dynamic.Rule(1, (1,), 1)
+    assert t.bind([7, 8, 5]) == [7] and t.bind([7, 9, 5]) is None
+    t = dynamic.fit([[2, 6], [3, 9]], [True, True])  # a flattened (B*3) input beside a (B,) one
+    assert t.symbols == (0,) and t.rules[1] == dynamic.Rule(3, (1,), 0)
+    # two sizes that changed together by chance stay two symbols once a third instance parts them
+    t = dynamic.fit([[3, 5], [4, 6], [9, 3]], [True, True])
+    assert t.symbols == (0, 1)

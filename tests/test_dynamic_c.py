@@ -313,3 +313,62 @@ def test_symbolic_kernels_keep_their_values_under_every_knob(capsys, monkeypatch
                 torch.testing.assert_close(g.torch().float(), w.to(g.torch().dtype).float(), rtol=tol, atol=tol)
     for k in symbolic_kernels(fn, inputs[:2]):
         assert set(render_c.search_space(k)) >= {"threads", "simdlen", "unroll"}
+
+
+# -- generation ------------------------------------------------------------------------------------
+def _tiny_lm(lib, state=None):
+    """A two-head causal attention layer and a head over 16 tokens: generate's step, written once
+    for torch and lazy (weights from `state`, torch's)."""
+    lib.manual_seed(0)
+    emb, pos, qkv, head = lib.nn.Embedding(16, 8), lib.nn.Embedding(32, 8), lib.nn.Linear(8, 24), lib.nn.Linear(8, 16)
+    mods = {"emb": emb, "pos": pos, "qkv": qkv, "head": head}
+    if state is not None:
+        for name, m in mods.items():
+            m.load_state_dict(state[name])
+
+    def step(idx):
+        t = idx.shape[1]
+        x = emb(idx) + pos(lib.arange(t))
+        q, k, v = (y.view(1, t, 2, 4).transpose(1, 2) for y in qkv(x).split(8, dim=2))
+        att = (q @ k.transpose(-2, -1)) * 0.5
+        att = att.masked_fill(lib.ones(t, t).tril() == 0, float("-inf")).softmax(-1)
+        y = (att @ v).transpose(1, 2).contiguous().view(1, t, 8)
+        logits = head(y)[:, -1, :] / 0.8
+        top, _ = lib.topk(logits, 5)
+        logits[logits < top[:, [-1]]] = -float("inf")
+        return lib.cat((idx, lib.multinomial(logits.softmax(-1), num_samples=1)), dim=1)
+
+    return step, {name: m.state_dict() for name, m in mods.items()}
+
+
+def test_generate_grows_its_sequence_with_one_program_for_every_length(capsys):
+    """`idx = cat((idx, next))` each token: the pending sequence is realized at the next cat (its
+    graph would otherwise nest every earlier cat), so each token's graph is the one before at a new
+    length; from the fourth token on (1 and 2 are specialized, then 3 and 4 fit) nothing compiles."""
+    ref, state = _tiny_lm(torch)
+    step, _ = _tiny_lm(lazy, state)
+    want, idx = torch.zeros((1, 1), dtype=torch.long), lazy.zeros((1, 1), dtype=lazy.long)
+    torch.manual_seed(1)
+    lazy.manual_seed(1)
+    counts, log = [], []
+    with torch.no_grad(), lazy.no_grad():
+        for _ in range(12):
+            want = ref(want)
+            with lazy.debug(1):
+                idx = step(idx)
+                idx.realize()
+            log.append(capsys.readouterr().err)
+            counts.append(compile_c.stats.misses)
+    assert idx.tolist() == want.tolist()
+    assert counts[4:] == [counts[4]] * 8, counts
+    assert not any("sizes stay fixed" in text for text in log), log
+    assert not any("new program" in text for text in log[5:]), log
+
+
+def test_cats_nested_in_one_expression_stay_one_kernel():
+    a, b, c = (lazy.tensor(randn(2, n, seed=n)) for n in (3, 4, 5))
+    y = lazy.cat([lazy.cat([a, b], 1), c], 1) * 2
+    with lazy.profile() as p:
+        y.realize()
+    assert len(p.kernels) == 1
+    torch.testing.assert_close(y.torch(), torch.cat([a.torch(), b.torch(), c.torch()], 1) * 2)

@@ -148,3 +148,21 @@ def test_mm_bmm_and_errors():
         x.bmm(rand(3, 4, 5))
     with pytest.raises(RuntimeError, match=r"einsum: term 'ijk' does not fit an operand of shape \(3, 4\)"):
         lazy.einsum("ijk,jk->i", a, b)
+
+
+def test_under_no_grad_gemm_operands_are_strided_views_of_computed_values():
+    # no_grad puts a DETACH on every result: a GEMM reading a view of one (heads split off a
+    # projection, transposed) reads it as a strided view of the computed value, as with grad, not
+    # through a gathered copy of it
+    x, w, b = rand(1, 6, 8, seed=1), rand(8, 24, seed=2), rand(24, seed=3)
+    with lazy.no_grad():
+        q, k, v = (y.view(1, 6, 2, 4).transpose(1, 2) for y in (x @ w + b).split(8, dim=2))
+        y = ((q @ k.transpose(-2, -1)) * 0.5).softmax(-1) @ v
+    _, buffers, _ = structure_key([y._node])
+    sched = schedule([y._node], buffers)
+    assert not any(d.startswith("implicit: ") for d in sched.decisions), sched.decisions
+    assert any("through a strided view" in d for d in sched.decisions), sched.decisions
+    xt, wt, bt = x.torch(), w.torch(), b.torch()
+    qt, kt, vt = ((xt @ wt + bt).split(8, dim=2)[i].view(1, 6, 2, 4).transpose(1, 2) for i in range(3))
+    torch.testing.assert_close(y.torch(), torch.softmax(qt @ kt.transpose(-2, -1) * 0.5, -1) @ vt,
+                               rtol=1e-5, atol=1e-5)
