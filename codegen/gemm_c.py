@@ -819,7 +819,7 @@ def from_source(call: ExternCall, src: str):
     ensure_runtime()
     raw = compile_c.load(src)
     raw.argtypes = ([ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
-                    + render_c.scalar_argtypes(call.epilogue.scalars if call.epilogue is not None else ()))
+                    + compile_c.scalar_argtypes(call.epilogue.scalars if call.epilogue is not None else ()))
     raw.restype = ctypes.c_int
 
     def fn(*pointers):

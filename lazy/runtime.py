@@ -350,7 +350,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
 def _c_kernel(k: Kernel, src: str):
     """The compiled function of `k`'s C source `src`, taking buffer pointers, scalars, sizes."""
     fn = compile_c.load(src)
-    fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
+    fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + compile_c.scalar_argtypes(k.scalars)
                    + [ctypes.c_int64] * len(k.sizes))
     return fn
 

@@ -22,7 +22,7 @@ from functools import cache
 
 import sympy
 
-from codegen.kernel_ir import FloorDiv, ModIdx
+from codegen.index_ops import FloorDiv, ModIdx
 
 Ranges = dict  # sympy.Symbol -> int size (values lie in [0, size))
 SYMBOLIC = 1 << 62  # sizes from here up are placeholders of sizes that change (lazy/dynamic.py)
