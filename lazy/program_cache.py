@@ -39,9 +39,6 @@ import pickle
 from functools import cache
 from pathlib import Path
 
-import sympy
-from sympy.core.operations import AssocOp
-
 from codegen import compile_c, tune, tunedb
 from lazy.graph import DType
 
@@ -134,22 +131,31 @@ def digest(full_key: tuple, backend: str, template=None, ints=None) -> str | Non
 
 def _sympy_node(cls, args: tuple):
     """A compound sympy expression from its stored arguments, as it was (nothing evaluated)."""
+    import sympy
+    from sympy.core.operations import AssocOp
+
     if issubclass(cls, AssocOp):
         return cls._from_args(args)
     return sympy.Basic.__new__(cls, *args)
 
 
 class _Pickler(pickle.Pickler):
+    def __init__(self, file, basic: type):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._basic = basic  # sympy.Basic: passed in, so this module imports sympy only to store
+
     def reducer_override(self, obj):
         # atoms (symbols with their assumptions, numbers, singletons) pickle as sympy makes them
-        if isinstance(obj, sympy.Basic) and not obj.is_Atom:
+        if isinstance(obj, self._basic) and not obj.is_Atom:
             return _sympy_node, (type(obj), obj.args)
         return NotImplemented
 
 
 def dumps(record) -> bytes:
+    import sympy
+
     buf = io.BytesIO()
-    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(record)
+    _Pickler(buf, sympy.Basic).dump(record)
     return buf.getvalue()
 
 
