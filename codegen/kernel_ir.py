@@ -198,6 +198,28 @@ class Kernel:
             n *= s
         return n
 
+    def __getattr__(self, name: str):
+        """`reduces` and `stores` of a kernel made by `deferred_stages`, loaded when first read
+        (Python calls this only for an attribute the kernel does not have)."""
+        load = self.__dict__.get("_stages")
+        if load is None or name not in ("reduces", "stores"):
+            raise AttributeError(f"'Kernel' object has no attribute {name!r}")
+        reduces, stores = load()
+        object.__setattr__(self, "reduces", reduces)
+        object.__setattr__(self, "stores", stores)
+        self.__dict__.pop("_stages", None)
+        return self.__dict__[name]
+
+
+def deferred_stages(fields: dict, load) -> Kernel:
+    """A kernel with the attributes `fields` (all of a Kernel's but `reduces` and `stores`) whose
+    stages `load()` gives, as (reduces, stores), when first read. The program cache
+    (lazy/program_cache.py) loads kernels so: launching a stored kernel reads its buffers, scalars,
+    sizes and meta only, and unpickling its stages' index expressions would import sympy."""
+    k = object.__new__(Kernel)
+    k.__dict__.update(fields, _stages=load)
+    return k
+
 
 def size_symbol(name: str) -> sympy.Symbol:
     """The size symbol `name` ("d0", ...): a positive integer."""

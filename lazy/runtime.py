@@ -486,8 +486,9 @@ def _storable(launches: list[Launch]) -> list[Launch] | None:
 def _from_record(rec: dict, backend: str) -> Program:
     """The program a record of the program cache describes (`_build` stored it): its kernels loaded
     by their sources, nothing scheduled or rendered (a source whose object left the disk cache is
-    compiled again)."""
-    from codegen import gemm_c
+    compiled again). A fixed-size program loads without sympy: its kernels' stages, the index
+    expressions, stay pickled until something reads them (codegen/kernel_ir.py `deferred_stages`)."""
+    from codegen import gemm_c_runtime
 
     misses = compile_c.stats.misses
     level = debug_level()
@@ -499,7 +500,7 @@ def _from_record(rec: dict, backend: str) -> Program:
         for ln in stored:
             if ln.backend == "c":
                 fn = _c_kernel(ln.kernel, ln.source) if isinstance(ln.kernel, Kernel) else \
-                    gemm_c.from_source(ln.kernel, ln.source)
+                    gemm_c_runtime.from_source(ln.kernel, ln.source)
                 ln = replace(ln, fn=fn)
                 if level >= 3:
                     _log(f"--- {ln.kernel.name} ({ln.kernel.key()}), from the program cache ---\n{ln.source}")
