@@ -201,14 +201,14 @@ class Kernel:
     def __getattr__(self, name: str):
         """`reduces` and `stores` of a kernel made by `deferred_stages`, loaded when first read
         (Python calls this only for an attribute the kernel does not have)."""
-        load = self.__dict__.get("_stages")
-        if load is None or name not in ("reduces", "stores"):
-            raise AttributeError(f"'Kernel' object has no attribute {name!r}")
-        reduces, stores = load()
-        object.__setattr__(self, "reduces", reduces)
-        object.__setattr__(self, "stores", stores)
-        self.__dict__.pop("_stages", None)
-        return self.__dict__[name]
+        d = self.__dict__
+        load = d.get("_stages")
+        if load is not None and name in ("reduces", "stores"):
+            d["reduces"], d["stores"] = load()
+            d.pop("_stages", None)  # after the stages are set: another thread reading them meanwhile finds them
+        if name in d:
+            return d[name]
+        raise AttributeError(f"'Kernel' object has no attribute {name!r}")
 
 
 def deferred_stages(fields: dict, load) -> Kernel:

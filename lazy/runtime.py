@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codegen import compile_c, extern, tune
+from codegen import compile_c, extern, gemm_c_runtime, tune
 from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place, size_fn
 from lazy import dynamic, packing, program_cache, reasons
 from lazy.graph import Buffer, Node, structure_key, toposort
@@ -488,8 +488,6 @@ def _from_record(rec: dict, backend: str) -> Program:
     by their sources, nothing scheduled or rendered (a source whose object left the disk cache is
     compiled again). A fixed-size program loads without sympy: its kernels' stages, the index
     expressions, stay pickled until something reads them (codegen/kernel_ir.py `deferred_stages`)."""
-    from codegen import gemm_c_runtime
-
     misses = compile_c.stats.misses
     level = debug_level()
     launches = []
