@@ -25,7 +25,7 @@ the program is built for these sizes, and later calls match the template exactly
 
 The program for all sizes is built by lazy/symbolic.py (the graph at placeholder sizes, scheduled,
 and its Kernel IR read back as polynomials in the symbols): this module only fits templates to the
-sizes of structure keys, and imports neither sympy nor the scheduler.
+sizes of structure keys, and loads without sympy or the scheduler (`import lazy` imports it).
 """
 
 from __future__ import annotations
