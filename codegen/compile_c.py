@@ -463,6 +463,19 @@ def load_library(source: str, flags: tuple[str, ...] | None = None) -> ctypes.CD
     return lib
 
 
+# the ctypes of the scalar parameters render_c.scalar_params declares: each dtype's compute type
+SCALAR_CTYPES = {"float32": ctypes.c_float, "float64": ctypes.c_double, "float16": ctypes.c_float,
+                 "bfloat16": ctypes.c_float, "int32": ctypes.c_int32, "int64": ctypes.c_int64,
+                 "int8": ctypes.c_int32, "uint8": ctypes.c_int32, "bool": ctypes.c_int}
+
+
+def scalar_argtypes(dtypes: tuple[str, ...]) -> list:
+    """ctypes of a kernel's scalar arguments, for a loaded function's argtypes. Here rather than
+    beside the renderer that declares them: loading a kernel from its stored source needs these,
+    and no renderer (nor sympy)."""
+    return [SCALAR_CTYPES[dt] for dt in dtypes]
+
+
 def load(source: str, fn_name: str = "lazy_kernel", flags: tuple[str, ...] | None = None):
     """The compiled function for `source` (with `flags`; None: `cflags()`), compiling it only if no
     disk cache holds it. The function holds its library, which stays loaded while the function exists."""

@@ -26,7 +26,8 @@ Structure (GotoBLAS / BLIS)
   source is AVX-512 zmm, AVX2 ymm or SSE/NEON 128-bit; the branch is chosen by the compiler's
   target macros, each with its own MR/NV so accumulators fit the register file). Per k it loads
   NV vectors of B and multiplies them by broadcast elements of A (fused multiply-add). The packed
-  buffers live in one workspace per calling thread, shared by all GEMM kernels (WORKSPACE_SRC).
+  buffers live in one workspace per calling thread, shared by all GEMM kernels
+  (codegen/gemm_c_runtime.py, which also loads a rendered GEMM).
 - Threads: one `omp parallel for` over the units, static, each thread with its own packing
   buffers and no barrier. Sharing one packed B panel between threads would pack less, but every
   barrier then waits for the slowest thread: on a machine where another process holds a core
@@ -53,12 +54,12 @@ LAZY_GEMM=blas|c|auto overrides it.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from dataclasses import dataclass
 from dataclasses import replace as _replace
 
-from codegen import compile_c, knobs, render_c
+from codegen import knobs, render_c
+from codegen.gemm_c_runtime import from_source
 from codegen.gemm_triton import Problem, epilogue_buffers
 from codegen.gemm_triton import problem_of as _problem_of
 from codegen.kernel_ir import C_TYPES, ExternCall
@@ -240,43 +241,6 @@ static int omp_passive(void) {
 void* lazy_gemm_workspace(size_t bytes);
 static T* workspace(size_t n) { return (T*)lazy_gemm_workspace(n * sizeof(T)); }
 """
-
-
-# One library per process (loaded RTLD_GLOBAL by `ensure_runtime`, so every GEMM .so binds its
-# undefined `lazy_gemm_workspace` to it): the packing buffers of all GEMM kernels are one
-# allocation per calling thread, not one per kernel (a training step has a dozen GEMMs, several
-# MiB of packed panels each). Kept between calls: steady-state calls neither allocate nor fault in
-# fresh pages; 2 MiB-aligned with a huge-page hint (the B panel is streamed once per micro-panel).
-WORKSPACE_SRC = r"""
-#include <stdlib.h>
-#include <sys/mman.h>
-static _Thread_local void* ws_buf;
-static _Thread_local size_t ws_cap;
-void* lazy_gemm_workspace(size_t bytes) {
-  if (bytes > ws_cap) {
-    free(ws_buf);
-    ws_buf = NULL;
-    ws_cap = 0;
-    const size_t huge = (size_t)2 << 20;
-    bytes = (bytes + huge - 1) & ~(huge - 1);
-    void* p = NULL;
-    if (posix_memalign(&p, huge, bytes)) return NULL;
-    madvise(p, bytes, MADV_HUGEPAGE);
-    ws_buf = p;
-    ws_cap = bytes;
-  }
-  return ws_buf;
-}
-"""
-_runtime: list = []
-
-
-def ensure_runtime() -> None:
-    """Load the workspace library into the global symbol scope (once per process); call it before
-    loading a generated GEMM .so by other means than `load`."""
-    if not _runtime:
-        lib = compile_c.load_library(WORKSPACE_SRC)  # wherever the cache found or put it
-        _runtime.append(ctypes.CDLL(lib._name, mode=os.RTLD_GLOBAL | os.RTLD_NOW))
 
 
 def _pack_b(p: Problem) -> list[str]:
@@ -812,22 +776,6 @@ def load(call: ExternCall, cfg: GemmCConfig | None = None):
     """The compiled kernel: `fn(out_ptr, a_ptr, b_ptr, *epilogue_ptrs)` (data pointers of the
     buffers; views' offsets count from them). `fn.source` is the C source."""
     return from_source(call, render_gemm_c(call, cfg))
-
-
-def from_source(call: ExternCall, src: str):
-    """`load`'s kernel from its source (`render_gemm_c`'s for `call`), rendered before."""
-    ensure_runtime()
-    raw = compile_c.load(src)
-    raw.argtypes = ([ctypes.c_void_p] * (3 + len(epilogue_buffers(call)))
-                    + render_c.scalar_argtypes(call.epilogue.scalars if call.epilogue is not None else ()))
-    raw.restype = ctypes.c_int
-
-    def fn(*pointers):
-        if raw(*pointers):
-            raise MemoryError(f"{call.name}: the C GEMM could not allocate its packing buffers")
-
-    fn.source = src
-    return fn
 
 
 # -- BLAS or C, per shape ------------------------------------------------------------------------

@@ -12,7 +12,9 @@ outermost first). Inside it:
   the row stays in cache, memory is read once.
 - `Store` stages: write `value` at `index` of buffer `buf`, inside all `len(loops)` loops.
 Index expressions are sympy integer expressions over the loop symbols (and `FloorDiv`/`ModIdx`
-atoms from scheduler.indexing, which the renderers print as integer `/` and `%`).
+atoms of codegen/index_ops.py, which the renderers print as integer `/` and `%`). This module
+imports sympy only in the functions that compute with such expressions: a process that loads
+kernels from the program cache (lazy/program_cache.py) and only launches them never imports it.
 
 Sizes may be symbolic (a dimension that changes between calls, lazy/dynamic.py). Then
 `Kernel.sizes` names size symbols `d0, d1, ...` (`size_symbol`), each an int64 argument of the kernel
@@ -40,33 +42,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sympy
-
-
-class FloorDiv(sympy.Function):
-    """floor(a / b) for integers, b > 0; kept unevaluated unless both are numbers."""
-
-    is_integer = True
-
-    @classmethod
-    def eval(cls, a, b):
-        if a.is_Integer and b.is_Integer:
-            return sympy.Integer(int(a) // int(b))
-        return None
-
-
-class ModIdx(sympy.Function):
-    """a mod b for integers, b > 0; kept unevaluated unless both are numbers."""
-
-    is_integer = True
-
-    @classmethod
-    def eval(cls, a, b):
-        if a.is_Integer and b.is_Integer:
-            return sympy.Integer(int(a) % int(b))
-        return None
+if TYPE_CHECKING:
+    import sympy
 
 
 # dtype name -> (C storage type, C compute type)
@@ -219,15 +198,41 @@ class Kernel:
             n *= s
         return n
 
+    def __getattr__(self, name: str):
+        """`reduces` and `stores` of a kernel made by `deferred_stages`, loaded when first read
+        (Python calls this only for an attribute the kernel does not have)."""
+        d = self.__dict__
+        load = d.get("_stages")
+        if load is not None and name in ("reduces", "stores"):
+            d["reduces"], d["stores"] = load()
+            d.pop("_stages", None)  # after the stages are set: another thread reading them meanwhile finds them
+        if name in d:
+            return d[name]
+        raise AttributeError(f"'Kernel' object has no attribute {name!r}")
+
+
+def deferred_stages(fields: dict, load) -> Kernel:
+    """A kernel with the attributes `fields` (all of a Kernel's but `reduces` and `stores`) whose
+    stages `load()` gives, as (reduces, stores), when first read. The program cache
+    (lazy/program_cache.py) loads kernels so: launching a stored kernel reads its buffers, scalars,
+    sizes and meta only, and unpickling its stages' index expressions would import sympy."""
+    k = object.__new__(Kernel)
+    k.__dict__.update(fields, _stages=load)
+    return k
+
 
 def size_symbol(name: str) -> sympy.Symbol:
     """The size symbol `name` ("d0", ...): a positive integer."""
+    import sympy
+
     return sympy.Symbol(name, integer=True, positive=True)
 
 
 def size_fn(exprs, names: tuple[str, ...]):
     """A function of the size values (in `names` order) giving the tuple of `exprs` (ints or
     polynomials in the size symbols) as ints: how a launch computes shapes, strides and offsets."""
+    import sympy
+
     flat = [sympy.sympify(e) for e in exprs]
     if all(e.is_Integer for e in flat):
         values = tuple(int(e) for e in flat)
@@ -254,6 +259,8 @@ def hint(k: Kernel | ExternCall, e) -> int:
     """Size expression `e` of kernel `k` at its hints (`meta["hints"]`): an int for decisions of speed."""
     if isinstance(e, int):
         return e
+    import sympy
+
     e = sympy.sympify(e)
     if e.is_Integer:
         return int(e)
@@ -354,6 +361,8 @@ def epilogue_in_place(call: ExternCall) -> Kernel:
 def subst_expr(e: Expr, rep: dict, memo: dict | None = None) -> Expr:
     """`e` with index symbols replaced in every load index, mask, `index` and `valid` argument.
     `memo` (by id) keeps shared sub-expressions shared; pass one dict for one substitution."""
+    import sympy
+
     memo = {} if memo is None else memo
     hit = memo.get(id(e))
     if hit is not None:

@@ -62,7 +62,6 @@ is declared with it (codegen/knobs.py); `render_c` checks the config before it r
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 from dataclasses import dataclass, replace
@@ -71,13 +70,12 @@ from pathlib import Path
 import sympy
 
 from codegen import knobs
+from codegen.index_ops import FloorDiv, ModIdx
 from codegen.kernel_ir import (
     C_TYPES,
     ITEMSIZE,
     Expr,
-    FloorDiv,
     Kernel,
-    ModIdx,
     compute_dtype,
     hint,
     size_symbol,
@@ -719,20 +717,10 @@ def _loads(e: Expr, seen=None):
         yield from _loads(s, seen)
 
 
-SCALAR_CTYPES = {"float32": ctypes.c_float, "float64": ctypes.c_double, "float16": ctypes.c_float,
-                 "bfloat16": ctypes.c_float, "int32": ctypes.c_int32, "int64": ctypes.c_int64,
-                 "int8": ctypes.c_int32, "uint8": ctypes.c_int32, "bool": ctypes.c_int}
-
-
-def scalar_argtypes(dtypes: tuple[str, ...]) -> list:
-    """ctypes of a kernel's scalar arguments (`scalar_params`), for a loaded function's argtypes."""
-    return [SCALAR_CTYPES[dt] for dt in dtypes]
-
-
 def scalar_params(dtypes: tuple[str, ...]) -> list[str]:
     """C parameters of a kernel's scalar arguments (after its buffers): each in its dtype's compute
     type, so a float16 scalar arrives as the float it was given (legalize rounds it where a use
-    needs a half)."""
+    needs a half). Their ctypes are codegen/compile_c.py `scalar_argtypes`."""
     return [f"const {ctype(compute_dtype(dt))} s{i}" for i, dt in enumerate(dtypes)]
 
 

@@ -88,11 +88,10 @@ from dataclasses import dataclass
 import sympy
 
 from codegen import knobs, tiling
+from codegen.index_ops import FloorDiv, ModIdx
 from codegen.kernel_ir import (
     Expr,
-    FloorDiv,
     Kernel,
-    ModIdx,
     Reduce,
     Store,
     compute_dtype,

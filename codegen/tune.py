@@ -411,7 +411,7 @@ def _c_adapter(k: Kernel) -> Adapter:
 
     def bind(cfg, tensors, scalars=()):
         fn = compile_c.load(source(cfg))
-        fn.argtypes = [ctypes.c_void_p] * len(tensors) + render_c.scalar_argtypes(k.scalars)
+        fn.argtypes = [ctypes.c_void_p] * len(tensors) + compile_c.scalar_argtypes(k.scalars)
         ptrs = [t.data_ptr() for t in tensors]
         return lambda: fn(*ptrs, *scalars)
 

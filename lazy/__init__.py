@@ -10,12 +10,14 @@ defined; the aliases go last), so they are not sorted.
 import gc as _gc
 import os as _os
 
-# The garbage collector is paused while torch, sympy and lazy import (hundreds of thousands of
-# objects, almost none of them garbage: its 500 collections took 0.2-0.3 s of the import), and what
-# the import made is then frozen (`gc.freeze`): moved out of the generations the collector scans.
-# Without that, every full collection of a later program walks all of torch's and sympy's objects
-# again: a warm process's first GPT training step spent 0.18 s of its 0.7 s collecting, 0.03 s
-# frozen. LAZY_GC_FREEZE=0 keeps the collector as it was (the import still runs unpaused then).
+# The garbage collector is paused while torch and lazy import (hundreds of thousands of objects,
+# almost none of them garbage: its 500 collections took 0.2-0.3 s of the import when sympy loaded
+# here too), and what the import made is then frozen (`gc.freeze`): moved out of the
+# generations the collector scans. Without that, every full collection of a later program walks
+# all of torch's objects again: a warm process's first GPT training step spent 0.18 s of its 0.7 s
+# collecting, 0.03 s frozen. LAZY_GC_FREEZE=0 keeps the collector as it was (the imports then run
+# with it on). Sympy and the scheduler load at the first schedule, the collector paused then too
+# (lazy/runtime.py `_schedule`).
 _freeze = _os.environ.get("LAZY_GC_FREEZE", "1")
 if _freeze not in ("0", "1"):
     raise ValueError(f"LAZY_GC_FREEZE={_freeze!r}: expected 0 or 1")

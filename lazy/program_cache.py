@@ -27,22 +27,26 @@ Invariants
   already. Evaluated again (sympy's own pickling), the GPT example's program (111 kernels) loaded
   in 42-58 ms instead of 10, and the first evaluation imported more of sympy (`Add.flatten`:
   0.4 s of the MLP example's warm first step, under the profiler).
+- A kernel's stages (its reduces and stores, which hold its index expressions) are a pickle of
+  their own inside the record, unpickled when first read (codegen/kernel_ir.py `deferred_stages`):
+  loading and launching a program reads only its kernels' buffers, scalars, sizes and meta, so a
+  process whose programs all come from here, at fixed sizes, never imports sympy. (A program for all
+  sizes has sympy polynomials in its shapes, and a launch with a tuned config needs the module
+  that defines the config's class, a renderer: those load it.)
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import io
 import os
 import pickle
-from functools import cache
 from pathlib import Path
 
-import sympy
-from sympy.core.operations import AssocOp
-
 from codegen import compile_c, tune, tunedb
+from codegen.kernel_ir import Kernel, deferred_stages
 from lazy.graph import DType
 
 FORMAT = 1  # of records: bump when what a record holds changes
@@ -65,7 +69,7 @@ def stable(value) -> bool:
     return True
 
 
-@cache
+@functools.cache
 def code_version() -> str:
     """A digest of the source of the modules that schedule, render and build programs, and of the
     C they paste into kernels (codegen/prelude.h: a record holds its kernels' full sources)."""
@@ -134,22 +138,40 @@ def digest(full_key: tuple, backend: str, template=None, ints=None) -> str | Non
 
 def _sympy_node(cls, args: tuple):
     """A compound sympy expression from its stored arguments, as it was (nothing evaluated)."""
+    import sympy
+    from sympy.core.operations import AssocOp
+
     if issubclass(cls, AssocOp):
         return cls._from_args(args)
     return sympy.Basic.__new__(cls, *args)
 
 
+def _stages(data: bytes) -> tuple:
+    """A stored kernel's (reduces, stores), which `_Pickler` pickled apart from the kernel."""
+    return pickle.loads(data)
+
+
 class _Pickler(pickle.Pickler):
+    def __init__(self, file, basic: type):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._basic = basic  # sympy.Basic: passed in, so this module imports sympy only to store
+
     def reducer_override(self, obj):
+        if type(obj) is Kernel:  # its stages in a pickle of their own, unpickled when first read
+            stages = dumps((obj.reduces, obj.stores))
+            fields = {k: v for k, v in vars(obj).items() if k not in ("reduces", "stores")}
+            return deferred_stages, (fields, functools.partial(_stages, stages))
         # atoms (symbols with their assumptions, numbers, singletons) pickle as sympy makes them
-        if isinstance(obj, sympy.Basic) and not obj.is_Atom:
+        if isinstance(obj, self._basic) and not obj.is_Atom:
             return _sympy_node, (type(obj), obj.args)
         return NotImplemented
 
 
 def dumps(record) -> bytes:
+    import sympy
+
     buf = io.BytesIO()
-    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(record)
+    _Pickler(buf, sympy.Basic).dump(record)
     return buf.getvalue()
 
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
+import importlib
 import math
 import os
 import sys
@@ -40,9 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codegen import compile_c, extern, render_c, tune
+from codegen import compile_c, extern, gemm_c_runtime, tune
 from codegen.kernel_ir import ExternCall, Kernel, epilogue_in_place, size_fn
-from codegen.legalize import verify
 from lazy import dynamic, packing, program_cache, reasons
 from lazy.graph import Buffer, Node, structure_key, toposort
 
@@ -290,6 +291,8 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
     it, the GEMM into the output buffer and then the epilogue over it in place."""
     level = debug_level()
     if os.environ.get("LAZY_VERIFY", "") not in ("", "0"):  # the tests check every kernel they build
+        from codegen.legalize import verify
+
         epilogue = k.epilogue if isinstance(k, ExternCall) else k
         if epilogue is not None:
             verify(epilogue)
@@ -332,6 +335,8 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
         slots = k.meta["slots"] + (() if k.epilogue is None else gemm_triton.epilogue_slots(k))
         return [TritonGemmLaunch(k, gemm, slots, str(gemm.path), "extern", cfg, _scalar_slots(k))]
     if backend == "c":
+        from codegen import render_c
+
         src = render_c.render_c(k, config=cfg)
         if level >= 3:
             _log(f"--- {k.name} ({k.key()}) ---\n{src}")
@@ -350,7 +355,7 @@ def _compile(k: Kernel | ExternCall, backend: str) -> list[Launch]:
 def _c_kernel(k: Kernel, src: str):
     """The compiled function of `k`'s C source `src`, taking buffer pointers, scalars, sizes."""
     fn = compile_c.load(src)
-    fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
+    fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + compile_c.scalar_argtypes(k.scalars)
                    + [ctypes.c_int64] * len(k.sizes))
     return fn
 
@@ -368,6 +373,8 @@ def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
         return []
     cfg = tune.tuned_config(k, backend)
     if isinstance(k, Kernel):
+        from codegen import render_c
+
         return [render_c.render_c(k, config=cfg)]
     from codegen import gemm_c
 
@@ -379,12 +386,32 @@ def _c_sources(k: Kernel | ExternCall, backend: str) -> list[str]:
 
 
 def _schedule():
-    """scheduler.schedule.schedule, looked up when a program is built: `import scheduler` imports lazy
-    (the graph IR lives in it) and so this module before the scheduler's own modules exist, and once
-    they do, scheduler/__init__ binds the name `schedule` to the function over its submodule."""
+    """scheduler.schedule.schedule, imported when a program is built: the scheduler (and sympy, which
+    it computes indices with) loads only in a process that schedules something, not at `import lazy`
+    nor in one whose programs all come from the program cache. Looked up here, not bound at import:
+    `import scheduler` imports lazy (the graph IR lives in it) before the scheduler's own modules
+    exist, and once they do, scheduler/__init__ binds the name `schedule` to the function over its
+    submodule."""
+    if "scheduler.schedule" not in sys.modules:
+        _import_paused("scheduler.schedule")
     from scheduler.schedule import schedule
 
     return schedule
+
+
+def _import_paused(name: str) -> None:
+    """Import module `name` with the garbage collector paused, as `import lazy` imports torch: the
+    scheduler's first import makes sympy's tens of thousands of objects and no garbage, and with a
+    program's own 200,000 objects alive, the collections it set off took 0.05-0.1 s of its 0.35 s.
+    LAZY_GC_FREEZE=0 leaves the collector alone here too."""
+    enabled = gc.isenabled()
+    if os.environ.get("LAZY_GC_FREEZE", "1") != "0":
+        gc.disable()
+    try:
+        importlib.import_module(name)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None, scalars=(),
@@ -402,16 +429,18 @@ def _build(nodes: list[Node], buffers: list[Buffer], backend: str, into=None, sc
             except Exception as e:  # noqa: BLE001 (a record this code cannot use: built again, and replaced)
                 if debug_level() >= 1:
                     _log(f"lazy: program record {name} not used ({type(e).__name__}: {e})")
-    sized: tuple[str, ...] = ()
+    schedule, sized = _schedule(), ()
     if template is not None:
-        ph_nodes, ph_buffers, ph_scalars = dynamic.placeholder_graph(nodes, buffers, template, ints)
-        sched = _schedule()(ph_nodes, ph_buffers, into, scalars=ph_scalars)
+        from lazy import symbolic
+
+        ph_nodes, ph_buffers, ph_scalars = symbolic.placeholder_graph(nodes, buffers, template, ints)
+        sched = schedule(ph_nodes, ph_buffers, into, scalars=ph_scalars)
         n, hints = len(template.symbols), template.bind(ints)
-        sched.kernels = [dynamic.symbolic_kernel(k, n, hints) for k in sched.kernels]  # NotSymbolic: caller
-        sched.allocs = [(dynamic.decode_shape(shape, n), dt) for shape, dt in sched.allocs]
+        sched.kernels = [symbolic.symbolic_kernel(k, n, hints) for k in sched.kernels]  # NotSymbolic: caller
+        sched.allocs = [(symbolic.decode_shape(shape, n), dt) for shape, dt in sched.allocs]
         sized = tuple(f"d{i}" for i in range(n))
     else:
-        sched = _schedule()(nodes, buffers, into, scalars=scalars)
+        sched = schedule(nodes, buffers, into, scalars=scalars)
     misses = compile_c.stats.misses
     # a new schedule's kernels compile concurrently (one compiler process per core), then load
     # one by one from the disk cache: a cold training step waits for its slowest kernel, not the sum
@@ -457,9 +486,8 @@ def _storable(launches: list[Launch]) -> list[Launch] | None:
 def _from_record(rec: dict, backend: str) -> Program:
     """The program a record of the program cache describes (`_build` stored it): its kernels loaded
     by their sources, nothing scheduled or rendered (a source whose object left the disk cache is
-    compiled again)."""
-    from codegen import gemm_c
-
+    compiled again). A fixed-size program loads without sympy: its kernels' stages, the index
+    expressions, stay pickled until something reads them (codegen/kernel_ir.py `deferred_stages`)."""
     misses = compile_c.stats.misses
     level = debug_level()
     launches = []
@@ -470,7 +498,7 @@ def _from_record(rec: dict, backend: str) -> Program:
         for ln in stored:
             if ln.backend == "c":
                 fn = _c_kernel(ln.kernel, ln.source) if isinstance(ln.kernel, Kernel) else \
-                    gemm_c.from_source(ln.kernel, ln.source)
+                    gemm_c_runtime.from_source(ln.kernel, ln.source)
                 ln = replace(ln, fn=fn)
                 if level >= 3:
                     _log(f"--- {ln.kernel.name} ({ln.kernel.key()}), from the program cache ---\n{ln.source}")

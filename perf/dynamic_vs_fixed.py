@@ -59,7 +59,7 @@ def caller(k: Kernel, sizes: tuple, bufs: list[torch.Tensor] | None = None):
     """(a zero-argument call of `k`, the bytes it moves, its buffers): on `bufs`, or on fresh ones
     (both kernels run on the same memory: where buffers lie changes a memory-bound kernel's time)."""
     fn = compile_c.load(render_c.render_c(k))
-    fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + render_c.scalar_argtypes(k.scalars)
+    fn.argtypes = ([ctypes.c_void_p] * len(k.buffers) + compile_c.scalar_argtypes(k.scalars)
                    + [ctypes.c_int64] * len(k.sizes))
     numels = size_fn([b.numel for b in k.buffers], k.sizes)(*sizes)
     bufs = bufs or [torch.randn(n) for n in numels]

@@ -11,7 +11,7 @@ Invariants
   What cannot be simplified stays an atom, printed as integer `/` and `%` by the backends
   (operands are non-negative wherever the result is used unmasked).
 - Sizes that change between calls are scheduled as placeholder integers of at least `SYMBOLIC`
-  (lazy/dynamic.py): huge primes that stand for any size >= 2. A rule may only use what holds for
+  (lazy/symbolic.py): huge primes that stand for any size >= 2. A rule may only use what holds for
   every such size: a range that grows with a placeholder is never "smaller than" a divisor of
   placeholder size unless the bound says so symbolically, and divisor peeling skips huge divisors.
 """
@@ -22,10 +22,10 @@ from functools import cache
 
 import sympy
 
-from codegen.kernel_ir import FloorDiv, ModIdx
+from codegen.index_ops import FloorDiv, ModIdx
 
 Ranges = dict  # sympy.Symbol -> int size (values lie in [0, size))
-SYMBOLIC = 1 << 62  # sizes from here up are placeholders of sizes that change (lazy/dynamic.py)
+SYMBOLIC = 1 << 62  # sizes from here up are placeholders of sizes that change (lazy/symbolic.py)
 PEEL_MAX = 1 << 16  # divisors whose factors `_split_div`/`_split_mod` try (a factor search per divisor)
 
 
@@ -45,7 +45,7 @@ def _quotient(lo: int, hi: int, d: int) -> int | None:
 
 @cache
 def placeholders(count: int = 3) -> tuple[int, ...]:
-    """The placeholder sizes (lazy/dynamic.py): primes of at least 2**64, each beyond the cube of
+    """The placeholder sizes (lazy/symbolic.py): primes of at least 2**64, each beyond the cube of
     the one before, so a polynomial of degree <= 2 per size symbol decodes from its value."""
     out, bits = [], 64
     for _ in range(count):

@@ -183,7 +183,7 @@ def call_c(fn, k, tensors) -> None:
     the scalar arguments `k` was lowered with (`meta["scalar_values"]`)."""
     import ctypes
 
-    from codegen.render_c import scalar_argtypes
+    from codegen.compile_c import scalar_argtypes
 
     fn.argtypes = [ctypes.c_void_p] * len(tensors) + scalar_argtypes(k.scalars)
     fn(*[t.data_ptr() for t in tensors], *k.meta.get("scalar_values", ()))

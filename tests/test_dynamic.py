@@ -1,5 +1,6 @@
-"""Dynamic shapes (lazy/dynamic.py): a program seen with other sizes is built once for all of them.
-Fitting templates of sizes, decoding placeholder sizes, and the symbolic Kernel IR they give."""
+"""Dynamic shapes: a program seen with other sizes is built once for all of them. Fitting templates
+of sizes (lazy/dynamic.py), decoding placeholder sizes, and the symbolic Kernel IR they give
+(lazy/symbolic.py)."""
 
 import random
 
@@ -8,7 +9,7 @@ import sympy
 
 import lazy
 from codegen.kernel_ir import size_symbol
-from lazy import dynamic
+from lazy import dynamic, symbolic
 from lazy.graph import structure_key
 from scheduler import schedule
 
@@ -66,16 +67,16 @@ def test_placeholder_numbers_decode_to_their_polynomials(seed):
     d = [size_symbol(f"d{i}") for i in range(3)]
     poly = sum(rng.randint(-1000, 1000) * d[0] ** rng.randint(0, 2) * d[1] ** rng.randint(0, 2)
                * d[2] ** rng.randint(0, 2) for _ in range(4))
-    value = int(poly.xreplace(dict(zip(d, dynamic.placeholders()))))
-    assert sympy.expand(dynamic.decode(value, 3) - poly) == 0
+    value = int(poly.xreplace(dict(zip(d, symbolic.placeholders()))))
+    assert sympy.expand(symbolic.decode(value, 3) - poly) == 0
 
 
 def test_a_number_that_is_no_polynomial_does_not_decode():
-    p = dynamic.placeholders()[0]
-    with pytest.raises(dynamic.NotSymbolic):
-        dynamic.decode(p * p * p, 1)  # degree 3 in one placeholder
-    dec = dynamic._Decoder(1)
-    with pytest.raises(dynamic.NotSymbolic):
+    p = symbolic.placeholders()[0]
+    with pytest.raises(symbolic.NotSymbolic):
+        symbolic.decode(p * p * p, 1)  # degree 3 in one placeholder
+    dec = symbolic._Decoder(1)
+    with pytest.raises(symbolic.NotSymbolic):
         dec.size(sympy.Rational(p - 1, 2) * 2 + sympy.Rational(1, 3) * p)
 
 
@@ -87,8 +88,8 @@ def test_the_symbolic_kernels_are_the_kernels_at_every_size():
     for b, tt in ((6, 9), (2, 3), (5, 11)):
         (_, ints, _, roots, bufs), = family(gpt_like, [(b, tt)])
         assert t.bind(ints) == [b, tt]
-        ph, fakes, scalars = dynamic.placeholder_graph(roots, bufs, t, ints)
-        sym = [dynamic.symbolic_kernel(k, 2, [b, tt]) for k in schedule(ph, fakes, scalars=scalars).kernels]
+        ph, fakes, scalars = symbolic.placeholder_graph(roots, bufs, t, ints)
+        sym = [symbolic.symbolic_kernel(k, 2, [b, tt]) for k in schedule(ph, fakes, scalars=scalars).kernels]
         concrete = schedule(roots, bufs, scalars=structure_key(roots)[2]).kernels
         at = {size_symbol("d0"): b, size_symbol("d1"): tt}
         assert len(sym) == len(concrete)

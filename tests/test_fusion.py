@@ -182,7 +182,7 @@ def test_weight_gradient_of_x_at_w_transposed_is_computed_in_the_weights_layout(
 def test_a_merged_then_transposed_operand_is_a_strided_view():
     # h [4, 8, 16] reshaped to [32, 16] and transposed: the index h[v // 8, v % 8, u] is the affine
     # 16 * v + u, so the GEMM reads h in place (3 kernels would mean a transposing copy)
-    from codegen.kernel_ir import FloorDiv, ModIdx
+    from codegen.index_ops import FloorDiv, ModIdx
     from scheduler.indexing import linear_coeffs, symbol
 
     v, u = symbol("v0"), symbol("v1")

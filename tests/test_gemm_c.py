@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import lazy
-from codegen import compile_c, gemm_c
+from codegen import compile_c, gemm_c, gemm_c_runtime
 from codegen.gemm_c import GemmCConfig
 from codegen.gemm_triton import epilogue_buffers
 from codegen.kernel_ir import BufferArg, ExternCall, StridedView
@@ -316,7 +316,7 @@ def test_fallback_targets_compile_and_match(march):
     call, inputs = scheduled_call((x @ w + b).gelu())
     src = gemm_c.render_gemm_c(call, SMALL)
     flags = tuple(f"-march={march}" if f == "-march=native" else f for f in compile_c.BASE_FLAGS)
-    gemm_c.ensure_runtime()  # the packing workspace every GEMM kernel links against
+    gemm_c_runtime.ensure_runtime()  # the packing workspace every GEMM kernel links against
     fn = compile_c.load(src, flags=flags)
     fn.argtypes, fn.restype = [ctypes.c_void_p] * 4, ctypes.c_int
     out = torch.full((37, 70), float("nan"))

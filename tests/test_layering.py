@@ -50,6 +50,8 @@ ORDERS = [
     "import scheduler.schedule; import lazy",
     "import codegen; import scheduler; import lazy",
     "from scheduler import schedule; import lazy",
+    "import lazy.symbolic",
+    "import codegen.index_ops; import lazy",
 ]
 
 

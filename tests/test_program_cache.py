@@ -84,11 +84,15 @@ def records(cache: Path) -> list[Path]:
 
 
 def test_a_second_process_schedules_and_compiles_nothing(tmp_path):
+    """...nor imports sympy: the kernels' stages (their index expressions) stay pickled while they
+    only launch (codegen/kernel_ir.py `deferred_stages`)."""
     script = textwrap.dedent("""
         import json
+        import sys
         import torch
         import lazy
         from codegen import compile_c
+        from codegen.kernel_ir import ExternCall
         from lazy import nn, optim, program_cache, runtime
         calls = [0]
         real = runtime._schedule
@@ -108,7 +112,9 @@ def test_a_second_process_schedules_and_compiles_nothing(tmp_path):
             opt.zero_grad()
             losses.append(loss.item())
         print(json.dumps({"losses": losses, "schedules": calls[0], "compiles": compile_c.stats.misses,
-                          "hits": program_cache.stats["hits"]}))
+                          "hits": program_cache.stats["hits"], "sympy": "sympy" in sys.modules,
+                          "gemms": sum(ln.backend == "c" and isinstance(ln.kernel, ExternCall)
+                                       for p in runtime._programs.values() for ln in p.launches)}))
     """)
     env = dict(os.environ, LAZY_CACHE_DIR=str(tmp_path / "shared"), PYTHONPATH=str(ROOT))
     runs = []
@@ -121,6 +127,22 @@ def test_a_second_process_schedules_and_compiles_nothing(tmp_path):
     assert first["schedules"] >= 1 and first["compiles"] >= 1 and first["hits"] == 0
     assert second["schedules"] == 0 and second["compiles"] == 0 and second["hits"] == first["schedules"]
     assert second["losses"] == first["losses"]
+    assert first["sympy"] and not second["sympy"]
+    assert second["gemms"] >= 1  # C GEMMs with their epilogues loaded without sympy too
+
+
+def test_a_stored_kernel_reads_its_stages_when_first_used(monkeypatch):
+    import pickle
+
+    kernel = _a_kernel_of_step(monkeypatch)
+    loaded = pickle.loads(program_cache.dumps(kernel))
+    assert "_stages" in vars(loaded) and "stores" not in vars(loaded)
+    assert (loaded.name, loaded.buffers, loaded.loops, loaded.meta) == (kernel.name, kernel.buffers, kernel.loops,
+                                                                        kernel.meta)
+    assert "_stages" in vars(loaded)  # its header read, its stages still pickled
+    assert loaded.stores == kernel.stores and loaded.reduces == kernel.reduces
+    assert "_stages" not in vars(loaded)
+    assert loaded == kernel and hash(loaded) == hash(kernel) and loaded.key() == kernel.key()
 
 
 def test_the_same_structure_hits_and_gives_the_same_values(cache, monkeypatch):
