@@ -2,7 +2,8 @@
 eager and torch.compile in one process.
 
 In:  the models of perf/models (MODELS), a size (tiny | small), the peers.
-Out: a run record (one row per model and phase: `train`, `infer`), printed as a table (or JSON),
+Out: a run record (one row per model and phase: `train`, `infer`, and `generate` for a model that
+     samples: GPT's `generate` with top-k, one token per forward), printed as a table (or JSON),
      appended as one JSON line to `models.jsonl` beside the benchmark history.
 
 How it measures
@@ -37,7 +38,7 @@ import numpy as np
 from perf import models
 
 PEERS = ("lazy", "lazy.jit", "torch", "torch.compile")
-PHASES = ("train", "infer")
+PHASES = ("train", "infer", "generate")
 RTOL = 1e-3  # first-call results: lazy against torch eager (tests/test_models.py pins tighter ones)
 
 
@@ -65,7 +66,7 @@ def _finish(name: str, out):
 def _make_call(name: str, case: models.Case, phase: str):
     import lazy
 
-    fn = case.train_step if phase == "train" else case.infer
+    fn = {"train": case.train_step, "infer": case.infer}.get(phase) or case.extra["sample"]
     if name == "lazy.jit":
         from lazy.jit import JitWarning
 
@@ -144,6 +145,8 @@ def bench_model(model: str, size: str, peers: list[str], phase: str, *, repeat: 
         row["rel_err"] = max(errs, default=0.0)
         if row["rel_err"] > RTOL:
             row["status"], row["error"] = "mismatch", f"lazy differs from torch eager: relative {row['rel_err']:.2e}"
+        if any(a.dtype.kind != "f" and not np.array_equal(a, b) for a, b in zip(first["lazy"], first["torch"])):
+            row["status"], row["error"] = "mismatch", "lazy's integer results (sampled tokens) differ from torch eager's"
     if row["peers"].get("lazy", {}).get("status") == "failed":
         row["status"], row["error"] = "failed", row["peers"]["lazy"]["error"]
     # kernels of one steady call, and the time inside them
@@ -248,6 +251,8 @@ def run(names: list[str], size: str, peers: list[str], *, repeat: int, budget_s:
             record["torch_compile_startup_s"] = perf_run.torch_compile_startup("cpu")
         for i, name in enumerate(names, 1):
             for phase in PHASES:
+                if phase == "generate" and not getattr(models.MODELS[name], "SAMPLES", False):
+                    continue
                 log(f"[{i}/{len(names)}] {name} {phase}")
                 t0 = time.perf_counter()
                 try:

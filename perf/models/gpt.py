@@ -14,6 +14,8 @@ import inspect
 import math
 from dataclasses import dataclass
 
+SAMPLES = True  # the bench has a `generate` phase for it
+GENERATED = 32  # tokens that phase samples
 CONFIG = {
     "tiny": {"block_size": 16, "vocab_size": 64, "n_layer": 2, "n_head": 2, "n_embd": 32, "batch": 2},
     "small": {"block_size": 64, "vocab_size": 512, "n_layer": 4, "n_head": 4, "n_embd": 128, "batch": 8},
@@ -203,5 +205,10 @@ def build(torch, size, rng):
             _, loss = model(X, Y)
             return loss
 
+    def sample(X, Y):  # 32 new tokens after the first token of the batch, top-k sampled
+        model.eval()
+        with torch.no_grad():
+            return model.generate(X[:1, :1], GENERATED, temperature=0.8, top_k=20)
+
     return Case("gpt2", {"model": model}, (X, Y), train_step, infer, [optimizer],
-                extra={"generate": model.generate, "config": config})
+                extra={"generate": model.generate, "sample": sample, "config": config})
