@@ -6,12 +6,22 @@ In:  (N, C_in, H, W) or (C_in, H, W) lazy tensors; weight (C_in, C_out / groups,
 Out: (N, C_out, H_out, W_out) with H_out = (H - 1) stride - 2 padding + dilation (kH - 1) +
      output_padding + 1, as torch.
 
-How: the input is dilated with stride - 1 zeros between elements (a pad of a size-1 axis and a
-reshape: views, no copy), padded by dilation (k - 1) - padding on each side (+ output_padding at
-the end; a negative amount crops), and convolved (stride 1, the same dilation) with the weight
-flipped in both spatial dims and its in/out channels swapped within each group. conv2d's
-im2col-through-views then does the rest, so the result is differentiable like any composition.
-The zeros cost stride^2 more multiply-adds than a scatter formulation would.
+How (dilation 1): the sub-pixel decomposition. With o' = o + padding, out[o] sums x[i] w[k] over
+o' = i stride + k; the outputs of one phase o' = q stride + r take the taps k = r + stride j alone,
+and read x[q - j]: a stride-1 convolution of the undilated input with that sub-kernel. So each of
+the stride^2 output phases (per dim: o mod stride) is one conv2d (the sub-kernel flipped, its in/out
+channels swapped within each group) over the input padded or cropped to line its windows up; a
+phase without taps (kernel < stride) is zeros. The phases, each ceil(H_out / stride) long, are
+interleaved (stack, permute, reshape: one copy) and cropped to H_out; the bias is added once.
+Every conv2d reads its windows straight from the input (the scheduler's implicit GEMM), so
+nothing the size of an im2col matrix is written and no multiply-add meets an inserted zero. Stride
+1 is a single conv2d. All of it is views and conv2d, so it is differentiable like any composition.
+
+Fallback (dilation > 1): the input is dilated with stride - 1 zeros between elements (a pad of a
+size-1 axis and a reshape), padded by dilation (k - 1) - padding on each side (+ output_padding at
+the end; a negative amount crops) and convolved (stride 1, the same dilation) with the flipped
+weight. The zeros cost stride^2 more multiply-adds, and the scheduler cannot read the dilated
+input's windows in place, so their im2col matrix is written.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from lazy.amp import LOWER, autocast_op
 from lazy.nn import init
 from lazy.nn.functional import _batched, _pair, _t, conv2d
 from lazy.nn.modules import Module, _param
-from lazy.tensor import Tensor
+from lazy.tensor import Tensor, stack, zeros
 
 __all__ = ["ConvTranspose2d", "conv_transpose2d"]
 FUNCTIONAL = ["conv_transpose2d"]
@@ -36,6 +46,57 @@ def _dilate(x: Tensor, s: tuple[int, int]) -> Tensor:
     y = x.reshape(*lead, h, 1, w, 1).pad((0, s[1] - 1, 0, 0, 0, s[0] - 1))
     y = y.reshape(*lead, h * s[0], w * s[1])
     return y[..., :(h - 1) * s[0] + 1, :(w - 1) * s[1] + 1]
+
+
+def _dilated(x: Tensor, wc: Tensor, bias, s, p, op, d, g) -> Tensor:
+    """The fallback for dilation > 1: conv2d over the zero-dilated, padded input (module docstring)."""
+    kh, kw = wc.shape[-2:]
+    eh, ew = d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]
+    return conv2d(_dilate(x, s).pad((ew, ew + op[1], eh, eh + op[0])), wc, bias, 1, 0, d, g)
+
+
+def _phases(n: int, k: int, s: int, p: int, size: int) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """One spatial dim of the sub-pixel decomposition.
+
+    In:  input length n, kernel k, stride s, padding p, output length size.
+    Out: the phases' common length t = ceil(size / s) and, per output phase rho = o mod s, the
+         first tap of the flipped kernel, the number of taps, and the left and right pads of the
+         input (negative: a crop) for a stride-1 correlation giving out[rho + s u], u < t.
+    How: o + p = q s + r with r = (rho + p) mod s and q = u + c, c = (rho + p) // s; the taps are
+         k = r + s j (J of them), reading x[q - j]. Correlated in reverse order, window u reads
+         x[u + c - J + 1 ...]: the input padded by J - 1 - c on the left, t + J - 1 long. The
+         reversed taps are every s-th of the flipped kernel, from (k - 1 - r) mod s.
+    """
+    t = -(-size // s)
+    res = []
+    for rho in range(s):
+        r, c = (rho + p) % s, (rho + p) // s
+        taps = len(range(r, k, s))
+        left = taps - 1 - c
+        res.append(((k - 1 - r) % s, taps, left, t + taps - 1 - n - left))
+    return t, res
+
+
+def _sub_pixel(x: Tensor, wc: Tensor, bias: Tensor | None, s, p, size, g) -> Tensor:
+    """conv_transpose2d for dilation 1: one stride-1 conv2d per output phase, interleaved.
+    In: batched x, wc the flipped conv weight (C_out, C_in / g, kH, kW), bias or None, the output's
+    (H_out, W_out). Out: (N, C_out, H_out, W_out)."""
+    n, _, h, w = x.shape
+    oc, _, kh, kw = wc.shape
+    (th, ph), (tw, pw) = _phases(h, kh, s[0], p[0], size[0]), _phases(w, kw, s[1], p[1], size[1])
+    if s == (1, 1):  # one phase: the whole result, its bias the GEMM's epilogue
+        (_, _, lh, rh), (_, _, lw, rw) = ph[0], pw[0]
+        return conv2d(x.pad((lw, rw, lh, rh)), wc, bias, 1, 0, 1, g)
+    outs = []
+    for ah, jh, lh, rh in ph:
+        for aw, jw, lw, rw in pw:
+            if jh and jw:
+                outs.append(conv2d(x.pad((lw, rw, lh, rh)), wc[:, :, ah::s[0], aw::s[1]], None, 1, 0, 1, g))
+            else:  # no tap lands on this phase (kernel < stride)
+                outs.append(zeros(n, oc, th, tw, dtype=x.dtype, device=x.device))
+    y = stack(outs).reshape(s[0], s[1], n, oc, th, tw).permute(2, 3, 4, 0, 5, 1)
+    y = y.reshape(n, oc, th * s[0], tw * s[1])[..., :size[0], :size[1]]
+    return y if bias is None else y + bias.reshape(-1, 1, 1)
 
 
 @autocast_op(LOWER, "input", "weight", "bias")
@@ -57,13 +118,15 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
             raise RuntimeError(f"conv_transpose2d: output padding must be smaller than either stride or dilation, "
                                f"but got output_padding_height: {op[0]} output_padding_width: {op[1]} stride_height: "
                                f"{s[0]} stride_width: {s[1]} dilation_height: {d[0]} dilation_width: {d[1]}")
+    size = [(x.shape[2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (k - 1) + op[i] + 1 for i, k in enumerate((kh, kw))]
+    if min(size) < 1:
+        raise RuntimeError(f"Given input size per channel: ({x.shape[2]} x {x.shape[3]}). Calculated output size per "
+                           f"channel: ({size[0]} x {size[1]}). Output size is too small")
     g = groups
     # weight (C_in, C_out/g, kH, kW) -> conv weight (C_out, C_in/g, kH, kW), flipped in space
     wc = w.reshape(g, cin // g, coutg, kh, kw).transpose(1, 2).reshape(g * coutg, cin // g, kh, kw).flip(-2, -1)
-    y = _dilate(x, s)
-    eh, ew = d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]
-    y = y.pad((ew, ew + op[1], eh, eh + op[0]))
-    out = conv2d(y, wc, bias, 1, 0, d, g)
+    b = None if bias is None else _t("conv_transpose2d", bias)
+    out = _sub_pixel(x, wc, b, s, p, size, g) if d == (1, 1) else _dilated(x, wc, b, s, p, op, d, g)
     return out.squeeze(0) if unbatched else out
 
 
