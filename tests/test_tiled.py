@@ -207,3 +207,17 @@ def test_knobs_of_other_passes_leave_the_tiled_nest_whole():
         src = render_c.render_c(k, config=cfg)
         assert TILED in src
         compile_c.load(src)
+
+
+def test_a_short_row_that_gathers_is_not_forced_into_simd():
+    # the copy of a conv_transpose phase gradient into a GEMM's [m, oc] layout: 32 channels strided
+    # 256 apart. `omp simd` there made gcc emit a huge gathering function (143 ms for 1.5 MB); the
+    # loop is left to gcc's cost model. Contiguous rows, and long ones, keep the pragma.
+    x, b = rand(16, 32, 256), rand(32, seed=1)
+    lx, lb = lazy.tensor(x), lazy.tensor(b)
+    k = one_kernel(lambda: lx.permute(0, 2, 1).reshape(4096, 32) + lb / 3)
+    src = render_c.render_c(k)
+    assert "omp simd" not in src.split("void lazy_kernel")[-1], src
+    assert "omp simd" in render_c.render_c(one_kernel(lambda: lazy.tensor(rand(4096, 32)) + lb / 3))
+    y = (lx.permute(0, 2, 1).reshape(4096, 32) + lb / 3).torch()
+    torch.testing.assert_close(y, x.permute(0, 2, 1).reshape(4096, 32) + b / 3)
