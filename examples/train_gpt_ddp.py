@@ -19,7 +19,7 @@ import os
 
 # as `import lazy` would do, before torch loads libgomp (see examples/train_gpt.py)
 if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
 import argparse
 import copy

@@ -17,7 +17,7 @@ import os
 # as `import lazy` would do, but before torch loads libgomp, so torch and lazy run alike: idle OpenMP
 # threads spin briefly before they sleep (see lazy/__init__.py)
 if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
 import argparse
 import statistics

@@ -30,13 +30,14 @@ import torch as _torch
 # Idle OpenMP threads spin briefly, then sleep (unless the user chose a policy): our kernels,
 # torch's and the BLAS's all start parallel regions back to back, and waking a sleeping thread on
 # the development VM costs 0.1-0.2 ms per region. libgomp's default spins ~100x longer, which on a
-# machine with other busy processes loses whole scheduler slices at every region (an MLP step
-# measured 11 ms median spinning that long vs 2.3 ms sleeping at once). Measured on the tiny GPT
-# training step under lazy.jit: sleeping at once (OMP_WAIT_POLICY=PASSIVE) 13-17 ms, 30000 spins
-# 8.6-10 ms on a quiet machine; with one busy neighbour 15 and 22 ms. libgomp reads this when it
-# loads, i.e. at the first `import torch`, so it only takes effect when lazy is imported first.
+# machine with other busy processes loses whole scheduler slices at every region. Measured on this
+# 2-core VM (lazy.jit GPT training steps, GPT generate of 32 tokens): quiet, 3000 spins 2.2 and
+# 35 ms and 0.66 s, 30000 spins 2.5 and 38 ms and 0.69 s, sleeping at once (OMP_WAIT_POLICY=PASSIVE)
+# 4.0 and 59 ms and 0.83 s; with other processes busy (load 3), 3000 spins 25 ms and 0.88 s,
+# 30000 spins 28 ms and 6-12 s, passive 7 ms and 0.67 s. libgomp reads this when it loads, i.e.
+# at the first `import torch`, so it only takes effect when lazy is imported first.
 if "OMP_WAIT_POLICY" not in _os.environ:
-    _os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+    _os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
 from lazy.dtypes import *  # float32, ..., bool_, get_default_dtype
 from lazy.dtypes import ALIASES as _ALIASES

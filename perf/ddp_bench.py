@@ -33,7 +33,7 @@ if __name__ == "__main__" and "RANK" not in os.environ:  # launch the ranks, the
                                       str(Path(__file__).resolve()), *sys.argv[1:]], env=env))
 
 if "OMP_WAIT_POLICY" not in os.environ:  # as `import lazy` does, before torch loads libgomp
-    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
 import argparse
 import copy

@@ -162,7 +162,7 @@ def test_import_sets_a_short_openmp_spin_unless_the_user_chose():
                              env={**base, **env}, capture_output=True, text=True, check=True)
         return out.stdout.strip()
 
-    assert spin() == "30000"
+    assert spin() == "3000"
     assert spin(OMP_WAIT_POLICY="PASSIVE") == "None"  # the user's policy stands alone
     assert spin(GOMP_SPINCOUNT="5") == "5"
 
