@@ -110,6 +110,7 @@ class Capture:
     checks: list = field(default_factory=list)  # (expression, answer): what Python asked of the numbers
     traced: dict = field(default_factory=dict)  # id(CONST node) -> (weakref, expression | _AMBIGUOUS)
     blocked: list[str] = field(default_factory=list)  # what it did that a replay cannot redo
+    created: set = field(default_factory=set)  # ids of the Tensors made while it records (tensor.Tensor._new)
 
     def source(self, b: Buffer) -> tuple:
         for i, a in enumerate(self.arg_buffers):
@@ -462,7 +463,7 @@ class Jit:
         # the buffers handed to tensors that outlive the call (`p.grad`): a next call reading one
         # again carries state from call to call (named in the warning)
         cap.handed = [b for b in cap._alive if any(e[1:] == cap._outs.get(id(b)) for e in cap.rebind)]
-        cap._outs, cap._alive, cap._seen, cap.arg_tensors = {}, [], set(), []
+        cap._outs, cap._alive, cap._seen, cap.arg_tensors, cap.created = {}, [], set(), [], set()
         if cap.reads:  # first: Python may have branched on them, whatever it returned
             why = f"it reads tensor values on the host ({cap.reads[0]}): a replay could not follow them"
         elif cap.blocked:

@@ -598,7 +598,9 @@ def _leave(t: Tensor, old: Node, new: Node, written: bool = False) -> None:
     if b is not None:
         if b is not _held(new):
             runtime.buffer_left(t, b)
-    elif written and runtime._watched_nodes:
+    elif written and runtime._watched_nodes and not any(id(t) in r.created for r in runtime._recorders):
+        # (a tensor the recorded function made itself, `label = full(...)` then `label.fill_(0)`,
+        # holds an interned node an earlier recording read, but that recording computes its own)
         runtime.node_left(old)
 
 
@@ -761,6 +763,8 @@ class Tensor:
         t._stride = _contig(n.shape) if stride is None else tuple(stride)
         live = inplace._live  # the registry of live tensors (lazy/inplace.py): one weak reference each
         live.append(weakref.ref(t))
+        for r in runtime._recorders:  # lazy.jit: tensors made inside a recorded call
+            r.created.add(id(t))
         if len(live) > inplace._prune_at:
             inplace.prune()
         if n.op is Op.BUFFER and n.arg.owned and n.arg.owner is None:

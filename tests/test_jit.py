@@ -355,3 +355,36 @@ def test_gradients_accumulated_across_calls_are_named_in_the_warning():
 
     with pytest.warns(JitWarning, match="a result of the call before, read again .*without zero_grad"):
         [step(lazy.ones(3, 4)) for _ in range(4)]
+
+
+def test_a_tensor_the_step_makes_and_writes_in_place_does_not_stale_the_recording():
+    # DCGAN's `label = full(...)` then `label.fill_(fake)`: the tensor is the step's own, but its
+    # constant node is interned, the same node the previous recording read (and that the loss it
+    # returned still holds through autograd); writing it must not drop that recording
+    w = lazy.tensor(np.ones((3, 4), np.float32)).requires_grad_()
+    opt = optim.SGD([w], lr=0.1)
+
+    @lazy.jit
+    def step(x):
+        label = lazy.full((2, 4), 1.0)
+        loss = ((x @ w - label) ** 2).mean()
+        label.fill_(0.0)
+        loss = loss + ((x @ w - label) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    x = lazy.tensor(np.arange(6, dtype=np.float32).reshape(2, 3) / 6)
+    kept = [step(x) for _ in range(5)]
+    assert list(step.stats.values()) == ["replaying"], step.stats
+    ref = torch.ones(3, 4, requires_grad=True)
+    tx = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 6
+    for _ in range(5):
+        loss = ((tx @ ref - 1) ** 2).mean() + ((tx @ ref) ** 2).mean()
+        ref.grad = None
+        loss.backward()
+        with torch.no_grad():
+            ref -= 0.1 * ref.grad
+    np.testing.assert_allclose(w.numpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert kept[-1].item() == pytest.approx(loss.item(), rel=1e-5)
