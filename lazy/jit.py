@@ -40,6 +40,11 @@ How
   each replay, and each comparison Python made on them (`it < warmup`) is a guard: a replay whose
   numbers would answer one differently records again. A number used as itself (an index, `range`,
   `math.cos`) must keep its value for the replay.
+- Random draws (`lazy.randn`, `rand`, the fills dropout and `normal_` make, on lazy's generator or
+  a given one) are sources of the replay too: a replay draws each anew, in the call's order, with the
+  same sampler on the same generator, so the generator advances as running `fn` would advance it
+  and a seed gives the numbers eager calls would get. A fill of a tensor made outside `fn` swaps
+  that tensor's buffer without a kernel and is not replayed (a `JitWarning` says so).
 - When the two recordings disagree, or `fn` reads a value on the host (`.item()`, `bool(t)`:
   Python may branch on it) or returns something other than Tensors and None in lists, tuples and
   dicts, `fn` keeps running as is and a `JitWarning` says why.
@@ -111,11 +116,16 @@ class Capture:
     traced: dict = field(default_factory=dict)  # id(CONST node) -> (weakref, expression | _AMBIGUOUS)
     blocked: list[str] = field(default_factory=list)  # what it did that a replay cannot redo
     created: set = field(default_factory=set)  # ids of the Tensors made while it records (tensor.Tensor._new)
+    draws: list = field(default_factory=list)  # per random draw: (its key, the function that draws it anew)
+    _drawn: dict = field(default_factory=dict)  # id(Buffer of a draw) -> its index in `draws`
 
     def source(self, b: Buffer) -> tuple:
         for i, a in enumerate(self.arg_buffers):
             if a is b:
                 return ("arg", i)
+        d = self._drawn.get(id(b))
+        if d is not None:
+            return ("draw", d)
         hit = self._outs.get(id(b))
         return ("out", *hit) if hit is not None else ("keep", b)
 
@@ -135,6 +145,11 @@ class Capture:
             if not any(b is x for x in buffers):  # not written in place into a buffer that stays
                 self._outs.setdefault(id(b), (r, o))
                 self._alive.append(b)
+
+    def drawn(self, b: Buffer, redraw, key: tuple) -> None:
+        self._drawn[id(b)] = len(self.draws)
+        self.draws.append((key, redraw))
+        self._alive.append(b)  # (its id stays its own while the call runs)
 
     def bound(self, t: Tensor, b: Buffer) -> None:
         hit = self._outs.get(id(b))
@@ -222,6 +237,8 @@ class Capture:
                                 "place): a replay would not carry it from call to call")
                     what = ("a new buffer each call" if x[0] == y[0] == "keep" else f"{x[0]}, then {y[0]}")
                     return f"{where} is {what}: its contents would not be replayed"
+        if [k for k, _ in self.draws] != [k for k, _ in other.draws]:
+            return "it drew different random numbers (other shapes, or in another order)"
         if self.checks != other.checks:
             return "Python compared its number arguments differently (it branched on them)"
         if len(self.effects) != len(other.effects):
@@ -463,7 +480,7 @@ class Jit:
         # the buffers handed to tensors that outlive the call (`p.grad`): a next call reading one
         # again carries state from call to call (named in the warning)
         cap.handed = [b for b in cap._alive if any(e[1:] == cap._outs.get(id(b)) for e in cap.rebind)]
-        cap._outs, cap._alive, cap._seen, cap.arg_tensors, cap.created = {}, [], set(), [], set()
+        cap._outs, cap._alive, cap._seen, cap.arg_tensors, cap.created, cap._drawn = {}, [], set(), [], set(), {}
         if cap.reads:  # first: Python may have branched on them, whatever it returned
             why = f"it reads tensor values on the host ({cap.reads[0]}): a replay could not follow them"
         elif cap.blocked:
@@ -498,18 +515,21 @@ class Jit:
         """The results of one replay, or _UNSAFE when a value outside the step still reads memory the
         replay would overwrite and cannot be computed first (a clone of a parameter)."""
         outs: list[list[Buffer]] = []
+        drawn: list[Buffer] = []
 
         def resolve(src):
             if src[0] == "arg":
                 return args[src[1]]
             if src[0] == "out":
                 return outs[src[1]][src[2]]
+            if src[0] == "draw":
+                return drawn[src[1]]
             return src[1]
 
         # memory the programs overwrite in place that lives beyond the call (parameters, optimizer
         # state, arguments): values built outside the step that still read it are computed first
         over = [resolve(r.inputs[s]) for r in plan.realizations if r.prog is not None for s in r.prog.written
-                if r.inputs[s][0] != "out"]
+                if r.inputs[s][0] not in ("out", "draw")]
         if over and not all(holds_alone(b) for b in over):
             first, renamed = inplace.readers({i: (b, b.owner() if b.owner else None) for i, b in enumerate(over)}, {})
             if renamed:
@@ -518,6 +538,7 @@ class Jit:
                 realize(*first)
         for effect in plan.effects:
             effect()
+        drawn += [Buffer(redraw(), owned=True) for _, redraw in plan.draws]  # in the call's order
         for r in plan.realizations:
             inputs = [resolve(s) for s in r.inputs]
             if r.collective is not None:  # (it moves the buffers it writes to their next version)

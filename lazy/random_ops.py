@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from lazy import autograd
+from lazy import autograd, runtime
 from lazy.dtypes import to_torch
-from lazy.tensor import FUNCTIONS, Tensor, _gen, _leaf_tensors, _operand, owned_tensor
+from lazy.tensor import FUNCTIONS, Tensor, _gen, _held, _leaf_tensors, _operand, owned_tensor
 
 __all__ = ["bernoulli", "multinomial"]
 
@@ -62,15 +62,28 @@ def _fill(self: Tensor, name: str, draw) -> Tensor:
     """self's value replaced by `draw(host)`, a torch tensor of self's shape and dtype filled on the host."""
     if autograd.grad_enabled() and (self if self._base is None else self._base) in _leaf_tensors:
         raise RuntimeError(f"{name}: a leaf Variable that requires grad is being used in an in-place operation.")
-    host = torch.empty(tuple(self.shape), dtype=to_torch(self.dtype))
+    shape, tdt = tuple(self.shape), to_torch(self.dtype)
+    host = torch.empty(shape, dtype=tdt)
     draw(host)
     value = _wrap(host, self)
+    if runtime._recorders:  # lazy.jit: a replay draws anew, into the tensor the call made
+        if self._base is None and not all(id(self) in r.created for r in runtime._recorders):
+            for r in runtime._recorders:  # (its buffer is swapped without a kernel: nothing to replay)
+                r.unreplayable(f"{name} fills a tensor made outside the function")
+        else:
+            runtime.record_draw(_held(value._node), lambda: _drawn(shape, tdt, draw), (name, shape, self.dtype.name))
     if self._base is None:
         from lazy.nn.init import _assign
 
         return _assign(self, value)
     with autograd.no_grad():
         return self.copy_(value)
+
+
+def _drawn(shape, tdt, draw) -> torch.Tensor:
+    host = torch.empty(shape, dtype=tdt)
+    draw(host)
+    return host
 
 
 def bernoulli_(self: Tensor, p=0.5, *, generator=None) -> Tensor:

@@ -185,6 +185,14 @@ def record_host_effect(fn) -> None:
         r.host_effect(fn)
 
 
+def record_draw(buf: Buffer, redraw, key: tuple) -> None:
+    """Tell an active capture that a random draw made `buf` on the host: a replay calls `redraw()`
+    (the same sampler on the same generator, so the stream advances as the call would advance it)
+    for a new buffer in its place. `key` (op, shape, dtype) says which draw it is."""
+    for r in _recorders:
+        r.drawn(buf, redraw, key)
+
+
 def record_host_read(what: str) -> None:
     """Tell an active capture that a value went to the host (`.item()`, `bool`, `.numpy()`): what
     the step does next may depend on it, which a replay cannot see."""

@@ -2890,8 +2890,11 @@ def _random(name: str, fn, size, dtype, device, generator, *args) -> Tensor:
     dt = as_dtype(dtype, name) if dtype is not None else get_default_dtype()
     if name in ("rand", "randn") and not dt.is_float:
         raise DTypeError(f"{name}: expected a floating point dtype, got {dt}")
-    t = fn(*args, _new_shape(name, size), generator=generator or _gen, dtype=to_torch(dt))
-    return _from_torch(t, owned=True)
+    shape, g, tdt = _new_shape(name, size), generator or _gen, to_torch(dt)
+    out = _from_torch(fn(*args, shape, generator=g, dtype=tdt), owned=True)
+    if runtime._recorders:  # lazy.jit: a replay draws anew
+        runtime.record_draw(_held(out._node), lambda: fn(*args, shape, generator=g, dtype=tdt), (name, shape, dt.name))
+    return out
 
 
 def rand(*size, dtype=None, device=None, generator=None) -> Tensor:

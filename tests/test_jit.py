@@ -388,3 +388,54 @@ def test_a_tensor_the_step_makes_and_writes_in_place_does_not_stale_the_recordin
             ref -= 0.1 * ref.grad
     np.testing.assert_allclose(w.numpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-6)
     assert kept[-1].item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def _noisy_step():
+    lazy.manual_seed(0)
+    lin = nn.Linear(4, 4)
+    opt = optim.SGD(lin.parameters(), lr=0.1)
+
+    def step(x):
+        z = lin(x) + lazy.randn(2, 4) * 0.5  # a VAE's reparameterization, then dropout's mask
+        z = nn.functional.dropout(z, 0.3, training=True)
+        loss = (z ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return lin, step
+
+
+def test_random_draws_replay_as_the_calls_would_draw_them():
+    x = lazy.tensor(np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4))
+    lin_a, plain = _noisy_step()
+    lin_b, step = _noisy_step()
+    jitted = lazy.jit(step)
+    lazy.manual_seed(5)
+    want = [plain(x).item() for _ in range(7)]
+    lazy.manual_seed(5)
+    got = [jitted(x).item() for _ in range(7)]
+    assert list(jitted.stats.values()) == ["replaying"], jitted.stats
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(lin_b.weight.numpy(), lin_a.weight.numpy(), rtol=1e-6)
+    assert len(set(got)) == 7  # new numbers every call
+    after = lazy.rand(3).tolist()  # the generator moved as the plain calls moved it
+    lazy.manual_seed(5)
+    for _ in range(7):
+        plain(x)
+    assert lazy.rand(3).tolist() == after
+
+
+def test_a_draw_into_a_tensor_made_outside_is_not_replayed():
+    w = lazy.zeros(3)
+
+    @lazy.jit
+    def step(x):
+        w.normal_()
+        return x * w
+
+    step(lazy.ones(3)).realize()  # (the first call runs as is; the second records)
+    with pytest.warns(JitWarning, match="fills a tensor made outside"):
+        step(lazy.ones(3))
+    assert "failed" in next(iter(step.stats.values()))
