@@ -67,11 +67,16 @@ def _fill(self: Tensor, name: str, draw) -> Tensor:
     draw(host)
     value = _wrap(host, self)
     if runtime._recorders:  # lazy.jit: a replay draws anew, into the tensor the call made
+        b = _held(value._node)
         if self._base is None and not all(id(self) in r.created for r in runtime._recorders):
-            for r in runtime._recorders:  # (its buffer is swapped without a kernel: nothing to replay)
-                r.unreplayable(f"{name} fills a tensor made outside the function")
+            why = f"{name} fills a tensor made outside the function"  # (its buffer is swapped: no kernel to replay)
+        elif b is None or b.data.device != host.device:
+            why = f"{name} draws on the host for a tensor on {self.device}"  # (the copy's input would be new)
         else:
-            runtime.record_draw(_held(value._node), lambda: _drawn(shape, tdt, draw), (name, shape, self.dtype.name))
+            why = None
+            runtime.record_draw(b, lambda: _drawn(shape, tdt, draw), (name, shape, self.dtype.name))
+        for r in runtime._recorders if why else ():
+            r.unreplayable(why)
     if self._base is None:
         from lazy.nn.init import _assign
 
