@@ -63,8 +63,7 @@ def _fill(self: Tensor, name: str, draw) -> Tensor:
     if autograd.grad_enabled() and (self if self._base is None else self._base) in _leaf_tensors:
         raise RuntimeError(f"{name}: a leaf Variable that requires grad is being used in an in-place operation.")
     shape, tdt = tuple(self.shape), to_torch(self.dtype)
-    host = torch.empty(shape, dtype=tdt)
-    draw(host)
+    host = _drawn(shape, tdt, draw)
     value = _wrap(host, self)
     if runtime._recorders:  # lazy.jit: a replay draws anew, into the tensor the call made
         b = _held(value._node)
@@ -75,8 +74,9 @@ def _fill(self: Tensor, name: str, draw) -> Tensor:
         else:
             why = None
             runtime.record_draw(b, lambda: _drawn(shape, tdt, draw), (name, shape, self.dtype.name))
-        for r in runtime._recorders if why else ():
-            r.unreplayable(why)
+        if why is not None:
+            for r in runtime._recorders:
+                r.unreplayable(why)
     if self._base is None:
         from lazy.nn.init import _assign
 
@@ -86,6 +86,7 @@ def _fill(self: Tensor, name: str, draw) -> Tensor:
 
 
 def _drawn(shape, tdt, draw) -> torch.Tensor:
+    """A host tensor of `shape` and torch dtype `tdt` filled by `draw` (a fill's draw, and its replay's)."""
     host = torch.empty(shape, dtype=tdt)
     draw(host)
     return host
